@@ -1,0 +1,183 @@
+"""`embedstore encode`: run the expensive transformer once and keep every vector.
+
+Only texts the store lacks are encoded; a finished encode re-runs in the time it takes to hash the inputs,
+without loading the model. Rows are committed in whole batches as the run goes, so an interrupted run keeps
+its finished work and the next run continues where it stopped.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError
+from .hashing import Text, normalize_text, text_ids
+from .models import DEFAULT_MODEL, ModelSpec, cache_dir, load_model, resolve_model
+from .progress import progress_bar
+from .store import Store, StoreKey
+from .texts import read_texts
+
+DEFAULT_STORE_NAME = "store.zarr"
+
+
+def default_store() -> Path:
+    return cache_dir() / DEFAULT_STORE_NAME
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Everything that shapes a vector (it all goes into the store key) plus how to compute it."""
+
+    model: str = DEFAULT_MODEL
+    pooling: str = "mean"
+    layers: tuple[int, ...] = (-1,)
+    max_length: int = 512
+    prefix: str | None = None  # None: the model's own default ("query: " for e5)
+    dtype: str = "float32"
+    batch_size: int = 32
+    device: str = "auto"
+    chunk_rows: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: {self.batch_size}; expected a positive integer")
+        if self.chunk_rows < 1:
+            raise ConfigError(f"chunk_rows: {self.chunk_rows}; expected a positive integer")
+        if not self.layers:
+            raise ConfigError("layers: empty; expected at least one layer index")
+
+
+@dataclass
+class EncodeReport:
+    store: str
+    keys: list[dict]
+    texts: int
+    unique: int
+    present: int
+    encoded: int
+    tokens: int
+    seconds: float
+    model_loaded: bool
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 and self.encoded else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "texts_per_second": self.texts_per_second}
+
+
+def store_keys(spec: ModelSpec, options: EncodeOptions) -> list[StoreKey]:
+    from .encoder import absolute_layer
+
+    prefix = spec.prefix if options.prefix is None else options.prefix
+    layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in options.layers)
+    return [StoreKey(model=spec.name, fingerprint=spec.fingerprint, pooling=options.pooling, layer=layer,
+                     max_length=options.max_length, prefix=prefix, dtype=options.dtype) for layer in layers]
+
+
+def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
+    """First occurrence of each distinct normalised text: duplicates are encoded once."""
+    normalized = [normalize_text(t) for t in texts]
+    ids = text_ids(normalized)
+    _, first = np.unique(ids, axis=0, return_index=True)
+    first.sort()
+    return [normalized[i] for i in first], ids[first]
+
+
+def _provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
+    import torch
+    import transformers
+
+    return {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
+            "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
+            "compute_dtype": "float32", "batch_size": options.batch_size, "device": device,
+            "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
+           progress: bool = False) -> EncodeReport:
+    """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done."""
+    t0 = time.perf_counter()
+    spec = resolve_model(options.model)
+    keys = store_keys(spec, options)
+    st = Store.open(store or default_store())
+    unique, ids = _unique(texts)
+    lacking = np.stack([~st.contains_ids(k, ids) for k in keys]) if st.exists() else np.ones((len(keys), len(ids)), bool)
+    report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=len(texts), unique=len(unique),
+                          present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
+    if lacking.any():
+        _encode_missing(st, spec, keys, unique, ids, options, report, progress)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
+                    options: EncodeOptions, report: EncodeReport, progress: bool) -> None:
+    from .encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
+
+    device = resolve_device(options.device)
+    model, tokenizer = load_model(spec, device)
+    encoder = Encoder(model, tokenizer, device)
+    provenance = _provenance(spec, options, str(device))
+    report.model_loaded, report.provenance = True, provenance
+    with st.writer() as writer:
+        # re-check under the lock: another writer may have finished some of these meanwhile
+        lacking = np.stack([~st.contains_ids(k, ids) for k in keys])
+        todo = np.flatnonzero(lacking.any(0))
+        writers = [writer.key(k, spec.hidden_size, provenance, options.chunk_rows) for k in keys]
+        todo_texts = [unique[i] for i in todo]
+        tok = tokenize(tokenizer, todo_texts, keys[0].prefix, options.max_length)
+        batches = length_sorted_batches(tok.lengths, ids[todo], options.batch_size)
+        lengths = tok.lengths
+        buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
+        buffered_rows = 0
+
+        def flush() -> None:
+            nonlocal buffered, buffered_rows
+            if not buffered:
+                return
+            rows = np.concatenate([r for r, _ in buffered])
+            for key, kw, lack in zip(keys, writers, lacking):
+                vecs = np.concatenate([v[key.layer] for _, v in buffered])
+                need = lack[todo[rows]]
+                if need.any():
+                    kw.append(ids[todo[rows[need]]], vecs[need])
+            report.encoded += len(rows)
+            buffered, buffered_rows = [], 0
+
+        with progress_bar("texts", enabled=progress) as bar:
+            task = bar.add_task("encoding", total=len(todo))
+            for rows in batches:
+                batch = collate(tok, rows, tokenizer.pad_token_id, device)
+                buffered.append((rows, encoder.forward(batch, [k.layer for k in keys], options.pooling)))
+                buffered_rows += len(rows)
+                report.tokens += int(lengths[rows].sum())
+                if buffered_rows >= options.chunk_rows:
+                    flush()
+                bar.advance(task, len(rows))
+            flush()
+
+
+def encode_files(paths: Sequence[str | Path], *, column: str | None = None, pair_column: str | None = None,
+                 store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
+                 progress: bool = False) -> EncodeReport:
+    """Every file is read and validated before the model is touched: a bad row costs no encoding."""
+    texts: list[Text] = []
+    for path in paths:
+        texts.extend(read_texts(path, column, pair_column))
+    return encode(texts, store=store, options=options, progress=progress)
+
+
+def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
+          progress: bool = False) -> np.ndarray:
+    """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks."""
+    report = encode(texts, store=store, options=options, progress=progress)
+    return Store.open(report.store).get(StoreKey.from_dict(report.keys[0]), texts)

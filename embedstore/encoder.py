@@ -1,0 +1,110 @@
+"""The transformer forward pass: tokenize once, batch by length, pool the requested hidden layers.
+
+Batches are formed over texts sorted by token length (longest first, so an out-of-memory error shows up in
+the first batch, not after an hour), which keeps padding, and so wasted compute, near zero. With the order
+fixed by (length, text id) and commits on batch boundaries, a resumed run re-forms the very same batches,
+so its vectors equal an uninterrupted run's bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .hashing import Text
+
+POOLINGS = ("mean", "cls", "max")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: '{device}' is not a torch device; expected auto, cpu, cuda or cuda:N") from None
+
+
+def absolute_layer(layer: int, num_layers: int) -> int:
+    """Hidden-state index: 0 is the embedding output, num_layers the last layer; negatives count from the end."""
+    if not -(num_layers + 1) <= layer <= num_layers:
+        raise ConfigError(f"layer: {layer} is out of range for a {num_layers}-layer model; "
+                          f"expected {-(num_layers + 1)}..{num_layers}")
+    return layer if layer >= 0 else num_layers + 1 + layer
+
+
+@dataclass
+class Tokenized:
+    """Unpadded token ids of every text; padding happens per batch."""
+
+    features: dict[str, list[list[int]]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.features["input_ids"]), dtype=np.int64)
+
+
+def tokenize(tokenizer, texts: Sequence[Text], prefix: str, max_length: int) -> Tokenized:
+    """The prefix goes before the (first) text: e5 was trained with "query: " in front of every input."""
+    if texts and isinstance(texts[0], tuple):
+        first = [prefix + a for a, _ in texts]
+        second = [b for _, b in texts]
+        enc = tokenizer(first, second, truncation=True, max_length=max_length, padding=False)
+    else:
+        enc = tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length, padding=False)
+    keep = ("input_ids", "attention_mask", "token_type_ids")
+    return Tokenized({k: enc[k] for k in keep if k in enc})
+
+
+def length_sorted_batches(lengths: np.ndarray, ids: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Longest first; ties broken by text id so the order never depends on input order."""
+    tie = np.frombuffer(np.ascontiguousarray(ids[:, :8]).tobytes(), dtype=">u8") if len(ids) else np.zeros(0)
+    order = np.lexsort((tie, -lengths))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(tok: Tokenized, rows: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(tok.features["input_ids"][r]) for r in rows)
+    batch = {}
+    for name, seqs in tok.features.items():
+        fill = pad_id if name == "input_ids" else 0
+        out = np.full((len(rows), width), fill, dtype=np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(seqs[r])] = seqs[r]
+        batch[name] = torch.from_numpy(out).to(device)
+    return batch
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Masked pooling: padding never leaks into a vector, whatever its batch neighbours."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if pooling == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
+    raise ConfigError(f"pooling: '{pooling}' is not supported; expected one of {', '.join(POOLINGS)}")
+
+
+class Encoder:
+    """A loaded model in inference mode that turns padded batches into pooled vectors per layer."""
+
+    def __init__(self, model, tokenizer, device: torch.device) -> None:
+        if getattr(tokenizer, "padding_side", "right") != "right":
+            raise ConfigError("tokenizer pads on the left; cls pooling needs right padding")
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, torch.Tensor], layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
+        num_layers = self.model.config.num_hidden_layers
+        need_all = any(layer != num_layers for layer in layers)
+        out = self.model(**batch, output_hidden_states=need_all)
+        hidden = out.hidden_states if need_all else {num_layers: out.last_hidden_state}
+        mask = batch["attention_mask"]
+        return {layer: pool(hidden[layer], mask, pooling).float().cpu().numpy() for layer in layers}

@@ -1,0 +1,47 @@
+"""Content addresses for texts and text pairs.
+
+A vector is looked up by the hash of exactly what was encoded, so the same sentence in two data sets is
+encoded once, and a data set's vectors are gathered by hashing its rows. Normalisation happens here, once,
+and the encoder sees the normalised text: the address and the vector always describe the same string.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from typing import Sequence, Union
+
+import numpy as np
+
+Text = Union[str, tuple[str, str]]
+ID_BYTES = 16
+
+
+def normalize(text: str) -> str:
+    """NFC plus outer-whitespace strip: the XLM-R normaliser does not compose decomposed sequences."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def normalize_text(text: Text) -> Text:
+    if isinstance(text, tuple):
+        return (normalize(text[0]), normalize(text[1]))
+    return normalize(text)
+
+
+def text_id(text: Text) -> bytes:
+    """16-byte blake2b of the normalised text; pairs hash differently from any single text."""
+    h = hashlib.blake2b(digest_size=ID_BYTES)
+    if isinstance(text, tuple):
+        h.update(b"pair\x00" + normalize(text[0]).encode() + b"\x00" + normalize(text[1]).encode())
+    else:
+        h.update(b"text\x00" + normalize(text).encode())
+    return h.digest()
+
+
+def text_ids(texts: Sequence[Text]) -> np.ndarray:
+    """(n, 16) uint8: the fixed-width form the store keeps next to the vectors."""
+    buf = b"".join(text_id(t) for t in texts)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(len(texts), ID_BYTES).copy()
+
+
+def ids_to_bytes(ids: np.ndarray) -> list[bytes]:
+    return [row.tobytes() for row in np.ascontiguousarray(ids, dtype=np.uint8)]

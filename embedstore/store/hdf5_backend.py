@@ -1,0 +1,117 @@
+"""HDF5 single-file backend: the portable one.
+
+HDF5 cannot survive a killed writer by itself (a crash can leave the file unopenable until `h5clear`, and
+h5py has no atomic chunk writes), so a writer works on a temporary copy that replaces the file only when the
+encode finishes. The file on disk is therefore always a complete earlier state; an interrupted HDF5 encode
+loses that run's new rows (a Python-level interruption such as Ctrl-C still closes the file cleanly and keeps
+them). Use a `.zarr` store when surviving `kill -9` mid-run matters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import StoreError
+from .lock import WriterLock
+
+
+def _attrs(obj: h5py.Group) -> dict:
+    """Attributes are stored as JSON strings so nested provenance round-trips like zarr's JSON attributes."""
+    return {k: json.loads(v) for k, v in obj.attrs.items()}
+
+
+class HDF5Backend:
+    kind = "hdf5"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def _open(self) -> h5py.File:
+        try:
+            return h5py.File(self.path, "r")
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: no store here; create one with `embedstore encode ... --store {self.path}`") from None
+        except OSError as e:
+            raise StoreError(f"{self.path}: not a readable HDF5 store ({e})") from None
+
+    def list_groups(self) -> dict[str, dict]:
+        with self._open() as f:
+            return {name: _attrs(g) for name, g in f.items() if isinstance(g, h5py.Group)}
+
+    def read_ids(self, name: str, n: int) -> np.ndarray:
+        with self._open() as f:
+            return f[name]["ids"][:n]
+
+    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
+        with self._open() as f:
+            if rows is None:
+                return f[name]["vectors"][:n]
+            return f[name]["vectors"][rows]
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def writer(self) -> "HDF5Writer":
+        return HDF5Writer(self.path)
+
+
+class HDF5Writer:
+    """Writes into `<file>.partial-<pid>` and renames it over the store when the writer closes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = WriterLock(path.with_name(path.name + ".lock"), path)
+        self.tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
+
+    def __enter__(self) -> "HDF5Writer":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        for stale in self.path.parent.glob(self.path.name + ".partial-*"):
+            stale.unlink()  # left by a killed writer; we hold the lock, so nobody else is using it
+        if self.path.exists():
+            shutil.copyfile(self.path, self.tmp)
+        self.file = h5py.File(self.tmp, "a")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Committed rows are consistent once the file is closed, so even an interrupted run keeps them."""
+        try:
+            self.file.close()
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+            self.lock.release()
+
+    def ensure_group(self, name: str, attrs: dict, dim: int, dtype: str, chunk_rows: int) -> dict:
+        if name not in self.file:
+            group = self.file.create_group(name)
+            group.create_dataset("vectors", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows, dim), dtype=dtype)
+            group.create_dataset("ids", shape=(0, 16), maxshape=(None, 16), chunks=(chunk_rows, 16), dtype="uint8")
+            self.commit(name, 0, attrs)
+        return _attrs(self.file[name])
+
+    def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        group = self.file[name]
+        stop = start + len(ids)
+        for ds, data in ((group["vectors"], vectors), (group["ids"], ids)):
+            if ds.shape[0] < stop:
+                ds.resize(stop, axis=0)
+            ds[start:stop] = data
+
+    def commit(self, name: str, committed_rows: int, attrs: dict) -> None:
+        group = self.file[name]
+        for k, v in {**attrs, "committed_rows": committed_rows}.items():
+            group.attrs[k] = json.dumps(v)
+
+    def chunk_rows(self, name: str) -> int:
+        return self.file[name]["vectors"].chunks[0]

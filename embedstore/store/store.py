@@ -1,0 +1,148 @@
+"""The content-addressed vector store: many keys, each a group of `vectors` and `ids` rows.
+
+Only rows below a key's `committed_rows` exist for readers. Writers append rows and then advance that
+count, so a killed writer leaves at most uncommitted rows, which the next writer overwrites.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import StoreError
+from ..hashing import Text, ids_to_bytes, text_ids
+from .hdf5_backend import HDF5Backend
+from .key import StoreKey
+from .zarr_backend import ZarrBackend
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def backend_for(path: Path) -> ZarrBackend | HDF5Backend:
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        return HDF5Backend(path)
+    if path.suffix.lower() != ".zarr":
+        raise StoreError(f"{path}: a store path must end in .zarr (directory) or .h5 (HDF5 file)")
+    return ZarrBackend(path)
+
+
+class Store:
+    """Read access to a store; `writer()` for the single writer. Open with `Store.open(path)`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.backend = backend_for(path)
+        self._index_cache: dict[tuple[str, int], dict[bytes, int]] = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Store":
+        return cls(Path(path))
+
+    def exists(self) -> bool:
+        return self.backend.exists()
+
+    def _groups(self) -> dict[str, dict]:
+        return self.backend.list_groups() if self.exists() else {}
+
+    def keys(self) -> list[StoreKey]:
+        return [StoreKey.from_dict(attrs["key"]) for attrs in self._groups().values() if "key" in attrs]
+
+    def attrs(self, key: StoreKey) -> dict:
+        return self._groups().get(key.group_name, {})
+
+    def rows(self, key: StoreKey) -> int:
+        return int(self.attrs(key).get("committed_rows", 0))
+
+    def _index(self, key: StoreKey) -> dict[bytes, int]:
+        """id → row over committed rows; cached per committed count, so a growing store is re-read."""
+        n = self.rows(key)
+        cache_key = (key.group_name, n)
+        if cache_key not in self._index_cache:
+            ids = self.backend.read_ids(key.group_name, n) if n else np.zeros((0, 16), np.uint8)
+            self._index_cache = {cache_key: {b: i for i, b in enumerate(ids_to_bytes(ids))}}
+        return self._index_cache[cache_key]
+
+    def contains_ids(self, key: StoreKey, ids: np.ndarray) -> np.ndarray:
+        index = self._index(key)
+        return np.fromiter((b in index for b in ids_to_bytes(ids)), dtype=bool, count=len(ids))
+
+    def contains(self, key: StoreKey, texts: Sequence[Text]) -> np.ndarray:
+        return self.contains_ids(key, text_ids(texts))
+
+    def get(self, key: StoreKey, texts: Sequence[Text]) -> np.ndarray:
+        """float32 vectors of `texts` in input order; every text must have been encoded under `key`."""
+        return self.get_ids(key, text_ids(texts))
+
+    def get_ids(self, key: StoreKey, ids: np.ndarray) -> np.ndarray:
+        if key.group_name not in self._groups():
+            raise StoreError(f"{self.path}: no vectors under key {key.describe()}; encode the texts first "
+                             f"with `embedstore encode FILE --store {self.path}`")
+        index = self._index(key)
+        n = len(index)
+        rows = np.fromiter((index.get(b, -1) for b in ids_to_bytes(ids)), dtype=np.int64, count=len(ids))
+        missing = int((rows < 0).sum())
+        if missing:
+            raise StoreError(f"{self.path}: {missing} of {len(ids)} texts are not encoded under key "
+                             f"{key.describe()}; run `embedstore encode` on them with the same options")
+        unique, inverse = np.unique(rows, return_inverse=True)
+        if len(unique) * 4 >= n:  # dense request: one sequential read beats scattered chunk reads
+            block = self.backend.read_vectors(key.group_name, n, None)[unique]
+        else:
+            block = self.backend.read_vectors(key.group_name, n, unique)
+        return np.asarray(block, dtype=np.float32)[inverse]
+
+    def info(self) -> dict:
+        """What `embedstore store info` prints: keys, rows, dim, size on disk."""
+        if not self.exists():
+            raise StoreError(f"{self.path}: no store here")
+        keys = []
+        for name, attrs in self._groups().items():
+            if "key" not in attrs:
+                continue
+            keys.append({"group": name, **attrs["key"], "rows": attrs.get("committed_rows", 0),
+                         "dim": attrs.get("dim"), "provenance": attrs.get("provenance", {})})
+        return {"path": str(self.path), "backend": self.backend.kind, "size_bytes": self.backend.size_bytes(),
+                "keys": keys}
+
+    def writer(self) -> "StoreWriter":
+        return StoreWriter(self)
+
+
+@dataclass
+class KeyWriter:
+    """Appends to one key; `committed` is where the next row goes."""
+
+    backend_writer: object
+    key: StoreKey
+    committed: int
+    provenance: dict
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        name = self.key.group_name
+        self.backend_writer.write(name, self.committed, ids, vectors.astype(self.key.dtype, copy=False))
+        self.committed += len(ids)
+        self.backend_writer.commit(name, self.committed, {"provenance": self.provenance})
+
+
+class StoreWriter:
+    """The single writer of a store (a lock is held until exit)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._writer = store.backend.writer()
+
+    def __enter__(self) -> "StoreWriter":
+        self._writer.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.__exit__(*exc)
+
+    def key(self, key: StoreKey, dim: int, provenance: dict, chunk_rows: int = 1024) -> KeyWriter:
+        attrs = {"key": key.to_dict(), "dim": dim, "dtype": key.dtype, "provenance": provenance}
+        existing = self._writer.ensure_group(key.group_name, attrs, dim, key.dtype, chunk_rows)
+        if existing.get("dim", dim) != dim:
+            raise StoreError(f"{self.store.path}: key {key.describe()} holds {existing['dim']}-d vectors, not {dim}-d")
+        return KeyWriter(self._writer, key, int(existing.get("committed_rows", 0)), provenance)
