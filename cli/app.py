@@ -34,13 +34,14 @@ def encode(
     dtype: str = typer.Option("float32", help="Storage precision: float32 or float16 (compute is always fp32)."),
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    chunk_rows: int = typer.Option(1024, help="Rows per stored chunk, and per commit (for new keys)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
     from embedstore.encode import EncodeOptions, encode_files
 
     options = EncodeOptions(model=model, pooling=pooling, layers=tuple(layer), max_length=max_length, prefix=prefix,
-                            dtype=dtype, batch_size=batch_size, device=device)
+                            dtype=dtype, batch_size=batch_size, device=device, chunk_rows=chunk_rows)
     report = encode_files(files, column=column, pair_column=pair_column, store=store, options=options,
                           progress=not as_json)
     if as_json:

