@@ -1,93 +1,19 @@
 """`embedstore` — the typer app. Each command parses options, calls one library function, prints the result."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
-from rich.table import Table
 
-from embedstore.store import Store
-
-from .common import console, human_bytes, print_json, user_errors
+from . import encode_cmds, train_cmds
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Cross-lingual transfer with embedding LMs: encode once, align and train in seconds.")
-models_app = typer.Typer(no_args_is_help=True, help="Encoder models (the offline default is built locally).")
-store_app = typer.Typer(no_args_is_help=True, help="Inspect vector stores.")
-app.add_typer(models_app, name="models")
-app.add_typer(store_app, name="store")
-
-
-@app.command()
-@user_errors
-def encode(
-    files: list[Path] = typer.Argument(..., help="TSV (no quoting), CSV, JSONL or .txt (one text per line) files."),
-    column: Optional[str] = typer.Option(None, "--column", "-c", help="Text column (default: 'text')."),
-    pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
-    model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory."),
-    store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file [default: cache/store.zarr]."),
-    pooling: str = typer.Option("mean", help="mean (attention-mask weighted), cls or max."),
-    layer: list[int] = typer.Option([-1], "--layer", "-l", help="Hidden layer (negative counts from the end); repeat for several."),
-    max_length: int = typer.Option(512, help="Tokens per text (longer texts are truncated)."),
-    prefix: Optional[str] = typer.Option(None, help="Text prefix [default: the model's own, 'query: ' for e5]."),
-    dtype: str = typer.Option("float32", help="Storage precision: float32 or float16 (compute is always fp32)."),
-    batch_size: int = typer.Option(32, help="Texts per forward pass."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    chunk_rows: int = typer.Option(1024, help="Rows per stored chunk, and per commit (for new keys)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
-    """Encode texts into the store; what the store already holds is skipped."""
-    from embedstore.encode import EncodeOptions, encode_files
-
-    options = EncodeOptions(model=model, pooling=pooling, layers=tuple(layer), max_length=max_length, prefix=prefix,
-                            dtype=dtype, batch_size=batch_size, device=device, chunk_rows=chunk_rows)
-    report = encode_files(files, column=column, pair_column=pair_column, store=store, options=options,
-                          progress=not as_json)
-    if as_json:
-        print_json(report.to_dict())
-        return
-    rate = f", {report.texts_per_second:,.1f} texts/s" if report.encoded else ""
-    console.print(f"{report.store}: {report.texts:,} texts, {report.unique:,} unique, {report.present:,} already "
-                  f"stored, {report.encoded:,} encoded in {report.seconds:.1f} s{rate}")
-    for key in report.keys:
-        console.print(f"  key: {key['model']} pooling={key['pooling']} layer={key['layer']} "
-                      f"max_length={key['max_length']} prefix={key['prefix']!r} dtype={key['dtype']}")
-
-
-@models_app.command("pull")
-@user_errors
-def models_pull(
-    name: str = typer.Argument("multilingual-e5-small", help="Built-in name (built offline) or a hub name."),
-    force: bool = typer.Option(False, help="Rebuild even if present."),
-) -> None:
-    """Build (or download) a model into cache/models."""
-    from embedstore.models import pull_model, resolve_model
-
-    path = pull_model(name, force=force)
-    spec = resolve_model(str(path)) if path.is_dir() else None
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    console.print(f"{name}: {path} ({human_bytes(size)})" + (f", fingerprint {spec.fingerprint}" if spec else ""))
-
-
-@store_app.command("info")
-@user_errors
-def store_info(
-    path: Path = typer.Argument(..., help="A .zarr directory or .h5 file."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
-) -> None:
-    """Keys, rows, dimension and size on disk of a store."""
-    info = Store.open(path).info()
-    if as_json:
-        print_json(info)
-        return
-    table = Table(title=f"{info['path']} ({info['backend']}, {human_bytes(info['size_bytes'])})")
-    for col in ("model", "fingerprint", "pooling", "layer", "max_len", "prefix", "dtype", "rows", "dim"):
-        table.add_column(col, justify="right" if col in ("layer", "max_len", "rows", "dim") else "left")
-    for k in info["keys"]:
-        table.add_row(k["model"], k["fingerprint"][:12], k["pooling"], str(k["layer"]), str(k["max_length"]),
-                      repr(k["prefix"]), k["dtype"], f"{k['rows']:,}", str(k["dim"]))
-    console.print(table)
+app.command()(encode_cmds.encode)
+app.add_typer(encode_cmds.models_app, name="models")
+app.add_typer(encode_cmds.store_app, name="store")
+app.command("train-aligner")(train_cmds.train_aligner)
+app.command("train-head")(train_cmds.train_head)
+app.command("evaluate")(train_cmds.evaluate)
+app.command("predict")(train_cmds.predict)
 
 
 def main() -> None:

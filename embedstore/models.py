@@ -296,7 +296,9 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own bars report progress; its stderr bar would garble --json output
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -201,13 +201,14 @@ def _header(
     """Title and provenance lines: which sweep, model, store key and code produced these numbers."""
     sweeps = _distinct(r.get("provenance", {}).get("sweep") for r in cells)
     failed = len(cells) - len(ok)
-    counts = f"{len(cells)} cell records: {len(ok)} ok, {failed} failed (not in the tables)"
+    counts = f"{len(cells)} cell records: {len(ok)} ok, {failed} failed"
     if len(scored) < len(ok):
         counts += f", {len(ok) - len(scored)} ok without {metric!r}"
     lines = [
         f"# Results: {sweeps}",
         "",
-        f"- results file: `{path}` ({counts})",
+        f"- results file: `{path}`",
+        f"- records: {counts}; only ok records with the metric are in the tables",
         f"- metric: {metric}; entries are mean ± 95% CI half-width over seeds (t-distribution; a bare mean is a "
         "single seed); best mean per column in **bold** (higher is better)",
     ]
@@ -401,7 +402,7 @@ def _plot_cosine(groups: dict[str, dict[str, _Stat]], path: Path) -> Path:
     for offset, name in enumerate(COSINE_FIELDS):
         stats = [groups[label][name] for label in groups]
         xs = [i + (offset - (len(COSINE_FIELDS) - 1) / 2) * width for i in range(len(groups))]
-        errors = [0.0 if math.isnan(s.ci95) else s.ci95 for s in stats]
+        errors = None if all(s.n == 1 for s in stats) else [0.0 if math.isnan(s.ci95) else s.ci95 for s in stats]
         axes.bar(xs, [s.mean for s in stats], width, yerr=errors, capsize=3, label=_COSINE_LABELS[name])
     axes.set_xticks(range(len(groups)), list(groups))
     axes.set_ylabel("cosine similarity")

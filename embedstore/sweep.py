@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,6 +49,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from embedstore import __version__
 from embedstore.cells import Cell, SweepConfig, expand
@@ -126,26 +128,29 @@ def run_sweep(
         console = Console(stderr=True)
         columns = (
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[last]}"),
+            # the last finished cell takes what width is left and is cut short, so the bar never squeezes
+            TextColumn("{task.fields[last]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
         )
-        with Progress(*columns, console=console, disable=not progress) as bar:
+        with Progress(*columns, console=console, disable=not progress, expand=True) as bar:
             task = bar.add_task(config.name, total=len(to_run), last="")
 
             def record(cell: Cell, outcome: dict[str, Any]) -> None:
                 _append_line(fd, _make_record(config, cell, outcome))
                 if outcome["status"] == "ok":
                     ok.append(cell)
-                    last = f"ok {cell.describe()}"
+                    last = f"ok {escape(cell.describe())}"
                 else:
                     errors.append((cell, outcome["error"]))
-                    last = f"[red]error[/] {cell.describe()}"
-                    if progress:
-                        bar.console.print(f"[red]error[/] {cell.describe()}: {outcome['error']}")
+                    last = f"[red]error[/] {escape(cell.describe())}"
+                    if progress:  # error text may hold brackets, which rich would read as markup
+                        bar.console.print(
+                            f"[red]error[/] {escape(cell.describe())}: {escape(outcome['error'])}", highlight=False
+                        )
                 bar.update(task, advance=1, last=last)
 
             try:
@@ -200,7 +205,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def context_id(config: SweepConfig, cell: Cell) -> str:
+def _context_id(config: SweepConfig, cell: Cell) -> str:
     """A hash of what shapes a cell's result but is not part of the cell: the model and the task's table.
 
     Without it, changing the model or a task's data files and re-running would silently keep stale results.
@@ -225,7 +230,7 @@ def _partition(
     for cell in cells:
         if cell.id not in finished:
             to_run.append(cell)
-        elif finished[cell.id] == context_id(config, cell):
+        elif finished[cell.id] == _context_id(config, cell):
             skipped.append(cell)
         else:
             stale += 1
@@ -254,9 +259,10 @@ def _run_parallel(
     cells is lost, and when a worker process dies (out of memory, segfault) the cells it may have been
     running are known: they are recorded as errors and a fresh pool carries on with the rest.
     """
-    context = multiprocessing.get_context("spawn")
-    threads = max(1, _cores() // workers)
     queue = deque(cells)
+    workers = min(workers, len(queue))  # no idle processes, and a bigger thread share for the ones that run
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, _cores() // max(1, workers))
     while queue:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
         running: dict[Future[dict[str, Any]], Cell] = {}
@@ -356,7 +362,7 @@ def _make_record(config: SweepConfig, cell: Cell, outcome: dict[str, Any]) -> di
     record: dict[str, Any] = {
         "cell": asdict(cell),
         "cell_id": cell.id,
-        "context": context_id(config, cell),
+        "context": _context_id(config, cell),
         "status": outcome["status"],
     }
     if outcome["status"] == "ok":

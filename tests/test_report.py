@@ -29,8 +29,11 @@ def record(cell: Cell, accuracy: float, status: str = "ok") -> dict[str, Any]:
     return {**base, "error": "RuntimeError: boom", "provenance": provenance}
 
 
-def cells_over_seeds(method: str, task_size: int | None, values: list[float], *, aligner: str | None = None,
-                     pair_size: int | None = None, language: str = "ko", recipe: str = "default") -> list[dict[str, Any]]:
+def cells_over_seeds(
+    method: str, task_size: int | None, values: list[float], *, aligner: str | None = None,
+    pair_size: int | None = None, language: str = "ko", recipe: str = "default",
+) -> list[dict[str, Any]]:
+    """One ok record per value, seeds 0, 1, ..."""
     return [
         record(Cell(language, "topic", method, task_size, pair_size, aligner, seed, recipe), value)
         for seed, value in enumerate(values)
@@ -112,7 +115,7 @@ def test_markdown_table_means_cis_bold_and_n(results: Path, tmp_path: Path) -> N
 def test_header_has_provenance(results: Path, tmp_path: Path) -> None:
     header = build_report(results, tmp_path / "report").markdown.split("## ", 1)[0]
     assert "# Results: hand-made" in header
-    assert "21 cell records: 20 ok, 1 failed" in header
+    assert "records: 22 cell records: 21 ok, 1 failed" in header
     assert "model fingerprint: fp-tiny" in header
     assert "store key: tiny/mean/L6" in header
     assert "embedstore version: 0.1.0" in header
@@ -180,7 +183,8 @@ def test_other_metric_and_missing_metric(results: Path, tmp_path: Path) -> None:
 
 
 def test_nothing_to_report(tmp_path: Path) -> None:
-    only_errors = write_jsonl(tmp_path / "r.jsonl", [record(Cell("ko", "t", "english", 1000, None, None, 0), 0, "error")])
+    failed = record(Cell("ko", "t", "english", 1000, None, None, 0), 0, "error")
+    only_errors = write_jsonl(tmp_path / "r.jsonl", [failed])
     with pytest.raises(InputError, match="no finished"):
         build_report(only_errors, tmp_path / "report")
 

@@ -27,7 +27,9 @@ from embedstore.sweep import read_results, run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_config(tmp_path: Path, *, seeds: int = 2, methods: str = '["english", "langalign"]', **task: Any) -> SweepConfig:
+def make_config(
+    tmp_path: Path, *, seeds: int = 2, methods: str = '["english", "langalign"]', **task: Any
+) -> SweepConfig:
     """A small sweep: 1 baseline + 1 aligner method x 1 aligner x 2 pair sizes, 2 task sizes, `seeds` seeds."""
     task_lines = "\n".join(f"{key} = {json.dumps(str(value))}" for key, value in task.items())
     text = f"""
@@ -64,7 +66,8 @@ def fake_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
         raise RuntimeError("aligner diverged\nloss = nan")
     return {
         "metrics": {"accuracy": np.float32(fake_score(cell)), "n_test": np.int64(100)},
-        "provenance": {"model_fingerprint": "fp-tiny", "store_key": "tiny/mean/-1", "pid": os.getpid()},
+        "provenance": {"model_fingerprint": "fp-tiny", "store_key": "tiny/mean/-1", "pid": os.getpid(),
+                       "omp_threads": os.environ.get("OMP_NUM_THREADS")},
     }
 
 
@@ -81,11 +84,12 @@ def raw_lines(path: Path) -> list[dict[str, Any]]:
 
 def stable_view(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     """Records minus what legitimately differs between runs (times, pids)."""
-    volatile = {"wall_time_s", "timestamp", "pid"}
-    return {
-        r["cell_id"]: (r["cell"], r["status"], r.get("metrics"), {k: v for k, v in r["provenance"].items() if k not in volatile})
-        for r in records
-    }
+    volatile = {"wall_time_s", "timestamp", "pid", "omp_threads"}
+    view = {}
+    for r in records:
+        provenance = {key: value for key, value in r["provenance"].items() if key not in volatile}
+        view[r["cell_id"]] = (r["cell"], r["status"], r.get("metrics"), provenance)
+    return view
 
 
 def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
@@ -277,6 +281,8 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
     assert stable_view(parallel_records) == stable_view(raw_lines(serial.results))
     worker_pids = {r["provenance"]["pid"] for r in parallel_records}
     assert os.getpid() not in worker_pids and len(worker_pids) <= 2
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))  # each of 2 workers gets half the cores
+    assert {r["provenance"]["omp_threads"] for r in parallel_records} == {share}
 
 
 def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Content-addressed vector stores (`.zarr` directories, or `.h5` files)."""
 from .key import DTYPES, POOLINGS, StoreKey
-from .store import KeyWriter, Store, StoreWriter
+from .merge import MergeReport, merge_stores
+from .store import KeyWriter, RowWriter, Store, StoreWriter, require_shared_writes
 
-__all__ = ["DTYPES", "POOLINGS", "KeyWriter", "Store", "StoreKey", "StoreWriter"]
+__all__ = ["DTYPES", "POOLINGS", "KeyWriter", "MergeReport", "RowWriter", "Store", "StoreKey", "StoreWriter",
+           "merge_stores", "require_shared_writes"]

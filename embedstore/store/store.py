@@ -109,6 +109,9 @@ class Store:
     def writer(self) -> "StoreWriter":
         return StoreWriter(self)
 
+    def row_writer(self) -> "RowWriter":
+        return RowWriter(self)
+
 
 @dataclass
 class KeyWriter:
@@ -122,8 +125,23 @@ class KeyWriter:
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         name = self.key.group_name
         self.backend_writer.write(name, self.committed, ids, vectors.astype(self.key.dtype, copy=False))
-        self.committed += len(ids)
-        self.backend_writer.commit(name, self.committed, {"provenance": self.provenance})
+        self.commit(self.committed + len(ids))
+
+    def commit(self, rows: int) -> None:
+        """Make rows below `rows` visible to readers; the caller guarantees they are all written."""
+        self.committed = rows
+        self.backend_writer.commit(self.key.group_name, rows, {"provenance": self.provenance})
+
+    # zarr only, for a distributed encode whose other ranks write through `RowWriter`
+    @property
+    def chunk_rows(self) -> int:
+        return self.backend_writer.chunk_rows(self.key.group_name)
+
+    def reserve(self, rows: int) -> None:
+        self.backend_writer.reserve(self.key.group_name, rows)
+
+    def read_ids(self, start: int, stop: int) -> np.ndarray:
+        return self.backend_writer.read_ids(self.key.group_name, start, stop)
 
 
 class StoreWriter:
@@ -146,3 +164,25 @@ class StoreWriter:
         if existing.get("dim", dim) != dim:
             raise StoreError(f"{self.store.path}: key {key.describe()} holds {existing['dim']}-d vectors, not {dim}-d")
         return KeyWriter(self._writer, key, int(existing.get("committed_rows", 0)), provenance)
+
+
+def require_shared_writes(store: Store) -> None:
+    """Only zarr stores take writes from several processes (each owning whole chunks); HDF5 has one writer."""
+    if store.backend.kind != "zarr":
+        raise StoreError(f"{store.path}: an HDF5 store has a single writer, so several processes cannot encode "
+                         "into it; use a .zarr store (convert later with `embedstore store merge A.zarr --out B.h5`)")
+
+
+class RowWriter:
+    """Writes rows into space the lock holder reserved, without the lock and without committing them.
+
+    The other ranks of a distributed encode use this; readers see the rows only once the lock holder
+    advances `committed_rows` after checking them.
+    """
+
+    def __init__(self, store: Store) -> None:
+        require_shared_writes(store)
+        self._rows = store.backend.row_writer()
+
+    def write(self, key: StoreKey, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._rows.write(key.group_name, start, ids, vectors.astype(key.dtype, copy=False))

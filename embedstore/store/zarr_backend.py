@@ -16,7 +16,6 @@ from ..errors import StoreError
 from .lock import WriterLock
 
 
-
 def _root_group(path: Path, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(str(path), mode=mode, use_consolidated=False)
@@ -54,6 +53,15 @@ class ZarrBackend:
     def writer(self) -> "ZarrWriter":
         return ZarrWriter(self.path)
 
+    def row_writer(self) -> "ZarrRowWriter":
+        return ZarrRowWriter(self.path)
+
+
+def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+    stop = start + len(ids)
+    for arr, data in ((group["vectors"], vectors), (group["ids"], ids)):
+        arr[start:stop] = data
+
 
 class ZarrWriter:
     """Holds the store's writer lock for its lifetime; see the module docstring for the commit order."""
@@ -86,13 +94,21 @@ class ZarrWriter:
         return dict(group.attrs)
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.reserve(name, start + len(ids))
+        _write_rows(self.root[name], start, ids, vectors)
+
+    def reserve(self, name: str, rows: int) -> None:
+        """Grow the arrays (in whole chunks) to hold `rows` rows. Only the lock holder changes array metadata;
+        once space is reserved, other processes can fill it with `ZarrRowWriter` without touching metadata."""
         group = self.root[name]
-        stop = start + len(ids)
-        for arr, data in ((group["vectors"], vectors), (group["ids"], ids)):
-            if arr.shape[0] < stop:
+        for arr in (group["vectors"], group["ids"]):
+            if arr.shape[0] < rows:
                 chunk = arr.chunks[0]
-                arr.resize((-(-stop // chunk) * chunk, arr.shape[1]))
-            arr[start:stop] = data
+                arr.resize((-(-rows // chunk) * chunk, arr.shape[1]))
+
+    def read_ids(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows as they are on disk now, committed or not: lets the lock holder check other processes' writes."""
+        return self.root[name]["ids"][start:stop]
 
     def commit(self, name: str, committed_rows: int, attrs: dict) -> None:
         self.root[name].attrs.update({**attrs, "committed_rows": committed_rows})
@@ -101,3 +117,22 @@ class ZarrWriter:
         return self.root[name]["vectors"].chunks[0]
 
 
+class ZarrRowWriter:
+    """Fills rows the lock holder has reserved, without taking the lock and without writing any metadata.
+
+    For the other ranks of a distributed encode: zarr is process-safe only when processes write different
+    chunks, so each caller must own whole chunks (the distributed plan guarantees it), and the lock holder
+    alone resizes arrays and advances `committed_rows`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = _root_group(path, "r+")
+
+    def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+        group = self.root[name]
+        reserved = group["ids"].shape[0]
+        if start + len(ids) > reserved:
+            raise StoreError(f"{self.path}: rows {start}..{start + len(ids)} of {name} lie beyond the {reserved} "
+                             "rows the writer reserved; was the store changed by another process?")
+        _write_rows(group, start, ids, vectors)

@@ -1,0 +1,149 @@
+"""Steps 2 and 3 on files: `train-aligner`, `train-head`, `evaluate`, `predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from embedstore.encode import EncodeOptions
+from embedstore.selection import parse_size
+from embedstore.tasks import Source, parse_where
+
+from .common import console, print_json, user_errors
+
+MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
+STORE = typer.Option(None, "--store", "-s", help="Vector store [default: cache/store.zarr].")
+WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
+LAYER = typer.Option(-1, "--layer", help="Hidden layer the vectors come from.")
+POOLING = typer.Option("mean", help="mean, cls or max.")
+
+
+def _options(model: str, pooling: str, layer: int) -> EncodeOptions:
+    return EncodeOptions(model=model, pooling=pooling, layers=(layer,))
+
+
+def _store(store: Optional[Path]) -> Path:
+    from embedstore.encode import default_store
+
+    return store or default_store()
+
+
+@user_errors
+def train_aligner(
+    pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
+    source_column: str = typer.Option("en", help="English (source) column."),
+    target_column: str = typer.Option(..., help="Translation (target) column, e.g. ko."),
+    arch: str = typer.Option("procrustes", help="fc | ae | linear | procrustes | meanshift."),
+    size: str = typer.Option("all", help="Pairs to use: 15k, 5000, all."),
+    reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
+    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default", help="default | paper."),
+    model: str = MODEL, store: Optional[Path] = STORE, layer: int = LAYER, pooling: str = POOLING,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Step 2: fit an aligner on parallel pairs."""
+    from embedstore.steps import train_aligner as run
+
+    src = Source(file=pairs, text=source_column, target=target_column, where=parse_where(where))
+    record = run(src, arch=arch, out=out, size=parse_size(size), reverse=reverse, seed=seed, recipe=recipe,
+                 store=_store(store), options=_options(model, pooling, layer), progress=not as_json)
+    if as_json:
+        return print_json(record)
+    diag = record["diagnostics"]
+    console.print(f"{arch}{' (reverse)' if reverse else ''} aligner on {record['sizes']['pairs']:,} pairs "
+                  f"in {record['seconds']:.1f} s → {out}")
+    if diag:
+        console.print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in diag.items()))
+    if diag.get("collapsed"):
+        console.print("[red]warning:[/red] the aligner collapsed (outputs near the target mean); "
+                      "retrieval is near zero even if cosine looks fine: train longer or use procrustes")
+
+
+@user_errors
+def train_head(
+    train: Path = typer.Option(..., "--train", help="English task data with text and label columns."),
+    text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+    size: str = typer.Option("all", help="Training rows: 20k, 1000, all."),
+    aligner: Optional[Path] = typer.Option(None, "--aligner", help="An aligner directory from train-aligner."),
+    share: bool = typer.Option(False, "--share", help="Allow task rows that were aligner pairs (data-share ablation)."),
+    head: str = typer.Option("linear", help="linear | mlp."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
+    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default"),
+    model: str = MODEL, store: Optional[Path] = STORE, layer: int = LAYER, pooling: str = POOLING,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
+    from embedstore.steps import train_head as run
+
+    src = Source(file=train, text=text_column, label=label_column, where=parse_where(where))
+    record = run(src, out=out, size=parse_size(size), head=head, aligner_dir=aligner, share=share, seed=seed,
+                 recipe=recipe, store=_store(store), options=_options(model, pooling, layer), progress=not as_json)
+    if as_json:
+        return print_json(record)
+    s = record["sizes"]
+    console.print(f"{head} head on {s['train']:,} rows ({s['dropped_as_aligner_pairs']:,} dropped as aligner pairs) "
+                  f"in {record['seconds']:.1f} s → pipeline {out}")
+
+
+def _metrics_table(title: str, m: dict) -> Table:
+    table = Table(title=f"{title}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, n={m['n']:,}")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for label, c in m["per_class"].items():
+        table.add_row(label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+    return table
+
+
+@user_errors
+def evaluate(
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
+    test: Path = typer.Option(..., "--test", help="Labelled target-language rows."),
+    text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+    where: list[str] = WHERE, out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
+    import json
+
+    from embedstore.steps import evaluate as run
+
+    result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
+                 progress=not as_json)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if as_json:
+        return print_json(result)
+    for name in ("with_aligner", "without_aligner"):
+        if name in result:
+            m = result[name]
+            console.print(_metrics_table(name.replace("_", " "), m))
+            console.print(f"confusion ({name.replace('_', ' ')}; rows = truth, columns = predicted, order "
+                          f"{', '.join(m['labels'])}):")
+            for label, row in zip(m["labels"], m["confusion"]):
+                console.print(f"  {label:>10} " + " ".join(f"{v:5d}" for v in row))
+
+
+@user_errors
+def predict(
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
+    texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt file of texts."),
+    column: str = typer.Option("text", help="Text column of --file."),
+    as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
+) -> None:
+    """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
+    from embedstore.errors import ConfigError
+    from embedstore.pipeline import Pipeline
+    from embedstore.texts import read_texts
+
+    items = list(texts or []) + (read_texts(file, column) if file else [])
+    if not items:
+        raise ConfigError("predict: give texts as arguments or --file FILE")
+    results = Pipeline.load(pipeline).predict(items)
+    if as_json:
+        return print_json(results)
+    for r in results:
+        console.print(f"{r['label']}\t{r['probabilities'][r['label']]:.3f}\t{r['text']}", highlight=False)

@@ -1,0 +1,394 @@
+"""How well an aligner aligns, measured on held-out translation pairs: cosine, retrieval, per layer, gradients.
+
+Pure functions on numpy arrays that return JSON-ready dicts; `embedstore.analyze_run` reads files and vectors
+and the CLI prints. Three rules from the cross-lingual literature shape what every report contains:
+
+- Mean cosine alone is a weak proxy. Embedding spaces are anisotropic, so unrelated sentences already have a
+  high cosine; `cosine_report` therefore gives a shuffled-pair baseline next to every paired mean.
+- A map can raise mean cosine while destroying the information that tells sentences apart (an undertrained FC
+  aligner once sent everything near the target mean: cosine looked fine, retrieval fell to ~0). So
+  `evaluate_alignment` always pairs cosine with retrieval and the collapse check of `embedstore.aligners`.
+- Nearest-neighbour retrieval under-reports alignment when a few "hub" vectors are near everything; CSLS
+  (Conneau et al. 2018, MUSE) discounts hubs, so `retrieval_report` gives both.
+
+Every number is computed on rows the aligner was not fitted on (`Split`, `held_out_alignment`): on its own
+training pairs a least-squares map looks better than it is, and its alignment gradient is exactly zero.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedstore.aligners import Aligner, detect_collapse
+from embedstore.artifacts import as_matrix
+from embedstore.errors import ConfigError, InputError
+from embedstore.heads import Head, as_labels
+from embedstore.selection import subsample
+
+#: Query rows per similarity block: bounds memory at chunk × n floats whatever the number of rows.
+_CHUNK = 1024
+#: Largest |transform(x) - affine(x)| (relative to the output scale) still accepted as "this aligner is affine".
+_AFFINE_TOLERANCE = 1e-3
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices the aligner is fitted on (`fit`) and the disjoint rows everything is reported on (`test`).
+
+    `how` says in words how the rows were chosen, for provenance.
+    """
+
+    fit: np.ndarray
+    test: np.ndarray
+    how: str
+
+    def __post_init__(self) -> None:
+        if len(self.test) < 2:
+            raise ConfigError(f"split ({self.how}) leaves {len(self.test)} held-out rows; analyses need at least 2")
+        if len(self.fit) < 1:
+            raise ConfigError(f"split ({self.how}) leaves no rows to fit the aligner on")
+        shared = np.intersect1d(self.fit, self.test)
+        if len(shared):
+            raise ConfigError(f"split ({self.how}) puts {len(shared)} rows in both the fit and the held-out rows; "
+                              "they must be disjoint")
+
+
+def random_split(n_rows: int, test_fraction: float, seed: int) -> Split:
+    """A seeded random hold-out of `test_fraction` of `n_rows` rows."""
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test fraction {test_fraction!r} is out of range; expected a number between 0 and 1")
+    if n_rows < 3:
+        raise ConfigError(f"{n_rows} rows cannot be split into fit rows and at least 2 held-out rows")
+    n_test = min(max(int(round(n_rows * test_fraction)), 2), n_rows - 1)
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return Split(np.sort(order[n_test:]), np.sort(order[:n_test]),
+                 f"random {test_fraction:g} of {n_rows} rows held out (seed {seed})")
+
+
+def fold_split(folds: Sequence[str], fit_folds: Collection[str] | None, test_folds: Collection[str] | None,
+               column: str = "fold") -> Split:
+    """Rows by the value of a fold column; a side given as None takes every fold the other side does not.
+
+    Fold splits are deterministic and shared across runs and languages (the shared data hash the English text
+    into folds), so an aligner fitted on folds 0-5 can be compared with a task head tested on folds 8-9.
+    """
+    values = np.asarray(folds, dtype=str)
+    present = sorted(set(values.tolist()))
+    if fit_folds is None and test_folds is None:
+        raise ConfigError("fold split needs fit folds, test folds or both")
+    fit_set = set(fit_folds) if fit_folds is not None else set(present) - set(test_folds or ())
+    test_set = set(test_folds) if test_folds is not None else set(present) - fit_set
+    both = sorted(fit_set & test_set)
+    if both:
+        raise ConfigError(f"folds {', '.join(both)} of column '{column}' are both fit and test folds; "
+                          "they must be disjoint")
+    for name, wanted in (("fit", fit_set), ("test", test_set)):
+        missing = sorted(wanted - set(present))
+        if missing:
+            raise ConfigError(f"{name} folds {', '.join(missing)} do not occur in column '{column}'; "
+                              f"values present: {', '.join(present)}")
+    fit = np.flatnonzero(np.isin(values, sorted(fit_set)))
+    test = np.flatnonzero(np.isin(values, sorted(test_set)))
+    return Split(fit, test, f"column '{column}': fit folds {', '.join(sorted(fit_set))}, "
+                            f"test folds {', '.join(sorted(test_set))}")
+
+
+def limit_split(split: Split, fit_size: int | None, test_size: int | None, seed: int) -> Split:
+    """Seeded subsamples of each side (None keeps all), e.g. "Procrustes on 2k pairs, reported on 300 rows".
+
+    `selection.subsample` takes prefixes of one seeded permutation, so a smaller size is a subset of a larger one.
+    """
+    fit = split.fit[subsample(len(split.fit), fit_size, seed, "the fit rows")]
+    test = split.test[subsample(len(split.test), test_size, seed, "the held-out rows")]
+    sizes = [f"{what} {size}" for what, size in (("fit", fit_size), ("test", test_size)) if size is not None]
+    return Split(fit, test, split.how + (f"; subsampled to {', '.join(sizes)} rows (seed {seed})" if sizes else ""))
+
+
+# --------------------------------------------------------------------------------------------- cosine
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _paired(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_matrix(a, names[0]), as_matrix(b, names[1])
+    if a.shape != b.shape:
+        raise InputError(f"{names[1]} has shape {b.shape} but {names[0]} has {a.shape}; row i of each must be a "
+                         "translation pair in the same space")
+    if len(a) < 2:
+        raise InputError(f"{names[0]} has {len(a)} row; paired analyses need at least 2 rows")
+    return a, b
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine of row i of `a` with row i of `b`."""
+    return float(np.mean(np.sum(_unit(a) * _unit(b), axis=1)))
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation with no fixed point: a shuffled baseline must never pair a row with its own translation.
+
+    Following one random cycle through all rows (each row maps to the previous one in a random order) guarantees
+    this for any n >= 2.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = np.roll(order, 1)
+    return perm
+
+
+def cosine_report(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Mean cosines of the LangAlign paper's Table 9 / Figure 3, plus the baselines that make them readable.
+
+    Row i of `en`, `tr` and `aligned` are an English sentence, its translation and the aligned English vector.
+    `shuffled` pairs each aligned vector with another row's translation (the anisotropy floor for `aligned_tr`,
+    named as `embedstore.report` expects); `shuffled_en_tr` is the same floor for the raw `en_tr`.
+    """
+    en, tr = _paired(en, tr, ("en", "tr"))
+    en, aligned = _paired(en, aligned, ("en", "aligned"))
+    perm = derangement(len(en), seed)
+    return {
+        "rows": len(en),
+        "seed": seed,
+        "en_tr": mean_cosine(en, tr),
+        "aligned_tr": mean_cosine(aligned, tr),
+        "aligned_en": mean_cosine(aligned, en),
+        "shuffled": mean_cosine(aligned, tr[perm]),
+        "shuffled_en_tr": mean_cosine(en, tr[perm]),
+    }
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+
+
+def _knn_mean(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`: how much of a hub it is for `b`."""
+    out = np.empty(len(a), dtype=np.float64)
+    for start in range(0, len(a), _CHUNK):
+        sims = a[start:start + _CHUNK] @ b.T
+        out[start:start + _CHUNK] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
+    return out
+
+
+def _true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | None) -> np.ndarray:
+    """For each unit query i, how many keys score strictly higher than its own pair, key i (0 = retrieved first).
+
+    Score is cosine, or with `hubness` (each key's mean similarity to its k nearest queries) the CSLS score
+    2·cos(q, k) - hubness(k); CSLS's query term is the same for every key of a query, so it cannot change ranks.
+    Counting strictly higher scores resolves ties in the pair's favour, as argmax-based P@1 does for row order.
+    """
+    ranks = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), _CHUNK):
+        scores = queries[start:start + _CHUNK] @ keys.T
+        if hubness is not None:
+            scores = 2 * scores - hubness[None, :]
+        rows = np.arange(len(scores))
+        own = scores[rows, start + rows]
+        ranks[start:start + len(scores)] = (scores > own[:, None]).sum(axis=1)
+    return ranks
+
+
+def retrieval_report(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5),
+                     csls_k: int = 10) -> dict[str, Any]:
+    """P@k of finding row i's pair among all rows, both ways, by nearest neighbour (cosine) and by CSLS.
+
+    `forward` retrieves keys for each query (e.g. aligned English → Korean), `backward` queries for each key.
+    `csls_k` is capped at the number of rows; the value used is reported.
+    """
+    q, k = _paired(queries, keys, ("queries", "keys"))
+    n = len(q)
+    bad = [kk for kk in ks if not isinstance(kk, (int, np.integer)) or not 1 <= kk <= n]
+    if bad or not ks:
+        raise ConfigError(f"retrieval ks {list(ks)} must be whole numbers from 1 to the {n} held-out rows")
+    if csls_k < 1:
+        raise ConfigError(f"csls_k {csls_k} must be at least 1")
+    csls_used = min(int(csls_k), n)
+    q, k = _unit(q.astype(np.float32)), _unit(k.astype(np.float32))
+    hub_q, hub_k = _knn_mean(q, k, csls_used), _knn_mean(k, q, csls_used)
+
+    def p_at(ranks: np.ndarray) -> dict[str, float]:
+        return {f"p@{kk}": float(np.mean(ranks < kk)) for kk in ks}
+
+    return {
+        "rows": n,
+        "csls_k": csls_used,
+        "forward": {"nn": p_at(_true_ranks(q, k, None)), "csls": p_at(_true_ranks(q, k, hub_k))},
+        "backward": {"nn": p_at(_true_ranks(k, q, None)), "csls": p_at(_true_ranks(k, q, hub_q))},
+    }
+
+
+def collapse_report(aligned: np.ndarray, en: np.ndarray, tr: np.ndarray) -> dict[str, Any]:
+    """`aligners.detect_collapse` as a dict: low output spread or NN P@1 far below the raw (identity) map's."""
+    return asdict(detect_collapse(as_matrix(aligned, "aligned"), as_matrix(en, "en"), as_matrix(tr, "tr")))
+
+
+def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, ks: Sequence[int] = (1, 5),
+                       csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Cosine, retrieval (raw EN↔TR and aligned EN↔TR) and the collapse flag for one set of held-out pairs."""
+    return {
+        "cosine": cosine_report(en, tr, aligned, seed),
+        "retrieval": {"raw": retrieval_report(en, tr, ks, csls_k), "aligned": retrieval_report(aligned, tr, ks, csls_k)},
+        "collapse": collapse_report(aligned, en, tr),
+    }
+
+
+def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Aligner, *, fitted: bool = False,
+                       ks: Sequence[int] = (1, 5), csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Fit `aligner` on the split's fit rows (unless `fitted`), then evaluate it on the held-out rows only.
+
+    A pre-fitted aligner (`fitted=True`) is trusted not to have seen the held-out rows; the caller records where
+    it came from.
+    """
+    en, tr = _paired(en, tr, ("en", "tr"))
+    if aligner.reverse:
+        raise ConfigError(f"{type(aligner).__name__} was made with reverse=True (target → English); the analyses "
+                          "expect an English → target aligner")
+    if not fitted:
+        aligner.fit(en[split.fit], tr[split.fit])
+    aligned = aligner.transform(en[split.test])
+    return evaluate_alignment(en[split.test], tr[split.test], aligned, ks=ks, csls_k=csls_k, seed=seed)
+
+
+def layer_report(en_by_layer: Mapping[int, np.ndarray], tr_by_layer: Mapping[int, np.ndarray], split: Split,
+                 make_aligner: Callable[[], Aligner], *, ks: Sequence[int] = (1, 5), csls_k: int = 10,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """`held_out_alignment` per hidden layer, with a fresh aligner per layer (each layer is its own space).
+
+    Middle layers often align languages better than the last one (XTREME retrieves at layer 7, Veitsman et al.
+    use 8), so the best layer for an aligner is an empirical question this answers.
+    """
+    missing = sorted(set(en_by_layer) ^ set(tr_by_layer))
+    if missing:
+        raise InputError(f"layers {missing} have vectors for only one language; both sides need every layer")
+    return [{"layer": int(layer), **held_out_alignment(en_by_layer[layer], tr_by_layer[layer], split, make_aligner(),
+                                                        ks=ks, csls_k=csls_k, seed=seed)}
+            for layer in sorted(en_by_layer)]
+
+
+# --------------------------------------------------------------------------------------------- gradients
+
+
+def representation_map(aligner: Aligner | None, dim: int) -> tuple[nn.Module, str]:
+    """The aligner as a differentiable module z = f_θ(x), and a description of what θ is.
+
+    Trained aligners (FC, AE) are their own network (copied, in eval mode so dropout does not add noise to the
+    gradients). Closed-form aligners (Procrustes, linear, mean shift) are affine, x ↦ xW + b: their W and b are
+    read off the fitted aligner by probing it at 0 and at the unit vectors, and become a trainable nn.Linear,
+    i.e. "the parameters this aligner would have if it were trained by gradient descent". With no aligner, θ is
+    an identity-initialised linear map: the raw vectors as a trainable representation.
+    """
+    module = getattr(aligner, "module_", None)
+    if isinstance(module, nn.Module):
+        return copy.deepcopy(module).eval(), f"{type(aligner).__name__} network"
+    linear = nn.Linear(dim, dim)
+    with torch.no_grad():
+        if aligner is None:
+            linear.weight.copy_(torch.eye(dim))
+            linear.bias.zero_()
+            return linear, "identity-initialised linear map (no aligner)"
+        bias = aligner.transform(np.zeros((1, dim), np.float32))[0].astype(np.float64)
+        weight = aligner.transform(np.eye(dim, dtype=np.float32)).astype(np.float64) - bias
+        probe = np.random.default_rng(0).standard_normal((8, dim)).astype(np.float32)
+        error = np.abs(probe @ weight + bias - aligner.transform(probe)).max()
+        scale = max(float(np.abs(aligner.transform(probe)).max()), 1e-12)
+        if error > _AFFINE_TOLERANCE * scale:
+            raise ConfigError(f"{type(aligner).__name__} has no network and is not affine; gradient analysis needs "
+                              "a torch aligner (fc, ae) or an affine one (procrustes, linear, meanshift)")
+        linear.weight.copy_(torch.from_numpy(weight.T.astype(np.float32)))
+        linear.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+    return linear, f"affine map of {type(aligner).__name__} as a trainable linear layer"
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine; a zero gradient (nothing to learn) counts as orthogonal rather than NaN."""
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "min": float(arr.min()), "max": float(arr.max()),
+            "negative_fraction": float(np.mean(arr < 0)), "n": int(len(arr))}
+
+
+def gradient_alignment(x: np.ndarray, y: np.ndarray, labels: Sequence[Any], head: Head, *,
+                       aligner: Aligner | None = None, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Do the alignment loss and the task loss pull the shared representation the same way?
+
+    The shared representation is z = f_θ(x) for English vectors x (`representation_map`: the aligner's network,
+    its affine map, or an identity linear map). On minibatches of the given rows (held-out rows: on the aligner's
+    own fit rows a least-squares map has a zero alignment gradient) two losses are computed on the same z:
+
+    - alignment loss L_a = MSE(z, y), y the translations' vectors (what the aligner is trained on);
+    - task loss L_t = cross-entropy(head(z), labels), `head` being a fitted head (trained on aligned English)
+      held fixed.
+
+    Measured (`parameters`): per minibatch, cos(∇_θ L_a, ∇_θ L_t) over all of θ flattened; spread over
+    minibatches. Measured (`representation`): per row, cos(∂L_a/∂z_i, ∂L_t/∂z_i); spread over rows. Mean
+    gradient norms are reported too (a cosine between near-zero gradients means little).
+
+    Reading it: cosine near +1 means a step that improves alignment also improves the task; near 0 means the
+    objectives are orthogonal (better alignment is neither help nor harm to the task head, Veitsman et al.'s
+    finding for XLM-R); negative means they conflict. Rows whose label the head never saw are dropped (their
+    task loss is undefined) and counted.
+    """
+    head._check_fitted()
+    x, y = _paired(x, y, ("x", "y"))
+    labels_arr = as_labels(labels, len(x), "labels")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size {batch_size} must be at least 1")
+    classes = head.classes_
+    if (labels_arr.dtype.kind == "U") != (classes.dtype.kind == "U"):
+        raise InputError(f"labels hold {labels_arr.dtype} values but the head was fitted on {classes.dtype} labels")
+    known = np.isin(labels_arr, classes)
+    if known.sum() < 1:
+        raise InputError(f"none of the {len(x)} rows has a label the head was fitted on ({', '.join(map(str, classes))})")
+    codes = torch.from_numpy(np.searchsorted(classes, labels_arr[known]).astype(np.int64))
+    xs, ys = torch.from_numpy(x[known]), torch.from_numpy(y[known])
+    rep, described = representation_map(aligner, x.shape[1])
+    task = copy.deepcopy(head.module_).eval()
+    for p in task.parameters():
+        p.requires_grad_(False)
+    params = [p for p in rep.parameters() if p.requires_grad]
+
+    param_cos, param_norms, row_cos, row_norms, losses = [], [], [], [], []
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(xs)))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        z = rep(xs[idx])
+        loss_a = nn.functional.mse_loss(z, ys[idx])
+        loss_t = nn.functional.cross_entropy(task(z), codes[idx])
+        *grad_a, dz_a = torch.autograd.grad(loss_a, [*params, z], retain_graph=True)
+        *grad_t, dz_t = torch.autograd.grad(loss_t, [*params, z])
+        flat_a = torch.cat([g.reshape(-1) for g in grad_a])
+        flat_t = torch.cat([g.reshape(-1) for g in grad_t])
+        param_cos.append(float(_cosines(flat_a, flat_t)))
+        param_norms.append((float(flat_a.norm()), float(flat_t.norm())))
+        row_cos.extend(_cosines(dz_a, dz_t).tolist())
+        row_norms.append(torch.stack([dz_a.norm(dim=1), dz_t.norm(dim=1)], dim=1))
+        losses.append((float(loss_a) * len(idx), float(loss_t) * len(idx)))
+    norms = np.asarray(param_norms)
+    per_row = torch.cat(row_norms).numpy()
+    totals = np.sum(losses, axis=0) / len(xs)
+    return {
+        "rows": int(len(xs)),
+        "dropped_unseen_label": int((~known).sum()),
+        "batch_size": batch_size,
+        "seed": seed,
+        "map": described,
+        "alignment_loss": float(totals[0]),
+        "task_loss": float(totals[1]),
+        "parameters": {**_spread(param_cos), "alignment_grad_norm": float(norms[:, 0].mean()),
+                       "task_grad_norm": float(norms[:, 1].mean())},
+        "representation": {**_spread(row_cos), "alignment_grad_norm": float(per_row[:, 0].mean()),
+                           "task_grad_norm": float(per_row[:, 1].mean())},
+    }

@@ -1,0 +1,175 @@
+"""One cell of the LangAlign study: a frozen `Cell` → metrics and provenance, from cached vectors.
+
+Every method is the same few steps (select rows, fetch vectors, maybe fit an aligner, fit a head, evaluate),
+so each runner below is a handful of lines over shared helpers and methods differ only where the paper's do.
+The store must already hold every vector (`prepare` encodes them once, in the parent process), so cells can
+run in parallel processes without ever loading the transformer or contending for the store's writer lock.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .aligners import ALIGNERS, Aligner, make_aligner
+from .analysis_basic import cosine_stats
+from .cells import Cell, SweepConfig
+from .encode import EncodeOptions, EncodeReport, encode, store_keys
+from .errors import ConfigError
+from .hashing import text_ids
+from .heads import make_head
+from .metrics import classification_metrics
+from .models import resolve_model
+from .selection import overlap_mask, subsample
+from .store import Store
+from .tasks import Task
+
+
+@dataclass
+class Context:
+    """What every method needs: the cell, its task for the cell's language, and a vector lookup."""
+
+    cell: Cell
+    task: Task
+    store: Store
+    key: object
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        return self.store.get(self.key, texts)
+
+
+def _options(config: SweepConfig) -> EncodeOptions:
+    return EncodeOptions(model=str(config.model))
+
+
+def task_for(cell: Cell, config: SweepConfig) -> Task:
+    return Task.from_table(cell.task, config.tasks[cell.task], cell.language, config.base_dir)
+
+
+def _train_rows(ctx: Context, role: str, test_labels: set[str]) -> tuple[list[str], list[str], np.ndarray]:
+    """Training rows restricted to labels the test set has (a head cannot be scored on absent classes),
+    then a seeded subsample of `task_size`. Returns texts, labels and the kept row indices."""
+    rows = ctx.task.rows(role)
+    usable = np.array([i for i, lab in enumerate(rows.labels) if lab in test_labels], dtype=np.int64)
+    pick = usable[subsample(len(usable), ctx.cell.task_size, ctx.cell.seed, f"{ctx.task.name} {role}")]
+    return [rows.texts[i] for i in pick], [rows.labels[i] for i in pick], pick
+
+
+def _make_aligner(ctx: Context, reverse: bool) -> Aligner:
+    cls = ALIGNERS[ctx.cell.aligner]
+    params: dict = {"reverse": reverse}
+    if "recipe" in inspect.signature(cls.__init__).parameters:
+        params.update(recipe=ctx.cell.recipe, seed=ctx.cell.seed)
+    return make_aligner(ctx.cell.aligner, **params)
+
+
+def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]]:
+    """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample."""
+    rows = ctx.task.rows("pairs")
+    taken = text_ids([t for texts in exclude for t in texts])
+    clash = overlap_mask(text_ids(rows.texts), taken) | overlap_mask(text_ids(rows.targets), taken)
+    keep = np.flatnonzero(~clash)
+    pick = keep[subsample(len(keep), ctx.cell.pair_size, ctx.cell.seed, f"{ctx.task.name} pairs (disjoint)")]
+    return [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
+
+
+def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
+    """Cosine and retrieval of aligned vs raw on the test rows' translations, when the task has them: cosine
+    alone can look fine while an aligner has collapsed, so retrieval is always reported next to it."""
+    out = {k: getattr(aligner, k) for k in ("collapsed_", "val_retrieval_p1_", "identity_retrieval_p1_")
+           if hasattr(aligner, k)}
+    if ctx.task.has("en_test"):
+        en = ctx.vectors(ctx.task.rows("en_test").texts)
+        tr = ctx.vectors(ctx.task.rows("test").texts)
+        if len(en) == len(tr):
+            src, tgt = (tr, en) if reverse else (en, tr)
+            out.update(cosine_stats(src, tgt, aligner.transform(src)))
+    return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in out.items()}
+
+
+def _fit_eval(ctx: Context, train_x: np.ndarray, train_y: list[str], test_x: np.ndarray,
+              test_y: list[str]) -> tuple[object, dict]:
+    head = make_head(ctx.cell.head, recipe=ctx.cell.recipe, seed=ctx.cell.seed).fit(train_x, train_y)
+    return head, classification_metrics(test_y, head.predict(test_x), labels=sorted(set(test_y)))
+
+
+def run_baseline(ctx: Context) -> tuple[dict, dict]:
+    """english / native / translated / translate-test / ablation-omit: a head on one kind of rows, no aligner."""
+    method = ctx.cell.method
+    test = ctx.task.rows("en_test" if method == "translate-test" else "test")
+    role = {"native": "native_train", "translated": "translated_train"}.get(method, "en_train")
+    texts, labels, _ = _train_rows(ctx, role, set(test.labels))
+    _, metrics = _fit_eval(ctx, ctx.vectors(texts), labels, ctx.vectors(test.texts), test.labels)
+    return metrics, {"n_train": len(texts), "n_test": len(test.texts), "train_role": role}
+
+
+def run_langalign(ctx: Context) -> tuple[dict, dict]:
+    """Step 2 on pairs (or, for ablation-share, on the task rows and their translations), step 3 on aligned
+    English vectors; tested with the aligner kept in the model (the paper) and, for comparison, without it."""
+    cell, test = ctx.cell, ctx.task.rows("test")
+    texts, labels, picked = _train_rows(ctx, "en_train", set(test.labels))
+    reverse = cell.method == "reverse"
+    if cell.method == "ablation-share":
+        translated = ctx.task.rows("translated_train")
+        if len(translated.texts) != len(ctx.task.rows("en_train").texts):
+            raise ConfigError(f"task {ctx.task.name}: ablation-share needs translated_train row-parallel to en_train")
+        src, tgt = texts, [translated.texts[i] for i in picked]
+    else:
+        exclude = [texts, test.texts] + ([ctx.task.rows("en_test").texts] if ctx.task.has("en_test") else [])
+        src, tgt = _pairs(ctx, exclude)
+    t0 = time.perf_counter()
+    aligner = _make_aligner(ctx, reverse).fit(ctx.vectors(src), ctx.vectors(tgt))
+    fit_seconds = time.perf_counter() - t0
+    train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
+    if reverse:  # an English-trained head reads target vectors mapped into English space
+        head, metrics = _fit_eval(ctx, train_x, labels, aligner.transform(test_x), test.labels)
+        metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == np.asarray(test.labels)))
+    else:
+        head, metrics = _fit_eval(ctx, aligner.transform(train_x), labels, aligner.transform(test_x), test.labels)
+        metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == np.asarray(test.labels)))
+    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, reverse)
+    return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
+                     "aligner_fit_seconds": round(fit_seconds, 3), "aligner_params": aligner.get_params()}
+
+
+METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
+    "english": run_baseline, "native": run_baseline, "translated": run_baseline, "translate-test": run_baseline,
+    "ablation-omit": run_baseline, "langalign": run_langalign, "reverse": run_langalign,
+    "ablation-share": run_langalign,
+}
+
+
+def run_cell(cell: Cell, config: SweepConfig) -> dict:
+    """The sweep's runner: a top-level function, so worker processes can import it by name."""
+    if cell.method not in METHOD_RUNNERS:
+        raise ConfigError(f"method {cell.method!r} runs on text, not cached vectors; use `embedstore finetune`")
+    t0 = time.perf_counter()
+    spec = resolve_model(str(config.model))
+    key = store_keys(spec, _options(config))[0]
+    ctx = Context(cell=cell, task=task_for(cell, config), store=Store.open(config.store), key=key)
+    metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
+    return {"metrics": metrics, "provenance": {
+        "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),
+        "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
+        "embedstore": __version__, "cell_seconds": round(time.perf_counter() - t0, 3)}}
+
+
+def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:
+    """Every text any cell will look up, so `prepare` can encode them all in one pass."""
+    texts: dict[str, None] = {}
+    for task_name, language in dict.fromkeys((c.task, c.language) for c in cells):
+        task = Task.from_table(task_name, config.tasks[task_name], language, config.base_dir)
+        for role in task.sources:
+            rows = task.rows(role)
+            texts.update(dict.fromkeys(rows.texts))
+            texts.update(dict.fromkeys(rows.targets))
+    return list(texts)
+
+
+def prepare(cells: list[Cell], config: SweepConfig, *, progress: bool = True) -> EncodeReport:
+    """Encode what the store lacks for these cells, once, before any cell runs."""
+    return encode(texts_needed(cells, config), store=config.store, options=_options(config), progress=progress)

@@ -1,0 +1,129 @@
+"""LangAlign steps 2 and 3 as file-level operations: what `train-aligner`, `train-head` and `evaluate` do.
+
+Each function reads rows from user files, gathers vectors through the store (encoding what it lacks), fits or
+applies estimators and returns a JSON-ready record with full provenance; artifacts are written to a temporary
+directory and renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .aligners import Aligner, load_aligner, make_aligner
+from .encode import EncodeOptions, embed, store_keys
+from .errors import ConfigError
+from .hashing import text_ids
+from .heads import make_head
+from .metrics import classification_metrics
+from .models import resolve_model
+from .pipeline import MANIFEST, Pipeline, atomic_dir, load_pair_ids, publish, save_pair_ids
+from .selection import overlap_mask, subsample
+from .tasks import Source, file_sha256, load_rows
+
+
+def _encoding_provenance(options: EncodeOptions, store: str | Path) -> dict:
+    spec = resolve_model(options.model)
+    key = store_keys(spec, options)[0]
+    return {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
+            "store_key": key.to_dict()}
+
+
+def _file(src: Source) -> dict:
+    return {"path": str(src.file), "sha256": file_sha256(src.file), "text": src.text, "label": src.label,
+            "target": src.target, "where": dict(src.where)}
+
+
+def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reverse: bool, seed: int,
+                  recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
+    """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`)."""
+    t0 = time.perf_counter()
+    rows = load_rows(pairs)
+    pick = subsample(len(rows.texts), size, seed, f"{pairs.file}")
+    src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
+    x, y = embed(src, store=store, options=options, progress=progress), embed(tgt, store=store, options=options)
+    params: dict = {"reverse": reverse}
+    if arch in ("fc", "ae"):
+        params.update(recipe=recipe, seed=seed, progress=progress)
+    aligner = make_aligner(arch, **params).fit(x, y)
+    record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
+              "sizes": {"pairs": len(src), "available": len(rows.texts)}, "pairs": _file(pairs),
+              **_encoding_provenance(options, store), "embedstore": __version__,
+              "diagnostics": _diagnostics(aligner), "seconds": round(time.perf_counter() - t0, 3)}
+    tmp = atomic_dir(out)
+    aligner.save(tmp, provenance=record)
+    save_pair_ids(tmp, text_ids(src), text_ids(tgt))
+    publish(tmp, out)
+    return {**record, "out": str(out)}
+
+
+def _diagnostics(aligner: Aligner) -> dict:
+    keys = ("val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_", "collapsed_")
+    return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v)
+            for k in keys if (v := getattr(aligner, k, None)) is not None}
+
+
+def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner_dir: Path | None, share: bool,
+               seed: int, recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
+    """Step 3: a head on English vectors (through the aligner when given) → a pipeline directory."""
+    t0 = time.perf_counter()
+    rows = load_rows(train)
+    if not rows.labels:
+        raise ConfigError(f"{train.file}: --label-column is required to train a head")
+    aligner = load_aligner(aligner_dir) if aligner_dir else None
+    keep = np.arange(len(rows.texts))
+    dropped = 0
+    if aligner_dir and not share:  # the aligner's pairs and the task rows stay disjoint unless asked
+        clash = overlap_mask(text_ids(rows.texts), load_pair_ids(aligner_dir))
+        keep, dropped = np.flatnonzero(~clash), int(clash.sum())
+    keep = keep[subsample(len(keep), size, seed, f"{train.file} (after dropping {dropped} aligner-pair rows)")]
+    texts, labels = [rows.texts[i] for i in keep], [rows.labels[i] for i in keep]
+    x = embed(texts, store=store, options=options, progress=progress)
+    if aligner is not None and not aligner.reverse:
+        x = aligner.transform(x)
+    fitted = make_head(head, recipe=recipe, seed=seed, progress=progress).fit(x, labels)
+    enc = _encoding_provenance(options, store)
+    key = enc["store_key"]
+    manifest = {
+        "kind": "pipeline", "embedstore": __version__, "store": str(store),
+        "encode": {"model": options.model, "pooling": key["pooling"], "layer": key["layer"],
+                   "max_length": key["max_length"], "prefix": key["prefix"], "dtype": key["dtype"]},
+        "aligner": "aligner" if aligner_dir else None, "head": "head", "head_kind": head, "seed": seed,
+        "recipe": recipe, "train": _file(train), "share": share,
+        "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
+        **enc, "seconds": round(time.perf_counter() - t0, 3)}
+    tmp = atomic_dir(out)
+    fitted.save(tmp / "head", provenance=manifest)
+    if aligner_dir:
+        shutil.copytree(aligner_dir, tmp / "aligner")
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    publish(tmp, out)
+    return {**manifest, "out": str(out)}
+
+
+def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
+    """Metrics on labelled target-language rows, with the aligner in front of the head (the paper keeps it in
+    the model, where it is near-identity on target vectors) and without it."""
+    t0 = time.perf_counter()
+    pipe = Pipeline.load(pipeline_dir)
+    rows = load_rows(test)
+    if not rows.labels:
+        raise ConfigError(f"{test.file}: --label-column is required to evaluate")
+    x = pipe.vectors(rows.texts, progress=progress)
+    labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
+    result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": _file(test), "n": len(rows.texts),
+              "embedstore": __version__, "pipeline_manifest": pipe.manifest}
+    result["with_aligner" if pipe.aligner is not None else "without_aligner"] = classification_metrics(
+        rows.labels, pipe.head.predict(pipe.aligner.transform(x) if pipe.aligner is not None else x), labels)
+    if pipe.aligner is not None:
+        result["without_aligner"] = classification_metrics(rows.labels, pipe.head.predict(x), labels)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+

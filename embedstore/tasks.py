@@ -1,0 +1,133 @@
+"""Task data as experiments see it: which rows of which files are English training data, target-language
+test data, translations and aligner pairs.
+
+A task is described once (a `[tasks.<name>]` table of a sweep config, or the demo's built-in description) with
+`{lang}` standing for the target language, so one description serves ko, ja and zh alike. Row filters
+(`where`) select folds or splits, which is how aligner pairs, task rows and test rows are kept apart.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .texts import read_table
+
+ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pairs")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Rows of one file: a text column, and a label column (task data) or a target column (pairs)."""
+
+    file: Path
+    text: str
+    label: str | None = None
+    target: str | None = None
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass
+class Rows:
+    texts: list[str]
+    labels: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    """Provenance names input files by content; cached per modification time because sweeps ask often."""
+    return _digest(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=32)
+def _table(path: Path, columns: tuple[str, ...], mtime_ns: int) -> dict[str, list[str]]:
+    return read_table(path, columns)
+
+
+def parse_where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """CLI row filters: `fold=6,7` keeps rows whose `fold` column is 6 or 7; several filters all apply."""
+    out = []
+    for item in items:
+        col, sep, values = item.partition("=")
+        if not sep or not col or not values:
+            raise ConfigError(f"--where {item!r}: expected COLUMN=VALUE[,VALUE...], e.g. fold=6,7")
+        out.append((col, tuple(v.strip() for v in values.split(","))))
+    return tuple(out)
+
+
+def load_rows(src: Source, *, single_label: bool = False) -> Rows:
+    """The rows of `src` that pass its filters; `single_label` drops comma-joined multi-label rows."""
+    columns = tuple(dict.fromkeys(c for c in (src.text, src.label, src.target, *(w for w, _ in src.where)) if c))
+    if not src.file.is_file():
+        raise ConfigError(f"{src.file}: no such file")
+    table = _table(src.file, columns, src.file.stat().st_mtime_ns)
+    keep = np.ones(len(table[src.text]), dtype=bool)
+    for col, allowed in src.where:
+        keep &= np.isin(np.asarray(table[col]), allowed)
+    if single_label and src.label:
+        keep &= np.char.find(np.asarray(table[src.label], dtype=str), ",") < 0
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        raise ConfigError(f"{src.file}: no rows pass the filters {dict(src.where)}")
+    pick = lambda col: [table[col][i] for i in idx] if col else []  # noqa: E731
+    return Rows(texts=pick(src.text), labels=pick(src.label), targets=pick(src.target))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task for one target language; `single_label` drops rows whose label lists several (comma-joined)."""
+
+    name: str
+    language: str
+    sources: dict[str, Source]
+    single_label: bool = False
+
+    @classmethod
+    def from_table(cls, name: str, table: dict, language: str, base_dir: Path) -> "Task":
+        sources = {}
+        for role, spec in table.items():
+            if role == "single_label":
+                continue
+            if role not in ROLES:
+                raise ConfigError(f"tasks.{name}.{role}: unknown role; allowed: {', '.join(ROLES)}, single_label")
+            if not isinstance(spec, dict) or "file" not in spec or "text" not in spec:
+                raise ConfigError(f"tasks.{name}.{role}: expected a table with at least 'file' and 'text'")
+            unknown = set(spec) - {"file", "text", "label", "target", "where"}
+            if unknown:
+                raise ConfigError(f"tasks.{name}.{role}: unknown keys {', '.join(sorted(unknown))}; "
+                                  "allowed: file, text, label, target, where")
+            fill = lambda s: None if s is None else str(s).replace("{lang}", language)  # noqa: E731
+            path = Path(fill(spec["file"]))
+            where = tuple((col, tuple(str(v) for v in (vals if isinstance(vals, list) else [vals])))
+                          for col, vals in sorted(spec.get("where", {}).items()))
+            sources[role] = Source(file=path if path.is_absolute() else (base_dir / path).resolve(),
+                                   text=fill(spec["text"]), label=fill(spec.get("label")),
+                                   target=fill(spec.get("target")), where=where)
+        for role in ("en_train", "test"):
+            if role not in sources:
+                raise ConfigError(f"tasks.{name}: missing '{role}' (every task needs English training rows and a test set)")
+        return cls(name=name, language=language, sources=sources, single_label=bool(table.get("single_label", False)))
+
+    def has(self, role: str) -> bool:
+        return role in self.sources
+
+    def rows(self, role: str) -> Rows:
+        if role not in self.sources:
+            raise ConfigError(f"task {self.name} has no '{role}' data; add tasks.{self.name}.{role} to the config")
+        return load_rows(self.sources[role], single_label=self.single_label)
+
+    def file_hashes(self) -> dict[str, str]:
+        return {role: f"{src.file.name}:{file_sha256(src.file)[:16]}" for role, src in self.sources.items()}
