@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import encode_cmds, train_cmds
+from . import encode_cmds, experiment_cmds, train_cmds
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Cross-lingual transfer with embedding LMs: encode once, align and train in seconds.")
@@ -14,6 +14,9 @@ app.command("train-aligner")(train_cmds.train_aligner)
 app.command("train-head")(train_cmds.train_head)
 app.command("evaluate")(train_cmds.evaluate)
 app.command("predict")(train_cmds.predict)
+app.command("sweep")(experiment_cmds.sweep)
+app.command("report")(experiment_cmds.report)
+app.command("demo")(experiment_cmds.demo)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Encoding and store commands: `encode`, `models pull`, `store info`."""
+"""Encoding and store commands: `encode`, `models pull`, `store info`, `store merge`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,21 +30,30 @@ def encode(
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
     chunk_rows: int = typer.Option(1024, help="Rows per stored chunk, and per commit (for new keys)."),
+    distributed: Optional[bool] = typer.Option(
+        None, "--distributed/--no-distributed",
+        help="Encode as one rank of a torch.distributed job (ranks write disjoint chunks of one .zarr store) "
+             "[default: on when WORLD_SIZE > 1, as under torchrun]."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
+    from embedstore.distributed import launched_distributed
     from embedstore.encode import EncodeOptions, encode_files
 
     options = EncodeOptions(model=model, pooling=pooling, layers=tuple(layer), max_length=max_length, prefix=prefix,
                             dtype=dtype, batch_size=batch_size, device=device, chunk_rows=chunk_rows)
     report = encode_files(files, column=column, pair_column=pair_column, store=store, options=options,
-                          progress=not as_json)
+                          progress=not as_json,
+                          distributed=launched_distributed() if distributed is None else distributed)
+    if report.rank != 0:  # every rank has the job's totals; print them once
+        return
     if as_json:
         print_json(report.to_dict())
         return
     rate = f", {report.texts_per_second:,.1f} texts/s" if report.encoded else ""
+    ranks = f" on {report.world_size} ranks" if report.world_size > 1 else ""
     console.print(f"{report.store}: {report.texts:,} texts, {report.unique:,} unique, {report.present:,} already "
-                  f"stored, {report.encoded:,} encoded in {report.seconds:.1f} s{rate}")
+                  f"stored, {report.encoded:,} encoded{ranks} in {report.seconds:.1f} s{rate}")
     for key in report.keys:
         console.print(f"  key: {key['model']} pooling={key['pooling']} layer={key['layer']} "
                       f"max_length={key['max_length']} prefix={key['prefix']!r} dtype={key['dtype']}")
@@ -84,3 +93,27 @@ def store_info(
                       repr(k["prefix"]), k["dtype"], f"{k['rows']:,}", str(k["dim"]))
     console.print(table)
 
+
+@store_app.command("merge")
+@user_errors
+def store_merge(
+    inputs: list[Path] = typer.Argument(..., help="Stores to merge (.zarr or .h5); the first holding a text wins."),
+    out: Path = typer.Option(..., "--out", "-o", help="The merged store to create (.zarr or .h5)."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+    tolerance: float = typer.Option(1e-5, help="Largest accepted difference between two stores' vectors of one "
+                                                "text under one key; beyond it the merge stops."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Merge stores (e.g. encoded on machines without a shared filesystem): identical keys are combined and
+    deduplicated by text, other keys are copied side by side. One input converts between .zarr and .h5."""
+    from embedstore.store import merge_stores
+
+    report = merge_stores(inputs, out, force=force, tolerance=tolerance)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(f"{report.out}: {len(report.keys)} keys from {len(report.inputs)} stores in {report.seconds:.1f} s")
+    for k in report.keys:
+        taken = ", ".join(f"{n:,} from {path}" for path, n in k.rows_from.items())
+        console.print(f"  {k.group}: {k.rows:,} rows ({taken}; {k.duplicates:,} duplicates dropped, "
+                      f"max difference {k.max_difference:.1e})")

@@ -107,8 +107,8 @@ def limit_split(split: Split, fit_size: int | None, test_size: int | None, seed:
 
     `selection.subsample` takes prefixes of one seeded permutation, so a smaller size is a subset of a larger one.
     """
-    fit = split.fit[subsample(len(split.fit), fit_size, seed, "the fit rows")]
-    test = split.test[subsample(len(split.test), test_size, seed, "the held-out rows")]
+    fit = split.fit[subsample(len(split.fit), fit_size, seed, "the fit split")]
+    test = split.test[subsample(len(split.test), test_size, seed, "the held-out split")]
     sizes = [f"{what} {size}" for what, size in (("fit", fit_size), ("test", test_size)) if size is not None]
     return Split(fit, test, split.how + (f"; subsampled to {', '.join(sizes)} rows (seed {seed})" if sizes else ""))
 
@@ -185,7 +185,8 @@ def _true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | Non
 
     Score is cosine, or with `hubness` (each key's mean similarity to its k nearest queries) the CSLS score
     2·cos(q, k) - hubness(k); CSLS's query term is the same for every key of a query, so it cannot change ranks.
-    Counting strictly higher scores resolves ties in the pair's favour, as argmax-based P@1 does for row order.
+    Only strictly higher scores count, so an exact tie goes to the pair: ties come from duplicate texts (some
+    Korean strings translate several English ones), and retrieving an identical translation is a correct retrieval.
     """
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), _CHUNK):
@@ -213,7 +214,7 @@ def retrieval_report(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = 
     if csls_k < 1:
         raise ConfigError(f"csls_k {csls_k} must be at least 1")
     csls_used = min(int(csls_k), n)
-    q, k = _unit(q.astype(np.float32)), _unit(k.astype(np.float32))
+    q, k = _unit(q), _unit(k)
     hub_q, hub_k = _knn_mean(q, k, csls_used), _knn_mean(k, q, csls_used)
 
     def p_at(ranks: np.ndarray) -> dict[str, float]:
@@ -242,6 +243,13 @@ def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, k
     }
 
 
+def check_forward(aligner: Aligner) -> None:
+    """Refuse a reverse aligner: every analysis feeds it English vectors and compares its output with the target's."""
+    if aligner.reverse:
+        raise ConfigError(f"{type(aligner).__name__} was made with reverse=True (target → English); the analyses "
+                          "expect an English → target aligner")
+
+
 def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Aligner, *, fitted: bool = False,
                        ks: Sequence[int] = (1, 5), csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
     """Fit `aligner` on the split's fit rows (unless `fitted`), then evaluate it on the held-out rows only.
@@ -250,9 +258,7 @@ def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Al
     it came from.
     """
     en, tr = _paired(en, tr, ("en", "tr"))
-    if aligner.reverse:
-        raise ConfigError(f"{type(aligner).__name__} was made with reverse=True (target → English); the analyses "
-                          "expect an English → target aligner")
+    check_forward(aligner)
     if not fitted:
         aligner.fit(en[split.fit], tr[split.fit])
     aligned = aligner.transform(en[split.test])
@@ -375,7 +381,7 @@ def gradient_alignment(x: np.ndarray, y: np.ndarray, labels: Sequence[Any], head
         param_norms.append((float(flat_a.norm()), float(flat_t.norm())))
         row_cos.extend(_cosines(dz_a, dz_t).tolist())
         row_norms.append(torch.stack([dz_a.norm(dim=1), dz_t.norm(dim=1)], dim=1))
-        losses.append((float(loss_a) * len(idx), float(loss_t) * len(idx)))
+        losses.append((loss_a.item() * len(idx), loss_t.item() * len(idx)))
     norms = np.asarray(param_norms)
     per_row = torch.cat(row_norms).numpy()
     totals = np.sum(losses, axis=0) / len(xs)

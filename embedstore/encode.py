@@ -2,7 +2,8 @@
 
 Only texts the store lacks are encoded; a finished encode re-runs in the time it takes to hash the inputs,
 without loading the model. Rows are committed in whole batches as the run goes, so an interrupted run keeps
-its finished work and the next run continues where it stopped.
+its finished work and the next run continues where it stopped. With `distributed=True` the work is split
+over the ranks of a torch.distributed job (see `embedstore.distributed`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ class EncodeReport:
     seconds: float
     model_loaded: bool
     provenance: dict = field(default_factory=dict)
+    load_seconds: float = 0.0  # model loading (the slowest rank's when distributed), part of `seconds`
+    rank: int = 0  # a distributed encode returns the same totals on every rank; only rank 0 prints them
+    world_size: int = 1
 
     @property
     def texts_per_second(self) -> float:
@@ -77,7 +81,7 @@ class EncodeReport:
 _LOADED: dict[tuple[str, str, str], tuple] = {}
 
 
-def _load_once(spec: ModelSpec, device) -> tuple:
+def load_once(spec: ModelSpec, device) -> tuple:
     """Library callers (trainers, sweeps, predict) encode many small sets; load each model once per process."""
     cache_key = (str(spec.path), spec.fingerprint, str(device))
     if cache_key not in _LOADED:
@@ -104,7 +108,7 @@ def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
     return [normalized[i] for i in first], ids[first]
 
 
-def _provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
+def encode_provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
     import torch
     import transformers
 
@@ -114,15 +118,31 @@ def _provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
             "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def lacking_matrix(st: Store, keys: list[StoreKey], ids: np.ndarray) -> np.ndarray:
+    """(keys, texts) bool: which key lacks which text; a store that does not exist yet lacks everything."""
+    if not st.exists():
+        return np.ones((len(keys), len(ids)), bool)
+    return np.stack([~st.contains_ids(k, ids) for k in keys])
+
+
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-           progress: bool = False) -> EncodeReport:
-    """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done."""
+           progress: bool = False, distributed: bool = False) -> EncodeReport:
+    """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done.
+
+    `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share.
+    """
     t0 = time.perf_counter()
     spec = resolve_model(options.model)
     keys = store_keys(spec, options)
     st = Store.open(store or default_store())
     unique, ids = _unique(texts)
-    lacking = np.stack([~st.contains_ids(k, ids) for k in keys]) if st.exists() else np.ones((len(keys), len(ids)), bool)
+    if distributed:
+        from .distributed import encode_distributed
+
+        report = encode_distributed(st, spec, keys, len(texts), unique, ids, options, progress)
+        report.seconds = time.perf_counter() - t0
+        return report
+    lacking = lacking_matrix(st, keys, ids)
     report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=len(texts), unique=len(unique),
                           present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
     if lacking.any():
@@ -136,13 +156,15 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
     from .encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
 
     device = resolve_device(options.device)
-    model, tokenizer = _load_once(spec, device)
+    t0 = time.perf_counter()
+    model, tokenizer = load_once(spec, device)
+    report.load_seconds = time.perf_counter() - t0
     encoder = Encoder(model, tokenizer, device)
-    provenance = _provenance(spec, options, str(device))
+    provenance = encode_provenance(spec, options, str(device))
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
         # re-check under the lock: another writer may have finished some of these meanwhile
-        lacking = np.stack([~st.contains_ids(k, ids) for k in keys])
+        lacking = lacking_matrix(st, keys, ids)
         todo = np.flatnonzero(lacking.any(0))
         writers = [writer.key(k, spec.hidden_size, provenance, options.chunk_rows) for k in keys]
         todo_texts = [unique[i] for i in todo]
@@ -180,12 +202,12 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
 
 def encode_files(paths: Sequence[str | Path], *, column: str | None = None, pair_column: str | None = None,
                  store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-                 progress: bool = False) -> EncodeReport:
+                 progress: bool = False, distributed: bool = False) -> EncodeReport:
     """Every file is read and validated before the model is touched: a bad row costs no encoding."""
     texts: list[Text] = []
     for path in paths:
         texts.extend(read_texts(path, column, pair_column))
-    return encode(texts, store=store, options=options, progress=progress)
+    return encode(texts, store=store, options=options, progress=progress, distributed=distributed)
 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),

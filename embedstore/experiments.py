@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__
 from .aligners import ALIGNERS, Aligner, make_aligner
-from .analysis_basic import cosine_stats
+from .analysis import cosine_report, retrieval_report
 from .cells import Cell, SweepConfig
 from .encode import EncodeOptions, EncodeReport, encode, store_keys
 from .errors import ConfigError
@@ -85,9 +85,12 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
     if ctx.task.has("en_test"):
         en = ctx.vectors(ctx.task.rows("en_test").texts)
         tr = ctx.vectors(ctx.task.rows("test").texts)
-        if len(en) == len(tr):
+        if len(en) == len(tr):  # for a reverse aligner the roles swap: "en" is the target side, "tr" English
             src, tgt = (tr, en) if reverse else (en, tr)
-            out.update(cosine_stats(src, tgt, aligner.transform(src)))
+            aligned = aligner.transform(src)
+            out["cosine"] = cosine_report(src, tgt, aligned, seed=ctx.cell.seed)
+            out["p1_raw"] = retrieval_report(src, tgt, ks=(1,))["forward"]["nn"]["p@1"]
+            out["p1_aligned"] = retrieval_report(aligned, tgt, ks=(1,))["forward"]["nn"]["p@1"]
     return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in out.items()}
 
 

@@ -22,10 +22,12 @@ ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pai
 
 @dataclass(frozen=True)
 class Source:
-    """Rows of one file: a text column, and a label column (task data) or a target column (pairs)."""
+    """Rows of one file: a text column (plus `pair`, the second text of an NLI input), and a label column
+    (task data) or a target column (aligner pairs)."""
 
     file: Path
     text: str
+    pair: str | None = None
     label: str | None = None
     target: str | None = None
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -33,7 +35,7 @@ class Source:
 
 @dataclass
 class Rows:
-    texts: list[str]
+    texts: list  # str, or (premise, hypothesis) tuples when the source has a `pair` column
     labels: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
 
@@ -70,7 +72,7 @@ def parse_where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 def load_rows(src: Source, *, single_label: bool = False) -> Rows:
     """The rows of `src` that pass its filters; `single_label` drops comma-joined multi-label rows."""
-    columns = tuple(dict.fromkeys(c for c in (src.text, src.label, src.target, *(w for w, _ in src.where)) if c))
+    columns = tuple(dict.fromkeys(c for c in (src.text, src.pair, src.label, src.target, *(w for w, _ in src.where)) if c))
     if not src.file.is_file():
         raise ConfigError(f"{src.file}: no such file")
     table = _table(src.file, columns, src.file.stat().st_mtime_ns)
@@ -83,7 +85,8 @@ def load_rows(src: Source, *, single_label: bool = False) -> Rows:
     if not len(idx):
         raise ConfigError(f"{src.file}: no rows pass the filters {dict(src.where)}")
     pick = lambda col: [table[col][i] for i in idx] if col else []  # noqa: E731
-    return Rows(texts=pick(src.text), labels=pick(src.label), targets=pick(src.target))
+    texts = list(zip(pick(src.text), pick(src.pair))) if src.pair else pick(src.text)
+    return Rows(texts=texts, labels=pick(src.label), targets=pick(src.target))
 
 
 @dataclass(frozen=True)
@@ -105,16 +108,16 @@ class Task:
                 raise ConfigError(f"tasks.{name}.{role}: unknown role; allowed: {', '.join(ROLES)}, single_label")
             if not isinstance(spec, dict) or "file" not in spec or "text" not in spec:
                 raise ConfigError(f"tasks.{name}.{role}: expected a table with at least 'file' and 'text'")
-            unknown = set(spec) - {"file", "text", "label", "target", "where"}
+            unknown = set(spec) - {"file", "text", "pair", "label", "target", "where"}
             if unknown:
                 raise ConfigError(f"tasks.{name}.{role}: unknown keys {', '.join(sorted(unknown))}; "
-                                  "allowed: file, text, label, target, where")
+                                  "allowed: file, text, pair, label, target, where")
             fill = lambda s: None if s is None else str(s).replace("{lang}", language)  # noqa: E731
             path = Path(fill(spec["file"]))
             where = tuple((col, tuple(str(v) for v in (vals if isinstance(vals, list) else [vals])))
                           for col, vals in sorted(spec.get("where", {}).items()))
             sources[role] = Source(file=path if path.is_absolute() else (base_dir / path).resolve(),
-                                   text=fill(spec["text"]), label=fill(spec.get("label")),
+                                   text=fill(spec["text"]), pair=fill(spec.get("pair")), label=fill(spec.get("label")),
                                    target=fill(spec.get("target")), where=where)
         for role in ("en_train", "test"):
             if role not in sources:

@@ -58,3 +58,9 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def e5_store(e5_small_dir) -> Path:
+    """One store for every real-signal test, kept in cache/ across runs: the same sentences are encoded once."""
+    return Path(os.environ.get("EMBEDSTORE_CACHE") or REPO / "cache") / "tests-e5.zarr"

@@ -10,12 +10,12 @@ ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def en_ko_vectors(shared_data, e5_small_dir, tmp_path_factory):
+def en_ko_vectors(shared_data, e5_small_dir, e5_store):
     table = read_table(shared_data / "parallel" / "libreoffice_help.en-ko.tsv", ["en", "ko", "fold"])
     rows = [i for i, f in enumerate(table["fold"]) if f in ("8", "9")][:ROWS]
     en = [table["en"][i] for i in rows]
     ko = [table["ko"][i] for i in rows]
-    store = tmp_path_factory.mktemp("real") / "s.zarr"
+    store = e5_store
     options = EncodeOptions(model=str(e5_small_dir))
     unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
     return unit(embed(en, store=store, options=options)), unit(embed(ko, store=store, options=options))

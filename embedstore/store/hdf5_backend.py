@@ -56,6 +56,15 @@ class HDF5Backend:
                 return f[name]["vectors"][:n]
             return f[name]["vectors"][rows]
 
+    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
+        with self._open() as f:
+            return f[name]["ids"][start:stop], f[name]["vectors"][start:stop]
+
+    def chunk_rows(self, name: str) -> int:
+        with self._open() as f:
+            return f[name]["vectors"].chunks[0]
+
     def size_bytes(self) -> int:
         return self.path.stat().st_size
 

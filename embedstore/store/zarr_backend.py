@@ -47,6 +47,14 @@ class ZarrBackend:
             return arr[:n]
         return arr.get_orthogonal_selection((rows, slice(None)))
 
+    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
+        group = _root_group(self.path, "r")[name]
+        return group["ids"][start:stop], group["vectors"][start:stop]
+
+    def chunk_rows(self, name: str) -> int:
+        return _root_group(self.path, "r")[name]["vectors"].chunks[0]
+
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 

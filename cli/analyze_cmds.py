@@ -1,0 +1,258 @@
+"""`embedstore analyze cosine|retrieval|layers|gradients`: how well an aligner aligns, on held-out pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from .common import console, print_json, user_errors
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Alignment analyses on held-out translation pairs: cosine "
+                          "(with shuffled baseline), retrieval (NN and CSLS), per layer, gradient conflict.")
+
+# Options shared by every command (typer reads these defaults as option declarations).
+_PAIRS = typer.Argument(..., help="Translation pairs: TSV (no quoting), CSV or JSONL with one column per language.")
+_SOURCE = typer.Option("en", "--source-column", help="Column of the language the aligner maps from.")
+_TARGET = typer.Option("ko", "--target-column", help="Column of the language the aligner maps onto.")
+_ARCH = typer.Option(None, "--arch", help="Aligner to fit on the fit rows: procrustes (default), linear, "
+                     "meanshift, fc or ae.")
+_ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one.")
+_SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all) [default: all].")
+_TEST_SIZE = typer.Option(None, "--test-size", help="Held-out rows to report on (300, 1k or all) [default: all].")
+_TEST_FRACTION = typer.Option(0.2, "--test-fraction", help="Random share of rows held out (without fold options).")
+_FOLD_COLUMN = typer.Option(None, "--fold-column", help="Column holding fold values [default: fold].")
+_FIT_FOLDS = typer.Option(None, "--fit-folds", help="Folds the aligner is fitted on, e.g. 0-5 [default: the rest].")
+_TEST_FOLDS = typer.Option(None, "--test-folds", help="Folds reported on, e.g. 8-9 [default: the rest].")
+_MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
+_STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file [default: cache/store.zarr].")
+_LAYER = typer.Option(-1, "--layer", "-l", help="Hidden layer (negative counts from the end).")
+_POOLING = typer.Option("mean", "--pooling", help="mean, cls or max (part of the store key).")
+_MAX_LENGTH = typer.Option(512, "--max-length", help="Tokens per text (part of the store key).")
+_SEED = typer.Option(0, "--seed", help="Seeds the split, subsamples, shuffled baseline and trained models.")
+_OUT = typer.Option(None, "--out", "-o", help="Write the result as JSON (.jsonl appends one line).")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+_KS = typer.Option([1, 5], "--k", help="P@k cut-offs; repeat for several.")
+_CSLS_K = typer.Option(10, "--csls-k", help="Neighbours in CSLS's hubness term.")
+
+
+def _split(test_fraction: float, fold_column: Optional[str], fit_folds: Optional[str], test_folds: Optional[str],
+           size: Optional[str], test_size: Optional[str]):
+    from embedstore.analyze_run import SplitOptions
+
+    return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
+                        test_folds=test_folds, size=size, test_size=test_size)
+
+
+def _encode_options(model: str, layers: tuple[int, ...], pooling: str, max_length: int):
+    from embedstore.encode import EncodeOptions
+
+    return EncodeOptions(model=model, layers=layers, pooling=pooling, max_length=max_length)
+
+
+def _header(result: dict[str, Any]) -> None:
+    prov = result["provenance"]
+    console.print(f"{prov['input']['path']}: {result['source_language']}→{result['language']}, aligner "
+                  f"{result['aligner']}, {prov['fit_rows']:,} fit rows, {prov['test_rows']:,} held-out rows "
+                  f"({prov['split']}); model {prov['model']} [{prov['model_fingerprint'][:8]}]", highlight=False, soft_wrap=True)
+
+
+def _collapse_line(collapse: Optional[dict[str, Any]]) -> None:
+    if collapse is None:
+        return
+    if collapse["collapsed"]:
+        console.print(f"[bold red]COLLAPSED:[/bold red] {collapse['reason']}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"not collapsed: output variance {collapse['variance_ratio']:.2f}× the target's, "
+                      f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})", highlight=False, soft_wrap=True)
+
+
+def _retrieval_table(retrieval: dict[str, dict[str, Any]], src: str, tgt: str) -> Table:
+    ks = list(retrieval["raw"]["forward"]["nn"])
+    table = Table(title=f"retrieval on {retrieval['raw']['rows']:,} held-out pairs (CSLS k={retrieval['raw']['csls_k']})")
+    for col in ("vectors", "direction", "method", *ks):
+        table.add_column(col, justify="right" if col.startswith("p@") else "left")
+    for space, label in (("raw", src), ("aligned", f"aligned {src}")):
+        for direction, arrow in (("forward", f"{label}→{tgt}"), ("backward", f"{tgt}→{label}")):
+            for method in ("nn", "csls"):
+                scores = retrieval[space][direction][method]
+                table.add_row(space, arrow, method.upper(), *(f"{scores[k]:.3f}" for k in ks))
+    return table
+
+
+def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
+    """Print JSON when asked; returns whether the human-readable form is still to be printed."""
+    if as_json:
+        print_json(result)
+        return False
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+    return True
+
+
+@analyze_app.command("cosine")
+@user_errors
+def cosine(
+    pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
+    test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
+    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
+    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
+    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON,
+) -> None:
+    """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
+    from embedstore.analyze_run import run_cosine
+
+    result = run_cosine(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
+                        split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                        store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                        out=out, progress=not as_json)
+    if not _finish(result, as_json, out):
+        return
+    _header(result)
+    src, tgt = source_column, target_column
+    table = Table(title=f"mean cosine on {result['rows']:,} held-out pairs")
+    table.add_column("pairs")
+    table.add_column("cosine", justify="right")
+    for name, label in (("en_tr", f"{src} ↔ {tgt}"), ("shuffled_en_tr", f"{src} ↔ shuffled {tgt}"),
+                        ("aligned_tr", f"aligned {src} ↔ {tgt}"), ("shuffled", f"aligned {src} ↔ shuffled {tgt}"),
+                        ("aligned_en", f"aligned {src} ↔ {src}")):
+        table.add_row(label, f"{result[name]:.3f}")
+    console.print(table)
+    raw, aligned = result["retrieval"]["raw"]["forward"], result["retrieval"]["aligned"]["forward"]
+    console.print(f"retrieval {src}→{tgt} P@1 (NN / CSLS): raw {raw['nn']['p@1']:.3f} / {raw['csls']['p@1']:.3f}, "
+                  f"aligned {aligned['nn']['p@1']:.3f} / {aligned['csls']['p@1']:.3f}", highlight=False, soft_wrap=True)
+    _collapse_line(result["collapse"])
+
+
+@analyze_app.command("retrieval")
+@user_errors
+def retrieval(
+    pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
+    test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
+    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
+    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
+    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
+    k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+) -> None:
+    """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
+    from embedstore.analyze_run import run_retrieval
+
+    result = run_retrieval(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
+                           split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                           store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                           ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
+    if not _finish(result, as_json, out):
+        return
+    _header(result)
+    console.print(_retrieval_table(result["retrieval"], source_column, target_column))
+    cos = result["cosine"]
+    console.print(f"mean cosine: {source_column}↔{target_column} {cos['en_tr']:.3f}, aligned↔{target_column} "
+                  f"{cos['aligned_tr']:.3f}, aligned↔shuffled {cos['shuffled']:.3f}", highlight=False, soft_wrap=True)
+    _collapse_line(result["collapse"])
+
+
+def _parse_layers(values: list[str]) -> tuple[int, ...]:
+    from embedstore.errors import ConfigError
+
+    layers: list[int] = []
+    for value in values:
+        for token in value.split(","):
+            try:
+                layers.append(int(token))
+            except ValueError:
+                raise ConfigError(f"--layers {value!r}: {token!r} is not a layer number; expected e.g. 0,6,12 "
+                                  "(negative counts from the end)") from None
+    return tuple(layers)
+
+
+@analyze_app.command("layers")
+@user_errors
+def layers(
+    pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
+    arch: Optional[str] = _ARCH, size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE,
+    test_fraction: float = _TEST_FRACTION, fold_column: Optional[str] = _FOLD_COLUMN,
+    fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL,
+    store: Optional[Path] = _STORE,
+    layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
+                                         help="Layers, e.g. 0,6,12 or repeated [default: every layer]."),
+    pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED, k: list[int] = _KS,
+    csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+) -> None:
+    """Cosine and retrieval per hidden layer, with a fresh aligner fitted on each layer's vectors."""
+    from embedstore.analyze_run import run_layers
+
+    result = run_layers(pairs_file, source_column, target_column, arch=arch, layers=_parse_layers(layer_list),
+                        split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                        store=store, options=_encode_options(model, (-1,), pooling, max_length), seed=seed,
+                        ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
+    if not _finish(result, as_json, out):
+        return
+    _header(result)
+    src, tgt = source_column, target_column
+    table = Table(title=f"per layer, {result['layers'][0]['cosine']['rows']:,} held-out pairs")
+    for col in ("layer", f"cos {src}↔{tgt}", "cos aligned↔", "cos shuffled", "raw P@1 NN", "aligned P@1 NN",
+                "aligned P@1 CSLS", "collapsed"):
+        table.add_column(col, justify="right")
+    for row in result["layers"]:
+        cos, ret = row["cosine"], row["retrieval"]
+        table.add_row(str(row["layer"]), f"{cos['en_tr']:.3f}", f"{cos['aligned_tr']:.3f}", f"{cos['shuffled']:.3f}",
+                      f"{ret['raw']['forward']['nn']['p@1']:.3f}", f"{ret['aligned']['forward']['nn']['p@1']:.3f}",
+                      f"{ret['aligned']['forward']['csls']['p@1']:.3f}",
+                      "[red]yes[/red]" if row["collapse"]["collapsed"] else "no")
+    console.print(table)
+
+
+@analyze_app.command("gradients")
+@user_errors
+def gradients(
+    pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
+    label_column: str = typer.Option(..., "--label-column", help="Column of task labels for the English rows."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Aligner to fit: procrustes (default), linear, "
+                                       "meanshift, fc, ae, or none (raw vectors through an identity linear map)."),
+    aligner: Optional[Path] = _ALIGNER_DIR,
+    head: str = typer.Option("linear", "--head", help="Task head trained on aligned English: linear or mlp."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
+    size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
+    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
+    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
+    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON,
+) -> None:
+    """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).
+
+    Near 0: the objectives are orthogonal (better alignment does little for the task); negative: they conflict.
+    """
+    from embedstore.analyze_run import run_gradients
+
+    result = run_gradients(pairs_file, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
+                           head=head, batch_size=batch_size,
+                           split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                           store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                           out=out, progress=not as_json)
+    if not _finish(result, as_json, out):
+        return
+    _header(result)
+    console.print(f"shared representation: {result['map']}", highlight=False, soft_wrap=True)
+    table = Table(title=f"cos(∇ alignment loss, ∇ task loss), {result['rows']:,} held-out rows")
+    table.add_column("")
+    table.add_column("w.r.t. parameters θ\n(per minibatch)", justify="right")
+    table.add_column("w.r.t. representation z\n(per row)", justify="right")
+    p, z = result["parameters"], result["representation"]
+    for label, key, fmt in (("n", "n", "{:,}"), ("mean cosine", "mean", "{:+.3f}"), ("std", "std", "{:.3f}"),
+                            ("min", "min", "{:+.3f}"), ("max", "max", "{:+.3f}"),
+                            ("negative share", "negative_fraction", "{:.0%}"),
+                            ("mean |∇ alignment|", "alignment_grad_norm", "{:.3g}"),
+                            ("mean |∇ task|", "task_grad_norm", "{:.3g}")):
+        table.add_row(label, fmt.format(p[key]), fmt.format(z[key]))
+    console.print(table)
+    acc = result["head_accuracy"]
+    dropped = f"; {result['dropped_unseen_label']:,} rows dropped (label unseen by the head)" \
+        if result["dropped_unseen_label"] else ""
+    console.print(f"losses: alignment {result['alignment_loss']:.4g}, task {result['task_loss']:.4g}; held-out head "
+                  f"accuracy: aligned {source_column} {acc['english_aligned']:.3f}, {target_column} "
+                  f"{acc['target']:.3f}{dropped}", highlight=False, soft_wrap=True)
+    _collapse_line(result["collapse"])

@@ -1,0 +1,357 @@
+"""What `embedstore analyze ...` runs: pairs file → row split → vectors from the store → aligner → analysis.
+
+Each `run_*` reads a translation-pairs file (`texts.read_table`), splits its rows into aligner-fit rows and
+held-out rows (`analysis.Split`), encodes only the selected rows (`encode.encode`: what the store holds is
+reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
+a JSON-ready dict whose `provenance` says exactly what was measured: options, seed, row counts, the input
+file's sha256, the model fingerprint, the store key and the embedstore version. Cosine results are records with
+"kind": "cosine" and the fields `embedstore.report` plots (`report.COSINE_FIELDS`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstore import __version__
+from embedstore.aligners import ALIGNERS, Aligner, load_aligner, make_aligner
+from embedstore.analysis import (Split, check_forward, collapse_report, fold_split, gradient_alignment,
+                                 held_out_alignment, layer_report, limit_split, random_split)
+from embedstore.encode import EncodeOptions, encode
+from embedstore.errors import ConfigError
+from embedstore.heads import make_head
+from embedstore.models import resolve_model
+from embedstore.selection import parse_size
+from embedstore.store import Store, StoreKey
+from embedstore.texts import read_table
+
+#: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
+NO_ALIGNER = "none"
+DEFAULT_ARCH = "procrustes"
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How rows are split into aligner-fit rows and held-out rows, and how many of each are used.
+
+    With `fit_folds` and/or `test_folds` ("0-5", "8,9") rows are chosen by `fold_column` (default "fold"); a side
+    left out takes every other fold. Otherwise a seeded `test_fraction` of the rows is held out. `size` caps the
+    fit rows (the aligner's pair count: "2k", 2000, "all") and `test_size` the held-out rows.
+    """
+
+    test_fraction: float = 0.2
+    fold_column: str | None = None
+    fit_folds: str | None = None
+    test_folds: str | None = None
+    size: str | int | None = None
+    test_size: str | int | None = None
+
+    @property
+    def by_folds(self) -> bool:
+        return self.fit_folds is not None or self.test_folds is not None
+
+    def columns(self) -> list[str]:
+        """The extra column the split reads, if any."""
+        if self.fold_column is not None and not self.by_folds:
+            raise ConfigError("--fold-column needs --fit-folds and/or --test-folds to say which folds to use")
+        return [self.fold_column or "fold"] if self.by_folds else []
+
+
+def parse_folds(text: str, option: str) -> list[str]:
+    """Fold values from "0-5", "8,9" or "0-2,7": ranges of whole numbers expand; other tokens are taken as is."""
+    folds: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        low, sep, high = token.partition("-")
+        if sep and low.isdigit() and high.isdigit():
+            if int(low) > int(high):
+                raise ConfigError(f"{option} {text!r}: range {token} runs backwards; expected low-high, e.g. 0-5")
+            folds.extend(str(v) for v in range(int(low), int(high) + 1))
+        elif token:
+            folds.append(token)
+        else:
+            raise ConfigError(f"{option} {text!r} has an empty entry; expected fold values like 0-5 or 8,9")
+    return folds
+
+
+def make_split(table: dict[str, list[str]], n_rows: int, options: SplitOptions, seed: int) -> Split:
+    """The fit/held-out split of a table's rows under `options` (sizes applied last, seeded)."""
+    if options.by_folds:
+        column = options.fold_column or "fold"
+        split = fold_split(table[column],
+                           parse_folds(options.fit_folds, "--fit-folds") if options.fit_folds is not None else None,
+                           parse_folds(options.test_folds, "--test-folds") if options.test_folds is not None else None,
+                           column)
+    else:
+        split = random_split(n_rows, options.test_fraction, seed)
+    fit_size = parse_size(options.size) if options.size is not None else None
+    test_size = parse_size(options.test_size) if options.test_size is not None else None
+    return limit_split(split, fit_size, test_size, seed)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class _Pairs:
+    """Vectors of the selected rows, fit rows first, with the split re-indexed into them."""
+
+    source: dict[int, np.ndarray]  # layer -> (fit + test, dim)
+    target: dict[int, np.ndarray]
+    split: Split
+    table: dict[str, list[str]]
+    rows: np.ndarray  # file row of each vector row
+    provenance: dict[str, Any]
+
+
+def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, extra_columns: Sequence[str],
+                split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
+                config: dict[str, Any], progress: bool, min_test_rows: int = 2) -> _Pairs:
+    """Read, split, and encode only the rows the analysis uses (both languages in one encode pass).
+
+    `min_test_rows` (e.g. the largest P@k cut-off) is checked before anything is encoded.
+    """
+    if source_column == target_column:
+        raise ConfigError(f"--source-column and --target-column are both '{source_column}'; expected two columns")
+    columns = list(dict.fromkeys([source_column, target_column, *extra_columns, *split_options.columns()]))
+    table = read_table(pairs_file, columns)
+    n_rows = len(table[source_column])
+    split = make_split(table, n_rows, split_options, seed)
+    if len(split.test) < min_test_rows:
+        raise ConfigError(f"P@{min_test_rows} needs at least {min_test_rows} held-out rows; the split leaves "
+                          f"{len(split.test)} ({split.how})")
+    rows = np.concatenate([split.fit, split.test])
+    src_texts = [table[source_column][i] for i in rows]
+    tgt_texts = [table[target_column][i] for i in rows]
+    spec = resolve_model(options.model)
+    report = encode(src_texts + tgt_texts, store=store, options=options, progress=progress)
+    st = Store.open(report.store)
+    keys = [StoreKey.from_dict(k) for k in report.keys]
+    source = {key.layer: st.get(key, src_texts) for key in keys}
+    target = {key.layer: st.get(key, tgt_texts) for key in keys}
+    local = Split(np.arange(len(split.fit)), np.arange(len(split.fit), len(rows)), split.how)
+    provenance = {
+        "config": config,
+        "seed": seed,
+        "input": {"path": str(Path(pairs_file).resolve()), "sha256": file_sha256(pairs_file), "rows": n_rows},
+        "split": split.how,
+        "fit_rows": len(split.fit),
+        "test_rows": len(split.test),
+        "model": spec.name,
+        "model_fingerprint": spec.fingerprint,
+        "store": report.store,
+        "store_key": keys[0].to_dict() if len(keys) == 1 else [k.to_dict() for k in keys],
+        "encoded_now": report.encoded,
+        "embedstore_version": __version__,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return _Pairs(source, target, local, table, rows, provenance)
+
+
+def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
+             progress: bool) -> tuple[Aligner, bool, dict[str, Any]]:
+    """(aligner, already fitted?, what to record about it). A saved aligner is loaded; otherwise one is made."""
+    if aligner_dir is not None:
+        if arch is not None:
+            raise ConfigError(f"both --arch {arch} and --aligner {aligner_dir} given; use one: --arch fits a new "
+                              "aligner, --aligner loads a saved one")
+        aligner = load_aligner(aligner_dir)
+        names = {cls: name for name, cls in ALIGNERS.items()}
+        return aligner, True, {"aligner": names[type(aligner)], "aligner_dir": str(Path(aligner_dir).resolve()),
+                               "aligner_params": aligner.get_params()}
+    arch = arch or DEFAULT_ARCH
+    cls = ALIGNERS.get(arch)
+    params = {name: value for name, value in (("seed", seed), ("progress", progress))
+              if cls is not None and name in cls._param_names()}
+    aligner = make_aligner(arch, **params)
+    return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params()}
+
+
+def write_record(record: dict[str, Any], out: str | Path) -> Path:
+    """`.jsonl` appends one line (seeds and languages accumulate for `embedstore report`); other names are
+    (over)written with one JSON object."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n")
+    else:
+        path.write_text(json.dumps(record, ensure_ascii=False, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    return path
+
+
+def _check_retrieval_options(ks: Sequence[int], csls_k: int) -> None:
+    """Fail on impossible cut-offs before the model runs, not after."""
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"--k {list(ks)}: P@k cut-offs must be whole numbers >= 1")
+    if csls_k < 1:
+        raise ConfigError(f"--csls-k {csls_k} must be at least 1")
+
+
+def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_column: str, arch: str | None,
+               aligner_dir: str | Path | None, split: SplitOptions, store: str | Path | None,
+               options: EncodeOptions, seed: int, ks: Sequence[int], csls_k: int, progress: bool) -> dict[str, Any]:
+    """Shared body of `run_cosine` and `run_retrieval`: both report cosine, retrieval and collapse together."""
+    if arch == NO_ALIGNER:
+        raise ConfigError(f"--arch {NO_ALIGNER} is only for `analyze gradients`; cosine and retrieval compare an "
+                          f"aligner's output with raw vectors: use one of {', '.join(ALIGNERS)}")
+    if len(options.layers) != 1:
+        raise ConfigError(f"{len(options.layers)} layers given; `analyze {kind}` takes one (use `analyze layers`)")
+    config = {"command": kind, "pairs_file": str(pairs_file), "source_column": source_column,
+              "target_column": target_column, "arch": arch, "aligner_dir": str(aligner_dir) if aligner_dir else None,
+              "split": asdict(split), "encode": asdict(options), "ks": list(ks), "csls_k": csls_k}
+    _check_retrieval_options(ks, csls_k)
+    aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
+    check_forward(aligner)
+    pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
+                        max(ks))
+    (layer,) = pairs.source
+    result = held_out_alignment(pairs.source[layer], pairs.target[layer], pairs.split, aligner, fitted=fitted,
+                                ks=ks, csls_k=csls_k, seed=seed)
+    return {
+        "kind": kind,
+        "language": target_column,
+        "source_language": source_column,
+        "aligner": info["aligner"],
+        "pair_size": None if fitted else len(pairs.split.fit),
+        "layer": layer,
+        "seed": seed,
+        **result,
+        "provenance": {**pairs.provenance, **info},
+    }
+
+
+def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
+               arch: str | None = None, aligner_dir: str | Path | None = None, split: SplitOptions = SplitOptions(),
+               store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
+               out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Mean cosines EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines on held-out pairs (paper Table 9).
+
+    The record carries the four `report.COSINE_FIELDS` at top level (plus `shuffled_en_tr`) and, because cosine
+    alone can hide a collapsed map, the held-out retrieval and the collapse flag too.
+    """
+    result = _alignment("cosine", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
+                        options, seed, (1, 5), 10, progress)
+    cosine = result.pop("cosine")
+    record = {**{k: v for k, v in result.items() if k != "provenance"},
+              **{k: v for k, v in cosine.items() if k != "seed"}, "provenance": result["provenance"]}
+    if out is not None:
+        write_record(record, out)
+    return record
+
+
+def run_retrieval(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
+                  arch: str | None = None, aligner_dir: str | Path | None = None,
+                  split: SplitOptions = SplitOptions(), store: str | Path | None = None,
+                  options: EncodeOptions = EncodeOptions(), seed: int = 0, ks: Sequence[int] = (1, 5),
+                  csls_k: int = 10, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs (with cosine and collapse)."""
+    record = _alignment("retrieval", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
+                        options, seed, ks, csls_k, progress)
+    if out is not None:
+        write_record(record, out)
+    return record
+
+
+def run_layers(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
+               arch: str | None = None, layers: Sequence[int] | None = None, split: SplitOptions = SplitOptions(),
+               store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
+               ks: Sequence[int] = (1, 5), csls_k: int = 10, out: str | Path | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Cosine, retrieval and collapse per hidden layer, a fresh aligner fitted per layer (default: every layer).
+
+    All layers come from one encode pass (the transformer computes every hidden state anyway).
+    """
+    if arch == NO_ALIGNER:
+        raise ConfigError(f"--arch {NO_ALIGNER} is only for `analyze gradients`; use one of {', '.join(ALIGNERS)}")
+    arch = arch or DEFAULT_ARCH
+    if layers is None or len(layers) == 0:
+        layers = tuple(range(resolve_model(options.model).num_layers + 1))
+    options = replace(options, layers=tuple(layers))
+    config = {"command": "layers", "pairs_file": str(pairs_file), "source_column": source_column,
+              "target_column": target_column, "arch": arch, "split": asdict(split), "encode": asdict(options),
+              "ks": list(ks), "csls_k": csls_k}
+    _check_retrieval_options(ks, csls_k)
+    _, _, info = _aligner(arch, None, seed, progress)  # validates arch before anything is encoded
+    pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
+                        max(ks))
+    per_layer = layer_report(pairs.source, pairs.target, pairs.split,
+                             lambda: _aligner(arch, None, seed, progress)[0], ks=ks, csls_k=csls_k, seed=seed)
+    record = {"kind": "layers", "language": target_column, "source_language": source_column,
+              "aligner": arch, "pair_size": len(pairs.split.fit), "seed": seed, "layers": per_layer,
+              "provenance": {**pairs.provenance, **info}}
+    if out is not None:
+        write_record(record, out)
+    return record
+
+
+def run_gradients(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko",
+                  label_column: str = "label", *, arch: str | None = None, aligner_dir: str | Path | None = None,
+                  head: str = "linear", batch_size: int = 64, split: SplitOptions = SplitOptions(),
+                  store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
+                  out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Cosine between the alignment-loss and task-loss gradients on the shared representation (held-out rows).
+
+    The aligner is fitted on the fit rows (unless `aligner_dir`, or `arch="none"` for raw vectors through an
+    identity linear map); the head (`head`: linear or mlp) is trained on the fit rows' aligned English vectors
+    with `label_column`, as LangAlign trains it; `analysis.gradient_alignment` then measures on held-out rows.
+    The held-out accuracy of that head on aligned English and on target-language vectors (the transfer score)
+    and the aligner's collapse check are reported alongside, so the gradient cosine can be read against them.
+    """
+    if len(options.layers) != 1:
+        raise ConfigError(f"{len(options.layers)} layers given; `analyze gradients` takes one")
+    if label_column in (source_column, target_column):
+        raise ConfigError(f"--label-column '{label_column}' is also a text column; expected a column of labels")
+    config = {"command": "gradients", "pairs_file": str(pairs_file), "source_column": source_column,
+              "target_column": target_column, "label_column": label_column, "arch": arch,
+              "aligner_dir": str(aligner_dir) if aligner_dir else None, "head": head, "batch_size": batch_size,
+              "split": asdict(split), "encode": asdict(options)}
+    if arch == NO_ALIGNER:
+        if aligner_dir is not None:
+            raise ConfigError(f"both --arch {NO_ALIGNER} and --aligner {aligner_dir} given; use one")
+        aligner, fitted, info = None, True, {"aligner": NO_ALIGNER}
+    else:
+        aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
+        check_forward(aligner)
+    task_head = make_head(head, seed=seed)
+    pairs = _load_pairs(pairs_file, source_column, target_column, [label_column], split, store, options, seed,
+                        config, progress)
+    (layer,) = pairs.source
+    en, tr = pairs.source[layer], pairs.target[layer]
+    labels = np.asarray([pairs.table[label_column][i] for i in pairs.rows])
+    fit, test = pairs.split.fit, pairs.split.test
+    if aligner is not None and not fitted:
+        aligner.fit(en[fit], tr[fit])
+    project = aligner.transform if aligner is not None else (lambda x: x)
+    task_head.fit(project(en[fit]), labels[fit])
+    aligned_test = project(en[test])
+    result = gradient_alignment(en[test], tr[test], labels[test], task_head, aligner=aligner, batch_size=batch_size,
+                                seed=seed)
+    record = {
+        "kind": "gradients",
+        "language": target_column,
+        "source_language": source_column,
+        "aligner": info["aligner"],
+        "pair_size": None if aligner_dir is not None else len(fit),
+        "layer": layer,
+        "seed": seed,
+        **result,
+        "head": head,
+        "head_accuracy": {"english_aligned": task_head.score(aligned_test, labels[test]),
+                          "target": task_head.score(tr[test], labels[test])},
+        "collapse": collapse_report(aligned_test, en[test], tr[test]) if aligner is not None else None,
+        "provenance": {**pairs.provenance, **info},
+    }
+    if out is not None:
+        write_record(record, out)
+    return record

@@ -1,0 +1,188 @@
+"""`embedstore store merge`: combine stores encoded on different machines into one.
+
+Machines without a shared filesystem each encode into a store of their own; a merge turns them into the one
+store trainers read. The rules, and why:
+
+- Only identical keys are merged (model fingerprint, pooling, layer, max length, prefix and dtype all equal,
+  which is exactly when the group names match): vectors under different keys are not comparable, so a key
+  found in some inputs only is copied as its own key, never folded into another.
+- Rows are deduplicated by text id; the first input (in the order given) that holds an id supplies its row.
+- The same id under the same key must carry the same vector. Two encodes of one text differ only by float
+  noise (batch composition, hardware: about 1e-6), so a larger difference means the stores were not made the
+  same way (different tokenizer files or library versions under one model fingerprint). That is an error,
+  not a warning: a merged store is read as one computation, and silently keeping either vector would hide
+  the mismatch. `tolerance` widens the check for a user who has looked and accepts the first input's vectors.
+  float16 keys also allow one float16 step (relative 1e-3), since fp32 noise can flip the rounding.
+- The output is built at a temporary sibling path and renamed into place at the end, under the output's
+  writer lock, so a half-merged store never sits at the output path and no encode writes it meanwhile.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, StoreError
+from .key import StoreKey
+from .lock import WriterLock
+from .store import Store, StoreWriter
+
+BLOCK_ROWS = 65536  # rows copied per read: bounds memory whatever the store size
+FLOAT16_RTOL = 1e-3  # about one float16 step: fp32 noise may round to neighbouring float16 values
+
+
+@dataclass
+class KeyMerge:
+    """What happened to one key: rows in the output, rows taken from each input, duplicates dropped."""
+
+    key: dict
+    group: str
+    rows: int
+    rows_from: dict[str, int]
+    duplicates: int
+    max_difference: float
+
+
+@dataclass
+class MergeReport:
+    out: str
+    inputs: list[str]
+    keys: list[KeyMerge]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool = False,
+                 tolerance: float = 1e-5) -> MergeReport:
+    """Write the union of `inputs` to `out` (a new .zarr or .h5 path; `force` replaces an existing one)."""
+    t0 = time.perf_counter()
+    if not inputs:
+        raise ConfigError("merge: no input stores given; expected at least one .zarr or .h5 store")
+    if tolerance < 0:
+        raise ConfigError(f"tolerance: {tolerance}; expected a non-negative number")
+    stores = [Store.open(p) for p in inputs]
+    out_store = Store.open(out)  # validates the suffix before any work
+    out_path = out_store.path
+    for st in stores:
+        if not st.exists():
+            raise StoreError(f"{st.path}: no store here; expected an existing .zarr directory or .h5 file")
+        if st.path.resolve() == out_path.resolve():
+            raise StoreError(f"{out_path}: is also an input; write the merge to a new path")
+    if out_path.exists() and not force:
+        raise StoreError(f"{out_path}: already exists; choose a new --out path or pass --force to replace it")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out_path.with_name(out_path.name + ".lock"), out_path):
+        for stale in out_path.parent.glob(f"{out_path.stem}.merging-*{out_path.suffix}*"):
+            _remove(stale)  # left by a killed merge; we hold the output's lock, so nobody else is using it
+        tmp = out_path.with_name(f"{out_path.stem}.merging-{os.getpid()}{out_path.suffix}")
+        try:
+            with Store.open(tmp).writer() as writer:
+                merged = [_merge_key(writer, stores, key, tolerance) for key in _keys_in_order(stores)]
+            _publish(tmp, out_path)
+        finally:
+            _remove(tmp)
+            tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)
+    return MergeReport(out=str(out_path), inputs=[str(st.path) for st in stores], keys=merged,
+                       seconds=time.perf_counter() - t0)
+
+
+def _keys_in_order(stores: list[Store]) -> list[StoreKey]:
+    """Every key of every input, once, in order of first appearance (so the output lists keys predictably)."""
+    seen: dict[str, StoreKey] = {}
+    for st in stores:
+        for key in st.keys():
+            seen.setdefault(key.group_name, key)
+    return list(seen.values())
+
+
+def _merge_key(writer: StoreWriter, stores: list[Store], key: StoreKey, tolerance: float) -> KeyMerge:
+    holding = [(st, attrs) for st in stores if (attrs := st.attrs(key))]
+    dims = {int(attrs["dim"]) for _, attrs in holding}
+    if len(dims) > 1:
+        raise StoreError(f"key {key.describe()}: inputs hold vectors of different sizes {sorted(dims)}; "
+                         "expected one dimension per key")
+    name = key.group_name
+    counts = [int(attrs.get("committed_rows", 0)) for _, attrs in holding]
+    provenance = {"merged_from": [{"store": str(st.path), "rows": n, "provenance": attrs.get("provenance", {})}
+                                  for (st, attrs), n in zip(holding, counts)]}
+    kw = writer.key(key, dims.pop(), provenance, chunk_rows=holding[0][0].backend.chunk_rows(name))
+
+    # dedupe over all inputs at once: 16 bytes per row, sorted in numpy rather than a Python dict per id
+    all_ids = np.concatenate([st.backend.read_ids(name, n) for (st, _), n in zip(holding, counts)])
+    as_void = np.ascontiguousarray(all_ids).view(np.dtype((np.void, 16))).ravel()
+    _, first, inverse = np.unique(as_void, return_index=True, return_inverse=True)
+    source = first[inverse.ravel()]  # global row of each row's first occurrence
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rtol = FLOAT16_RTOL if key.dtype == "float16" else 0.0
+
+    rows_from: dict[str, int] = {}
+    max_diff = 0.0
+    for i, ((st, _), n) in enumerate(zip(holding, counts)):
+        taken = 0
+        for start in range(0, n, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, n)
+            ids, vectors = st.backend.read_block(name, start, stop)
+            src = source[offsets[i] + start: offsets[i] + stop]
+            new = src == np.arange(offsets[i] + start, offsets[i] + stop)
+            if new.any():
+                kw.append(ids[new], vectors[new])
+                taken += int(new.sum())
+            if not new.all():
+                max_diff = max(max_diff, _check_duplicates(holding, counts, offsets, key, src[~new],
+                                                           vectors[~new], ids[~new], st.path, tolerance, rtol))
+        rows_from[str(st.path)] = taken
+    return KeyMerge(key=key.to_dict(), group=name, rows=kw.committed, rows_from=rows_from,
+                    duplicates=int(sum(counts) - kw.committed), max_difference=max_diff)
+
+
+def _check_duplicates(holding: list[tuple[Store, dict]], counts: list[int], offsets: np.ndarray, key: StoreKey,
+                      first_rows: np.ndarray, vectors: np.ndarray, ids: np.ndarray, where: Path,
+                      tolerance: float, rtol: float) -> float:
+    """Compare duplicates with the vectors already taken (read back from their input); returns the max diff."""
+    max_diff = 0.0
+    owner = np.searchsorted(offsets, first_rows, side="right") - 1
+    for j in np.unique(owner):
+        st, _ = holding[j]
+        mine = owner == j
+        local = first_rows[mine] - offsets[j]
+        rows, back = np.unique(local, return_inverse=True)  # h5py reads sorted, distinct rows only
+        kept = np.asarray(st.backend.read_vectors(key.group_name, counts[j], rows), np.float32)[back.ravel()]
+        dup = np.asarray(vectors[mine], np.float32)
+        diff = np.abs(dup - kept)
+        bad = diff > tolerance + rtol * np.abs(kept)
+        if bad.any():
+            row = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise StoreError(
+                f"key {key.describe()}: text id {ids[mine][row].tobytes().hex()} has vectors differing by "
+                f"{float(diff[row].max()):.2e} in {st.path} and {where} (tolerance {tolerance:g}); the stores were "
+                "not encoded the same way (tokenizer files, library versions?); pass --tolerance to keep the "
+                "first input's vectors")
+        max_diff = max(max_diff, float(diff.max()))
+    return max_diff
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished store into place; an existing output (--force) is moved aside first, because a
+    directory cannot be renamed over a non-empty one, and removed only once the new store is in place."""
+    if out.is_dir():
+        old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

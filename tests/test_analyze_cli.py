@@ -1,0 +1,148 @@
+"""`embedstore analyze ...` end to end on the tiny model, and the real e5-small signal on LibreOffice en-ko."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.analyze_cmds import analyze_app
+from embedstore.aligners import make_aligner
+from embedstore.analyze_run import SplitOptions, run_cosine, run_gradients
+from embedstore.encode import EncodeOptions
+from embedstore.report import COSINE_FIELDS
+
+runner = CliRunner()
+TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"]}
+KO = {"cell": "셀", "formula": "수식", "sheet": "시트", "column": "열", "page": "페이지", "paragraph": "단락",
+      "font": "글꼴", "document": "문서"}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    rows = []
+    for i in range(40):
+        label = "calc" if i % 2 else "writer"
+        a, b = TOPICS[label][i % 4], TOPICS[label][(i + 1) % 4]
+        rows.append((f"the {a} and {b} number {i}", f"{KO[a]} 및 {KO[b]} 번호 {i}", label, str(i % 10)))
+    path = tmp_path_factory.mktemp("analyze") / "pairs.tsv"
+    path.write_text("en\tko\tapps\tfold\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def common(tiny_model_dir, tmp_path_factory):
+    return ["--model", str(tiny_model_dir), "--store", str(tmp_path_factory.mktemp("store") / "s.zarr")]
+
+
+def invoke(*args):
+    return runner.invoke(analyze_app, [str(a) for a in args])
+
+
+def test_cosine_json_record_has_report_fields_retrieval_collapse_and_provenance(pairs, common, tmp_path):
+    out = tmp_path / "cosine.jsonl"
+    for seed in (0, 1):
+        r = invoke("cosine", pairs, "--test-fraction", 0.25, "--seed", seed, "--out", out, "--json", *common)
+        assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["kind"] == "cosine" and rec["language"] == "ko" and rec["aligner"] == "procrustes"
+    assert all(isinstance(rec[f], float) for f in COSINE_FIELDS) and rec["rows"] == 10 and rec["pair_size"] == 30
+    assert rec["retrieval"]["aligned"]["forward"]["nn"]["p@1"] >= 0 and "collapsed" in rec["collapse"]
+    prov = rec["provenance"]
+    assert prov["input"]["sha256"] == hashlib.sha256(pairs.read_bytes()).hexdigest()
+    assert prov["fit_rows"] == 30 and prov["test_rows"] == 10 and prov["seed"] == 1
+    assert prov["model_fingerprint"] and prov["store_key"]["layer"] == 2 and prov["embedstore_version"]
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [w["seed"] for w in written] == [0, 1] and written[1] == rec
+
+
+def test_retrieval_table_with_fold_split_and_sizes(pairs, common):
+    r = invoke("retrieval", pairs, "--fit-folds", "0-5", "--test-folds", "8-9", "--size", 10, "--test-size", 6,
+               *common)
+    assert r.exit_code == 0, r.output
+    assert "10 fit rows, 6 held-out rows" in r.stdout
+    assert "CSLS" in r.stdout and "aligned en→ko" in r.stdout and "p@5" in r.stdout
+    assert "collapsed" in r.stdout.lower()
+
+
+def test_layers_reports_every_hidden_layer_by_default(pairs, common):
+    r = invoke("layers", pairs, "--arch", "linear", "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert [row["layer"] for row in rec["layers"]] == [0, 1, 2]  # embeddings + 2 layers of the tiny model
+    assert all(set(row) >= {"cosine", "retrieval", "collapse"} for row in rec["layers"])
+    assert len({row["cosine"]["en_tr"] for row in rec["layers"]}) == 3  # each layer's own vectors
+    r = invoke("layers", pairs, "--layers", "0,-1", *common)
+    assert r.exit_code == 0, r.output
+    assert "per layer" in r.stdout
+
+
+def test_gradients_with_and_without_an_aligner(pairs, common):
+    for arch in ("procrustes", "none"):
+        r = invoke("gradients", pairs, "--label-column", "apps", "--arch", arch, "--batch-size", 4, "--json", *common)
+        assert r.exit_code == 0, r.output
+        rec = json.loads(r.stdout)
+        assert rec["rows"] == 8 and rec["parameters"]["n"] == 2 and -1 <= rec["parameters"]["mean"] <= 1
+        assert set(rec["head_accuracy"]) == {"english_aligned", "target"}
+    r = invoke("gradients", pairs, "--label-column", "apps", *common)
+    assert r.exit_code == 0, r.output
+    assert "mean cosine" in r.stdout and "representation z" in r.stdout and "head accuracy" in r.stdout
+
+
+def test_a_saved_aligner_is_loaded_and_arch_plus_aligner_is_refused(pairs, common, tmp_path):
+    rng = np.random.default_rng(0)
+    saved = make_aligner("meanshift").fit(rng.standard_normal((5, 32)), rng.standard_normal((5, 32)))
+    saved.save(tmp_path / "al")
+    r = invoke("cosine", pairs, "--aligner", tmp_path / "al", "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["aligner"] == "meanshift" and rec["pair_size"] is None
+    assert rec["provenance"]["aligner_dir"] == str((tmp_path / "al").resolve())
+    r = invoke("cosine", pairs, "--aligner", tmp_path / "al", "--arch", "fc", *common)
+    assert r.exit_code == 1 and "use one" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--source-column", "english"], "no column 'english'; columns present: en, ko, apps, fold"),
+    (["--arch", "svd"], "aligner 'svd' is unknown"),
+    (["--test-folds", "8-9", "--fit-folds", "7-9"], "folds 8, 9 of column 'fold' are both fit and test folds"),
+    (["--size", "many"], "size 'many' is not understood"),
+])
+def test_bad_options_exit_1_with_one_line_naming_the_problem(pairs, common, args, message):
+    r = invoke("cosine", pairs, *args, *common)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert message in r.stderr
+
+
+# --------------------------------------------------------------------------------------------- real signal
+
+
+@pytest.mark.real
+def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_rows(shared_data, e5_small_dir,
+                                                                                  tmp_path):
+    """Procrustes on 2,000 pairs of folds 0-5, reported on 300 rows of folds 8-9 (e5-small, last layer)."""
+    pairs_file = shared_data / "parallel" / "libreoffice_help.en-ko.tsv"
+    kwargs = dict(split=SplitOptions(fit_folds="0-5", test_folds="8-9", size=2000, test_size=300),
+                  store=tmp_path / "s.zarr", options=EncodeOptions(model=str(e5_small_dir)), seed=0)
+    rec = run_cosine(pairs_file, "en", "ko", arch="procrustes", **kwargs)
+    raw, aligned = rec["retrieval"]["raw"], rec["retrieval"]["aligned"]
+    print(f"\nen-ko held-out {rec['rows']} rows, Procrustes on {rec['pair_size']} pairs "
+          f"({rec['provenance']['encoded_now']} texts encoded)")
+    print(f"cosine: en-ko {rec['en_tr']:.3f} (shuffled {rec['shuffled_en_tr']:.3f}), aligned-ko "
+          f"{rec['aligned_tr']:.3f} (shuffled {rec['shuffled']:.3f}), aligned-en {rec['aligned_en']:.3f}")
+    for name, r in (("raw", raw), ("aligned", aligned)):
+        print(f"{name:8s} " + "  ".join(f"{d} {m.upper()} P@1 {r[d][m]['p@1']:.3f} P@5 {r[d][m]['p@5']:.3f}"
+                                        for d in ("forward", "backward") for m in ("nn", "csls")))
+    assert aligned["forward"]["nn"]["p@1"] > raw["forward"]["nn"]["p@1"]
+    assert rec["aligned_tr"] > rec["en_tr"]
+    assert rec["aligned_tr"] > rec["shuffled"] + 0.1 and not rec["collapse"]["collapsed"]
+
+    # the same rows (already in the store): do alignment and the apps task pull the same way?
+    grad = run_gradients(pairs_file, "en", "ko", "apps", arch="procrustes", **kwargs)
+    assert grad["provenance"]["encoded_now"] == 0
+    print(f"gradient cosine (alignment vs apps task): parameters {grad['parameters']['mean']:+.3f} "
+          f"± {grad['parameters']['std']:.3f}, representation {grad['representation']['mean']:+.3f} "
+          f"± {grad['representation']['std']:.3f}; head accuracy aligned en "
+          f"{grad['head_accuracy']['english_aligned']:.3f}, ko {grad['head_accuracy']['target']:.3f}")
+    assert -1 <= grad["parameters"]["mean"] <= 1 and grad["rows"] > 250

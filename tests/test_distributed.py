@@ -1,0 +1,171 @@
+"""Distributed encode with the real launcher: `torchrun --nproc-per-node 2 -m embedstore encode` on gloo.
+
+Each launch costs several seconds of imports and model loading, so one test runs three launches: a clean
+two-rank encode (by hand-set environment and `--distributed`, as under a launcher other than torchrun), then
+with torchrun a resumed encode whose second rank is killed mid-run, then the re-run that completes it.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedstore.encode import EncodeOptions, encode
+from embedstore.distributed import Block, plan_rounds
+from embedstore.errors import ConfigError, StoreError
+from embedstore.store import Store
+
+WORDS = "cell format table chart 셀 서식 표 차트 セル 書式 insert delete row column sheet page style".split()
+OPTIONS = ["--batch-size", "4", "--chunk-rows", "16", "--layer", "-1", "--layer", "1"]
+
+
+def make_texts(n: int) -> list[str]:
+    rng = random.Random(0)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 30))) + f" #{i}" for i in range(n)]
+
+
+def opts(model_dir) -> EncodeOptions:
+    return EncodeOptions(model=str(model_dir), batch_size=4, chunk_rows=16, layers=(-1, 1))
+
+
+def encode_args(model_dir, data, store) -> list[str]:
+    return ["encode", str(data), "--model", str(model_dir), "--store", str(store), *OPTIONS, "--json"]
+
+
+def torchrun(model_dir, data, store) -> list[str]:
+    """The command users run (installed with torch next to this Python); --standalone picks a free port."""
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
+            "-m", "embedstore", *encode_args(model_dir, data, store)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def rank_pid(parent: int, rank: int) -> int | None:
+    """The worker of `parent`'s job that has RANK=`rank` in its environment (torchrun's children)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def committed(store: Path) -> int:
+    st = Store.open(store)
+    try:
+        return min((st.rows(k) for k in st.keys()), default=0) if st.exists() else 0
+    except Exception:  # being created right now; the poller retries
+        return 0
+
+
+def assert_same_vectors(store: Path, ref: Store, texts: list[str]) -> None:
+    got = Store.open(store)
+    assert sorted(k.layer for k in got.keys()) == sorted(k.layer for k in ref.keys()) == [1, 2]
+    for key in ref.keys():
+        assert got.rows(key) == len(texts)
+        np.testing.assert_allclose(got.get(key, texts), ref.get(key, texts), atol=1e-6, rtol=0)
+
+
+def test_plan_gives_every_chunk_to_exactly_one_rank():
+    rng = np.random.default_rng(0)
+    for committed_rows, chunk, n, world in [(0, 16, 100, 2), (100, 16, 333, 3), (7, 4, 5, 4), (32, 16, 16, 2)]:
+        other = rng.permutation(n)[: n // 2]  # a second key lacking only some texts
+        rounds = plan_rounds([committed_rows, 0], [chunk, 2 * chunk], [np.arange(n), np.sort(other)], world)
+        assert all(len(r) == world for r in rounds)
+        for k, (start, count) in enumerate([(committed_rows, n), (0, len(other))]):
+            blocks: list[tuple[int, int, Block]] = [(r, rank, b) for r, ranks in enumerate(rounds)
+                                                   for rank, bl in enumerate(ranks) for b in bl if b.key == k]
+            rows = np.concatenate([np.arange(b.start, b.stop) for _, _, b in blocks])
+            np.testing.assert_array_equal(rows, np.arange(start, start + count))  # contiguous, in round order
+            owner: dict[int, tuple[int, int]] = {}
+            for r, rank, b in blocks:
+                for c in range(b.start // chunk, (b.stop - 1) // chunk + 1):
+                    assert owner.setdefault(c, (r, rank)) == (r, rank), f"chunk {c} of key {k} has two writers"
+            assert all(b.start % ([chunk, 2 * chunk][k]) == 0 for _, _, b in blocks[1:])
+
+
+def test_two_ranks_equal_one_process_and_a_killed_rank_loses_only_its_round(tiny_model_dir, tmp_path):
+    texts = make_texts(2000)
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(texts) + "\n")
+    ref = Store.open(tmp_path / "ref.zarr")
+    encode(texts, store=ref.path, options=opts(tiny_model_dir))
+
+    # 1. any launcher: two processes with the torch.distributed environment set by hand, and --distributed
+    store = tmp_path / "clean.zarr"
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "embedstore", *encode_args(tiny_model_dir, data, store),
+                               "--distributed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env(), "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert outs[1][0] == ""  # only rank 0 prints
+    report = json.loads(outs[0][0])
+    assert (report["world_size"], report["encoded"], report["present"]) == (2, 2000, 0)
+    assert_same_vectors(store, ref, texts)
+    for key in ref.keys():  # the very rows a single process writes, in the same order
+        np.testing.assert_array_equal(Store.open(store).backend.read_ids(key.group_name, 2000),
+                                      ref.backend.read_ids(key.group_name, 2000))
+
+    # 2. torchrun on a store that already holds 100 texts (committed mid-chunk); rank 1 is killed mid-run
+    store = tmp_path / "killed.zarr"
+    encode(texts[:100], store=store, options=opts(tiny_model_dir))
+    job = subprocess.Popen(torchrun(tiny_model_dir, data, store), env=env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    while committed(store) < 400 and job.poll() is None:
+        time.sleep(0.01)
+    victim = rank_pid(job.pid, 1)
+    assert victim is not None, job.communicate()[1][-3000:]
+    os.kill(victim, signal.SIGKILL)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0, "the job finished before the kill"
+    partial = committed(store)
+    assert 400 <= partial < 2000
+    st = Store.open(store)
+    for key in st.keys():  # committed rows are whole and right, never zeros
+        ids = st.backend.read_ids(key.group_name, partial)
+        assert ids.any(axis=1).all()
+        done = [t for t, present in zip(texts, st.contains(key, texts)) if present]
+        assert len(done) == partial
+        np.testing.assert_allclose(st.get(key, done), ref.get(key, done), atol=1e-6, rtol=0)
+
+    # 3. the same command again completes the store
+    rerun = subprocess.run(torchrun(tiny_model_dir, data, store), env=env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    report = json.loads(rerun.stdout)
+    assert (report["present"], report["encoded"]) == (partial, 2000 - partial)
+    assert_same_vectors(store, ref, texts)
+
+
+def test_hdf5_store_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(StoreError, match=r"s.h5: an HDF5 store has a single writer.*use a .zarr store"):
+        encode(["a text"], store=tmp_path / "s.h5", options=opts(tiny_model_dir), distributed=True)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_distributed_without_a_launcher_says_how_to_start_it(tiny_model_dir, tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match=r"--distributed: RANK, WORLD_SIZE, .* not set; .*torchrun --nproc-per-node"):
+        encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), distributed=True)

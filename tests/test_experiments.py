@@ -1,0 +1,110 @@
+"""A whole sweep on the tiny model: every cached-vector method runs, records carry provenance, reports build."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from embedstore.cells import expand, load_config
+from embedstore.errors import ConfigError
+from embedstore.experiments import prepare, run_cell
+from embedstore.sweep import read_results, run_sweep
+
+TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"],
+          "math": ["equation", "matrix", "symbol", "fraction"]}
+
+
+def write_data(tmp_path):
+    lines = ["en\tko\tapps\tfold"]
+    for i in range(300):
+        label = list(TOPICS)[i % 3]
+        w = TOPICS[label]
+        en = f"the {w[i % 4]} with {w[(i + 1) % 4]} item {i}"
+        lines.append(f"{en}\t{w[i % 4]} {w[(i + 2) % 4]} 항목 {i}\t{label if i % 17 else label + ',calc'}\t{i % 10}")
+    path = tmp_path / "data.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_config(tmp_path, model_dir, methods, aligners=("procrustes", "fc")):
+    data = write_data(tmp_path)
+    cfg = tmp_path / "sweep.toml"
+    src = lambda text, where, extra="": (f'{{ file = "{data}", text = "{text}", {extra} '  # noqa: E731
+                                          f'where = {{ fold = {json.dumps(where)} }} }}')
+    cfg.write_text(f"""
+name = "t"
+results = "results.jsonl"
+store = "s.zarr"
+model = "{model_dir}"
+[grid]
+languages = ["ko"]
+tasks = ["topic"]
+methods = {json.dumps(methods)}
+task_sizes = ["40", "all"]
+pair_sizes = ["100"]
+aligners = {json.dumps(list(aligners))}
+seeds = [0]
+[tasks.topic]
+single_label = true
+en_train = {src("en", ["6", "7"], 'label = "apps",')}
+translated_train = {src("{lang}", ["6", "7"], 'label = "apps",')}
+native_train = {src("{lang}", ["6", "7"], 'label = "apps",')}
+test = {src("{lang}", ["8", "9"], 'label = "apps",')}
+en_test = {src("en", ["8", "9"], 'label = "apps",')}
+pairs = {src("en", ["0", "1", "2", "3", "4", "5"], 'target = "{lang}",')}
+""")
+    return cfg
+
+
+METHODS = ["english", "native", "translated", "translate-test", "langalign", "reverse", "ablation-omit",
+           "ablation-share"]
+
+
+def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
+    config = load_config(write_config(tmp_path, tiny_model_dir, METHODS))
+    cells = expand(config)
+    prepare(cells, config, progress=False)
+    summary = run_sweep(config, run_cell, workers=1, progress=False)
+    assert not summary.errors, summary.errors
+    records = read_results(config.results)
+    assert len(records) == len(cells) == 2 * (5 + 2 * 2 * 1 + 2)
+    fc = [r for r in records if r["cell"]["aligner"] == "fc"]
+    assert fc and all("collapsed" in r["metrics"]["aligner"] for r in fc)  # diagnostics travel with results
+    by_method = {r["cell"]["method"]: r for r in records}
+    assert set(by_method) == set(METHODS)
+    for r in records:
+        m, p = r["metrics"], r["provenance"]
+        assert 0 <= m["accuracy"] <= 1 and m["n"] == 60 - 4  # fold 8-9 rows minus the multi-label ones
+        assert p["model_fingerprint"] and p["store_key"]["model"] and p["embedstore"] and p["files"]
+    la = by_method["langalign"]
+    assert la["provenance"]["sizes"]["n_pairs"] == 100
+    assert {"accuracy_without_aligner", "aligner"} <= set(la["metrics"])
+    assert la["metrics"]["aligner"]["cosine"]["rows"] == 56
+    share = by_method["ablation-share"]["provenance"]["sizes"]
+    assert share["n_pairs"] == share["n_train"]
+    # rerun: nothing left to do
+    again = run_sweep(config, run_cell, workers=1, progress=False)
+    assert len(again.skipped) == len(cells) and not again.to_run
+
+
+def test_missing_role_is_a_clear_error(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir, ["native"])
+    text = cfg.read_text().replace("native_train", "#native_train")
+    cfg.write_text(text)
+    config = load_config(cfg)
+    with pytest.raises(ConfigError, match="task topic has no 'native_train' data"):
+        run_cell(expand(config)[0], config)
+
+
+def test_sweep_and_report_cli(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir, ["english", "langalign"], aligners=("procrustes",))
+    runner = CliRunner()
+    dry = runner.invoke(app, ["sweep", str(cfg), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    r = runner.invoke(app, ["sweep", str(cfg), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    rep = runner.invoke(app, ["report", str(tmp_path / "results.jsonl"), "--out", str(tmp_path / "rep")])
+    assert rep.exit_code == 0, rep.output
+    table = (tmp_path / "rep" / "table.md").read_text()
+    assert "langalign" in table and "english" in table and "±" in table
+    assert any(p.suffix == ".png" for p in (tmp_path / "rep").iterdir())

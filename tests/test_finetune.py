@@ -1,0 +1,272 @@
+"""`tune` and `finetune` on the tiny model: outputs, frozen parts, accumulation, reruns, errors, kill -9 resume;
+and one real-signal run of e5-small on LibreOffice help en → ko (skipped without ../shared)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from embedstore.aligners import make_aligner
+from embedstore.encode import EncodeOptions, embed
+from embedstore.errors import ConfigError, InputError
+from embedstore.finetune import (METHOD, RESULTS_FILE, TUNE_FILE, WEIGHTS_FILE, TaskFile, TrainOptions,
+                                 aligner_module, classification_metrics, finetune, tune)
+from embedstore.models import model_fingerprint
+from embedstore.training import Recipe
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = {"calc": "cell formula sheet sum column", "writer": "paragraph font page text style",
+         "draw": "shape line curve image arrow"}
+FAST = dict(epochs=1, batch_size=8, max_length=24)
+# two epochs leave torch aligners undertrained (collapsed); these tests only need some fitted aligner
+QUICK_RECIPE = Recipe(lr=1e-3, batch_size=64, max_epochs=2, patience=1, weight_decay=0.0)
+pytestmark = pytest.mark.filterwarnings("ignore::embedstore.aligners.CollapseWarning")
+
+
+def write_task(path: Path, n: int, seed: int, column: str) -> Path:
+    rng = random.Random(seed)
+    lines = [f"{column}\tapps"]
+    for i in range(n):
+        label = sorted(VOCAB)[i % len(VOCAB)]
+        words = VOCAB[label].split()
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 10))) + f" {i}\t{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, TaskFile]:
+    root = tmp_path_factory.mktemp("task")
+    return {"train": TaskFile(write_task(root / "train.tsv", 48, 0, "en"), "en", "apps"),
+            "test": TaskFile(write_task(root / "test.tsv", 15, 1, "ko"), "ko", "apps")}
+
+
+def fitted_aligner(kind: str, out: Path, dim: int = 32, **params) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, dim)).astype(np.float32)
+    y = x + 0.1 * x @ rng.normal(size=(dim, dim)).astype(np.float32)
+    if kind in ("fc", "ae"):
+        params = {"recipe": QUICK_RECIPE, **params}
+    make_aligner(kind, **params).fit(x, y).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fc_aligner(tmp_path_factory) -> Path:
+    return fitted_aligner("fc", tmp_path_factory.mktemp("fc") / "aligner")
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_model_dir, data, fc_aligner, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    options = TrainOptions(**FAST)
+    result = finetune(data["train"], data["test"], fc_aligner, out, model=str(tiny_model_dir), options=options)
+    return result, options
+
+
+def test_tune_writes_a_hf_model_with_its_own_fingerprint_that_encode_uses(tiny_model_dir, data, tmp_path):
+    out = tmp_path / "tuned"
+    result = tune(data["train"], out, model=str(tiny_model_dir), options=TrainOptions(**FAST))
+
+    assert result.fingerprint == model_fingerprint(out) != model_fingerprint(tiny_model_dir)
+    assert result.base_fingerprint == model_fingerprint(tiny_model_dir)
+    assert not (out / "checkpoints").exists()
+    AutoModel.from_pretrained(out)  # an ordinary Hugging Face checkpoint: the encoder, not a classifier
+    saved = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("head") for k in saved)
+    record = json.loads((out / TUNE_FILE).read_text())
+    prov = record["provenance"]
+    assert prov["data"]["train"]["rows"] + prov["data"]["val_rows"] == 48
+    assert prov["data"]["train"]["sha256_16"] and prov["embedstore_version"] and prov["wall_time_s"] > 0
+    assert prov["base_model"]["fingerprint"] == result.base_fingerprint and prov["seed"] == 0
+    assert [e["epoch"] for e in result.history["epochs"]] == [0, 1]
+
+    texts = ["cell formula sum", "paragraph font"]
+    store = tmp_path / "s.zarr"
+    tuned = embed(texts, store=store, options=EncodeOptions(model=str(out)))
+    base = embed(texts, store=store, options=EncodeOptions(model=str(tiny_model_dir)))
+    assert tuned.shape == (2, 32) and np.isfinite(tuned).all()
+    assert not np.allclose(tuned, base)  # a separate store key, so the base vectors were not reused
+
+
+def test_finetune_writes_sweep_ready_results_and_keeps_the_aligner_frozen(finetuned, tiny_model_dir, fc_aligner):
+    result, _ = finetuned
+    record = json.loads((result.out / RESULTS_FILE).read_text())
+    assert record["method"] == result.method == METHOD
+    metrics = record["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
+    assert metrics["n"] == 15 and set(metrics["per_class"]) == set(VOCAB)
+    assert np.asarray(metrics["confusion"]["matrix"]).sum() == 15
+    prov = record["provenance"]
+    assert prov["model_fingerprint"] == model_fingerprint(tiny_model_dir)
+    assert prov["aligner"]["class"] == "FCAligner" and prov["data"]["test"]["rows"] == 15
+    assert not prov["freeze_lm"] and not prov["train_aligner"]
+
+    weights = load_file(str(result.out / WEIGHTS_FILE))
+    assert not any(k.startswith("aligner.") for k in weights), "a frozen aligner is not trained"
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    name = next(k for k in base if k.endswith("layer.0.attention.self.query.weight"))
+    assert not torch.equal(weights["encoder." + name.removeprefix("roberta.")], base[name]), "the LM was trained"
+    assert not (result.out / "checkpoints").exists()
+
+
+def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only(tiny_model_dir, data, tmp_path):
+    aligner_dir = fitted_aligner("procrustes", tmp_path / "aligner")
+    result = finetune(data["train"], data["test"], aligner_dir, tmp_path / "run", model=str(tiny_model_dir),
+                      freeze_lm=True, train_aligner=True, options=TrainOptions(**FAST, lr=1e-2))
+    weights = load_file(str(result.out / WEIGHTS_FILE))
+    assert {k.split(".")[0] for k in weights} == {"aligner", "head"}
+    from embedstore.aligners import load_aligner
+    original = aligner_module(load_aligner(aligner_dir))
+    assert not torch.equal(weights["aligner.weight"], original.weight.detach())
+
+
+def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetuned, tiny_model_dir, data,
+                                                                         fc_aligner):
+    result, options = finetuned
+    started = time.perf_counter()
+    again = finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir), options=options)
+    assert again.metrics == result.metrics and again.steps == result.steps
+    assert time.perf_counter() - started < 10  # nothing was trained
+    with pytest.raises(ConfigError, match=r"different lr; choose another --out"):
+        finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir),
+                 options=TrainOptions(**{**FAST, "lr": 1e-4}))
+
+
+@pytest.mark.parametrize("kind", ["fc", "ae", "linear", "procrustes", "meanshift"])
+def test_aligner_module_computes_what_transform_computes(kind, tmp_path):
+    from embedstore.aligners import load_aligner
+
+    aligner = load_aligner(fitted_aligner(kind, tmp_path / kind))
+    x = np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32)
+    module = aligner_module(aligner).eval()
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, aligner.transform(x), atol=1e-5)
+
+
+def test_gradient_accumulation_equals_one_large_batch(tiny_model_dir, data, fc_aligner, tmp_path):
+    # frozen LM and aligner run in eval mode and the linear head has no dropout, so no random mask depends on
+    # how rows are split into forward passes: the two runs must compute the same steps
+    common = dict(epochs=1, max_length=24, checkpoint_every=2)
+    runs = [finetune(data["train"], data["test"], fc_aligner, tmp_path / name, model=str(tiny_model_dir),
+                     freeze_lm=True, options=TrainOptions(**common, **batching))
+            for name, batching in (("whole", dict(batch_size=16)), ("accum", dict(batch_size=8, grad_accum=2)))]
+    whole, accum = runs
+    assert whole.steps == accum.steps == 3
+    np.testing.assert_allclose(whole.history["step_losses"], accum.history["step_losses"], rtol=1e-5)
+    a, b = load_file(str(whole.out / WEIGHTS_FILE)), load_file(str(accum.out / WEIGHTS_FILE))
+    assert a.keys() == b.keys() == {"head.weight", "head.bias"}
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+
+
+def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_aligner, tmp_path):
+    cases = [
+        (lambda: tune(TaskFile(data["train"].path, "text", "apps"), tmp_path / "a", model=str(tiny_model_dir)),
+         InputError, r"train.tsv: no column 'text'; columns present: en, apps"),
+        (lambda: finetune(data["train"], data["test"], fitted_aligner("linear", tmp_path / "rev", reverse=True),
+                          tmp_path / "b", model=str(tiny_model_dir)), ConfigError, r"reverse=True"),
+        (lambda: finetune(data["train"], data["test"], fitted_aligner("meanshift", tmp_path / "d16", dim=16),
+                          tmp_path / "c", model=str(tiny_model_dir)), ConfigError, r"maps 16-d vectors .* 32-d"),
+        (lambda: tune(data["train"], tmp_path / "d", model=str(tiny_model_dir),
+                      options=TrainOptions(device="cpu", precision="bf16")), ConfigError, r"--precision: bf16 needs"),
+        (lambda: TrainOptions(grad_accum=0), ConfigError, r"--grad-accum: 0; expected a positive integer"),
+        (lambda: tune(data["train"], tiny_model_dir, model=str(tiny_model_dir)), ConfigError,
+         r"already holds a model that `embedstore tune` did not write"),
+    ]
+    for call, error, pattern in cases:
+        with pytest.raises(error, match=pattern) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_classification_metrics_count_unseen_labels_as_classes():
+    m = classification_metrics(["a", "a", "b", "c"], ["a", "b", "b", "b"])
+    assert m["accuracy"] == 0.5
+    assert m["confusion"] == {"labels": ["a", "b", "c"], "matrix": [[1, 1, 0], [0, 1, 0], [0, 1, 0]]}
+    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0) / 3)
+
+
+# the CLI function exactly as a user runs it (cli/app.py registers it as `embedstore finetune`)
+DRIVER = ("import typer; from cli.finetune_cmds import finetune; app = typer.Typer(); "
+          "app.command()(finetune); app()")
+
+
+def finetune_cmd(model: Path, data: dict[str, TaskFile], aligner: Path, out: Path) -> list[str]:
+    return [sys.executable, "-c", DRIVER, "--train", str(data["train"].path), "--test", str(data["test"].path),
+            "--text-column", "en", "--test-text-column", "ko", "--label-column", "apps", "--aligner", str(aligner),
+            "--out", str(out), "--model", str(model), "--epochs", "1", "--batch-size", "8", "--max-length", "24",
+            "--checkpoint-every", "2", "--head", "mlp", "--json"]
+
+
+def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupted_run(tiny_model_dir, data,
+                                                                                        fc_aligner, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    ref = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, tmp_path / "ref"), env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    reference = json.loads(ref.stdout)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / RESULTS_FILE).exists(), "the run finished before it could be killed"
+    assert list((out / "checkpoints").glob("step-*"))
+
+    rerun = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=REPO,
+                           capture_output=True, text=True, check=True)
+    resumed = json.loads(rerun.stdout)
+    assert 0 < resumed["resumed_from_step"] < resumed["steps"] == reference["steps"]
+    assert resumed["history"]["step_losses"] == reference["history"]["step_losses"]
+    assert resumed["metrics"] == reference["metrics"]
+    got, want = load_file(str(out / WEIGHTS_FILE)), load_file(str(tmp_path / "ref" / WEIGHTS_FILE))
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+@pytest.mark.real
+def test_real_e5_small_en_to_ko_loss_falls_and_korean_accuracy_beats_majority(shared_data, e5_small_dir, tmp_path):
+    from embedstore.texts import read_table
+
+    table = read_table(shared_data / "parallel" / "libreoffice_help.en-ko.tsv", ["en", "ko", "apps", "fold"])
+    single = [i for i, a in enumerate(table["apps"]) if "," not in a]
+    train_rows = [i for i in single if table["fold"][i] in ("6", "7")][:240]
+    test_rows = [i for i in single if table["fold"][i] in ("8", "9")][:200]
+    write = lambda path, col, rows: path.write_text(  # noqa: E731
+        f"text\tlabel\n" + "".join(f"{table[col][i]}\t{table['apps'][i]}\n" for i in rows), encoding="utf-8")
+    write(tmp_path / "en.tsv", "en", train_rows)
+    write(tmp_path / "ko.tsv", "ko", test_rows)
+    # LangAlign with the cheapest aligner: English vectors shifted by the ko - en mean difference, fitted on
+    # unlabelled sentences of folds 0-5 (disjoint from the task rows)
+    pairs = [i for i, f in enumerate(table["fold"]) if f in ("0", "1", "2", "3", "4", "5")][:150]
+    options = EncodeOptions(model=str(e5_small_dir), max_length=64)
+    vectors = {lang: embed([table[lang][i] for i in pairs], store=tmp_path / "s.zarr", options=options)
+               for lang in ("en", "ko")}
+    make_aligner("meanshift").fit(vectors["en"], vectors["ko"]).save(tmp_path / "aligner")
+    result = finetune(TaskFile(tmp_path / "en.tsv"), TaskFile(tmp_path / "ko.tsv"), tmp_path / "aligner",
+                      tmp_path / "run", model=str(e5_small_dir), options=TrainOptions(epochs=1, max_length=64))
+    epochs = result.history["epochs"]
+    labels = [table["apps"][i] for i in test_rows]
+    majority = max(labels.count(label) for label in set(labels)) / len(labels)
+    print(f"\nval loss {epochs[0]['val_loss']:.3f} -> {epochs[-1]['val_loss']:.3f}; ko accuracy "
+          f"{result.metrics['accuracy']:.3f} (majority {majority:.3f}); {result.provenance['wall_time_s']:.0f} s")
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert result.metrics["accuracy"] > majority
