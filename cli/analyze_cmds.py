@@ -18,7 +18,8 @@ _SOURCE = typer.Option("en", "--source-column", help="Column of the language the
 _TARGET = typer.Option("ko", "--target-column", help="Column of the language the aligner maps onto.")
 _ARCH = typer.Option(None, "--arch", help="Aligner to fit on the fit rows: procrustes (default), linear, "
                      "meanshift, fc or ae.")
-_ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one.")
+_ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one; "
+                            "the held-out rows must be rows it was not fitted on (choose them with --test-folds).")
 _SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all) [default: all].")
 _TEST_SIZE = typer.Option(None, "--test-size", help="Held-out rows to report on (300, 1k or all) [default: all].")
 _TEST_FRACTION = typer.Option(0.2, "--test-fraction", help="Random share of rows held out (without fold options).")
@@ -53,9 +54,11 @@ def _encode_options(model: str, layers: tuple[int, ...], pooling: str, max_lengt
 
 def _header(result: dict[str, Any]) -> None:
     prov = result["provenance"]
+    fitted = f"loaded from {prov['aligner_dir']}" if prov.get("aligner_dir") else f"{prov['fit_rows']:,} fit rows"
     console.print(f"{prov['input']['path']}: {result['source_language']}→{result['language']}, aligner "
-                  f"{result['aligner']}, {prov['fit_rows']:,} fit rows, {prov['test_rows']:,} held-out rows "
-                  f"({prov['split']}); model {prov['model']} [{prov['model_fingerprint'][:8]}]", highlight=False, soft_wrap=True)
+                  f"{result['aligner']}, {fitted}, {prov['test_rows']:,} held-out rows "
+                  f"({prov['split']}); model {prov['model']} [{prov['model_fingerprint'][:8]}]",
+                  highlight=False, soft_wrap=True)
 
 
 def _collapse_line(collapse: Optional[dict[str, Any]]) -> None:
@@ -65,12 +68,14 @@ def _collapse_line(collapse: Optional[dict[str, Any]]) -> None:
         console.print(f"[bold red]COLLAPSED:[/bold red] {collapse['reason']}", highlight=False, soft_wrap=True)
     else:
         console.print(f"not collapsed: output variance {collapse['variance_ratio']:.2f}× the target's, "
-                      f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})", highlight=False, soft_wrap=True)
+                      f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})",
+                      highlight=False, soft_wrap=True)
 
 
 def _retrieval_table(retrieval: dict[str, dict[str, Any]], src: str, tgt: str) -> Table:
-    ks = list(retrieval["raw"]["forward"]["nn"])
-    table = Table(title=f"retrieval on {retrieval['raw']['rows']:,} held-out pairs (CSLS k={retrieval['raw']['csls_k']})")
+    raw = retrieval["raw"]
+    ks = list(raw["forward"]["nn"])
+    table = Table(title=f"retrieval on {raw['rows']:,} held-out pairs (CSLS k={raw['csls_k']})")
     for col in ("vectors", "direction", "method", *ks):
         table.add_column(col, justify="right" if col.startswith("p@") else "left")
     for space, label in (("raw", src), ("aligned", f"aligned {src}")):

@@ -108,7 +108,7 @@ class Aligner(Estimator):
         raise NotImplementedError
 
 
-class _TorchAligner(Aligner):
+class TorchAligner(Aligner):
     """LangAlign's trained aligners: MSE on (source → target) plus, by default, the identity term (target → target).
 
     The identity term keeps target-language inputs where they are, so an aligned source vector and a native
@@ -171,7 +171,7 @@ class _TorchAligner(Aligner):
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
-class FCAligner(_TorchAligner):
+class FCAligner(TorchAligner):
     """The paper's Listing 1, layer for layer: an hourglass MLP d→1024→512→256→512→1024→d.
 
     Dropout 0.5 follows layers 1, 2 and 4; the last layer has no activation so outputs can take any sign.
@@ -188,7 +188,7 @@ class FCAligner(_TorchAligner):
         )
 
 
-class AEAligner(_TorchAligner):
+class AEAligner(TorchAligner):
     """The paper's Listing 2: encoder d→512→256→128, decoder 128→256→512→d.
 
     The listing does not say whether the 128-d bottleneck is activated. We put ReLU after every hidden layer,

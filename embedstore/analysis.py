@@ -238,7 +238,8 @@ def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, k
     """Cosine, retrieval (raw EN↔TR and aligned EN↔TR) and the collapse flag for one set of held-out pairs."""
     return {
         "cosine": cosine_report(en, tr, aligned, seed),
-        "retrieval": {"raw": retrieval_report(en, tr, ks, csls_k), "aligned": retrieval_report(aligned, tr, ks, csls_k)},
+        "retrieval": {"raw": retrieval_report(en, tr, ks, csls_k),
+                      "aligned": retrieval_report(aligned, tr, ks, csls_k)},
         "collapse": collapse_report(aligned, en, tr),
     }
 
@@ -250,17 +251,15 @@ def check_forward(aligner: Aligner) -> None:
                           "expect an English → target aligner")
 
 
-def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Aligner, *, fitted: bool = False,
+def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Aligner, *,
                        ks: Sequence[int] = (1, 5), csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Fit `aligner` on the split's fit rows (unless `fitted`), then evaluate it on the held-out rows only.
+    """Fit `aligner` on the split's fit rows, then evaluate it on the held-out rows only.
 
-    A pre-fitted aligner (`fitted=True`) is trusted not to have seen the held-out rows; the caller records where
-    it came from.
+    (A saved aligner is evaluated with `evaluate_alignment` on rows its caller knows it was not fitted on.)
     """
     en, tr = _paired(en, tr, ("en", "tr"))
     check_forward(aligner)
-    if not fitted:
-        aligner.fit(en[split.fit], tr[split.fit])
+    aligner.fit(en[split.fit], tr[split.fit])
     aligned = aligner.transform(en[split.test])
     return evaluate_alignment(en[split.test], tr[split.test], aligned, ks=ks, csls_k=csls_k, seed=seed)
 
@@ -357,7 +356,8 @@ def gradient_alignment(x: np.ndarray, y: np.ndarray, labels: Sequence[Any], head
         raise InputError(f"labels hold {labels_arr.dtype} values but the head was fitted on {classes.dtype} labels")
     known = np.isin(labels_arr, classes)
     if known.sum() < 1:
-        raise InputError(f"none of the {len(x)} rows has a label the head was fitted on ({', '.join(map(str, classes))})")
+        raise InputError(f"none of the {len(x)} rows has a label the head was fitted on "
+                         f"({', '.join(map(str, classes))})")
     codes = torch.from_numpy(np.searchsorted(classes, labels_arr[known]).astype(np.int64))
     xs, ys = torch.from_numpy(x[known]), torch.from_numpy(y[known])
     rep, described = representation_map(aligner, x.shape[1])

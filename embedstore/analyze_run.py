@@ -21,8 +21,8 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore.aligners import ALIGNERS, Aligner, load_aligner, make_aligner
-from embedstore.analysis import (Split, check_forward, collapse_report, fold_split, gradient_alignment,
-                                 held_out_alignment, layer_report, limit_split, random_split)
+from embedstore.analysis import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
+                                 gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
 from embedstore.encode import EncodeOptions, encode
 from embedstore.errors import ConfigError
 from embedstore.heads import make_head
@@ -108,7 +108,7 @@ class _Pairs:
 
     source: dict[int, np.ndarray]  # layer -> (fit + test, dim)
     target: dict[int, np.ndarray]
-    split: Split
+    split: Split | None
     table: dict[str, list[str]]
     rows: np.ndarray  # file row of each vector row
     provenance: dict[str, Any]
@@ -116,10 +116,11 @@ class _Pairs:
 
 def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, extra_columns: Sequence[str],
                 split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
-                config: dict[str, Any], progress: bool, min_test_rows: int = 2) -> _Pairs:
+                config: dict[str, Any], progress: bool, max_k: int = 1, include_fit: bool = True) -> _Pairs:
     """Read, split, and encode only the rows the analysis uses (both languages in one encode pass).
 
-    `min_test_rows` (e.g. the largest P@k cut-off) is checked before anything is encoded.
+    The held-out rows must allow P@`max_k`; this is checked before anything is encoded. Without `include_fit`
+    (a loaded aligner needs no fit rows) only the held-out rows are encoded and `split` is None.
     """
     if source_column == target_column:
         raise ConfigError(f"--source-column and --target-column are both '{source_column}'; expected two columns")
@@ -127,10 +128,10 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     table = read_table(pairs_file, columns)
     n_rows = len(table[source_column])
     split = make_split(table, n_rows, split_options, seed)
-    if len(split.test) < min_test_rows:
-        raise ConfigError(f"P@{min_test_rows} needs at least {min_test_rows} held-out rows; the split leaves "
+    if len(split.test) < max_k:
+        raise ConfigError(f"P@{max_k} needs at least {max_k} held-out rows; the split leaves "
                           f"{len(split.test)} ({split.how})")
-    rows = np.concatenate([split.fit, split.test])
+    rows = np.concatenate([split.fit, split.test]) if include_fit else split.test
     src_texts = [table[source_column][i] for i in rows]
     tgt_texts = [table[target_column][i] for i in rows]
     spec = resolve_model(options.model)
@@ -139,13 +140,13 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     keys = [StoreKey.from_dict(k) for k in report.keys]
     source = {key.layer: st.get(key, src_texts) for key in keys}
     target = {key.layer: st.get(key, tgt_texts) for key in keys}
-    local = Split(np.arange(len(split.fit)), np.arange(len(split.fit), len(rows)), split.how)
+    local = Split(np.arange(len(split.fit)), np.arange(len(split.fit), len(rows)), split.how) if include_fit else None
     provenance = {
         "config": config,
         "seed": seed,
         "input": {"path": str(Path(pairs_file).resolve()), "sha256": file_sha256(pairs_file), "rows": n_rows},
-        "split": split.how,
-        "fit_rows": len(split.fit),
+        "split": split.how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
+        "fit_rows": len(split.fit) if include_fit else 0,
         "test_rows": len(split.test),
         "model": spec.name,
         "model_fingerprint": spec.fingerprint,
@@ -214,10 +215,13 @@ def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_col
     aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
     check_forward(aligner)
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks))
+                        max(ks), include_fit=not fitted)
     (layer,) = pairs.source
-    result = held_out_alignment(pairs.source[layer], pairs.target[layer], pairs.split, aligner, fitted=fitted,
-                                ks=ks, csls_k=csls_k, seed=seed)
+    en, tr = pairs.source[layer], pairs.target[layer]
+    if fitted:
+        result = evaluate_alignment(en, tr, aligner.transform(en), ks=ks, csls_k=csls_k, seed=seed)
+    else:
+        result = held_out_alignment(en, tr, pairs.split, aligner, ks=ks, csls_k=csls_k, seed=seed)
     return {
         "kind": kind,
         "language": target_column,

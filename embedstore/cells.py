@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedstore import selection
 from embedstore.errors import ConfigError
 
 METHODS: tuple[str, ...] = (
@@ -86,37 +87,20 @@ _GRID_KEYS = (
     "recipe",
     "head",
 )
-_SIZE_FORMS = "a positive integer (20000 or '20000'), thousands ('5k', '1.5k') or 'all'"
+_SIZE_FORMS = "a positive whole number (20000 or '20000'), thousands ('5k', '1.5k') or 'all'"
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]+)*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def parse_size(value: object, key: str) -> int | None:
-    """Parse a data size as written in a config ("15k", "20000", 20000, "all"); None means every row.
-
-    Sizes are written the way papers write them, so "5k" must mean 5000; `key` names the config field in the
-    error so the user knows which entry to fix.
-    """
-    if isinstance(value, bool):  # TOML `true` is not a size, though bool is an int subclass
+    """A data size as written in a config ("15k", "20000", 20000, "all"; None means every row), parsed by the
+    same rules as every `--size` option; `key` names the config field in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):  # TOML `true` is not a size
         raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
-    if isinstance(value, int):
-        number: float = value
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if text == "all":
-            return None
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)k", text)
-        if match:
-            number = float(match.group(1)) * 1000
-        elif text.isdigit():
-            number = int(text)
-        else:
-            raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
-    else:
-        raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}")
-    if number <= 0 or number != int(number):
-        raise ConfigError(f"{key}: {value!r} is not a positive whole number of rows; accepted: {_SIZE_FORMS}")
-    return int(number)
+    try:
+        return selection.parse_size(value)
+    except ConfigError:
+        raise ConfigError(f"{key}: {value!r} is not a size; accepted: {_SIZE_FORMS}") from None
 
 
 def format_size(size: int | None) -> str:

@@ -126,15 +126,20 @@ def _raise_broadcast_error(error: tuple[str, str]) -> None:
     raise cls(error[1])
 
 
-def _check_same_inputs(ids: np.ndarray, me: Rank) -> None:
-    """Every rank reads the input files itself; a node with other files would silently encode other texts."""
+def _check_same_inputs(ids: np.ndarray, keys: list[StoreKey], me: Rank) -> None:
+    """Every rank reads the input files and resolves the model itself; a node with other files would
+    silently encode other texts, or write vectors of another model under rank 0's keys."""
     digest = hashlib.blake2b(np.ascontiguousarray(ids).tobytes(), digest_size=16).hexdigest()
-    digests: list = [None] * me.world_size
-    dist.all_gather_object(digests, (len(ids), digest))
-    for r, (n, d) in enumerate(digests):
-        if d != digests[0][1]:
-            raise InputError(f"rank {r} read {n} distinct texts that differ from rank 0's {digests[0][0]}; "
-                             "every rank must read the same input files (same paths and contents on every node)")
+    seen: list = [None] * me.world_size
+    dist.all_gather_object(seen, (len(ids), digest, [k.group_name for k in keys]))
+    n0, digest0, keys0 = seen[0]
+    for r, (n, d, k) in enumerate(seen):
+        if d != digest0:
+            raise InputError(f"rank {r} read {n} distinct texts that differ from rank 0's {n0}; every rank must "
+                             "read the same input files (same paths and contents on every node)")
+        if k != keys0:
+            raise ConfigError(f"rank {r} has store keys {k}, rank 0 has {keys0}; every node needs the same model "
+                              "files (same fingerprint) and the same encode options")
 
 
 class _Plan:
@@ -230,7 +235,7 @@ def encode_distributed(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts
 
 def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, unique: list[Text], ids: np.ndarray,
             options: EncodeOptions, progress: bool, me: Rank, stack: ExitStack) -> EncodeReport:
-    _check_same_inputs(ids, me)
+    _check_same_inputs(ids, keys, me)
     provenance = {**encode_provenance(spec, options, str(me.device)), "world_size": me.world_size}
     kws: list[KeyWriter] = []
     header: list = [None]

@@ -94,14 +94,16 @@ class Head(Estimator):
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy; labels the head never saw simply count as wrong."""
         predicted = self.predict(X)
         labels = as_labels(y, len(predicted))
-        if (labels.dtype.kind == "U") != (self.classes_.dtype.kind == "U"):
-            raise InputError(f"y holds {labels.dtype} labels but the head was fitted on {self.classes_.dtype} labels")
+        given, fitted = ("string" if a.dtype.kind == "U" else "numeric" for a in (labels, self.classes_))
+        if given != fitted:
+            raise InputError(f"y holds {given} labels but {type(self).__name__} was fitted on {fitted} labels")
         return float(np.mean(predicted == labels))
 
 

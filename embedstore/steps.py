@@ -22,7 +22,8 @@ from .hashing import text_ids
 from .heads import make_head
 from .metrics import classification_metrics
 from .models import resolve_model
-from .pipeline import MANIFEST, Pipeline, atomic_dir, load_pair_ids, publish, save_pair_ids
+from .atomic import atomic_dir
+from .pipeline import MANIFEST, Pipeline, load_pair_ids, save_pair_ids
 from .selection import overlap_mask, subsample
 from .tasks import Source, file_sha256, load_rows
 
@@ -55,10 +56,9 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
               "sizes": {"pairs": len(src), "available": len(rows.texts)}, "pairs": _file(pairs),
               **_encoding_provenance(options, store), "embedstore": __version__,
               "diagnostics": _diagnostics(aligner), "seconds": round(time.perf_counter() - t0, 3)}
-    tmp = atomic_dir(out)
-    aligner.save(tmp, provenance=record)
-    save_pair_ids(tmp, text_ids(src), text_ids(tgt))
-    publish(tmp, out)
+    with atomic_dir(out, replace=True) as tmp:
+        aligner.save(tmp, provenance=record)
+        save_pair_ids(tmp, text_ids(src), text_ids(tgt))
     return {**record, "out": str(out)}
 
 
@@ -97,12 +97,11 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
         "recipe": recipe, "train": _file(train), "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
         **enc, "seconds": round(time.perf_counter() - t0, 3)}
-    tmp = atomic_dir(out)
-    fitted.save(tmp / "head", provenance=manifest)
-    if aligner_dir:
-        shutil.copytree(aligner_dir, tmp / "aligner")
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    publish(tmp, out)
+    with atomic_dir(out, replace=True) as tmp:
+        fitted.save(tmp / "head", provenance=manifest)
+        if aligner_dir:
+            shutil.copytree(aligner_dir, tmp / "aligner")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return {**manifest, "out": str(out)}
 
 

@@ -98,6 +98,7 @@ def test_a_saved_aligner_is_loaded_and_arch_plus_aligner_is_refused(pairs, commo
     rec = json.loads(r.stdout)
     assert rec["aligner"] == "meanshift" and rec["pair_size"] is None
     assert rec["provenance"]["aligner_dir"] == str((tmp_path / "al").resolve())
+    assert rec["provenance"]["fit_rows"] == 0 and rec["rows"] == rec["provenance"]["test_rows"] == 8
     r = invoke("cosine", pairs, "--aligner", tmp_path / "al", "--arch", "fc", *common)
     assert r.exit_code == 1 and "use one" in r.stderr
 

@@ -119,7 +119,7 @@ def test_recipe_and_head_lists_multiply(tmp_path: Path) -> None:
         (with_grid(aligners='["fc", "mlp"]'), r"grid\.aligners\[1\]: 'mlp' is not an aligner; allowed: fc, ae"),
         (with_grid(task_sizes='["1k", "5kk"]'),
          r"grid\.task_sizes\[1\]: '5kk' is not a size; accepted: .*'5k'.*'all'"),
-        (with_grid(pair_sizes='["0"]'), r"grid\.pair_sizes\[0\]: '0' is not a positive whole number"),
+        (with_grid(pair_sizes='["0"]'), r"grid\.pair_sizes\[0\]: '0' is not a size; accepted: a positive whole number"),
         (with_grid(task_sizes='["1k", "1000"]'), r"grid\.task_sizes\[1\]: '1000' repeats grid\.task_sizes\[0\]"),
         (with_grid(seeds='[0, -1]'), r"grid\.seeds\[1\]: -1 is not a non-negative integer"),
         (with_grid(seeds='[]'), r"grid\.seeds: empty"),

@@ -1,0 +1,128 @@
+"""The shared training loop: determinism, early stopping with best-state restore, splits and recipes."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from embedstore.errors import ConfigError
+from embedstore.training import RECIPES, Recipe, resolve_recipe, split_indices, train
+
+RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data(n: int = 200, d: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, x @ torch.randn(d, d, generator=g)
+
+
+def build() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 8))
+
+
+def run(recipe: Recipe = RECIPE, seed: int = 0, **kwargs):
+    x, y = data()
+    return train(build, nn.functional.mse_loss, x[:160], y[:160], x[160:], y[160:], recipe, seed=seed, **kwargs)
+
+
+def weights(module: nn.Module) -> list[torch.Tensor]:
+    return list(module.state_dict().values())
+
+
+def test_same_seed_gives_identical_history_and_weights():
+    (m1, h1), (m2, h2) = run(), run()
+    assert h1.epochs == h2.epochs and h1.best_epoch == h2.best_epoch
+    assert all(torch.equal(a, b) for a, b in zip(weights(m1), weights(m2)))
+    m3, h3 = run(seed=1)
+    assert h3.epochs != h1.epochs
+    assert not torch.equal(weights(m1)[0], weights(m3)[0])
+
+
+def test_training_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run(replace(RECIPE, max_epochs=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_history_records_every_epoch():
+    _, history = run()
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3, 4, 5]
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert history.best_val_loss == min(e["val_loss"] for e in history.epochs)
+    assert not history.stopped_early and history.seconds > 0
+    assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds"}
+
+
+def test_early_stopping_restores_the_best_state():
+    # validation targets are the negation of training targets: validation loss gets worse as training
+    # succeeds, so the best epoch is early and patience runs out
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    recipe = Recipe(lr=0.05, batch_size=16, max_epochs=50, patience=3, weight_decay=0.0)
+
+    def fit(r: Recipe):
+        return train(lambda: nn.Linear(4, 4), nn.functional.mse_loss, x, x, x, -x, r, seed=7)
+
+    module, history = fit(recipe)
+    assert history.stopped_early
+    assert len(history.epochs) == history.best_epoch + recipe.patience
+    restored_loss = nn.functional.mse_loss(module(x), -x).item()
+    assert restored_loss == pytest.approx(history.best_val_loss, rel=1e-6)
+    assert restored_loss < history.epochs[-1]["val_loss"]
+    # training is deterministic, so a run cut at the best epoch must end with exactly the restored weights
+    best_only, _ = fit(replace(recipe, max_epochs=history.best_epoch))
+    assert all(torch.equal(a, b) for a, b in zip(weights(module), weights(best_only)))
+
+
+def test_restored_module_is_in_eval_mode():
+    module, _ = run(replace(RECIPE, max_epochs=1))
+    assert not module.training
+
+
+def test_progress_bar_runs():
+    _, history = run(replace(RECIPE, max_epochs=2), progress=True)
+    assert len(history.epochs) == 2
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train_idx, val_idx = split_indices(100, 0.1, seed=3)
+    assert len(val_idx) == 10 and len(train_idx) == 90
+    assert sorted(np.concatenate([train_idx, val_idx]).tolist()) == list(range(100))
+    again = split_indices(100, 0.1, seed=3)
+    assert np.array_equal(again[1], val_idx)
+    assert not np.array_equal(split_indices(100, 0.1, seed=4)[1], val_idx)
+    assert [len(part) for part in split_indices(3, 0.1, seed=0)] == [2, 1]
+    with pytest.raises(ConfigError, match="at least 2 rows"):
+        split_indices(1, 0.1, seed=0)
+
+
+def test_recipes_resolve_by_name_kind_and_fields():
+    assert resolve_recipe("paper", "aligner").lr == 1e-5
+    assert resolve_recipe("paper", "head").lr == 1e-4
+    assert resolve_recipe("paper", "head").batch_size == 16 and resolve_recipe("paper", "head").patience == 10
+    assert resolve_recipe(RECIPE, "head") is RECIPE
+    assert resolve_recipe({"lr": 0.1, "batch_size": 4, "max_epochs": 1, "patience": 1, "weight_decay": 0.0},
+                          "aligner") == Recipe(0.1, 4, 1, 1, 0.0)
+    assert set(RECIPES) == {"paper", "default"}
+    with pytest.raises(ConfigError, match="default, paper"):
+        resolve_recipe("fast", "aligner")
+    with pytest.raises(ConfigError, match="momentum"):
+        resolve_recipe({"momentum": 0.9}, "aligner")
+
+
+@pytest.mark.parametrize("field,value", [("lr", 0.0), ("batch_size", 0), ("patience", 0), ("val_fraction", 0.0),
+                                         ("val_fraction", 1.0), ("weight_decay", -1.0), ("max_epochs", 0)])
+def test_recipe_rejects_out_of_range_values(field, value):
+    with pytest.raises(ConfigError, match=field):
+        replace(RECIPE, **{field: value})
