@@ -11,8 +11,8 @@ in parallel and which does not grow with the corpus); the wall time of each laun
 Target: 2 ranks >= 1.7x the texts/s of 1 rank. Other processes on the machine share its cores and can
 lower the measured speedup; the load average before each run is printed.
 
-Small corpora need small --chunk-rows: the texts are sorted longest first and dealt out in chunk-sized
-blocks, so with few blocks per rank the rank holding the longest texts finishes last.
+Small corpora need small --chunk-rows: ranks get whole chunks, and with few chunks per rank (the first ones
+holding the longest texts) the work cannot be split evenly.
 """
 from __future__ import annotations
 

@@ -20,14 +20,14 @@ _ARCH = typer.Option(None, "--arch", help="Aligner to fit on the fit rows: procr
                      "meanshift, fc or ae.")
 _ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one; "
                             "the held-out rows must be rows it was not fitted on (choose them with --test-folds).")
-_SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all) [default: all].")
-_TEST_SIZE = typer.Option(None, "--test-size", help="Held-out rows to report on (300, 1k or all) [default: all].")
+_SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all); default: all.")
+_TEST_SIZE = typer.Option(None, "--test-size", help="Held-out rows to report on (300, 1k or all); default: all.")
 _TEST_FRACTION = typer.Option(0.2, "--test-fraction", help="Random share of rows held out (without fold options).")
-_FOLD_COLUMN = typer.Option(None, "--fold-column", help="Column holding fold values [default: fold].")
-_FIT_FOLDS = typer.Option(None, "--fit-folds", help="Folds the aligner is fitted on, e.g. 0-5 [default: the rest].")
-_TEST_FOLDS = typer.Option(None, "--test-folds", help="Folds reported on, e.g. 8-9 [default: the rest].")
+_FOLD_COLUMN = typer.Option(None, "--fold-column", help="Column holding fold values; default: fold.")
+_FIT_FOLDS = typer.Option(None, "--fit-folds", help="Folds the aligner is fitted on, e.g. 0-5; default: the rest.")
+_TEST_FOLDS = typer.Option(None, "--test-folds", help="Folds reported on, e.g. 8-9; default: the rest.")
 _MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
-_STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file [default: cache/store.zarr].")
+_STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file; default: cache/store.zarr.")
 _LAYER = typer.Option(-1, "--layer", "-l", help="Hidden layer (negative counts from the end).")
 _POOLING = typer.Option("mean", "--pooling", help="mean, cls or max (part of the store key).")
 _MAX_LENGTH = typer.Option(512, "--max-length", help="Tokens per text (part of the store key).")
@@ -183,7 +183,7 @@ def layers(
     fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL,
     store: Optional[Path] = _STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
-                                         help="Layers, e.g. 0,6,12 or repeated [default: every layer]."),
+                                         help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
     pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED, k: list[int] = _KS,
     csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
 ) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import encode_cmds, experiment_cmds, train_cmds
+from . import analyze_cmds, encode_cmds, experiment_cmds, finetune_cmds, train_cmds
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Cross-lingual transfer with embedding LMs: encode once, align and train in seconds.")
@@ -17,6 +17,9 @@ app.command("predict")(train_cmds.predict)
 app.command("sweep")(experiment_cmds.sweep)
 app.command("report")(experiment_cmds.report)
 app.command("demo")(experiment_cmds.demo)
+app.add_typer(analyze_cmds.analyze_app, name="analyze")
+app.command("tune")(finetune_cmds.tune)
+app.command("finetune")(finetune_cmds.finetune)
 
 
 def main() -> None:

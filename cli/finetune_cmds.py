@@ -60,7 +60,8 @@ def tune(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
-    from embedstore.finetune import TaskFile, tune as run_tune
+    from embedstore.finetune import TaskFile
+    from embedstore.finetune import tune as run_tune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,
                        precision, size, head, patience)
@@ -85,10 +86,10 @@ def finetune(
     text_column: str = typer.Option("text", help="Text column of the training file."),
     label_column: str = typer.Option("label", help="Label column of the training file."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair in the training file."),
-    test_text_column: Optional[str] = typer.Option(None, help="Text column of the test file [default: --text-column]."),
+    test_text_column: Optional[str] = typer.Option(None, help="Text column of the test file (default: --text-column)."),
     test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
-                                                                "[default: --label-column]."),
-    test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file [default: --pair-column]."),
+                                                                "(default: --label-column)."),
+    test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file (default: --pair-column)."),
     model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Model name or local model directory."),
     train_aligner: bool = typer.Option(False, "--train-aligner", help="Train the aligner too (frozen by default)."),
     freeze_lm: bool = typer.Option(False, "--freeze-lm", help="Keep the LM fixed; train the head (and aligner)."),
@@ -111,7 +112,8 @@ def finetune(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
-    from embedstore.finetune import TaskFile, finetune as run_finetune
+    from embedstore.finetune import TaskFile
+    from embedstore.finetune import finetune as run_finetune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,
                        precision, size, head, patience)

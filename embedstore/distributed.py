@@ -11,13 +11,19 @@ Why it is built this way:
   texts exactly as a single-process encode would (sorted by token length, then text id, from the committed
   count on) and cuts those rows into blocks at chunk multiples, so no chunk is written by two processes; a
   partial first chunk (an earlier run committed mid-chunk) and the partial last chunk each belong to a single
-  block. Blocks are dealt out round by round (block b to rank b mod world size), so the ranks of one round
-  get neighbouring lengths and finish together.
-- Rounds commit the work as it goes: after each round the ranks meet at a barrier, rank 0 checks that every
-  row of the round is on disk with the expected text id (which catches a node writing to a directory the
-  others do not see) and commits the round. When a rank dies, torchrun stops the job: finished rounds stay
-  committed, the current round's rows stay invisible (they are overwritten later), and re-running the same
-  command encodes only what is still missing. A failure costs at most one round, one block per rank.
+  block.
+- Blocks go to ranks by estimated cost (padded tokens), each to the least loaded rank, in row order. Texts
+  are sorted longest first, so the first blocks cost far more than the last; dealing them out in turn would
+  leave rank 0 with the most work. The ranks never wait for each other until the end, so a rank slowed by
+  a neighbour on a shared machine delays only itself.
+- Commits follow the work without stopping it: every rank writes a row's vector before its text id, and
+  rank 0 (between its own batches, and while it waits for the others at the end) reads the ids of the next
+  blocks back from disk and advances `committed_rows` over every leading block whose ids are all there.
+  Ids a killed run left above the committed count are zeroed first, so an id on disk always means this run
+  wrote the row. Reading ids back also catches a node that writes to a directory rank 0 does not see.
+- When a rank dies, torchrun stops the job. The committed prefix stays; rows after the first unfinished block
+  are invisible and get encoded by the next run of the same command, which finds only what is missing.
+  Because blocks are dealt out in row order, at most about one block per rank is lost.
 - Only rank 0 reads the store's state. It broadcasts what the others need (which texts each key lacks, the
   committed counts and chunk sizes) once, and every rank derives the same plan from it. Token lengths, which
   set the order, are computed a slice per rank and gathered, so no rank tokenizes the whole corpus twice.
@@ -29,7 +35,7 @@ import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +51,8 @@ from .progress import progress_bar
 from .store import KeyWriter, RowWriter, Store, StoreKey, require_shared_writes
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+POLL_SECONDS = 0.5  # how often rank 0 looks for finished blocks to commit
+VISIBLE_TIMEOUT = 120.0  # after all ranks finished, how long rank 0 waits for their rows to show (NFS caches)
 
 
 def launched_distributed() -> bool:
@@ -103,21 +111,46 @@ class Block:
         return self.start + len(self.positions)
 
 
-def plan_rounds(committed: Sequence[int], block_rows: Sequence[int], positions: Sequence[np.ndarray],
-                world_size: int) -> list[list[list[Block]]]:
-    """rounds[r][rank]: the blocks `rank` writes in round r.
+@dataclass(frozen=True)
+class Unit:
+    """One rank's piece of work: texts encoded once, written to every key's block that holds exactly them."""
 
-    Per key, rows run from its committed count on, one per position; they are cut at multiples of that key's
-    `block_rows` (a multiple of its chunk size), so every chunk lies in exactly one block.
+    positions: np.ndarray
+    blocks: tuple[Block, ...]
+    rank: int
+
+
+def padded_tokens(lengths: np.ndarray, batch_size: int) -> int:
+    """Cost of encoding length-sorted texts in batches: each batch is padded to its longest text."""
+    return sum(len(lengths[i:i + batch_size]) * int(lengths[i:i + batch_size].max())
+               for i in range(0, len(lengths), batch_size))
+
+
+def plan(committed: Sequence[int], block_rows: Sequence[int], positions: Sequence[np.ndarray],
+         lengths: np.ndarray, batch_size: int, world_size: int) -> tuple[list[list[Block]], list[Unit]]:
+    """Each key's blocks in row order, and the units of work with their ranks.
+
+    Key k's new rows run from `committed[k]`, one per entry of `positions[k]` (indices into the sorted to-do
+    list, whose token lengths are `lengths`); they are cut at multiples of `block_rows[k]` (a multiple of the
+    key's chunk size), so every chunk lies in exactly one block. Blocks of different keys that hold the same
+    texts (the usual case: all keys lack the same texts) form one unit, so those texts are encoded once.
     """
     per_key: list[list[Block]] = []
     for k, (start, rows, pos) in enumerate(zip(committed, block_rows, positions)):
         stop = start + len(pos)
         cuts = [start, *range(start - start % rows + rows, stop, rows), stop] if len(pos) else []
         per_key.append([Block(k, a, pos[a - start:b - start]) for a, b in zip(cuts, cuts[1:])])
-    n_rounds = max((-(-len(blocks) // world_size) for blocks in per_key), default=0)
-    return [[[blocks[r * world_size + i] for blocks in per_key if r * world_size + i < len(blocks)]
-             for i in range(world_size)] for r in range(n_rounds)]
+    same_texts: dict[bytes, list[Block]] = {}
+    for blocks in per_key:
+        for b in blocks:
+            same_texts.setdefault(b.positions.tobytes(), []).append(b)
+    load = np.zeros(world_size)
+    units = []
+    for blocks in sorted(same_texts.values(), key=lambda bl: int(bl[0].positions[0])):
+        rank = int(np.argmin(load))
+        load[rank] += padded_tokens(lengths[blocks[0].positions], batch_size)
+        units.append(Unit(blocks[0].positions, tuple(blocks), rank))
+    return per_key, units
 
 
 def _raise_broadcast_error(error: tuple[str, str]) -> None:
@@ -142,7 +175,7 @@ def _check_same_inputs(ids: np.ndarray, keys: list[StoreKey], me: Rank) -> None:
                               "files (same fingerprint) and the same encode options")
 
 
-class _Plan:
+class _Header:
     """What rank 0 found, as every rank knows it after the broadcast."""
 
     def __init__(self, header: dict, n_texts: int) -> None:
@@ -161,7 +194,8 @@ class _Plan:
 
 def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.ndarray, options: EncodeOptions,
                     provenance: dict, stack: ExitStack) -> tuple[dict, list[KeyWriter]]:
-    """Take the lock (only if there is work), create groups and reserve every row the plan will write."""
+    """Take the lock (only if there is work), create groups, reserve every row the plan will write, and clear
+    what a killed run left above the committed rows."""
     lacking = lacking_matrix(st, keys, ids)
     present = int((~lacking.any(0)).sum())
     if not lacking.any():
@@ -170,55 +204,90 @@ def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.nd
     lacking = lacking_matrix(st, keys, ids)  # re-check under the lock: another writer may have finished some
     kws = [writer.key(k, spec.hidden_size, provenance, options.chunk_rows) for k in keys]
     for kw, lack in zip(kws, lacking):
+        kw.clear_uncommitted_ids()
         kw.reserve(kw.committed + int(lack.sum()))
     header = {"present": present, "lacking": np.packbits(lacking, axis=1),
               "committed": [kw.committed for kw in kws], "chunk_rows": [kw.chunk_rows for kw in kws]}
     return header, kws
 
 
+class _Committer:
+    """Rank 0's bookkeeping: per key, the blocks in row order and how many leading ones are committed."""
+
+    def __init__(self, st: Store, kws: list[KeyWriter], per_key: list[list[Block]], units: list[Unit],
+                 sorted_ids: np.ndarray, on_progress: Callable[[float], None]) -> None:
+        self.st, self.kws, self.per_key, self.sorted_ids = st, kws, per_key, sorted_ids
+        self.rank_of = {(b.key, b.start): u.rank for u in units for b in u.blocks}
+        self.done = [0] * len(per_key)
+        self.total = sum(len(blocks) for blocks in per_key)
+        self.rows = sum(b.stop - b.start for blocks in per_key for b in blocks)
+        self.on_progress = on_progress
+        self.last_poll = 0.0
+
+    def _written(self, b: Block) -> bool:
+        return np.array_equal(self.kws[b.key].read_ids(b.start, b.stop), self.sorted_ids[b.positions])
+
+    def poll(self) -> bool:
+        """Commit every leading block whose ids are on disk; True once all blocks are committed."""
+        self.last_poll = time.monotonic()
+        for k, blocks in enumerate(self.per_key):
+            before = self.done[k]
+            while self.done[k] < len(blocks) and self._written(blocks[self.done[k]]):
+                self.done[k] += 1
+            if self.done[k] > before:
+                self.kws[k].commit(blocks[self.done[k] - 1].stop)
+        committed = sum(b.stop - b.start for blocks, n in zip(self.per_key, self.done) for b in blocks[:n])
+        self.on_progress(committed / max(self.rows, 1))
+        return sum(self.done) == self.total
+
+    def poll_now_and_then(self) -> None:
+        if time.monotonic() - self.last_poll >= POLL_SECONDS:
+            self.poll()
+
+    def finish(self, others_done: dist.Work) -> None:
+        """Keep committing while the other ranks work; once they are all done every row must show up."""
+        while not others_done.is_completed():
+            self.poll()
+            time.sleep(POLL_SECONDS)
+        others_done.wait()
+        deadline = time.monotonic() + VISIBLE_TIMEOUT
+        while not self.poll():
+            if time.monotonic() > deadline:
+                k = next(k for k, blocks in enumerate(self.per_key) if self.done[k] < len(blocks))
+                b = self.per_key[k][self.done[k]]
+                raise StoreError(f"{self.st.path}: rows {b.start}..{b.stop} written by rank "
+                                 f"{self.rank_of[(b.key, b.start)]} are not in the store rank 0 sees after "
+                                 f"{VISIBLE_TIMEOUT:.0f} s; every rank must write the same store directory "
+                                 "(a filesystem shared by all nodes)")
+            time.sleep(POLL_SECONDS)
+
+
 class _RankEncoder:
-    """Encodes one rank's blocks of a round and writes them; holds what stays fixed across rounds."""
+    """Encodes this rank's units and writes their blocks; holds what stays fixed across units."""
 
-    def __init__(self, encoder: Encoder, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
-                 order: np.ndarray, options: EncodeOptions, rows: RowWriter, dim: int) -> None:
-        self.encoder, self.keys, self.unique, self.ids, self.order = encoder, keys, unique, ids, order
-        self.options, self.rows, self.dim = options, rows, dim
+    def __init__(self, encoder: Encoder, keys: list[StoreKey], unique: list[Text], order: np.ndarray,
+                 sorted_ids: np.ndarray, options: EncodeOptions, rows: RowWriter, dim: int,
+                 after_batch: Callable[[], None]) -> None:
+        self.encoder, self.keys, self.unique, self.order, self.sorted_ids = encoder, keys, unique, order, sorted_ids
+        self.options, self.rows, self.dim, self.after_batch = options, rows, dim, after_batch
 
-    def run(self, blocks: list[Block]) -> int:
-        """Forward every distinct text of `blocks` once (keys share texts), write each block; returns tokens."""
-        if not blocks:
-            return 0
-        positions = np.unique(np.concatenate([b.positions for b in blocks]))  # ascending = length order
+    def run(self, unit: Unit) -> int:
+        """Forward the unit's texts in batches (as one process batches them), write each block; returns tokens."""
         tokenizer, opts = self.encoder.tokenizer, self.options
-        tok = tokenize(tokenizer, [self.unique[i] for i in self.order[positions]], self.keys[0].prefix,
+        tok = tokenize(tokenizer, [self.unique[i] for i in self.order[unit.positions]], self.keys[0].prefix,
                        opts.max_length)
-        layers = [k.layer for k in self.keys]
-        vectors = {layer: np.empty((len(positions), self.dim), np.float32) for layer in layers}
-        for s in range(0, len(positions), opts.batch_size):
-            batch_rows = np.arange(s, min(s + opts.batch_size, len(positions)))
+        layers = sorted({self.keys[b.key].layer for b in unit.blocks})
+        vectors = {layer: np.empty((len(unit.positions), self.dim), np.float32) for layer in layers}
+        for s in range(0, len(unit.positions), opts.batch_size):
+            batch_rows = np.arange(s, min(s + opts.batch_size, len(unit.positions)))
             batch = collate(tok, batch_rows, tokenizer.pad_token_id, self.encoder.device)
             for layer, v in self.encoder.forward(batch, layers, opts.pooling).items():
                 vectors[layer][batch_rows] = v
-        for b in blocks:
+            self.after_batch()
+        for b in unit.blocks:
             key = self.keys[b.key]
-            local = np.searchsorted(positions, b.positions)
-            self.rows.write(key, b.start, self.ids[self.order[b.positions]], vectors[key.layer][local])
+            self.rows.write(key, b.start, self.sorted_ids[b.positions], vectors[key.layer])
         return int(tok.lengths.sum())
-
-
-def _commit_round(st: Store, kws: list[KeyWriter], round_blocks: list[list[Block]], ids: np.ndarray,
-                  order: np.ndarray) -> None:
-    """Rank 0, after the round's barrier: every row must be on disk with its text id before it is committed."""
-    for rank, blocks in enumerate(round_blocks):
-        for b in blocks:
-            if not np.array_equal(kws[b.key].read_ids(b.start, b.stop), ids[order[b.positions]]):
-                raise StoreError(f"{st.path}: rows {b.start}..{b.stop} written by rank {rank} are not in the store "
-                                 "rank 0 sees; every rank must write the same store directory (a filesystem "
-                                 "shared by all nodes)")
-    for k, kw in enumerate(kws):
-        stops = [b.stop for blocks in round_blocks for b in blocks if b.key == k]
-        if stops:
-            kw.commit(max(stops))
 
 
 def encode_distributed(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, unique: list[Text],
@@ -248,10 +317,10 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
     dist.broadcast_object_list(header, src=0)
     if "error" in header[0]:
         _raise_broadcast_error(header[0]["error"])
-    plan = _Plan(header[0], len(ids))
-    todo = plan.todo
+    found = _Header(header[0], len(ids))
+    todo = found.todo
     report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=n_texts, unique=len(unique),
-                          present=plan.present, encoded=0, tokens=0, seconds=0.0, model_loaded=False,
+                          present=found.present, encoded=0, tokens=0, seconds=0.0, model_loaded=False,
                           rank=me.rank, world_size=me.world_size)
     if not len(todo):
         return report
@@ -266,22 +335,30 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
                   if len(mine) else np.zeros(0, np.int64))
     gathered: list = [None] * me.world_size
     dist.all_gather_object(gathered, my_lengths)
+    lengths = np.concatenate(gathered)
     # the order a single-process encode writes rows in: one "batch" as long as the whole to-do list
-    order = todo[length_sorted_batches(np.concatenate(gathered), ids[todo], len(todo))[0]]
-    block_rows = [c * -(-options.batch_size // c) for c in plan.chunk_rows]  # whole chunks, at least one batch
-    rounds = plan_rounds(plan.committed, block_rows, [np.flatnonzero(lack[order]) for lack in plan.lacking],
-                         me.world_size)
+    sorted_idx = length_sorted_batches(lengths, ids[todo], len(todo))[0]
+    order = todo[sorted_idx]
+    block_rows = [c * -(-options.batch_size // c) for c in found.chunk_rows]  # whole chunks, at least a batch
+    per_key, units = plan(found.committed, block_rows, [np.flatnonzero(lack[order]) for lack in found.lacking],
+                          lengths[sorted_idx], options.batch_size, me.world_size)
 
-    worker = _RankEncoder(encoder, keys, unique, ids, order, options, RowWriter(st), spec.hidden_size)
     tokens = 0
     with progress_bar("texts", enabled=progress and me.rank == 0) as bar:
         task = bar.add_task(f"encoding on {me.world_size} ranks", total=len(todo))
-        for round_blocks in rounds:
-            tokens += worker.run(round_blocks[me.rank])
+        committer = None
+        if me.rank == 0:
+            committer = _Committer(st, kws, per_key, units, ids[order],
+                                   lambda share: bar.update(task, completed=round(share * len(todo))))
+        worker = _RankEncoder(encoder, keys, unique, order, ids[order], options, RowWriter(st), spec.hidden_size,
+                              committer.poll_now_and_then if committer else lambda: None)
+        for unit in units:
+            if unit.rank == me.rank:
+                tokens += worker.run(unit)
+        if committer:
+            committer.finish(dist.barrier(async_op=True))
+        else:
             dist.barrier()
-            if me.rank == 0:
-                _commit_round(st, kws, round_blocks, ids, order)
-            bar.advance(task, len(np.unique(np.concatenate([b.positions for bl in round_blocks for b in bl]))))
     totals: list = [None] * me.world_size
     dist.all_gather_object(totals, (tokens, load_seconds))  # also holds every rank until rank 0's last commit
     report.encoded, report.tokens = len(todo), sum(t for t, _ in totals)

@@ -25,6 +25,7 @@ deleted; a rerun of a finished run returns its saved result.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
 import math
@@ -34,7 +35,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,16 @@ class TrainOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_flag(name)}: {value!r}; expected a positive integer")
-        for name in ("lr", "head_lr", "max_grad_norm"):
+        for name in ("lr", "head_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{_flag(name)}: {getattr(self, name)!r}; expected a number > 0")
+        # library-only options (the CLI keeps the paper's settings for these)
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"TrainOptions.max_grad_norm: {self.max_grad_norm!r}; expected a number > 0")
         if not self.weight_decay >= 0:
-            raise ConfigError(f"--weight-decay: {self.weight_decay!r}; expected a number >= 0")
+            raise ConfigError(f"TrainOptions.weight_decay: {self.weight_decay!r}; expected a number >= 0")
         if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"--val-fraction: {self.val_fraction!r}; expected a number between 0 and 1")
+            raise ConfigError(f"TrainOptions.val_fraction: {self.val_fraction!r}; expected a number between 0 and 1")
         if self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every: {self.checkpoint_every}; expected 0 (epoch ends only) or more")
         if self.seed < 0:
@@ -128,6 +132,9 @@ class TaskFile:
     text_column: str = "text"
     label_column: str = "label"
     pair_column: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
 
 @dataclass
@@ -270,8 +277,7 @@ def _head_module(kind: str, dim: int, n_classes: int, seed: int) -> nn.Module:
 @dataclass
 class _Split:
     texts: list[Text]
-    codes: np.ndarray  # int64 class index, -1 for a label the model has no class for
-    labels: list[str]
+    codes: np.ndarray | None = None  # class indices; None for the test split, which is scored on its labels
     tok: Tokenized | None = None
 
 
@@ -318,13 +324,8 @@ def _training_rows(task: TaskFile, options: TrainOptions) -> tuple[_Split, _Spli
 
 
 def _split(texts: list[Text], labels: list[str], idx: np.ndarray, classes: np.ndarray) -> _Split:
-    picked = [labels[i] for i in idx]
-    return _Split([texts[i] for i in idx], _codes(picked, classes), picked)
-
-
-def _codes(labels: list[str], classes: np.ndarray) -> np.ndarray:
-    lookup = {c: i for i, c in enumerate(classes.tolist())}
-    return np.array([lookup.get(label, -1) for label in labels], dtype=np.int64)
+    codes = np.searchsorted(classes, np.array([labels[i] for i in idx])).astype(np.int64)
+    return _Split([texts[i] for i in idx], codes)
 
 
 # ------------------------------------------------------------------------------------ device, precision
@@ -445,8 +446,6 @@ class _Checkpoints:
         _fsync_write(tmp / "state.json", _json_bytes(state))
         for f in ("weights.safetensors", "optimizer.safetensors"):
             _fsync_file(tmp / f)
-        if final.exists():  # only when a resumed run re-reaches a step it had checkpointed before being killed
-            shutil.rmtree(final)
         os.replace(tmp, final)
         self._prune(final, state.get("best", {}).get("file"))
         return final
@@ -467,7 +466,7 @@ class _Checkpoints:
                               f"delete {self.root} to start over")
         _load_weights(graph, path / "weights.safetensors")
         tensors = load_file(str(path / "optimizer.safetensors"))
-        _load_optimizer_state(optimizer, param_names, tensors, state["optimizer_scalars"], device)
+        _load_optimizer_state(optimizer, param_names, tensors, state["optimizer_scalars"])
         _set_rng(tensors, device)
         return state
 
@@ -498,7 +497,7 @@ def _optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[str]
 
 
 def _load_optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[str], tensors: dict[str, torch.Tensor],
-                          scalars: dict[str, dict[str, Any]], device: torch.device) -> None:
+                          scalars: dict[str, dict[str, Any]]) -> None:
     by_name: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -509,7 +508,7 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[st
     unknown = set(by_name) - set(param_names)
     if unknown:
         raise ConfigError(f"checkpoint has optimizer state for parameters this run does not train "
-                          f"({sorted(unknown)[0]}, ...); delete the checkpoints to start over")
+                          f"({min(unknown)}, ...); delete the checkpoints to start over")
     template = optimizer.state_dict()
     template["state"] = {param_names.index(name): values for name, values in by_name.items()}
     optimizer.load_state_dict(template)  # moves state tensors to each parameter's device
@@ -541,8 +540,6 @@ class _Outcome:
     steps: int
     resumed_from_step: int
     seconds: float  # over all segments of an interrupted run
-    best_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _param_groups(graph: TextClassifier, options: TrainOptions) -> tuple[list[dict[str, Any]], list[str]]:
@@ -561,13 +558,10 @@ def _param_groups(graph: TextClassifier, options: TrainOptions) -> tuple[list[di
 
 
 def _loss_and_accuracy(job: _Job, split: _Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on a split, in eval mode (rows with unknown labels count as wrong
-    and are left out of the loss)."""
+    """Mean cross-entropy and accuracy on a labelled split, in eval mode."""
     logits = _logits(job.graph, job.tokenizer, split.tok, job.device, job.amp, job.options.batch_size)
     codes = torch.from_numpy(split.codes)
-    known = codes >= 0
-    loss = nn.functional.cross_entropy(logits[known], codes[known]).item() if known.any() else float("nan")
-    return loss, float((logits.argmax(1) == codes).float().mean())
+    return nn.functional.cross_entropy(logits, codes).item(), float((logits.argmax(1) == codes).float().mean())
 
 
 def _logits(graph: TextClassifier, tokenizer: Any, tok: Tokenized, device: torch.device, amp: torch.dtype | None,
@@ -601,26 +595,52 @@ def _progress(enabled: bool, description: str, total: int, completed: int):
 
 def _fresh_state(identity: dict[str, Any]) -> dict[str, Any]:
     return {"format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "identity": identity,
-            "step": 0, "epoch": 0, "epoch_loss_sum": 0.0, "epoch_rows": 0, "since_best": 0,
+            "step": 0, "epoch": 0, "epoch_loss_sum": 0.0, "epoch_rows": 0, "epoch_seconds": 0.0, "since_best": 0,
             "stopped_early": False, "seconds": 0.0, "best": {"val_loss": None, "epoch": 0, "step": 0, "file": None},
             "history": {"epochs": [], "step_losses": []}, "scaler": {}}
 
 
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Which result-affecting settings (options, data and model hashes) differ between two run identities."""
+    return [k for k in sorted(set(saved) | set(current))
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+
+
 def _check_identity(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    keys = sorted(set(saved) | set(current))
-    differ = [k for k in keys if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    differ = _differences(saved, current)
     if differ:
         raise ConfigError(f"{where} holds an unfinished run with different {', '.join(differ)}; rerun with the "
                           f"same options to resume, or delete {where} (or choose another --out) to start over")
 
 
+def _optimizer_step(job: _Job, group: list[np.ndarray], optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, params: list[nn.Parameter]) -> float:
+    """One optimizer step over `group` (grad_accum micro-batches); returns the group's mean loss.
+
+    Each micro-batch's summed loss is divided by the rows of the whole group, so accumulation computes exactly
+    the mean loss of one large batch (also for a short last group).
+    """
+    rows = sum(len(b) for b in group)
+    group_loss = 0.0
+    for b in group:
+        batch = collate(job.train.tok, b, job.tokenizer.pad_token_id, job.device)
+        target = torch.from_numpy(job.train.codes[b]).to(job.device)
+        with _autocast(job.device, job.amp):
+            logits = job.graph(batch)
+        loss = nn.functional.cross_entropy(logits.float(), target, reduction="sum") / rows
+        scaler.scale(loss).backward()  # fp16: scaled so small gradients do not underflow; else unchanged
+        group_loss += loss.item()
+    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    torch.nn.utils.clip_grad_norm_(params, job.options.max_grad_norm)
+    scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return group_loss
+
+
 def _train(job: _Job) -> _Outcome:
     """Train `job.graph` in place, resuming from the latest complete checkpoint, and leave the best
-    validation epoch's weights in it.
-
-    One optimizer step = `grad_accum` micro-batches; each micro-batch's summed loss is divided by the rows of
-    its whole group, so accumulation computes exactly the mean loss of one large batch.
-    """
+    validation epoch's weights in it."""
     opts, graph, device = job.options, job.graph, job.device
     started = time.perf_counter()
     graph.to(device)
@@ -629,8 +649,7 @@ def _train(job: _Job) -> _Outcome:
     scaler = torch.amp.GradScaler("cuda", enabled=job.amp == torch.float16)
     params = [p for g in groups for p in g["params"]]
     n = len(job.train.texts)
-    micro = math.ceil(n / opts.batch_size)
-    per_epoch = math.ceil(micro / opts.grad_accum)
+    per_epoch = math.ceil(math.ceil(n / opts.batch_size) / opts.grad_accum)  # optimizer steps
     total = per_epoch * opts.epochs
     ckpt = job.checkpoints
     if ckpt.root.is_dir():
@@ -668,24 +687,13 @@ def _train(job: _Job) -> _Outcome:
                 batches = [perm[i:i + opts.batch_size] for i in range(0, n, opts.batch_size)]
                 for g in range(state["step"] - epoch * per_epoch, per_epoch):
                     group = batches[g * opts.grad_accum:(g + 1) * opts.grad_accum]
+                    step_started = time.perf_counter()
+                    group_loss = _optimizer_step(job, group, optimizer, scaler, params)
                     rows = sum(len(b) for b in group)
-                    group_loss = 0.0
-                    for b in group:
-                        batch = collate(job.train.tok, b, job.tokenizer.pad_token_id, device)
-                        target = torch.from_numpy(job.train.codes[b]).to(device)
-                        with _autocast(device, job.amp):
-                            logits = graph(batch)
-                        loss = nn.functional.cross_entropy(logits.float(), target, reduction="sum") / rows
-                        scaler.scale(loss).backward()
-                        group_loss += loss.item()
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
                     state["step"] += 1
                     state["epoch_loss_sum"] += group_loss * rows
                     state["epoch_rows"] += rows
+                    state["epoch_seconds"] += time.perf_counter() - step_started
                     history["step_losses"].append(group_loss)
                     bar.update(task, completed=state["step"], loss=state["epoch_loss_sum"] / state["epoch_rows"])
                     # the last step of an epoch is checkpointed after validation, below
@@ -694,8 +702,9 @@ def _train(job: _Job) -> _Outcome:
                 val_loss, val_acc = _loss_and_accuracy(job, job.val)
                 history["epochs"].append({"epoch": epoch + 1, "step": state["step"],
                                           "train_loss": state["epoch_loss_sum"] / state["epoch_rows"],
-                                          "val_loss": val_loss, "val_accuracy": val_acc})
-                state.update(epoch=epoch + 1, epoch_loss_sum=0.0, epoch_rows=0)
+                                          "val_loss": val_loss, "val_accuracy": val_acc,
+                                          "train_seconds": state["epoch_seconds"]})
+                state.update(epoch=epoch + 1, epoch_loss_sum=0.0, epoch_rows=0, epoch_seconds=0.0)
                 best = state["best"]
                 if best["val_loss"] is None or val_loss < best["val_loss"]:
                     best.update(val_loss=val_loss, epoch=epoch + 1, step=state["step"],
@@ -752,21 +761,16 @@ def _finished(path: Path, identity: dict[str, Any], out: Path) -> dict[str, Any]
     if not path.is_file():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    recorded = saved.get("identity")
-    if recorded != identity:
-        differ = sorted(k for k in set(recorded or {}) | set(identity)
-                        if k not in _RESUMABLE_CHANGES and (recorded or {}).get(k) != identity.get(k))
-        if differ:
-            raise ConfigError(f"--out: {out} already holds a finished run with different "
-                              f"{', '.join(differ)}; choose another --out")
+    differ = _differences(saved.get("identity") or {}, identity)
+    if differ:
+        raise ConfigError(f"--out: {out} already holds a finished run with different {', '.join(differ)}; "
+                          "choose another --out")
     return saved
 
 
 @contextmanager
 def _lock(out: Path) -> Iterator[None]:
     """One run per output directory: two processes resuming the same checkpoints would interleave them."""
-    import fcntl
-
     out.mkdir(parents=True, exist_ok=True)
     with (out / ".embedstore-train.lock").open("w") as f:
         try:
@@ -859,7 +863,7 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
                           f"{spec.hidden_size}-d ones; use an aligner trained on this model's vectors")
     train_split, val_split, classes = _training_rows(train, options)
     test_texts, test_labels = _read_task(test)
-    test_split = _Split(test_texts, _codes(test_labels, classes), test_labels)
+    test_split = _Split(test_texts)
     identity = {"command": "finetune", "base_fingerprint": spec.fingerprint, "train_hash": file_hash(train.path),
                 "test_hash": file_hash(test.path), "aligner_hash": _dir_hash(aligner_dir),
                 "columns": [train.text_column, train.label_column, train.pair_column],

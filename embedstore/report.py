@@ -133,6 +133,7 @@ def build_report(
     _check_cosine(cosine, str(results_path))
     if cosine_path is not None:
         cosine += _read_cosine(Path(cosine_path))
+    cosine += _cosine_from_cells(ok)
     if not ok and not cosine:
         raise InputError(f"{results_path}: no finished ('ok') records to report")
     scored = [r for r in ok if metric in r.get("metrics", {})]
@@ -357,6 +358,20 @@ def _read_cosine(path: Path) -> list[dict[str, Any]]:
         raise InputError(f"{path}: expected JSON objects with {', '.join(COSINE_FIELDS)}")
     _check_cosine(records, str(path))
     return records
+
+
+def _cosine_from_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LangAlign cells measure cosine on their held-out test translations (metrics.aligner.cosine); the task
+    size does not change the aligner, so only the largest task size of each (aligner, pair size, seed) is kept."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        cell, cos = r["cell"], r.get("metrics", {}).get("aligner", {}).get("cosine")
+        if cell.get("method") != "langalign" or not cos:
+            continue
+        key = (cell["language"], cell["task"], cell["aligner"], _size_key(cell["pair_size"]), cell["seed"])
+        if key not in out or _size_key(cell["task_size"]) > _size_key(out[key]["cell"]["task_size"]):
+            out[key] = {"kind": "cosine", "cell": cell, **{name: cos[name] for name in COSINE_FIELDS}}
+    return list(out.values())
 
 
 def _cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, _Stat]]:

@@ -132,16 +132,19 @@ class KeyWriter:
         self.committed = rows
         self.backend_writer.commit(self.key.group_name, rows, {"provenance": self.provenance})
 
-    # zarr only, for a distributed encode whose other ranks write through `RowWriter`
     @property
     def chunk_rows(self) -> int:
         return self.backend_writer.chunk_rows(self.key.group_name)
 
+    # zarr only: for a distributed encode, whose other ranks write through `RowWriter`
     def reserve(self, rows: int) -> None:
         self.backend_writer.reserve(self.key.group_name, rows)
 
     def read_ids(self, start: int, stop: int) -> np.ndarray:
         return self.backend_writer.read_ids(self.key.group_name, start, stop)
+
+    def clear_uncommitted_ids(self) -> None:
+        self.backend_writer.clear_ids(self.key.group_name, self.committed)
 
 
 class StoreWriter:

@@ -66,6 +66,8 @@ class ZarrBackend:
 
 
 def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Vectors first, ids last: a row's id on disk then means its vector is there too (a distributed encode
+    commits rows once it sees their ids)."""
     stop = start + len(ids)
     for arr, data in ((group["vectors"], vectors), (group["ids"], ids)):
         arr[start:stop] = data
@@ -117,6 +119,13 @@ class ZarrWriter:
     def read_ids(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows as they are on disk now, committed or not: lets the lock holder check other processes' writes."""
         return self.root[name]["ids"][start:stop]
+
+    def clear_ids(self, name: str, start: int) -> None:
+        """Zero the ids of every row from `start` on (what a killed run left there), so that an id on disk
+        proves this run wrote its row."""
+        arr = self.root[name]["ids"]
+        if arr.shape[0] > start:
+            arr[start:] = 0
 
     def commit(self, name: str, committed_rows: int, attrs: dict) -> None:
         self.root[name].attrs.update({**attrs, "committed_rows": committed_rows})
