@@ -114,7 +114,7 @@ def fit_times(args: argparse.Namespace, console: Console) -> None:
             runs = args.torch_repeats if issubclass(ALIGNERS[arch], TorchAligner) else args.repeats
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                seconds, aligner = _median_seconds(lambda: make_aligner(arch).fit(x, y), runs)
+                seconds, aligner = _median_seconds(lambda a=arch, x=x, y=y: make_aligner(a).fit(x, y), runs)
             notes = ""
             if isinstance(aligner, TorchAligner):
                 h = aligner.history_
@@ -127,7 +127,7 @@ def fit_times(args: argparse.Namespace, console: Console) -> None:
                           verdict, notes)
         xs, labels = synthetic_task(args.vectors, d, seed=args.seed)
         for kind in HEADS:
-            seconds, head = _median_seconds(lambda: make_head(kind).fit(xs, labels), args.repeats)
+            seconds, head = _median_seconds(lambda k=kind, x=xs, y=labels: make_head(k).fit(x, y), args.repeats)
             h = head.history_
             table.add_row(str(d), f"{kind} head", str(args.repeats), f"{seconds:.2f}", "", "",
                           f"{len(h['epochs'])} epochs, train accuracy {head.score(xs, labels):.3f}")

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import console, print_json, user_errors
@@ -52,24 +53,27 @@ def _encode_options(model: str, layers: tuple[int, ...], pooling: str, max_lengt
     return EncodeOptions(model=model, layers=layers, pooling=pooling, max_length=max_length)
 
 
+def _say(text: str) -> None:
+    """A plain line: no rich markup (paths and fingerprints may hold [brackets]) and no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _header(result: dict[str, Any]) -> None:
     prov = result["provenance"]
     fitted = f"loaded from {prov['aligner_dir']}" if prov.get("aligner_dir") else f"{prov['fit_rows']:,} fit rows"
-    console.print(f"{prov['input']['path']}: {result['source_language']}→{result['language']}, aligner "
-                  f"{result['aligner']}, {fitted}, {prov['test_rows']:,} held-out rows "
-                  f"({prov['split']}); model {prov['model']} [{prov['model_fingerprint'][:8]}]",
-                  highlight=False, soft_wrap=True)
+    _say(f"{prov['input']['path']}: {result['source_language']}→{result['language']}, aligner "
+         f"{result['aligner']}, {fitted}, {prov['test_rows']:,} held-out rows "
+         f"({prov['split']}); model {prov['model']} (fingerprint {prov['model_fingerprint'][:8]})")
 
 
 def _collapse_line(collapse: Optional[dict[str, Any]]) -> None:
     if collapse is None:
         return
     if collapse["collapsed"]:
-        console.print(f"[bold red]COLLAPSED:[/bold red] {collapse['reason']}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]COLLAPSED:[/bold red] {escape(collapse['reason'])}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"not collapsed: output variance {collapse['variance_ratio']:.2f}× the target's, "
-                      f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})",
-                      highlight=False, soft_wrap=True)
+        _say(f"not collapsed: output variance {collapse['variance_ratio']:.2f}× the target's, "
+             f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})")
 
 
 def _retrieval_table(retrieval: dict[str, dict[str, Any]], src: str, tgt: str) -> Table:
@@ -92,7 +96,7 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
         print_json(result)
         return False
     if out is not None:
-        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+        _say(f"wrote {out}")
     return True
 
 
@@ -127,8 +131,8 @@ def cosine(
         table.add_row(label, f"{result[name]:.3f}")
     console.print(table)
     raw, aligned = result["retrieval"]["raw"]["forward"], result["retrieval"]["aligned"]["forward"]
-    console.print(f"retrieval {src}→{tgt} P@1 (NN / CSLS): raw {raw['nn']['p@1']:.3f} / {raw['csls']['p@1']:.3f}, "
-                  f"aligned {aligned['nn']['p@1']:.3f} / {aligned['csls']['p@1']:.3f}", highlight=False, soft_wrap=True)
+    _say(f"retrieval {src}→{tgt} P@1 (NN / CSLS): raw {raw['nn']['p@1']:.3f} / {raw['csls']['p@1']:.3f}, "
+         f"aligned {aligned['nn']['p@1']:.3f} / {aligned['csls']['p@1']:.3f}")
     _collapse_line(result["collapse"])
 
 
@@ -155,8 +159,8 @@ def retrieval(
     _header(result)
     console.print(_retrieval_table(result["retrieval"], source_column, target_column))
     cos = result["cosine"]
-    console.print(f"mean cosine: {source_column}↔{target_column} {cos['en_tr']:.3f}, aligned↔{target_column} "
-                  f"{cos['aligned_tr']:.3f}, aligned↔shuffled {cos['shuffled']:.3f}", highlight=False, soft_wrap=True)
+    _say(f"mean cosine: {source_column}↔{target_column} {cos['en_tr']:.3f}, aligned↔{target_column} "
+         f"{cos['aligned_tr']:.3f}, aligned↔shuffled {cos['shuffled']:.3f}")
     _collapse_line(result["collapse"])
 
 
@@ -241,7 +245,7 @@ def gradients(
     if not _finish(result, as_json, out):
         return
     _header(result)
-    console.print(f"shared representation: {result['map']}", highlight=False, soft_wrap=True)
+    _say(f"shared representation: {result['map']}")
     table = Table(title=f"cos(∇ alignment loss, ∇ task loss), {result['rows']:,} held-out rows")
     table.add_column("")
     table.add_column("w.r.t. parameters θ\n(per minibatch)", justify="right")
@@ -257,7 +261,7 @@ def gradients(
     acc = result["head_accuracy"]
     dropped = f"; {result['dropped_unseen_label']:,} rows dropped (label unseen by the head)" \
         if result["dropped_unseen_label"] else ""
-    console.print(f"losses: alignment {result['alignment_loss']:.4g}, task {result['task_loss']:.4g}; held-out head "
-                  f"accuracy: aligned {source_column} {acc['english_aligned']:.3f}, {target_column} "
-                  f"{acc['target']:.3f}{dropped}", highlight=False, soft_wrap=True)
+    _say(f"losses: alignment {result['alignment_loss']:.4g}, task {result['task_loss']:.4g}; held-out head "
+         f"accuracy: aligned {source_column} {acc['english_aligned']:.3f}, {target_column} "
+         f"{acc['target']:.3f}{dropped}")
     _collapse_line(result["collapse"])

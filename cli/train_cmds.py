@@ -119,7 +119,8 @@ def evaluate(
     for name in ("with_aligner", "without_aligner"):
         if name in result:
             m = result[name]
-            console.print(_metrics_table(name.replace("_", " "), m))
+            primary = " (what predict uses)" if name == result["primary"] else ""
+            console.print(_metrics_table(name.replace("_", " ") + primary, m))
             console.print(f"confusion ({name.replace('_', ' ')}; rows = truth, columns = predicted, order "
                           f"{', '.join(m['labels'])}):")
             for label, row in zip(m["labels"], m["confusion"]):

@@ -295,3 +295,14 @@ def make_aligner(arch: str, **params: Any) -> Aligner:
 def load_aligner(directory: str | os.PathLike) -> Aligner:
     """Load a saved aligner of any registered class."""
     return load_estimator(directory, {cls.__name__: cls for cls in ALIGNERS.values()})
+
+
+def aligns_target_at_test(aligner: Aligner) -> bool:
+    """Whether target-language vectors go through the aligner at test time.
+
+    A reverse aligner exists to map them (into English space). A forward aligner trained with the identity
+    term (TR→TR) learned to leave target vectors in place, so the paper keeps it in the model; a closed-form
+    forward map (Procrustes, least squares, mean shift) would move native vectors away from where the head was
+    trained, so they bypass it.
+    """
+    return bool(aligner.reverse or getattr(aligner, "identity", False))

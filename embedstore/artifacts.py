@@ -123,6 +123,8 @@ class Estimator:
     def save(self, directory: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
         """Write `model.safetensors` + `config.json` into `directory`; `provenance` (JSON-serialisable) is kept as is."""
         self._check_fitted()
+        if provenance is not None and not isinstance(provenance, Mapping):
+            raise ConfigError(f"provenance must be a dict, got {type(provenance).__name__}")
         path = Path(directory)
         arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in self._array_attrs}
         module = getattr(self, "module_", None)
@@ -141,9 +143,10 @@ class Estimator:
         try:
             text = json.dumps(config, indent=2, allow_nan=True)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"provenance must be JSON-serialisable ({exc})") from None
+            raise ConfigError(f"cannot save {type(self).__name__}: provenance and parameters must be "
+                              f"JSON-serialisable ({exc})") from None
         path.mkdir(parents=True, exist_ok=True)
-        # write-then-rename: a crash never leaves a half-written model that later loads as a different one
+        # write-then-rename: each file is replaced whole, so a crash cannot leave a truncated file behind
         save_file(arrays, path / f".{WEIGHTS_FILE}.tmp", metadata={"format": FORMAT})
         (path / f".{CONFIG_FILE}.tmp").write_text(text + "\n", encoding="utf-8")
         os.replace(path / f".{WEIGHTS_FILE}.tmp", path / WEIGHTS_FILE)

@@ -33,7 +33,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from embedstore.aligners import Aligner, LinearAligner, MeanShiftAligner, Procru
 from embedstore.artifacts import read_config
 from embedstore.encoder import Tokenized, collate, pool, resolve_device, tokenize
 from embedstore.errors import ConfigError, InputError
+from embedstore.metrics import classification_metrics
 from embedstore.hashing import Text
 from embedstore.heads import HEADS, make_head
 from embedstore.models import DEFAULT_MODEL, ModelSpec, load_model, model_fingerprint, resolve_model
@@ -170,27 +171,6 @@ class FinetuneResult:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-
-
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro F1, per-class precision/recall/F1/support and the confusion matrix.
-
-    Classes are the union of true and predicted labels, so a test label the model never saw counts as a
-    class with recall 0 instead of silently vanishing from macro F1.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = sorted(set(y_true) | set(y_pred))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
-        "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
-        "n": len(y_true),
-    }
 
 
 # ----------------------------------------------------------------------------------------------- graph

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .aligners import Aligner, load_aligner
+from .aligners import Aligner, aligns_target_at_test, load_aligner
 from .encode import EncodeOptions, embed
 from .errors import ConfigError
 from .heads import Head, load_head
@@ -59,13 +59,18 @@ class Pipeline:
     def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         return embed(texts, store=self.store, options=self.encode_options, progress=progress)
 
-    def predict_proba(self, texts: Sequence[str], *, use_aligner: bool = True) -> np.ndarray:
+    @property
+    def aligner_at_test(self) -> bool:
+        return self.aligner is not None and aligns_target_at_test(self.aligner)
+
+    def predict_proba(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> np.ndarray:
+        """`use_aligner` None: as the aligner prescribes (`aligns_target_at_test`)."""
         x = self.vectors(texts)
-        if self.aligner is not None and use_aligner:
+        if self.aligner is not None and (self.aligner_at_test if use_aligner is None else use_aligner):
             x = self.aligner.transform(x)
         return self.head.predict_proba(x)
 
-    def predict(self, texts: Sequence[str], *, use_aligner: bool = True) -> list[dict]:
+    def predict(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[dict]:
         """Label and per-class probabilities for each text."""
         proba = self.predict_proba(texts, use_aligner=use_aligner)
         classes = [str(c) for c in self.head.classes_]

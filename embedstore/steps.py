@@ -106,8 +106,8 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
 
 
 def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
-    """Metrics on labelled target-language rows, with the aligner in front of the head (the paper keeps it in
-    the model, where it is near-identity on target vectors) and without it."""
+    """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
+    `primary` names the one the pipeline's predictions use (see `aligners.aligns_target_at_test`)."""
     t0 = time.perf_counter()
     pipe = Pipeline.load(pipeline_dir)
     rows = load_rows(test)
@@ -116,11 +116,11 @@ def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict
     x = pipe.vectors(rows.texts, progress=progress)
     labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
     result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": _file(test), "n": len(rows.texts),
-              "embedstore": __version__, "pipeline_manifest": pipe.manifest}
-    result["with_aligner" if pipe.aligner is not None else "without_aligner"] = classification_metrics(
-        rows.labels, pipe.head.predict(pipe.aligner.transform(x) if pipe.aligner is not None else x), labels)
+              "embedstore": __version__, "pipeline_manifest": pipe.manifest, "aligner_at_test": pipe.aligner_at_test,
+              "without_aligner": classification_metrics(rows.labels, pipe.head.predict(x), labels)}
     if pipe.aligner is not None:
-        result["without_aligner"] = classification_metrics(rows.labels, pipe.head.predict(x), labels)
+        result["with_aligner"] = classification_metrics(rows.labels, pipe.head.predict(pipe.aligner.transform(x)), labels)
+    result["primary"] = "with_aligner" if pipe.aligner_at_test else "without_aligner"
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

@@ -96,7 +96,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     """
     if n < 2:
         raise ConfigError(f"training needs at least 2 rows to hold out a validation split, got {n}")
-    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    n_val = min(max(round(n * val_fraction), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 

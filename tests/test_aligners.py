@@ -1,7 +1,6 @@
 """Aligners against known truth on synthetic vectors, plus their boundary checks and on-disk form."""
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,18 @@ import torch
 from torch import nn
 
 from embedstore.aligners import (
-    ALIGNERS, AEAligner, CollapseWarning, FCAligner, LinearAligner, MeanShiftAligner, ProcrustesAligner,
-    TorchAligner, detect_collapse, load_aligner, make_aligner, retrieval_p1,
+    ALIGNERS,
+    AEAligner,
+    CollapseWarning,
+    FCAligner,
+    LinearAligner,
+    MeanShiftAligner,
+    ProcrustesAligner,
+    TorchAligner,
+    detect_collapse,
+    load_aligner,
+    make_aligner,
+    retrieval_p1,
 )
 from embedstore.errors import ConfigError, EmbedstoreError, InputError
 from embedstore.heads import LinearHead

@@ -25,7 +25,6 @@ from embedstore.finetune import (METHOD, RESULTS_FILE, TUNE_FILE, WEIGHTS_FILE, 
 from embedstore.models import model_fingerprint
 from embedstore.training import Recipe
 
-REPO = Path(__file__).resolve().parents[1]
 VOCAB = {"calc": "cell formula sheet sum column", "writer": "paragraph font page text style",
          "draw": "shape line curve image arrow"}
 FAST = {"epochs": 1, "batch_size": 8, "max_length": 24}
@@ -119,7 +118,7 @@ def test_finetune_writes_sweep_ready_results_and_keeps_the_aligner_frozen(finetu
     metrics = record["metrics"]
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     assert metrics["n"] == 15 and set(metrics["per_class"]) == set(VOCAB)
-    assert np.asarray(metrics["confusion"]["matrix"]).sum() == 15
+    assert np.asarray(metrics["confusion"]).sum() == 15
     prov = record["provenance"]
     assert prov["model_fingerprint"] == model_fingerprint(tiny_model_dir)
     assert prov["aligner"]["class"] == "FCAligner" and prov["data"]["test"]["rows"] == 15
@@ -209,14 +208,11 @@ def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_
 
 
 def test_cli_reports_a_user_error_in_one_line_and_exits_1(tiny_model_dir, data, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from cli.finetune_cmds import tune as tune_cmd
+    from cli.app import app
 
-    app = typer.Typer()
-    app.command()(tune_cmd)
-    result = CliRunner().invoke(app, ["--train", str(data["train"].path), "--text-column", "en", "--label-column",
+    result = CliRunner().invoke(app, ["tune", "--train", str(data["train"].path), "--text-column", "en", "--label-column",
                                       "label", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
@@ -226,18 +222,13 @@ def test_cli_reports_a_user_error_in_one_line_and_exits_1(tiny_model_dir, data, 
 def test_classification_metrics_count_unseen_labels_as_classes():
     m = classification_metrics(["a", "a", "b", "c"], ["a", "b", "b", "b"])
     assert m["accuracy"] == 0.5
-    assert m["confusion"] == {"labels": ["a", "b", "c"], "matrix": [[1, 1, 0], [0, 1, 0], [0, 1, 0]]}
+    assert m["labels"] == ["a", "b", "c"] and m["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0) / 3)
 
 
-# the CLI function exactly as a user runs it (cli/app.py registers it as `embedstore finetune`)
-DRIVER = ("import typer; from cli.finetune_cmds import finetune; app = typer.Typer(); "
-          "app.command()(finetune); app()")
-
-
 def finetune_cmd(model: Path, data: dict[str, TaskFile], aligner: Path, out: Path) -> list[str]:
-    return [sys.executable, "-c", DRIVER, "--train", str(data["train"].path), "--test", str(data["test"].path),
+    return [sys.executable, "-m", "embedstore", "finetune", "--train", str(data["train"].path), "--test", str(data["test"].path),
             "--text-column", "en", "--test-text-column", "ko", "--label-column", "apps", "--aligner", str(aligner),
             "--out", str(out), "--model", str(model), "--epochs", "1", "--batch-size", "8", "--max-length", "24",
             "--checkpoint-every", "2", "--head", "mlp", "--json"]
@@ -245,13 +236,13 @@ def finetune_cmd(model: Path, data: dict[str, TaskFile], aligner: Path, out: Pat
 
 def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupted_run(tiny_model_dir, data,
                                                                                         fc_aligner, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    ref = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, tmp_path / "ref"), env=env, cwd=REPO,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, tmp_path / "ref"), env=env, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     reference = json.loads(ref.stdout)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=REPO,
+    proc = subprocess.Popen(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
@@ -261,7 +252,7 @@ def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupte
     assert not (out / RESULTS_FILE).exists(), "the run finished before it could be killed"
     assert list((out / "checkpoints").glob("step-*"))
 
-    rerun = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=REPO,
+    rerun = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=tmp_path,
                            capture_output=True, text=True, check=True)
     resumed = json.loads(rerun.stdout)
     assert 0 < resumed["resumed_from_step"] < resumed["steps"] == reference["steps"]

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from embedstore.encode import EncodeOptions, encode
-from embedstore.errors import StoreError
+from embedstore.errors import ConfigError, StoreError
 from embedstore.hashing import text_ids
 from embedstore.store import Store, StoreKey, merge_stores
 
@@ -96,6 +96,8 @@ def test_output_must_be_new_unless_forced(tmp_path):
     assert not list(tmp_path.glob("c.zarr.replaced-*"))
     with pytest.raises(StoreError, match=r"a.zarr: is also an input"):
         merge_stores([a.path, b.path], a.path, force=True)
+    with pytest.raises(ConfigError, match=r"a.zarr: given twice"):
+        merge_stores([a.path, a.path], tmp_path / "d.zarr")
     with pytest.raises(StoreError, match=r"none.zarr: no store here"):
         merge_stores([tmp_path / "none.zarr"], tmp_path / "d.zarr")
 

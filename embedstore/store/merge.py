@@ -68,12 +68,14 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
     if tolerance < 0:
         raise ConfigError(f"tolerance: {tolerance}; expected a non-negative number")
     stores = [Store.open(p) for p in inputs]
-    out_store = Store.open(out)  # validates the suffix before any work
-    out_path = out_store.path
-    for st in stores:
+    out_path = Store.open(out).path  # validates the suffix before any work
+    resolved = [st.path.resolve() for st in stores]
+    for st, path in zip(stores, resolved):
+        if resolved.count(path) > 1:
+            raise ConfigError(f"{st.path}: given twice; expected distinct input stores")
         if not st.exists():
             raise StoreError(f"{st.path}: no store here; expected an existing .zarr directory or .h5 file")
-        if st.path.resolve() == out_path.resolve():
+        if path == out_path.resolve():
             raise StoreError(f"{out_path}: is also an input; write the merge to a new path")
     if out_path.exists() and not force:
         raise StoreError(f"{out_path}: already exists; choose a new --out path or pass --force to replace it")
