@@ -21,11 +21,11 @@ def encode(
     column: Optional[str] = typer.Option(None, "--column", "-c", help="Text column (default: 'text')."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
     model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory."),
-    store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file [default: cache/store.zarr]."),
+    store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file (default: cache/store.zarr)."),
     pooling: str = typer.Option("mean", help="mean (attention-mask weighted), cls or max."),
     layer: list[int] = typer.Option([-1], "--layer", "-l", help="Hidden layer (negative counts from the end); repeat for several."),
     max_length: int = typer.Option(512, help="Tokens per text (longer texts are truncated)."),
-    prefix: Optional[str] = typer.Option(None, help="Text prefix [default: the model's own, 'query: ' for e5]."),
+    prefix: Optional[str] = typer.Option(None, help="Text prefix (default: the model's own, 'query: ' for e5)."),
     dtype: str = typer.Option("float32", help="Storage precision: float32 or float16 (compute is always fp32)."),
     batch_size: int = typer.Option(32, help="Texts per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
@@ -33,7 +33,7 @@ def encode(
     distributed: Optional[bool] = typer.Option(
         None, "--distributed/--no-distributed",
         help="Encode as one rank of a torch.distributed job (ranks write disjoint chunks of one .zarr store) "
-             "[default: on when WORLD_SIZE > 1, as under torchrun]."),
+             "(default: on when WORLD_SIZE > 1, as under torchrun)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
@@ -66,12 +66,12 @@ def models_pull(
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""
-    from embedstore.models import pull_model, resolve_model
+    from embedstore.models import model_fingerprint, pull
 
-    path = pull_model(name, force=force)
-    spec = resolve_model(str(path)) if path.is_dir() else None
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    console.print(f"{name}: {path} ({human_bytes(size)})" + (f", fingerprint {spec.fingerprint}" if spec else ""))
+    result = pull(name, force=force)
+    action = f"built in {result.seconds:.1f} s" if result.fetched else "already present"
+    console.print(f"{name}: {result.path} ({human_bytes(result.size_bytes)}, {action}), "
+                  f"fingerprint {model_fingerprint(result.path)}", highlight=False)
 
 
 @store_app.command("info")

@@ -35,7 +35,7 @@ def sweep(
 @user_errors
 def report(
     results: Path = typer.Argument(..., help="A results file written by `embedstore sweep`."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output directory [default: <results dir>/report]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output directory (default: <results dir>/report)."),
     metric: str = typer.Option("accuracy", help="accuracy or macro_f1."),
     cosine: Optional[Path] = typer.Option(None, help="Cosine records (from `analyze cosine --out`) for the bar plot."),
 ) -> None:
@@ -49,7 +49,7 @@ def report(
 
 @user_errors
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory [default: cache/demo]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: cache/demo)."),
     workers: int = typer.Option(2, help="Parallel processes for the cells."),
     fast: bool = typer.Option(False, "--fast", help="Closed-form aligners only (Procrustes): seconds, not minutes."),
 ) -> None:

@@ -71,10 +71,8 @@ def tune(
         print_json(result.to_dict())
         return
     _print_history(result.history, result.steps, result.resumed_from_step)
-    prefix = result.provenance["prefix"]
-    hint = f" --prefix {prefix!r}" if prefix else ""
     console.print(f"tuned model: {result.out} (fingerprint {result.fingerprint}, base {result.base_fingerprint}); "
-                  f"encode with: embedstore encode FILE --model {result.out}{hint}", soft_wrap=True)
+                  f"encode with: embedstore encode FILE --model {result.out}", soft_wrap=True)
 
 
 @user_errors

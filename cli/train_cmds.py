@@ -14,7 +14,7 @@ from embedstore.tasks import Source, parse_where
 from .common import console, print_json, user_errors
 
 MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
-STORE = typer.Option(None, "--store", "-s", help="Vector store [default: cache/store.zarr].")
+STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
 LAYER = typer.Option(-1, "--layer", help="Hidden layer the vectors come from.")
 POOLING = typer.Option("mean", help="mean, cls or max.")

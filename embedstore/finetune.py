@@ -52,13 +52,12 @@ from embedstore.errors import ConfigError, InputError
 from embedstore.metrics import classification_metrics
 from embedstore.hashing import Text
 from embedstore.heads import HEADS, make_head
-from embedstore.models import DEFAULT_MODEL, ModelSpec, load_model, model_fingerprint, resolve_model
+from embedstore.models import TUNE_FILE, DEFAULT_MODEL, ModelSpec, load_model, model_fingerprint, resolve_model
 from embedstore.selection import parse_size, subsample
 from embedstore.texts import read_table
 from embedstore.training import split_indices
 
 METHOD = "langalign-e2e"
-TUNE_FILE = "embedstore-tune.json"
 RESULTS_FILE = "results.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"

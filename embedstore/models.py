@@ -258,6 +258,18 @@ def pull_model(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
     return pull(name, force=force).path
 
 
+TUNE_FILE = "embedstore-tune.json"
+
+
+def _tuned_prefix(path: Path) -> str:
+    """A model tuned by `embedstore tune` keeps its base model's text prefix (e5's "query: "): it was tuned
+    with it, so encoding without it would feed the model inputs unlike those it learned from."""
+    record = path / TUNE_FILE
+    if not record.is_file():
+        return ""
+    return str(json.loads(record.read_text(encoding="utf-8")).get("prefix", ""))
+
+
 def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
     """Turn what a user typed into a `ModelSpec`, without importing torch or loading weights.
 
@@ -281,7 +293,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
     return ModelSpec(
         name=name,
         path=path,
-        prefix=entry.prefix if entry else "",
+        prefix=entry.prefix if entry else _tuned_prefix(path),
         fingerprint=model_fingerprint(path),
         num_layers=_config_int(cfg, cfg_path, "num_hidden_layers", "n_layers", "n_layer", "num_layers"),
         hidden_size=_config_int(cfg, cfg_path, "hidden_size", "dim", "d_model", "n_embd"),

@@ -1,8 +1,6 @@
 """`embedstore analyze ...` end to end on the tiny model, and the real e5-small signal on LibreOffice en-ko."""
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ from embedstore.report import COSINE_FIELDS
 runner = CliRunner()
 #: The real test's vectors are kept across sessions, as conftest keeps e5-small: the store is content-addressed
 #: (keyed by model fingerprint), so reused vectors equal a fresh encode's, and a re-run encodes nothing.
-REAL_STORE = Path(os.environ.get("EMBEDSTORE_CACHE") or Path(__file__).parents[1] / "cache") / "test-analyze.zarr"
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"]}
 KO = {"cell": "셀", "formula": "수식", "sheet": "시트", "column": "열", "page": "페이지", "paragraph": "단락",
       "font": "글꼴", "document": "문서"}
@@ -125,11 +122,11 @@ def test_bad_options_exit_1_with_one_line_naming_the_problem(pairs, common, args
 
 
 @pytest.mark.real
-def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_rows(shared_data, e5_small_dir):
+def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_rows(shared_data, e5_small_dir, e5_store):
     """Procrustes on 2,000 pairs of folds 0-5, reported on 300 rows of folds 8-9 (e5-small, last layer)."""
     pairs_file = shared_data / "parallel" / "libreoffice_help.en-ko.tsv"
     kwargs = dict(split=SplitOptions(fit_folds="0-5", test_folds="8-9", size=2000, test_size=300),
-                  store=REAL_STORE, options=EncodeOptions(model=str(e5_small_dir)), seed=0)
+                  store=e5_store, options=EncodeOptions(model=str(e5_small_dir)), seed=0)
     rec = run_cosine(pairs_file, "en", "ko", arch="procrustes", **kwargs)
     raw, aligned = rec["retrieval"]["raw"], rec["retrieval"]["aligned"]
     print(f"\nen-ko held-out {rec['rows']} rows, Procrustes on {rec['pair_size']} pairs "
