@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    console = Console()
+    console = Console(width=200)  # wide tables stay readable when output is piped to a file
     if not args.skip_compare:
         compare_recipes(args, console)
     if not args.skip_fit:
