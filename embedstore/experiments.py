@@ -7,15 +7,19 @@ run in parallel processes without ever loading the transformer or contending for
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import __version__
-from .aligners import ALIGNERS, Aligner, aligns_target_at_test, make_aligner
+from .aligners import ALIGNERS, Aligner, aligns_target_at_test, load_aligner, make_aligner
+from .atomic import atomic_dir
 from .analysis import cosine_report, retrieval_report
 from .cells import Cell, SweepConfig
 from .encode import EncodeOptions, EncodeReport, encode, store_keys
@@ -25,7 +29,7 @@ from .heads import make_head
 from .metrics import classification_metrics
 from .models import resolve_model
 from .selection import overlap_mask, subsample
-from .store import Store
+from .store import Store, StoreKey
 from .tasks import Task
 
 
@@ -36,7 +40,8 @@ class Context:
     cell: Cell
     task: Task
     store: Store
-    key: object
+    key: StoreKey
+    aligner_cache: Path
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         return self.store.get(self.key, texts)
@@ -68,13 +73,36 @@ def _make_aligner(ctx: Context, reverse: bool) -> Aligner:
 
 
 def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]]:
-    """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample."""
+    """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample.
+
+    Disjoint from all task rows, not only the sampled ones, so the pairs (and the fitted aligner) do not depend
+    on the task size: one aligner serves every task size of a sweep."""
     rows = ctx.task.rows("pairs")
     taken = text_ids([t for texts in exclude for t in texts])
     clash = overlap_mask(text_ids(rows.texts), taken) | overlap_mask(text_ids(rows.targets), taken)
     keep = np.flatnonzero(~clash)
     pick = keep[subsample(len(keep), ctx.cell.pair_size, ctx.cell.seed, f"{ctx.task.name} pairs (disjoint)")]
     return [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
+
+
+def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[Aligner, bool]:
+    """The aligner for these exact pairs and settings, fitted once per sweep and kept beside the results.
+
+    A sweep multiplies every aligner by task sizes (and heads, recipes of the head) that do not change it, so
+    refitting it per cell would repeat the most expensive step many times. The key hashes everything that
+    determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
+    """
+    aligner = _make_aligner(ctx, reverse)
+    digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": aligner.get_params(),
+                                        "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
+    digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
+    path = ctx.aligner_cache / digest.hexdigest()[:20]
+    if (path / "config.json").is_file():
+        return load_aligner(path), True
+    aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
+    with atomic_dir(path, replace=True) as tmp:
+        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src)})
+    return aligner, False
 
 
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
@@ -122,10 +150,11 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
             raise ConfigError(f"task {ctx.task.name}: ablation-share needs translated_train row-parallel to en_train")
         src, tgt = texts, [translated.texts[i] for i in picked]
     else:
-        exclude = [texts, test.texts] + ([ctx.task.rows("en_test").texts] if ctx.task.has("en_test") else [])
+        exclude = [ctx.task.rows("en_train").texts, test.texts] + (
+            [ctx.task.rows("en_test").texts] if ctx.task.has("en_test") else [])
         src, tgt = _pairs(ctx, exclude)
     t0 = time.perf_counter()
-    aligner = _make_aligner(ctx, reverse).fit(ctx.vectors(src), ctx.vectors(tgt))
+    aligner, reused = _fitted_aligner(ctx, reverse, src, tgt)
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
@@ -139,7 +168,8 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
     metrics["aligner"] = _aligner_diagnostics(ctx, aligner, reverse)
     return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
-                     "aligner_fit_seconds": round(fit_seconds, 3), "aligner_params": aligner.get_params()}
+                     "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
+                     "aligner_params": aligner.get_params()}
 
 
 METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
@@ -156,7 +186,8 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     t0 = time.perf_counter()
     spec = resolve_model(str(config.model))
     key = store_keys(spec, _options(config))[0]
-    ctx = Context(cell=cell, task=task_for(cell, config), store=Store.open(config.store), key=key)
+    ctx = Context(cell=cell, task=task_for(cell, config), store=Store.open(config.store), key=key,
+                  aligner_cache=config.results.with_suffix(".aligners"))
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),

@@ -66,7 +66,7 @@ RECIPES: dict[str, dict[Kind, Recipe]] = {
         "head": Recipe(lr=1e-4, batch_size=16, max_epochs=1000, patience=10, weight_decay=0.01),
     },
     "default": {
-        "aligner": Recipe(lr=1e-3, batch_size=256, max_epochs=200, patience=10, weight_decay=0.0),
+        "aligner": Recipe(lr=3e-4, batch_size=256, max_epochs=200, patience=10, weight_decay=0.0),
         "head": Recipe(lr=1e-3, batch_size=256, max_epochs=200, patience=10, weight_decay=1e-4),
     },
 }
