@@ -35,6 +35,8 @@ class CollapseWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CollapseCheck:
+    """The numbers behind a collapse verdict, kept so a fitted aligner can report them, not just a flag."""
+
     p1: float
     identity_p1: float
     variance_ratio: float
