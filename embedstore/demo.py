@@ -70,7 +70,7 @@ def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str,
 
 
 def run_demo(out_dir: Path | None = None, *, model: str = "multilingual-e5-small", store: Path | None = None,
-             aligners: tuple[str, ...] = ("procrustes", "fc"), workers: int = 2, progress: bool = True) -> DemoResult:
+             aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True) -> DemoResult:
     t0 = time.perf_counter()
     out_dir = out_dir or cache_dir() / "demo"
     config = load_config(write_config(out_dir, model=model, store=store or cache_dir() / "store.zarr",
