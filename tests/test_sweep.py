@@ -324,6 +324,9 @@ def start_slow_sweep(tmp_path: Path, config: SweepConfig) -> subprocess.Popen[st
         text=True,
         env=env,
         start_new_session=True,  # its own process group, so the test can kill it with its workers
+        # a shell that started the test runner in the background leaves SIGINT ignored, and Python then never
+        # raises KeyboardInterrupt: give the sweep the default disposition, as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
