@@ -33,6 +33,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from torch import nn
 
 from embedstore.errors import ConfigError
@@ -137,9 +145,7 @@ def _mean_loss(module: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Ten
     return total / len(x)
 
 
-def _progress_bar(description: str, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _progress_bar(description: str, total: int) -> tuple[Progress, TaskID]:
     progress = Progress(
         TextColumn(f"{description} epoch"), MofNCompleteColumn(), BarColumn(),
         TextColumn("train {task.fields[train]:.4g}  val {task.fields[val]:.4g}"), TimeElapsedColumn(),
