@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from embedstore.errors import ConfigError, EmbedstoreError, InputError
 from embedstore.heads import HEADS, LinearHead, MLPHead, load_head, make_head
@@ -12,14 +11,6 @@ from embedstore.training import RECIPES
 
 D = 16
 TINY = replace(RECIPES["default"]["head"], max_epochs=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blobs(n_per_class: int, labels=("neg", "neu", "pos"), seed: int = 0):

@@ -12,14 +12,6 @@ from embedstore.training import RECIPES, Recipe, resolve_recipe, split_indices, 
 RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def data(n: int = 200, d: int = 8, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
