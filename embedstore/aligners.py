@@ -7,6 +7,7 @@ run without a second data layout.
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -115,14 +116,23 @@ class TorchAligner(Aligner):
 
     The identity term keeps target-language inputs where they are, so an aligned source vector and a native
     target vector land in the same region the task head is trained on.
+
+    With `standardize` (default) the network sees vectors centred on the training rows' mean and scaled to unit
+    average variance per coordinate, and its outputs are mapped back; the network itself is the paper's. Sentence
+    embeddings share a large common component (e5-small: pair cosine ~0.9, every coordinate's spread ~0.01), so
+    on raw vectors MSE starts tiny and the networks first learn to output the mean: on 10k real en-ko pairs, 15
+    epochs gave held-out retrieval P@1 0.05 (FC) and 0.09 (AE) raw, against 0.39 and 0.76 standardized (identity
+    map 0.75). One scalar scale, not one per coordinate, keeps the embedding's own geometry.
     """
 
+    _array_attrs = ("shift_", "scale_")
     _state_attrs = ("history_", "val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_",
                     "output_variance_ratio_", "collapsed_")
 
     def __init__(self, identity: bool = True, reverse: bool = False, recipe: str | Recipe = "default",
-                 seed: int = 0, progress: bool = False, device: str = "cpu") -> None:
+                 seed: int = 0, progress: bool = False, device: str = "cpu", standardize: bool = True) -> None:
         self.identity = identity
+        self.standardize = standardize
         self.reverse = reverse
         self.recipe = recipe
         self.seed = seed
@@ -143,7 +153,8 @@ class TorchAligner(Aligner):
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
         recipe = resolve_recipe(self.recipe, "aligner")
         train_idx, val_idx = split_indices(len(source), recipe.val_fraction, self.seed)
-        src, tgt = torch.from_numpy(source), torch.from_numpy(target)
+        self._fit_standardization(source[train_idx], target[train_idx])
+        src, tgt = torch.from_numpy(self._to_net(source)), torch.from_numpy(self._to_net(target))
         dim = source.shape[1]
         module, history = train(
             lambda: self._network(dim), nn.functional.mse_loss,
@@ -164,13 +175,46 @@ class TorchAligner(Aligner):
         if check.collapsed:
             warnings.warn(f"{type(self).__name__} looks collapsed: {check.reason}", CollapseWarning, stacklevel=3)
 
+    def _fit_standardization(self, source: np.ndarray, target: np.ndarray) -> None:
+        """One shift and scale for both languages, from training rows only, so the identity map stays the identity."""
+        dim = source.shape[1]
+        if not self.standardize:
+            self.shift_, self.scale_ = np.zeros(dim, np.float32), np.ones(1, np.float32)
+            return
+        rows = np.concatenate([source, target]).astype(np.float64)
+        shift = rows.mean(axis=0)
+        scale = np.sqrt(((rows - shift) ** 2).sum(axis=1).mean() / dim)
+        self.shift_ = shift.astype(np.float32)
+        self.scale_ = np.array([scale if scale > 0 else 1.0], np.float32)
+
+    def _to_net(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.shift_) / self.scale_).astype(np.float32, copy=False)
+
+    def torch_module(self) -> nn.Module:
+        """A copy of the fitted map as one module on raw vectors, for graphs that train through it (finetune)."""
+        self._check_fitted()
+        return Standardized(copy.deepcopy(self.module_).float().cpu(), self.shift_, self.scale_)
+
     def _apply(self, x: np.ndarray) -> np.ndarray:
         out = []
         with torch.no_grad():
             for start in range(0, len(x), _INFER_CHUNK):
-                chunk = torch.from_numpy(x[start:start + _INFER_CHUNK]).to(self.device)
+                chunk = torch.from_numpy(self._to_net(x[start:start + _INFER_CHUNK])).to(self.device)
                 out.append(self.module_(chunk).cpu().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return (np.concatenate(out) * self.scale_ + self.shift_).astype(np.float32, copy=False)
+
+
+class Standardized(nn.Module):
+    """`net` applied in a TorchAligner's standardized coordinates; the shift and scale are fixed buffers."""
+
+    def __init__(self, net: nn.Module, shift: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("shift", torch.from_numpy(np.array(shift, np.float32)))
+        self.register_buffer("scale", torch.from_numpy(np.array(scale, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.shift) / self.scale) * self.scale + self.shift
 
 
 class FCAligner(TorchAligner):

@@ -24,7 +24,6 @@ deleted; a rerun of a finished run returns its saved result.
 """
 from __future__ import annotations
 
-import copy
 import fcntl
 import hashlib
 import json
@@ -45,7 +44,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from embedstore import __version__
-from embedstore.aligners import Aligner, LinearAligner, MeanShiftAligner, ProcrustesAligner, load_aligner
+from embedstore.aligners import (Aligner, LinearAligner, MeanShiftAligner, ProcrustesAligner, TorchAligner,
+                                 load_aligner)
 from embedstore.artifacts import read_config
 from embedstore.encoder import Tokenized, collate, pool, resolve_device, tokenize
 from embedstore.errors import ConfigError, InputError
@@ -197,9 +197,8 @@ def aligner_module(aligner: Aligner) -> nn.Module:
     if getattr(aligner, "reverse", False):
         raise ConfigError(f"--aligner: this {type(aligner).__name__} was trained with reverse=True (target → "
                           "English); the end-to-end model needs an English → target aligner")
-    module = getattr(aligner, "module_", None)
-    if module is not None:  # a copy, so training it (train_aligner) never changes the loaded estimator
-        return copy.deepcopy(module).float().cpu()
+    if isinstance(aligner, TorchAligner):  # a copy, so training it (train_aligner) never changes the estimator
+        return aligner.torch_module()
     if isinstance(aligner, LinearAligner):
         return Affine(aligner.W_, aligner.b_)
     if isinstance(aligner, ProcrustesAligner):

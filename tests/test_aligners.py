@@ -26,11 +26,8 @@ from embedstore.heads import LinearHead
 from embedstore.training import RECIPES
 
 D = 32
-#: The default aligner recipe with an epoch cap that keeps this file fast on one shared CPU thread. Within it the
-#: trained aligners learn the language shift and part of the rotation (validation MSE ~11% of identity's; the shift
-#: alone would leave ~18%); recovering the whole rotation takes many more epochs, which is benchmark territory.
-FAST = replace(RECIPES["default"]["aligner"], max_epochs=8)
-TINY = replace(FAST, max_epochs=2)
+#: Two-epoch fits exercise saving and plumbing, not quality.
+TINY = replace(RECIPES["default"]["aligner"], max_epochs=2)
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
@@ -96,18 +93,34 @@ def test_meanshift_reverse_shifts_back():
 
 
 @pytest.mark.parametrize("cls", [FCAligner, AEAligner])
-def test_trained_aligners_beat_identity(cls):
-    x, y, _ = rotated_pairs(1000, shift=3.0)
-    aligner = cls(recipe=FAST).fit(x, y)
-    assert aligner.val_mse_ < 0.25 * aligner.identity_val_mse_
+def test_trained_aligners_recover_a_rotation_under_the_default_recipe(cls):
+    # measured: validation MSE 2.3% (FC) / 2.7% (AE) of the identity map's, P@1 0.99 where identity's is ~0
+    x, y, _ = rotated_pairs(3000, shift=3.0)
+    aligner = cls().fit(x, y)
+    assert aligner.val_mse_ < 0.05 * aligner.identity_val_mse_
+    assert aligner.val_retrieval_p1_ > 0.9 > 0.1 > aligner.identity_retrieval_p1_
     assert not aligner.collapsed_
 
 
+def test_standardization_is_learned_from_training_rows_and_undone_on_output():
+    x, y, _ = rotated_pairs(300, shift=3.0)
+    aligner = AEAligner(recipe=TINY).fit(x, y)
+    both = np.concatenate([x, y])
+    assert np.abs(aligner.shift_ - both.mean(0)).max() < 0.3  # 90% of rows: training split only
+    assert 1.5 < aligner.scale_[0] < 2.2  # sqrt(unit variance + the two languages' +-1.5 offsets squared) ~ 1.8
+    module = aligner.torch_module()
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x[:20])).numpy(), aligner.transform(x[:20]), atol=1e-5)
+    raw = AEAligner(recipe=TINY, standardize=False).fit(x, y)
+    assert not raw.shift_.any() and raw.scale_.tolist() == [1.0]
+
+
 def test_torch_reverse_maps_target_back_to_source():
-    x, y, _ = rotated_pairs(1000, shift=3.0)
-    aligner = AEAligner(reverse=True, recipe=FAST).fit(x, y)
+    x, y, _ = rotated_pairs(3000, shift=3.0)
+    aligner = AEAligner(reverse=True).fit(x, y)
     back = aligner.transform(y)
-    assert np.mean((back - x) ** 2) < 0.25 * np.mean((y - x) ** 2)
+    assert np.mean((back - x) ** 2) < 0.05 * np.mean((y - x) ** 2)
+    assert not aligner.collapsed_
 
 
 def test_identity_term_adds_target_to_target_rows():
@@ -193,7 +206,7 @@ def test_make_aligner_names_what_is_allowed():
 def test_get_params_and_repr():
     aligner = FCAligner(seed=3, identity=False)
     assert aligner.get_params() == {"identity": False, "reverse": False, "recipe": "default", "seed": 3,
-                                    "progress": False, "device": "cpu"}
+                                    "progress": False, "device": "cpu", "standardize": True}
     assert repr(aligner) == "FCAligner(identity=False, seed=3)"
     assert repr(LinearAligner()) == "LinearAligner()"
 
