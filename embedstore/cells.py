@@ -26,6 +26,9 @@ Config file shape::
     [tasks.libreoffice-apps]
     # free-form: read by the cell runner, not here
 
+    [e2e]                                         # optional: training on text for method "langalign-e2e"
+    epochs = 2                                    # any of E2E_KEYS; seed, head and size come from the cell
+
 Relative paths (results, store, a path-like model) are resolved against the config file's directory, so a
 config means the same thing whichever directory the sweep is started from.
 """
@@ -75,7 +78,10 @@ language-mean shift."""
 RECIPES: tuple[str, ...] = ("default", "paper")
 HEADS: tuple[str, ...] = ("linear", "mlp")
 
-_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks")
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e")
+E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
+                             "checkpoint_every", "device", "precision", "freeze_lm", "train_aligner")
+"""`[e2e]` keys: `embedstore finetune`'s options for langalign-e2e cells."""
 _GRID_KEYS = (
     "languages",
     "tasks",
@@ -202,6 +208,7 @@ class SweepConfig:
     model: str
     grid: Grid
     tasks: dict[str, dict[str, Any]] = field(hash=False)
+    e2e: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def base_dir(self) -> Path:
@@ -273,7 +280,11 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     if not isinstance(grid_raw, dict):
         raise ConfigError("grid: missing; a sweep needs a [grid] table")
     grid = _parse_grid(grid_raw, tuple(tasks))
-    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks))
+    e2e = raw.get("e2e", {})
+    if not isinstance(e2e, dict):
+        raise ConfigError(f"e2e: must be a table ([e2e]), got {e2e!r}")
+    _check_keys("e2e.", e2e, E2E_KEYS)
+    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e))
 
 
 def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:

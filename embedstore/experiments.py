@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -32,16 +33,23 @@ from .selection import overlap_mask, subsample
 from .store import Store, StoreKey
 from .tasks import Task
 
+if TYPE_CHECKING:
+    from .finetune import TaskFile
+
 
 @dataclass
 class Context:
     """What every method needs: the cell, its task for the cell's language, and a vector lookup."""
 
     cell: Cell
+    config: SweepConfig
     task: Task
     store: Store
     key: StoreKey
-    aligner_cache: Path
+
+    @property
+    def aligner_cache(self) -> Path:
+        return self.config.results.with_suffix(".aligners")
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         return self.store.get(self.key, texts)
@@ -72,6 +80,12 @@ def _make_aligner(ctx: Context, reverse: bool) -> Aligner:
     return make_aligner(ctx.cell.aligner, **params)
 
 
+def _task_texts(ctx: Context) -> list[list[str]]:
+    """Every English training and test text of the task: what aligner pairs must not contain."""
+    roles = ["en_train", "test"] + (["en_test"] if ctx.task.has("en_test") else [])
+    return [ctx.task.rows(role).texts for role in roles]
+
+
 def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]]:
     """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample.
 
@@ -85,7 +99,7 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
     return [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
 
 
-def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[Aligner, bool]:
+def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[Aligner, Path, bool]:
     """The aligner for these exact pairs and settings, fitted once per sweep and kept beside the results.
 
     A sweep multiplies every aligner by task sizes (and heads, recipes of the head) that do not change it, so
@@ -98,11 +112,11 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]
     if (path / "config.json").is_file():
-        return load_aligner(path), True
+        return load_aligner(path), path, True
     aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
     with atomic_dir(path, replace=True) as tmp:
         aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src)})
-    return aligner, False
+    return aligner, path, False
 
 
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
@@ -150,11 +164,9 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
             raise ConfigError(f"task {ctx.task.name}: ablation-share needs translated_train row-parallel to en_train")
         src, tgt = texts, [translated.texts[i] for i in picked]
     else:
-        exclude = [ctx.task.rows("en_train").texts, test.texts] + (
-            [ctx.task.rows("en_test").texts] if ctx.task.has("en_test") else [])
-        src, tgt = _pairs(ctx, exclude)
+        src, tgt = _pairs(ctx, _task_texts(ctx))
     t0 = time.perf_counter()
-    aligner, reused = _fitted_aligner(ctx, reverse, src, tgt)
+    aligner, _, reused = _fitted_aligner(ctx, reverse, src, tgt)
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
@@ -172,22 +184,60 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
                      "aligner_params": aligner.get_params()}
 
 
+def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
+    """Rows as JSONL (any text survives it, tabs and newlines included), replaced atomically so a kill never
+    leaves a half-written file for a resumed finetune to hash."""
+    from .finetune import TaskFile
+
+    paired = bool(texts) and isinstance(texts[0], tuple)
+    lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
+                        ensure_ascii=False) for t, lab in zip(texts, labels)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return TaskFile(path, pair_column="pair" if paired else None)
+
+
+def run_e2e(ctx: Context) -> tuple[dict, dict]:
+    """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
+    the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell id>/`, so the run
+    is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
+    from .finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
+
+    cell, test = ctx.cell, ctx.task.rows("test")
+    texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
+    src, tgt = _pairs(ctx, _task_texts(ctx))
+    aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
+    work = ctx.config.results.with_suffix(".e2e") / cell.id
+    flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
+    options = TrainOptions(seed=cell.seed, head=cell.head,
+                           **{k: v for k, v in ctx.config.e2e.items() if k not in flags})
+    through = aligns_target_at_test(aligner)
+    result = finetune(_write_rows(work / "train.jsonl", texts, labels),
+                      _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
+                      model=ctx.config.model, aligner_at_test=through, options=options, **flags)
+    metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, False)}
+    return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
+                     "aligner_reused": reused, "aligner_params": aligner.get_params(), "finetune_dir": str(work),
+                     "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
+                     "finetune_wall_time_s": result.provenance["wall_time_s"],
+                     "finetune_config": result.provenance["config"]}
+
+
 METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
     "english": run_baseline, "native": run_baseline, "translated": run_baseline, "translate-test": run_baseline,
     "ablation-omit": run_baseline, "langalign": run_langalign, "reverse": run_langalign,
-    "ablation-share": run_langalign,
+    "ablation-share": run_langalign, "langalign-e2e": run_e2e,
 }
 
 
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
     """The sweep's runner: a top-level function, so worker processes can import it by name."""
-    if cell.method not in METHOD_RUNNERS:
-        raise ConfigError(f"method {cell.method!r} runs on text, not cached vectors; use `embedstore finetune`")
     t0 = time.perf_counter()
     spec = resolve_model(str(config.model))
     key = store_keys(spec, _options(config))[0]
-    ctx = Context(cell=cell, task=task_for(cell, config), store=Store.open(config.store), key=key,
-                  aligner_cache=config.results.with_suffix(".aligners"))
+    ctx = Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store), key=key)
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),

@@ -206,11 +206,14 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _context_id(config: SweepConfig, cell: Cell) -> str:
-    """A hash of what shapes a cell's result but is not part of the cell: the model and the task's table.
+    """A hash of what shapes a cell's result but is not part of the cell: the model, the task's table and, for
+    end-to-end cells, the `[e2e]` training options.
 
     Without it, changing the model or a task's data files and re-running would silently keep stale results.
     """
-    payload = {"model": config.model, "task": config.tasks.get(cell.task)}
+    payload: dict[str, Any] = {"model": config.model, "task": config.tasks.get(cell.task)}
+    if cell.method == "langalign-e2e" and config.e2e:
+        payload["e2e"] = config.e2e
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 

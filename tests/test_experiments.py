@@ -108,3 +108,35 @@ def test_sweep_and_report_cli(tiny_model_dir, tmp_path):
     table = (tmp_path / "rep" / "table.md").read_text()
     assert "langalign" in table and "english" in table and "±" in table
     assert any(p.suffix == ".png" for p in (tmp_path / "rep").iterdir())
+
+
+def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir, ["langalign", "langalign-e2e"], aligners=("procrustes",))
+    cfg.write_text(cfg.read_text() + "[e2e]\nepochs = 1\nbatch_size = 8\nmax_length = 32\n")
+    config = load_config(cfg)
+    prepare(expand(config), config, progress=False)
+    summary = run_sweep(config, run_cell, workers=1, progress=False)
+    assert not summary.errors, summary.errors
+    records = read_results(config.results)
+    e2e = [r for r in records if r["cell"]["method"] == "langalign-e2e"]
+    cached = [r for r in records if r["cell"]["method"] == "langalign"]
+    assert len(e2e) == len(cached) == 2
+    for r in e2e:
+        sizes = r["provenance"]["sizes"]
+        assert 0 <= r["metrics"]["accuracy"] <= 1 and r["metrics"]["n"] == 56
+        assert sizes["finetune_steps"] > 0 and sizes["finetune_epochs"] == 1 and sizes["n_pairs"] == 100
+        assert sizes["finetune_config"]["max_length"] == 32 and sizes["aligner_reused"]  # langalign's aligner
+    n_train = lambda rs: sorted(r["provenance"]["sizes"]["n_train"] for r in rs)  # noqa: E731
+    assert n_train(e2e) == n_train(cached) and n_train(e2e)[0] == 40  # the same rows as the cached cells
+    rep = CliRunner().invoke(app, ["report", str(config.results), "--out", str(tmp_path / "rep")])
+    assert rep.exit_code == 0, rep.output
+    assert "langalign-e2e" in (tmp_path / "rep" / "table.md").read_text()
+    again = run_sweep(config, run_cell, workers=1, progress=False)
+    assert not again.to_run
+
+
+def test_e2e_options_are_checked_when_the_config_loads(tiny_model_dir, tmp_path):
+    cfg = write_config(tmp_path, tiny_model_dir, ["langalign-e2e"], aligners=("procrustes",))
+    cfg.write_text(cfg.read_text() + "[e2e]\nepoch = 1\n")
+    with pytest.raises(ConfigError, match=r"e2e\.epoch: unknown key \(did you mean 'epochs'\?\)"):
+        load_config(cfg)
