@@ -32,6 +32,7 @@ from .models import resolve_model
 from .selection import overlap_mask, subsample
 from .store import Store, StoreKey
 from .tasks import Task
+from .training import resolve_recipe
 
 if TYPE_CHECKING:
     from .finetune import TaskFile
@@ -107,7 +108,10 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
     determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
     """
     aligner = _make_aligner(ctx, reverse)
-    digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": aligner.get_params(),
+    params = aligner.get_params()
+    if "recipe" in params:  # the recipe's settings, not its name: a changed default must not reuse old fits
+        params["recipe"] = asdict(resolve_recipe(params["recipe"], "aligner"))
+    digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": params,
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]

@@ -99,6 +99,13 @@ def test_split_is_seeded_disjoint_and_complete():
         split_indices(1, 0.1, seed=0)
 
 
+def test_min_steps_raises_the_epoch_cap_for_small_data():
+    floor = replace(RECIPE, min_steps=40)  # 160 training rows / batch 32 = 5 steps per epoch
+    assert floor.epoch_cap(160) == 8 and floor.epoch_cap(10_000) == 5  # never below max_epochs
+    _, history = run(replace(floor, patience=100))
+    assert len(history.epochs) == 8
+
+
 def test_recipes_resolve_by_name_kind_and_fields():
     assert resolve_recipe("paper", "aligner").lr == 1e-5
     assert resolve_recipe("paper", "head").lr == 1e-4
@@ -114,7 +121,8 @@ def test_recipes_resolve_by_name_kind_and_fields():
 
 
 @pytest.mark.parametrize("field,value", [("lr", 0.0), ("batch_size", 0), ("patience", 0), ("val_fraction", 0.0),
-                                         ("val_fraction", 1.0), ("weight_decay", -1.0), ("max_epochs", 0)])
+                                         ("val_fraction", 1.0), ("weight_decay", -1.0), ("max_epochs", 0),
+                                         ("min_steps", -1)])
 def test_recipe_rejects_out_of_range_values(field, value):
     with pytest.raises(ConfigError, match=field):
         replace(RECIPE, **{field: value})
