@@ -31,6 +31,7 @@ from .metrics import classification_metrics
 from .models import resolve_model
 from .selection import overlap_mask, subsample
 from .store import Store, StoreKey
+from .sweep import context_id
 from .tasks import Task
 from .training import resolve_recipe
 
@@ -205,15 +206,16 @@ def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
 
 def run_e2e(ctx: Context) -> tuple[dict, dict]:
     """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
-    the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell id>/`, so the run
-    is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
+    the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell>-<context>/`, so
+    the run is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
     from .finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
 
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
     src, tgt = _pairs(ctx, _task_texts(ctx))
     aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
-    work = ctx.config.results.with_suffix(".e2e") / cell.id
+    # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
+    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell)}"
     flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})

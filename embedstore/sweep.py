@@ -205,7 +205,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _context_id(config: SweepConfig, cell: Cell) -> str:
+def context_id(config: SweepConfig, cell: Cell) -> str:
     """A hash of what shapes a cell's result but is not part of the cell: the model, the task's table and, for
     end-to-end cells, the `[e2e]` training options.
 
@@ -233,7 +233,7 @@ def _partition(
     for cell in cells:
         if cell.id not in finished:
             to_run.append(cell)
-        elif finished[cell.id] == _context_id(config, cell):
+        elif finished[cell.id] == context_id(config, cell):
             skipped.append(cell)
         else:
             stale += 1
@@ -365,7 +365,7 @@ def _make_record(config: SweepConfig, cell: Cell, outcome: dict[str, Any]) -> di
     record: dict[str, Any] = {
         "cell": asdict(cell),
         "cell_id": cell.id,
-        "context": _context_id(config, cell),
+        "context": context_id(config, cell),
         "status": outcome["status"],
     }
     if outcome["status"] == "ok":

@@ -133,6 +133,14 @@ def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     assert "langalign-e2e" in (tmp_path / "rep" / "table.md").read_text()
     again = run_sweep(config, run_cell, workers=1, progress=False)
     assert not again.to_run
+    # other [e2e] options: the e2e cells (only they) run again, in their own directories
+    cfg.write_text(cfg.read_text().replace("epochs = 1", "epochs = 2"))
+    config = load_config(cfg)
+    with pytest.warns(UserWarning, match="2 finished cells were computed with another"):
+        changed = run_sweep(config, run_cell, workers=1, progress=False)
+    assert not changed.errors, changed.errors
+    assert {c.method for c in changed.to_run} == {"langalign-e2e"} and len(changed.ok) == 2
+    assert len(list(config.results.with_suffix(".e2e").iterdir())) == 4
 
 
 def test_e2e_options_are_checked_when_the_config_loads(tiny_model_dir, tmp_path):
