@@ -240,8 +240,8 @@ def _partition(
             to_run.append(cell)
     if stale:
         warnings.warn(
-            f"{config.results}: {stale} finished cells were computed with another model or task definition; "
-            "running them again",
+            f"{config.results}: {stale} finished cells were computed with another model, task definition or "
+            "[e2e] options; running them again",
             stacklevel=3,
         )
     return tuple(skipped), tuple(to_run)

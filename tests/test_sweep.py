@@ -140,7 +140,7 @@ def test_resume_skips_finished_cells(tmp_path: Path) -> None:
 def test_changed_model_reruns_finished_cells(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     run_sweep(config, fake_runner, workers=1, progress=False)
-    with pytest.warns(UserWarning, match="12 finished cells were computed with another model or task"):
+    with pytest.warns(UserWarning, match="12 finished cells were computed with another model, task"):
         summary = run_sweep(dataclasses.replace(config, model="other"), fake_runner, workers=1, progress=False)
     assert len(summary.ok) == 12
     assert {r["provenance"]["model"] for r in read_results(config.results)} == {"other"}
