@@ -343,6 +343,11 @@ ALIGNERS: dict[str, type[Aligner]] = {
 }
 
 
+def is_trained(arch: str) -> bool:
+    """Whether `arch` is fitted by the training loop, so its result depends on the recipe's settings."""
+    return issubclass(ALIGNERS[arch], TorchAligner)
+
+
 def make_aligner(arch: str, **params: Any) -> Aligner:
     """Build an aligner by its short name, checking `params` against that class's parameters."""
     return make_estimator(ALIGNERS, arch, params, "aligner")

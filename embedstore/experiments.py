@@ -101,6 +101,14 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
     return [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
 
 
+def settled_params(aligner: Aligner) -> dict:
+    """The aligner's parameters with its recipe as settings, not a name whose meaning a release may change."""
+    params = aligner.get_params()
+    if "recipe" in params:
+        params["recipe"] = asdict(resolve_recipe(params["recipe"], "aligner"))
+    return params
+
+
 def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[Aligner, Path, bool]:
     """The aligner for these exact pairs and settings, fitted once per sweep and kept beside the results.
 
@@ -109,10 +117,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
     determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
     """
     aligner = _make_aligner(ctx, reverse)
-    params = aligner.get_params()
-    if "recipe" in params:  # the recipe's settings, not its name: a changed default must not reuse old fits
-        params["recipe"] = asdict(resolve_recipe(params["recipe"], "aligner"))
-    digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": params,
+    digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": settled_params(aligner),
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]
@@ -186,7 +191,7 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     metrics["aligner"] = _aligner_diagnostics(ctx, aligner, reverse)
     return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
                      "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
-                     "aligner_params": aligner.get_params()}
+                     "aligner_params": settled_params(aligner)}
 
 
 def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
@@ -225,7 +230,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)
     metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, False)}
     return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
-                     "aligner_reused": reused, "aligner_params": aligner.get_params(), "finetune_dir": str(work),
+                     "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
                      "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
                      "finetune_wall_time_s": result.provenance["wall_time_s"],
                      "finetune_config": result.provenance["config"]}
@@ -248,7 +253,7 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     return {"metrics": metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
-        "embedstore": __version__, "cell_seconds": round(time.perf_counter() - t0, 3)}}
+        "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "embedstore": __version__, "cell_seconds": round(time.perf_counter() - t0, 3)}}
 
 
 def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:

@@ -207,13 +207,19 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
 def context_id(config: SweepConfig, cell: Cell) -> str:
     """A hash of what shapes a cell's result but is not part of the cell: the model, the task's table and, for
-    end-to-end cells, the `[e2e]` training options.
+    end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE), the recipe's settings.
 
-    Without it, changing the model or a task's data files and re-running would silently keep stale results.
+    Without it, changing the model, a task's data files or what a recipe name means and re-running would
+    silently keep stale results.
     """
+    from embedstore.aligners import is_trained
+    from embedstore.training import resolve_recipe
+
     payload: dict[str, Any] = {"model": config.model, "task": config.tasks.get(cell.task)}
     if cell.method == "langalign-e2e" and config.e2e:
         payload["e2e"] = config.e2e
+    if cell.aligner is not None and is_trained(cell.aligner):
+        payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -240,8 +246,8 @@ def _partition(
             to_run.append(cell)
     if stale:
         warnings.warn(
-            f"{config.results}: {stale} finished cells were computed with another model, task definition or "
-            "[e2e] options; running them again",
+            f"{config.results}: {stale} finished cells were computed with another model, task definition, "
+            "[e2e] options or aligner recipe settings; running them again",
             stacklevel=3,
         )
     return tuple(skipped), tuple(to_run)

@@ -146,6 +146,20 @@ def test_changed_model_reruns_finished_cells(tmp_path: Path) -> None:
     assert {r["provenance"]["model"] for r in read_results(config.results)} == {"other"}
 
 
+def test_changed_recipe_settings_rerun_only_trained_aligner_cells(tmp_path: Path, monkeypatch) -> None:
+    """A release that changes what `default` means for FC/AE must not keep their results; baselines stay."""
+    from embedstore import training
+
+    config = make_config(tmp_path)
+    run_sweep(config, fake_runner, workers=1, progress=False)
+    faster = dataclasses.replace(training.RECIPES["default"]["aligner"], batch_size=1024)
+    monkeypatch.setitem(training.RECIPES, "default", {**training.RECIPES["default"], "aligner": faster})
+    with pytest.warns(UserWarning, match="8 finished cells .* aligner recipe settings"):
+        summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    assert {c.method for c in summary.ok} == {"langalign"} and len(summary.ok) == 8
+    assert {c.method for c in summary.skipped} == {"english"} and len(summary.skipped) == 4
+
+
 def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
     calls, flag = tmp_path / "calls.txt", tmp_path / "fail"
     flag.touch()

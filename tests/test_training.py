@@ -77,6 +77,27 @@ def test_early_stopping_restores_the_best_state():
     assert all(torch.equal(a, b) for a, b in zip(weights(module), weights(best_only)))
 
 
+def test_min_delta_stops_on_negligible_gains_and_keeps_the_lowest_loss():
+    # a learnable linear map: validation loss falls every epoch, by less and less
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    recipe = Recipe(lr=0.01, batch_size=16, max_epochs=60, patience=3, weight_decay=0.0)
+
+    def fit(r: Recipe):
+        return train(lambda: nn.Linear(4, 4), nn.functional.mse_loss, x[:160], y[:160], x[160:], y[160:], r, seed=0)
+
+    _, plain = fit(recipe)
+    assert not plain.stopped_early and plain.best_epoch == 60  # every epoch improves a little
+    # with min_delta the gains stop counting once they are smaller than it
+    module, tolerant = fit(replace(recipe, min_delta=0.05))
+    assert tolerant.stopped_early and len(tolerant.epochs) < 60
+    gains = [a["val_loss"] - b["val_loss"] for a, b in zip(tolerant.epochs, tolerant.epochs[1:])]
+    assert all(g < 0.05 for g in gains[-recipe.patience:])
+    # the restored state is the lowest loss seen, even where that epoch's gain was too small to reset patience
+    assert tolerant.best_epoch == len(tolerant.epochs)
+    assert nn.functional.mse_loss(module(x[160:]), y[160:]).item() == pytest.approx(tolerant.best_val_loss, rel=1e-6)
+
+
 def test_restored_module_is_in_eval_mode():
     module, _ = run(replace(RECIPE, max_epochs=1))
     assert not module.training
@@ -122,7 +143,7 @@ def test_recipes_resolve_by_name_kind_and_fields():
 
 @pytest.mark.parametrize("field,value", [("lr", 0.0), ("batch_size", 0), ("patience", 0), ("val_fraction", 0.0),
                                          ("val_fraction", 1.0), ("weight_decay", -1.0), ("max_epochs", 0),
-                                         ("min_steps", -1)])
+                                         ("min_steps", -1), ("min_delta", -1e-3)])
 def test_recipe_rejects_out_of_range_values(field, value):
     with pytest.raises(ConfigError, match=field):
         replace(RECIPE, **{field: value})
