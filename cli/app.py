@@ -1,9 +1,12 @@
 """`embedstore` — the typer app. Each command parses options, calls one library function, prints the result."""
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from . import analyze_cmds, encode_cmds, experiment_cmds, finetune_cmds, train_cmds
+from .common import one_line_warning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Cross-lingual transfer with embedding LMs: encode once, align and train in seconds.")
@@ -23,4 +26,5 @@ app.command("finetune")(finetune_cmds.finetune)
 
 
 def main() -> None:
+    warnings.showwarning = one_line_warning
     app()

@@ -4,10 +4,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from embedstore.errors import EmbedstoreError
 
@@ -23,13 +25,19 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EmbedstoreError as e:
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished work is kept; run the same command again to continue")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: Any = None, line: str | None = None) -> None:
+    """warnings.showwarning for the CLI: users get the message, not the library's file and source line."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:

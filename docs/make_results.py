@@ -160,6 +160,24 @@ def claims(records: list[dict]) -> list[str]:
     return lines
 
 
+def recipe_note(records: list[dict]) -> str:
+    """Which aligner recipe the FC/AE cells of a study were trained with, read from their records.
+
+    Records written before recipes were recorded as settings name only "default", which then meant batch 256
+    with a 1,600-step floor (the settings of 2026-11-23; see the history of embedstore/training.py)."""
+    settings: dict[str, int] = defaultdict(int)
+    for r in records:
+        if r["status"] == "ok" and r["cell"].get("aligner") in ("fc", "ae"):
+            recipe = r["provenance"]["sizes"].get("aligner_params", {}).get("recipe")
+            label = (f"batch {recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['max_epochs']} epochs or "
+                     f"{recipe['min_steps']:,} steps" if isinstance(recipe, dict)
+                     else "the earlier default (batch 256, lr 0.001, 15 epochs or 1,600 steps; recorded by name only)")
+            settings[label] += 1
+    if not settings:
+        return ""
+    return "FC/AE cells trained with " + "; ".join(f"{label}: {n}" for label, n in settings.items()) + "."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="store_true", help="run or resume the sweeps first")
@@ -174,7 +192,8 @@ def main() -> None:
             "them (they were never trained to leave target vectors in place), while reverse aligners map the test "
             "vectors. Every record also keeps the score with the aligner applied the other way. FC and AE are "
             "trained with the default recipe (standardized inputs, lr 1e-3, at most 15 epochs: see "
-            "`embedstore/training.py`), and pass native test vectors through themselves, as the paper does.", ""]
+            "`embedstore/training.py`; each study says which settings its cells had), and pass native test "
+            "vectors through themselves, as the paper does.", ""]
     for name, title in STUDIES:
         config, results = REPO / "configs" / f"{name}.toml", DOCS / "results" / f"{name}.jsonl"
         if args.run:
@@ -185,7 +204,8 @@ def main() -> None:
             continue
         records = [r for r in read_results(results) if r.get("kind", "cell") == "cell"]
         files = build_report(results, DOCS / "results" / name)
-        page += [f"## {title}", "", f"`configs/{name}.toml`, {sum(r['status'] == 'ok' for r in records)} cells.", "",
+        page += [f"## {title}", "", f"`configs/{name}.toml`, {sum(r['status'] == 'ok' for r in records)} cells. "
+                 + recipe_note(records), "",
                  "### Claims of the paper, checked", "", *claims(records), "", "### Tables", "",
                  files.markdown.replace("\n# ", "\n#### ").replace("\n## ", "\n#### "), ""]
         page += [f"![{p.stem}](results/{name}/{p.name})" for p in files.plots] + [""]
