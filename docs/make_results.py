@@ -170,7 +170,8 @@ def recipe_note(records: list[dict]) -> str:
         if r["status"] == "ok" and r["cell"].get("aligner") in ("fc", "ae"):
             recipe = r["provenance"]["sizes"].get("aligner_params", {}).get("recipe")
             label = (f"batch {recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['max_epochs']} epochs or "
-                     f"{recipe['min_steps']:,} steps" if isinstance(recipe, dict)
+                     f"{recipe['min_steps']:,} steps, precision {recipe.get('precision', 'fp32')}"
+                     if isinstance(recipe, dict)
                      else "the earlier default (batch 256, lr 0.001, 15 epochs or 1,600 steps; recorded by name only)")
             settings[label] += 1
     if not settings:

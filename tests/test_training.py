@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from embedstore.errors import ConfigError
-from embedstore.training import RECIPES, Recipe, resolve_recipe, split_indices, train
+from embedstore.training import RECIPES, Recipe, autocast_dtype, resolve_recipe, split_indices, train
 
 RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
 
@@ -54,7 +54,8 @@ def test_history_records_every_epoch():
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     assert history.best_val_loss == min(e["val_loss"] for e in history.epochs)
     assert not history.stopped_early and history.seconds > 0
-    assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds"}
+    assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds", "precision"}
+    assert history.precision == "fp32"
 
 
 def test_early_stopping_restores_the_best_state():
@@ -96,6 +97,21 @@ def test_min_delta_stops_on_negligible_gains_and_keeps_the_lowest_loss():
     # the restored state is the lowest loss seen, even where that epoch's gain was too small to reset patience
     assert tolerant.best_epoch == len(tolerant.epochs)
     assert nn.functional.mse_loss(module(x[160:]), y[160:]).item() == pytest.approx(tolerant.best_val_loss, rel=1e-6)
+
+
+def test_bf16_steps_train_as_well_and_say_so():
+    (_, plain), (_, bf16) = run(), run(replace(RECIPE, precision="bf16"))
+    assert bf16.precision == "bf16"
+    assert bf16.best_val_loss == pytest.approx(plain.best_val_loss, rel=0.1)  # bf16 rounding, same training
+    assert bf16.epochs != plain.epochs  # the steps really ran in bf16
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert autocast_dtype("auto", "cpu") == (torch.bfloat16 if native else None)
+    assert autocast_dtype("fp32", "cpu") is None and autocast_dtype("bf16", "cpu") is torch.bfloat16
+    _, history = run(replace(RECIPE, precision="auto", max_epochs=1))
+    assert history.precision == ("bf16" if native else "fp32")
 
 
 def test_restored_module_is_in_eval_mode():
@@ -143,7 +159,7 @@ def test_recipes_resolve_by_name_kind_and_fields():
 
 @pytest.mark.parametrize("field,value", [("lr", 0.0), ("batch_size", 0), ("patience", 0), ("val_fraction", 0.0),
                                          ("val_fraction", 1.0), ("weight_decay", -1.0), ("max_epochs", 0),
-                                         ("min_steps", -1), ("min_delta", -1e-3)])
+                                         ("min_steps", -1), ("min_delta", -1e-3), ("precision", "fp16")])
 def test_recipe_rejects_out_of_range_values(field, value):
     with pytest.raises(ConfigError, match=field):
         replace(RECIPE, **{field: value})
