@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import warnings
 from typing import Any, Callable
 
 import typer

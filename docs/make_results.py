@@ -16,6 +16,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from embedstore.aligners import is_trained
 from embedstore.analyze_run import SplitOptions, run_retrieval
 from embedstore.report import build_report
 from embedstore.stats import mean_ci
@@ -167,7 +168,7 @@ def recipe_note(records: list[dict]) -> str:
     with a 1,600-step floor (the settings of 2026-11-23; see the history of embedstore/training.py)."""
     settings: dict[str, int] = defaultdict(int)
     for r in records:
-        if r["status"] == "ok" and r["cell"].get("aligner") in ("fc", "ae"):
+        if r["status"] == "ok" and r["cell"].get("aligner") and is_trained(r["cell"]["aligner"]):
             recipe = r["provenance"]["sizes"].get("aligner_params", {}).get("recipe")
             label = (f"batch {recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['max_epochs']} epochs or "
                      f"{recipe['min_steps']:,} steps, precision {recipe.get('precision', 'fp32')}"

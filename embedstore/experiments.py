@@ -8,7 +8,6 @@ run in parallel processes without ever loading the transformer or contending for
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import __version__
-from .aligners import ALIGNERS, Aligner, aligns_target_at_test, load_aligner, make_aligner
+from .aligners import Aligner, aligns_target_at_test, is_trained, load_aligner, make_aligner
 from .atomic import atomic_dir
 from .analysis import cosine_report, retrieval_report
 from .cells import Cell, SweepConfig
@@ -75,9 +74,8 @@ def _train_rows(ctx: Context, role: str, test_labels: set[str]) -> tuple[list[st
 
 
 def _make_aligner(ctx: Context, reverse: bool) -> Aligner:
-    cls = ALIGNERS[ctx.cell.aligner]
     params: dict = {"reverse": reverse}
-    if "recipe" in inspect.signature(cls.__init__).parameters:
+    if is_trained(ctx.cell.aligner):
         params.update(recipe=ctx.cell.recipe, seed=ctx.cell.seed)
     return make_aligner(ctx.cell.aligner, **params)
 
@@ -253,7 +251,8 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     return {"metrics": metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
-        "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "embedstore": __version__, "cell_seconds": round(time.perf_counter() - t0, 3)}}
+        "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "embedstore": __version__,
+        "cell_seconds": round(time.perf_counter() - t0, 3)}}
 
 
 def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:

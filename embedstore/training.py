@@ -129,8 +129,9 @@ class Recipe:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"recipe {name}={getattr(self, name)!r} is out of range "
-                                  "(lr > 0, batch_size/max_epochs/patience >= 1, weight_decay/min_steps/min_delta >= 0, "
-                                  f"0 < val_fraction < 1, precision one of {', '.join(PRECISIONS)})")
+                                  "(lr > 0, batch_size/max_epochs/patience >= 1, "
+                                  "weight_decay/min_steps/min_delta >= 0, 0 < val_fraction < 1, "
+                                  f"precision one of {', '.join(PRECISIONS)})")
 
 
 RECIPES: dict[str, dict[Kind, Recipe]] = {
@@ -241,6 +242,7 @@ def train(
         since_best = 0
         max_epochs = recipe.epoch_cap(len(x_train))
         amp = autocast_dtype(recipe.precision, device)
+        device_type = torch.device(device).type
         history.precision = "bf16" if amp is torch.bfloat16 else "fp32"
         bar, task = _progress_bar(description, max_epochs) if progress else (None, None)
         if bar is not None:
@@ -253,7 +255,7 @@ def train(
                 for start in range(0, len(order), recipe.batch_size):
                     idx = order[start:start + recipe.batch_size]
                     optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(torch.device(device).type, dtype=amp, enabled=amp is not None):
+                    with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
                         out = module(x_train[idx])
                     loss = loss_fn(out.float(), y_train[idx])
                     loss.backward()
