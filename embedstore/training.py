@@ -187,6 +187,7 @@ class History:
     stopped_early: bool = False
     seconds: float = 0.0
     precision: str = "fp32"  # what the training steps actually ran in (auto resolved on this machine)
+    recipe: dict = field(default_factory=dict)  # the settings trained with, not a name a release may redefine
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -232,7 +233,7 @@ def train(
     started = time.perf_counter()
     x_train, y_train = x_train.to(device), y_train.to(device)
     x_val, y_val = x_val.to(device), y_val.to(device)
-    history = History()
+    history = History(recipe=asdict(recipe))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = build().to(device)

@@ -1,4 +1,5 @@
 """The shared training loop: determinism, early stopping with best-state restore, splits and recipes."""
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
@@ -54,8 +55,9 @@ def test_history_records_every_epoch():
     assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
     assert history.best_val_loss == min(e["val_loss"] for e in history.epochs)
     assert not history.stopped_early and history.seconds > 0
-    assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds", "precision"}
-    assert history.precision == "fp32"
+    assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds", "precision",
+                                      "recipe"}
+    assert history.precision == "fp32" and history.recipe == dataclasses.asdict(RECIPE)
 
 
 def test_early_stopping_restores_the_best_state():
