@@ -170,9 +170,12 @@ def recipe_note(records: list[dict]) -> str:
     settings: dict[str, int] = defaultdict(int)
     for r in records:
         if r["status"] == "ok" and r["cell"].get("aligner") and is_trained(r["cell"]["aligner"]):
-            recipe = r["provenance"]["sizes"].get("aligner_params", {}).get("recipe")
+            sizes = r["provenance"]["sizes"]
+            recipe = sizes.get("aligner_params", {}).get("recipe")
+            ran_in = sizes.get("aligner_training", {}).get("precision")  # what "auto" became on that machine
             label = (f"batch {recipe['batch_size']}, lr {recipe['lr']:g}, {recipe['max_epochs']} epochs or "
                      f"{recipe['min_steps']:,} steps, precision {recipe.get('precision', 'fp32')}"
+                     + (f" (ran in {ran_in})" if ran_in else "")
                      if isinstance(recipe, dict)
                      else "the earlier default (batch 256, lr 0.001, 15 epochs or 1,600 steps; recorded by name only)")
             settings[label] += 1

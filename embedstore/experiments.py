@@ -174,7 +174,7 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     else:
         src, tgt = _pairs(ctx, _task_texts(ctx))
     t0 = time.perf_counter()
-    aligner, _, reused = _fitted_aligner(ctx, reverse, src, tgt)
+    aligner, aligner_path, reused = _fitted_aligner(ctx, reverse, src, tgt)
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
@@ -189,7 +189,20 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     metrics["aligner"] = _aligner_diagnostics(ctx, aligner, reverse)
     return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
                      "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
-                     "aligner_params": settled_params(aligner)}
+                     "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name,
+                     **training_summary(aligner)}
+
+
+def training_summary(aligner: Aligner) -> dict:
+    """How a trained aligner's fit went (precision it actually ran in, epochs, best validation loss), kept in
+    the cell record: the saved aligner beside the results holds the full history, but it is not shipped with
+    the results file, and the recipe alone says "auto" where the machine chose the precision."""
+    history = getattr(aligner, "history_", None)
+    if not history:
+        return {}
+    keep = ("precision", "best_epoch", "best_val_loss", "stopped_early", "seconds")
+    return {"aligner_training": {**{k: history[k] for k in keep if k in history},
+                                 "epochs_run": len(history.get("epochs", []))}}
 
 
 def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
