@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,22 @@ def test_bad_store_path_and_missing_store(tmp_path):
         Store.open(tmp_path / "store.db")
     with pytest.raises(StoreError, match="no store here"):
         Store.open(tmp_path / "none.zarr").info()
+
+
+def test_temp_files_of_a_killed_zarr_write_are_ignored_by_readers_and_removed_by_the_next_writer(tmp_path):
+    path = tmp_path / "s.zarr"
+    fill(Store.open(path), ["a", "b"], np.ones((2, 3), np.float32))
+    # what zarr's atomic write leaves when killed between writing its temp file and renaming it
+    leftovers = [path / f"zarr.{'a' * 32}.partial", path / KEY.group_name / f"zarr.{'b' * 32}.partial",
+                 path / KEY.group_name / "ids" / "c" / f"0.{'c' * 32}.partial"]
+    for f in leftovers:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"half")
+    user_file = path / "notes.partial"  # not zarr's naming: not ours to delete
+    user_file.write_bytes(b"mine")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Store.open(path).keys() == [KEY]
+    fill(Store.open(path), ["c"], np.ones((1, 3), np.float32))
+    assert not any(f.exists() for f in leftovers) and user_file.exists()
+    assert Store.open(path).rows(KEY) == 3

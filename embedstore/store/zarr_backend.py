@@ -6,7 +6,8 @@ so readers trust only `committed_rows`, never the array's shape.
 """
 from __future__ import annotations
 
-
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ class ZarrBackend:
 
     def list_groups(self) -> dict[str, dict]:
         root = _root_group(self.path, "r")
-        return {name: dict(group.attrs) for name, group in root.groups()}
+        with warnings.catch_warnings():  # a killed writer's temp files are not members; zarr warns about each
+            warnings.filterwarnings("ignore", message=r"Object at .*\.partial is not recognized")
+            return {name: dict(group.attrs) for name, group in root.groups()}
 
     def read_ids(self, name: str, n: int) -> np.ndarray:
         return _root_group(self.path, "r")[name]["ids"][:n]
@@ -65,6 +68,18 @@ class ZarrBackend:
         return ZarrRowWriter(self.path)
 
 
+#: zarr's atomic write goes to `<name>.<uuid4 hex>.partial` beside the file, then renames it into place
+_ZARR_TEMP_FILE = re.compile(r".*\.[0-9a-f]{32}\.partial")
+
+
+def _remove_temp_files(path: Path) -> None:
+    """Delete what writes cut short by a kill left behind. Only the lock holder calls this, before anyone
+    writes, so no temp file found here belongs to a write still in progress."""
+    for f in path.rglob("*.partial"):
+        if _ZARR_TEMP_FILE.fullmatch(f.name):
+            f.unlink(missing_ok=True)
+
+
 def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Vectors first, ids last: a row's id on disk then means its vector is there too (a distributed encode
     commits rows once it sees their ids)."""
@@ -84,6 +99,7 @@ class ZarrWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
+            _remove_temp_files(self.path)
             self.root = zarr.open_group(str(self.path), mode="a", use_consolidated=False)
         except Exception:
             self.lock.release()
