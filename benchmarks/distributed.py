@@ -33,9 +33,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from embedstore.models import DEFAULT_MODEL, resolve_model
+from embedstore.encoding.models import DEFAULT_MODEL, resolve_model
 from embedstore.store import Store
-from embedstore.texts import read_texts
+from embedstore.data.texts import read_texts
 
 TARGET = 1.7
 

@@ -25,10 +25,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from embedstore.encode import EncodeOptions, encode
-from embedstore.encoder import pool
-from embedstore.models import DEFAULT_MODEL, load_model, resolve_model
-from embedstore.texts import read_texts
+from embedstore.encoding.options import EncodeOptions
+
+from embedstore.encoding.encode import encode
+from embedstore.encoding.encoder import pool
+from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_model
+from embedstore.data.texts import read_texts
 
 BATCH = 32
 

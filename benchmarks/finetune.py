@@ -24,11 +24,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from embedstore.encode import EncodeOptions, embed
-from embedstore.finetune import TaskFile, TrainOptions, tune
-from embedstore.heads import LinearHead
-from embedstore.models import DEFAULT_MODEL
-from embedstore.texts import read_table
+from embedstore.encoding.options import EncodeOptions
+
+from embedstore.encoding.encode import embed
+from embedstore.text_training.finetune import TaskFile, TrainOptions, tune
+from embedstore.estimators.heads import LinearHead
+from embedstore.encoding.models import DEFAULT_MODEL
+from embedstore.data.texts import read_table
 
 GOAL = 100.0
 

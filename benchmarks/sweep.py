@@ -23,13 +23,13 @@ import numpy as np
 from rich.console import Console
 from safetensors.numpy import save_file
 
-from embedstore.cells import expand, load_config
-from embedstore.encode import EncodeOptions, store_keys
-from embedstore.experiments import run_cell
-from embedstore.hashing import text_ids
-from embedstore.models import resolve_model
+from embedstore.study.cells import expand, load_config
+from embedstore.encoding.options import EncodeOptions, store_keys
+from embedstore.study.experiments import run_cell
+from embedstore.data.hashing import text_ids
+from embedstore.encoding.models import resolve_model
 from embedstore.store import Store
-from embedstore.sweep import run_sweep
+from embedstore.study.sweep import run_sweep
 
 TASK_SIZES = ["1k", "2k", "5k", "10k", "20k", "30k", "50k"]
 PAIR_SIZES = ["5k", "10k", "15k", "20k"]

@@ -23,9 +23,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from embedstore.aligners import ALIGNERS, TorchAligner, make_aligner
-from embedstore.heads import HEADS, make_head
-from embedstore.training import RECIPES
+from embedstore.estimators.aligners import ALIGNERS, TorchAligner, make_aligner
+from embedstore.estimators.heads import HEADS, make_head
+from embedstore.estimators.training import RECIPES
 
 TARGET_SECONDS = {"linear": 1.0, "procrustes": 1.0, "meanshift": 1.0, "fc": 60.0}
 

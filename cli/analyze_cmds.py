@@ -41,14 +41,14 @@ _CSLS_K = typer.Option(10, "--csls-k", help="Neighbours in CSLS's hubness term."
 
 def _split(test_fraction: float, fold_column: Optional[str], fit_folds: Optional[str], test_folds: Optional[str],
            size: Optional[str], test_size: Optional[str]):
-    from embedstore.analyze_run import SplitOptions
+    from embedstore.analysis.runs import SplitOptions
 
     return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
                         test_folds=test_folds, size=size, test_size=test_size)
 
 
 def _encode_options(model: str, layers: tuple[int, ...], pooling: str, max_length: int):
-    from embedstore.encode import EncodeOptions
+    from embedstore.encoding.options import EncodeOptions
 
     return EncodeOptions(model=model, layers=layers, pooling=pooling, max_length=max_length)
 
@@ -112,7 +112,7 @@ def cosine(
     out: Optional[Path] = _OUT, as_json: bool = _JSON,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
-    from embedstore.analyze_run import run_cosine
+    from embedstore.analysis.runs import run_cosine
 
     result = run_cosine(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
@@ -148,7 +148,7 @@ def retrieval(
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
 ) -> None:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
-    from embedstore.analyze_run import run_retrieval
+    from embedstore.analysis.runs import run_retrieval
 
     result = run_retrieval(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
                            split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
@@ -165,7 +165,7 @@ def retrieval(
 
 
 def _parse_layers(values: list[str]) -> tuple[int, ...]:
-    from embedstore.errors import ConfigError
+    from embedstore.base.errors import ConfigError
 
     layers: list[int] = []
     for value in values:
@@ -192,7 +192,7 @@ def layers(
     csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
 ) -> None:
     """Cosine and retrieval per hidden layer, with a fresh aligner fitted on each layer's vectors."""
-    from embedstore.analyze_run import run_layers
+    from embedstore.analysis.runs import run_layers
 
     result = run_layers(pairs_file, source_column, target_column, arch=arch, layers=_parse_layers(layer_list),
                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
@@ -235,7 +235,7 @@ def gradients(
 
     Near 0: the objectives are orthogonal (better alignment does little for the task); negative: they conflict.
     """
-    from embedstore.analyze_run import run_gradients
+    from embedstore.analysis.runs import run_gradients
 
     result = run_gradients(pairs_file, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
                            head=head, batch_size=batch_size,

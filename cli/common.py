@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from embedstore.errors import EmbedstoreError
+from embedstore.base.errors import EmbedstoreError
 
 console = Console()
 err_console = Console(stderr=True)

@@ -37,8 +37,9 @@ def encode(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
-    from embedstore.distributed import launched_distributed
-    from embedstore.encode import EncodeOptions, encode_files
+    from embedstore.encoding.distributed import launched_distributed
+    from embedstore.encoding.options import EncodeOptions
+    from embedstore.encoding.encode import encode_files
 
     options = EncodeOptions(model=model, pooling=pooling, layers=tuple(layer), max_length=max_length, prefix=prefix,
                             dtype=dtype, batch_size=batch_size, device=device, chunk_rows=chunk_rows)
@@ -66,7 +67,7 @@ def models_pull(
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""
-    from embedstore.models import model_fingerprint, pull
+    from embedstore.encoding.models import model_fingerprint, pull
 
     result = pull(name, force=force)
     action = f"built in {result.seconds:.1f} s" if result.fetched else "already present"

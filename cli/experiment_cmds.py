@@ -16,9 +16,9 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
-    from embedstore.cells import expand, load_config
-    from embedstore.experiments import prepare, run_cell
-    from embedstore.sweep import run_sweep
+    from embedstore.study.cells import expand, load_config
+    from embedstore.study.experiments import prepare, run_cell
+    from embedstore.study.sweep import run_sweep
 
     cfg = load_config(config)
     if not dry_run:
@@ -40,7 +40,7 @@ def report(
     cosine: Optional[Path] = typer.Option(None, help="Cosine records (from `analyze cosine --out`) for the bar plot."),
 ) -> None:
     """Markdown table shaped like the paper's Table 3 (mean ± 95% CI over seeds), CSV and PNG plots."""
-    from embedstore.report import build_report
+    from embedstore.study.report import build_report
 
     files = build_report(results, out or results.parent / "report", metric=metric, cosine_path=cosine)
     console.print(files.markdown, highlight=False)
@@ -55,7 +55,7 @@ def demo(
 ) -> None:
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →
     heads → evaluation; prints the table and writes the plots. A second run reuses everything."""
-    from embedstore.demo import run_demo
+    from embedstore.study.demo import run_demo
 
     result = run_demo(out, workers=workers, aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
     console.print(result.report.markdown, highlight=False)

@@ -12,7 +12,7 @@ import typer
 from .common import console, print_json, user_errors
 
 if TYPE_CHECKING:
-    from embedstore.finetune import TrainOptions
+    from embedstore.text_training.finetune import TrainOptions
 
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
 
@@ -20,7 +20,7 @@ _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and
 def _options(epochs: int, batch_size: int, lr: float, head_lr: float, grad_accum: int, checkpoint_every: int,
              max_length: int, seed: int, device: str, precision: str, size: str, head: str,
              patience: int) -> TrainOptions:
-    from embedstore.finetune import TrainOptions
+    from embedstore.text_training.finetune import TrainOptions
 
     return TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, grad_accum=grad_accum,
                         checkpoint_every=checkpoint_every, max_length=max_length, seed=seed, device=device,
@@ -60,8 +60,8 @@ def tune(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
-    from embedstore.finetune import TaskFile
-    from embedstore.finetune import tune as run_tune
+    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.finetune import tune as run_tune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,
                        precision, size, head, patience)
@@ -110,8 +110,8 @@ def finetune(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
-    from embedstore.finetune import TaskFile
-    from embedstore.finetune import finetune as run_finetune
+    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.finetune import finetune as run_finetune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,
                        precision, size, head, patience)

@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from embedstore.encode import EncodeOptions
-from embedstore.selection import parse_size
-from embedstore.tasks import Source, parse_where
+from embedstore.encoding.options import EncodeOptions
+from embedstore.data.selection import parse_size
+from embedstore.data.tasks import Source, parse_where
 
 from .common import console, print_json, user_errors
 
@@ -25,7 +25,7 @@ def _options(model: str, pooling: str, layer: int) -> EncodeOptions:
 
 
 def _store(store: Optional[Path]) -> Path:
-    from embedstore.encode import default_store
+    from embedstore.encoding.options import default_store
 
     return store or default_store()
 
@@ -44,7 +44,7 @@ def train_aligner(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
-    from embedstore.steps import train_aligner as run
+    from embedstore.pipelines.steps import train_aligner as run
 
     src = Source(file=pairs, text=source_column, target=target_column, where=parse_where(where))
     record = run(src, arch=arch, out=out, size=parse_size(size), reverse=reverse, seed=seed, recipe=recipe,
@@ -75,7 +75,7 @@ def train_head(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
-    from embedstore.steps import train_head as run
+    from embedstore.pipelines.steps import train_head as run
 
     src = Source(file=train, text=text_column, label=label_column, where=parse_where(where))
     record = run(src, out=out, size=parse_size(size), head=head, aligner_dir=aligner, share=share, seed=seed,
@@ -107,7 +107,7 @@ def evaluate(
     """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
     import json
 
-    from embedstore.steps import evaluate as run
+    from embedstore.pipelines.steps import evaluate as run
 
     result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
                  progress=not as_json)
@@ -136,9 +136,9 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
 ) -> None:
     """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
-    from embedstore.errors import ConfigError
-    from embedstore.pipeline import Pipeline
-    from embedstore.texts import read_texts
+    from embedstore.base.errors import ConfigError
+    from embedstore.pipelines.pipeline import Pipeline
+    from embedstore.data.texts import read_texts
 
     items = list(texts or []) + (read_texts(file, column) if file else [])
     if not items:

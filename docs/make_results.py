@@ -17,11 +17,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from embedstore.aligners import is_trained
-from embedstore.analyze_run import SplitOptions, run_retrieval
-from embedstore.report import build_report
-from embedstore.stats import mean_ci
-from embedstore.sweep import read_results
+from embedstore.estimators.aligners import is_trained
+from embedstore.analysis.runs import SplitOptions, run_retrieval
+from embedstore.study.report import build_report
+from embedstore.base.stats import mean_ci
+from embedstore.study.sweep import read_results
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent

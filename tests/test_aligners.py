@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from embedstore.aligners import (
+from embedstore.estimators.aligners import (
     ALIGNERS,
     AEAligner,
     CollapseWarning,
@@ -21,9 +21,9 @@ from embedstore.aligners import (
     make_aligner,
     retrieval_p1,
 )
-from embedstore.errors import ConfigError, EmbedstoreError, InputError
-from embedstore.heads import LinearHead
-from embedstore.training import RECIPES
+from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.estimators.heads import LinearHead
+from embedstore.estimators.training import RECIPES
 
 D = 32
 #: Two-epoch fits exercise saving and plumbing, not quality.
@@ -132,7 +132,7 @@ def test_identity_term_adds_target_to_target_rows():
 
 
 #: Two-epoch fits exist to exercise saving, not quality; they are expected to look collapsed.
-quiet_collapse = pytest.mark.filterwarnings("ignore::embedstore.aligners.CollapseWarning")
+quiet_collapse = pytest.mark.filterwarnings("ignore::embedstore.estimators.aligners.CollapseWarning")
 
 
 def fitted(arch: str) -> tuple:

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from embedstore import analysis as A
-from embedstore.aligners import make_aligner
-from embedstore.errors import ConfigError, InputError
-from embedstore.heads import make_head
-from embedstore.training import Recipe
+from embedstore.analysis import measures as A
+from embedstore.estimators.aligners import make_aligner
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.estimators.heads import make_head
+from embedstore.estimators.training import Recipe
 
 N, D = 400, 24
 

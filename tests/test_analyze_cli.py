@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.analyze_cmds import analyze_app
-from embedstore.aligners import make_aligner
-from embedstore.analyze_run import SplitOptions, run_cosine, run_gradients
-from embedstore.encode import EncodeOptions
-from embedstore.report import COSINE_FIELDS
+from embedstore.cli.analyze_cmds import analyze_app
+from embedstore.estimators.aligners import make_aligner
+from embedstore.analysis.runs import SplitOptions, run_cosine, run_gradients
+from embedstore.encoding.options import EncodeOptions
+from embedstore.study.report import COSINE_FIELDS
 
 runner = CliRunner()
 #: The real test's vectors are kept across sessions, as conftest keeps e5-small: the store is content-addressed

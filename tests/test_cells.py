@@ -1,4 +1,4 @@
-"""Sweep config parsing, validation and grid expansion (embedstore.cells)."""
+"""Sweep config parsing, validation and grid expansion (embedstore.study.cells)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from embedstore.cells import Cell, expand, format_size, load_config, parse_size
-from embedstore.errors import ConfigError
+from embedstore.study.cells import Cell, expand, format_size, load_config, parse_size
+from embedstore.base.errors import ConfigError
 
 BASE = """
 name = "ko-topic"

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedstore.encode import EncodeOptions, encode
-from embedstore.distributed import plan
-from embedstore.errors import ConfigError, StoreError
+from embedstore.encoding.options import EncodeOptions
+
+from embedstore.encoding.encode import encode
+from embedstore.encoding.distributed import plan
+from embedstore.base.errors import ConfigError, StoreError
 from embedstore.store import Store
 
 WORDS = "cell format table chart 셀 서식 표 차트 セル 書式 insert delete row column sheet page style".split()

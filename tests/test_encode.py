@@ -3,8 +3,10 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from embedstore.encode import EncodeOptions, embed, encode, encode_files
-from embedstore.errors import ConfigError, InputError
+from embedstore.encoding.options import EncodeOptions
+
+from embedstore.encoding.encode import embed, encode, encode_files
+from embedstore.base.errors import ConfigError, InputError
 from embedstore.store import Store
 
 SENTENCES = [

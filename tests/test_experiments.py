@@ -4,11 +4,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from embedstore.cells import expand, load_config
-from embedstore.errors import ConfigError
-from embedstore.experiments import prepare, run_cell
-from embedstore.sweep import read_results, run_sweep
+from embedstore.cli.app import app
+from embedstore.study.cells import expand, load_config
+from embedstore.base.errors import ConfigError
+from embedstore.study.experiments import prepare, run_cell
+from embedstore.study.sweep import read_results, run_sweep
 
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"],
           "math": ["equation", "matrix", "symbol", "fraction"]}

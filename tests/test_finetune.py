@@ -17,20 +17,21 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from embedstore.aligners import make_aligner
-from embedstore.encode import EncodeOptions, embed
-from embedstore.errors import ConfigError, InputError
-from embedstore.finetune import (METHOD, RESULTS_FILE, TUNE_FILE, WEIGHTS_FILE, TaskFile, TrainOptions,
+from embedstore.estimators.aligners import make_aligner
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.encode import embed
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.text_training.finetune import (METHOD, RESULTS_FILE, TUNE_FILE, WEIGHTS_FILE, TaskFile, TrainOptions,
                                  aligner_module, classification_metrics, finetune, tune)
-from embedstore.models import model_fingerprint
-from embedstore.training import Recipe
+from embedstore.encoding.models import model_fingerprint
+from embedstore.estimators.training import Recipe
 
 VOCAB = {"calc": "cell formula sheet sum column", "writer": "paragraph font page text style",
          "draw": "shape line curve image arrow"}
 FAST = {"epochs": 1, "batch_size": 8, "max_length": 24}
 # two epochs leave torch aligners undertrained (collapsed); these tests only need some fitted aligner
 QUICK_RECIPE = Recipe(lr=1e-3, batch_size=64, max_epochs=2, patience=1, weight_decay=0.0)
-pytestmark = pytest.mark.filterwarnings("ignore::embedstore.aligners.CollapseWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::embedstore.estimators.aligners.CollapseWarning")
 
 
 def write_task(path: Path, n: int, seed: int, column: str) -> Path:
@@ -142,7 +143,7 @@ def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only_on_pairs(tiny
     assert result.metrics["n"] == 15
     weights = load_file(str(result.out / WEIGHTS_FILE))
     assert {k.split(".")[0] for k in weights} == {"aligner", "head"}
-    from embedstore.aligners import load_aligner
+    from embedstore.estimators.aligners import load_aligner
     original = aligner_module(load_aligner(aligner_dir))
     assert not torch.equal(weights["aligner.weight"], original.weight.detach())
 
@@ -161,7 +162,7 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
 
 @pytest.mark.parametrize("kind", ["fc", "ae", "linear", "procrustes", "meanshift"])
 def test_aligner_module_computes_what_transform_computes(kind, tmp_path):
-    from embedstore.aligners import load_aligner
+    from embedstore.estimators.aligners import load_aligner
 
     aligner = load_aligner(fitted_aligner(kind, tmp_path / kind))
     x = np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32)
@@ -210,7 +211,7 @@ def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_
 def test_cli_reports_a_user_error_in_one_line_and_exits_1(tiny_model_dir, data, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from embedstore.cli.app import app
 
     result = CliRunner().invoke(app, ["tune", "--train", str(data["train"].path), "--text-column", "en", "--label-column",
                                       "label", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")])
@@ -266,7 +267,7 @@ def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupte
 
 @pytest.mark.real
 def test_real_e5_small_en_to_ko_loss_falls_and_korean_accuracy_beats_majority(shared_data, e5_small_dir, tmp_path):
-    from embedstore.texts import read_table
+    from embedstore.data.texts import read_table
 
     table = read_table(shared_data / "parallel" / "libreoffice_help.en-ko.tsv", ["en", "ko", "apps", "fold"])
     classes = ("shared", "calc", "writer", "impress")  # the four largest apps, balanced: majority rate = 1/4

@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from embedstore.errors import ConfigError, EmbedstoreError, InputError
-from embedstore.heads import HEADS, LinearHead, MLPHead, load_head, make_head
-from embedstore.training import RECIPES
+from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.estimators.heads import HEADS, LinearHead, MLPHead, load_head, make_head
+from embedstore.estimators.training import RECIPES
 
 D = 16
 TINY = replace(RECIPES["default"]["head"], max_epochs=2)

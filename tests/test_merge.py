@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from embedstore.encode import EncodeOptions, encode
-from embedstore.errors import ConfigError, StoreError
-from embedstore.hashing import text_ids
+from embedstore.cli.app import app
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.encode import encode
+from embedstore.base.errors import ConfigError, StoreError
+from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey, merge_stores
 
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")

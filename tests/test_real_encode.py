@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
-from embedstore.encode import EncodeOptions, embed
-from embedstore.texts import read_table
+from embedstore.encoding.options import EncodeOptions
+
+from embedstore.encoding.encode import embed
+from embedstore.data.texts import read_table
 
 pytestmark = pytest.mark.real
 ROWS = 300

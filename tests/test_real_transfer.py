@@ -7,11 +7,12 @@ held-out rows than they were.
 import numpy as np
 import pytest
 
-from embedstore.aligners import ProcrustesAligner
-from embedstore.encode import EncodeOptions, embed
-from embedstore.heads import LinearHead
-from embedstore.metrics import classification_metrics
-from embedstore.tasks import Source, load_rows
+from embedstore.estimators.aligners import ProcrustesAligner
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.encode import embed
+from embedstore.estimators.heads import LinearHead
+from embedstore.base.metrics import classification_metrics
+from embedstore.data.tasks import Source, load_rows
 
 pytestmark = pytest.mark.real
 

@@ -1,4 +1,4 @@
-"""Reports from hand-made results (embedstore.report) and the statistics behind them (embedstore.stats)."""
+"""Reports from hand-made results (embedstore.study.report) and the statistics behind them (embedstore.base.stats)."""
 from __future__ import annotations
 
 import csv
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from embedstore.cells import Cell
-from embedstore.errors import InputError
-from embedstore.report import build_report
-from embedstore.stats import mean_ci
+from embedstore.study.cells import Cell
+from embedstore.base.errors import InputError
+from embedstore.study.report import build_report
+from embedstore.base.stats import mean_ci
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # t(0.975, df=2) = 4.303: half-width of 0.5, 0.6, 0.7 is 4.303 * 0.1 / sqrt(3)

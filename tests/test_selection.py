@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from embedstore.errors import ConfigError, InputError
-from embedstore.selection import disjoint, overlap_mask, parse_size, subsample
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.data.selection import disjoint, overlap_mask, parse_size, subsample
 
 
 @pytest.mark.parametrize("text,expected", [("15k", 15_000), ("1k", 1_000), ("1K", 1_000), ("1.5k", 1_500),

@@ -3,7 +3,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli.app import app
+from embedstore.cli.app import app
 
 runner = CliRunner()
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"]}

@@ -3,8 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from embedstore.errors import StoreError
-from embedstore.hashing import text_ids
+from embedstore.base.errors import StoreError
+from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey
 
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")

@@ -1,4 +1,4 @@
-"""Running sweeps (embedstore.sweep): records, resume, failures, partial lines, kills, parallel workers.
+"""Running sweeps (embedstore.study.sweep): records, resume, failures, partial lines, kills, parallel workers.
 
 The runners are top-level functions of this module so spawned worker processes can import them; they read
 their knobs (call log, failure flag) from the task table, which the config hands to the runner anyway.
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from embedstore.cells import Cell, SweepConfig, expand, load_config
-from embedstore.errors import ConfigError, InputError
-from embedstore.sweep import read_results, run_sweep
+from embedstore.study.cells import Cell, SweepConfig, expand, load_config
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.study.sweep import read_results, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_changed_model_reruns_finished_cells(tmp_path: Path) -> None:
 
 def test_changed_recipe_settings_rerun_only_trained_aligner_cells(tmp_path: Path, monkeypatch) -> None:
     """A release that changes what `default` means for FC/AE must not keep their results; baselines stay."""
-    from embedstore import training
+    from embedstore.estimators import training
 
     config = make_config(tmp_path)
     run_sweep(config, fake_runner, workers=1, progress=False)
@@ -314,8 +314,8 @@ def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> Non
 
 SLOW_SCRIPT = """
 import sys, time
-from embedstore.cells import load_config
-from embedstore.sweep import run_sweep
+from embedstore.study.cells import load_config
+from embedstore.study.sweep import run_sweep
 
 def slow_runner(cell, config):
     time.sleep(0.4)

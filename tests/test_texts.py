@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from embedstore.errors import InputError
-from embedstore.hashing import text_id, text_ids
-from embedstore.texts import read_table, read_texts
+from embedstore.base.errors import InputError
+from embedstore.data.hashing import text_id, text_ids
+from embedstore.data.texts import read_table, read_texts
 
 
 def write(path, content: str | bytes):

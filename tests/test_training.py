@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from embedstore.errors import ConfigError
-from embedstore.training import RECIPES, Recipe, autocast_dtype, resolve_recipe, split_indices, train
+from embedstore.base.errors import ConfigError
+from embedstore.estimators.training import RECIPES, Recipe, autocast_dtype, resolve_recipe, split_indices, train
 
 RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import StoreError
+from embedstore.base.errors import StoreError
 from .lock import WriterLock
 
 

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 
-from ..errors import ConfigError
+from embedstore.base.errors import ConfigError
 
 POOLINGS = ("mean", "cls", "max")
 DTYPES = ("float32", "float16")

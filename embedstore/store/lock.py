@@ -9,7 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import StoreError
+from embedstore.base.errors import StoreError
 
 
 class WriterLock:

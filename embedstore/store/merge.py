@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, StoreError
+from embedstore.base.errors import ConfigError, StoreError
 from .key import StoreKey
 from .lock import WriterLock
 from .store import Store, StoreWriter

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import StoreError
-from ..hashing import Text, ids_to_bytes, text_ids
+from embedstore.base.errors import StoreError
+from embedstore.data.hashing import Text, ids_to_bytes, text_ids
 from .hdf5_backend import HDF5Backend
 from .key import StoreKey
 from .zarr_backend import ZarrBackend

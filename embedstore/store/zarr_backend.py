@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ..errors import StoreError
+from embedstore.base.errors import StoreError
 from .lock import WriterLock
 
 

@@ -17,25 +17,27 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import __version__
-from .aligners import Aligner, aligns_target_at_test, is_trained, load_aligner, make_aligner
-from .atomic import atomic_dir
-from .analysis import cosine_report, retrieval_report
-from .cells import Cell, SweepConfig
-from .encode import EncodeOptions, EncodeReport, encode, store_keys
-from .errors import ConfigError
-from .hashing import text_ids
-from .heads import make_head
-from .metrics import classification_metrics
-from .models import resolve_model
-from .selection import overlap_mask, subsample
-from .store import Store, StoreKey
-from .sweep import context_id
-from .tasks import Task
-from .training import resolve_recipe
+from embedstore import __version__
+from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_trained, load_aligner, make_aligner
+from embedstore.base.atomic import atomic_dir
+from embedstore.analysis.measures import cosine_report, retrieval_report
+from embedstore.study.cells import Cell, SweepConfig
+from embedstore.encoding.options import EncodeOptions, store_keys
+from embedstore.encoding.report import EncodeReport
+from embedstore.encoding.encode import encode
+from embedstore.base.errors import ConfigError
+from embedstore.data.hashing import text_ids
+from embedstore.estimators.heads import make_head
+from embedstore.base.metrics import classification_metrics
+from embedstore.encoding.models import resolve_model
+from embedstore.data.selection import overlap_mask, subsample
+from embedstore.store import Store, StoreKey
+from embedstore.study.sweep import context_id
+from embedstore.data.tasks import Task
+from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
-    from .finetune import TaskFile
+    from embedstore.text_training.finetune import TaskFile
 
 
 @dataclass
@@ -208,7 +210,7 @@ def training_summary(aligner: Aligner) -> dict:
 def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
     """Rows as JSONL (any text survives it, tabs and newlines included), replaced atomically so a kill never
     leaves a half-written file for a resumed finetune to hash."""
-    from .finetune import TaskFile
+    from embedstore.text_training.finetune import TaskFile
 
     paired = bool(texts) and isinstance(texts[0], tuple)
     lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
@@ -224,7 +226,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
     the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell>-<context>/`, so
     the run is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
-    from .finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
+    from embedstore.text_training.finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
 
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))

@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .hashing import Text
+from embedstore.base.errors import ConfigError
+from embedstore.data.hashing import Text
+from embedstore.store import POOLINGS
 
-POOLINGS = ("mean", "cls", "max")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -26,14 +26,6 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise ConfigError(f"device: '{device}' is not a torch device; expected auto, cpu, cuda or cuda:N") from None
-
-
-def absolute_layer(layer: int, num_layers: int) -> int:
-    """Hidden-state index: 0 is the embedding output, num_layers the last layer; negatives count from the end."""
-    if not -(num_layers + 1) <= layer <= num_layers:
-        raise ConfigError(f"layer: {layer} is out of range for a {num_layers}-layer model; "
-                          f"expected {-(num_layers + 1)}..{num_layers}")
-    return layer if layer >= 0 else num_layers + 1 + layer
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """How well an aligner aligns, measured on held-out translation pairs: cosine, retrieval, per layer, gradients.
 
-Pure functions on numpy arrays that return JSON-ready dicts; `embedstore.analyze_run` reads files and vectors
+Pure functions on numpy arrays that return JSON-ready dicts; `embedstore.analysis.runs` reads files and vectors
 and the CLI prints. Three rules from the cross-lingual literature shape what every report contains:
 
 - Mean cosine alone is a weak proxy. Embedding spaces are anisotropic, so unrelated sentences already have a
   high cosine; `cosine_report` therefore gives a shuffled-pair baseline next to every paired mean.
 - A map can raise mean cosine while destroying the information that tells sentences apart (an undertrained FC
   aligner once sent everything near the target mean: cosine looked fine, retrieval fell to ~0). So
-  `evaluate_alignment` always pairs cosine with retrieval and the collapse check of `embedstore.aligners`.
+  `evaluate_alignment` always pairs cosine with retrieval and the collapse check of `embedstore.estimators.aligners`.
 - Nearest-neighbour retrieval under-reports alignment when a few "hub" vectors are near everything; CSLS
   (Conneau et al. 2018, MUSE) discounts hubs, so `retrieval_report` gives both.
 
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.aligners import Aligner, detect_collapse
-from embedstore.artifacts import as_matrix
-from embedstore.errors import ConfigError, InputError
-from embedstore.heads import Head, as_labels
-from embedstore.selection import subsample
+from embedstore.estimators.aligners import Aligner, detect_collapse
+from embedstore.estimators.artifacts import as_matrix
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.estimators.heads import Head, as_labels
+from embedstore.data.selection import subsample
 
 #: Query rows per similarity block: bounds memory at chunk × n floats whatever the number of rows.
 _CHUNK = 1024
@@ -152,7 +152,7 @@ def cosine_report(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, seed: int
 
     Row i of `en`, `tr` and `aligned` are an English sentence, its translation and the aligned English vector.
     `shuffled` pairs each aligned vector with another row's translation (the anisotropy floor for `aligned_tr`,
-    named as `embedstore.report` expects); `shuffled_en_tr` is the same floor for the raw `en_tr`.
+    named as `embedstore.study.report` expects); `shuffled_en_tr` is the same floor for the raw `en_tr`.
     """
     en, tr = _paired(en, tr, ("en", "tr"))
     en, aligned = _paired(en, aligned, ("en", "aligned"))

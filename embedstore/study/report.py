@@ -28,10 +28,10 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from embedstore.cells import ALIGNERS, METHODS, PAIR_METHODS, format_size
-from embedstore.errors import InputError
-from embedstore.stats import mean_ci
-from embedstore.sweep import read_results
+from embedstore.study.cells import ALIGNERS, METHODS, PAIR_METHODS, format_size
+from embedstore.base.errors import InputError
+from embedstore.base.stats import mean_ci
+from embedstore.study.sweep import read_results
 
 COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
 _COSINE_LABELS = {

@@ -5,7 +5,7 @@ held-out rows (`analysis.Split`), encodes only the selected rows (`encode.encode
 reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
 a JSON-ready dict whose `provenance` says exactly what was measured: options, seed, row counts, the input
 file's sha256, the model fingerprint, the store key and the embedstore version. Cosine results are records with
-"kind": "cosine" and the fields `embedstore.report` plots (`report.COSINE_FIELDS`).
+"kind": "cosine" and the fields `embedstore.study.report` plots (`report.COSINE_FIELDS`).
 """
 from __future__ import annotations
 
@@ -20,16 +20,17 @@ from typing import Any
 import numpy as np
 
 from embedstore import __version__
-from embedstore.aligners import ALIGNERS, Aligner, load_aligner, make_aligner
-from embedstore.analysis import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
+from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner, make_aligner
+from embedstore.analysis.measures import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
                                  gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
-from embedstore.encode import EncodeOptions, encode
-from embedstore.errors import ConfigError
-from embedstore.heads import make_head
-from embedstore.models import resolve_model
-from embedstore.selection import parse_size
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.encode import encode
+from embedstore.base.errors import ConfigError
+from embedstore.estimators.heads import make_head
+from embedstore.encoding.models import resolve_model
+from embedstore.data.selection import parse_size
 from embedstore.store import Store, StoreKey
-from embedstore.texts import read_table
+from embedstore.data.texts import read_table
 
 #: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
 NO_ALIGNER = "none"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedstore.errors import ConfigError, InputError
+from embedstore.base.errors import ConfigError, InputError
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<k>k?)", re.IGNORECASE)
 _ACCEPTED = "a positive whole number (20000), thousands with k (15k, 1.5k) or 'all'"
@@ -56,7 +56,7 @@ def _as_id_rows(ids: Ids, name: str) -> np.ndarray:
     else:
         items = list(ids)
         if not all(isinstance(b, bytes) and len(b) == 16 for b in items):
-            raise InputError(f"{name} must be 16-byte text ids (bytes), as made by embedstore.hashing.text_ids")
+            raise InputError(f"{name} must be 16-byte text ids (bytes), as made by embedstore.data.hashing.text_ids")
         arr = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(len(items), 16)
     if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 16:
         raise InputError(f"{name} must be an (n, 16) uint8 array of text ids, got {arr.dtype} {arr.shape}")

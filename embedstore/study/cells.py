@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedstore import selection
-from embedstore.errors import ConfigError
+from embedstore.data import selection
+from embedstore.base.errors import ConfigError
 
 METHODS: tuple[str, ...] = (
     "english",

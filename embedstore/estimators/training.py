@@ -64,7 +64,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from embedstore.errors import ConfigError
+from embedstore.base.errors import ConfigError
 
 Kind = Literal["aligner", "head"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

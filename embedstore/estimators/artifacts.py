@@ -20,8 +20,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from embedstore.errors import ConfigError, EmbedstoreError, InputError
-from embedstore.training import Recipe
+from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.estimators.training import Recipe
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -52,8 +52,8 @@ from rich.progress import (
 from rich.table import Column
 
 from embedstore import __version__
-from embedstore.cells import Cell, SweepConfig, expand
-from embedstore.errors import ConfigError, InputError
+from embedstore.study.cells import Cell, SweepConfig, expand
+from embedstore.base.errors import ConfigError, InputError
 
 Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
 """Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
@@ -212,8 +212,8 @@ def context_id(config: SweepConfig, cell: Cell) -> str:
     Without it, changing the model, a task's data files or what a recipe name means and re-running would
     silently keep stale results.
     """
-    from embedstore.aligners import is_trained
-    from embedstore.training import resolve_recipe
+    from embedstore.estimators.aligners import is_trained
+    from embedstore.estimators.training import resolve_recipe
 
     payload: dict[str, Any] = {"model": config.model, "task": config.tasks.get(cell.task)}
     if cell.method == "langalign-e2e" and config.e2e:

@@ -13,10 +13,11 @@ from typing import Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .aligners import Aligner, aligns_target_at_test, load_aligner
-from .encode import EncodeOptions, embed
-from .errors import ConfigError
-from .heads import Head, load_head
+from embedstore.estimators.aligners import Aligner, aligns_target_at_test, load_aligner
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.encode import embed
+from embedstore.base.errors import ConfigError
+from embedstore.estimators.heads import Head, load_head
 
 MANIFEST = "pipeline.json"
 PAIR_IDS = "pair_ids.safetensors"

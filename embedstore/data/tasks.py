@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .texts import read_table
+from embedstore.base.errors import ConfigError
+from embedstore.data.texts import read_table
 
 ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pairs")
 

@@ -41,14 +41,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import errors
-from .encode import EncodeOptions, EncodeReport, encode_provenance, lacking_matrix, load_once
-from .encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
-from .errors import ConfigError, EmbedstoreError, InputError, StoreError
-from .hashing import Text
-from .models import ModelSpec
-from .progress import progress_bar
-from .store import KeyWriter, RowWriter, Store, StoreKey, require_shared_writes
+from embedstore.base import errors
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
+from embedstore.encoding.models import load_once
+from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
+from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
+from embedstore.data.hashing import Text
+from embedstore.encoding.models import ModelSpec
+from embedstore.base.progress import progress_bar
+from embedstore.store import KeyWriter, RowWriter, Store, StoreKey, require_shared_writes
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 POLL_SECONDS = 0.5  # how often rank 0 looks for finished blocks to commit

@@ -14,18 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .aligners import Aligner, load_aligner, make_aligner
-from .encode import EncodeOptions, embed, store_keys
-from .errors import ConfigError
-from .hashing import text_ids
-from .heads import make_head
-from .metrics import classification_metrics
-from .models import resolve_model
-from .atomic import atomic_dir
-from .pipeline import MANIFEST, Pipeline, load_pair_ids, save_pair_ids
-from .selection import overlap_mask, subsample
-from .tasks import Source, file_sha256, load_rows
+from embedstore import __version__
+from embedstore.estimators.aligners import Aligner, load_aligner, make_aligner
+from embedstore.encoding.options import EncodeOptions, store_keys
+from embedstore.encoding.encode import embed
+from embedstore.base.errors import ConfigError
+from embedstore.data.hashing import text_ids
+from embedstore.estimators.heads import make_head
+from embedstore.base.metrics import classification_metrics
+from embedstore.encoding.models import resolve_model
+from embedstore.base.atomic import atomic_dir
+from embedstore.pipelines.pipeline import MANIFEST, Pipeline, load_pair_ids, save_pair_ids
+from embedstore.data.selection import overlap_mask, subsample
+from embedstore.data.tasks import Source, file_sha256, load_rows
 
 
 def _encoding_provenance(options: EncodeOptions, store: str | Path) -> dict:

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .hashing import Text, normalize
+from embedstore.base.errors import InputError
+from embedstore.data.hashing import Text, normalize
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 TXT_COLUMN = "text"

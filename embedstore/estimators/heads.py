@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.artifacts import Estimator, as_matrix, load_estimator, make_estimator
-from embedstore.errors import ConfigError, InputError
-from embedstore.training import Recipe, resolve_recipe, split_indices, train
+from embedstore.estimators.artifacts import Estimator, as_matrix, load_estimator, make_estimator
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.estimators.training import Recipe, resolve_recipe, split_indices, train
 
 _INFER_CHUNK = 8192
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .cells import expand, load_config
-from .experiments import prepare, run_cell
-from .models import cache_dir
-from .report import ReportFiles, build_report
-from .sweep import SweepSummary, run_sweep
+from embedstore.study.cells import expand, load_config
+from embedstore.study.experiments import prepare, run_cell
+from embedstore.encoding.models import cache_dir
+from embedstore.study.report import ReportFiles, build_report
+from embedstore.study.sweep import SweepSummary, run_sweep
 
 SAMPLE = "libreoffice_help.en-ko.sample.tsv"
 

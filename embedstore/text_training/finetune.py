@@ -44,18 +44,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from embedstore import __version__
-from embedstore.aligners import (Aligner, LinearAligner, MeanShiftAligner, ProcrustesAligner, TorchAligner,
+from embedstore.estimators.aligners import (Aligner, LinearAligner, MeanShiftAligner, ProcrustesAligner, TorchAligner,
                                  load_aligner)
-from embedstore.artifacts import read_config
-from embedstore.encoder import Tokenized, collate, pool, resolve_device, tokenize
-from embedstore.errors import ConfigError, InputError
-from embedstore.metrics import classification_metrics
-from embedstore.hashing import Text
-from embedstore.heads import HEADS, make_head
-from embedstore.models import TUNE_FILE, DEFAULT_MODEL, ModelSpec, load_model, model_fingerprint, resolve_model
-from embedstore.selection import parse_size, subsample
-from embedstore.texts import read_table
-from embedstore.training import split_indices
+from embedstore.estimators.artifacts import read_config
+from embedstore.encoding.encoder import Tokenized, collate, pool, resolve_device, tokenize
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.metrics import classification_metrics
+from embedstore.data.hashing import Text
+from embedstore.estimators.heads import HEADS, make_head
+from embedstore.encoding.models import TUNE_FILE, DEFAULT_MODEL, ModelSpec, load_model, model_fingerprint, resolve_model
+from embedstore.data.selection import parse_size, subsample
+from embedstore.data.texts import read_table
+from embedstore.estimators.training import split_indices
 
 METHOD = "langalign-e2e"
 RESULTS_FILE = "results.json"

@@ -1,0 +1,1 @@
+"""Foundations every wing uses: the error family, progress bars, atomic writes, statistics, metrics."""

@@ -1,0 +1,1 @@
+"""Reading user data: text files with line-numbered errors, task tables, row selection, text ids."""

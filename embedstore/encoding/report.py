@@ -1,0 +1,54 @@
+"""What an encode did, and what it records in the store as the vectors' provenance."""
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from embedstore import __version__
+from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.options import EncodeOptions
+from embedstore.store import Store, StoreKey
+
+
+@dataclass
+class EncodeReport:
+    store: str
+    keys: list[dict]
+    texts: int
+    unique: int
+    present: int
+    encoded: int
+    tokens: int
+    seconds: float
+    model_loaded: bool
+    provenance: dict = field(default_factory=dict)
+    load_seconds: float = 0.0  # model loading (the slowest rank's when distributed), part of `seconds`
+    rank: int = 0  # a distributed encode returns the same totals on every rank; only rank 0 prints them
+    world_size: int = 1
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 and self.encoded else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "texts_per_second": self.texts_per_second}
+
+
+def encode_provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
+    import torch
+    import transformers
+
+    return {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
+            "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
+            "compute_dtype": "float32", "batch_size": options.batch_size, "device": device,
+            "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def lacking_matrix(st: Store, keys: list[StoreKey], ids: np.ndarray) -> np.ndarray:
+    """(keys, texts) bool: which key lacks which text; a store that does not exist yet lacks everything."""
+    if not st.exists():
+        return np.ones((len(keys), len(ids)), bool)
+    return np.stack([~st.contains_ids(k, ids) for k in keys])
