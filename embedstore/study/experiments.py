@@ -103,8 +103,8 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
 
 def settled_params(aligner: Aligner) -> dict:
     """The aligner's parameters with its recipe as settings, not a name whose meaning a release may change."""
-    params = aligner.get_params()
-    if "recipe" in params:
+    params = aligner.get_params(deep=False)
+    if aligner.trains:
         params["recipe"] = asdict(resolve_recipe(params["recipe"], "aligner"))
     return params
 
@@ -132,8 +132,8 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
     """Cosine and retrieval of aligned vs raw on the test rows' translations, when the task has them: cosine
     alone can look fine while an aligner has collapsed, so retrieval is always reported next to it."""
-    out = {k: getattr(aligner, k) for k in ("collapsed_", "val_retrieval_p1_", "identity_retrieval_p1_")
-           if hasattr(aligner, k)}
+    out = {k: v for k, v in aligner.diagnostics().items()
+           if k in ("collapsed", "val_retrieval_p1", "identity_retrieval_p1")}
     if ctx.task.has("en_test"):
         en = ctx.vectors(ctx.task.rows("en_test").texts)
         tr = ctx.vectors(ctx.task.rows("test").texts)
@@ -143,7 +143,7 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
             out["cosine"] = cosine_report(src, tgt, aligned, seed=ctx.cell.seed)
             out["p1_raw"] = retrieval_report(src, tgt, ks=(1,))["forward"]["nn"]["p@1"]
             out["p1_aligned"] = retrieval_report(aligned, tgt, ks=(1,))["forward"]["nn"]["p@1"]
-    return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in out.items()}
+    return out
 
 
 def _fit_eval(ctx: Context, train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]) -> dict:
