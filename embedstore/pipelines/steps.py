@@ -102,7 +102,7 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
 
 def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
     """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
-    `primary` names the one the pipeline's predictions use (see `aligners.aligns_target_at_test`)."""
+    `primary` names the one the pipeline's predictions use (see `Aligner.aligns_target_at_test`)."""
     t0 = time.perf_counter()
     pipe = Pipeline.load(pipeline_dir)
     rows = load_rows(test)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, make_aligner
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
@@ -181,7 +181,7 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
     head.fit(train_x if reverse else aligner.transform(train_x), labels)  # reverse: an English-trained head
-    through = aligns_target_at_test(aligner)
+    through = aligner.aligns_target_at_test
     metrics = classification_metrics(test.labels, head.predict(aligner.transform(test_x) if through else test_x),
                                      labels=sorted(set(test.labels)))
     truth = np.asarray(test.labels)
@@ -237,7 +237,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})
-    through = aligns_target_at_test(aligner)
+    through = aligner.aligns_target_at_test
     result = finetune(_write_rows(work / "train.jsonl", texts, labels),
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)

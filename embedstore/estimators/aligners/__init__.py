@@ -44,11 +44,6 @@ def load_aligner(directory: str | os.PathLike) -> Aligner:
     return load_estimator(directory, {cls.__name__: cls for cls in ALIGNERS.values()})
 
 
-def aligns_target_at_test(aligner: Aligner) -> bool:
-    """The aligner's own answer (`Aligner.aligns_target_at_test`), for callers that take it as a function."""
-    return aligner.aligns_target_at_test
-
-
 __all__ = ["ALIGNERS", "AEAligner", "Aligner", "CollapseCheck", "CollapseWarning", "FCAligner", "LinearAligner",
-           "MeanShiftAligner", "ProcrustesAligner", "TorchAligner", "aligns_target_at_test", "detect_collapse",
+           "MeanShiftAligner", "ProcrustesAligner", "TorchAligner", "detect_collapse",
            "is_trained", "load_aligner", "make_aligner"]
