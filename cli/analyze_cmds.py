@@ -8,7 +8,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from embedstore.analysis.runs import DEFAULT_ARCH, NO_ALIGNER
+from embedstore.estimators.aligners import ALIGNERS
+from embedstore.estimators.heads import HEADS
+
 from .common import console, print_json, user_errors
+
+#: "procrustes (default), fc, ae, ...": the registry's names, the default first.
+_ARCH_NAMES = ", ".join([f"{DEFAULT_ARCH} (default)", *(name for name in ALIGNERS if name != DEFAULT_ARCH)])
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Alignment analyses on held-out translation pairs: cosine "
                           "(with shuffled baseline), retrieval (NN and CSLS), per layer, gradient conflict.")
@@ -17,8 +24,7 @@ analyze_app = typer.Typer(no_args_is_help=True, help="Alignment analyses on held
 _PAIRS = typer.Argument(..., help="Translation pairs: TSV (no quoting), CSV or JSONL with one column per language.")
 _SOURCE = typer.Option("en", "--source-column", help="Column of the language the aligner maps from.")
 _TARGET = typer.Option("ko", "--target-column", help="Column of the language the aligner maps onto.")
-_ARCH = typer.Option(None, "--arch", help="Aligner to fit on the fit rows: procrustes (default), linear, "
-                     "meanshift, fc or ae.")
+_ARCH = typer.Option(None, "--arch", help=f"Aligner to fit on the fit rows: {_ARCH_NAMES}.")
 _ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one; "
                             "the held-out rows must be rows it was not fitted on (choose them with --test-folds).")
 _SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all); default: all.")
@@ -220,10 +226,10 @@ def layers(
 def gradients(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     label_column: str = typer.Option(..., "--label-column", help="Column of task labels for the English rows."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Aligner to fit: procrustes (default), linear, "
-                                       "meanshift, fc, ae, or none (raw vectors through an identity linear map)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help=f"Aligner to fit: {_ARCH_NAMES}, or {NO_ALIGNER} "
+                                       "(raw vectors through an identity linear map)."),
     aligner: Optional[Path] = _ALIGNER_DIR,
-    head: str = typer.Option("linear", "--head", help="Task head trained on aligned English: linear or mlp."),
+    head: str = typer.Option("linear", "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
     size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,

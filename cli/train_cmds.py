@@ -8,6 +8,8 @@ import typer
 from rich.table import Table
 
 from embedstore.encoding.options import EncodeOptions
+from embedstore.estimators.aligners import ALIGNERS
+from embedstore.estimators.heads import HEADS
 from embedstore.data.selection import parse_size
 from embedstore.data.tasks import Source, parse_where
 
@@ -35,7 +37,7 @@ def train_aligner(
     pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
     target_column: str = typer.Option(..., help="Translation (target) column, e.g. ko."),
-    arch: str = typer.Option("procrustes", help="fc | ae | linear | procrustes | meanshift."),
+    arch: str = typer.Option("procrustes", help=" | ".join(ALIGNERS) + "."),
     size: str = typer.Option("all", help="Pairs to use: 15k, 5000, all."),
     reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
@@ -68,7 +70,7 @@ def train_head(
     size: str = typer.Option("all", help="Training rows: 20k, 1000, all."),
     aligner: Optional[Path] = typer.Option(None, "--aligner", help="An aligner directory from train-aligner."),
     share: bool = typer.Option(False, "--share", help="Allow task rows that were aligner pairs (data-share ablation)."),
-    head: str = typer.Option("linear", help="linear | mlp."),
+    head: str = typer.Option("linear", help=" | ".join(HEADS) + "."),
     out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
     where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default"),
     model: str = MODEL, store: Optional[Path] = STORE, layer: int = LAYER, pooling: str = POOLING,

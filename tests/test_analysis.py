@@ -190,6 +190,7 @@ def test_affine_aligners_become_an_equivalent_trainable_linear_map():
 
 
 def test_gradient_alignment_differentiates_a_trained_aligner_network_and_drops_unseen_labels(labelled):
+    """The losses are the ones of the aligner's own map (its transform), and rows with unseen labels are dropped."""
     en, labels, head = labelled
     tr = _targets(en, labels, "aligned")
     quick = Recipe(lr=1e-3, batch_size=128, max_epochs=2, patience=1, weight_decay=0.0)
@@ -197,6 +198,13 @@ def test_gradient_alignment_differentiates_a_trained_aligner_network_and_drops_u
     odd = labels.copy()
     odd[:7] = 9  # a class the head was never fitted on
     report = A.gradient_alignment(en, tr, odd, head, aligner=aligner, batch_size=100)
-    assert report["map"] == "AEAligner network"
+    assert report["map"] == "AEAligner.to_torch()"
     assert report["dropped_unseen_label"] == 7 and report["rows"] == N - 7
-    assert np.isfinite(report["parameters"]["mean"]) and report["parameters"]["alignment_grad_norm"] > 0
+    kept = np.flatnonzero(odd != 9)
+    aligned = aligner.transform(en[kept])
+    expected_mse = float(np.mean((aligned.astype(np.float64) - tr[kept]) ** 2))
+    assert report["alignment_loss"] == pytest.approx(expected_mse, rel=1e-4)
+    proba = head.predict_proba(aligned).astype(np.float64)
+    expected_ce = float(-np.mean(np.log(proba[np.arange(len(kept)), odd[kept]])))
+    assert report["task_loss"] == pytest.approx(expected_ce, rel=1e-3)
+    assert report["parameters"]["n"] == -(-(N - 7) // 100) and report["parameters"]["alignment_grad_norm"] > 0

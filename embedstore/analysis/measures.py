@@ -9,7 +9,8 @@ and the CLI prints. Three rules from the cross-lingual literature shape what eve
   aligner once sent everything near the target mean: cosine looked fine, retrieval fell to ~0). So
   `evaluate_alignment` always pairs cosine with retrieval and the collapse check of `embedstore.estimators.aligners`.
 - Nearest-neighbour retrieval under-reports alignment when a few "hub" vectors are near everything; CSLS
-  (Conneau et al. 2018, MUSE) discounts hubs, so `retrieval_report` gives both.
+  (Conneau et al. 2018, MUSE) discounts hubs, so `retrieval_report` gives both (`embedstore.base.retrieval`, the
+  one implementation the collapse check shares).
 
 Every number is computed on rows the aligner was not fitted on (`Split`, `held_out_alignment`): on its own
 training pairs a least-squares map looks better than it is, and its alignment gradient is exactly zero.
@@ -25,16 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.retrieval import retrieval, unit_rows
 from embedstore.estimators.aligners import Aligner, detect_collapse
 from embedstore.estimators.artifacts import as_matrix
-from embedstore.base.errors import ConfigError, InputError
 from embedstore.estimators.heads import Head, as_labels
 from embedstore.data.selection import subsample
 
-#: Query rows per similarity block: bounds memory at chunk × n floats whatever the number of rows.
-_CHUNK = 1024
-#: Largest |transform(x) - affine(x)| (relative to the output scale) still accepted as "this aligner is affine".
-_AFFINE_TOLERANCE = 1e-3
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -116,10 +114,6 @@ def limit_split(split: Split, fit_size: int | None, test_size: int | None, seed:
 # --------------------------------------------------------------------------------------------- cosine
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _paired(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     a, b = as_matrix(a, names[0]), as_matrix(b, names[1])
     if a.shape != b.shape:
@@ -132,7 +126,7 @@ def _paired(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.nd
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Mean cosine of row i of `a` with row i of `b`."""
-    return float(np.mean(np.sum(_unit(a) * _unit(b), axis=1)))
+    return float(np.mean(np.sum(unit_rows(a) * unit_rows(b), axis=1)))
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -171,61 +165,11 @@ def cosine_report(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, seed: int
 # --------------------------------------------------------------------------------------------- retrieval
 
 
-def _knn_mean(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`: how much of a hub it is for `b`."""
-    out = np.empty(len(a), dtype=np.float64)
-    for start in range(0, len(a), _CHUNK):
-        sims = a[start:start + _CHUNK] @ b.T
-        out[start:start + _CHUNK] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
-    return out
-
-
-def _true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | None) -> np.ndarray:
-    """For each unit query i, how many keys score strictly higher than its own pair, key i (0 = retrieved first).
-
-    Score is cosine, or with `hubness` (each key's mean similarity to its k nearest queries) the CSLS score
-    2·cos(q, k) - hubness(k); CSLS's query term is the same for every key of a query, so it cannot change ranks.
-    Only strictly higher scores count, so an exact tie goes to the pair: ties come from duplicate texts (some
-    Korean strings translate several English ones), and retrieving an identical translation is a correct retrieval.
-    """
-    ranks = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), _CHUNK):
-        scores = queries[start:start + _CHUNK] @ keys.T
-        if hubness is not None:
-            scores = 2 * scores - hubness[None, :]
-        rows = np.arange(len(scores))
-        own = scores[rows, start + rows]
-        ranks[start:start + len(scores)] = (scores > own[:, None]).sum(axis=1)
-    return ranks
-
-
 def retrieval_report(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5),
                      csls_k: int = 10) -> dict[str, Any]:
-    """P@k of finding row i's pair among all rows, both ways, by nearest neighbour (cosine) and by CSLS.
-
-    `forward` retrieves keys for each query (e.g. aligned English → Korean), `backward` queries for each key.
-    `csls_k` is capped at the number of rows; the value used is reported.
-    """
+    """`base.retrieval.retrieval` on validated pairs: P@k both ways, by nearest neighbour and by CSLS."""
     q, k = _paired(queries, keys, ("queries", "keys"))
-    n = len(q)
-    bad = [kk for kk in ks if not isinstance(kk, (int, np.integer)) or not 1 <= kk <= n]
-    if bad or not ks:
-        raise ConfigError(f"retrieval ks {list(ks)} must be whole numbers from 1 to the {n} held-out rows")
-    if csls_k < 1:
-        raise ConfigError(f"csls_k {csls_k} must be at least 1")
-    csls_used = min(int(csls_k), n)
-    q, k = _unit(q), _unit(k)
-    hub_q, hub_k = _knn_mean(q, k, csls_used), _knn_mean(k, q, csls_used)
-
-    def p_at(ranks: np.ndarray) -> dict[str, float]:
-        return {f"p@{kk}": float(np.mean(ranks < kk)) for kk in ks}
-
-    return {
-        "rows": n,
-        "csls_k": csls_used,
-        "forward": {"nn": p_at(_true_ranks(q, k, None)), "csls": p_at(_true_ranks(q, k, hub_k))},
-        "backward": {"nn": p_at(_true_ranks(k, q, None)), "csls": p_at(_true_ranks(k, q, hub_q))},
-    }
+    return retrieval(q, k, ks, csls_k)
 
 
 def collapse_report(aligned: np.ndarray, en: np.ndarray, tr: np.ndarray) -> dict[str, Any]:
@@ -284,34 +228,20 @@ def layer_report(en_by_layer: Mapping[int, np.ndarray], tr_by_layer: Mapping[int
 
 
 def representation_map(aligner: Aligner | None, dim: int) -> tuple[nn.Module, str]:
-    """The aligner as a differentiable module z = f_θ(x), and a description of what θ is.
+    """The aligner as a differentiable module z = f_θ(x) on raw vectors, and a description of what θ is.
 
-    Trained aligners (FC, AE) are their own network (copied, in eval mode so dropout does not add noise to the
-    gradients). Closed-form aligners (Procrustes, linear, mean shift) are affine, x ↦ xW + b: their W and b are
-    read off the fitted aligner by probing it at 0 and at the unit vectors, and become a trainable nn.Linear,
-    i.e. "the parameters this aligner would have if it were trained by gradient descent". With no aligner, θ is
-    an identity-initialised linear map: the raw vectors as a trainable representation.
+    It is `aligner.to_torch()`: the map `transform` computes, with the parameters the aligner has (a trained
+    network in eval mode so dropout does not add noise to the gradients, or the closed-form map's affine
+    parameters, "the parameters this aligner would have if it were trained by gradient descent"). With no
+    aligner, θ is an identity-initialised linear map: the raw vectors as a trainable representation.
     """
-    module = getattr(aligner, "module_", None)
-    if isinstance(module, nn.Module):
-        return copy.deepcopy(module).eval(), f"{type(aligner).__name__} network"
+    if aligner is not None:
+        return aligner.to_torch(), f"{type(aligner).__name__}.to_torch()"
     linear = nn.Linear(dim, dim)
     with torch.no_grad():
-        if aligner is None:
-            linear.weight.copy_(torch.eye(dim))
-            linear.bias.zero_()
-            return linear, "identity-initialised linear map (no aligner)"
-        bias = aligner.transform(np.zeros((1, dim), np.float32))[0].astype(np.float64)
-        weight = aligner.transform(np.eye(dim, dtype=np.float32)).astype(np.float64) - bias
-        probe = np.random.default_rng(0).standard_normal((8, dim)).astype(np.float32)
-        error = np.abs(probe @ weight + bias - aligner.transform(probe)).max()
-        scale = max(float(np.abs(aligner.transform(probe)).max()), 1e-12)
-        if error > _AFFINE_TOLERANCE * scale:
-            raise ConfigError(f"{type(aligner).__name__} has no network and is not affine; gradient analysis needs "
-                              "a torch aligner (fc, ae) or an affine one (procrustes, linear, meanshift)")
-        linear.weight.copy_(torch.from_numpy(weight.T.astype(np.float32)))
-        linear.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
-    return linear, f"affine map of {type(aligner).__name__} as a trainable linear layer"
+        linear.weight.copy_(torch.eye(dim))
+        linear.bias.zero_()
+    return linear, "identity-initialised linear map (no aligner)"
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, Aligner, is_trained, load_aligner, make_aligner
 from embedstore.analysis.measures import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
                                  gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
 from embedstore.encoding.options import EncodeOptions
@@ -168,15 +168,12 @@ def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
             raise ConfigError(f"both --arch {arch} and --aligner {aligner_dir} given; use one: --arch fits a new "
                               "aligner, --aligner loads a saved one")
         aligner = load_aligner(aligner_dir)
-        names = {cls: name for name, cls in ALIGNERS.items()}
-        return aligner, True, {"aligner": names[type(aligner)], "aligner_dir": str(Path(aligner_dir).resolve()),
-                               "aligner_params": aligner.get_params()}
+        return aligner, True, {"aligner": aligner.name, "aligner_dir": str(Path(aligner_dir).resolve()),
+                               "aligner_params": aligner.get_params(deep=False)}
     arch = arch or DEFAULT_ARCH
-    cls = ALIGNERS.get(arch)
-    params = {name: value for name, value in (("seed", seed), ("progress", progress))
-              if cls is not None and name in cls._param_names()}
+    params = {"seed": seed, "progress": progress} if is_trained(arch) else {}
     aligner = make_aligner(arch, **params)
-    return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params()}
+    return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params(deep=False)}
 
 
 def write_record(record: dict[str, Any], out: str | Path) -> Path:

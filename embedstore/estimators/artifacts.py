@@ -13,11 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
@@ -79,27 +80,38 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class Estimator:
-    """scikit-learn-shaped base: parameters only in `__init__`, learned attributes end in `_`.
+class Estimator(BaseEstimator):
+    """scikit-learn's estimator for real (`get_params`, `set_params`, `clone`): parameters only in `__init__`,
+    stored unchanged, learned attributes end in `_`.
 
     Subclasses list their learned attributes so that saving needs no per-class code: `_array_attrs` go to
     safetensors, `_state_attrs` to JSON, and a `module_` network (if any) goes to safetensors by its state dict.
+    A concrete class declares its short `name`, which puts it in its family's registry (`registry`).
     """
 
     _array_attrs: ClassVar[tuple[str, ...]] = ()
     _state_attrs: ClassVar[tuple[str, ...]] = ()
     _fit_call: ClassVar[str] = "fit(...)"
+    #: Short name users type (CLI, sweep configs); only classes that set it are registered.
+    name: ClassVar[str | None] = None
+    #: Position in listings (CLI help, tables): the paper's order, not the alphabet's.
+    order: ClassVar[int] = 0
 
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    def set_params(self, **params: Any) -> Self:
+        """scikit-learn's `set_params`, but an unknown name is a one-line ConfigError naming the valid ones."""
+        unknown = sorted(set(params) - set(self._get_param_names()))
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} has no parameter {', '.join(unknown)}; "
+                              f"its parameters are {', '.join(self._get_param_names())}")
+        return super().set_params(**params)
 
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names()}
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "dim_")
 
-    def __repr__(self) -> str:
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        """Only the parameters that differ from the defaults, on one line (scikit-learn's wraps long reprs)."""
         defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
+        changed = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items() if not _same(v, defaults.get(k))]
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def _check_fitted(self) -> None:
@@ -135,7 +147,7 @@ class Estimator:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "class": type(self).__name__,
-            "params": _encode(self.get_params()),
+            "params": _encode(self.get_params(deep=False)),
             "dim": int(self.dim_),
             "state": _encode({name: getattr(self, name) for name in self._state_attrs}),
             "provenance": dict(provenance or {}),
@@ -189,16 +201,43 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def make_estimator(registry: Mapping[str, type[Estimator]], name: str, params: Mapping[str, Any],
-                   what: str) -> Estimator:
-    """Build a registered estimator by short name, turning a typo in a name or parameter into a ConfigError."""
+E = TypeVar("E", bound=Estimator)
+
+
+def named_subclasses(base: type[E]) -> dict[str, type[E]]:
+    """Every loaded subclass of `base` that declares a `name`, by name, in `order`: the one list that CLI choices,
+    config validation, reports and loading read, so a new class is registered by being defined."""
+    found: dict[str, type[E]] = {}
+    stack = list(base.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        name = cls.__dict__.get("name")
+        if name is None:
+            continue
+        if name in found and found[name] is not cls:
+            raise ConfigError(f"{cls.__name__} and {found[name].__name__} both declare name {name!r}; "
+                              "registered names must be unique")
+        found[name] = cls
+    return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def lookup(registry: Mapping[str, type[E]], name: str, what: str) -> type[E]:
+    """The registered class called `name`; a typo is a ConfigError listing the names there are."""
     cls = registry.get(name)
     if cls is None:
         raise ConfigError(f"{what} {name!r} is unknown; use one of {', '.join(registry)}")
-    unknown = sorted(set(params) - set(cls._param_names()))
+    return cls
+
+
+def make_estimator(registry: Mapping[str, type[Estimator]], name: str, params: Mapping[str, Any],
+                   what: str) -> Estimator:
+    """Build a registered estimator by short name, turning a typo in a name or parameter into a ConfigError."""
+    cls = lookup(registry, name, what)
+    unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise ConfigError(f"{what} {name!r} does not take {', '.join(unknown)}; "
-                          f"its parameters are {', '.join(cls._param_names())}")
+                          f"its parameters are {', '.join(cls._get_param_names())}")
     return cls(**params)
 
 
@@ -214,7 +253,7 @@ def load_estimator(directory: str | os.PathLike, registry: Mapping[str, type[Est
 
 def _restore(cls: type[Estimator], config: dict[str, Any], path: Path) -> Estimator:
     params = _decode(config["params"])
-    unknown = set(params) - set(cls._param_names())
+    unknown = set(params) - set(cls._get_param_names())
     if unknown:
         raise InputError(f"{path / CONFIG_FILE} has parameters {sorted(unknown)} that {cls.__name__} does not take")
     estimator = cls(**params)

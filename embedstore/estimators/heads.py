@@ -12,9 +12,10 @@ from typing import Any, Self
 
 import numpy as np
 import torch
+from sklearn.base import ClassifierMixin
 from torch import nn
 
-from embedstore.estimators.artifacts import Estimator, as_matrix, load_estimator, make_estimator
+from embedstore.estimators.artifacts import Estimator, as_matrix, load_estimator, make_estimator, named_subclasses
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.estimators.training import Recipe, resolve_recipe, split_indices, train
 
@@ -35,8 +36,8 @@ def as_labels(y: Any, n_rows: int, name: str = "y") -> np.ndarray:
     return arr
 
 
-class Head(Estimator):
-    """Shared fit/predict for classification heads; subclasses only define their network."""
+class Head(ClassifierMixin, Estimator):
+    """Shared fit/predict for classification heads; subclasses only define their network (and a `name`)."""
 
     _fit_call = "fit(X, y)"
     _state_attrs = ("classes_", "history_")
@@ -110,6 +111,9 @@ class Head(Estimator):
 class LinearHead(Head):
     """Multinomial logistic regression: the simplest probe of how much task signal the aligned vectors carry."""
 
+    name = "linear"
+    order = 10
+
     def _network(self, dim: int, n_classes: int) -> nn.Module:
         return nn.Linear(dim, n_classes)
 
@@ -120,6 +124,9 @@ class MLPHead(Head):
 
     `dropout` defaults to RoBERTa's hidden dropout, 0.1.
     """
+
+    name = "mlp"
+    order = 20
 
     def __init__(self, dropout: float = 0.1, weight_decay: float | None = None, recipe: str | Recipe = "default",
                  seed: int = 0, progress: bool = False, device: str = "cpu") -> None:
@@ -133,7 +140,8 @@ class MLPHead(Head):
                              nn.Dropout(self.dropout), nn.Linear(dim, n_classes))
 
 
-HEADS: dict[str, type[Head]] = {"linear": LinearHead, "mlp": MLPHead}
+#: Short name → class, generated from the classes that declare a `name`.
+HEADS: dict[str, type[Head]] = named_subclasses(Head)
 
 
 def make_head(kind: str, **params: Any) -> Head:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from embedstore.estimators.aligners import Aligner, aligns_target_at_test, load_aligner
+from embedstore.estimators.aligners import Aligner, load_aligner
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
@@ -62,10 +62,10 @@ class Pipeline:
 
     @property
     def aligner_at_test(self) -> bool:
-        return self.aligner is not None and aligns_target_at_test(self.aligner)
+        return self.aligner is not None and self.aligner.aligns_target_at_test
 
     def predict_proba(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> np.ndarray:
-        """`use_aligner` None: as the aligner prescribes (`aligns_target_at_test`)."""
+        """`use_aligner` None: as the aligner prescribes (`Aligner.aligns_target_at_test`)."""
         x = self.vectors(texts)
         if self.aligner is not None and (self.aligner_at_test if use_aligner is None else use_aligner):
             x = self.aligner.transform(x)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import Aligner, load_aligner, make_aligner
+from embedstore.estimators.aligners import is_trained, load_aligner, make_aligner
 from embedstore.encoding.options import EncodeOptions, store_keys
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
@@ -50,23 +50,17 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
     x, y = embed(src, store=store, options=options, progress=progress), embed(tgt, store=store, options=options)
     params: dict = {"reverse": reverse}
-    if arch in ("fc", "ae"):
+    if is_trained(arch):
         params.update(recipe=recipe, seed=seed, progress=progress)
     aligner = make_aligner(arch, **params).fit(x, y)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": len(src), "available": len(rows.texts)}, "pairs": _file(pairs),
               **_encoding_provenance(options, store), "embedstore": __version__,
-              "diagnostics": _diagnostics(aligner), "seconds": round(time.perf_counter() - t0, 3)}
+              "diagnostics": aligner.diagnostics(), "seconds": round(time.perf_counter() - t0, 3)}
     with atomic_dir(out, replace=True) as tmp:
         aligner.save(tmp, provenance=record)
         save_pair_ids(tmp, text_ids(src), text_ids(tgt))
     return {**record, "out": str(out)}
-
-
-def _diagnostics(aligner: Aligner) -> dict:
-    keys = ("val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_", "collapsed_")
-    return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v)
-            for k in keys if (v := getattr(aligner, k, None)) is not None}
 
 
 def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner_dir: Path | None, share: bool,
@@ -108,7 +102,7 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
 
 def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
     """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
-    `primary` names the one the pipeline's predictions use (see `aligners.aligns_target_at_test`)."""
+    `primary` names the one the pipeline's predictions use (see `Aligner.aligns_target_at_test`)."""
     t0 = time.perf_counter()
     pipe = Pipeline.load(pipeline_dir)
     rows = load_rows(test)

@@ -47,6 +47,8 @@ from typing import Any
 
 from embedstore.data import selection
 from embedstore.base.errors import ConfigError
+from embedstore.estimators.aligners import ALIGNERS as aligner_registry
+from embedstore.estimators.heads import HEADS as head_registry
 
 METHODS: tuple[str, ...] = (
     "english",
@@ -71,12 +73,12 @@ PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e
 """Methods whose aligner is trained on a separate parallel set, so a grid multiplies them by `pair_sizes`.
 `ablation-share` trains its aligner on the task rows themselves: its data size is the task size."""
 
-ALIGNERS: tuple[str, ...] = ("fc", "ae", "linear", "procrustes", "meanshift")
-"""Aligner architectures: torch FC and autoencoder, closed-form least squares, orthogonal Procrustes, and
-language-mean shift."""
+ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
+"""Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
 
 RECIPES: tuple[str, ...] = ("default", "paper")
-HEADS: tuple[str, ...] = ("linear", "mlp")
+HEADS: tuple[str, ...] = tuple(head_registry)
+"""Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
 _TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e")
 E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",

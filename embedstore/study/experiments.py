@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, make_aligner
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
@@ -103,8 +103,8 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
 
 def settled_params(aligner: Aligner) -> dict:
     """The aligner's parameters with its recipe as settings, not a name whose meaning a release may change."""
-    params = aligner.get_params()
-    if "recipe" in params:
+    params = aligner.get_params(deep=False)
+    if aligner.trains:
         params["recipe"] = asdict(resolve_recipe(params["recipe"], "aligner"))
     return params
 
@@ -132,8 +132,8 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
     """Cosine and retrieval of aligned vs raw on the test rows' translations, when the task has them: cosine
     alone can look fine while an aligner has collapsed, so retrieval is always reported next to it."""
-    out = {k: getattr(aligner, k) for k in ("collapsed_", "val_retrieval_p1_", "identity_retrieval_p1_")
-           if hasattr(aligner, k)}
+    out = {k: v for k, v in aligner.diagnostics().items()
+           if k in ("collapsed", "val_retrieval_p1", "identity_retrieval_p1")}
     if ctx.task.has("en_test"):
         en = ctx.vectors(ctx.task.rows("en_test").texts)
         tr = ctx.vectors(ctx.task.rows("test").texts)
@@ -143,7 +143,7 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
             out["cosine"] = cosine_report(src, tgt, aligned, seed=ctx.cell.seed)
             out["p1_raw"] = retrieval_report(src, tgt, ks=(1,))["forward"]["nn"]["p@1"]
             out["p1_aligned"] = retrieval_report(aligned, tgt, ks=(1,))["forward"]["nn"]["p@1"]
-    return {k.rstrip("_"): (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in out.items()}
+    return out
 
 
 def _fit_eval(ctx: Context, train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]) -> dict:
@@ -181,7 +181,7 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
     head.fit(train_x if reverse else aligner.transform(train_x), labels)  # reverse: an English-trained head
-    through = aligns_target_at_test(aligner)
+    through = aligner.aligns_target_at_test
     metrics = classification_metrics(test.labels, head.predict(aligner.transform(test_x) if through else test_x),
                                      labels=sorted(set(test.labels)))
     truth = np.asarray(test.labels)
@@ -237,7 +237,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})
-    through = aligns_target_at_test(aligner)
+    through = aligner.aligns_target_at_test
     result = finetune(_write_rows(work / "train.jsonl", texts, labels),
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)

@@ -1,0 +1,40 @@
+"""Orthogonal Procrustes."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedstore.estimators.aligners.base import Aligner, affine_module, centred64
+
+
+class ProcrustesAligner(Aligner):
+    """Orthogonal map from the SVD of the source/target cross-covariance.
+
+    Orthogonality preserves distances within the source space, so it cannot collapse. With `center=True`,
+    transform is (x - mu_src) @ W + mu_tgt; with `center=False` the means are stored as zeros, i.e. x @ W.
+    """
+
+    name = "procrustes"
+    order = 40
+    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
+
+    def __init__(self, center: bool = True, reverse: bool = False) -> None:
+        self.center = center
+        self.reverse = reverse
+
+    def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
+        x, mu_x = centred64(source, self.center)
+        y, mu_y = centred64(target, self.center)
+        u, _, vt = torch.linalg.svd(x.T @ y)
+        self.W_ = (u @ vt).float().numpy()
+        self.mu_src_ = mu_x.float().numpy()
+        self.mu_tgt_ = mu_y.float().numpy()
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
+
+    def to_torch(self) -> nn.Module:
+        """x @ W + (mu_tgt - mu_src @ W): the same map with the shifts folded into one bias."""
+        self._check_fitted()
+        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)
