@@ -37,7 +37,7 @@ from embedstore.data.tasks import Task
 from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
-    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.data import TaskFile
 
 
 @dataclass
@@ -210,7 +210,7 @@ def training_summary(aligner: Aligner) -> dict:
 def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
     """Rows as JSONL (any text survives it, tabs and newlines included), replaced atomically so a kill never
     leaves a half-written file for a resumed finetune to hash."""
-    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.data import TaskFile
 
     paired = bool(texts) and isinstance(texts[0], tuple)
     lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
@@ -226,7 +226,9 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
     the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell>-<context>/`, so
     the run is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
-    from embedstore.text_training.finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
+    # loads the transformer: only end-to-end cells need it
+    from embedstore.text_training.finetune import finetune
+    from embedstore.text_training.options import TrainOptions
 
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
