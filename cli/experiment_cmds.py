@@ -17,6 +17,7 @@ def sweep(
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
     from embedstore.study.cells import expand, load_config
+    from embedstore.study.context import StudyContext
     from embedstore.study.experiments import prepare, run_cell
     from embedstore.study.sweep import run_sweep
 
@@ -24,7 +25,7 @@ def sweep(
     if not dry_run:
         report = prepare(expand(cfg), cfg, progress=True)
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")
-    summary = run_sweep(cfg, run_cell, workers=workers, dry_run=dry_run, progress=True)
+    summary = run_sweep(cfg, run_cell, StudyContext.of(cfg), workers=workers, dry_run=dry_run, progress=True)
     console.print(str(summary), highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)

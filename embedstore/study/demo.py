@@ -12,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from embedstore.study.cells import expand, load_config
+from embedstore.study.context import StudyContext
 from embedstore.study.experiments import prepare, run_cell
 from embedstore.encoding.models import cache_dir
 from embedstore.study.report import ReportFiles, build_report
@@ -77,6 +78,6 @@ def run_demo(out_dir: Path | None = None, *, model: str = "multilingual-e5-small
                                       aligners=aligners))
     cells = expand(config)
     encoded = prepare(cells, config, progress=progress)
-    summary = run_sweep(config, run_cell, workers=workers, progress=progress)
+    summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, progress=progress)
     report = build_report(config.results, out_dir / "report")
     return DemoResult(config.path, summary, report, encoded.encoded, encoded.seconds, time.perf_counter() - t0)

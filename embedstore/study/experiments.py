@@ -22,6 +22,7 @@ from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_tr
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.context import context_id
 from embedstore.encoding.options import EncodeOptions, store_keys
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
@@ -32,7 +33,6 @@ from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.store import Store, StoreKey
-from embedstore.study.sweep import context_id
 from embedstore.data.tasks import Task
 from embedstore.estimators.training import resolve_recipe
 
@@ -235,7 +235,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     src, tgt = _pairs(ctx, _task_texts(ctx))
     aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
     # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
-    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell)}"
+    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell, ctx.key.fingerprint)}"
     flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})
