@@ -28,7 +28,8 @@ class StudyResult:
 def run_study(config: SweepConfig, *, workers: int = 2, dry_run: bool = False, report_dir: Path | None = None,
               progress: bool = True) -> StudyResult:
     """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
-    unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing."""
+    unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
+    it does fingerprint the model: without the fingerprint it could not tell finished cells from stale ones."""
     encoded = None if dry_run else prepare(expand(config), config, progress=progress)
     summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, dry_run=dry_run,
                         progress=progress)
