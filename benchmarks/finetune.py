@@ -27,7 +27,9 @@ from rich.table import Table
 from embedstore.encoding.options import EncodeOptions
 
 from embedstore.encoding.encode import embed
-from embedstore.text_training.finetune import TaskFile, TrainOptions, tune
+from embedstore.text_training.data import TaskFile
+from embedstore.text_training.options import TrainOptions
+from embedstore.text_training.tune import tune
 from embedstore.estimators.heads import LinearHead
 from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.data.texts import read_table

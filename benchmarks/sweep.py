@@ -24,6 +24,7 @@ from rich.console import Console
 from safetensors.numpy import save_file
 
 from embedstore.study.cells import expand, load_config
+from embedstore.study.context import StudyContext
 from embedstore.encoding.options import EncodeOptions, store_keys
 from embedstore.study.experiments import run_cell
 from embedstore.data.hashing import text_ids
@@ -106,7 +107,7 @@ def main() -> None:
             config = load_config(write_config(root, model, store, f"grid{r}"))
             cells = expand(config)
             t0 = time.perf_counter()
-            summary = run_sweep(config, run_cell, workers=args.workers, progress=True)
+            summary = run_sweep(config, run_cell, StudyContext.of(config), workers=args.workers, progress=True)
             walls.append(time.perf_counter() - t0)
             records = [json.loads(line) for line in config.results.read_text().splitlines()]
             fits = [rec["provenance"]["sizes"]["aligner_fit_seconds"] for rec in records

@@ -16,15 +16,14 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
-    from embedstore.study.cells import expand, load_config
-    from embedstore.study.experiments import prepare, run_cell
-    from embedstore.study.sweep import run_sweep
+    from embedstore.study.cells import load_config
+    from embedstore.study.run import run_study
 
-    cfg = load_config(config)
-    if not dry_run:
-        report = prepare(expand(cfg), cfg, progress=True)
+    study = run_study(load_config(config), workers=workers, dry_run=dry_run, progress=True)
+    if study.encoded is not None:
+        report = study.encoded
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")
-    summary = run_sweep(cfg, run_cell, workers=workers, dry_run=dry_run, progress=True)
+    summary = study.summary
     console.print(str(summary), highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)

@@ -12,15 +12,27 @@ import typer
 from .common import console, print_json, user_errors
 
 if TYPE_CHECKING:
-    from embedstore.text_training.finetune import TrainOptions
+    from embedstore.text_training.options import TrainOptions
 
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
+_MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Model name or local model directory.")
+_EPOCHS = typer.Option(3, help="Maximum epochs (early stopping may end sooner).")
+_BATCH_SIZE = typer.Option(16, help="Rows per forward pass.")
+_GRAD_ACCUM = typer.Option(1, help="Forward passes per optimizer step (effective batch = batch size x this).")
+_PATIENCE = typer.Option(2, help="Epochs without a lower validation loss before stopping.")
+_MAX_LENGTH = typer.Option(128, help="Tokens per text (longer texts are truncated).")
+_SIZE = typer.Option("all", help="English rows to train on: a number, 1k-style, or all (seeded sample).")
+_SEED = typer.Option(0, help="Seed of the split, the sample, the head's init and dropout.")
+_CHECKPOINT_EVERY = typer.Option(0, help="Checkpoint every N optimizer steps (0: at epoch ends only).")
+_DEVICE = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N.")
+_PRECISION = typer.Option("auto", help="auto, fp32, bf16 or fp16 (autocast on CUDA only; CPU is fp32).")
+_AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
 
 
 def _options(epochs: int, batch_size: int, lr: float, head_lr: float, grad_accum: int, checkpoint_every: int,
              max_length: int, seed: int, device: str, precision: str, size: str, head: str,
              patience: int) -> TrainOptions:
-    from embedstore.text_training.finetune import TrainOptions
+    from embedstore.text_training.options import TrainOptions
 
     return TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, grad_accum=grad_accum,
                         checkpoint_every=checkpoint_every, max_length=max_length, seed=seed, device=device,
@@ -43,25 +55,25 @@ def tune(
     text_column: str = typer.Option("text", help="Column holding the text."),
     label_column: str = typer.Option("label", help="Column holding the class label."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair (NLI hypothesis)."),
-    model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Model name or local model directory."),
-    epochs: int = typer.Option(3, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(16, help="Rows per forward pass."),
-    grad_accum: int = typer.Option(1, help="Forward passes per optimizer step (effective batch = batch size x this)."),
+    model: str = _MODEL,
+    epochs: int = _EPOCHS,
+    batch_size: int = _BATCH_SIZE,
+    grad_accum: int = _GRAD_ACCUM,
     lr: float = typer.Option(2e-5, help="Learning rate of the LM."),
     head_lr: float = typer.Option(1e-3, help="Learning rate of the classification head."),
     head: str = typer.Option("linear", help="Classification head: linear or mlp."),
-    patience: int = typer.Option(2, help="Epochs without a lower validation loss before stopping."),
-    max_length: int = typer.Option(128, help="Tokens per text (longer texts are truncated)."),
-    size: str = typer.Option("all", help="English rows to train on: a number, 1k-style, or all (seeded sample)."),
-    seed: int = typer.Option(0, help="Seed of the split, the sample, the head's init and dropout."),
-    checkpoint_every: int = typer.Option(0, help="Checkpoint every N optimizer steps (0: at epoch ends only)."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (autocast on CUDA only; CPU is fp32)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    patience: int = _PATIENCE,
+    max_length: int = _MAX_LENGTH,
+    size: str = _SIZE,
+    seed: int = _SEED,
+    checkpoint_every: int = _CHECKPOINT_EVERY,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    as_json: bool = _AS_JSON,
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
-    from embedstore.text_training.finetune import TaskFile
-    from embedstore.text_training.finetune import tune as run_tune
+    from embedstore.text_training.data import TaskFile
+    from embedstore.text_training.tune import tune as run_tune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,
                        precision, size, head, patience)
@@ -88,29 +100,29 @@ def finetune(
     test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
                                                                 "(default: --label-column)."),
     test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file (default: --pair-column)."),
-    model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Model name or local model directory."),
+    model: str = _MODEL,
     train_aligner: bool = typer.Option(False, "--train-aligner", help="Train the aligner too (frozen by default)."),
     freeze_lm: bool = typer.Option(False, "--freeze-lm", help="Keep the LM fixed; train the head (and aligner)."),
     aligner_at_test: bool = typer.Option(False, "--aligner-at-test",
                                          help="Pass test texts through the aligner too (one graph for every "
                                               "language; suits aligners trained with the identity term)."),
-    epochs: int = typer.Option(3, help="Maximum epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(16, help="Rows per forward pass."),
-    grad_accum: int = typer.Option(1, help="Forward passes per optimizer step (effective batch = batch size x this)."),
+    epochs: int = _EPOCHS,
+    batch_size: int = _BATCH_SIZE,
+    grad_accum: int = _GRAD_ACCUM,
     lr: float = typer.Option(2e-5, help="Learning rate of the LM and the aligner."),
     head_lr: float = typer.Option(1e-3, help="Learning rate of the task head."),
     head: str = typer.Option("linear", help="Task head: linear or mlp."),
-    patience: int = typer.Option(2, help="Epochs without a lower validation loss before stopping."),
-    max_length: int = typer.Option(128, help="Tokens per text (longer texts are truncated)."),
-    size: str = typer.Option("all", help="English rows to train on: a number, 1k-style, or all (seeded sample)."),
-    seed: int = typer.Option(0, help="Seed of the split, the sample, the head's init and dropout."),
-    checkpoint_every: int = typer.Option(0, help="Checkpoint every N optimizer steps (0: at epoch ends only)."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (autocast on CUDA only; CPU is fp32)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    patience: int = _PATIENCE,
+    max_length: int = _MAX_LENGTH,
+    size: str = _SIZE,
+    seed: int = _SEED,
+    checkpoint_every: int = _CHECKPOINT_EVERY,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    as_json: bool = _AS_JSON,
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
-    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.data import TaskFile
     from embedstore.text_training.finetune import finetune as run_finetune
 
     options = _options(epochs, batch_size, lr, head_lr, grad_accum, checkpoint_every, max_length, seed, device,

@@ -1,14 +1,18 @@
 """A whole sweep on the tiny model: every cached-vector method runs, records carry provenance, reports build."""
 import json
+import shutil
 
 import pytest
+import torch
+from transformers import XLMRobertaModel
 from typer.testing import CliRunner
 
 from embedstore.cli.app import app
 from embedstore.study.cells import expand, load_config
 from embedstore.base.errors import ConfigError
-from embedstore.study.experiments import prepare, run_cell
-from embedstore.study.sweep import read_results, run_sweep
+from embedstore.study.experiments import run_cell
+from embedstore.study.run import run_study
+from embedstore.study.sweep import read_results
 
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"],
           "math": ["equation", "matrix", "symbol", "fraction"]}
@@ -63,8 +67,7 @@ METHODS = ["english", "native", "translated", "translate-test", "langalign", "re
 def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
     config = load_config(write_config(tmp_path, tiny_model_dir, METHODS))
     cells = expand(config)
-    prepare(cells, config, progress=False)
-    summary = run_sweep(config, run_cell, workers=1, progress=False)
+    summary = run_study(config, workers=1, progress=False).summary
     assert not summary.errors, summary.errors
     records = read_results(config.results)
     assert len(records) == len(cells) == 2 * (5 + 2 * 2 * 1 + 2)
@@ -88,7 +91,7 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
     share = by_method["ablation-share"]["provenance"]["sizes"]
     assert share["n_pairs"] == share["n_train"]
     # rerun: nothing left to do
-    again = run_sweep(config, run_cell, workers=1, progress=False)
+    again = run_study(config, workers=1, progress=False).summary
     assert len(again.skipped) == len(cells) and not again.to_run
 
 
@@ -119,8 +122,7 @@ def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, tiny_model_dir, ["langalign", "langalign-e2e"], aligners=("procrustes",))
     cfg.write_text(cfg.read_text() + "[e2e]\nepochs = 1\nbatch_size = 8\nmax_length = 32\n")
     config = load_config(cfg)
-    prepare(expand(config), config, progress=False)
-    summary = run_sweep(config, run_cell, workers=1, progress=False)
+    summary = run_study(config, workers=1, progress=False).summary
     assert not summary.errors, summary.errors
     records = read_results(config.results)
     e2e = [r for r in records if r["cell"]["method"] == "langalign-e2e"]
@@ -136,13 +138,13 @@ def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     rep = CliRunner().invoke(app, ["report", str(config.results), "--out", str(tmp_path / "rep")])
     assert rep.exit_code == 0, rep.output
     assert "langalign-e2e" in (tmp_path / "rep" / "table.md").read_text()
-    again = run_sweep(config, run_cell, workers=1, progress=False)
+    again = run_study(config, workers=1, progress=False).summary
     assert not again.to_run
     # other [e2e] options: the e2e cells (only they) run again, in their own directories
     cfg.write_text(cfg.read_text().replace("epochs = 1", "epochs = 2"))
     config = load_config(cfg)
     with pytest.warns(UserWarning, match="2 finished cells were computed with another"):
-        changed = run_sweep(config, run_cell, workers=1, progress=False)
+        changed = run_study(config, workers=1, progress=False).summary
     assert not changed.errors, changed.errors
     assert {c.method for c in changed.to_run} == {"langalign-e2e"} and len(changed.ok) == 2
     assert len(list(config.results.with_suffix(".e2e").iterdir())) == 4
@@ -153,3 +155,23 @@ def test_e2e_options_are_checked_when_the_config_loads(tiny_model_dir, tmp_path)
     cfg.write_text(cfg.read_text() + "[e2e]\nepoch = 1\n")
     with pytest.raises(ConfigError, match=r"e2e\.epoch: unknown key \(did you mean 'epochs'\?\)"):
         load_config(cfg)
+
+
+def test_other_weights_under_the_same_model_directory_rerun_finished_cells(tiny_model_dir, tmp_path):
+    """The model's name (its directory) stays, its weights change: finished cells are stale, not finished."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = load_config(write_config(tmp_path, model, ["english"]))
+    first = run_study(config, workers=1, progress=False).summary
+    assert len(first.ok) == 2 and not first.errors
+    before = {r["provenance"]["model_fingerprint"] for r in read_results(config.results)}
+    retrained = XLMRobertaModel.from_pretrained(model)
+    with torch.no_grad():
+        for p in retrained.parameters():
+            p.add_(0.01)
+    retrained.save_pretrained(model)
+    with pytest.warns(UserWarning, match="2 finished cells were computed with another model"):
+        second = run_study(config, workers=1, progress=False).summary
+    assert len(second.ok) == 2 and second.skipped == ()
+    after = {r["provenance"]["model_fingerprint"] for r in read_results(config.results)}
+    assert len(before) == len(after) == 1 and after != before  # every record now from the new weights

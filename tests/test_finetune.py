@@ -21,9 +21,13 @@ from embedstore.estimators.aligners import make_aligner
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.text_training.finetune import (METHOD, RESULTS_FILE, TUNE_FILE, WEIGHTS_FILE, TaskFile, TrainOptions,
-                                 aligner_module, classification_metrics, finetune, tune)
-from embedstore.encoding.models import model_fingerprint
+from embedstore.base.metrics import classification_metrics
+from embedstore.encoding.models import TUNE_FILE, model_fingerprint
+from embedstore.text_training.data import TaskFile
+from embedstore.text_training.finetune import METHOD, RESULTS_FILE, WEIGHTS_FILE, finetune
+from embedstore.text_training.model import aligner_module
+from embedstore.text_training.options import TrainOptions
+from embedstore.text_training.tune import tune
 from embedstore.estimators.training import Recipe
 
 VOCAB = {"calc": "cell formula sheet sum column", "writer": "paragraph font page text style",
@@ -155,7 +159,7 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
     again = finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir), options=options)
     assert again.metrics == result.metrics and again.steps == result.steps
     assert time.perf_counter() - started < 10  # nothing was trained
-    with pytest.raises(ConfigError, match=r"different lr; choose another --out"):
+    with pytest.raises(ConfigError, match=r"different lr; pass another out directory"):
         finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir),
                  options=TrainOptions(**{**FAST, "lr": 1e-4}))
 
@@ -197,8 +201,8 @@ def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_
         (lambda: finetune(data["train"], data["test"], fitted_aligner("meanshift", tmp_path / "d16", dim=16),
                           tmp_path / "c", model=str(tiny_model_dir)), ConfigError, r"maps 16-d vectors .* 32-d"),
         (lambda: tune(data["train"], tmp_path / "d", model=str(tiny_model_dir),
-                      options=TrainOptions(device="cpu", precision="bf16")), ConfigError, r"--precision: bf16 needs"),
-        (lambda: TrainOptions(grad_accum=0), ConfigError, r"--grad-accum: 0; expected a positive integer"),
+                      options=TrainOptions(device="cpu", precision="bf16")), ConfigError, r"^precision: bf16 needs"),
+        (lambda: TrainOptions(grad_accum=0), ConfigError, r"^grad_accum: 0; expected a positive integer"),
         (lambda: tune(data["train"], tiny_model_dir, model=str(tiny_model_dir)), ConfigError,
          r"already holds a model that `embedstore tune` did not write"),
     ]

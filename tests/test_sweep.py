@@ -71,6 +71,11 @@ def fake_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
     }
 
 
+def same_context(cell: Cell) -> str:
+    """Every cell in one unchanging context: what a context is belongs to the study layer (test_context.py)."""
+    return "ctx"
+
+
 def crashing_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
     """Kills its own worker process for seed 1, the way an out-of-memory kill or a segfault would."""
     if cell.seed == 1 and cell.method == "english" and cell.task_size == 1000:
@@ -94,7 +99,7 @@ def stable_view(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 
 def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     cells = expand(config)
     assert len(cells) == (1 + 1 * 1 * 2) * 2 * 2 == 12
     assert len(summary.ok) == 12 and not summary.errors and not summary.interrupted
@@ -115,49 +120,26 @@ def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
 def test_dry_run_runs_nothing_then_reports_skips(tmp_path: Path) -> None:
     calls = tmp_path / "calls.txt"
     config = make_config(tmp_path, calls=calls)
-    dry = run_sweep(config, fake_runner, workers=1, dry_run=True, progress=False)
+    dry = run_sweep(config, fake_runner, same_context, workers=1, dry_run=True, progress=False)
     assert dry.dry_run and len(dry.to_run) == 12 and dry.skipped == ()
     assert not config.results.exists() and not calls.exists()
     assert "12 to run" in str(dry)
 
-    run_sweep(config, fake_runner, workers=1, progress=False)
-    again = run_sweep(config, fake_runner, workers=1, dry_run=True, progress=False)
+    run_sweep(config, fake_runner, same_context, workers=1, progress=False)
+    again = run_sweep(config, fake_runner, same_context, workers=1, dry_run=True, progress=False)
     assert len(again.skipped) == 12 and again.to_run == ()
 
 
 def test_resume_skips_finished_cells(tmp_path: Path) -> None:
     calls = tmp_path / "calls.txt"
     config = make_config(tmp_path, calls=calls)
-    run_sweep(config, fake_runner, workers=1, progress=False)
+    run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(calls.read_text().splitlines()) == 12
     calls.unlink()
-    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert not calls.exists()  # the runner was called 0 times
     assert len(summary.skipped) == 12 and summary.ok == ()
     assert len(raw_lines(config.results)) == 12
-
-
-def test_changed_model_reruns_finished_cells(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
-    run_sweep(config, fake_runner, workers=1, progress=False)
-    with pytest.warns(UserWarning, match="12 finished cells were computed with another model, task"):
-        summary = run_sweep(dataclasses.replace(config, model="other"), fake_runner, workers=1, progress=False)
-    assert len(summary.ok) == 12
-    assert {r["provenance"]["model"] for r in read_results(config.results)} == {"other"}
-
-
-def test_changed_recipe_settings_rerun_only_trained_aligner_cells(tmp_path: Path, monkeypatch) -> None:
-    """A release that changes what `default` means for FC/AE must not keep their results; baselines stay."""
-    from embedstore.estimators import training
-
-    config = make_config(tmp_path)
-    run_sweep(config, fake_runner, workers=1, progress=False)
-    faster = dataclasses.replace(training.RECIPES["default"]["aligner"], batch_size=1024)
-    monkeypatch.setitem(training.RECIPES, "default", {**training.RECIPES["default"], "aligner": faster})
-    with pytest.warns(UserWarning, match="8 finished cells .* aligner recipe settings"):
-        summary = run_sweep(config, fake_runner, workers=1, progress=False)
-    assert {c.method for c in summary.ok} == {"langalign"} and len(summary.ok) == 8
-    assert {c.method for c in summary.skipped} == {"english"} and len(summary.skipped) == 4
 
 
 def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
@@ -167,7 +149,7 @@ def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
     failing = {c.id for c in expand(config) if c.seed == 1 and c.method == "langalign"}
     assert len(failing) == 4
 
-    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(summary.ok) == 8 and {cell.id for cell, _ in summary.errors} == failing
     errors = [r for r in read_results(config.results) if r["status"] == "error"]
     assert {r["cell_id"] for r in errors} == failing
@@ -177,7 +159,7 @@ def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
 
     flag.unlink()
     calls.unlink()
-    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert set(calls.read_text().splitlines()) == failing  # only the failed cells ran again
     assert len(summary.skipped) == 8 and len(summary.ok) == 4
     final = read_results(config.results)
@@ -194,7 +176,7 @@ def test_failing_cell_is_recorded_and_retried_alone(tmp_path: Path) -> None:
 )
 def test_runner_contract_violations_become_error_records(tmp_path: Path, returned: object, message: str) -> None:
     config = make_config(tmp_path, seeds=1, methods='["english"]')
-    summary = run_sweep(config, lambda cell, cfg: returned, workers=1, progress=False)
+    summary = run_sweep(config, lambda cell, cfg: returned, same_context, workers=1, progress=False)
     assert len(summary.errors) == 2
     assert all(record["status"] == "error" for record in read_results(config.results))
     assert message in summary.errors[0][1]
@@ -202,7 +184,7 @@ def test_runner_contract_violations_become_error_records(tmp_path: Path, returne
 
 def test_partial_trailing_line_is_ignored_and_repaired(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    run_sweep(config, fake_runner, workers=1, progress=False)
+    run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     lines = config.results.read_bytes().splitlines(keepends=True)
     # keep 5 complete records and half of the 6th, as a kill during the write would
     config.results.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
@@ -210,17 +192,17 @@ def test_partial_trailing_line_is_ignored_and_repaired(tmp_path: Path) -> None:
         assert len(read_results(config.results)) == 5
 
     with pytest.warns(UserWarning, match="removing a partial last line"):
-        summary = run_sweep(config, fake_runner, workers=1, progress=False)
+        summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(summary.skipped) == 5 and len(summary.ok) == 7
     assert len(raw_lines(config.results)) == 12  # every line parses: the half line was cut, not buried
 
 
 def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    run_sweep(config, fake_runner, workers=1, progress=False)
+    run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     config.results.write_bytes(config.results.read_bytes().rstrip(b"\n"))
     assert len(read_results(config.results)) == 12
-    summary = run_sweep(config, fake_runner, workers=1, progress=False)
+    summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(summary.skipped) == 12
     assert config.results.read_bytes().endswith(b"\n")
 
@@ -254,7 +236,7 @@ def test_second_sweep_on_the_same_file_is_refused(tmp_path: Path) -> None:
     with open(config.results, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(ConfigError, match="another sweep is writing this results file"):
-            run_sweep(config, fake_runner, workers=1, progress=False)
+            run_sweep(config, fake_runner, same_context, workers=1, progress=False)
 
 
 def test_keyboard_interrupt_in_process_keeps_finished_records(tmp_path: Path) -> None:
@@ -267,7 +249,7 @@ def test_keyboard_interrupt_in_process_keeps_finished_records(tmp_path: Path) ->
             raise KeyboardInterrupt
         return fake_runner(cell, cfg)
 
-    summary = run_sweep(config, interrupted_runner, workers=1, progress=False)
+    summary = run_sweep(config, interrupted_runner, same_context, workers=1, progress=False)
     assert summary.interrupted and len(summary.ok) == 3
     assert "interrupted: 9 cells not run" in str(summary)
     assert [r["cell_id"] for r in raw_lines(config.results)] == [c.id for c in started[:3]]
@@ -276,9 +258,9 @@ def test_keyboard_interrupt_in_process_keeps_finished_records(tmp_path: Path) ->
 def test_lambda_runner_with_workers_is_refused_early(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     with pytest.raises(TypeError, match="cannot be pickled"):
-        run_sweep(config, lambda cell, cfg: {}, workers=2, progress=False)
+        run_sweep(config, lambda cell, cfg: {}, same_context, workers=2, progress=False)
     with pytest.raises(ConfigError, match="workers: 0"):
-        run_sweep(config, fake_runner, workers=0, progress=False)
+        run_sweep(config, fake_runner, same_context, workers=0, progress=False)
 
 
 def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
@@ -287,8 +269,8 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
     parallel_dir.mkdir()
     serial = make_config(serial_dir)
     parallel = make_config(parallel_dir)
-    run_sweep(serial, fake_runner, workers=1, progress=False)
-    summary = run_sweep(parallel, fake_runner, workers=2, progress=False)
+    run_sweep(serial, fake_runner, same_context, workers=1, progress=False)
+    summary = run_sweep(parallel, fake_runner, same_context, workers=2, progress=False)
     assert len(summary.ok) == 12 and not summary.errors
     parallel_records = raw_lines(parallel.results)
     assert len(parallel_records) == 12
@@ -301,7 +283,7 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
 
 def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    summary = run_sweep(config, crashing_runner, workers=2, progress=False)
+    summary = run_sweep(config, crashing_runner, same_context, workers=2, progress=False)
     records = read_results(config.results)
     assert len(records) == 12  # every cell has a record
     crashed = [r for r in records if r["status"] == "error"]
@@ -322,7 +304,7 @@ def slow_runner(cell, config):
     return {"metrics": {"accuracy": cell.seed / 100}, "provenance": {}}
 
 if __name__ == "__main__":
-    summary = run_sweep(load_config(sys.argv[1]), slow_runner, workers=2, progress=False)
+    summary = run_sweep(load_config(sys.argv[1]), slow_runner, lambda cell: "ctx", workers=2, progress=False)
     print(summary, flush=True)
 """
 
@@ -369,7 +351,7 @@ def test_kill_9_midway_then_rerun_gives_one_ok_record_per_cell(tmp_path: Path) -
         out.write(b'{"cell": {"language": "ko", "task": "top')
 
     with pytest.warns(UserWarning, match="partial last line"):
-        summary = run_sweep(config, fake_runner, workers=1, progress=False)
+        summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(summary.skipped) == len(killed_at)
     final = raw_lines(config.results)
     assert sorted(r["cell_id"] for r in final) == sorted(c.id for c in expand(config))

@@ -1,8 +1,8 @@
 """`embedstore demo`: the paper's study in miniature on the bundled en-ko sample, with the default model.
 
-It is the same code path as any sweep: a config file (written next to the results, so the user can read,
-edit and re-run it with `embedstore sweep`), `prepare` to encode every text once, the sweep, the report. A
-second run finds every vector in the store and every cell in the results, so it only rebuilds the report.
+It is the same call as `embedstore sweep` (`run_study`) on a config file written next to the results, so the
+user can read, edit and re-run it with `embedstore sweep`. A second run finds every vector in the store and
+every cell in the results, so it only rebuilds the report.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from embedstore.study.cells import expand, load_config
-from embedstore.study.experiments import prepare, run_cell
-from embedstore.encoding.models import cache_dir
-from embedstore.study.report import ReportFiles, build_report
-from embedstore.study.sweep import SweepSummary, run_sweep
+from embedstore.encoding.models import DEFAULT_MODEL, cache_dir
+from embedstore.study.cells import load_config
+from embedstore.study.report import ReportFiles
+from embedstore.study.run import run_study
+from embedstore.study.sweep import SweepSummary
 
 SAMPLE = "libreoffice_help.en-ko.sample.tsv"
 
@@ -69,14 +69,13 @@ def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str,
     return config
 
 
-def run_demo(out_dir: Path | None = None, *, model: str = "multilingual-e5-small", store: Path | None = None,
+def run_demo(out_dir: Path | None = None, *, model: str = DEFAULT_MODEL, store: Path | None = None,
              aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True) -> DemoResult:
     t0 = time.perf_counter()
     out_dir = out_dir or cache_dir() / "demo"
     config = load_config(write_config(out_dir, model=model, store=store or cache_dir() / "store.zarr",
                                       aligners=aligners))
-    cells = expand(config)
-    encoded = prepare(cells, config, progress=progress)
-    summary = run_sweep(config, run_cell, workers=workers, progress=progress)
-    report = build_report(config.results, out_dir / "report")
-    return DemoResult(config.path, summary, report, encoded.encoded, encoded.seconds, time.perf_counter() - t0)
+    study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress)
+    assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
+    return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, study.encoded.seconds,
+                      time.perf_counter() - t0)

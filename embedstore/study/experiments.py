@@ -22,6 +22,7 @@ from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, ma
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.context import context_id
 from embedstore.encoding.options import EncodeOptions, store_keys
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
@@ -32,12 +33,11 @@ from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.store import Store, StoreKey
-from embedstore.study.sweep import context_id
 from embedstore.data.tasks import Task
 from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
-    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.data import TaskFile
 
 
 @dataclass
@@ -210,7 +210,7 @@ def training_summary(aligner: Aligner) -> dict:
 def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
     """Rows as JSONL (any text survives it, tabs and newlines included), replaced atomically so a kill never
     leaves a half-written file for a resumed finetune to hash."""
-    from embedstore.text_training.finetune import TaskFile
+    from embedstore.text_training.data import TaskFile
 
     paired = bool(texts) and isinstance(texts[0], tuple)
     lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
@@ -226,14 +226,16 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
     the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell>-<context>/`, so
     the run is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
-    from embedstore.text_training.finetune import TrainOptions, finetune  # loads the transformer: only end-to-end cells need it
+    # loads the transformer: only end-to-end cells need it
+    from embedstore.text_training.finetune import finetune
+    from embedstore.text_training.options import TrainOptions
 
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
     src, tgt = _pairs(ctx, _task_texts(ctx))
     aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
     # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
-    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell)}"
+    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell, ctx.key.fingerprint)}"
     flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})

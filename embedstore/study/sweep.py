@@ -3,8 +3,9 @@
 The results file (JSONL) is the sweep's only state. Each finished cell is appended as one JSON line by one
 `os.write` on an O_APPEND descriptor followed by `fsync`, and only the parent process writes, so a kill
 (even `kill -9`) can at worst leave one unterminated last line, which readers ignore and the next run cuts
-off before appending. A re-run skips every cell that already has an "ok" record computed with the same model
-and task definition, and retries the ones that failed.
+off before appending. A re-run skips every cell that already has an "ok" record computed in the same context,
+and retries the ones that failed. The engine knows nothing of what a context is: the study layer hands it a
+function from cell to context id (see `embedstore.study.context`).
 
 Record written per cell::
 
@@ -19,7 +20,6 @@ reads the runner's provenance keys "model_fingerprint" and "store_key" when pres
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import multiprocessing
 import os
@@ -59,6 +59,10 @@ Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
 """Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
 With workers > 1 it must be a picklable top-level function, because worker processes are spawned."""
 
+CellContext = Callable[[Cell], str]
+"""A cell's context id: a hash of what shapes its result but is not part of the cell (model weights, data
+files, settings behind a name). A finished record with another context is stale and runs again."""
+
 RecordSink = Callable[[Cell, dict[str, Any]], None]
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -94,12 +98,16 @@ class SweepSummary:
 def run_sweep(
     config: SweepConfig,
     runner: Runner,
+    context: CellContext,
     *,
     workers: int = 2,
     dry_run: bool = False,
     progress: bool = True,
 ) -> SweepSummary:
     """Run every unfinished cell of `config` and append one record per cell to `config.results`.
+
+    A cell is finished when the file holds an "ok" record of it whose context is `context(cell)`; the record
+    written carries that id, so a later run can tell.
 
     workers=1 runs cells in this process (tracebacks and debuggers work as usual); more start that many
     spawned processes, each limited to cores // workers BLAS/torch threads so they do not oversubscribe the
@@ -109,9 +117,10 @@ def run_sweep(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: {workers!r} must be a positive integer")
     cells = expand(config)
+    contexts = {cell.id: context(cell) for cell in cells}
     if dry_run:
         existing = read_results(config.results) if config.results.exists() else []
-        skipped, to_run = _partition(config, cells, existing)
+        skipped, to_run = _partition(config, cells, contexts, existing)
         return SweepSummary(config.name, config.results, tuple(cells), skipped, to_run, (), (), False, True)
     if workers > 1:
         _check_picklable(runner)
@@ -121,7 +130,7 @@ def run_sweep(
     try:
         _lock(fd, config.results)
         _repair_tail(fd, config.results)
-        skipped, to_run = _partition(config, cells, read_results(config.results))
+        skipped, to_run = _partition(config, cells, contexts, read_results(config.results))
         ok: list[Cell] = []
         errors: list[tuple[Cell, str]] = []
         interrupted = False
@@ -140,7 +149,7 @@ def run_sweep(
             task = bar.add_task(config.name, total=len(to_run), last="")
 
             def record(cell: Cell, outcome: dict[str, Any]) -> None:
-                _append_line(fd, _make_record(config, cell, outcome))
+                _append_line(fd, _make_record(config, cell, contexts[cell.id], outcome))
                 if outcome["status"] == "ok":
                     ok.append(cell)
                     last = f"ok {escape(cell.describe())}"
@@ -205,29 +214,10 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def context_id(config: SweepConfig, cell: Cell) -> str:
-    """A hash of what shapes a cell's result but is not part of the cell: the model, the task's table and, for
-    end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE), the recipe's settings.
-
-    Without it, changing the model, a task's data files or what a recipe name means and re-running would
-    silently keep stale results.
-    """
-    from embedstore.estimators.aligners import is_trained
-    from embedstore.estimators.training import resolve_recipe
-
-    payload: dict[str, Any] = {"model": config.model, "task": config.tasks.get(cell.task)}
-    if cell.method == "langalign-e2e" and config.e2e:
-        payload["e2e"] = config.e2e
-    if cell.aligner is not None and is_trained(cell.aligner):
-        payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
 def _partition(
-    config: SweepConfig, cells: list[Cell], records: Iterable[dict[str, Any]]
+    config: SweepConfig, cells: list[Cell], contexts: dict[str, str], records: Iterable[dict[str, Any]]
 ) -> tuple[tuple[Cell, ...], tuple[Cell, ...]]:
-    """Split cells into (finished, to run); warn about finished cells whose model or task has changed."""
+    """Split cells into (finished, to run); warn about finished cells whose context has changed."""
     finished = {
         record["cell_id"]: record.get("context")
         for record in records
@@ -239,15 +229,15 @@ def _partition(
     for cell in cells:
         if cell.id not in finished:
             to_run.append(cell)
-        elif finished[cell.id] == context_id(config, cell):
+        elif finished[cell.id] == contexts[cell.id]:
             skipped.append(cell)
         else:
             stale += 1
             to_run.append(cell)
     if stale:
         warnings.warn(
-            f"{config.results}: {stale} finished cells were computed with another model, task definition, "
-            "[e2e] options or aligner recipe settings; running them again",
+            f"{config.results}: {stale} finished cells were computed with another model, task definition or "
+            "settings (their context changed); running them again",
             stacklevel=3,
         )
     return tuple(skipped), tuple(to_run)
@@ -270,10 +260,10 @@ def _run_parallel(
     """
     queue = deque(cells)
     workers = min(workers, len(queue))  # no idle processes, and a bigger thread share for the ones that run
-    context = multiprocessing.get_context("spawn")
+    spawn = multiprocessing.get_context("spawn")
     threads = max(1, _cores() // max(1, workers))
     while queue:
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
+        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(threads,))
         running: dict[Future[dict[str, Any]], Cell] = {}
         broken = False
         try:
@@ -357,7 +347,7 @@ def _crash_outcome() -> dict[str, Any]:
     }
 
 
-def _make_record(config: SweepConfig, cell: Cell, outcome: dict[str, Any]) -> dict[str, Any]:
+def _make_record(config: SweepConfig, cell: Cell, context: str, outcome: dict[str, Any]) -> dict[str, Any]:
     """The full JSONL record: cell, ids, outcome and where/when/with what it was computed."""
     provenance = {
         **outcome.get("provenance", {}),
@@ -371,7 +361,7 @@ def _make_record(config: SweepConfig, cell: Cell, outcome: dict[str, Any]) -> di
     record: dict[str, Any] = {
         "cell": asdict(cell),
         "cell_id": cell.id,
-        "context": context_id(config, cell),
+        "context": context,
         "status": outcome["status"],
     }
     if outcome["status"] == "ok":

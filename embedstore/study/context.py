@@ -1,0 +1,46 @@
+"""A cell's context: what shapes its result but is not part of the cell.
+
+The cell names a model, a task, a recipe; what those names stand for can change under them: the weights in a
+model directory, the task's data files, what a recipe name means in a new release, the `[e2e]` training
+options. The context id hashes all of it, so a re-run after such a change runs the affected cells again
+instead of keeping stale results. The sweep engine only compares ids; this module decides what goes in.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from embedstore.encoding.models import resolve_model
+from embedstore.estimators.aligners import is_trained
+from embedstore.estimators.training import resolve_recipe
+from embedstore.study.cells import Cell, SweepConfig
+from embedstore.text_training.finetune import METHOD as E2E_METHOD
+
+
+def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
+    """A hash of the model (name and weights' fingerprint), the task's table and, for end-to-end cells, the
+    `[e2e]` training options; for trained aligners (FC, AE), the recipe's settings."""
+    payload: dict[str, Any] = {"model": config.model, "fingerprint": fingerprint, "task": config.tasks.get(cell.task)}
+    if cell.method == E2E_METHOD and config.e2e:
+        payload["e2e"] = config.e2e
+    if cell.aligner is not None and is_trained(cell.aligner):
+        payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """The sweep engine's context function for one study: the model is fingerprinted once, not per cell."""
+
+    config: SweepConfig
+    fingerprint: str
+
+    @classmethod
+    def of(cls, config: SweepConfig) -> StudyContext:
+        return cls(config, resolve_model(str(config.model)).fingerprint)
+
+    def __call__(self, cell: Cell) -> str:
+        return context_id(self.config, cell, self.fingerprint)

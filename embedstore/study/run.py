@@ -1,0 +1,37 @@
+"""One study from its config: encode every text once, run the cells, build the report.
+
+`embedstore sweep` and `embedstore demo` are both this call; they differ only in what they print.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedstore.encoding.report import EncodeReport
+from embedstore.study.cells import SweepConfig, expand
+from embedstore.study.context import StudyContext
+from embedstore.study.experiments import prepare, run_cell
+from embedstore.study.report import ReportFiles, build_report
+from embedstore.study.sweep import SweepSummary, run_sweep
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What a study did: the sweep's summary, what encoding it needed (None for a dry run) and the report
+    (None when none was asked for)."""
+
+    summary: SweepSummary
+    encoded: EncodeReport | None
+    report: ReportFiles | None
+
+
+def run_study(config: SweepConfig, *, workers: int = 2, dry_run: bool = False, report_dir: Path | None = None,
+              progress: bool = True) -> StudyResult:
+    """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
+    unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
+    it does fingerprint the model: without the fingerprint it could not tell finished cells from stale ones."""
+    encoded = None if dry_run else prepare(expand(config), config, progress=progress)
+    summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, dry_run=dry_run,
+                        progress=progress)
+    report = build_report(config.results, report_dir) if report_dir is not None and not dry_run else None
+    return StudyResult(summary, encoded, report)

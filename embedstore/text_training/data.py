@@ -1,0 +1,90 @@
+"""Task rows for text training: which file and columns, the English train/validation split, tokenization."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstore.base.errors import InputError
+from embedstore.data.hashing import Text
+from embedstore.data.selection import parse_size, subsample
+from embedstore.data.texts import read_table
+from embedstore.encoding.encoder import Tokenized, tokenize
+from embedstore.estimators.training import split_indices
+from embedstore.text_training.options import TrainOptions
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """Where a task's texts and labels are: a TSV/CSV/JSONL file and its column names (`pair_column` for
+    sentence pairs such as NLI premise/hypothesis)."""
+
+    path: Path
+    text_column: str = "text"
+    label_column: str = "label"
+    pair_column: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def columns(self) -> list[str | None]:
+        return [self.text_column, self.label_column, self.pair_column]
+
+    def record(self, digest: str, rows: int) -> dict[str, Any]:
+        """Provenance: which file (by content hash) and columns, and how many of its rows were used."""
+        return {"path": str(self.path.absolute()), "sha256_16": digest, "rows": rows,
+                "text_column": self.text_column, "label_column": self.label_column, "pair_column": self.pair_column}
+
+
+@dataclass
+class Split:
+    texts: list[Text]
+    codes: np.ndarray | None = None  # class indices; None for the test split, which is scored on its labels
+    tok: Tokenized | None = None
+
+
+@dataclass
+class TrainingRows:
+    """English rows split into train and validation, and the classes their codes index."""
+
+    train: Split
+    val: Split
+    classes: np.ndarray
+
+
+def read_task(task: TaskFile) -> tuple[list[Text], list[str]]:
+    columns = [task.text_column, task.label_column] + ([task.pair_column] if task.pair_column else [])
+    table = read_table(task.path, columns)
+    texts: list[Text] = (list(zip(table[task.text_column], table[task.pair_column])) if task.pair_column
+                         else list(table[task.text_column]))
+    return texts, list(table[task.label_column])
+
+
+def training_rows(task: TaskFile, options: TrainOptions) -> TrainingRows:
+    """English rows (a seeded subsample when `size` is set) split into train and validation, and the classes.
+
+    The validation split comes from the same English file: the paper tunes on English alone, and early
+    stopping must not peek at the target-language test set.
+    """
+    texts, labels = read_task(task)
+    rows = subsample(len(texts), parse_size(options.size), options.seed, f"{task.path}")
+    texts, labels = [texts[i] for i in rows], [labels[i] for i in rows]
+    classes = np.array(sorted(set(labels)))
+    if len(classes) < 2:
+        raise InputError(f"{task.path}: column '{task.label_column}' holds a single label ({classes[0]!r}); "
+                         "expected at least two classes")
+    train_idx, val_idx = split_indices(len(texts), options.val_fraction, options.seed)
+    return TrainingRows(_split(texts, labels, train_idx, classes), _split(texts, labels, val_idx, classes), classes)
+
+
+def _split(texts: list[Text], labels: list[str], idx: np.ndarray, classes: np.ndarray) -> Split:
+    codes = np.searchsorted(classes, np.array([labels[i] for i in idx])).astype(np.int64)
+    return Split([texts[i] for i in idx], codes)
+
+
+def tokenize_splits(tokenizer: Any, prefix: str, max_length: int, *splits: Split) -> None:
+    for split in splits:
+        split.tok = tokenize(tokenizer, split.texts, prefix, max_length)

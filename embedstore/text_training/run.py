@@ -1,0 +1,114 @@
+"""The path `tune` and `finetune` share: one resumable run in an output directory.
+
+A run is known by its identity (command, model and data hashes, options). Its result file, written last, means
+"finished": a rerun with the same identity returns it, one with another identity is refused rather than
+overwriting it. Until then the checkpoints hold the run, and a rerun resumes from them. Once the result is
+written the checkpoints are deleted.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from embedstore import __version__
+from embedstore.base.errors import ConfigError
+from embedstore.encoding.encoder import resolve_device
+from embedstore.encoding.models import ModelSpec, load_model
+from embedstore.text_training.checkpoints import Checkpoints
+from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
+from embedstore.text_training.files import file_hash, json_bytes, run_lock, write_atomic
+from embedstore.text_training.loop import Job, Outcome, differences, train
+from embedstore.text_training.model import TextClassifier, head_module
+from embedstore.text_training.options import TrainOptions
+from embedstore.text_training.precision import amp_dtype
+
+
+@dataclass
+class Trained:
+    """A trained graph and what was needed to train it, for the command to compute its outputs from."""
+
+    graph: TextClassifier
+    tokenizer: Any
+    device: torch.device
+    amp: torch.dtype | None
+    outcome: Outcome
+
+    def runtime(self) -> dict[str, Any]:
+        """Where and how long it ran: provenance that does not change what was computed."""
+        import transformers
+
+        return {"wall_time_s": self.outcome.seconds, "embedstore_version": __version__, "torch": torch.__version__,
+                "transformers": transformers.__version__, "device": str(self.device),
+                "precision": str(self.amp).replace("torch.", "") if self.amp else "float32",
+                "hostname": platform.node()}
+
+
+def identity(command: str, spec: ModelSpec, train_file: TaskFile, options: TrainOptions,
+             **extra: Any) -> dict[str, Any]:
+    """What decides a run's result: a checkpoint or a result with another identity belongs to another run."""
+    return {"command": command, "base_fingerprint": spec.fingerprint, "train_hash": file_hash(train_file.path),
+            "columns": train_file.columns, "prefix": spec.prefix, **extra, **options.to_record()}
+
+
+def data_record(train_file: TaskFile, ident: dict[str, Any], rows: TrainingRows,
+                **test: dict[str, Any]) -> dict[str, Any]:
+    """Provenance of the rows a run trained (and, for finetune, was scored) on."""
+    return {"train": train_file.record(ident["train_hash"], len(rows.train.texts)), "val_rows": len(rows.val.texts),
+            **test, "classes": rows.classes.tolist()}
+
+
+def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec, options: TrainOptions,
+               rows: TrainingRows, finish: Callable[[Trained], dict[str, Any]], *, description: str,
+               progress: bool, aligner: nn.Module | None = None, train_encoder: bool = True,
+               train_aligner: bool = False, test: Split | None = None) -> dict[str, Any]:
+    """Train LM → (aligner) → head in `out` unless a finished run with this identity is there, and return the
+    run's record: what `finish` makes of the trained graph, plus identity, history and steps."""
+    device = resolve_device(options.device)
+    amp = amp_dtype(options.precision, device)
+    checkpoints = Checkpoints(out)
+    with run_lock(out):
+        done = _finished(out / result_file, ident, out)
+        if done is not None:  # a kill may have landed between the result and the clean-up
+            checkpoints.remove()
+            return done
+        encoder, tokenizer = _load_encoder(spec, device)
+        tokenize_splits(tokenizer, spec.prefix, options.max_length, rows.train, rows.val,
+                        *([test] if test is not None else []))
+        head = head_module(options.head, spec.hidden_size, len(rows.classes), options.seed)
+        graph = TextClassifier(encoder, head, len(rows.classes), aligner, train_encoder=train_encoder,
+                               train_aligner=train_aligner)
+        outcome = train(Job(graph, tokenizer, rows.train, rows.val, options, device, amp, checkpoints, ident,
+                            progress, description))
+        record = {**finish(Trained(graph, tokenizer, device, amp, outcome)), "identity": ident,
+                  "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
+        write_atomic(out / result_file, json_bytes(record))  # written last: its presence means "finished"
+        checkpoints.remove()
+    return record
+
+
+def _load_encoder(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Any]:
+    model, tokenizer = load_model(spec, str(device))
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"model: {spec.path} has a tokenizer without a padding token; "
+                          "expected an encoder like XLM-R or e5")
+    return model, tokenizer
+
+
+def _finished(path: Path, ident: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    """The saved result of a finished run with this identity; a finished run with another identity in the
+    same directory is refused rather than overwritten."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    differ = differences(saved.get("identity") or {}, ident)
+    if differ:
+        raise ConfigError(f"out: {out} already holds a finished run with different {', '.join(differ)}; "
+                          "pass another out directory")
+    return saved

@@ -1,0 +1,69 @@
+"""Step 1 on text (`tune`): task-tune the LM before encoding."""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from embedstore.base.errors import ConfigError
+from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, model_fingerprint, resolve_model
+from embedstore.text_training.checkpoints import CHECKPOINTS
+from embedstore.text_training.data import TaskFile, training_rows
+from embedstore.text_training.options import TrainOptions
+from embedstore.text_training.run import Trained, data_record, identity, train_once
+
+
+@dataclass
+class TuneResult:
+    """What `tune` produced: an ordinary Hugging Face model directory and how it was trained."""
+
+    out: Path
+    fingerprint: str
+    base_fingerprint: str
+    steps: int
+    resumed_from_step: int
+    history: dict[str, Any]
+    provenance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "out": str(self.out)}
+
+
+def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_MODEL,
+         options: TrainOptions = TrainOptions(), progress: bool = False) -> TuneResult:
+    """Step 1: fine-tune the LM with a classification head on English task data and save the LM alone as an
+    ordinary Hugging Face model directory, which `embedstore encode --model OUT` then encodes with.
+
+    Its weights differ from the base model's, so its fingerprint, and every store key made with it, differ
+    too: tuned and untuned vectors never mix. The head is discarded: step 3 trains its own.
+    """
+    out = Path(out)
+    spec = resolve_model(model)
+    rows = training_rows(train, options)
+    ident = identity("tune", spec, train, options)
+    if (out / "config.json").is_file() and not (out / TUNE_FILE).is_file() and not (out / CHECKPOINTS).is_dir():
+        raise ConfigError(f"out: {out} already holds a model that `embedstore tune` did not write; "
+                          "pass another out directory")
+
+    def save_encoder(trained: Trained) -> dict[str, Any]:
+        staging = out / ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        trained.graph.encoder.to("cpu").save_pretrained(staging)
+        trained.tokenizer.save_pretrained(staging)
+        for f in sorted(staging.iterdir()):
+            os.replace(f, out / f.name)
+        staging.rmdir()
+        return {"provenance": {
+            "config": options.to_record(), "seed": options.seed,
+            "base_model": {"name": spec.name, "path": str(spec.path), "fingerprint": spec.fingerprint},
+            "model_fingerprint": model_fingerprint(out), "prefix": spec.prefix,
+            "data": data_record(train, ident, rows), **trained.runtime()}}
+
+    record = train_once(out, TUNE_FILE, ident, spec, options, rows, save_encoder, description="tune",
+                        progress=progress)
+    prov = record["provenance"]
+    return TuneResult(out=out, fingerprint=prov["model_fingerprint"],
+                      base_fingerprint=prov["base_model"]["fingerprint"], steps=record["steps"],
+                      resumed_from_step=record["resumed_from_step"], history=record["history"], provenance=prov)
