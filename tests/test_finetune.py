@@ -25,7 +25,6 @@ from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import TUNE_FILE, model_fingerprint
 from embedstore.text_training.data import TaskFile
 from embedstore.text_training.finetune import METHOD, RESULTS_FILE, WEIGHTS_FILE, finetune
-from embedstore.text_training.model import aligner_module
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.tune import tune
 from embedstore.estimators.training import Recipe
@@ -148,7 +147,7 @@ def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only_on_pairs(tiny
     weights = load_file(str(result.out / WEIGHTS_FILE))
     assert {k.split(".")[0] for k in weights} == {"aligner", "head"}
     from embedstore.estimators.aligners import load_aligner
-    original = aligner_module(load_aligner(aligner_dir))
+    original = load_aligner(aligner_dir).to_torch()
     assert not torch.equal(weights["aligner.weight"], original.weight.detach())
 
 
@@ -162,18 +161,6 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
     with pytest.raises(ConfigError, match=r"different lr; pass another out directory"):
         finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir),
                  options=TrainOptions(**{**FAST, "lr": 1e-4}))
-
-
-@pytest.mark.parametrize("kind", ["fc", "ae", "linear", "procrustes", "meanshift"])
-def test_aligner_module_computes_what_transform_computes(kind, tmp_path):
-    from embedstore.estimators.aligners import load_aligner
-
-    aligner = load_aligner(fitted_aligner(kind, tmp_path / kind))
-    x = np.random.default_rng(1).normal(size=(10, 32)).astype(np.float32)
-    module = aligner_module(aligner).eval()
-    with torch.no_grad():
-        got = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, aligner.transform(x), atol=1e-5)
 
 
 def test_gradient_accumulation_equals_one_large_batch(tiny_model_dir, data, fc_aligner, tmp_path):

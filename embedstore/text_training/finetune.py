@@ -15,7 +15,7 @@ from embedstore.estimators.artifacts import read_config
 from embedstore.text_training.data import Split, TaskFile, read_task, training_rows
 from embedstore.text_training.files import dir_hash, file_hash, save_tensors_atomic
 from embedstore.text_training.loop import predict_logits
-from embedstore.text_training.model import aligner_module, trainable
+from embedstore.text_training.model import trainable
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
 
@@ -57,7 +57,10 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
     out, aligner_dir = Path(out), Path(aligner)
     spec = resolve_model(model)
     fitted = load_aligner(aligner_dir)
-    align = aligner_module(fitted)
+    if fitted.reverse:  # the head is trained on aligned English, so only English → target maps fit the graph
+        raise ConfigError(f"aligner: {aligner_dir} holds a {type(fitted).__name__} trained with reverse=True "
+                          "(target → English); the end-to-end model needs an English → target aligner")
+    align = fitted.to_torch()  # a copy: training it (train_aligner) never changes the saved estimator
     if fitted.dim_ != spec.hidden_size:
         raise ConfigError(f"aligner: {aligner_dir} maps {fitted.dim_}-d vectors but {spec.name} makes "
                           f"{spec.hidden_size}-d ones; use an aligner trained on this model's vectors")

@@ -3,47 +3,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from torch import nn
 
-from embedstore.base.errors import ConfigError
 from embedstore.encoding.encoder import pool
-from embedstore.estimators.aligners import Aligner, LinearAligner, MeanShiftAligner, ProcrustesAligner, TorchAligner
 from embedstore.estimators.heads import make_head
-
-
-class Affine(nn.Module):
-    """x @ W + b as a torch module: the closed-form aligners are affine maps, so the end-to-end graph can
-    hold them (and train them, with `train_aligner`) like the torch ones. Without W it is a pure shift."""
-
-    def __init__(self, weight: np.ndarray | None, bias: np.ndarray) -> None:
-        super().__init__()
-        self.weight = None if weight is None else nn.Parameter(torch.from_numpy(np.array(weight, np.float32)))
-        self.bias = nn.Parameter(torch.from_numpy(np.array(bias, np.float32)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x if self.weight is None else x @ self.weight) + self.bias
-
-
-def aligner_module(aligner: Aligner) -> nn.Module:
-    """The torch module that computes `aligner.transform`, for any registered aligner kind.
-
-    Only English → target aligners fit the LangAlign graph (the head is trained on aligned English); a
-    reverse aligner maps the other way and is refused.
-    """
-    if getattr(aligner, "reverse", False):
-        raise ConfigError(f"--aligner: this {type(aligner).__name__} was trained with reverse=True (target → "
-                          "English); the end-to-end model needs an English → target aligner")
-    if isinstance(aligner, TorchAligner):  # a copy, so training it (train_aligner) never changes the estimator
-        return aligner.torch_module()
-    if isinstance(aligner, LinearAligner):
-        return Affine(aligner.W_, aligner.b_)
-    if isinstance(aligner, ProcrustesAligner):
-        return Affine(aligner.W_, aligner.mu_tgt_ - aligner.mu_src_ @ aligner.W_)
-    if isinstance(aligner, MeanShiftAligner):
-        return Affine(None, aligner.mu_tgt_ - aligner.mu_src_)
-    raise ConfigError(f"--aligner: {type(aligner).__name__} cannot be expressed as a torch module")
 
 
 class TextClassifier(nn.Module):

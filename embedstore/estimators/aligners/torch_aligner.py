@@ -104,9 +104,6 @@ class TorchAligner(Aligner):
         self._check_fitted()
         return Standardized(copy.deepcopy(self.module_).float().cpu(), self.shift_, self.scale_).eval()
 
-    #: The name `text_training.finetune.aligner_module` calls until it calls `to_torch()` (drop it then).
-    torch_module = to_torch
-
     def diagnostics(self) -> dict[str, Any]:
         """Held-out MSE against the identity map's, and what the collapse check found (P@1 on all held-out rows)."""
         self._check_fitted()
