@@ -7,11 +7,12 @@ encoders ask "can several processes write?" rather than "is this zarr?".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 
+@runtime_checkable
 class BackendWriter(Protocol):
     """The single writer, holding the store's lock between `__enter__` and `__exit__`. Groups are named by
     `StoreKey.group_name`; rows below a group's `committed_rows` attribute are the only ones readers see."""
@@ -31,6 +32,7 @@ class BackendWriter(Protocol):
     def chunk_rows(self, name: str) -> int: ...
 
 
+@runtime_checkable
 class SharedWriter(BackendWriter, Protocol):
     """The lock holder of a store that other processes write into (`Backend.shared_writes`): it reserves
     space for them and checks what they wrote before committing it."""
@@ -46,12 +48,14 @@ class SharedWriter(BackendWriter, Protocol):
         ...
 
 
+@runtime_checkable
 class RowWriter(Protocol):
     """Writes rows into space the lock holder reserved, without the lock and without committing them."""
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     path: Path
     kind: str  # the format's name, as `store info` reports it
@@ -80,6 +84,7 @@ class Backend(Protocol):
     def writer(self) -> BackendWriter: ...
 
 
+@runtime_checkable
 class SharedBackend(Backend, Protocol):
     """A backend whose `shared_writes` is true."""
 
