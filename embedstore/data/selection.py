@@ -57,7 +57,8 @@ def _as_id_rows(ids: Ids, name: str) -> np.ndarray:
     else:
         items = list(ids)
         if not all(isinstance(b, bytes) and len(b) == ID_BYTES for b in items):
-            raise InputError(f"{name} must be {ID_BYTES}-byte text ids (bytes), as made by embedstore.data.hashing.text_ids")
+            raise InputError(f"{name} must be {ID_BYTES}-byte text ids (bytes), "
+                             "as made by embedstore.data.hashing.text_ids")
         arr = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(len(items), ID_BYTES)
     if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != ID_BYTES:
         raise InputError(f"{name} must be an (n, {ID_BYTES}) uint8 array of text ids, got {arr.dtype} {arr.shape}")
