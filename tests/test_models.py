@@ -191,13 +191,13 @@ def test_fingerprint_sidecar_cache(tiny_model_dir: Path, tmp_path: Path, monkeyp
 def test_fingerprint_sidecar_falls_back_to_cache_dir(tiny_model_dir: Path, tmp_path: Path, empty_cache: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     copy = _copy_model(tiny_model_dir, tmp_path / "readonly")
-    real_write = models._write_json_atomic
+    real_write = models.write_json
 
     def read_only_model_dir(target: Path, data: dict) -> None:  # chmod does not stop root, so simulate it
         if target.parent == copy:
             raise PermissionError(f"read-only: {target}")
         real_write(target, data)
-    monkeypatch.setattr(models, "_write_json_atomic", read_only_model_dir)
+    monkeypatch.setattr(models, "write_json", read_only_model_dir)
     calls = _count_hashing(monkeypatch)
     first = model_fingerprint(copy)
     assert model_fingerprint(copy) == first and calls[0] == 1

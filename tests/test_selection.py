@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.data.selection import disjoint, overlap_mask, parse_size, subsample
+from embedstore.data.selection import overlap_mask, parse_size, subsample
 
 
 @pytest.mark.parametrize("text,expected", [("15k", 15_000), ("1k", 1_000), ("1K", 1_000), ("1.5k", 1_500),
@@ -38,22 +38,21 @@ def ids(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 16), dtype=np.uint8)
 
 
-def test_disjoint_drops_pairs_seen_in_task_rows():
+def test_overlap_mask_marks_pairs_seen_in_task_rows():
     pairs = ids(10)
     task = np.concatenate([pairs[[2, 7]], ids(5, seed=1)])
-    assert disjoint(pairs, task).tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
-    assert disjoint(pairs, [bytes(row) for row in task]).tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert np.flatnonzero(~overlap_mask(pairs, task)).tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert np.flatnonzero(~overlap_mask(pairs, [bytes(row) for row in task])).tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
     assert overlap_mask([bytes(row) for row in pairs], task).tolist() == [i in (2, 7) for i in range(10)]
 
 
-def test_disjoint_shares_everything_when_asked():
+def test_overlap_mask_of_ids_with_themselves_is_all_true():
     pairs = ids(6)
-    assert disjoint(pairs, pairs, share=True).tolist() == list(range(6))
-    assert disjoint(pairs, pairs).tolist() == []
+    assert overlap_mask(pairs, pairs).tolist() == [True] * 6
 
 
-def test_disjoint_rejects_malformed_ids():
-    with pytest.raises(InputError, match="pair_ids"):
-        disjoint(np.zeros((3, 8), dtype=np.uint8), ids(2))
-    with pytest.raises(InputError, match="task_ids"):
-        disjoint(ids(3), [b"short"])
+def test_overlap_mask_rejects_malformed_ids():
+    with pytest.raises(InputError, match=r"pair_ids must be an \(n, 16\) uint8 array"):
+        overlap_mask(np.zeros((3, 8), dtype=np.uint8), ids(2))
+    with pytest.raises(InputError, match="task_ids must be 16-byte text ids"):
+        overlap_mask(ids(3), [b"short"])

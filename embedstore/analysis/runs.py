@@ -9,7 +9,6 @@ file's sha256, the model fingerprint, the store key and the embedstore version. 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +25,7 @@ from embedstore.analysis.measures import (Split, check_forward, collapse_report,
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
+from embedstore.base.files import file_sha256
 from embedstore.estimators.heads import make_head
 from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import parse_size
@@ -93,14 +93,6 @@ def make_split(table: dict[str, list[str]], n_rows: int, options: SplitOptions, 
     fit_size = parse_size(options.size) if options.size is not None else None
     test_size = parse_size(options.test_size) if options.test_size is not None else None
     return limit_split(split, fit_size, test_size, seed)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -1,41 +1,133 @@
-"""Directories that appear complete or not at all.
+"""Files and directories that appear complete or not at all.
 
-A directory that exists is taken to be a finished artifact (a built model, a trained aligner, a pipeline), so
-an interrupted command (exception, Ctrl-C, kill -9) must never leave one behind: work happens in a hidden
-`.<name>.partial-*` sibling that is renamed into place only when complete.
+A file or directory that exists is taken to be finished (a built model, a trained aligner, a checkpoint, a
+fingerprint sidecar), so an interrupted command (exception, Ctrl-C, kill -9, power cut) must never leave a
+partial one behind. Every writer in the package follows one policy, for the reason each step gives:
+
+1. write into a hidden `.<name>.partial-*` sibling in the same directory (a rename is atomic only within one
+   filesystem, and a hidden name is never mistaken for the artifact);
+2. fsync the temporary file(s) (otherwise the rename can reach the disk before the data, and a power cut
+   leaves a complete-looking file full of zeros);
+3. rename it over the final name (readers see the old version or the new one, whole);
+4. fsync the parent directory (the rename itself is a directory entry change, lost in a power cut unless the
+   directory is synced).
+
+Files are created with the usual permissions (0666 under the umask), not `mkstemp`'s 0600, so an artifact
+written by one user is readable by the others, as if written in place.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from embedstore.base.errors import ConfigError
 
 PARTIAL_MARK = ".partial-"
-STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial dir belongs to a killed process
+STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial belongs to a killed process
 
 
-def _remove_stale_partials(out_dir: Path) -> None:
-    """Delete partial build directories next to `out_dir` left by killed processes (a kill -9 skips cleanup)."""
+def _remove_stale_partials(out: Path) -> None:
+    """Delete partial files and directories next to `out` left by killed processes (kill -9 skips cleanup)."""
     now = time.time()
-    for p in out_dir.parent.glob(f".{out_dir.name}{PARTIAL_MARK}*"):
+    for p in out.parent.glob(f".{out.name}{PARTIAL_MARK}*"):
         with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime > STALE_PARTIAL_SECONDS:
-                shutil.rmtree(p)
+            if now - p.lstat().st_mtime > STALE_PARTIAL_SECONDS:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of `path` (created, renamed, removed names) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and directory under a directory, so a rename never outruns the data."""
+    if path.is_dir():
+        for sub in sorted(path.rglob("*")):
+            if sub.is_file() and not sub.is_symlink():
+                _fsync_file(sub)
+            elif sub.is_dir():
+                fsync_dir(sub)
+        fsync_dir(path)
+    else:
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Put the finished `tmp` (a file or a directory, written in `out`'s directory) at `out`, replacing what is
+    there, under the policy above. A directory cannot be renamed over a non-empty one, so an existing `out`
+    directory is moved aside first and removed only once the new one is in place."""
+    _fsync_tree(tmp)
+    if out.is_dir() and not out.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.rename(tmp, out)
+        fsync_dir(out.parent)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for any writer (open(), safetensors, h5py, numpy) to create; it is
+    published at `path` when the block succeeds and removed when it fails."""
+    out = Path(path).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
+    tmp = out.with_name(f".{out.name}{PARTIAL_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        publish(tmp, out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """UTF-8 text, whatever the locale: every file the package writes is read back as UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 1) -> None:
+    """`obj` as JSON plus a newline; non-ASCII text is kept readable rather than escaped."""
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `out_dir` and rename it to `out_dir` only when the block succeeds.
+    """Yield a temporary directory next to `out_dir` and publish it at `out_dir` only when the block succeeds.
 
     Why: a model directory that exists is taken to be complete (pull_model returns at once), so an interrupted
-    build (exception, Ctrl-C) must never leave one behind; the partial directory is hidden, named
-    `.<name>.partial-*`, and removed. A non-empty existing `out_dir` is an error unless `replace` is true, in
+    build must never leave one behind. A non-empty existing `out_dir` is an error unless `replace` is true, in
     which case it is swapped out only after the new one is complete. If another process publishes `out_dir`
     first, ours is discarded and theirs kept.
     """
@@ -49,17 +141,17 @@ def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Ite
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it 0700
         if replace and out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}old-", dir=out.parent))
-            os.replace(out, old / out.name)
+            publish(tmp, out)
+            return
+        _fsync_tree(tmp)
+        try:
             os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            try:
-                os.rename(tmp, out)
-            except OSError:  # a concurrent build won the race and published a complete directory
-                if not out.is_dir() or not any(out.iterdir()):
-                    raise
-                shutil.rmtree(tmp)
+        except OSError:  # a concurrent build won the race and published a complete directory
+            if not out.is_dir() or not any(out.iterdir()):
+                raise
+            shutil.rmtree(tmp)
+            return
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

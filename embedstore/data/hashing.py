@@ -13,7 +13,7 @@ from typing import Sequence, Union
 import numpy as np
 
 Text = Union[str, tuple[str, str]]
-ID_BYTES = 16
+ID_BYTES = 16  # the width of every text id, here and in every store: 128 bits make a collision negligible
 
 
 def normalize(text: str) -> str:
@@ -28,7 +28,7 @@ def normalize_text(text: Text) -> Text:
 
 
 def text_id(text: Text) -> bytes:
-    """16-byte blake2b of the normalised text; pairs hash differently from any single text."""
+    """blake2b (ID_BYTES bytes) of the normalised text; pairs hash differently from any single text."""
     h = hashlib.blake2b(digest_size=ID_BYTES)
     if isinstance(text, tuple):
         h.update(b"pair\x00" + normalize(text[0]).encode() + b"\x00" + normalize(text[1]).encode())
@@ -38,7 +38,7 @@ def text_id(text: Text) -> bytes:
 
 
 def text_ids(texts: Sequence[Text]) -> np.ndarray:
-    """(n, 16) uint8: the fixed-width form the store keeps next to the vectors."""
+    """(n, ID_BYTES) uint8: the fixed-width form the store keeps next to the vectors."""
     buf = b"".join(text_id(t) for t in texts)
     return np.frombuffer(buf, dtype=np.uint8).reshape(len(texts), ID_BYTES).copy()
 

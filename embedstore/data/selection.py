@@ -1,4 +1,4 @@
-"""Which rows an experiment trains on: data-size options, seeded subsamples, and aligner/task disjointness.
+"""Which rows an experiment trains on: data-size options, seeded subsamples, pairs that overlap task rows.
 
 Data-size ablations ("1k", "15k", "all") and the paper's data-share ablation are both row selections; keeping
 them here makes every experiment select rows the same reproducible way.
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.data.hashing import ID_BYTES
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<k>k?)", re.IGNORECASE)
 _ACCEPTED = "a positive whole number (20000), thousands with k (15k, 1.5k) or 'all'"
@@ -50,30 +51,20 @@ def subsample(n_available: int, size: int | None, seed: int, what: str = "the da
 
 
 def _as_id_rows(ids: Ids, name: str) -> np.ndarray:
-    """Ids as one 16-byte void scalar per row, so numpy can compare whole hashes at once."""
+    """Ids as one ID_BYTES-wide void scalar per row, so numpy can compare whole hashes at once."""
     if isinstance(ids, np.ndarray):
         arr = ids
     else:
         items = list(ids)
-        if not all(isinstance(b, bytes) and len(b) == 16 for b in items):
-            raise InputError(f"{name} must be 16-byte text ids (bytes), as made by embedstore.data.hashing.text_ids")
-        arr = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(len(items), 16)
-    if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 16:
-        raise InputError(f"{name} must be an (n, 16) uint8 array of text ids, got {arr.dtype} {arr.shape}")
-    return np.ascontiguousarray(arr).view(np.dtype((np.void, 16))).ravel()
+        if not all(isinstance(b, bytes) and len(b) == ID_BYTES for b in items):
+            raise InputError(f"{name} must be {ID_BYTES}-byte text ids (bytes), "
+                             "as made by embedstore.data.hashing.text_ids")
+        arr = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(len(items), ID_BYTES)
+    if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != ID_BYTES:
+        raise InputError(f"{name} must be an (n, {ID_BYTES}) uint8 array of text ids, got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr).view(np.dtype((np.void, ID_BYTES))).ravel()
 
 
 def overlap_mask(pair_ids: Ids, task_ids: Ids) -> np.ndarray:
     """True for each aligner pair row whose text id also occurs among the task rows."""
     return np.isin(_as_id_rows(pair_ids, "pair_ids"), _as_id_rows(task_ids, "task_ids"))
-
-
-def disjoint(pair_ids: Ids, task_ids: Ids, share: bool = False) -> np.ndarray:
-    """Indices of the aligner pair rows to keep.
-
-    By default rows shared with the task data are dropped, so the aligner never sees the task's sentences and
-    transfer is measured on unseen text; `share=True` keeps them all (the paper's data-share ablation). Pass the
-    ids of the side the task could share (e.g. the English sentences); combine `overlap_mask` calls for both.
-    """
-    mask = np.zeros(len(_as_id_rows(pair_ids, "pair_ids")), dtype=bool) if share else overlap_mask(pair_ids, task_ids)
-    return np.flatnonzero(~mask).astype(np.int64)

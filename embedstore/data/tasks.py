@@ -7,7 +7,6 @@ A task is described once (a `[tasks.<name>]` table of a sweep config, or the dem
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.files import file_sha256 as _file_sha256
 from embedstore.data.texts import read_table
 
 ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pairs")
@@ -47,11 +47,7 @@ def file_sha256(path: Path) -> str:
 
 @lru_cache(maxsize=64)
 def _digest(path: str, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _file_sha256(path)
 
 
 @lru_cache(maxsize=32)

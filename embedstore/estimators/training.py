@@ -65,6 +65,7 @@ from rich.progress import (
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import make_progress
 
 Kind = Literal["aligner", "head"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -203,7 +204,7 @@ def _mean_loss(module: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Ten
 
 
 def _progress_bar(description: str, total: int) -> tuple[Progress, TaskID]:
-    progress = Progress(
+    progress = make_progress(
         TextColumn(f"{description} epoch"), MofNCompleteColumn(), BarColumn(),
         TextColumn("train {task.fields[train]:.4g}  val {task.fields[val]:.4g}"), TimeElapsedColumn(),
     )

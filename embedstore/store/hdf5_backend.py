@@ -16,8 +16,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from embedstore.base.atomic import publish
 from embedstore.base.errors import StoreError
-from .lock import WriterLock
+from embedstore.data.hashing import ID_BYTES
+from .lock import store_lock
 
 
 def _attrs(obj: h5py.Group) -> dict:
@@ -27,6 +29,7 @@ def _attrs(obj: h5py.Group) -> dict:
 
 class HDF5Backend:
     kind = "hdf5"
+    shared_writes = False  # one HDF5 file, one writer
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -77,7 +80,7 @@ class HDF5Writer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lock = WriterLock(path.with_name(path.name + ".lock"), path)
+        self.lock = store_lock(path)
         self.tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
 
     def __enter__(self) -> "HDF5Writer":
@@ -94,9 +97,7 @@ class HDF5Writer:
         """Committed rows are consistent once the file is closed, so even an interrupted run keeps them."""
         try:
             self.file.close()
-            with open(self.tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)
             self.lock.release()
@@ -105,7 +106,8 @@ class HDF5Writer:
         if name not in self.file:
             group = self.file.create_group(name)
             group.create_dataset("vectors", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows, dim), dtype=dtype)
-            group.create_dataset("ids", shape=(0, 16), maxshape=(None, 16), chunks=(chunk_rows, 16), dtype="uint8")
+            group.create_dataset("ids", shape=(0, ID_BYTES), maxshape=(None, ID_BYTES), chunks=(chunk_rows, ID_BYTES),
+                                 dtype="uint8")
             self.commit(name, 0, attrs)
         return _attrs(self.file[name])
 

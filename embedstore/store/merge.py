@@ -27,9 +27,11 @@ from typing import Sequence
 
 import numpy as np
 
+from embedstore.base.atomic import publish
 from embedstore.base.errors import ConfigError, StoreError
+from embedstore.data.hashing import ID_BYTES
 from .key import StoreKey
-from .lock import WriterLock
+from .lock import store_lock
 from .store import Store, StoreWriter
 
 BLOCK_ROWS = 65536  # rows copied per read: bounds memory whatever the store size
@@ -81,14 +83,14 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
         raise StoreError(f"{out_path}: already exists; choose a new --out path or pass --force to replace it")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with WriterLock(out_path.with_name(out_path.name + ".lock"), out_path):
+    with store_lock(out_path):
         for stale in out_path.parent.glob(f"{out_path.stem}.merging-*{out_path.suffix}*"):
             _remove(stale)  # left by a killed merge; we hold the output's lock, so nobody else is using it
         tmp = out_path.with_name(f"{out_path.stem}.merging-{os.getpid()}{out_path.suffix}")
         try:
             with Store.open(tmp).writer() as writer:
                 merged = [_merge_key(writer, stores, key, tolerance) for key in _keys_in_order(stores)]
-            _publish(tmp, out_path)
+            publish(tmp, out_path)
         finally:
             _remove(tmp)
             tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)
@@ -115,11 +117,11 @@ def _merge_key(writer: StoreWriter, stores: list[Store], key: StoreKey, toleranc
     counts = [int(attrs.get("committed_rows", 0)) for _, attrs in holding]
     provenance = {"merged_from": [{"store": str(st.path), "rows": n, "provenance": attrs.get("provenance", {})}
                                   for (st, attrs), n in zip(holding, counts)]}
-    kw = writer.key(key, dims.pop(), provenance, chunk_rows=holding[0][0].backend.chunk_rows(name))
+    kw = writer.key(key, dims.pop(), provenance, chunk_rows=holding[0][0].chunk_rows(key))
 
-    # dedupe over all inputs at once: 16 bytes per row, sorted in numpy rather than a Python dict per id
-    all_ids = np.concatenate([st.backend.read_ids(name, n) for (st, _), n in zip(holding, counts)])
-    as_void = np.ascontiguousarray(all_ids).view(np.dtype((np.void, 16))).ravel()
+    # dedupe over all inputs at once: ID_BYTES per row, sorted in numpy rather than a Python dict per id
+    all_ids = np.concatenate([st.read_ids(key, n) for (st, _), n in zip(holding, counts)])
+    as_void = np.ascontiguousarray(all_ids).view(np.dtype((np.void, ID_BYTES))).ravel()
     _, first, inverse = np.unique(as_void, return_index=True, return_inverse=True)
     source = first[inverse.ravel()]  # global row of each row's first occurrence
     offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -131,7 +133,7 @@ def _merge_key(writer: StoreWriter, stores: list[Store], key: StoreKey, toleranc
         taken = 0
         for start in range(0, n, BLOCK_ROWS):
             stop = min(start + BLOCK_ROWS, n)
-            ids, vectors = st.backend.read_block(name, start, stop)
+            ids, vectors = st.read_block(key, start, stop)
             src = source[offsets[i] + start: offsets[i] + stop]
             new = src == np.arange(offsets[i] + start, offsets[i] + stop)
             if new.any():
@@ -156,7 +158,7 @@ def _check_duplicates(holding: list[tuple[Store, dict]], counts: list[int], offs
         mine = owner == j
         local = first_rows[mine] - offsets[j]
         rows, back = np.unique(local, return_inverse=True)  # h5py reads sorted, distinct rows only
-        kept = np.asarray(st.backend.read_vectors(key.group_name, counts[j], rows), np.float32)[back.ravel()]
+        kept = np.asarray(st.read_rows(key, counts[j], rows), np.float32)[back.ravel()]
         dup = np.asarray(vectors[mine], np.float32)
         diff = np.abs(dup - kept)
         bad = diff > tolerance + rtol * np.abs(kept)
@@ -169,18 +171,6 @@ def _check_duplicates(holding: list[tuple[Store, dict]], counts: list[int], offs
                 "first input's vectors")
         max_diff = max(max_diff, float(diff.max()))
     return max_diff
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished store into place; an existing output (--force) is moved aside first, because a
-    directory cannot be renamed over a non-empty one, and removed only once the new store is in place."""
-    if out.is_dir():
-        old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
 
 
 def _remove(path: Path) -> None:

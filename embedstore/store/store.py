@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 
 from embedstore.base.errors import StoreError
-from embedstore.data.hashing import Text, ids_to_bytes, text_ids
+from embedstore.data.hashing import ID_BYTES, Text, ids_to_bytes, text_ids
+from .backend import Backend, BackendWriter, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
 from .key import StoreKey
 from .zarr_backend import ZarrBackend
@@ -20,7 +21,7 @@ from .zarr_backend import ZarrBackend
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def backend_for(path: Path) -> ZarrBackend | HDF5Backend:
+def backend_for(path: Path) -> Backend:
     if path.suffix.lower() in HDF5_SUFFIXES:
         return HDF5Backend(path)
     if path.suffix.lower() != ".zarr":
@@ -33,7 +34,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.backend = backend_for(path)
+        self.backend: Backend = backend_for(path)
         self._index_cache: dict[tuple[str, int], dict[bytes, int]] = {}
 
     @classmethod
@@ -60,7 +61,7 @@ class Store:
         n = self.rows(key)
         cache_key = (key.group_name, n)
         if cache_key not in self._index_cache:
-            ids = self.backend.read_ids(key.group_name, n) if n else np.zeros((0, 16), np.uint8)
+            ids = self.backend.read_ids(key.group_name, n) if n else np.zeros((0, ID_BYTES), np.uint8)
             self._index_cache = {cache_key: {b: i for i, b in enumerate(ids_to_bytes(ids))}}
         return self._index_cache[cache_key]
 
@@ -93,6 +94,21 @@ class Store:
             block = self.backend.read_vectors(key.group_name, n, unique)
         return np.asarray(block, dtype=np.float32)[inverse]
 
+    def read_ids(self, key: StoreKey, n: int) -> np.ndarray:
+        """The ids of the first `n` rows, in row order."""
+        return self.backend.read_ids(key.group_name, n)
+
+    def read_rows(self, key: StoreKey, n: int, rows: np.ndarray) -> np.ndarray:
+        """Vectors in the stored dtype of the sorted, distinct `rows` (below `n`): what a merge compares."""
+        return self.backend.read_vectors(key.group_name, n, rows)
+
+    def read_block(self, key: StoreKey, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
+        return self.backend.read_block(key.group_name, start, stop)
+
+    def chunk_rows(self, key: StoreKey) -> int:
+        return self.backend.chunk_rows(key.group_name)
+
     def info(self) -> dict:
         """What `embedstore store info` prints: keys, rows, dim, size on disk."""
         if not self.exists():
@@ -109,15 +125,12 @@ class Store:
     def writer(self) -> "StoreWriter":
         return StoreWriter(self)
 
-    def row_writer(self) -> "RowWriter":
-        return RowWriter(self)
-
 
 @dataclass
 class KeyWriter:
     """Appends to one key; `committed` is where the next row goes."""
 
-    backend_writer: object
+    backend_writer: BackendWriter
     key: StoreKey
     committed: int
     provenance: dict
@@ -136,15 +149,19 @@ class KeyWriter:
     def chunk_rows(self) -> int:
         return self.backend_writer.chunk_rows(self.key.group_name)
 
-    # zarr only: for a distributed encode, whose other ranks write through `RowWriter`
+    # stores with shared writes only (see `require_shared_writes`): for a distributed encode, whose other
+    # ranks write through `RowWriter`
+    def _shared(self) -> SharedWriter:
+        return cast(SharedWriter, self.backend_writer)
+
     def reserve(self, rows: int) -> None:
-        self.backend_writer.reserve(self.key.group_name, rows)
+        self._shared().reserve(self.key.group_name, rows)
 
     def read_ids(self, start: int, stop: int) -> np.ndarray:
-        return self.backend_writer.read_ids(self.key.group_name, start, stop)
+        return self._shared().read_ids(self.key.group_name, start, stop)
 
     def clear_uncommitted_ids(self) -> None:
-        self.backend_writer.clear_ids(self.key.group_name, self.committed)
+        self._shared().clear_ids(self.key.group_name, self.committed)
 
 
 class StoreWriter:
@@ -171,7 +188,7 @@ class StoreWriter:
 
 def require_shared_writes(store: Store) -> None:
     """Only zarr stores take writes from several processes (each owning whole chunks); HDF5 has one writer."""
-    if store.backend.kind != "zarr":
+    if not store.backend.shared_writes:
         raise StoreError(f"{store.path}: an HDF5 store has a single writer, so several processes cannot encode "
                          "into it; use a .zarr store (convert later with `embedstore store merge A.zarr --out B.h5`)")
 
@@ -185,7 +202,7 @@ class RowWriter:
 
     def __init__(self, store: Store) -> None:
         require_shared_writes(store)
-        self._rows = store.backend.row_writer()
+        self._rows = cast(SharedBackend, store.backend).row_writer()
 
     def write(self, key: StoreKey, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._rows.write(key.group_name, start, ids, vectors.astype(key.dtype, copy=False))

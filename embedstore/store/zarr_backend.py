@@ -14,7 +14,8 @@ import numpy as np
 import zarr
 
 from embedstore.base.errors import StoreError
-from .lock import WriterLock
+from embedstore.data.hashing import ID_BYTES
+from .lock import store_lock
 
 
 def _root_group(path: Path, mode: str) -> zarr.Group:
@@ -28,6 +29,7 @@ def _root_group(path: Path, mode: str) -> zarr.Group:
 
 class ZarrBackend:
     kind = "zarr"
+    shared_writes = True  # zarr is process-safe when each process writes whole chunks of its own
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -93,7 +95,7 @@ class ZarrWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lock = WriterLock(path.with_name(path.name + ".lock"), path)  # outside: zarr warns on foreign files
+        self.lock = store_lock(path)
 
     def __enter__(self) -> "ZarrWriter":
         self.path.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ class ZarrWriter:
         group = self.root.create_group(name, attributes={**attrs, "committed_rows": 0})
         group.create_array("vectors", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype,
                            compressors=None, fill_value=0)
-        group.create_array("ids", shape=(0, 16), chunks=(chunk_rows, 16), dtype="uint8",
+        group.create_array("ids", shape=(0, ID_BYTES), chunks=(chunk_rows, ID_BYTES), dtype="uint8",
                            compressors=None, fill_value=0)
         return dict(group.attrs)
 

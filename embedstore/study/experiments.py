@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, make_aligner
-from embedstore.base.atomic import atomic_dir
+from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.context import context_id
@@ -215,10 +214,7 @@ def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
     paired = bool(texts) and isinstance(texts[0], tuple)
     lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
                         ensure_ascii=False) for t, lab in zip(texts, labels)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
     return TaskFile(path, pair_column="pair" if paired else None)
 
 

@@ -19,7 +19,6 @@ reads the runner's provenance keys "model_fingerprint" and "store_key" when pres
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import multiprocessing
 import os
@@ -39,12 +38,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -54,6 +51,8 @@ from rich.table import Column
 from embedstore import __version__
 from embedstore.study.cells import Cell, SweepConfig, expand
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.lock import WriterLock
+from embedstore.base.progress import make_progress
 
 Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
 """Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
@@ -126,15 +125,18 @@ def run_sweep(
         _check_picklable(runner)
 
     config.results.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(config.results, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    lock = _lock(config.results).acquire()
     try:
-        _lock(fd, config.results)
+        fd = os.open(config.results, os.O_WRONLY | os.O_APPEND)
+    except BaseException:
+        lock.release()
+        raise
+    try:
         _repair_tail(fd, config.results)
         skipped, to_run = _partition(config, cells, contexts, read_results(config.results))
         ok: list[Cell] = []
         errors: list[tuple[Cell, str]] = []
         interrupted = False
-        console = Console(stderr=True)
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=24),
@@ -145,7 +147,7 @@ def run_sweep(
             # the last finished cell takes what width is left and is cut short, so the bar never squeezes
             TextColumn("{task.fields[last]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
         )
-        with Progress(*columns, console=console, disable=not progress, expand=True) as bar:
+        with make_progress(*columns, enabled=progress, stderr=True, expand=True) as bar:
             task = bar.add_task(config.name, total=len(to_run), last="")
 
             def record(cell: Cell, outcome: dict[str, Any]) -> None:
@@ -170,7 +172,8 @@ def run_sweep(
             except KeyboardInterrupt:
                 interrupted = True
     finally:
-        os.close(fd)  # also releases the lock
+        os.close(fd)
+        lock.release()
     return SweepSummary(
         config.name, config.results, tuple(cells), skipped, to_run, tuple(ok), tuple(errors), interrupted, False
     )
@@ -387,15 +390,10 @@ def _append_line(fd: int, record: dict[str, Any]) -> None:
     os.fsync(fd)
 
 
-def _lock(fd: int, path: Path) -> None:
-    """Take an exclusive lock on the results file: two sweeps appending to one file would duplicate work.
-
-    flock is released by the kernel when the process dies, so a killed sweep never leaves a stale lock.
-    """
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(f"{path}: another sweep is writing this results file; wait for it or use another") from None
+def _lock(results: Path) -> WriterLock:
+    """The lock on the results file itself: two sweeps appending to one file would duplicate work."""
+    return WriterLock(results, lambda _: ConfigError(
+        f"{results}: another sweep is writing this results file; wait for it or use another"), records_pid=False)
 
 
 def _repair_tail(fd: int, path: Path) -> None:

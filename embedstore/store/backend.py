@@ -1,0 +1,93 @@
+"""What a storage format must provide to hold a store: the interface `Store` is written against.
+
+A new format (another file layout, an object store) is one module implementing `Backend` and `BackendWriter`,
+plus a suffix in `store.backend_for`. What formats differ in is declared as attributes, so `Store` and the
+encoders ask "can several processes write?" rather than "is this zarr?".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class BackendWriter(Protocol):
+    """The single writer, holding the store's lock between `__enter__` and `__exit__`. Groups are named by
+    `StoreKey.group_name`; rows below a group's `committed_rows` attribute are the only ones readers see."""
+
+    def __enter__(self) -> "BackendWriter": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def ensure_group(self, name: str, attrs: dict, dim: int, dtype: str, chunk_rows: int) -> dict:
+        """Create the group (empty, with `attrs`) unless it exists; return its attributes."""
+        ...
+
+    def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def commit(self, name: str, committed_rows: int, attrs: dict) -> None: ...
+
+    def chunk_rows(self, name: str) -> int: ...
+
+
+@runtime_checkable
+class SharedWriter(BackendWriter, Protocol):
+    """The lock holder of a store that other processes write into (`Backend.shared_writes`): it reserves
+    space for them and checks what they wrote before committing it."""
+
+    def reserve(self, name: str, rows: int) -> None: ...
+
+    def read_ids(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows as they are on disk now, committed or not."""
+        ...
+
+    def clear_ids(self, name: str, start: int) -> None:
+        """Zero every id from `start` on, so that an id on disk proves this run wrote its row."""
+        ...
+
+
+@runtime_checkable
+class RowWriter(Protocol):
+    """Writes rows into space the lock holder reserved, without the lock and without committing them."""
+
+    def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    path: Path
+    kind: str  # the format's name, as `store info` reports it
+    shared_writes: bool  # several processes may write (whole chunks each) while one holds the lock
+
+    def exists(self) -> bool: ...
+
+    def list_groups(self) -> dict[str, dict]:
+        """Every group's attributes, by group name."""
+        ...
+
+    def read_ids(self, name: str, n: int) -> np.ndarray: ...
+
+    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
+        """Vectors (stored dtype) of the first `n` rows, or of the sorted, distinct `rows`."""
+        ...
+
+    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids and vectors (stored dtype) of rows start..stop."""
+        ...
+
+    def chunk_rows(self, name: str) -> int: ...
+
+    def size_bytes(self) -> int: ...
+
+    def writer(self) -> BackendWriter: ...
+
+
+@runtime_checkable
+class SharedBackend(Backend, Protocol):
+    """A backend whose `shared_writes` is true."""
+
+    def writer(self) -> SharedWriter: ...
+
+    def row_writer(self) -> RowWriter: ...
