@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.text_training.files import fsync_file, json_bytes, save_tensors, save_tensors_atomic
+from embedstore.base.atomic import atomic_dir
+from embedstore.text_training.files import save_tensors, save_tensors_atomic
 from embedstore.text_training.model import trainable
 
 CHECKPOINTS = "checkpoints"
@@ -68,18 +68,13 @@ class Checkpoints:
              device: torch.device, state: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step-{step:08d}"
-        tmp = self.root / f".tmp-step-{step:08d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_tensors(trainable(graph), tmp / "weights.safetensors")
-        tensors, scalars = _optimizer_state(optimizer, param_names)
-        tensors.update(_rng_tensors(device))
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        state = {"format": _FORMAT, "version": _VERSION, **state, "optimizer_scalars": scalars}
-        (tmp / "state.json").write_bytes(json_bytes(state))
-        for f in ("weights.safetensors", "optimizer.safetensors", "state.json"):
-            fsync_file(tmp / f)
-        os.replace(tmp, final)
+        with atomic_dir(final, replace=True) as tmp:  # a step-* directory is complete or absent
+            save_tensors(trainable(graph), tmp / "weights.safetensors")
+            tensors, scalars = _optimizer_state(optimizer, param_names)
+            tensors.update(_rng_tensors(device))
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            state = {"format": _FORMAT, "version": _VERSION, **state, "optimizer_scalars": scalars}
+            (tmp / "state.json").write_text(json.dumps(state, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         self._prune(final, state.get("best", {}).get("file"))
         return final
 

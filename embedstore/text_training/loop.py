@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import make_progress
 from embedstore.encoding.encoder import Tokenized, collate
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.data import Split
@@ -115,9 +115,9 @@ def predict_logits(graph: TextClassifier, tokenizer: Any, tok: Tokenized, device
 
 
 def _progress(enabled: bool, description: str, total: int, completed: int) -> tuple[Progress, TaskID]:
-    bar = Progress(TextColumn(f"[bold]{description}[/bold] epoch {{task.fields[epoch]}}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("steps  loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+    bar = make_progress(TextColumn(f"[bold]{description}[/bold] epoch {{task.fields[epoch]}}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("steps  loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                        TimeRemainingColumn(), enabled=enabled, stderr=True)
     task = bar.add_task(description, total=total, completed=completed, loss=float("nan"), epoch=1)
     return bar, task
 

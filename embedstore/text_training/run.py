@@ -23,7 +23,8 @@ from embedstore.encoding.encoder import resolve_device
 from embedstore.encoding.models import ModelSpec, load_model
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
-from embedstore.text_training.files import file_hash, json_bytes, run_lock, write_atomic
+from embedstore.base.atomic import write_json
+from embedstore.text_training.files import file_hash, run_lock
 from embedstore.text_training.loop import Job, Outcome, differences, train
 from embedstore.text_training.model import TextClassifier, head_module
 from embedstore.text_training.options import TrainOptions
@@ -88,7 +89,7 @@ def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSp
                             progress, description))
         record = {**finish(Trained(graph, tokenizer, device, amp, outcome)), "identity": ident,
                   "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
-        write_atomic(out / result_file, json_bytes(record))  # written last: its presence means "finished"
+        write_json(out / result_file, record)  # written last: its presence means "finished"
         checkpoints.remove()
     return record
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from embedstore.base.atomic import publish
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, model_fingerprint, resolve_model
 from embedstore.text_training.checkpoints import CHECKPOINTS
@@ -53,7 +54,7 @@ def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_M
         trained.graph.encoder.to("cpu").save_pretrained(staging)
         trained.tokenizer.save_pretrained(staging)
         for f in sorted(staging.iterdir()):
-            os.replace(f, out / f.name)
+            publish(f, out / f.name)  # fsynced: the record written after them says the model is complete
         staging.rmdir()
         return {"provenance": {
             "config": options.to_record(), "seed": options.seed,
