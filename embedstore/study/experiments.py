@@ -22,14 +22,13 @@ from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_tr
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
-from embedstore.encoding.options import EncodeOptions, store_keys
+from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.store import Store, StoreKey
 from embedstore.study.sweep import context_id
@@ -259,8 +258,9 @@ METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
     """The sweep's runner: a top-level function, so worker processes can import it by name."""
     t0 = time.perf_counter()
-    spec = resolve_model(str(config.model))
-    key = store_keys(spec, _options(config))[0]
+    options = _options(config)
+    spec = options.resolve()
+    key = options.key(spec)
     ctx = Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store), key=key)
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
