@@ -22,7 +22,6 @@ from embedstore.estimators.aligners import Aligner, aligns_target_at_test, is_tr
 from embedstore.base.atomic import atomic_dir
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
-from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
@@ -55,10 +54,6 @@ class Context:
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         return self.store.get(self.key, texts)
-
-
-def _options(config: SweepConfig) -> EncodeOptions:
-    return EncodeOptions(model=str(config.model))
 
 
 def task_for(cell: Cell, config: SweepConfig) -> Task:
@@ -124,7 +119,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
         return load_aligner(path), path, True
     aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
     with atomic_dir(path, replace=True) as tmp:
-        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src)})
+        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src), "store_key": ctx.key.to_dict()})
     return aligner, path, False
 
 
@@ -258,9 +253,8 @@ METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
     """The sweep's runner: a top-level function, so worker processes can import it by name."""
     t0 = time.perf_counter()
-    options = _options(config)
-    spec = options.resolve()
-    key = options.key(spec)
+    spec = config.encoding.resolve()
+    key = config.encoding.key(spec)
     ctx = Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store), key=key)
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
@@ -284,4 +278,4 @@ def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:
 
 def prepare(cells: list[Cell], config: SweepConfig, *, progress: bool = True) -> EncodeReport:
     """Encode what the store lacks for these cells, once, before any cell runs."""
-    return encode(texts_needed(cells, config), store=config.store, options=_options(config), progress=progress)
+    return encode(texts_needed(cells, config), store=config.store, options=config.encoding, progress=progress)

@@ -216,6 +216,8 @@ def context_id(config: SweepConfig, cell: Cell) -> str:
     from embedstore.estimators.training import resolve_recipe
 
     payload: dict[str, Any] = {"model": config.model, "task": config.tasks.get(cell.task)}
+    if config.encoding_changes:  # vectors of another key: earlier results do not hold
+        payload["encoding"] = config.encoding_changes
     if cell.method == "langalign-e2e" and config.e2e:
         payload["e2e"] = config.e2e
     if cell.aligner is not None and is_trained(cell.aligner):
