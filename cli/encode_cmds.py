@@ -59,7 +59,7 @@ def encode(
 @models_app.command("pull")
 @user_errors
 def models_pull(
-    name: str = typer.Argument("multilingual-e5-small", help="Built-in name (built offline) or a hub name."),
+    name: str = typer.Argument(EncodeOptions.model, help="Built-in name (built offline) or a hub name."),
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""
