@@ -52,9 +52,9 @@ def load_pair_ids(directory: Path) -> np.ndarray:
     return np.concatenate([ids["source"], ids["target"]])
 
 
-def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dict[str, Any]) -> None:
-    """Write the pipeline directory whole or not at all; `manifest` is the record train-head returns, and
-    the head's provenance (so the head alone still says which key it was fitted on)."""
+def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the pipeline directory whole or not at all; returns the manifest as written, which is also the
+    head's provenance (so the head alone still says which key it was fitted on)."""
     manifest = {**manifest, "kind": "pipeline", "aligner": ALIGNER_DIR if aligner_dir else None, "head": HEAD_DIR}
     _check_manifest(manifest, Path(MANIFEST))
     with atomic_dir(out, replace=True) as tmp:
@@ -62,6 +62,7 @@ def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dic
         if aligner_dir:
             shutil.copytree(aligner_dir, tmp / ALIGNER_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return manifest
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

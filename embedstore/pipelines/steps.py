@@ -13,6 +13,7 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore.estimators.aligners import Aligner, load_aligner, make_aligner
+from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
@@ -27,11 +28,10 @@ from embedstore.data.tasks import Source, file_sha256, load_rows
 from embedstore.store import StoreKey
 
 
-def _encoding_provenance(options: EncodeOptions, store: str | Path) -> dict:
+def _encoding_provenance(spec: ModelSpec, key: StoreKey, store: str | Path) -> dict:
     """What the vectors were: the store key is what a later user of the estimator is checked against."""
-    spec = options.resolve()
     return {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
-            "store_key": options.key(spec).to_dict()}
+            "store_key": key.to_dict()}
 
 
 def _file(src: Source) -> dict:
@@ -43,7 +43,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
                   recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
     """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`)."""
     t0 = time.perf_counter()
-    encoding = _encoding_provenance(options, store)  # one layer, and the model resolves, before any reading
+    spec = options.resolve()  # before any reading: the model resolves and the options name one layer
+    encoding = _encoding_provenance(spec, options.key(spec), store)
     rows = load_rows(pairs)
     pick = subsample(len(rows.texts), size, seed, f"{pairs.file}")
     src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
@@ -75,9 +76,10 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     rows = load_rows(train)
     if not rows.labels:
         raise ConfigError(f"{train.file}: --label-column is required to train a head")
-    enc = _encoding_provenance(options, store)
+    spec = options.resolve()
+    key = options.key(spec)
     if aligner_dir:  # before any encoding or fitting: vectors of another key would be aligned wrongly
-        check_fitted_key(aligner_dir, StoreKey.from_dict(enc["store_key"]), "aligner")
+        check_fitted_key(aligner_dir, key, "aligner")
     aligner = load_aligner(aligner_dir) if aligner_dir else None
     keep = np.arange(len(rows.texts))
     dropped = 0
@@ -91,12 +93,11 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
         x = aligner.transform(x)
     fitted = make_head(head, recipe=recipe, seed=seed, progress=progress).fit(x, labels)
     manifest = {
-        "embedstore": __version__, "encoding": options.pinned().to_dict(), "head_kind": head, "seed": seed,
+        "embedstore": __version__, "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
         "recipe": recipe, "train": _file(train), "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
-        **enc, "seconds": round(time.perf_counter() - t0, 3)}
-    save_pipeline(out, fitted, aligner_dir, manifest)
-    return {**manifest, "out": str(out)}
+        **_encoding_provenance(spec, key, store), "seconds": round(time.perf_counter() - t0, 3)}
+    return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out)}
 
 
 def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
