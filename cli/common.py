@@ -63,8 +63,8 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
     """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
     ("none": the command declares its own layer selection)."""
     def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                 default=typer.Option(default, *decls, help=f"{help}.", rich_help_panel=_ENCODING_PANEL))
+        declared = typer.Option(default, *decls, help=f"{help}.", rich_help_panel=_ENCODING_PANEL)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
 
     params = [option("model", str, _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
     if layers == "many":

@@ -71,8 +71,8 @@ def _flags(command) -> set[str]:
 def test_every_command_that_encodes_takes_the_same_encoding_options():
     root = typer.main.get_command(app)
     commands = {name: root.commands[name] for name in ("encode", "train-aligner", "train-head")}
-    commands.update({f"analyze {n}": root.commands["analyze"].commands[n] for n in ("cosine", "retrieval", "gradients")})
+    analyze = root.commands["analyze"].commands
+    commands.update({f"analyze {n}": analyze[n] for n in ("cosine", "retrieval", "gradients")})
     for name, command in commands.items():
         assert ENCODING_FLAGS <= _flags(command), name
-    layers = root.commands["analyze"].commands["layers"]  # its own --layers list, the rest shared
-    assert ENCODING_FLAGS - {"--layer"} <= _flags(layers)
+    assert ENCODING_FLAGS - {"--layer"} <= _flags(analyze["layers"])  # its own --layers list, the rest shared

@@ -306,7 +306,8 @@ def encode_distributed(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts
 
 
 def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, unique: list[Text], ids: np.ndarray,
-            options: EncodeOptions, compute: ComputeOptions, progress: bool, me: Rank, stack: ExitStack) -> EncodeReport:
+            options: EncodeOptions, compute: ComputeOptions, progress: bool, me: Rank,
+            stack: ExitStack) -> EncodeReport:
     _check_same_inputs(ids, keys, me)
     provenance = {**encode_provenance(spec, compute, str(me.device)), "world_size": me.world_size}
     kws: list[KeyWriter] = []
