@@ -9,10 +9,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from embedstore.analysis.runs import DEFAULT_ARCH, NO_ALIGNER
+from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS
 from embedstore.estimators.heads import HEADS
 
-from .common import console, print_json, user_errors
+from .common import console, encoding_options, print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ARCH} (default)", *(name for name in ALIGNERS if name != DEFAULT_ARCH)])
@@ -33,11 +34,7 @@ _TEST_FRACTION = typer.Option(0.2, "--test-fraction", help="Random share of rows
 _FOLD_COLUMN = typer.Option(None, "--fold-column", help="Column holding fold values; default: fold.")
 _FIT_FOLDS = typer.Option(None, "--fit-folds", help="Folds the aligner is fitted on, e.g. 0-5; default: the rest.")
 _TEST_FOLDS = typer.Option(None, "--test-folds", help="Folds reported on, e.g. 8-9; default: the rest.")
-_MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
 _STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file; default: cache/store.zarr.")
-_LAYER = typer.Option(-1, "--layer", "-l", help="Hidden layer (negative counts from the end).")
-_POOLING = typer.Option("mean", "--pooling", help="mean, cls or max (part of the store key).")
-_MAX_LENGTH = typer.Option(512, "--max-length", help="Tokens per text (part of the store key).")
 _SEED = typer.Option(0, "--seed", help="Seeds the split, subsamples, shuffled baseline and trained models.")
 _OUT = typer.Option(None, "--out", "-o", help="Write the result as JSON (.jsonl appends one line).")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -51,12 +48,6 @@ def _split(test_fraction: float, fold_column: Optional[str], fit_folds: Optional
 
     return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
                         test_folds=test_folds, size=size, test_size=test_size)
-
-
-def _encode_options(model: str, layers: tuple[int, ...], pooling: str, max_length: int):
-    from embedstore.encoding.options import EncodeOptions
-
-    return EncodeOptions(model=model, layers=layers, pooling=pooling, max_length=max_length)
 
 
 def _say(text: str) -> None:
@@ -108,21 +99,21 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
 
 @analyze_app.command("cosine")
 @user_errors
+@encoding_options()
 def cosine(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
     test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
-    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
-    out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
     from embedstore.analysis.runs import run_cosine
 
     result = run_cosine(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                        store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                        store=store, options=encoding, seed=seed,
                         out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
@@ -144,21 +135,22 @@ def cosine(
 
 @analyze_app.command("retrieval")
 @user_errors
+@encoding_options()
 def retrieval(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
     test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
-    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    *, encoding: EncodeOptions,
 ) -> None:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
     from embedstore.analysis.runs import run_retrieval
 
     result = run_retrieval(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
                            split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                           store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                           store=store, options=encoding, seed=seed,
                            ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
@@ -186,23 +178,24 @@ def _parse_layers(values: list[str]) -> tuple[int, ...]:
 
 @analyze_app.command("layers")
 @user_errors
+@encoding_options(layers="none")
 def layers(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE,
     test_fraction: float = _TEST_FRACTION, fold_column: Optional[str] = _FOLD_COLUMN,
-    fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL,
+    fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS,
     store: Optional[Path] = _STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
                                          help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
-    pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED, k: list[int] = _KS,
-    csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    seed: int = _SEED, k: list[int] = _KS,
+    csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Cosine and retrieval per hidden layer, with a fresh aligner fitted on each layer's vectors."""
     from embedstore.analysis.runs import run_layers
 
     result = run_layers(pairs_file, source_column, target_column, arch=arch, layers=_parse_layers(layer_list),
                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                        store=store, options=_encode_options(model, (-1,), pooling, max_length), seed=seed,
+                        store=store, options=encoding, seed=seed,
                         ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
@@ -223,6 +216,7 @@ def layers(
 
 @analyze_app.command("gradients")
 @user_errors
+@encoding_options()
 def gradients(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     label_column: str = typer.Option(..., "--label-column", help="Column of task labels for the English rows."),
@@ -233,9 +227,8 @@ def gradients(
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
     size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, model: str = _MODEL, store: Optional[Path] = _STORE,
-    layer: int = _LAYER, pooling: str = _POOLING, max_length: int = _MAX_LENGTH, seed: int = _SEED,
-    out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).
 
@@ -246,7 +239,7 @@ def gradients(
     result = run_gradients(pairs_file, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
                            head=head, batch_size=batch_size,
                            split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                           store=store, options=_encode_options(model, (layer,), pooling, max_length), seed=seed,
+                           store=store, options=encoding, seed=seed,
                            out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return

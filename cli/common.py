@@ -1,16 +1,19 @@
-"""Shared CLI plumbing: one console, and user errors turned into one line and a non-zero exit."""
+"""Shared CLI plumbing: one console, user errors turned into one line and a non-zero exit, and the encoding
+options every command that reads vectors takes, declared once."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from embedstore.base.errors import EmbedstoreError
+from embedstore.encoding.options import EncodeOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -50,3 +53,59 @@ def human_bytes(n: int) -> str:
             return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{n} B"
+
+
+_DEFAULT = EncodeOptions()
+_ENCODING_PANEL = "Encoding options (the store key: vectors made under other options are never mixed in)"
+
+
+def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect.Parameter]:
+    """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
+    ("none": the command declares its own layer selection)."""
+    def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+        declared = typer.Option(default, *decls, help=f"{help}.", rich_help_panel=_ENCODING_PANEL)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
+
+    params = [option("model", str, _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
+    if layers == "many":
+        params.append(option("layer", list[int], list(_DEFAULT.layers), "--layer", "-l",
+                             help="Hidden layer (negative counts from the end); repeat for several"))
+    elif layers == "one":
+        params.append(option("layer", int, _DEFAULT.layers[0], "--layer", "-l",
+                             help="Hidden layer the vectors come from (negative counts from the end)"))
+    return params + [
+        option("pooling", str, _DEFAULT.pooling, "--pooling", help="mean (attention-mask weighted), cls or max"),
+        option("max_length", int, _DEFAULT.max_length, "--max-length",
+               help="Tokens per text (longer texts are truncated)"),
+        option("prefix", Optional[str], _DEFAULT.prefix, "--prefix",
+               help="Text prefix (default: the model's own, 'query: ' for e5)"),
+        option("dtype", str, _DEFAULT.dtype, "--dtype",
+               help="Storage precision: float32 or float16 (compute is always fp32)"),
+    ]
+
+
+def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable[[Callable], Callable]:
+    """Give a command the encoding options (`--model`, `--layer`, `--pooling`, `--max-length`, `--prefix`,
+    `--dtype`) and call it with them built into one `EncodeOptions` as its `encoding` argument.
+
+    Why a decorator: when each command declared its own subset, the options it lacked fell back to defaults
+    and its vectors were looked up under another key than `encode` wrote (issue 12)."""
+    def decorate(fn: Callable) -> Callable:
+        extra = _encoding_parameters(layers)
+        names = [p.name for p in extra]
+        signature = inspect.signature(fn)
+        own = [p for p in signature.parameters.values() if p.name != "encoding"]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            layer = values.pop("layer", None)
+            chosen = {} if layer is None else {"layers": tuple(layer) if isinstance(layer, list) else (layer,)}
+            return fn(*args, encoding=EncodeOptions(**values, **chosen), **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "encoding"},
+                                  **{p.name: p.annotation for p in extra}}
+        return wrapper
+
+    return decorate

@@ -7,44 +7,40 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.store import Store
 
-from .common import console, human_bytes, print_json, user_errors
+from .common import console, encoding_options, human_bytes, print_json, user_errors
 
 models_app = typer.Typer(no_args_is_help=True, help="Encoder models (the offline default is built locally).")
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge vector stores.")
 
 
 @user_errors
+@encoding_options(layers="many")
 def encode(
     files: list[Path] = typer.Argument(..., help="TSV (no quoting), CSV, JSONL or .txt (one text per line) files."),
     column: Optional[str] = typer.Option(None, "--column", "-c", help="Text column (default: 'text')."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
-    model: str = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory."),
     store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file (default: cache/store.zarr)."),
-    pooling: str = typer.Option("mean", help="mean (attention-mask weighted), cls or max."),
-    layer: list[int] = typer.Option([-1], "--layer", "-l", help="Hidden layer (negative counts from the end); repeat for several."),
-    max_length: int = typer.Option(512, help="Tokens per text (longer texts are truncated)."),
-    prefix: Optional[str] = typer.Option(None, help="Text prefix (default: the model's own, 'query: ' for e5)."),
-    dtype: str = typer.Option("float32", help="Storage precision: float32 or float16 (compute is always fp32)."),
-    batch_size: int = typer.Option(32, help="Texts per forward pass."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N."),
-    chunk_rows: int = typer.Option(1024, help="Rows per stored chunk, and per commit (for new keys)."),
+    batch_size: int = typer.Option(ComputeOptions.batch_size, help="Texts per forward pass."),
+    device: str = typer.Option(ComputeOptions.device, help="auto (CUDA when present), cpu, cuda, cuda:N."),
+    chunk_rows: int = typer.Option(ComputeOptions.chunk_rows,
+                                   help="Rows per stored chunk, and per commit (for new keys)."),
     distributed: Optional[bool] = typer.Option(
         None, "--distributed/--no-distributed",
         help="Encode as one rank of a torch.distributed job (ranks write disjoint chunks of one .zarr store) "
              "(default: on when WORLD_SIZE > 1, as under torchrun)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    *, encoding: EncodeOptions,
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
     from embedstore.encoding.distributed import launched_distributed
-    from embedstore.encoding.options import EncodeOptions
     from embedstore.encoding.encode import encode_files
 
-    options = EncodeOptions(model=model, pooling=pooling, layers=tuple(layer), max_length=max_length, prefix=prefix,
-                            dtype=dtype, batch_size=batch_size, device=device, chunk_rows=chunk_rows)
-    report = encode_files(files, column=column, pair_column=pair_column, store=store, options=options,
-                          progress=not as_json,
+    compute = ComputeOptions(batch_size=batch_size, device=device, chunk_rows=chunk_rows)
+    report = encode_files(files, column=column, pair_column=pair_column, store=store, options=encoding,
+                          compute=compute, progress=not as_json,
                           distributed=launched_distributed() if distributed is None else distributed)
     if report.rank != 0:  # every rank has the job's totals; print them once
         return
@@ -63,7 +59,7 @@ def encode(
 @models_app.command("pull")
 @user_errors
 def models_pull(
-    name: str = typer.Argument("multilingual-e5-small", help="Built-in name (built offline) or a hub name."),
+    name: str = typer.Argument(EncodeOptions.model, help="Built-in name (built offline) or a hub name."),
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""

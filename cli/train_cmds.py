@@ -13,17 +13,10 @@ from embedstore.estimators.heads import HEADS
 from embedstore.data.selection import parse_size
 from embedstore.data.tasks import Source, parse_where
 
-from .common import console, print_json, user_errors
+from .common import console, encoding_options, print_json, user_errors
 
-MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Hub name or local model directory.")
 STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
-LAYER = typer.Option(-1, "--layer", help="Hidden layer the vectors come from.")
-POOLING = typer.Option("mean", help="mean, cls or max.")
-
-
-def _options(model: str, pooling: str, layer: int) -> EncodeOptions:
-    return EncodeOptions(model=model, pooling=pooling, layers=(layer,))
 
 
 def _store(store: Optional[Path]) -> Path:
@@ -33,6 +26,7 @@ def _store(store: Optional[Path]) -> Path:
 
 
 @user_errors
+@encoding_options()
 def train_aligner(
     pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
@@ -42,15 +36,14 @@ def train_aligner(
     reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
     where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default", help="default | paper."),
-    model: str = MODEL, store: Optional[Path] = STORE, layer: int = LAYER, pooling: str = POOLING,
-    as_json: bool = typer.Option(False, "--json"),
+    store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
     from embedstore.pipelines.steps import train_aligner as run
 
     src = Source(file=pairs, text=source_column, target=target_column, where=parse_where(where))
     record = run(src, arch=arch, out=out, size=parse_size(size), reverse=reverse, seed=seed, recipe=recipe,
-                 store=_store(store), options=_options(model, pooling, layer), progress=not as_json)
+                 store=_store(store), options=encoding, progress=not as_json)
     if as_json:
         return print_json(record)
     diag = record["diagnostics"]
@@ -64,6 +57,7 @@ def train_aligner(
 
 
 @user_errors
+@encoding_options()
 def train_head(
     train: Path = typer.Option(..., "--train", help="English task data with text and label columns."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
@@ -73,15 +67,14 @@ def train_head(
     head: str = typer.Option("linear", help=" | ".join(HEADS) + "."),
     out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
     where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default"),
-    model: str = MODEL, store: Optional[Path] = STORE, layer: int = LAYER, pooling: str = POOLING,
-    as_json: bool = typer.Option(False, "--json"),
+    store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
     from embedstore.pipelines.steps import train_head as run
 
     src = Source(file=train, text=text_column, label=label_column, where=parse_where(where))
     record = run(src, out=out, size=parse_size(size), head=head, aligner_dir=aligner, share=share, seed=seed,
-                 recipe=recipe, store=_store(store), options=_options(model, pooling, layer), progress=not as_json)
+                 recipe=recipe, store=_store(store), options=encoding, progress=not as_json)
     if as_json:
         return print_json(record)
     s = record["sizes"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
 
 from embedstore.encoding.encode import encode
 from embedstore.encoding.distributed import plan
@@ -34,8 +34,11 @@ def make_texts(n: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 30))) + f" #{i}" for i in range(n)]
 
 
+COMPUTE = ComputeOptions(batch_size=4, chunk_rows=16)
+
+
 def opts(model_dir) -> EncodeOptions:
-    return EncodeOptions(model=str(model_dir), batch_size=4, chunk_rows=16, layers=(-1, 1))
+    return EncodeOptions(model=str(model_dir), layers=(-1, 1))
 
 
 def encode_args(model_dir, data, store) -> list[str]:
@@ -118,7 +121,7 @@ def test_two_ranks_equal_one_process_and_a_killed_rank_loses_only_uncommitted_ro
     data = tmp_path / "texts.txt"
     data.write_text("\n".join(texts) + "\n")
     ref = Store.open(tmp_path / "ref.zarr")
-    encode(texts, store=ref.path, options=opts(tiny_model_dir))
+    encode(texts, store=ref.path, options=opts(tiny_model_dir), compute=COMPUTE)
 
     # 1. any launcher: two processes with the torch.distributed environment set by hand, and --distributed
     store = tmp_path / "clean.zarr"
@@ -143,8 +146,8 @@ def test_two_ranks_equal_one_process_and_a_killed_rank_loses_only_uncommitted_ro
     # commits): that attempt proves nothing, so try again.
     for attempt in range(3):
         store = tmp_path / f"killed{attempt}.zarr"
-        encode(texts[:100], store=store, options=opts(tiny_model_dir))
-        encode(texts[:150], store=store, options=replace(opts(tiny_model_dir), layers=(1,)))
+        encode(texts[:100], store=store, options=opts(tiny_model_dir), compute=COMPUTE)
+        encode(texts[:150], store=store, options=replace(opts(tiny_model_dir), layers=(1,)), compute=COMPUTE)
         job = subprocess.Popen(torchrun(tiny_model_dir, data, store), env=env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         while committed(store) <= 100 and job.poll() is None:
@@ -183,7 +186,7 @@ def test_two_ranks_equal_one_process_and_a_killed_rank_loses_only_uncommitted_ro
 
 def test_hdf5_store_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(StoreError, match=r"s.h5: an HDF5 store has a single writer.*use a .zarr store"):
-        encode(["a text"], store=tmp_path / "s.h5", options=opts(tiny_model_dir), distributed=True)
+        encode(["a text"], store=tmp_path / "s.h5", options=opts(tiny_model_dir), compute=COMPUTE, distributed=True)
     assert not (tmp_path / "s.h5").exists()
 
 
@@ -191,4 +194,4 @@ def test_distributed_without_a_launcher_says_how_to_start_it(tiny_model_dir, tmp
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match=r"--distributed: RANK, WORLD_SIZE, .* not set; .*torchrun --nproc-per-node"):
-        encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), distributed=True)
+        encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), compute=COMPUTE, distributed=True)

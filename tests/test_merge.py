@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embedstore.cli.app import app
-from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import text_ids
@@ -29,13 +29,13 @@ def vectors(n, seed=0) -> np.ndarray:
 
 @pytest.mark.parametrize("suffixes", [(".zarr", ".h5", ".zarr"), (".h5", ".zarr", ".h5")])
 def test_two_halves_of_an_encode_merge_into_the_whole(tiny_model_dir, tmp_path, suffixes):
-    opts = EncodeOptions(model=str(tiny_model_dir), batch_size=4, chunk_rows=8, layers=(-1, 1))
+    opts, compute = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1)), ComputeOptions(batch_size=4, chunk_rows=8)
     texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(30)]
     whole = Store.open(tmp_path / "whole.zarr")
-    encode(texts, store=whole.path, options=opts)
+    encode(texts, store=whole.path, options=opts, compute=compute)
     a, b, out = (tmp_path / f"{name}{sfx}" for name, sfx in zip("abc", suffixes))
-    encode(texts[:18], store=a, options=opts)
-    encode(texts[12:], store=b, options=opts)  # 6 texts in both halves
+    encode(texts[:18], store=a, options=opts, compute=compute)
+    encode(texts[12:], store=b, options=opts, compute=compute)  # 6 texts in both halves
     report = merge_stores([a, b], out)
     merged = Store.open(out)
     assert sorted(merged.keys(), key=lambda k: k.layer) == sorted(whole.keys(), key=lambda k: k.layer)

@@ -1,9 +1,15 @@
 """train-aligner → train-head → evaluate → predict through the real CLI, on the tiny model."""
 import json
+import shutil
 
+import pytest
 from typer.testing import CliRunner
 
+from embedstore.base.errors import ConfigError
 from embedstore.cli.app import app
+from embedstore.encoding.models import model_fingerprint
+from embedstore.pipelines.pipeline import Pipeline
+from embedstore.store import Store
 
 runner = CliRunner()
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"]}
@@ -62,3 +68,106 @@ def test_errors_are_one_line_and_nonzero(tiny_model_dir, tmp_path):
     assert r.exit_code == 1 and "asked for 500 rows" in r.output and "holds 120" in r.output
     r = invoke("predict", "--pipeline", tmp_path / "nothing", "x")
     assert r.exit_code == 1 and "not a pipeline directory" in r.output
+
+
+def head_args(data, out, *extra):
+    return ["train-head", "--train", data, "--text-column", "en", "--label-column", "apps", "--out", out, *extra]
+
+
+def test_train_head_refuses_an_aligner_fitted_on_another_layer(tiny_model_dir, tmp_path):
+    data = make_files(tmp_path)
+    common = ["--model", tiny_model_dir, "--store", tmp_path / "s.zarr"]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--layer", "2", "--out", tmp_path / "al",
+               *common)
+    assert r.exit_code == 0, r.output
+    r = invoke(*head_args(data, tmp_path / "pipe", "--aligner", tmp_path / "al", "--layer", "1", *common))
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    assert "aligner was fitted on vectors of" in r.stderr and "layer=2" in r.stderr and "layer=1" in r.stderr
+    assert not (tmp_path / "pipe").exists()
+
+
+def test_train_head_finds_vectors_encoded_with_the_same_max_length(tiny_model_dir, tmp_path):
+    data = make_files(tmp_path)
+    store = tmp_path / "s.zarr"
+    common = ["--model", tiny_model_dir, "--store", store, "--max-length", "256"]
+    r = invoke("encode", data, "--column", "en", "--json", *common)
+    assert r.exit_code == 0, r.output
+    r = invoke(*head_args(data, tmp_path / "pipe", "--json", *common))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["store_key"]["max_length"] == 256
+    r = invoke("predict", "--pipeline", tmp_path / "pipe", "the page and paragraph number 0", "--json")
+    assert r.exit_code == 0, r.output
+    keys = Store.open(store).info()["keys"]
+    assert [(k["max_length"], k["rows"]) for k in keys] == [(256, 120)]  # nothing re-encoded under another key
+
+
+def test_a_pipeline_refuses_a_model_that_now_resolves_to_other_weights(tiny_model_dir, tmp_path):
+    data, model = make_files(tmp_path), tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    r = invoke(*head_args(data, tmp_path / "pipe", "--model", model, "--store", tmp_path / "s.zarr"))
+    assert r.exit_code == 0, r.output
+    before = model_fingerprint(model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "initializer_range": 0.5}))
+    after = model_fingerprint(model)
+    assert after != before
+    r = invoke("predict", "--pipeline", tmp_path / "pipe", "a text")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert before in r.stderr and after in r.stderr and "pipeline.json" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tiny_model_dir, tmp_path_factory):
+    """A pipeline with an aligner, both fitted on layer 2 of the tiny model."""
+    tmp = tmp_path_factory.mktemp("saved")
+    data = make_files(tmp)
+    common = ["--model", tiny_model_dir, "--store", tmp / "s.zarr", "--layer", "2"]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--where", "fold=0,1,2,3,4,5", "--out",
+               tmp / "al", *common)
+    assert r.exit_code == 0, r.output
+    r = invoke(*head_args(data, tmp / "pipe", "--aligner", tmp / "al", *common))
+    assert r.exit_code == 0, r.output
+    return tmp / "pipe"
+
+
+def test_a_saved_pipeline_loads_with_its_encoding_options(saved_pipeline, tiny_model_dir):
+    pipe = Pipeline.load(saved_pipeline)
+    assert pipe.key.layer == 2 and pipe.encode_options.layers == (2,)
+    assert pipe.encode_options.fingerprint == model_fingerprint(tiny_model_dir)
+
+
+def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, tmp_path):
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe)
+    config_path = pipe / "aligner" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["provenance"]["store_key"]["layer"] = 1
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"aligner was fitted on vectors of .*layer=1.*; these vectors are .*layer=2"):
+        Pipeline.load(pipe)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: "{not json", r"pipeline.json: not valid JSON"),
+    (lambda m: json.dumps([m]), r"pipeline.json: expected a JSON object, got list"),
+    (lambda m: json.dumps({**m, "stor": "x"}), r"pipeline.json: stor: unknown field"),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "encoding"}), r"pipeline.json: encoding: missing"),
+    (lambda m: json.dumps({**m, "seed": "0"}), r"pipeline.json: seed: '0'; expected int"),
+    (lambda m: json.dumps({**m, "aligner": "../elsewhere"}), r"pipeline.json: aligner: '../elsewhere'; expected"),
+    (lambda m: json.dumps({**m, "encoding": {**m["encoding"], "layers": [1, 2]}}),
+     r"pipeline.json: encoding.layers: \[1, 2\]; expected exactly one layer"),
+    (lambda m: json.dumps({**m, "encoding": {**m["encoding"], "pooling": "avg"}}),
+     r"pipeline.json: encoding.pooling: 'avg' is not supported"),
+    (lambda m: json.dumps({**m, "encoding": {**m["encoding"], "layer": 2}}),
+     r"pipeline.json: encoding.layer: unknown key"),
+    (lambda m: json.dumps({**m, "encoding": {k: v for k, v in m["encoding"].items() if k != "fingerprint"}}),
+     r"pipeline.json: encoding.fingerprint: missing"),
+])
+def test_a_pipeline_manifest_is_validated_field_by_field(saved_pipeline, tmp_path, edit, message):
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe)
+    manifest = json.loads((pipe / "pipeline.json").read_text())
+    (pipe / "pipeline.json").write_text(edit(manifest))
+    with pytest.raises(ConfigError, match=message):
+        Pipeline.load(pipe)

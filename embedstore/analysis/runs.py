@@ -27,7 +27,6 @@ from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.base.files import file_sha256
 from embedstore.estimators.heads import make_head
-from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import parse_size
 from embedstore.store import Store, StoreKey
 from embedstore.data.texts import read_table
@@ -127,7 +126,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     rows = np.concatenate([split.fit, split.test]) if include_fit else split.test
     src_texts = [table[source_column][i] for i in rows]
     tgt_texts = [table[target_column][i] for i in rows]
-    spec = resolve_model(options.model)
+    spec = options.resolve()
     report = encode(src_texts + tgt_texts, store=store, options=options, progress=progress)
     st = Store.open(report.store)
     keys = [StoreKey.from_dict(k) for k in report.keys]
@@ -200,7 +199,7 @@ def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_col
         raise ConfigError(f"{len(options.layers)} layers given; `analyze {kind}` takes one (use `analyze layers`)")
     config = {"command": kind, "pairs_file": str(pairs_file), "source_column": source_column,
               "target_column": target_column, "arch": arch, "aligner_dir": str(aligner_dir) if aligner_dir else None,
-              "split": asdict(split), "encode": asdict(options), "ks": list(ks), "csls_k": csls_k}
+              "split": asdict(split), "encode": options.to_dict(), "ks": list(ks), "csls_k": csls_k}
     _check_retrieval_options(ks, csls_k)
     aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
     check_forward(aligner)
@@ -270,10 +269,10 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
         raise ConfigError(f"--arch {NO_ALIGNER} is only for `analyze gradients`; use one of {', '.join(ALIGNERS)}")
     arch = arch or DEFAULT_ARCH
     if layers is None or len(layers) == 0:
-        layers = tuple(range(resolve_model(options.model).num_layers + 1))
+        layers = tuple(range(options.resolve().num_layers + 1))
     options = replace(options, layers=tuple(layers))
     config = {"command": "layers", "pairs_file": str(pairs_file), "source_column": source_column,
-              "target_column": target_column, "arch": arch, "split": asdict(split), "encode": asdict(options),
+              "target_column": target_column, "arch": arch, "split": asdict(split), "encode": options.to_dict(),
               "ks": list(ks), "csls_k": csls_k}
     _check_retrieval_options(ks, csls_k)
     _, _, info = _aligner(arch, None, seed, progress)  # validates arch before anything is encoded
@@ -309,7 +308,7 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
     config = {"command": "gradients", "pairs_file": str(pairs_file), "source_column": source_column,
               "target_column": target_column, "label_column": label_column, "arch": arch,
               "aligner_dir": str(aligner_dir) if aligner_dir else None, "head": head, "batch_size": batch_size,
-              "split": asdict(split), "encode": asdict(options)}
+              "split": asdict(split), "encode": options.to_dict()}
     if arch == NO_ALIGNER:
         if aligner_dir is not None:
             raise ConfigError(f"both --arch {NO_ALIGNER} and --aligner {aligner_dir} given; use one")

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from embedstore.base import errors
-from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.encoding.models import load_once
 from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
@@ -194,7 +194,7 @@ class _Header:
         return np.flatnonzero(self.lacking.any(0))
 
 
-def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.ndarray, options: EncodeOptions,
+def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.ndarray, compute: ComputeOptions,
                     provenance: dict, stack: ExitStack) -> tuple[dict, list[KeyWriter]]:
     """Take the lock (only if there is work), create groups, reserve every row the plan will write, and clear
     what a killed run left above the committed rows."""
@@ -204,7 +204,7 @@ def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.nd
         return {"present": present, "lacking": None}, []
     writer = stack.enter_context(st.writer())
     lacking = lacking_matrix(st, keys, ids)  # re-check under the lock: another writer may have finished some
-    kws = [writer.key(k, spec.hidden_size, provenance, options.chunk_rows) for k in keys]
+    kws = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
     for kw, lack in zip(kws, lacking):
         kw.clear_uncommitted_ids()
         kw.reserve(kw.committed + int(lack.sum()))
@@ -268,10 +268,10 @@ class _RankEncoder:
     """Encodes this rank's units and writes their blocks; holds what stays fixed across units."""
 
     def __init__(self, encoder: Encoder, keys: list[StoreKey], unique: list[Text], order: np.ndarray,
-                 sorted_ids: np.ndarray, options: EncodeOptions, rows: RowWriter, dim: int,
+                 sorted_ids: np.ndarray, options: EncodeOptions, compute: ComputeOptions, rows: RowWriter, dim: int,
                  after_batch: Callable[[], None]) -> None:
         self.encoder, self.keys, self.unique, self.order, self.sorted_ids = encoder, keys, unique, order, sorted_ids
-        self.options, self.rows, self.dim, self.after_batch = options, rows, dim, after_batch
+        self.options, self.compute, self.rows, self.dim, self.after_batch = options, compute, rows, dim, after_batch
 
     def run(self, unit: Unit) -> int:
         """Forward the unit's texts in batches (as one process batches them), write each block; returns tokens."""
@@ -280,8 +280,8 @@ class _RankEncoder:
                        opts.max_length)
         layers = sorted({self.keys[b.key].layer for b in unit.blocks})
         vectors = {layer: np.empty((len(unit.positions), self.dim), np.float32) for layer in layers}
-        for s in range(0, len(unit.positions), opts.batch_size):
-            batch_rows = np.arange(s, min(s + opts.batch_size, len(unit.positions)))
+        for s in range(0, len(unit.positions), self.compute.batch_size):
+            batch_rows = np.arange(s, min(s + self.compute.batch_size, len(unit.positions)))
             batch = collate(tok, batch_rows, tokenizer.pad_token_id, self.encoder.device)
             for layer, v in self.encoder.forward(batch, layers, opts.pooling).items():
                 vectors[layer][batch_rows] = v
@@ -293,26 +293,28 @@ class _RankEncoder:
 
 
 def encode_distributed(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, unique: list[Text],
-                       ids: np.ndarray, options: EncodeOptions, progress: bool) -> EncodeReport:
+                       ids: np.ndarray, options: EncodeOptions, compute: ComputeOptions,
+                       progress: bool) -> EncodeReport:
     """This process's part of a distributed encode; every rank returns the job's totals."""
     require_shared_writes(st)  # before joining: every rank fails at once with the same message
-    me = init_process_group(options.device)
+    me = init_process_group(compute.device)
     try:
         with ExitStack() as stack:
-            return _encode(st, spec, keys, n_texts, unique, ids, options, progress, me, stack)
+            return _encode(st, spec, keys, n_texts, unique, ids, options, compute, progress, me, stack)
     finally:
         dist.destroy_process_group()
 
 
 def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, unique: list[Text], ids: np.ndarray,
-            options: EncodeOptions, progress: bool, me: Rank, stack: ExitStack) -> EncodeReport:
+            options: EncodeOptions, compute: ComputeOptions, progress: bool, me: Rank,
+            stack: ExitStack) -> EncodeReport:
     _check_same_inputs(ids, keys, me)
-    provenance = {**encode_provenance(spec, options, str(me.device)), "world_size": me.world_size}
+    provenance = {**encode_provenance(spec, compute, str(me.device)), "world_size": me.world_size}
     kws: list[KeyWriter] = []
     header: list = [None]
     if me.rank == 0:
         try:
-            header[0], kws = _setup_on_rank0(st, spec, keys, ids, options, provenance, stack)
+            header[0], kws = _setup_on_rank0(st, spec, keys, ids, compute, provenance, stack)
         except EmbedstoreError as e:
             dist.broadcast_object_list([{"error": (type(e).__name__, str(e))}], src=0)
             raise
@@ -341,9 +343,9 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
     # the order a single-process encode writes rows in: one "batch" as long as the whole to-do list
     sorted_idx = length_sorted_batches(lengths, ids[todo], len(todo))[0]
     order = todo[sorted_idx]
-    block_rows = [c * -(-options.batch_size // c) for c in found.chunk_rows]  # whole chunks, at least a batch
+    block_rows = [c * -(-compute.batch_size // c) for c in found.chunk_rows]  # whole chunks, at least a batch
     per_key, units = plan(found.committed, block_rows, [np.flatnonzero(lack[order]) for lack in found.lacking],
-                          lengths[sorted_idx], options.batch_size, me.world_size)
+                          lengths[sorted_idx], compute.batch_size, me.world_size)
 
     tokens = 0
     with progress_bar("texts", enabled=progress and me.rank == 0) as bar:
@@ -352,7 +354,8 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
         if me.rank == 0:
             committer = _Committer(st, kws, per_key, units, ids[order],
                                    lambda share: bar.update(task, completed=round(share * len(todo))))
-        worker = _RankEncoder(encoder, keys, unique, order, ids[order], options, RowWriter(st), spec.hidden_size,
+        worker = _RankEncoder(encoder, keys, unique, order, ids[order], options, compute, RowWriter(st),
+                              spec.hidden_size,
                               committer.poll_now_and_then if committer else lambda: None)
         for unit in units:
             if unit.rank == me.rank:

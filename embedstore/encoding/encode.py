@@ -16,8 +16,8 @@ import numpy as np
 from embedstore.base.progress import progress_bar
 from embedstore.data.hashing import Text, normalize_text, text_ids
 from embedstore.data.texts import read_texts
-from embedstore.encoding.models import ModelSpec, load_once, resolve_model
-from embedstore.encoding.options import EncodeOptions, default_store, store_keys
+from embedstore.encoding.models import ModelSpec, load_once
+from embedstore.encoding.options import ComputeOptions, EncodeOptions, default_store
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.store import Store, StoreKey
 
@@ -32,50 +32,51 @@ def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
 
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-           progress: bool = False, distributed: bool = False) -> EncodeReport:
+           compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+           distributed: bool = False) -> EncodeReport:
     """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done.
 
     `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share.
     """
     t0 = time.perf_counter()
-    spec = resolve_model(options.model)
-    keys = store_keys(spec, options)
+    spec = options.resolve()
+    keys = options.keys(spec)
     st = Store.open(store or default_store())
     unique, ids = _unique(texts)
     if distributed:
         from embedstore.encoding.distributed import encode_distributed
 
-        report = encode_distributed(st, spec, keys, len(texts), unique, ids, options, progress)
+        report = encode_distributed(st, spec, keys, len(texts), unique, ids, options, compute, progress)
         report.seconds = time.perf_counter() - t0
         return report
     lacking = lacking_matrix(st, keys, ids)
     report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=len(texts), unique=len(unique),
                           present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
     if lacking.any():
-        _encode_missing(st, spec, keys, unique, ids, options, report, progress)
+        _encode_missing(st, spec, keys, unique, ids, options, compute, report, progress)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
-                    options: EncodeOptions, report: EncodeReport, progress: bool) -> None:
+                    options: EncodeOptions, compute: ComputeOptions, report: EncodeReport, progress: bool) -> None:
     from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
 
-    device = resolve_device(options.device)
+    device = resolve_device(compute.device)
     t0 = time.perf_counter()
     model, tokenizer = load_once(spec, device)
     report.load_seconds = time.perf_counter() - t0
     encoder = Encoder(model, tokenizer, device)
-    provenance = encode_provenance(spec, options, str(device))
+    provenance = encode_provenance(spec, compute, str(device))
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
         # re-check under the lock: another writer may have finished some of these meanwhile
         lacking = lacking_matrix(st, keys, ids)
         todo = np.flatnonzero(lacking.any(0))
-        writers = [writer.key(k, spec.hidden_size, provenance, options.chunk_rows) for k in keys]
+        writers = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
         todo_texts = [unique[i] for i in todo]
         tok = tokenize(tokenizer, todo_texts, keys[0].prefix, options.max_length)
-        batches = length_sorted_batches(tok.lengths, ids[todo], options.batch_size)
+        batches = length_sorted_batches(tok.lengths, ids[todo], compute.batch_size)
         lengths = tok.lengths
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
         buffered_rows = 0
@@ -100,7 +101,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
                 buffered.append((rows, encoder.forward(batch, [k.layer for k in keys], options.pooling)))
                 buffered_rows += len(rows)
                 report.tokens += int(lengths[rows].sum())
-                if buffered_rows >= options.chunk_rows:
+                if buffered_rows >= compute.chunk_rows:
                     flush()
                 bar.advance(task, len(rows))
             flush()
@@ -108,16 +109,17 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
 
 def encode_files(paths: Sequence[str | Path], *, column: str | None = None, pair_column: str | None = None,
                  store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-                 progress: bool = False, distributed: bool = False) -> EncodeReport:
+                 compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+                 distributed: bool = False) -> EncodeReport:
     """Every file is read and validated before the model is touched: a bad row costs no encoding."""
     texts: list[Text] = []
     for path in paths:
         texts.extend(read_texts(path, column, pair_column))
-    return encode(texts, store=store, options=options, progress=progress, distributed=distributed)
+    return encode(texts, store=store, options=options, compute=compute, progress=progress, distributed=distributed)
 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-          progress: bool = False) -> np.ndarray:
+          compute: ComputeOptions = ComputeOptions(), progress: bool = False) -> np.ndarray:
     """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks."""
-    report = encode(texts, store=store, options=options, progress=progress)
+    report = encode(texts, store=store, options=options, compute=compute, progress=progress)
     return Store.open(report.store).get(StoreKey.from_dict(report.keys[0]), texts)

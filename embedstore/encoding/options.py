@@ -1,16 +1,21 @@
-"""The encoding options: everything that shapes a vector, and how to compute it.
+"""The encoding options: everything that shapes a vector, as one validated value, and apart from it how to compute.
 
-One value built at the edge (CLI, sweep config, pipeline manifest) and passed on: it turns into the store key
-of each requested layer, so vectors computed under other options are never mixed in.
+Why one value: when each command rebuilt the options from its own flags, the ones it did not take fell back to
+defaults, and vectors under another key were silently re-encoded or, worse, an aligner of one layer was put
+behind a head of another. The value is built once at the edge (CLI, sweep config, pipeline manifest), carried
+as is, and turns into the store key of each requested layer. Compute settings (batch size, device, chunk rows)
+never change a vector, so they travel separately and never reach a key.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 from embedstore.base.errors import ConfigError
-from embedstore.encoding.models import DEFAULT_MODEL, ModelSpec, cache_dir
+from embedstore.encoding.models import DEFAULT_MODEL, ModelSpec, cache_dir, resolve_model
 from embedstore.store import StoreKey
+from embedstore.store.key import DTYPES, POOLINGS
 
 DEFAULT_STORE_NAME = "store.zarr"
 
@@ -27,9 +32,14 @@ def absolute_layer(layer: int, num_layers: int) -> int:
     return layer if layer >= 0 else num_layers + 1 + layer
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
-    """Everything that shapes a vector (it all goes into the store key) plus how to compute it."""
+    """What shapes a vector. `fingerprint` None trusts whatever weights `model` resolves to now; a fingerprint
+    (as a saved pipeline records it) pins them, so different weights under the same name are refused."""
 
     model: str = DEFAULT_MODEL
     pooling: str = "mean"
@@ -37,21 +47,86 @@ class EncodeOptions:
     max_length: int = 512
     prefix: str | None = None  # None: the model's own default ("query: " for e5)
     dtype: str = "float32"
-    batch_size: int = 32
-    device: str = "auto"
-    chunk_rows: int = 1024
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: {self.batch_size}; expected a positive integer")
-        if self.chunk_rows < 1:
-            raise ConfigError(f"chunk_rows: {self.chunk_rows}; expected a positive integer")
-        if not self.layers:
-            raise ConfigError("layers: empty; expected at least one layer index")
+        if isinstance(self.layers, list):  # JSON and TOML give lists; the value stays hashable
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"model: {self.model!r}; expected a model name or a model directory")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling: {self.pooling!r} is not supported; expected one of {', '.join(POOLINGS)}")
+        if not isinstance(self.layers, tuple) or not self.layers or not all(map(_is_int, self.layers)):
+            raise ConfigError(f"layers: {self.layers!r}; expected at least one whole layer index")
+        if not _is_int(self.max_length) or self.max_length < 2:
+            raise ConfigError(f"max_length: {self.max_length!r}; expected a whole number of tokens, at least 2")
+        if self.prefix is not None and not isinstance(self.prefix, str):
+            raise ConfigError(f"prefix: {self.prefix!r}; expected a string or None (the model's own)")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: {self.dtype!r} is not supported; expected one of {', '.join(DTYPES)}")
+        if self.fingerprint is not None and (not isinstance(self.fingerprint, str) or not self.fingerprint):
+            raise ConfigError(f"fingerprint: {self.fingerprint!r}; expected a model fingerprint string or None")
+
+    def resolve(self) -> ModelSpec:
+        """The model as it resolves now, refused when a pinned fingerprint names other weights."""
+        return self._checked(resolve_model(self.model))
+
+    def _checked(self, spec: ModelSpec) -> ModelSpec:
+        if self.fingerprint is not None and spec.fingerprint != self.fingerprint:
+            raise ConfigError(f"model: {self.model} now resolves to weights with fingerprint {spec.fingerprint}; "
+                              f"expected {self.fingerprint} (the weights these options were saved with)")
+        return spec
+
+    def keys(self, spec: ModelSpec | None = None) -> list[StoreKey]:
+        """The store key of each requested layer (a layer named twice, e.g. -1 and 12, is one key)."""
+        spec = self.resolve() if spec is None else self._checked(spec)
+        prefix = spec.prefix if self.prefix is None else self.prefix
+        layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in self.layers)
+        return [StoreKey(model=spec.name, fingerprint=spec.fingerprint, pooling=self.pooling, layer=layer,
+                         max_length=self.max_length, prefix=prefix, dtype=self.dtype) for layer in layers]
+
+    def key(self, spec: ModelSpec | None = None) -> StoreKey:
+        """The one store key of single-layer options (steps, pipelines and sweeps use one layer)."""
+        keys = self.keys(spec)
+        if len(keys) != 1:
+            raise ConfigError(f"layers: {list(self.layers)} name {len(keys)} layers; expected one")
+        return keys[0]
+
+    def pinned(self, spec: ModelSpec | None = None) -> "EncodeOptions":
+        """The same options with everything the model decided written out (fingerprint, prefix, absolute
+        layers), as a saved pipeline keeps them: loaded later, they mean the same vectors or are refused."""
+        spec = spec or self.resolve()
+        keys = self.keys(spec)
+        return replace(self, fingerprint=spec.fingerprint, prefix=keys[0].prefix, layers=tuple(k.layer for k in keys))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> "EncodeOptions":
+        """Strict: unknown keys and wrong types are refused with one line naming `where` and the field."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: {data!r}; expected a table of encoding options")
+        allowed = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
+        try:
+            return cls(**data)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.{e}") from None
 
 
-def store_keys(spec: ModelSpec, options: EncodeOptions) -> list[StoreKey]:
-    prefix = spec.prefix if options.prefix is None else options.prefix
-    layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in options.layers)
-    return [StoreKey(model=spec.name, fingerprint=spec.fingerprint, pooling=options.pooling, layer=layer,
-                     max_length=options.max_length, prefix=prefix, dtype=options.dtype) for layer in layers]
+@dataclass(frozen=True)
+class ComputeOptions:
+    """How to compute vectors: none of it changes a vector, so none of it is in a store key."""
+
+    batch_size: int = 32
+    device: str = "auto"
+    chunk_rows: int = 1024  # rows per stored chunk and per commit, for keys created by this encode
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "chunk_rows"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name}: {value!r}; expected a positive integer")

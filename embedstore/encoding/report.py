@@ -9,7 +9,7 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore.encoding.models import ModelSpec
-from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.options import ComputeOptions
 from embedstore.store import Store, StoreKey
 
 
@@ -37,13 +37,13 @@ class EncodeReport:
         return {**asdict(self), "texts_per_second": self.texts_per_second}
 
 
-def encode_provenance(spec: ModelSpec, options: EncodeOptions, device: str) -> dict:
+def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str) -> dict:
     import torch
     import transformers
 
     return {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
             "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
-            "compute_dtype": "float32", "batch_size": options.batch_size, "device": device,
+            "compute_dtype": "float32", "batch_size": compute.batch_size, "device": device,
             "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

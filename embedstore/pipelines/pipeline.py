@@ -1,26 +1,43 @@
-"""A trained LangAlign pipeline on disk: which encoder and store key, the aligner (if any) and the head.
+"""A trained LangAlign pipeline on disk: its encoding options, the aligner (if any) and the head.
 
 One directory that loads with one call and answers on new target-language text: `Pipeline.load(dir)`, then
 `predict(texts)` encodes what the store lacks and runs aligner → head. Everything is JSON + safetensors.
+This module is the only one that writes or reads `pipeline.json`, so the two can never disagree about it.
+A pipeline directory is data, not instructions: every manifest field is checked on loading, the encoding
+options pin the model's fingerprint, and an aligner or head fitted under another store key is refused.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from embedstore.estimators.aligners import Aligner, load_aligner
-from embedstore.encoding.options import EncodeOptions
-from embedstore.encoding.encode import embed
+from embedstore.base.atomic import atomic_dir
 from embedstore.base.errors import ConfigError
+from embedstore.data.hashing import ID_BYTES
+from embedstore.encoding.encode import embed
+from embedstore.encoding.options import EncodeOptions
+from embedstore.estimators.aligners import Aligner, load_aligner
 from embedstore.estimators.heads import Head, load_head
+from embedstore.pipelines.fitted_key import check_fitted_key
+from embedstore.store import StoreKey
 
 MANIFEST = "pipeline.json"
 PAIR_IDS = "pair_ids.safetensors"
+ALIGNER_DIR, HEAD_DIR = "aligner", "head"
+
+# every field a manifest may hold, with the JSON types it may take; the first group is required
+_REQUIRED: dict[str, tuple[type, ...]] = {"kind": (str,), "store": (str,), "encoding": (dict,),
+                                          "aligner": (str, type(None)), "head": (str,)}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "embedstore": (str,), "head_kind": (str,), "seed": (int,), "recipe": (str,), "train": (dict,),
+    "share": (bool,), "sizes": (dict,), "model": (str,), "model_fingerprint": (str,), "store_key": (dict,),
+    "seconds": (int, float)}
 
 
 def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarray) -> None:
@@ -31,14 +48,71 @@ def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarra
 def load_pair_ids(directory: Path) -> np.ndarray:
     path = directory / PAIR_IDS
     if not path.is_file():
-        return np.zeros((0, 16), np.uint8)
+        return np.zeros((0, ID_BYTES), np.uint8)
     ids = load_file(str(path))
     return np.concatenate([ids["source"], ids["target"]])
+
+
+def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the pipeline directory whole or not at all; returns the manifest as written, which is also the
+    head's provenance (so the head alone still says which key it was fitted on)."""
+    manifest = {**manifest, "kind": "pipeline", "aligner": ALIGNER_DIR if aligner_dir else None, "head": HEAD_DIR}
+    _check_manifest(manifest, Path(MANIFEST))
+    with atomic_dir(out, replace=True) as tmp:
+        head.save(tmp / HEAD_DIR, provenance=manifest)
+        if aligner_dir:
+            shutil.copytree(aligner_dir, tmp / ALIGNER_DIR)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return manifest
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{directory}: not a pipeline directory (no {MANIFEST}); make one by training a head")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    _check_manifest(manifest, path)
+    return manifest
+
+
+def _check_manifest(manifest: object, path: Path) -> None:
+    """Known keys with the expected types; the subdirectory names may only be the ones `save_pipeline` writes,
+    so a manifest cannot point the loader outside its directory."""
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    fields = {**_REQUIRED, **_OPTIONAL}
+    for name, value in manifest.items():
+        if name not in fields:
+            raise ConfigError(f"{path}: {name}: unknown field; expected only {', '.join(fields)}")
+        if isinstance(value, bool) and bool not in fields[name] or not isinstance(value, fields[name]):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in fields[name])
+            raise ConfigError(f"{path}: {name}: {value!r}; expected {expected}")
+    for name in _REQUIRED:
+        if name not in manifest:
+            raise ConfigError(f"{path}: {name}: missing")
+    for name, allowed in (("kind", ("pipeline",)), ("aligner", (ALIGNER_DIR, None)), ("head", (HEAD_DIR,))):
+        if manifest[name] not in allowed:
+            raise ConfigError(f"{path}: {name}: {manifest[name]!r}; expected {' or '.join(map(repr, allowed))}")
+
+
+def _encoding(manifest: Mapping[str, Any], path: Path) -> EncodeOptions:
+    """The manifest's encoding options, which must pin the weights and one layer."""
+    options = EncodeOptions.from_dict(manifest["encoding"], f"{path}: encoding")
+    if options.fingerprint is None:
+        raise ConfigError(f"{path}: encoding.fingerprint: missing; expected the model fingerprint the head was "
+                          "trained with")
+    if len(options.layers) != 1:
+        raise ConfigError(f"{path}: encoding.layers: {list(options.layers)}; expected exactly one layer")
+    return options
 
 
 @dataclass
 class Pipeline:
     encode_options: EncodeOptions
+    key: StoreKey
     store: str
     aligner: Aligner | None
     head: Head
@@ -48,14 +122,18 @@ class Pipeline:
     def load(cls, directory: str | Path) -> "Pipeline":
         directory = Path(directory)
         path = directory / MANIFEST
-        if not path.is_file():
-            raise ConfigError(f"{directory}: not a pipeline directory (no {MANIFEST}); make one with `embedstore train-head`")
-        manifest = json.loads(path.read_text())
-        enc = manifest["encode"]
-        options = EncodeOptions(model=enc["model"], pooling=enc["pooling"], layers=(enc["layer"],),
-                                max_length=enc["max_length"], prefix=enc["prefix"], dtype=enc["dtype"])
-        aligner = load_aligner(directory / "aligner") if manifest.get("aligner") else None
-        return cls(options, manifest["store"], aligner, load_head(directory / "head"), manifest)
+        manifest = _read_manifest(directory)
+        options = _encoding(manifest, path)
+        try:
+            key = options.key()
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        check_fitted_key(directory / HEAD_DIR, key, "head")
+        aligner = None
+        if manifest["aligner"]:
+            check_fitted_key(directory / ALIGNER_DIR, key, "aligner")
+            aligner = load_aligner(directory / ALIGNER_DIR)
+        return cls(options, key, manifest["store"], aligner, load_head(directory / HEAD_DIR), manifest)
 
     def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         return embed(texts, store=self.store, options=self.encode_options, progress=progress)

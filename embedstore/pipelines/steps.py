@@ -6,32 +6,30 @@ directory and renamed into place only when complete.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
-
 from pathlib import Path
 
 import numpy as np
 
 from embedstore import __version__
 from embedstore.estimators.aligners import is_trained, load_aligner, make_aligner
-from embedstore.encoding.options import EncodeOptions, store_keys
+from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.models import resolve_model
 from embedstore.base.atomic import atomic_dir
-from embedstore.pipelines.pipeline import MANIFEST, Pipeline, load_pair_ids, save_pair_ids
+from embedstore.pipelines.fitted_key import check_fitted_key
+from embedstore.pipelines.pipeline import Pipeline, load_pair_ids, save_pair_ids, save_pipeline
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.data.tasks import Source, file_sha256, load_rows
+from embedstore.store import StoreKey
 
 
-def _encoding_provenance(options: EncodeOptions, store: str | Path) -> dict:
-    spec = resolve_model(options.model)
-    key = store_keys(spec, options)[0]
+def _encoding_provenance(spec: ModelSpec, key: StoreKey, store: str | Path) -> dict:
+    """What the vectors were: the store key is what a later user of the estimator is checked against."""
     return {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
             "store_key": key.to_dict()}
 
@@ -45,6 +43,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
                   recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
     """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`)."""
     t0 = time.perf_counter()
+    spec = options.resolve()  # before any reading: the model resolves and the options name one layer
+    encoding = _encoding_provenance(spec, options.key(spec), store)
     rows = load_rows(pairs)
     pick = subsample(len(rows.texts), size, seed, f"{pairs.file}")
     src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
@@ -55,7 +55,7 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     aligner = make_aligner(arch, **params).fit(x, y)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": len(src), "available": len(rows.texts)}, "pairs": _file(pairs),
-              **_encoding_provenance(options, store), "embedstore": __version__,
+              **encoding, "embedstore": __version__,
               "diagnostics": aligner.diagnostics(), "seconds": round(time.perf_counter() - t0, 3)}
     with atomic_dir(out, replace=True) as tmp:
         aligner.save(tmp, provenance=record)
@@ -70,6 +70,10 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     rows = load_rows(train)
     if not rows.labels:
         raise ConfigError(f"{train.file}: --label-column is required to train a head")
+    spec = options.resolve()
+    key = options.key(spec)
+    if aligner_dir:  # before any encoding or fitting: vectors of another key would be aligned wrongly
+        check_fitted_key(aligner_dir, key, "aligner")
     aligner = load_aligner(aligner_dir) if aligner_dir else None
     keep = np.arange(len(rows.texts))
     dropped = 0
@@ -82,22 +86,12 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     if aligner is not None and not aligner.reverse:
         x = aligner.transform(x)
     fitted = make_head(head, recipe=recipe, seed=seed, progress=progress).fit(x, labels)
-    enc = _encoding_provenance(options, store)
-    key = enc["store_key"]
     manifest = {
-        "kind": "pipeline", "embedstore": __version__, "store": str(store),
-        "encode": {"model": options.model, "pooling": key["pooling"], "layer": key["layer"],
-                   "max_length": key["max_length"], "prefix": key["prefix"], "dtype": key["dtype"]},
-        "aligner": "aligner" if aligner_dir else None, "head": "head", "head_kind": head, "seed": seed,
+        "embedstore": __version__, "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
         "recipe": recipe, "train": _file(train), "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
-        **enc, "seconds": round(time.perf_counter() - t0, 3)}
-    with atomic_dir(out, replace=True) as tmp:
-        fitted.save(tmp / "head", provenance=manifest)
-        if aligner_dir:
-            shutil.copytree(aligner_dir, tmp / "aligner")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    return {**manifest, "out": str(out)}
+        **_encoding_provenance(spec, key, store), "seconds": round(time.perf_counter() - t0, 3)}
+    return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out)}
 
 
 def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:

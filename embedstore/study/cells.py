@@ -29,6 +29,10 @@ Config file shape::
     [e2e]                                         # optional: training on text for method "langalign-e2e"
     epochs = 2                                    # any of E2E_KEYS; seed, head and size come from the cell
 
+    [encoding]                                    # optional: how vectors are made (the store key), with
+    layer = 8                                     # the model above; any of ENCODING_KEYS, defaults as `encode`
+    pooling = "mean"
+
 Relative paths (results, store, a path-like model) are resolved against the config file's directory, so a
 config means the same thing whichever directory the sweep is started from.
 """
@@ -49,6 +53,7 @@ from embedstore.data import selection
 from embedstore.base.errors import ConfigError
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
 from embedstore.estimators.heads import HEADS as head_registry
+from embedstore.encoding.options import EncodeOptions
 
 METHODS: tuple[str, ...] = (
     "english",
@@ -80,7 +85,9 @@ RECIPES: tuple[str, ...] = ("default", "paper")
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
-_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e")
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "encoding")
+ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype")
+"""`[encoding]` keys: the encoding options besides the model (which is the top-level `model`)."""
 E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
                              "checkpoint_every", "device", "precision", "freeze_lm", "train_aligner")
 """`[e2e]` keys: `embedstore finetune`'s options for langalign-e2e cells."""
@@ -211,6 +218,19 @@ class SweepConfig:
     grid: Grid
     tasks: dict[str, dict[str, Any]] = field(hash=False)
     e2e: dict[str, Any] = field(default_factory=dict, hash=False)
+    encoding_settings: dict[str, Any] = field(default_factory=dict, hash=False)  # validated [encoding], as given
+
+    @property
+    def encoding(self) -> EncodeOptions:
+        """The sweep's one encoding value: every cell's store key is built from it."""
+        return EncodeOptions(model=self.model, **self.encoding_settings)
+
+    @property
+    def encoding_changes(self) -> dict[str, Any]:
+        """The encoding options that differ from the defaults: part of every cell's context, so changing them
+        re-runs cells; empty without an `[encoding]` table, so earlier results keep their context."""
+        default = EncodeOptions(model=self.model).to_dict()
+        return {k: v for k, v in self.encoding.to_dict().items() if v != default[k]}
 
     @property
     def base_dir(self) -> Path:
@@ -286,7 +306,27 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     if not isinstance(e2e, dict):
         raise ConfigError(f"e2e: must be a table ([e2e]), got {e2e!r}")
     _check_keys("e2e.", e2e, E2E_KEYS)
-    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e))
+    encoding = _parse_encoding(raw.get("encoding", {}), model)
+    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), encoding)
+
+
+def _parse_encoding(table: object, model: str) -> dict[str, Any]:
+    """Validate `[encoding]` (known keys, one whole layer index, what `EncodeOptions` checks); returns the
+    settings as `EncodeOptions` fields."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"encoding: must be a table ([encoding]), got {table!r}")
+    _check_keys("encoding.", table, ENCODING_KEYS)
+    settings = {k: v for k, v in table.items() if k != "layer"}
+    if "layer" in table:
+        layer = table["layer"]
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise ConfigError(f"encoding.layer: {layer!r} is not a whole layer index (negative counts from the end)")
+        settings["layers"] = (layer,)
+    try:
+        EncodeOptions(model=model, **settings)
+    except ConfigError as e:
+        raise ConfigError(f"encoding.{e}") from None
+    return settings
 
 
 def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:

@@ -22,14 +22,12 @@ from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.context import context_id
-from embedstore.encoding.options import EncodeOptions, store_keys
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.models import resolve_model
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.store import Store, StoreKey
 from embedstore.data.tasks import Task
@@ -55,10 +53,6 @@ class Context:
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         return self.store.get(self.key, texts)
-
-
-def _options(config: SweepConfig) -> EncodeOptions:
-    return EncodeOptions(model=str(config.model))
 
 
 def task_for(cell: Cell, config: SweepConfig) -> Task:
@@ -124,7 +118,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
         return load_aligner(path), path, True
     aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
     with atomic_dir(path, replace=True) as tmp:
-        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src)})
+        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src), "store_key": ctx.key.to_dict()})
     return aligner, path, False
 
 
@@ -257,8 +251,8 @@ METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
     """The sweep's runner: a top-level function, so worker processes can import it by name."""
     t0 = time.perf_counter()
-    spec = resolve_model(str(config.model))
-    key = store_keys(spec, _options(config))[0]
+    spec = config.encoding.resolve()
+    key = config.encoding.key(spec)
     ctx = Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store), key=key)
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
@@ -282,4 +276,4 @@ def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:
 
 def prepare(cells: list[Cell], config: SweepConfig, *, progress: bool = True) -> EncodeReport:
     """Encode what the store lacks for these cells, once, before any cell runs."""
-    return encode(texts_needed(cells, config), store=config.store, options=_options(config), progress=progress)
+    return encode(texts_needed(cells, config), store=config.store, options=config.encoding, progress=progress)
