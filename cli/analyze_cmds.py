@@ -11,7 +11,7 @@ from rich.table import Table
 from embedstore.analysis.runs import DEFAULT_ARCH, NO_ALIGNER
 from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS
-from embedstore.estimators.heads import HEADS
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 
 from .common import console, encoding_options, print_json, user_errors
 
@@ -223,7 +223,7 @@ def gradients(
     arch: Optional[str] = typer.Option(None, "--arch", help=f"Aligner to fit: {_ARCH_NAMES}, or {NO_ALIGNER} "
                                        "(raw vectors through an identity linear map)."),
     aligner: Optional[Path] = _ALIGNER_DIR,
-    head: str = typer.Option("linear", "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
+    head: str = typer.Option(DEFAULT_HEAD, "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
     size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,

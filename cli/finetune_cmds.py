@@ -5,35 +5,36 @@ Both resume: rerun the same command after an interruption and it continues from 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
+from embedstore.encoding.models import DEFAULT_MODEL
+from embedstore.estimators.heads import HEADS
+from embedstore.text_training.options import PRECISIONS, TrainOptions
+
 from .common import console, print_json, user_errors
 
-if TYPE_CHECKING:
-    from embedstore.text_training.options import TrainOptions
+_D = TrainOptions()  # the library's defaults: the CLI shows them, it does not restate them
 
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
-_MODEL = typer.Option("multilingual-e5-small", "--model", "-m", help="Model name or local model directory.")
-_EPOCHS = typer.Option(3, help="Maximum epochs (early stopping may end sooner).")
-_BATCH_SIZE = typer.Option(16, help="Rows per forward pass.")
-_GRAD_ACCUM = typer.Option(1, help="Forward passes per optimizer step (effective batch = batch size x this).")
-_PATIENCE = typer.Option(2, help="Epochs without a lower validation loss before stopping.")
-_MAX_LENGTH = typer.Option(128, help="Tokens per text (longer texts are truncated).")
-_SIZE = typer.Option("all", help="English rows to train on: a number, 1k-style, or all (seeded sample).")
-_SEED = typer.Option(0, help="Seed of the split, the sample, the head's init and dropout.")
-_CHECKPOINT_EVERY = typer.Option(0, help="Checkpoint every N optimizer steps (0: at epoch ends only).")
-_DEVICE = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N.")
-_PRECISION = typer.Option("auto", help="auto, fp32, bf16 or fp16 (autocast on CUDA only; CPU is fp32).")
+_MODEL = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory.")
+_EPOCHS = typer.Option(_D.epochs, help="Maximum epochs (early stopping may end sooner).")
+_BATCH_SIZE = typer.Option(_D.batch_size, help="Rows per forward pass.")
+_GRAD_ACCUM = typer.Option(_D.grad_accum, help="Forward passes per optimizer step (effective batch = batch size x this).")
+_PATIENCE = typer.Option(_D.patience, help="Epochs without a lower validation loss before stopping.")
+_MAX_LENGTH = typer.Option(_D.max_length, help="Tokens per text (longer texts are truncated).")
+_SIZE = typer.Option(str(_D.size), help="English rows to train on: a number, 1k-style, or all (seeded sample).")
+_SEED = typer.Option(_D.seed, help="Seed of the split, the sample, the head's init and dropout.")
+_CHECKPOINT_EVERY = typer.Option(_D.checkpoint_every, help="Checkpoint every N optimizer steps (0: at epoch ends only).")
+_DEVICE = typer.Option(_D.device, help="auto (CUDA when present), cpu, cuda, cuda:N.")
+_PRECISION = typer.Option(_D.precision, help=f"{', '.join(PRECISIONS)} (autocast on CUDA only; CPU is fp32).")
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
 
 
 def _options(epochs: int, batch_size: int, lr: float, head_lr: float, grad_accum: int, checkpoint_every: int,
              max_length: int, seed: int, device: str, precision: str, size: str, head: str,
              patience: int) -> TrainOptions:
-    from embedstore.text_training.options import TrainOptions
-
     return TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, grad_accum=grad_accum,
                         checkpoint_every=checkpoint_every, max_length=max_length, seed=seed, device=device,
                         precision=precision, size=size, head=head, patience=patience)
@@ -59,9 +60,9 @@ def tune(
     epochs: int = _EPOCHS,
     batch_size: int = _BATCH_SIZE,
     grad_accum: int = _GRAD_ACCUM,
-    lr: float = typer.Option(2e-5, help="Learning rate of the LM."),
-    head_lr: float = typer.Option(1e-3, help="Learning rate of the classification head."),
-    head: str = typer.Option("linear", help="Classification head: linear or mlp."),
+    lr: float = typer.Option(_D.lr, help="Learning rate of the LM."),
+    head_lr: float = typer.Option(_D.head_lr, help="Learning rate of the classification head."),
+    head: str = typer.Option(_D.head, help=f"Classification head: {', '.join(HEADS)}."),
     patience: int = _PATIENCE,
     max_length: int = _MAX_LENGTH,
     size: str = _SIZE,
@@ -109,9 +110,9 @@ def finetune(
     epochs: int = _EPOCHS,
     batch_size: int = _BATCH_SIZE,
     grad_accum: int = _GRAD_ACCUM,
-    lr: float = typer.Option(2e-5, help="Learning rate of the LM and the aligner."),
-    head_lr: float = typer.Option(1e-3, help="Learning rate of the task head."),
-    head: str = typer.Option("linear", help="Task head: linear or mlp."),
+    lr: float = typer.Option(_D.lr, help="Learning rate of the LM and the aligner."),
+    head_lr: float = typer.Option(_D.head_lr, help="Learning rate of the task head."),
+    head: str = typer.Option(_D.head, help=f"Task head: {', '.join(HEADS)}."),
     patience: int = _PATIENCE,
     max_length: int = _MAX_LENGTH,
     size: str = _SIZE,

@@ -8,14 +8,16 @@ import typer
 from rich.table import Table
 
 from embedstore.encoding.options import EncodeOptions
-from embedstore.estimators.aligners import ALIGNERS
-from embedstore.estimators.heads import HEADS
+from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
+from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES
 from embedstore.data.selection import parse_size
 from embedstore.data.tasks import Source, parse_where
 
 from .common import console, encoding_options, print_json, user_errors
 
 STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
+_RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimisation settings of trained estimators.")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
 
 
@@ -31,11 +33,11 @@ def train_aligner(
     pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
     target_column: str = typer.Option(..., help="Translation (target) column, e.g. ko."),
-    arch: str = typer.Option("procrustes", help=" | ".join(ALIGNERS) + "."),
+    arch: str = typer.Option(DEFAULT_ALIGNER, help=" | ".join(ALIGNERS) + "."),
     size: str = typer.Option("all", help="Pairs to use: 15k, 5000, all."),
     reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
-    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default", help="default | paper."),
+    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = _RECIPE,
     store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
@@ -64,9 +66,9 @@ def train_head(
     size: str = typer.Option("all", help="Training rows: 20k, 1000, all."),
     aligner: Optional[Path] = typer.Option(None, "--aligner", help="An aligner directory from train-aligner."),
     share: bool = typer.Option(False, "--share", help="Allow task rows that were aligner pairs (data-share ablation)."),
-    head: str = typer.Option("linear", help=" | ".join(HEADS) + "."),
+    head: str = typer.Option(DEFAULT_HEAD, help=" | ".join(HEADS) + "."),
     out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
-    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = typer.Option("default"),
+    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = _RECIPE,
     store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""

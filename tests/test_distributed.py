@@ -193,5 +193,5 @@ def test_hdf5_store_is_refused(tiny_model_dir, tmp_path):
 def test_distributed_without_a_launcher_says_how_to_start_it(tiny_model_dir, tmp_path, monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(ConfigError, match=r"--distributed: RANK, WORLD_SIZE, .* not set; .*torchrun --nproc-per-node"):
+    with pytest.raises(ConfigError, match=r"distributed: RANK, WORLD_SIZE, .* not set; .*torchrun --nproc-per-node"):
         encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), compute=COMPUTE, distributed=True)

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from transformers import XLMRobertaModel
@@ -82,7 +83,12 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
     assert set(by_method) == set(METHODS)
     for r in records:
         m, p = r["metrics"], r["provenance"]
-        assert 0 <= m["accuracy"] <= 1 and m["n"] == 60 - 4  # fold 8-9 rows minus the multi-label ones
+        assert m["n"] == 60 - 4  # fold 8-9 rows minus the multi-label ones
+        confusion = np.asarray(m["confusion"])
+        assert confusion.sum() == m["n"] and m["accuracy"] == pytest.approx(np.trace(confusion) / m["n"])
+        if "aligner_at_test" in m:  # the method's figure is the one its test rows were scored with
+            chosen = m["accuracy_with_aligner"] if m["aligner_at_test"] else m["accuracy_without_aligner"]
+            assert m["accuracy"] == pytest.approx(chosen)
         assert p["model_fingerprint"] and p["store_key"]["model"] and p["embedstore"] and p["files"]
     la = by_method["langalign"]
     assert la["provenance"]["sizes"]["n_pairs"] == 100
@@ -130,7 +136,9 @@ def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     assert len(e2e) == len(cached) == 2
     for r in e2e:
         sizes = r["provenance"]["sizes"]
-        assert 0 <= r["metrics"]["accuracy"] <= 1 and r["metrics"]["n"] == 56
+        confusion = np.asarray(r["metrics"]["confusion"])
+        assert r["metrics"]["n"] == 56 == confusion.sum()
+        assert r["metrics"]["accuracy"] == pytest.approx(np.trace(confusion) / 56)
         assert sizes["finetune_steps"] > 0 and sizes["finetune_epochs"] == 1 and sizes["n_pairs"] == 100
         assert sizes["finetune_config"]["max_length"] == 32 and sizes["aligner_reused"]  # langalign's aligner
     n_train = lambda rs: sorted(r["provenance"]["sizes"]["n_train"] for r in rs)  # noqa: E731

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.models import TUNE_FILE, model_fingerprint
+from embedstore.encoding.models import TUNE_FILE, model_fingerprint, resolve_model
 from embedstore.text_training.data import TaskFile
 from embedstore.text_training.finetune import METHOD, RESULTS_FILE, WEIGHTS_FILE, finetune
 from embedstore.text_training.options import TrainOptions
@@ -120,9 +121,11 @@ def test_finetune_writes_sweep_ready_results_and_keeps_the_aligner_frozen(finetu
     record = json.loads((result.out / RESULTS_FILE).read_text())
     assert record["method"] == result.method == METHOD
     metrics = record["metrics"]
-    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     assert metrics["n"] == 15 and set(metrics["per_class"]) == set(VOCAB)
-    assert np.asarray(metrics["confusion"]).sum() == 15
+    confusion = np.asarray(metrics["confusion"])
+    assert confusion.sum() == 15 and metrics["accuracy"] == pytest.approx(np.trace(confusion) / 15)
+    f1 = [c["f1"] for c in metrics["per_class"].values()]
+    assert metrics["macro_f1"] == pytest.approx(sum(f1) / len(f1))
     prov = record["provenance"]
     assert prov["model_fingerprint"] == model_fingerprint(tiny_model_dir)
     assert prov["aligner"]["class"] == "FCAligner" and prov["data"]["test"]["rows"] == 15
@@ -161,6 +164,16 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
     with pytest.raises(ConfigError, match=r"different lr; pass another out directory"):
         finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir),
                  options=TrainOptions(**{**FAST, "lr": 1e-4}))
+
+
+def test_a_tuned_model_keeps_its_base_models_text_prefix(tiny_model_dir, data, tmp_path):
+    # a copy named like the registry's e5 takes e5's "query: " prefix; the model tuned from it must encode with it
+    base = tmp_path / "multilingual-e5-small"
+    shutil.copytree(tiny_model_dir, base)
+    assert resolve_model(base).prefix == "query: "
+    out = tmp_path / "tuned"
+    tune(data["train"], out, model=str(base), options=TrainOptions(**FAST))
+    assert resolve_model(out).prefix == "query: "
 
 
 def test_gradient_accumulation_equals_one_large_batch(tiny_model_dir, data, fc_aligner, tmp_path):

@@ -67,7 +67,7 @@ def test_same_text_with_different_vectors_is_an_error_unless_tolerated(tmp_path)
     b = fill(tmp_path / "b.zarr", TEXTS[:10], shifted)
     out = tmp_path / "c.zarr"
     with pytest.raises(StoreError, match=r"text id [0-9a-f]{32} has vectors differing by 1.00e-03 in .*a.zarr and "
-                                         r".*b.zarr \(tolerance 1e-05\).*pass --tolerance"):
+                                         r".*b.zarr \(tolerance 1e-05\).*raise tolerance"):
         merge_stores([a.path, b.path], out)
     assert not out.exists() and not list(tmp_path.glob("c.merging-*"))
     report = merge_stores([a.path, b.path], out, tolerance=1e-2)
@@ -89,7 +89,7 @@ def test_output_must_be_new_unless_forced(tmp_path):
     b = fill(tmp_path / "b.zarr", TEXTS[5:8], vectors(3))
     out = tmp_path / "c.zarr"
     merge_stores([a.path], out)
-    with pytest.raises(StoreError, match=r"c.zarr: already exists; choose a new --out path or pass --force"):
+    with pytest.raises(StoreError, match=r"c.zarr: already exists; choose a new out path or pass force=True"):
         merge_stores([a.path, b.path], out)
     assert Store.open(out).rows(KEY) == 5
     merge_stores([a.path, b.path], out, force=True)

@@ -7,7 +7,7 @@ from embedstore.base.errors import ConfigError
 from embedstore.encoding.options import EncodeOptions
 from embedstore.study.cells import expand, load_config
 from embedstore.study.experiments import prepare, run_cell
-from embedstore.study.sweep import context_id
+from embedstore.study.context import context_id
 from test_cells import BASE, write
 from test_experiments import write_config
 
@@ -27,7 +27,7 @@ def test_the_encoding_table_sets_the_options_and_enters_the_context(tmp_path):
     assert config.encoding_changes == {"layers": [8], "pooling": "cls", "max_length": 128, "prefix": "",
                                        "dtype": "float16"}
     cell = expand(config)[0]
-    assert context_id(config, cell) != context_id(plain, cell)
+    assert context_id(config, cell, "f" * 16) != context_id(plain, cell, "f" * 16)
 
 
 @pytest.mark.parametrize("table, message", [
@@ -61,3 +61,12 @@ def test_cells_use_the_key_the_encoding_table_names(tiny_model_dir, tmp_path):
     record = run_cell(cells[0], config)
     key = record["provenance"]["store_key"]
     assert (key["layer"], key["max_length"]) == (1, 64)
+
+
+def test_end_to_end_cells_refuse_an_encoding_their_graph_does_not_compute(tiny_model_dir, tmp_path):
+    # the e2e graph pools the last layer by mean: an aligner fitted on layer-1 vectors cannot sit in it
+    path = write_config(tmp_path, tiny_model_dir, ["langalign-e2e"], aligners=("procrustes",))
+    path.write_text(path.read_text() + "[e2e]\nepochs = 1\n[encoding]\nlayer = 1\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError, match=r"langalign-e2e trains through the model's last layer .* layer=1"):
+        run_cell(expand(config)[0], config)

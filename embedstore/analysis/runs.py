@@ -1,8 +1,8 @@
 """What `embedstore analyze ...` runs: pairs file → row split → vectors from the store → aligner → analysis.
 
-Each `run_*` reads a translation-pairs file (`texts.read_table`), splits its rows into aligner-fit rows and
-held-out rows (`analysis.Split`), encodes only the selected rows (`encode.encode`: what the store holds is
-reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
+Each `run_*` reads a translation-pairs file (`data.texts.read_table`), splits its rows into aligner-fit rows
+and held-out rows (`analysis.measures.Split`), encodes only the selected rows (`encoding.encode.encode`: what the
+store holds is reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
 a JSON-ready dict whose `provenance` says exactly what was measured: options, seed, row counts, the input
 file's sha256, the model fingerprint, the store key and the embedstore version. Cosine results are records with
 "kind": "cosine" and the fields `embedstore.study.report` plots (`report.COSINE_FIELDS`).
@@ -19,21 +19,23 @@ from typing import Any
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import ALIGNERS, Aligner, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER, Aligner, is_trained, load_aligner, make_aligner
 from embedstore.analysis.measures import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
                                  gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
+from embedstore.base.atomic import write_json
 from embedstore.base.files import file_sha256
-from embedstore.estimators.heads import make_head
+from embedstore.base.retrieval import check_options
+from embedstore.estimators.heads import DEFAULT_HEAD, make_head
 from embedstore.data.selection import parse_size
 from embedstore.store import Store, StoreKey
 from embedstore.data.texts import read_table
 
 #: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
 NO_ALIGNER = "none"
-DEFAULT_ARCH = "procrustes"
+DEFAULT_ARCH = DEFAULT_ALIGNER
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class SplitOptions:
     def columns(self) -> list[str]:
         """The extra column the split reads, if any."""
         if self.fold_column is not None and not self.by_folds:
-            raise ConfigError("--fold-column needs --fit-folds and/or --test-folds to say which folds to use")
+            raise ConfigError("fold_column needs fit_folds and/or test_folds to say which folds to use")
         return [self.fold_column or "fold"] if self.by_folds else []
 
 
@@ -84,8 +86,8 @@ def make_split(table: dict[str, list[str]], n_rows: int, options: SplitOptions, 
     if options.by_folds:
         column = options.fold_column or "fold"
         split = fold_split(table[column],
-                           parse_folds(options.fit_folds, "--fit-folds") if options.fit_folds is not None else None,
-                           parse_folds(options.test_folds, "--test-folds") if options.test_folds is not None else None,
+                           parse_folds(options.fit_folds, "fit_folds") if options.fit_folds is not None else None,
+                           parse_folds(options.test_folds, "test_folds") if options.test_folds is not None else None,
                            column)
     else:
         split = random_split(n_rows, options.test_fraction, seed)
@@ -115,7 +117,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     (a loaded aligner needs no fit rows) only the held-out rows are encoded and `split` is None.
     """
     if source_column == target_column:
-        raise ConfigError(f"--source-column and --target-column are both '{source_column}'; expected two columns")
+        raise ConfigError(f"source_column and target_column are both '{source_column}'; expected two columns")
     columns = list(dict.fromkeys([source_column, target_column, *extra_columns, *split_options.columns()]))
     table = read_table(pairs_file, columns)
     n_rows = len(table[source_column])
@@ -156,8 +158,8 @@ def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
     """(aligner, already fitted?, what to record about it). A saved aligner is loaded; otherwise one is made."""
     if aligner_dir is not None:
         if arch is not None:
-            raise ConfigError(f"both --arch {arch} and --aligner {aligner_dir} given; use one: --arch fits a new "
-                              "aligner, --aligner loads a saved one")
+            raise ConfigError(f"both arch={arch!r} and aligner_dir={str(aligner_dir)!r} given; use one: arch fits "
+                              "a new aligner, aligner_dir loads a saved one")
         aligner = load_aligner(aligner_dir)
         return aligner, True, {"aligner": aligner.name, "aligner_dir": str(Path(aligner_dir).resolve()),
                                "aligner_params": aligner.get_params(deep=False)}
@@ -176,16 +178,8 @@ def write_record(record: dict[str, Any], out: str | Path) -> Path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n")
     else:
-        path.write_text(json.dumps(record, ensure_ascii=False, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+        write_json(path, record, indent=2)
     return path
-
-
-def _check_retrieval_options(ks: Sequence[int], csls_k: int) -> None:
-    """Fail on impossible cut-offs before the model runs, not after."""
-    if not ks or any(k < 1 for k in ks):
-        raise ConfigError(f"--k {list(ks)}: P@k cut-offs must be whole numbers >= 1")
-    if csls_k < 1:
-        raise ConfigError(f"--csls-k {csls_k} must be at least 1")
 
 
 def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_column: str, arch: str | None,
@@ -193,14 +187,14 @@ def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_col
                options: EncodeOptions, seed: int, ks: Sequence[int], csls_k: int, progress: bool) -> dict[str, Any]:
     """Shared body of `run_cosine` and `run_retrieval`: both report cosine, retrieval and collapse together."""
     if arch == NO_ALIGNER:
-        raise ConfigError(f"--arch {NO_ALIGNER} is only for `analyze gradients`; cosine and retrieval compare an "
+        raise ConfigError(f"arch={NO_ALIGNER!r} is only for gradient analyses; cosine and retrieval compare an "
                           f"aligner's output with raw vectors: use one of {', '.join(ALIGNERS)}")
     if len(options.layers) != 1:
         raise ConfigError(f"{len(options.layers)} layers given; `analyze {kind}` takes one (use `analyze layers`)")
     config = {"command": kind, "pairs_file": str(pairs_file), "source_column": source_column,
               "target_column": target_column, "arch": arch, "aligner_dir": str(aligner_dir) if aligner_dir else None,
               "split": asdict(split), "encode": options.to_dict(), "ks": list(ks), "csls_k": csls_k}
-    _check_retrieval_options(ks, csls_k)
+    check_options(ks, csls_k)  # before the model runs, not after
     aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
     check_forward(aligner)
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
@@ -266,7 +260,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
     All layers come from one encode pass (the transformer computes every hidden state anyway).
     """
     if arch == NO_ALIGNER:
-        raise ConfigError(f"--arch {NO_ALIGNER} is only for `analyze gradients`; use one of {', '.join(ALIGNERS)}")
+        raise ConfigError(f"arch={NO_ALIGNER!r} is only for gradient analyses; use one of {', '.join(ALIGNERS)}")
     arch = arch or DEFAULT_ARCH
     if layers is None or len(layers) == 0:
         layers = tuple(range(options.resolve().num_layers + 1))
@@ -274,7 +268,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
     config = {"command": "layers", "pairs_file": str(pairs_file), "source_column": source_column,
               "target_column": target_column, "arch": arch, "split": asdict(split), "encode": options.to_dict(),
               "ks": list(ks), "csls_k": csls_k}
-    _check_retrieval_options(ks, csls_k)
+    check_options(ks, csls_k)  # before the model runs, not after
     _, _, info = _aligner(arch, None, seed, progress)  # validates arch before anything is encoded
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
                         max(ks))
@@ -290,7 +284,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
 
 def run_gradients(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko",
                   label_column: str = "label", *, arch: str | None = None, aligner_dir: str | Path | None = None,
-                  head: str = "linear", batch_size: int = 64, split: SplitOptions = SplitOptions(),
+                  head: str = DEFAULT_HEAD, batch_size: int = 64, split: SplitOptions = SplitOptions(),
                   store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
                   out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Cosine between the alignment-loss and task-loss gradients on the shared representation (held-out rows).
@@ -304,14 +298,14 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
     if len(options.layers) != 1:
         raise ConfigError(f"{len(options.layers)} layers given; `analyze gradients` takes one")
     if label_column in (source_column, target_column):
-        raise ConfigError(f"--label-column '{label_column}' is also a text column; expected a column of labels")
+        raise ConfigError(f"label_column '{label_column}' is also a text column; expected a column of labels")
     config = {"command": "gradients", "pairs_file": str(pairs_file), "source_column": source_column,
               "target_column": target_column, "label_column": label_column, "arch": arch,
               "aligner_dir": str(aligner_dir) if aligner_dir else None, "head": head, "batch_size": batch_size,
               "split": asdict(split), "encode": options.to_dict()}
     if arch == NO_ALIGNER:
         if aligner_dir is not None:
-            raise ConfigError(f"both --arch {NO_ALIGNER} and --aligner {aligner_dir} given; use one")
+            raise ConfigError(f"both arch={NO_ALIGNER!r} and aligner_dir={str(aligner_dir)!r} given; use one")
         aligner, fitted, info = None, True, {"aligner": NO_ALIGNER}
     else:
         aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)

@@ -43,13 +43,17 @@ def _remove_stale_partials(out: Path) -> None:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of `path` (created, renamed, removed names) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path: Path, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of `path` (created, renamed, removed names) durable."""
+    _fsync(path, os.O_DIRECTORY)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -57,20 +61,13 @@ def _fsync_tree(path: Path) -> None:
     if path.is_dir():
         for sub in sorted(path.rglob("*")):
             if sub.is_file() and not sub.is_symlink():
-                _fsync_file(sub)
+                _fsync(sub)
             elif sub.is_dir():
                 fsync_dir(sub)
         fsync_dir(path)
     else:
-        _fsync_file(path)
+        _fsync(path)
 
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def publish(tmp: Path, out: Path) -> None:

@@ -59,6 +59,18 @@ def nn_p_at_1(queries: np.ndarray, keys: np.ndarray) -> float:
     return float(np.mean(true_ranks(unit_rows(queries), unit_rows(keys)) < 1))
 
 
+def check_options(ks: Sequence[int], csls_k: int, n_rows: int | None = None) -> None:
+    """P@k cut-offs must be whole numbers from 1 to the rows searched (when known: callers check before they
+    encode anything, when the rows are not known yet), and CSLS needs at least one neighbour."""
+    top = n_rows if n_rows is not None else float("inf")
+    bad = [kk for kk in ks if not isinstance(kk, (int, np.integer)) or not 1 <= kk <= top]
+    if bad or not ks:
+        rows = f" to the {n_rows} held-out rows" if n_rows is not None else " >= 1"
+        raise ConfigError(f"retrieval ks {list(ks)} must be whole numbers from 1{rows}")
+    if csls_k < 1:
+        raise ConfigError(f"csls_k {csls_k} must be at least 1")
+
+
 def retrieval(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5), csls_k: int = 10) -> dict[str, Any]:
     """P@k of finding row i's pair among all rows, both ways, by nearest neighbour (cosine) and by CSLS.
 
@@ -66,11 +78,7 @@ def retrieval(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5),
     `csls_k` is capped at the number of rows; the value used is reported.
     """
     n = len(queries)
-    bad = [kk for kk in ks if not isinstance(kk, (int, np.integer)) or not 1 <= kk <= n]
-    if bad or not ks:
-        raise ConfigError(f"retrieval ks {list(ks)} must be whole numbers from 1 to the {n} held-out rows")
-    if csls_k < 1:
-        raise ConfigError(f"csls_k {csls_k} must be at least 1")
+    check_options(ks, csls_k, n)
     csls_used = min(int(csls_k), n)
     q, k = unit_rows(queries), unit_rows(keys)
     hub_q, hub_k = knn_mean(q, k, csls_used), knn_mean(k, q, csls_used)

@@ -61,7 +61,7 @@ def parse_where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     for item in items:
         col, sep, values = item.partition("=")
         if not sep or not col or not values:
-            raise ConfigError(f"--where {item!r}: expected COLUMN=VALUE[,VALUE...], e.g. fold=6,7")
+            raise ConfigError(f"where {item!r}: expected COLUMN=VALUE[,VALUE...], e.g. fold=6,7")
         out.append((col, tuple(v.strip() for v in values.split(","))))
     return tuple(out)
 

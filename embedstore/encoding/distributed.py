@@ -88,7 +88,7 @@ def init_process_group(device_option: str) -> Rank:
     """Join the job described by the torch.distributed environment that torchrun (or another launcher) sets."""
     missing = [v for v in ENV_VARS if v not in os.environ]
     if missing:
-        raise ConfigError(f"--distributed: {', '.join(missing)} not set; start the command with "
+        raise ConfigError(f"distributed: {', '.join(missing)} not set; start the command with "
                           "`torchrun --nproc-per-node N -m embedstore encode ...` or a launcher that sets "
                           f"{', '.join(ENV_VARS)}")
     device = rank_device(device_option, int(os.environ["LOCAL_RANK"]))

@@ -254,7 +254,8 @@ def _tuned_prefix(path: Path) -> str:
     record = path / TUNE_FILE
     if not record.is_file():
         return ""
-    return str(json.loads(record.read_text(encoding="utf-8")).get("prefix", ""))
+    provenance = json.loads(record.read_text(encoding="utf-8")).get("provenance", {})
+    return str(provenance.get("prefix", "")) if isinstance(provenance, dict) else ""
 
 
 def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:

@@ -100,10 +100,7 @@ class Estimator(BaseEstimator):
 
     def set_params(self, **params: Any) -> Self:
         """scikit-learn's `set_params`, but an unknown name is a one-line ConfigError naming the valid ones."""
-        unknown = sorted(set(params) - set(self._get_param_names()))
-        if unknown:
-            raise ConfigError(f"{type(self).__name__} has no parameter {', '.join(unknown)}; "
-                              f"its parameters are {', '.join(self._get_param_names())}")
+        _check_params(type(self), params, f"{type(self).__name__} has no parameter")
         return super().set_params(**params)
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -234,11 +231,15 @@ def make_estimator(registry: Mapping[str, type[Estimator]], name: str, params: M
                    what: str) -> Estimator:
     """Build a registered estimator by short name, turning a typo in a name or parameter into a ConfigError."""
     cls = lookup(registry, name, what)
+    _check_params(cls, params, f"{what} {name!r} does not take")
+    return cls(**params)
+
+
+def _check_params(cls: type[Estimator], params: Mapping[str, Any], refusal: str) -> None:
+    """A typo in a parameter name is an error naming the valid ones, not a silently ignored setting."""
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
-        raise ConfigError(f"{what} {name!r} does not take {', '.join(unknown)}; "
-                          f"its parameters are {', '.join(cls._get_param_names())}")
-    return cls(**params)
+        raise ConfigError(f"{refusal} {', '.join(unknown)}; its parameters are {', '.join(cls._get_param_names())}")
 
 
 def load_estimator(directory: str | os.PathLike, registry: Mapping[str, type[Estimator]]) -> Estimator:

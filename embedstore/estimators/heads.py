@@ -17,7 +17,7 @@ from torch import nn
 
 from embedstore.estimators.artifacts import Estimator, as_matrix, load_estimator, make_estimator, named_subclasses
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.estimators.training import Recipe, resolve_recipe, split_indices, train
+from embedstore.estimators.training import DEFAULT_RECIPE, Recipe, resolve_recipe, split_indices, train
 
 _INFER_CHUNK = 8192
 
@@ -42,7 +42,7 @@ class Head(ClassifierMixin, Estimator):
     _fit_call = "fit(X, y)"
     _state_attrs = ("classes_", "history_")
 
-    def __init__(self, weight_decay: float | None = None, recipe: str | Recipe = "default", seed: int = 0,
+    def __init__(self, weight_decay: float | None = None, recipe: str | Recipe = DEFAULT_RECIPE, seed: int = 0,
                  progress: bool = False, device: str = "cpu") -> None:
         self.weight_decay = weight_decay
         self.recipe = recipe
@@ -128,7 +128,7 @@ class MLPHead(Head):
     name = "mlp"
     order = 20
 
-    def __init__(self, dropout: float = 0.1, weight_decay: float | None = None, recipe: str | Recipe = "default",
+    def __init__(self, dropout: float = 0.1, weight_decay: float | None = None, recipe: str | Recipe = DEFAULT_RECIPE,
                  seed: int = 0, progress: bool = False, device: str = "cpu") -> None:
         super().__init__(weight_decay=weight_decay, recipe=recipe, seed=seed, progress=progress, device=device)
         self.dropout = dropout
@@ -142,6 +142,7 @@ class MLPHead(Head):
 
 #: Short name → class, generated from the classes that declare a `name`.
 HEADS: dict[str, type[Head]] = named_subclasses(Head)
+DEFAULT_HEAD = LinearHead.name
 
 
 def make_head(kind: str, **params: Any) -> Head:

@@ -4,46 +4,9 @@ Keeping a single loop means every model gets the same seeding, validation split,
 history format, so results from different estimators are comparable and reproducible. Data stay as
 in-memory tensors and batches are slices of one permuted index tensor: no DataLoader, no per-sample Python.
 
-Recipes (`RECIPES`, looked up by name and estimator kind):
-
-- `paper`: the paper's setting (aligner lr 1e-5, task lr 1e-4, batch 16, patience 10; weight decay is not stated,
-  so torch's AdamW default 0.01).
-- `default`: aligner lr 1e-3, batch 512, at most 15 epochs or 795 steps, whichever is more, training steps in bf16
-  where the hardware computes it natively (`precision="auto"`); head lr 1e-3, batch 256, patience 10 counting
-  only gains of at least 1e-4 (scikit-learn's `tol`), at most 200 epochs. The aligner's epoch cap and bf16 steps
-  are what keep an FC fit on 15k pairs within a minute on 2 cores; the trained aligners standardize their inputs
-  (see `TorchAligner`), which is what makes 15 epochs enough to be useful. 795 steps are 15 epochs of 15k pairs
-  (27k training rows with the identity term, 53 batches of 512): smaller sets train for more epochs, up to the
-  same number of updates (early stopping still ends them sooner), so no fit takes much longer than a 15k-pair
-  one and a 1k-pair fit is not cut off after a few dozen steps.
-  Batch 512 rather than 256 because CPU matrix products are more efficient on more rows (FC epoch over 27k rows,
-  2 threads, d=384: 4.6 s at 256, 3.5 s at 512, 3.1 s at 1024) and, on the real pairs below (11,928 pairs of folds
-  0-7, 2,943 held out), it loses nothing for FC: batch 256 / 1,600 steps 70.8 s, MSE 0.0055, P@1 0.423; batch 512 /
-  800 steps 57.9 s, 0.0056, 0.423; batch 1024 / 400 steps 50.6 s, 0.0059, 0.383 (identity P@1 0.736). AE pays a
-  little (P@1 0.793 → 0.759, still above identity) for one recipe serving both.
-  bf16 training steps (autocast; validation and inference in fp32) on the same real pairs, on a CPU with
-  AVX512-BF16: FC 35.7 s against 65.8 s in fp32, held-out MSE 0.0056 both, P@1 0.421 vs 0.433 (the host was
-  slower than in the runs above). Without native bf16 support `auto` trains in fp32.
-  The head's 1e-4 tolerance ends convex heads that would creep on to 200 epochs: a linear head on 50k synthetic
-  vectors took 26.8 s without it and 2.9 s with it, at the same accuracy; on the real ko topic cells (500 and 2k
-  rows, english / translated / langalign) it changed no accuracy, as their heads stop early anyway.
-
-How lr and standardization were chosen, at batch 256 with 15 epochs flat (before the step floor and batch 512),
-on real vectors (e5-small, LibreOffice help en-ko: 10,023 pairs of folds 0-7 for fitting, 2,862 pairs of folds 8-9
-held out; 2 threads, idle machine). Held-out MSE and EN→KO retrieval P@1; identity map: MSE
-0.0142, P@1 0.750; LinearAligner 0.0047 / 0.909; ProcrustesAligner 0.0076 / 0.933.
-
-    aligner  inputs        lr     epochs   seconds   MSE      P@1
-    FC       raw           3e-4   15       32        0.0076   0.053   (previous default: near the target mean)
-    FC       standardized  1e-3   15       30        0.0058   0.388   <- chosen
-    FC       standardized  3e-3   15       31        0.0078   0.028
-    FC       standardized  1e-3   60       114       0.0051   0.530   (still improving slowly)
-    AE       raw           3e-4   15       9         0.0075   0.094
-    AE       standardized  1e-3   15       9         0.0052   0.764   <- chosen
-
-A cosine learning-rate decay over the 15 epochs (1e-3: MSE 0.0061, P@1 0.351) and He initialisation (0.0081,
-0.013) did worse, so neither is used. The `paper` recipe (lr 1e-5, batch 16) needs hundreds of epochs to get as
-far; use it to reproduce the paper, not for everyday runs.
+Recipes (`RECIPES`, looked up by name and estimator kind): `paper` is the paper's setting, `default` the one
+measured to fit 15k pairs within a minute on 2 cores at the same quality. Why each setting is what it is, with
+the measurements, is in docs/recipes.md.
 """
 from __future__ import annotations
 
@@ -136,18 +99,21 @@ class Recipe:
 
 
 RECIPES: dict[str, dict[Kind, Recipe]] = {
-    # weight decay is not stated in the paper; 0.01 is torch's AdamW default
-    "paper": {
-        "aligner": Recipe(lr=1e-5, batch_size=16, max_epochs=1000, patience=10, weight_decay=0.01),
-        "head": Recipe(lr=1e-4, batch_size=16, max_epochs=1000, patience=10, weight_decay=0.01),
-    },
     "default": {
         "aligner": Recipe(lr=1e-3, batch_size=512, max_epochs=15, patience=10, weight_decay=0.0, min_steps=795,
                           precision="auto"),
         "head": Recipe(lr=1e-3, batch_size=256, max_epochs=200, patience=10, weight_decay=1e-4, min_delta=1e-4),
     },
+    # weight decay is not stated in the paper; 0.01 is torch's AdamW default
+    "paper": {
+        "aligner": Recipe(lr=1e-5, batch_size=16, max_epochs=1000, patience=10, weight_decay=0.01),
+        "head": Recipe(lr=1e-4, batch_size=16, max_epochs=1000, patience=10, weight_decay=0.01),
+    },
 }
 
+
+DEFAULT_RECIPE = "default"
+"""The recipe every estimator, command and sweep uses unless told otherwise."""
 
 def resolve_recipe(recipe: str | Recipe | Mapping[str, float], kind: Kind) -> Recipe:
     """Turn the `recipe` parameter (a name, a Recipe, or its fields as read back from config.json) into a Recipe."""

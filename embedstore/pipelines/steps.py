@@ -69,7 +69,7 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     t0 = time.perf_counter()
     rows = load_rows(train)
     if not rows.labels:
-        raise ConfigError(f"{train.file}: --label-column is required to train a head")
+        raise ConfigError(f"{train.file}: label_column is required to train a head")
     spec = options.resolve()
     key = options.key(spec)
     if aligner_dir:  # before any encoding or fitting: vectors of another key would be aligned wrongly
@@ -101,7 +101,7 @@ def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict
     pipe = Pipeline.load(pipeline_dir)
     rows = load_rows(test)
     if not rows.labels:
-        raise ConfigError(f"{test.file}: --label-column is required to evaluate")
+        raise ConfigError(f"{test.file}: label_column is required to evaluate")
     x = pipe.vectors(rows.texts, progress=progress)
     labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
     result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": _file(test), "n": len(rows.texts),

@@ -80,7 +80,7 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
         if path == out_path.resolve():
             raise StoreError(f"{out_path}: is also an input; write the merge to a new path")
     if out_path.exists() and not force:
-        raise StoreError(f"{out_path}: already exists; choose a new --out path or pass --force to replace it")
+        raise StoreError(f"{out_path}: already exists; choose a new out path or pass force=True to replace it")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with store_lock(out_path):
@@ -167,7 +167,7 @@ def _check_duplicates(holding: list[tuple[Store, dict]], counts: list[int], offs
             raise StoreError(
                 f"key {key.describe()}: text id {ids[mine][row].tobytes().hex()} has vectors differing by "
                 f"{float(diff[row].max()):.2e} in {st.path} and {where} (tolerance {tolerance:g}); the stores were "
-                "not encoded the same way (tokenizer files, library versions?); pass --tolerance to keep the "
+                "not encoded the same way (tokenizer files, library versions?); raise tolerance to keep the "
                 "first input's vectors")
         max_diff = max(max_diff, float(diff.max()))
     return max_diff

@@ -52,7 +52,8 @@ from typing import Any
 from embedstore.data import selection
 from embedstore.base.errors import ConfigError
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
-from embedstore.estimators.heads import HEADS as head_registry
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry
+from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
 from embedstore.encoding.options import EncodeOptions
 
 METHODS: tuple[str, ...] = (
@@ -81,7 +82,7 @@ PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e
 ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
 
-RECIPES: tuple[str, ...] = ("default", "paper")
+RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
@@ -128,6 +129,13 @@ def format_size(size: int | None) -> str:
     return str(size)
 
 
+def method_label(method: str, aligner: str | None, pair_size: int | None, pairs_prefix: str = "") -> str:
+    """How progress lines and tables name a method: "langalign fc 5k" (the aligner and pair size only where the
+    method has them)."""
+    pairs = [pairs_prefix + format_size(pair_size)] if method in PAIR_METHODS else []
+    return " ".join([method, *([aligner] if aligner is not None else []), *pairs])
+
+
 @dataclass(frozen=True)
 class Cell:
     """One experiment: everything that changes its result, frozen so it can key a results file."""
@@ -139,8 +147,8 @@ class Cell:
     pair_size: int | None
     aligner: str | None
     seed: int
-    recipe: str = "default"
-    head: str = "linear"
+    recipe: str = DEFAULT_RECIPE
+    head: str = DEFAULT_HEAD
 
     def __post_init__(self) -> None:
         """Reject impossible combinations here, so a hand-built cell cannot slip past the grid's checks."""
@@ -178,15 +186,11 @@ class Cell:
 
     def describe(self) -> str:
         """A one-line human label for progress bars and error listings."""
-        parts = [self.language, self.task, self.method]
-        if self.aligner is not None:
-            parts.append(self.aligner)
-        if self.method in PAIR_METHODS:
-            parts.append(f"pairs={format_size(self.pair_size)}")
-        parts += [f"task={format_size(self.task_size)}", f"seed={self.seed}"]
-        if self.recipe != "default":
+        parts = [self.language, self.task, method_label(self.method, self.aligner, self.pair_size, "pairs="),
+                 f"task={format_size(self.task_size)}", f"seed={self.seed}"]
+        if self.recipe != DEFAULT_RECIPE:
             parts.append(f"recipe={self.recipe}")
-        if self.head != "linear":
+        if self.head != DEFAULT_HEAD:
             parts.append(f"head={self.head}")
         return " ".join(parts)
 
@@ -371,8 +375,8 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
             raise ConfigError(f"grid.seeds[{i}]: {seed!r} is not a non-negative integer")
     _check_unique("grid.seeds", seeds)
 
-    recipes = _choice_or_list(raw, "recipe", RECIPES, default="default")
-    heads = _choice_or_list(raw, "head", HEADS, default="linear")
+    recipes = _choice_or_list(raw, "recipe", RECIPES, default=DEFAULT_RECIPE)
+    heads = _choice_or_list(raw, "head", HEADS, default=DEFAULT_HEAD)
     return Grid(
         languages=languages,
         tasks=tasks,

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from embedstore.base.atomic import write_text
 from embedstore.encoding.models import DEFAULT_MODEL, cache_dir
+from embedstore.encoding.options import default_store
 from embedstore.study.cells import load_config
 from embedstore.study.report import ReportFiles
 from embedstore.study.run import run_study
@@ -64,8 +66,8 @@ def sample_path() -> Path:
 def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str, ...]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / "demo.toml"
-    config.write_text(CONFIG.format(config=config, store=store, model=model, data=sample_path(),
-                                    aligners="[" + ", ".join(f'"{a}"' for a in aligners) + "]"))
+    write_text(config, CONFIG.format(config=config, store=store, model=model, data=sample_path(),
+                                     aligners="[" + ", ".join(f'"{a}"' for a in aligners) + "]"))
     return config
 
 
@@ -73,7 +75,7 @@ def run_demo(out_dir: Path | None = None, *, model: str = DEFAULT_MODEL, store: 
              aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True) -> DemoResult:
     t0 = time.perf_counter()
     out_dir = out_dir or cache_dir() / "demo"
-    config = load_config(write_config(out_dir, model=model, store=store or cache_dir() / "store.zarr",
+    config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                       aligners=aligners))
     study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for

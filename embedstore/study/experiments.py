@@ -220,6 +220,11 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     from embedstore.text_training.finetune import finetune
     from embedstore.text_training.options import TrainOptions
 
+    spec = ctx.config.encoding.resolve()
+    if (ctx.key.pooling, ctx.key.layer, ctx.key.prefix) != ("mean", spec.num_layers, spec.prefix):
+        raise ConfigError(f"langalign-e2e trains through the model's last layer with mean pooling and its own prefix, "
+                          f"but the sweep's [encoding] makes vectors under {ctx.key.describe()}: its aligner would "
+                          "sit behind other vectors than it was fitted on; drop those [encoding] settings or the method")
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
     src, tgt = _pairs(ctx, _task_texts(ctx))

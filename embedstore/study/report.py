@@ -28,7 +28,9 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from embedstore.study.cells import ALIGNERS, METHODS, PAIR_METHODS, format_size
+from embedstore.study.cells import (ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, METHODS, PAIR_METHODS, format_size,
+                                    method_label)
+from embedstore.base.atomic import write_text
 from embedstore.base.errors import InputError
 from embedstore.base.stats import mean_ci
 from embedstore.study.sweep import read_results
@@ -87,11 +89,7 @@ class _Row:
 
     def label(self, show_recipe: bool, show_head: bool) -> str:
         """e.g. "langalign fc 5k"; the recipe/head only when a table mixes several."""
-        parts = [self.method]
-        if self.aligner is not None:
-            parts.append(self.aligner)
-        if self.method in PAIR_METHODS:
-            parts.append(format_size(self.pair_size))
+        parts = [method_label(self.method, self.aligner, self.pair_size)]
         if show_recipe:
             parts.append(f"recipe={self.recipe}")
         if show_head:
@@ -161,7 +159,7 @@ def build_report(
 
     markdown = "\n".join(lines).rstrip() + "\n"
     table_md = out_dir / "table.md"
-    table_md.write_text(markdown, encoding="utf-8")
+    write_text(table_md, markdown)
     table_csv = out_dir / "table.csv"
     _write_csv(table_csv, tables)
     return ReportFiles(markdown, table_md, table_csv, tuple(plots))
@@ -175,8 +173,8 @@ def _tables(records: Iterable[dict[str, Any]], metric: str) -> dict[tuple[str, s
     for record in records:
         cell = record["cell"]
         row = _Row(
-            cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", "default"),
-            cell.get("head", "linear"),
+            cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", DEFAULT_RECIPE),
+            cell.get("head", DEFAULT_HEAD),
         )
         score = float(record["metrics"][metric])
         values[(cell["language"], cell["task"])][row][cell.get("task_size")].append(score)

@@ -9,7 +9,7 @@ from typing import Any
 
 from embedstore.base.errors import ConfigError
 from embedstore.data.selection import parse_size
-from embedstore.estimators.heads import HEADS
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -32,7 +32,7 @@ class TrainOptions:
     max_grad_norm: float = 1.0
     seed: int = 0
     size: str | int = "all"  # English training rows to use (seeded subsample), e.g. "1k"
-    head: str = "linear"
+    head: str = DEFAULT_HEAD
     checkpoint_every: int = 0  # optimizer steps; 0 = only at the end of each epoch
     device: str = "auto"
     precision: str = "auto"  # auto = bf16 autocast on CUDA when supported, else fp16; always fp32 on CPU

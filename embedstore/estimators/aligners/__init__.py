@@ -28,6 +28,9 @@ from embedstore.estimators.aligners.linear import LinearAligner  # noqa: E402
 from embedstore.estimators.aligners.meanshift import MeanShiftAligner  # noqa: E402
 from embedstore.estimators.aligners.procrustes import ProcrustesAligner  # noqa: E402
 
+#: What a command fits when not told: closed form, cannot collapse, fits in well under a second.
+DEFAULT_ALIGNER = ProcrustesAligner.name
+
 
 def is_trained(arch: str) -> bool:
     """Whether `arch` is fitted by the training loop, so its result depends on the recipe's settings."""
@@ -44,6 +47,6 @@ def load_aligner(directory: str | os.PathLike) -> Aligner:
     return load_estimator(directory, {cls.__name__: cls for cls in ALIGNERS.values()})
 
 
-__all__ = ["ALIGNERS", "AEAligner", "Aligner", "CollapseCheck", "CollapseWarning", "FCAligner", "LinearAligner",
+__all__ = ["ALIGNERS", "DEFAULT_ALIGNER", "AEAligner", "Aligner", "CollapseCheck", "CollapseWarning", "FCAligner", "LinearAligner",
            "MeanShiftAligner", "ProcrustesAligner", "TorchAligner", "detect_collapse",
            "is_trained", "load_aligner", "make_aligner"]

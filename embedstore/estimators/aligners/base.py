@@ -36,7 +36,7 @@ class Aligner(TransformerMixin, Estimator):
                              "an aligner maps between spaces of the same dimension")
         if self.paired and len(y) != len(x):
             raise InputError(f"Y_tgt has {len(y)} rows but X_src has {len(x)}; {type(self).__name__} needs "
-                             "row-aligned translation pairs (only MeanShiftAligner takes unpaired vectors)")
+                             "row-aligned translation pairs (only aligners with paired=False take unpaired vectors)")
         self._check_refit_dim(x.shape[1], "X_src")
         source, target = (y, x) if self.reverse else (x, y)
         self._fit(source, target)

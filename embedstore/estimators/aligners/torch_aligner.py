@@ -12,7 +12,7 @@ from torch import nn
 
 from embedstore.estimators.aligners.base import Aligner
 from embedstore.estimators.aligners.collapse import CollapseWarning, detect_collapse
-from embedstore.estimators.training import Recipe, resolve_recipe, split_indices, train
+from embedstore.estimators.training import DEFAULT_RECIPE, Recipe, resolve_recipe, split_indices, train
 
 _INFER_CHUNK = 8192
 #: Learned attributes `diagnostics()` reports, under their names without the trailing underscore.
@@ -38,7 +38,7 @@ class TorchAligner(Aligner):
     _state_attrs = ("history_", "val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_",
                     "output_variance_ratio_", "collapsed_")
 
-    def __init__(self, identity: bool = True, reverse: bool = False, recipe: str | Recipe = "default",
+    def __init__(self, identity: bool = True, reverse: bool = False, recipe: str | Recipe = DEFAULT_RECIPE,
                  seed: int = 0, progress: bool = False, device: str = "cpu", standardize: bool = True) -> None:
         self.identity = identity
         self.standardize = standardize
