@@ -18,7 +18,7 @@ from .common import console, encoding_options, print_json, user_errors
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ARCH} (default)", *(name for name in ALIGNERS if name != DEFAULT_ARCH)])
 
-analyze_app = typer.Typer(no_args_is_help=True, help="Alignment analyses on held-out translation pairs: cosine "
+analyze_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Alignment analyses on held-out translation pairs: cosine "
                           "(with shuffled baseline), retrieval (NN and CSLS), per layer, gradient conflict.")
 
 # Options shared by every command (typer reads these defaults as option declarations).

@@ -1,28 +1,65 @@
-"""`embedstore` — the typer app. Each command parses options, calls one library function, prints the result."""
+"""`embedstore` — the typer app. Each command parses options, calls one library function, prints the result.
+
+Commands are imported when they are asked for, not all at start: the estimator commands list the aligner and
+head registries in their help, and building those imports torch and scikit-learn (seconds), which `encode`,
+`store` and `report` do not need. A re-run of a finished `embedstore encode` must cost what hashing its inputs
+costs, not the start-up of every library the package can use.
+"""
 from __future__ import annotations
 
+import importlib
 import warnings
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from . import analyze_cmds, encode_cmds, experiment_cmds, finetune_cmds, train_cmds
 from .common import one_line_warning
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Cross-lingual transfer with embedding LMs: encode once, align and train in seconds.")
-app.command()(encode_cmds.encode)
-app.add_typer(encode_cmds.models_app, name="models")
-app.add_typer(encode_cmds.store_app, name="store")
-app.command("train-aligner")(train_cmds.train_aligner)
-app.command("train-head")(train_cmds.train_head)
-app.command("evaluate")(train_cmds.evaluate)
-app.command("predict")(train_cmds.predict)
-app.command("sweep")(experiment_cmds.sweep)
-app.command("report")(experiment_cmds.report)
-app.command("demo")(experiment_cmds.demo)
-app.add_typer(analyze_cmds.analyze_app, name="analyze")
-app.command("tune")(finetune_cmds.tune)
-app.command("finetune")(finetune_cmds.finetune)
+#: command name → (module of embedstore.cli, attribute): a function becomes a command, a Typer a group of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "encode": ("encode_cmds", "encode"),
+    "models": ("encode_cmds", "models_app"),
+    "store": ("encode_cmds", "store_app"),
+    "train-aligner": ("train_cmds", "train_aligner"),
+    "train-head": ("train_cmds", "train_head"),
+    "evaluate": ("train_cmds", "evaluate"),
+    "predict": ("train_cmds", "predict"),
+    "sweep": ("experiment_cmds", "sweep"),
+    "report": ("experiment_cmds", "report"),
+    "demo": ("experiment_cmds", "demo"),
+    "analyze": ("analyze_cmds", "analyze_app"),
+    "tune": ("finetune_cmds", "tune"),
+    "finetune": ("finetune_cmds", "finetune"),
+}
+
+
+class LazyCommands(TyperGroup):
+    """The top-level group: lists every command, builds one only when it is run or its help is shown."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+        if isinstance(target, typer.Typer):
+            command = typer.main.get_command(target)
+            command.name = name
+            return command
+        holder = typer.Typer()
+        holder.command(name)(target)
+        return typer.main.get_command(holder)
+
+
+app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def embedstore() -> None:
+    """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
 
 
 def main() -> None:

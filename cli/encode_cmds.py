@@ -12,8 +12,8 @@ from embedstore.store import Store
 
 from .common import console, encoding_options, human_bytes, print_json, user_errors
 
-models_app = typer.Typer(no_args_is_help=True, help="Encoder models (the offline default is built locally).")
-store_app = typer.Typer(no_args_is_help=True, help="Inspect and merge vector stores.")
+models_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Encoder models (the offline default is built locally).")
+store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspect and merge vector stores.")
 
 
 @user_errors
@@ -35,7 +35,7 @@ def encode(
     *, encoding: EncodeOptions,
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
-    from embedstore.encoding.distributed import launched_distributed
+    from embedstore.encoding.launch import launched_distributed
     from embedstore.encoding.encode import encode_files
 
     compute = ComputeOptions(batch_size=batch_size, device=device, chunk_rows=chunk_rows)

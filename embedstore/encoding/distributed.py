@@ -50,19 +50,11 @@ from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, Sto
 from embedstore.data.hashing import Text
 from embedstore.encoding.models import ModelSpec
 from embedstore.base.progress import progress_bar
+from embedstore.encoding.launch import ENV_VARS
 from embedstore.store import KeyWriter, RowWriter, Store, StoreKey, require_shared_writes
 
-ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 POLL_SECONDS = 0.5  # how often rank 0 looks for finished blocks to commit
 VISIBLE_TIMEOUT = 120.0  # after all ranks finished, how long rank 0 waits for their rows to show (NFS caches)
-
-
-def launched_distributed() -> bool:
-    """True when a launcher (torchrun or another) started this process as one of several ranks."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if not world.isdigit() or int(world) < 1:
-        raise ConfigError(f"WORLD_SIZE: {world!r} in the environment; expected a positive integer")
-    return int(world) > 1
 
 
 @dataclass(frozen=True)
