@@ -11,9 +11,9 @@ from typing import Sequence, cast
 
 import numpy as np
 
-from embedstore.base.errors import StoreError
+from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES, Text, ids_to_bytes, text_ids
-from .backend import Backend, BackendWriter, SharedBackend, SharedWriter
+from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
 from .key import StoreKey
 from .zarr_backend import ZarrBackend
@@ -27,6 +27,28 @@ def backend_for(path: Path) -> Backend:
     if path.suffix.lower() != ".zarr":
         raise StoreError(f"{path}: a store path must end in .zarr (directory) or .h5 (HDF5 file)")
     return ZarrBackend(path)
+
+
+def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
+    """A group's attributes are data read from disk: anything but what a writer puts there is refused with the
+    group and field named, rather than surfacing later as a TypeError or a wrong row count."""
+    def bad(field: str, expected: str) -> StoreError:
+        return StoreError(f"{path}: key {name}: attribute {field} is {attrs.get(field)!r}; expected {expected}")
+
+    if not isinstance(attrs, dict):
+        raise StoreError(f"{path}: key {name}: attributes are {type(attrs).__name__}; expected a JSON object")
+    for field in ("committed_rows", "dim"):
+        value = attrs.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(field, "a non-negative integer")
+    if "key" in attrs:
+        if not isinstance(attrs["key"], dict):
+            raise bad("key", "a JSON object of the store key's fields")
+        try:
+            StoreKey.from_dict(attrs["key"])
+        except (KeyError, TypeError, ConfigError) as e:
+            raise bad("key", f"the store key's fields ({e})") from None
+    return attrs
 
 
 class Store:
@@ -45,7 +67,9 @@ class Store:
         return self.backend.exists()
 
     def _groups(self) -> dict[str, dict]:
-        return self.backend.list_groups() if self.exists() else {}
+        if not self.exists():
+            return {}
+        return {name: _checked_attrs(self.path, name, attrs) for name, attrs in self.backend.list_groups().items()}
 
     def keys(self) -> list[StoreKey]:
         return [StoreKey.from_dict(attrs["key"]) for attrs in self._groups().values() if "key" in attrs]
@@ -122,6 +146,24 @@ class Store:
         return {"path": str(self.path), "backend": self.backend.kind, "size_bytes": self.backend.size_bytes(),
                 "keys": keys}
 
+    def verify(self) -> list[Damage]:
+        """Every committed chunk of every key (ids and vectors) that is missing or fails to read back (a
+        checksum mismatch, a truncated file). Reads the whole store once."""
+        return [d for name, attrs in self._groups().items()
+                for d in self.backend.damaged(name, int(attrs.get("committed_rows", 0)))]
+
+    def repair(self) -> list[Damage]:
+        """Drop the rows of damaged chunks from their keys' committed rows (under the writer lock), so that the
+        next encode recomputes exactly those texts; returns what was dropped."""
+        with self.writer() as writer:
+            damage = self.verify()
+            for name, attrs in self._groups().items():
+                mine = [d for d in damage if d.group == name]
+                if mine:
+                    writer.drop_rows(name, int(attrs.get("committed_rows", 0)), mine)
+        self._index_cache = {}
+        return damage
+
     def writer(self) -> "StoreWriter":
         return StoreWriter(self)
 
@@ -177,6 +219,10 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         self._writer.__exit__(*exc)
+
+    def drop_rows(self, group: str, committed_rows: int, damage: list[Damage]) -> int:
+        """Remove damaged rows from `group`'s committed rows (see `Store.repair`); returns the new count."""
+        return self._writer.drop_rows(group, committed_rows, damage)
 
     def key(self, key: StoreKey, dim: int, provenance: dict, chunk_rows: int = 1024) -> KeyWriter:
         attrs = {"key": key.to_dict(), "dim": dim, "dtype": key.dtype, "provenance": provenance}
