@@ -2,7 +2,8 @@
 
 HDF5 cannot survive a killed writer by itself (a crash can leave the file unopenable until `h5clear`, and
 h5py has no atomic chunk writes), so a writer works on a temporary copy that replaces the file only when the
-encode finishes. New arrays carry a Fletcher-32 checksum per chunk, verified by HDF5 on every read. The file on disk is therefore always a complete earlier state; an interrupted HDF5 encode
+encode finishes. New arrays carry a Fletcher-32 checksum per chunk, verified by HDF5 on every read.
+The file on disk is therefore always a complete earlier state; an interrupted HDF5 encode
 loses that run's new rows (a Python-level interruption such as Ctrl-C still closes the file cleanly and keeps
 them). Use a `.zarr` store when surviving `kill -9` mid-run matters.
 """
@@ -20,7 +21,9 @@ from embedstore.base.atomic import publish
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
 from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, chunk_ranges
-from .lock import store_lock
+from .lock import release_store_lock, store_lock
+
+HDF5_SPACE_MARGIN = 1 << 16  # room kept for what HDF5 writes besides the chunks (chunk index, attributes)
 
 
 def _attrs(obj: h5py.Group) -> dict:
@@ -104,7 +107,13 @@ class HDF5Backend:
 
 
 class HDF5Writer:
-    """Writes into `<file>.partial-<pid>` and renames it over the store when the writer closes."""
+    """Writes into `<file>.partial-<pid>` and renames it over the store when the writer closes.
+
+    HDF5 must never meet a full disk: a failed write is only reported when the chunk cache is flushed (often
+    at close), and once a flush has failed, closing the file or even exiting the interpreter crashes the
+    process (a segfault, exit 139, leaving the partial file and the lock behind). So the free space is checked
+    before the copy and before every write, and every commit flushes, so that the check sees the file as it is.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -113,22 +122,38 @@ class HDF5Writer:
 
     def __enter__(self) -> "HDF5Writer":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created_lock = not self.lock.lock_path.exists()
         self.lock.acquire()
-        for stale in self.path.parent.glob(self.path.name + ".partial-*"):
-            stale.unlink()  # left by a killed writer; we hold the lock, so nobody else is using it
-        if self.path.exists():
-            shutil.copyfile(self.path, self.tmp)
-        self.file = h5py.File(self.tmp, "a")
+        try:
+            for stale in self.path.parent.glob(self.path.name + ".partial-*"):
+                stale.unlink()  # left by a killed writer; we hold the lock, so nobody else is using it
+            if self.path.exists():
+                self._require_space(self.path.stat().st_size, "copying the store to write into")
+                shutil.copyfile(self.path, self.tmp)
+            self.file = h5py.File(self.tmp, "a")
+            self.wrote_rows = False
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            release_store_lock(self.lock, self.path, self.created_lock)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Committed rows are consistent once the file is closed, so even an interrupted run keeps them."""
+        """Committed rows are consistent once the file is closed, so even an interrupted run keeps them; a run
+        that failed before writing any row publishes nothing (a new store does not appear empty)."""
         try:
             self.file.close()
-            publish(self.tmp, self.path)
+            if self.wrote_rows or exc[0] is None:
+                publish(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)
-            self.lock.release()
+            release_store_lock(self.lock, self.path, self.created_lock)
+
+    def _require_space(self, nbytes: int, doing: str) -> None:
+        free = shutil.disk_usage(self.path.parent).free
+        if free < nbytes + HDF5_SPACE_MARGIN:
+            raise StoreError(f"{self.path}: no space left for {doing} ({nbytes + HDF5_SPACE_MARGIN:,} bytes needed, "
+                             f"{free:,} free); the store keeps its committed rows")
 
     def ensure_group(self, name: str, attrs: dict, dim: int, dtype: str, chunk_rows: int) -> dict:
         if name not in self.file:
@@ -142,6 +167,11 @@ class HDF5Writer:
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         group = self.file[name]
         stop = start + len(ids)
+        # a filtered chunk is rewritten whole, possibly to new space: count every chunk the rows touch
+        touched = sum(len(chunk_ranges(start, stop, ds.chunks[0])) * ds.chunks[0] * ds.shape[1] * ds.dtype.itemsize
+                      for ds in (group["vectors"], group["ids"]))
+        self._require_space(touched, f"rows {start}..{stop} of key {name}")
+        self.wrote_rows = True
         for ds, data in ((group["vectors"], vectors), (group["ids"], ids)):
             if ds.shape[0] < stop:
                 ds.resize(stop, axis=0)
@@ -151,6 +181,11 @@ class HDF5Writer:
         group = self.file[name]
         for k, v in {**attrs, "committed_rows": committed_rows}.items():
             group.attrs[k] = json.dumps(v)
+        try:
+            self.file.flush()
+        except RuntimeError as e:  # HDF5 reports a failed write here; the published file keeps earlier commits
+            raise StoreError(f"{self.path}: cannot save the rows of key {name} ({str(e).splitlines()[0]}); "
+                             "the store keeps its earlier committed rows") from None
 
     def chunk_rows(self, name: str) -> int:
         return self.file[name]["vectors"].chunks[0]
