@@ -70,6 +70,14 @@ def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_pat
     np.testing.assert_array_equal(st.get(KEY, ["text 0", "text 9"]), VECS[[0, 9]])  # other chunks still read
 
 
+def test_a_missing_vectors_chunk_is_found_when_the_ids_are_read(tmp_path):
+    """encode's "already stored" check reads only ids: it said every text was stored and repaired nothing."""
+    st = fill(tmp_path / "s.zarr")
+    chunk_file(st, "vectors", 4).unlink()
+    with pytest.raises(StoreError, match=r"s.zarr: key .*vectors rows 16\.\.20: chunk file missing"):
+        Store.open(st.path).contains(KEY, ["text 0"])
+
+
 def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path):
     st = fill(tmp_path / "s.zarr")
     path = chunk_file(st, "vectors", 2)

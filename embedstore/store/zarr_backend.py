@@ -108,6 +108,10 @@ class ZarrBackend:
         return [d for which in ARRAYS for d in self._damaged_array(name, which, 0, n)]
 
     def read_ids(self, name: str, n: int) -> np.ndarray:
+        """Also stats the vectors' chunk files: every reader (encode's "already stored" check, a merge) starts
+        from the ids, so a deleted vectors chunk is found there rather than read later as zeros or trusted."""
+        if damage := self._missing(name, "vectors", self._array(name, "vectors"), 0, n):
+            raise damage.error(self.path)
         return self._read(name, "ids", 0, n)
 
     def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
