@@ -1,4 +1,4 @@
-"""Encoding and store commands: `encode`, `models pull`, `store info`, `store merge`."""
+"""Encoding and store commands: `encode`, `models pull`, `store info`, `store verify`, `store merge`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +7,15 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from embedstore.base.errors import StoreError
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.store import Store
 
 from .common import console, encoding_options, human_bytes, print_json, user_errors
 
-models_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Encoder models (the offline default is built locally).")
-store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspect and merge vector stores.")
+models_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                         help="Encoder models (the offline default is built locally).")
+store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspect, verify, repair and merge vector stores.")
 
 
 @user_errors
@@ -89,6 +91,34 @@ def store_info(
         table.add_row(k["model"], k["fingerprint"][:12], k["pooling"], str(k["layer"]), str(k["max_length"]),
                       repr(k["prefix"]), k["dtype"], f"{k['rows']:,}", str(k["dim"]))
     console.print(table)
+
+
+@store_app.command("verify")
+@user_errors
+def store_verify(
+    path: Path = typer.Argument(..., help="A .zarr directory or .h5 file."),
+    repair: bool = typer.Option(False, "--repair", help="Drop the damaged rows from the store, so that the next "
+                                                         "`encode` of their texts recomputes them."),
+) -> None:
+    """Read every committed chunk of every key (ids and vectors); print what is missing or damaged and exit
+    non-zero if anything is (after --repair, zero: the damaged rows are gone)."""
+    st = Store.open(path)
+    if not st.exists():
+        raise StoreError(f"{path}: no store here")
+    damage = st.repair() if repair else st.verify()
+    for d in damage:
+        console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
+    if not damage:
+        console.print(f"{path}: every committed chunk reads back intact", highlight=False, soft_wrap=True)
+        return
+    rows = sum(d.stop - d.start for d in {(d.group, d.start, d.stop): d for d in damage}.values())
+    if repair:
+        console.print(f"{path}: dropped {rows:,} rows; `embedstore encode` on their texts recomputes them",
+                      highlight=False, soft_wrap=True)
+        return
+    console.print(f"{path}: {rows:,} committed rows damaged; `embedstore store verify {path} --repair` drops them",
+                  highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @store_app.command("merge")

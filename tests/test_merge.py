@@ -114,3 +114,14 @@ def test_store_merge_command(tmp_path):
     np.testing.assert_array_equal(Store.open(out).get(KEY, TEXTS[:8]), vectors(8))
     again = CliRunner().invoke(app, ["store", "merge", str(a.path), "--out", str(out)])
     assert again.exit_code == 1 and "error:" in again.output and "already exists" in again.output
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_failed_merge_leaves_no_lock_or_temporary_file_it_created(tmp_path, suffix):
+    """issue 13 D8: the output's lock file stayed behind a merge that failed."""
+    a = fill(tmp_path / "a.zarr", TEXTS[:4], vectors(4))
+    b = fill(tmp_path / "b.zarr", TEXTS[:4], vectors(4, seed=1))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StoreError, match="differing"):
+        merge_stores([a.path, b.path], tmp_path / f"c{suffix}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -289,6 +289,7 @@ def encode_distributed(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts
                        progress: bool) -> EncodeReport:
     """This process's part of a distributed encode; every rank returns the job's totals."""
     require_shared_writes(st)  # before joining: every rank fails at once with the same message
+    st.check_writable()  # likewise, and before any rank loads the model
     me = init_process_group(compute.device)
     try:
         with ExitStack() as stack:

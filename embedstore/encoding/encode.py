@@ -53,6 +53,7 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
     report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=len(texts), unique=len(unique),
                           present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
     if lacking.any():
+        st.check_writable()  # a read-only or unwritable store fails before the model loads
         _encode_missing(st, spec, keys, unique, ids, options, compute, report, progress)
     report.seconds = time.perf_counter() - t0
     return report

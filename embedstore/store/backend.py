@@ -6,10 +6,41 @@ encoders ask "can several processes write?" rather than "is this zarr?".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from embedstore.base.errors import StoreError
+
+ARRAYS = ("ids", "vectors")  # the two arrays of every group, read and verified chunk by chunk
+REPAIR_BLOCK_ROWS = 65536  # rows moved per step by a repair: bounds memory whatever the store size
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Committed rows of one key that cannot be read back as written: a chunk file missing (zarr reads it as
+    zeros without a word), truncated, or failing its checksum. Rows are whole chunks, `start`..`stop`."""
+
+    group: str
+    array: str  # "ids" or "vectors"
+    start: int
+    stop: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"key {self.group}, {self.array} rows {self.start}..{self.stop}: {self.reason}"
+
+    def error(self, store: Path) -> StoreError:
+        return StoreError(f"{store}: {self.describe()}; the store is damaged (Store.verify lists every damaged "
+                          "chunk, Store.repair drops their rows so that encode recomputes them)")
+
+
+def chunk_ranges(start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
+    """The whole chunks (as row ranges, clipped to `stop`) that hold rows start..stop."""
+    first = start // chunk * chunk
+    return [(s, min(s + chunk, stop)) for s in range(first, stop, chunk)]
 
 
 @runtime_checkable
@@ -30,6 +61,11 @@ class BackendWriter(Protocol):
     def commit(self, name: str, committed_rows: int, attrs: dict) -> None: ...
 
     def chunk_rows(self, name: str) -> int: ...
+
+    def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
+        """Remove the damaged rows from the committed ones, keeping every other row's (id, vector) pair intact
+        even if killed meanwhile; returns the new committed count."""
+        ...
 
 
 @runtime_checkable
@@ -78,6 +114,10 @@ class Backend(Protocol):
         ...
 
     def chunk_rows(self, name: str) -> int: ...
+
+    def damaged(self, name: str, n: int) -> list[Damage]:
+        """Every chunk of the first `n` rows (ids and vectors) that is missing or fails to read back."""
+        ...
 
     def size_bytes(self) -> int: ...
 

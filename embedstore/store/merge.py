@@ -18,6 +18,7 @@ store trainers read. The rules, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -31,7 +32,7 @@ from embedstore.base.atomic import publish
 from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES
 from .key import StoreKey
-from .lock import store_lock
+from .lock import release_store_lock, store_lock
 from .store import Store, StoreWriter
 
 BLOCK_ROWS = 65536  # rows copied per read: bounds memory whatever the store size
@@ -83,7 +84,11 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
         raise StoreError(f"{out_path}: already exists; choose a new out path or pass force=True to replace it")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with store_lock(out_path):
+    lock = store_lock(out_path)
+    created_lock = not lock.lock_path.exists()
+    with contextlib.ExitStack() as held:
+        lock.acquire()
+        held.callback(release_store_lock, lock, out_path, created_lock)  # a failed merge leaves no lock file
         for stale in out_path.parent.glob(f"{out_path.stem}.merging-*{out_path.suffix}*"):
             _remove(stale)  # left by a killed merge; we hold the output's lock, so nobody else is using it
         tmp = out_path.with_name(f"{out_path.stem}.merging-{os.getpid()}{out_path.suffix}")

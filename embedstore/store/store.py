@@ -5,15 +5,19 @@ count, so a killed writer leaves at most uncommitted rows, which the next writer
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, cast
 
 import numpy as np
 
-from embedstore.base.errors import StoreError
+from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES, Text, ids_to_bytes, text_ids
-from .backend import Backend, BackendWriter, SharedBackend, SharedWriter
+from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
 from .key import StoreKey
 from .zarr_backend import ZarrBackend
@@ -27,6 +31,40 @@ def backend_for(path: Path) -> Backend:
     if path.suffix.lower() != ".zarr":
         raise StoreError(f"{path}: a store path must end in .zarr (directory) or .h5 (HDF5 file)")
     return ZarrBackend(path)
+
+
+def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
+    """A group's attributes are data read from disk: anything but what a writer puts there is refused with the
+    group and field named, rather than surfacing later as a TypeError or a wrong row count."""
+    def bad(field: str, expected: str) -> StoreError:
+        return StoreError(f"{path}: key {name}: attribute {field} is {attrs.get(field)!r}; expected {expected}")
+
+    if not isinstance(attrs, dict):
+        raise StoreError(f"{path}: key {name}: attributes are {type(attrs).__name__}; expected a JSON object")
+    for field in ("committed_rows", "dim"):
+        value = attrs.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad(field, "a non-negative integer")
+    if "key" in attrs:
+        if not isinstance(attrs["key"], dict):
+            raise bad("key", "a JSON object of the store key's fields")
+        try:
+            StoreKey.from_dict(attrs["key"])
+        except (KeyError, TypeError, ConfigError) as e:
+            raise bad("key", f"the store key's fields ({e})") from None
+    return attrs
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    """A write the filesystem refuses (full, read-only, quota) is a one-line StoreError. Both formats write rows
+    before committing them (zarr each chunk file atomically; HDF5 into a copy), so the rows committed before
+    stay readable and correct."""
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write the store ({e.strerror or e}); it keeps its committed rows; "
+                         "free space or choose another store path") from None
 
 
 class Store:
@@ -45,7 +83,9 @@ class Store:
         return self.backend.exists()
 
     def _groups(self) -> dict[str, dict]:
-        return self.backend.list_groups() if self.exists() else {}
+        if not self.exists():
+            return {}
+        return {name: _checked_attrs(self.path, name, attrs) for name, attrs in self.backend.list_groups().items()}
 
     def keys(self) -> list[StoreKey]:
         return [StoreKey.from_dict(attrs["key"]) for attrs in self._groups().values() if "key" in attrs]
@@ -122,6 +162,40 @@ class Store:
         return {"path": str(self.path), "backend": self.backend.kind, "size_bytes": self.backend.size_bytes(),
                 "keys": keys}
 
+    def check_writable(self) -> None:
+        """Refuse a store that cannot be written before any expensive work (loading a model, encoding): create
+        and delete a file where the writer will (the store directory, and beside it, where the lock lives).
+        A real write rather than permission bits: these do not show a read-only mount, nor apply to root."""
+        places = [self.path.parent] + ([self.path] if self.path.is_dir() else [])
+        for place in places:
+            existing = next(p for p in (place, *place.parents) if p.exists())
+            try:
+                with tempfile.TemporaryFile(dir=existing):
+                    pass
+            except OSError as e:
+                raise StoreError(f"{self.path}: cannot write the store here ({existing}: "
+                                 f"{e.strerror or e}); expected a writable directory") from None
+        if self.path.is_file() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"{self.path}: the store file is read-only; expected a writable file")
+
+    def verify(self) -> list[Damage]:
+        """Every committed chunk of every key (ids and vectors) that is missing or fails to read back (a
+        checksum mismatch, a truncated file). Reads the whole store once."""
+        return [d for name, attrs in self._groups().items()
+                for d in self.backend.damaged(name, int(attrs.get("committed_rows", 0)))]
+
+    def repair(self) -> list[Damage]:
+        """Drop the rows of damaged chunks from their keys' committed rows (under the writer lock), so that the
+        next encode recomputes exactly those texts; returns what was dropped."""
+        with self.writer() as writer:
+            damage = self.verify()
+            for name, attrs in self._groups().items():
+                mine = [d for d in damage if d.group == name]
+                if mine:
+                    writer.drop_rows(name, int(attrs.get("committed_rows", 0)), mine)
+        self._index_cache = {}
+        return damage
+
     def writer(self) -> "StoreWriter":
         return StoreWriter(self)
 
@@ -131,19 +205,22 @@ class KeyWriter:
     """Appends to one key; `committed` is where the next row goes."""
 
     backend_writer: BackendWriter
+    store_path: Path
     key: StoreKey
     committed: int
     provenance: dict
 
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         name = self.key.group_name
-        self.backend_writer.write(name, self.committed, ids, vectors.astype(self.key.dtype, copy=False))
+        with _disk_errors(self.store_path):
+            self.backend_writer.write(name, self.committed, ids, vectors.astype(self.key.dtype, copy=False))
         self.commit(self.committed + len(ids))
 
     def commit(self, rows: int) -> None:
         """Make rows below `rows` visible to readers; the caller guarantees they are all written."""
+        with _disk_errors(self.store_path):
+            self.backend_writer.commit(self.key.group_name, rows, {"provenance": self.provenance})
         self.committed = rows
-        self.backend_writer.commit(self.key.group_name, rows, {"provenance": self.provenance})
 
     @property
     def chunk_rows(self) -> int:
@@ -172,18 +249,25 @@ class StoreWriter:
         self._writer = store.backend.writer()
 
     def __enter__(self) -> "StoreWriter":
-        self._writer.__enter__()
+        with _disk_errors(self.store.path):
+            self._writer.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._writer.__exit__(*exc)
+        with _disk_errors(self.store.path):
+            self._writer.__exit__(*exc)
+
+    def drop_rows(self, group: str, committed_rows: int, damage: list[Damage]) -> int:
+        """Remove damaged rows from `group`'s committed rows (see `Store.repair`); returns the new count."""
+        return self._writer.drop_rows(group, committed_rows, damage)
 
     def key(self, key: StoreKey, dim: int, provenance: dict, chunk_rows: int = 1024) -> KeyWriter:
         attrs = {"key": key.to_dict(), "dim": dim, "dtype": key.dtype, "provenance": provenance}
-        existing = self._writer.ensure_group(key.group_name, attrs, dim, key.dtype, chunk_rows)
+        with _disk_errors(self.store.path):
+            existing = self._writer.ensure_group(key.group_name, attrs, dim, key.dtype, chunk_rows)
         if existing.get("dim", dim) != dim:
             raise StoreError(f"{self.store.path}: key {key.describe()} holds {existing['dim']}-d vectors, not {dim}-d")
-        return KeyWriter(self._writer, key, int(existing.get("committed_rows", 0)), provenance)
+        return KeyWriter(self._writer, self.store.path, key, int(existing.get("committed_rows", 0)), provenance)
 
 
 def require_shared_writes(store: Store) -> None:

@@ -2,19 +2,23 @@
 
 Rows are written chunk by chunk (zarr >= 3.1.3 writes each chunk file atomically), then the group's
 `committed_rows` attribute is advanced. zarr 3.1 reads never-written chunks back as zeros without a word,
-so readers trust only `committed_rows`, never the array's shape.
+so readers trust only `committed_rows`, never the array's shape, and check that every chunk file of the
+committed rows they read exists. New arrays carry a crc32c checksum per chunk (a bytes-to-bytes codec that
+zarr verifies on every read), so a corrupted chunk is an error too; stores written before have no checksum,
+and a truncated chunk of theirs still fails to decode.
 """
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
+from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, chunk_ranges
 from .lock import store_lock
 
 
@@ -38,27 +42,87 @@ class ZarrBackend:
         return (self.path / "zarr.json").is_file()
 
     def list_groups(self) -> dict[str, dict]:
+        """Groups are found by listing the directory, and opened one by one, so that a group whose metadata
+        is nonsense is named in the error rather than failing the listing of all."""
         root = _root_group(self.path, "r")
-        with warnings.catch_warnings():  # a killed writer's temp files are not members; zarr warns about each
-            warnings.filterwarnings("ignore", message=r"Object at .*\.partial is not recognized")
-            return {name: dict(group.attrs) for name, group in root.groups()}
+        names = sorted(p.name for p in self.path.iterdir() if (p / "zarr.json").is_file())
+        groups = {}
+        for name in names:
+            try:
+                groups[name] = dict(root[name].attrs)
+            except (TypeError, ValueError, KeyError, zarr.errors.NodeTypeValidationError) as e:
+                raise StoreError(f"{self.path}: key {name}: unreadable metadata in {name}/zarr.json ({e}); "
+                                 "expected a zarr group whose attributes are a JSON object") from None
+        return groups
+
+    def _array(self, name: str, which: str) -> zarr.Array:
+        return _root_group(self.path, "r")[name][which]
+
+    def _missing(self, name: str, which: str, arr: zarr.Array, start: int, stop: int) -> Damage | None:
+        """The first chunk of rows start..stop whose file is absent: zarr would read it as zeros. A stat per
+        chunk, no data read."""
+        if arr.shape[0] < stop:
+            return Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")
+        encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+        for lo, hi in chunk_ranges(start, stop, arr.chunks[0]):
+            if not (self.path / name / which / encode((lo // arr.chunks[0], 0))).is_file():
+                return Damage(name, which, lo, hi, "chunk file missing")
+        return None
+
+    def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Rows start..stop of one array (or the sorted `rows` within them), refusing a missing or damaged
+        chunk with the rows it holds; never the fill value in place of committed data."""
+        arr = self._array(name, which)
+        if rows is not None and len(rows):
+            chunk = arr.chunks[0]
+            for c in np.unique(rows // chunk):
+                if damage := self._missing(name, which, arr, int(c) * chunk, min(int(c + 1) * chunk, stop)):
+                    raise damage.error(self.path)
+        elif damage := self._missing(name, which, arr, start, stop):
+            raise damage.error(self.path)
+        try:
+            if rows is None:
+                return arr[start:stop]
+            return arr.get_orthogonal_selection((rows, slice(None)))
+        except ValueError:  # a truncated chunk, or one failing its crc32c: find which, for the message
+            for damage in self._damaged_array(name, which, start, stop):
+                raise damage.error(self.path) from None
+            raise
+
+    def _damaged_array(self, name: str, which: str, start: int, stop: int) -> list[Damage]:
+        arr = self._array(name, which)
+        if arr.shape[0] < stop:
+            return [Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")]
+        found = []
+        for lo, hi in chunk_ranges(start, stop, arr.chunks[0]):
+            if damage := self._missing(name, which, arr, lo, hi):
+                found.append(damage)
+                continue
+            try:
+                arr[lo:hi]
+            except ValueError as e:  # zarr's decoders (crc32c, the reshape of a short chunk) raise ValueError
+                found.append(Damage(name, which, lo, hi, f"chunk unreadable ({e})"))
+        return found
+
+    def damaged(self, name: str, n: int) -> list[Damage]:
+        return [d for which in ARRAYS for d in self._damaged_array(name, which, 0, n)]
 
     def read_ids(self, name: str, n: int) -> np.ndarray:
-        return _root_group(self.path, "r")[name]["ids"][:n]
+        """Also stats the vectors' chunk files: every reader (encode's "already stored" check, a merge) starts
+        from the ids, so a deleted vectors chunk is found there rather than read later as zeros or trusted."""
+        if damage := self._missing(name, "vectors", self._array(name, "vectors"), 0, n):
+            raise damage.error(self.path)
+        return self._read(name, "ids", 0, n)
 
     def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        arr = _root_group(self.path, "r")[name]["vectors"]
-        if rows is None:
-            return arr[:n]
-        return arr.get_orthogonal_selection((rows, slice(None)))
+        return self._read(name, "vectors", 0, n, rows)
 
     def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
-        group = _root_group(self.path, "r")[name]
-        return group["ids"][start:stop], group["vectors"][start:stop]
+        return self._read(name, "ids", start, stop), self._read(name, "vectors", start, stop)
 
     def chunk_rows(self, name: str) -> int:
-        return _root_group(self.path, "r")[name]["vectors"].chunks[0]
+        return self._array(name, "vectors").chunks[0]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
@@ -115,10 +179,9 @@ class ZarrWriter:
         if name in self.root:
             return dict(self.root[name].attrs)
         group = self.root.create_group(name, attributes={**attrs, "committed_rows": 0})
-        group.create_array("vectors", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype,
-                           compressors=None, fill_value=0)
-        group.create_array("ids", shape=(0, ID_BYTES), chunks=(chunk_rows, ID_BYTES), dtype="uint8",
-                           compressors=None, fill_value=0)
+        for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8")):
+            group.create_array(which, shape=(0, width), chunks=(chunk_rows, width), dtype=kind,
+                               compressors=[Crc32cCodec()], fill_value=0)
         return dict(group.attrs)
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -150,6 +213,39 @@ class ZarrWriter:
 
     def chunk_rows(self, name: str) -> int:
         return self.root[name]["vectors"].chunks[0]
+
+    def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
+        """Move the undamaged rows after the first damaged one down over it, in place.
+
+        Order, so that a kill at any moment leaves only correct (id, vector) pairs committed: first lower
+        `committed_rows` to the first damaged row (rows beyond it are then uncommitted and may be overwritten;
+        a killed repair merely loses them, and encode recomputes them), delete the damaged chunk files (so
+        that rewriting part of such a chunk does not decode it), move the kept rows down block by block
+        (each block is read before anything overwrites it: kept rows only ever move to lower positions),
+        and commit the new count last."""
+        bad = np.zeros(committed_rows, bool)
+        for d in damage:
+            bad[d.start:d.stop] = True
+        if not bad.any():
+            return committed_rows
+        first = int(np.argmax(bad))
+        self.commit(name, first, {})
+        group = self.root[name]
+        for d in damage:
+            for which in ARRAYS:
+                arr = group[which]
+                encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+                for lo, _ in chunk_ranges(d.start, d.stop, arr.chunks[0]):
+                    (self.path / name / which / encode((lo // arr.chunks[0], 0))).unlink(missing_ok=True)
+        keep = np.flatnonzero(~bad[first:]) + first
+        at = first
+        for block in np.array_split(keep, max(1, -(-len(keep) // REPAIR_BLOCK_ROWS))):
+            if len(block):
+                ids, vectors = (group[w].get_orthogonal_selection((block, slice(None))) for w in ARRAYS)
+                _write_rows(group, at, ids, vectors)
+                at += len(block)
+        self.commit(name, at, {})
+        return at
 
 
 class ZarrRowWriter:

@@ -1,0 +1,196 @@
+"""Committed rows are read back as written or not at all: a missing, truncated or corrupted chunk is a one-line
+StoreError naming store, key and rows (never zeros), `verify` finds every damaged chunk, `repair` drops exactly
+their rows so that encode recomputes them, and merge refuses a damaged input."""
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from embedstore.base.errors import StoreError
+from embedstore.cli.app import app
+from embedstore.data.hashing import text_ids
+from embedstore.encoding.encode import encode
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
+from embedstore.store import Store, StoreKey, merge_stores
+
+KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
+TEXTS = [f"text {i}" for i in range(20)]
+VECS = np.arange(20 * 3, dtype=np.float32).reshape(20, 3) + 1  # no zero row: zeros would be indistinguishable
+
+
+def fill(path: Path, texts=TEXTS, vecs=VECS, chunk_rows=4) -> Store:
+    st = Store.open(path)
+    with st.writer() as w:
+        w.key(KEY, vecs.shape[1], {}, chunk_rows=chunk_rows).append(text_ids(texts), vecs)
+    return st
+
+
+def chunk_file(st: Store, which: str, chunk: int) -> Path:
+    return st.path / KEY.group_name / which / "c" / str(chunk) / "0"
+
+
+def flip_hdf5_byte(path: Path, which: str, chunk: int) -> None:
+    """Corrupt one byte inside a chunk's data, where HDF5 keeps it in the file."""
+    with h5py.File(path, "r") as f:
+        info = f[KEY.group_name][which].id.get_chunk_info(chunk)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + 2)
+        byte = fh.read(1)
+        fh.seek(info.byte_offset + 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def damage(st: Store, which: str, chunk: int) -> None:
+    """zarr: delete the chunk file (read back as zeros before); HDF5: flip a byte (read back wrong before)."""
+    if st.path.suffix == ".zarr":
+        chunk_file(st, which, chunk).unlink()
+    else:
+        flip_hdf5_byte(st.path, which, chunk)
+
+
+@pytest.fixture(params=["s.zarr", "s.h5"])
+def store_path(request, tmp_path):
+    return tmp_path / request.param
+
+
+def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_path):
+    st = fill(store_path)
+    damage(st, "vectors", 1)
+    for read in (lambda: st.get(KEY, TEXTS), lambda: st.get(KEY, ["text 5"]), lambda: st.read_block(KEY, 0, 20)):
+        with pytest.raises(StoreError) as e:
+            read()
+        msg = str(e.value)
+        assert "\n" not in msg
+        assert str(store_path) in msg and KEY.group_name in msg and "vectors rows 4..8" in msg
+    if store_path.suffix == ".h5":  # a corrupted chunk spoils only its rows (zarr: see the next test)
+        np.testing.assert_array_equal(st.get(KEY, ["text 0", "text 9"]), VECS[[0, 9]])
+
+
+def test_a_missing_vectors_chunk_is_found_when_the_ids_are_read(tmp_path):
+    """encode's "already stored" check reads only ids: it said every text was stored and repaired nothing."""
+    st = fill(tmp_path / "s.zarr")
+    chunk_file(st, "vectors", 4).unlink()
+    with pytest.raises(StoreError, match=r"s.zarr: key .*vectors rows 16\.\.20: chunk file missing"):
+        Store.open(st.path).contains(KEY, ["text 0"])
+
+
+def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path):
+    st = fill(tmp_path / "s.zarr")
+    path = chunk_file(st, "vectors", 2)
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"vectors rows 8\.\.12: chunk unreadable \(.*checksum"):
+        st.get(KEY, TEXTS)
+
+
+def old_zarr_store(path: Path) -> Store:
+    """A store as written before checksums: no crc32c codec on its arrays."""
+    root = zarr.open_group(str(path), mode="w")
+    group = root.create_group(KEY.group_name, attributes={"key": KEY.to_dict(), "dim": 3, "dtype": "float32",
+                                                          "provenance": {}, "committed_rows": 20})
+    for which, data in (("vectors", VECS), ("ids", text_ids(TEXTS))):
+        arr = group.create_array(which, shape=data.shape, chunks=(4, data.shape[1]), dtype=data.dtype,
+                                 compressors=None, fill_value=0)
+        arr[:] = data
+    return Store.open(path)
+
+
+def test_stores_without_checksums_still_read_and_their_truncated_or_missing_chunks_are_errors(tmp_path):
+    st = old_zarr_store(tmp_path / "old.zarr")
+    np.testing.assert_array_equal(st.get(KEY, TEXTS), VECS)
+    path = chunk_file(st, "vectors", 3)
+    path.write_bytes(path.read_bytes()[:25])  # was: ValueError: cannot reshape array of size ...
+    with pytest.raises(StoreError, match=r"old.zarr: key .*vectors rows 12\.\.16: chunk unreadable"):
+        st.get(KEY, TEXTS)
+    chunk_file(st, "ids", 0).unlink()
+    with pytest.raises(StoreError, match=r"old.zarr: key .*ids rows 0\.\.4: chunk file missing"):
+        Store.open(st.path).contains(KEY, TEXTS)  # a fresh reader: `st` has the ids cached
+    assert [(d.array, d.start, d.stop) for d in st.verify()] == [("ids", 0, 4), ("vectors", 12, 16)]
+
+
+def test_merge_refuses_an_input_whose_ids_chunk_is_missing(tmp_path):
+    a = fill(tmp_path / "a.zarr")
+    b = fill(tmp_path / "b.zarr")
+    chunk_file(b, "ids", 1).unlink()  # was: "vectors differing by ... raise tolerance"
+    with pytest.raises(StoreError, match=r"b.zarr: key .*ids rows 4\.\.8: chunk file missing") as e:
+        merge_stores([a.path, b.path], tmp_path / "c.zarr")
+    assert "differing" not in str(e.value)
+    assert not (tmp_path / "c.zarr").exists()
+
+
+@pytest.mark.parametrize("attributes, field", [
+    ("x", "attributes"), ({"committed_rows": "12", "key": KEY.to_dict(), "dim": 3}, "committed_rows"),
+    ({"committed_rows": 4, "key": "m", "dim": 3}, "key"), ({"committed_rows": 4, "key": {"model": "m"}}, "key"),
+    ({"committed_rows": 4, "key": KEY.to_dict(), "dim": -3}, "dim"),
+])
+def test_nonsense_group_attributes_are_a_one_line_store_error(tmp_path, attributes, field):
+    st = fill(tmp_path / "s.zarr")
+    meta_path = st.path / KEY.group_name / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"] = attributes
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=rf"s.zarr: key {KEY.group_name}: .*{field}") as e:
+        Store.open(st.path).keys()
+    assert "\n" not in str(e.value)
+    result = CliRunner().invoke(app, ["store", "info", str(st.path)])
+    assert result.exit_code == 1 and result.output.startswith("error:") and KEY.group_name in result.output
+
+
+def test_verify_reports_every_damaged_chunk_and_the_cli_exits_non_zero(store_path):
+    st = fill(store_path)
+    result = CliRunner().invoke(app, ["store", "verify", str(store_path)])
+    assert result.exit_code == 0 and "intact" in result.output
+    damage(st, "vectors", 1)
+    damage(st, "ids", 3)
+    assert [(d.group, d.array, d.start, d.stop) for d in st.verify()] == [
+        (KEY.group_name, "ids", 12, 16), (KEY.group_name, "vectors", 4, 8)]
+    result = CliRunner().invoke(app, ["store", "verify", str(store_path)])
+    assert result.exit_code == 1, result.output
+    assert "ids rows 12..16" in result.output and "vectors rows 4..8" in result.output
+    assert "8 committed rows damaged" in result.output
+
+
+def test_repair_keeps_every_undamaged_row(store_path):
+    st = fill(store_path)
+    damage(st, "vectors", 1)
+    damage(st, "ids", 3)
+    dropped = st.repair()
+    assert len(dropped) == 2
+    st = Store.open(store_path)
+    assert st.verify() == [] and st.rows(KEY) == 12
+    kept = [i for i in range(20) if not 4 <= i < 8 and not 12 <= i < 16]
+    np.testing.assert_array_equal(st.get(KEY, [TEXTS[i] for i in kept]), VECS[kept])
+    assert st.contains(KEY, TEXTS).tolist() == [i in kept for i in range(20)]
+    with st.writer() as w:  # a writer appends after the repaired rows
+        w.key(KEY, 3, {}).append(text_ids(["new"]), np.full((1, 3), 9, np.float32))
+    np.testing.assert_array_equal(Store.open(store_path).get(KEY, ["new", "text 19"]), [[9] * 3, VECS[19]])
+
+
+def test_repair_then_encode_recomputes_exactly_the_dropped_texts(tiny_model_dir, tmp_path, store_path):
+    opts, compute = EncodeOptions(model=str(tiny_model_dir)), ComputeOptions(batch_size=4, chunk_rows=8)
+    texts = [f"sentence number {i} " + "word " * (i % 5) for i in range(30)]
+    intact = Store.open(tmp_path / "intact.zarr")
+    encode(texts, store=intact.path, options=opts, compute=compute)
+    key = intact.keys()[0]
+    st = Store.open(store_path)
+    encode(texts, store=st.path, options=opts, compute=compute)
+    if st.path.suffix == ".zarr":
+        (st.path / key.group_name / "vectors" / "c" / "1" / "0").unlink()
+    else:
+        with h5py.File(st.path, "r") as f:
+            info = f[key.group_name]["vectors"].id.get_chunk_info(1)
+        with open(st.path, "r+b") as fh:
+            fh.seek(info.byte_offset)
+            fh.write(b"\xff\xfe\xfd")
+    result = CliRunner().invoke(app, ["store", "verify", str(st.path), "--repair"])
+    assert result.exit_code == 0, result.output
+    assert "dropped 8 rows" in result.output
+    assert Store.open(st.path).verify() == []
+    report = encode(texts, store=st.path, options=opts, compute=compute)
+    assert (report.present, report.encoded) == (22, 8)
+    np.testing.assert_allclose(Store.open(st.path).get(key, texts), intact.get(key, texts), atol=1e-6, rtol=0)
