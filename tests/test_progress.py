@@ -28,11 +28,11 @@ def test_a_bar_on_a_non_terminal_prints_lines_while_it_runs():
     assert final.startswith("encoding: 500/1,000 texts (50%), ") and "left" in final
 
 
-def test_every_bar_built_here_logs_when_stderr_is_not_a_terminal(capsys):
-    """pytest captures stderr, so it is not a terminal: the encode bar gets the log lines too."""
+def test_every_bar_built_here_logs_when_its_stream_is_not_a_terminal(capsys):
+    """pytest captures stdout, so it is not a terminal: the encode bar (drawn on stdout) gets the log lines too."""
     bar = progress_bar("texts")
     assert isinstance(bar, LogProgress)
     with bar:
         bar.add_task("encoding", total=4, completed=4)
-    assert capsys.readouterr().err.startswith("encoding: 4/4 texts (100%), ")
+    assert capsys.readouterr().out.startswith("encoding: 4/4 texts (100%), ")
     assert type(progress_bar("texts", enabled=False)) is Progress  # disabled bars stay silent

@@ -90,12 +90,10 @@ def make_progress(*columns: ProgressColumn | str, enabled: bool = True, stderr: 
                   expand: bool = False, file: TextIO | None = None, interval: float = LOG_INTERVAL) -> Progress:
     """The one place a `Progress` is built; callers choose the columns. `stderr` keeps the bar out of stdout,
     where a command may be printing JSON; `file` sends it elsewhere. When that stream is not a terminal the
-    bar is a `LogProgress` printing a line every `interval` seconds, always to stderr (or `file`), since
-    stdout may be the command's data."""
+    bar is a `LogProgress` printing a line to it every `interval` seconds."""
     console = Console(file=file) if file is not None else Console(stderr=stderr)
     if enabled and not (console.is_terminal or console.is_jupyter):
-        return LogProgress(*columns, console=console if file is not None or stderr else Console(stderr=True),
-                           interval=interval)
+        return LogProgress(*columns, console=console, interval=interval)
     return Progress(*columns, console=console, disable=not enabled, expand=expand)
 
 
