@@ -4,10 +4,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.testing import CliRunner
-
 from embedstore.cli.app import app
 from test_experiments import write_config
+from typer.testing import CliRunner
 
 
 @pytest.mark.parametrize("typo, message", [

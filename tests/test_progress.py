@@ -7,7 +7,12 @@ import time
 
 from rich.progress import Progress
 
-from embedstore.base.progress import LogProgress, RateColumn, make_progress, progress_bar
+from embedstore.base.progress import (
+    LogProgress,
+    RateColumn,
+    make_progress,
+    progress_bar,
+)
 
 
 def test_a_bar_on_a_non_terminal_prints_lines_while_it_runs():
