@@ -52,7 +52,8 @@ def _print_history(history: dict, steps: int, resumed_from: int) -> None:
 @user_errors
 def tune(
     train: Path = typer.Option(..., "--train", help=_TRAIN_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for the tuned model (a Hugging Face model dir)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the tuned model (a Hugging Face model dir): new, "
+                                                    "empty, or this run's own to resume."),
     text_column: str = typer.Option("text", help="Column holding the text."),
     label_column: str = typer.Option("label", help="Column holding the class label."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair (NLI hypothesis)."),
@@ -93,7 +94,8 @@ def finetune(
     train: Path = typer.Option(..., "--train", help=_TRAIN_HELP),
     test: Path = typer.Option(..., "--test", help="Target-language test data with the same labels."),
     aligner: Path = typer.Option(..., "--aligner", help="A saved aligner directory (from `train-aligner`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, the weights and checkpoints."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, weights and checkpoints: new, "
+                                                    "empty, or this run's own to resume."),
     text_column: str = typer.Option("text", help="Text column of the training file."),
     label_column: str = typer.Option("label", help="Label column of the training file."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair in the training file."),

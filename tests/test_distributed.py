@@ -195,3 +195,42 @@ def test_distributed_without_a_launcher_says_how_to_start_it(tiny_model_dir, tmp
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match=r"distributed: RANK, WORLD_SIZE, .* not set; .*torchrun --nproc-per-node"):
         encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), compute=COMPUTE, distributed=True)
+
+
+def test_ranks_die_with_a_sigkilled_torchrun(tiny_model_dir, tmp_path):
+    """torchrun starts ranks in sessions of their own: without `exit_with_parent` a SIGKILL of torchrun left
+    them encoding under PID 1 (issue 13, D2)."""
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(make_texts(20000)) + "\n")
+    store = tmp_path / "store.zarr"
+    log = tmp_path / "torchrun.log"  # a file, not a pipe: orphaned ranks would hold a pipe open
+    with open(log, "wb") as err:
+        job = subprocess.Popen(torchrun(tiny_model_dir, data, store), env=env(), stdout=subprocess.DEVNULL,
+                               stderr=err)
+    ranks: list[int | None] = [None, None]
+    try:
+        deadline = time.monotonic() + 300
+        while committed(store) == 0 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the ranks are past their set-up: rows are being committed
+        ranks = [rank_pid(job.pid, r) for r in (0, 1)]
+        assert None not in ranks, log.read_text()[-3000:]
+        job.kill()
+        job.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in ranks):
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in ranks), f"ranks {ranks} outlived their SIGKILLed torchrun"
+    finally:
+        for pid in ranks:
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if job.poll() is None:
+            job.kill()
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie waiting to be reaped by its new parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

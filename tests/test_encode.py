@@ -103,3 +103,51 @@ def test_bad_input_writes_nothing(tiny_model_dir, tmp_path):
     with pytest.raises(InputError, match=r"bad.tsv: line 3: field 'text' is empty"):
         encode_files([good, bad], store=store, compute=COMPUTE, options=opts(tiny_model_dir))
     assert not store.exists()
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the characters handed to it: the work a long text costs, without timing it."""
+
+    def __init__(self, real) -> None:
+        self.real, self.chars = real, 0
+
+    def __call__(self, text, text_pair=None, **kwargs):
+        for part in (text, text_pair):
+            self.chars += sum(map(len, [part] if isinstance(part, str) else part or []))
+        return self.real(text, text_pair, **kwargs)
+
+
+def long_text(n_chars: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    words = ["cell", "format", "서식", "表", "セル", "insert", "a", "spreadsheet", "row,", "column."]
+    out, size = [], 0
+    while size < n_chars:
+        out.append(words[rng.integers(len(words))])
+        size += len(out[-1]) + 1
+    return " ".join(out)[:n_chars]
+
+
+def test_a_1mb_text_is_cut_before_tokenizing_and_gives_its_prefix_vector(tiny_model_dir, tmp_path):
+    """Issue 13 D8: one 1 MB text was tokenized whole (2 minutes, ~1 GB) to keep max_length tokens of it."""
+    from embedstore.encoding.encoder import CHARS_PER_TOKEN, tokenize
+
+    text, max_length = long_text(1_000_000), 64
+    head = text[:20_000]  # far more than 64 tokens
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    counting = CountingTokenizer(tok)
+    got = tokenize(counting, [text], "query: ", max_length).features["input_ids"]
+    assert got == tok(["query: " + head], truncation=True, max_length=max_length)["input_ids"]
+    assert counting.chars <= 2 * (max_length * CHARS_PER_TOKEN + len("query: "))  # a check and the real call
+
+    pair = tokenize(tok, [(text, "a short hypothesis"), ("short premise", text)], "", max_length)
+    assert pair.features["input_ids"] == tok([head, "short premise"], ["a short hypothesis", head], truncation=True,
+                                             max_length=max_length)["input_ids"]
+
+    spaced = "cell" + " " * 50_000 + text  # spaces carry no tokens: a bound in characters alone would be wrong
+    assert tokenize(tok, [spaced], "", max_length).features["input_ids"] == \
+        tok(["cell" + " " * 50_000 + head], truncation=True, max_length=max_length)["input_ids"]
+
+    options = opts(tiny_model_dir, max_length=max_length)
+    whole = embed([text], store=tmp_path / "s.zarr", options=options)
+    prefix = embed([head], store=tmp_path / "s.zarr", options=options)
+    np.testing.assert_array_equal(whole, prefix)

@@ -161,7 +161,7 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
     again = finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir), options=options)
     assert again.metrics == result.metrics and again.steps == result.steps
     assert time.perf_counter() - started < 10  # nothing was trained
-    with pytest.raises(ConfigError, match=r"different lr; pass another out directory"):
+    with pytest.raises(ConfigError, match=r"belongs to another finetune run \(different lr\)"):
         finetune(data["train"], data["test"], fc_aligner, result.out, model=str(tiny_model_dir),
                  options=TrainOptions(**{**FAST, "lr": 1e-4}))
 
@@ -204,7 +204,7 @@ def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_
                       options=TrainOptions(device="cpu", precision="bf16")), ConfigError, r"^precision: bf16 needs"),
         (lambda: TrainOptions(grad_accum=0), ConfigError, r"^grad_accum: 0; expected a positive integer"),
         (lambda: tune(data["train"], tiny_model_dir, model=str(tiny_model_dir)), ConfigError,
-         r"already holds a model that `embedstore tune` did not write"),
+         r"is not empty and is not an embedstore training run"),
     ]
     for call, error, pattern in cases:
         with pytest.raises(error, match=pattern) as info:
@@ -222,6 +222,71 @@ def test_cli_reports_a_user_error_in_one_line_and_exits_1(tiny_model_dir, data, 
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"error: {data['train'].path}: no column 'label'; columns present: en, en2, apps"]
+
+
+def test_finetune_refuses_a_directory_it_does_not_own_and_touches_nothing_in_it(tiny_model_dir, data, fc_aligner,
+                                                                               tmp_path):
+    """Issue 13 D4: `finetune --out DIR` deleted DIR/checkpoints whatever it held and exited 0."""
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import app
+
+    out = tmp_path / "mine"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "notes.txt").write_text("my notes")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = CliRunner().invoke(app, ["finetune", "--train", str(data["train"].path), "--test", str(data["test"].path),
+                                      "--aligner", str(fc_aligner), "--out", str(out), "--text-column", "en",
+                                      "--label-column", "apps", "--test-text-column", "ko", "--model",
+                                      str(tiny_model_dir), "--epochs", "1", "--max-length", "24"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: out: {out} is not empty and is not an embedstore training run (no .embedstore-run.json); "
+        "pass a new or empty directory"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no lock file or marker left either
+    assert (out / "checkpoints" / "notes.txt").read_text() == "my notes"
+
+
+def interrupt(*args: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_an_unfinished_run_of_another_identity_is_refused(tiny_model_dir, data, fc_aligner, tmp_path):
+    out = tmp_path / "run"
+    options = TrainOptions(**FAST)
+    with pytest.MonkeyPatch.context() as mp:  # the run dies at once, leaving only its marker (and lock file)
+        mp.setattr("embedstore.text_training.run._load_encoder", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(data["train"], data["test"], fc_aligner, out, model=str(tiny_model_dir), options=options)
+    assert (out / ".embedstore-run.json").is_file() and not (out / RESULTS_FILE).exists()
+    with pytest.raises(ConfigError, match=r"belongs to another finetune run \(different seed\)"):
+        finetune(data["train"], data["test"], fc_aligner, out, model=str(tiny_model_dir),
+                 options=TrainOptions(**FAST, seed=1))
+    resumed = finetune(data["train"], data["test"], fc_aligner, out, model=str(tiny_model_dir),
+                       options=TrainOptions(**FAST, device="cpu"))  # where it runs may change
+    assert resumed.steps > 0 and (out / RESULTS_FILE).is_file()
+
+
+def test_removing_checkpoints_deletes_only_what_checkpoints_are_made_of(tmp_path):
+    from embedstore.text_training.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(tmp_path)
+    ours = ["step-00000004", ".step-00000006.partial-x1y2", "best-step-00000004.safetensors",
+            ".best-step-00000006.safetensors.partial-abc"]
+    for name in ours:
+        (ckpt.root / name).mkdir(parents=True) if "safetensors" not in name else (ckpt.root / name).touch()
+    (ckpt.root / "step-00000004" / "state.json").write_text("{}")
+    theirs = ["notes.txt", "step-notes", ".hidden"]
+    for name in theirs:
+        (ckpt.root / name).write_text("keep")
+    ckpt.remove_partial()
+    assert sorted(p.name for p in ckpt.root.iterdir()) == sorted(theirs + ours[0:3:2])
+    ckpt.remove()
+    assert sorted(p.name for p in ckpt.root.iterdir()) == sorted(theirs)
+    for name in theirs:
+        (ckpt.root / name).unlink()
+    ckpt.remove()
+    assert not ckpt.root.exists()
 
 
 def test_classification_metrics_count_unseen_labels_as_classes():

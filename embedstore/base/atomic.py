@@ -70,10 +70,21 @@ def _fsync_tree(path: Path) -> None:
 
 
 
+def _ordinary_modes(tmp: Path) -> None:
+    """Give every file of `tmp` the mode an ordinary open() gives (0666 under the umask): some writers make
+    their own temporary files (safetensors' save_file leaves 0600 ones), which others could not read."""
+    mask = os.umask(0o022)  # reading the umask means setting it; it is put back at once
+    os.umask(mask)
+    for p in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
+        if p.is_file() and not p.is_symlink():
+            p.chmod(0o666 & ~mask)
+
+
 def publish(tmp: Path, out: Path) -> None:
     """Put the finished `tmp` (a file or a directory, written in `out`'s directory) at `out`, replacing what is
     there, under the policy above. A directory cannot be renamed over a non-empty one, so an existing `out`
     directory is moved aside first and removed only once the new one is in place."""
+    _ordinary_modes(tmp)
     _fsync_tree(tmp)
     if out.is_dir() and not out.is_symlink():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}old-", dir=out.parent))
@@ -140,6 +151,7 @@ def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Ite
         if replace and out.exists():
             publish(tmp, out)
             return
+        _ordinary_modes(tmp)
         _fsync_tree(tmp)
         try:
             os.rename(tmp, out)

@@ -49,6 +49,7 @@ from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches,
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.data.hashing import Text
 from embedstore.encoding.models import ModelSpec
+from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import progress_bar
 from embedstore.encoding.launch import ENV_VARS
 from embedstore.store import KeyWriter, RowWriter, Store, StoreKey, require_shared_writes
@@ -77,7 +78,12 @@ def rank_device(option: str, local_rank: int) -> torch.device:
 
 
 def init_process_group(device_option: str) -> Rank:
-    """Join the job described by the torch.distributed environment that torchrun (or another launcher) sets."""
+    """Join the job described by the torch.distributed environment that torchrun (or another launcher) sets.
+
+    The rank first ties its life to its launcher's: torchrun starts ranks in sessions of their own, so a
+    SIGKILLed torchrun would leave them encoding (and then waiting in a collective) with nobody to collect them.
+    """
+    exit_with_parent(os.getppid())
     missing = [v for v in ENV_VARS if v not in os.environ]
     if missing:
         raise ConfigError(f"distributed: {', '.join(missing)} not set; start the command with "

@@ -39,14 +39,50 @@ class Tokenized:
         return np.fromiter((len(ids) for ids in self.features["input_ids"]), dtype=np.int64)
 
 
+CHARS_PER_TOKEN = 8
+"""Where `cut_text` first tries to cut: max_length x 8 characters. XLM-R/e5 pieces average about 3-4 characters
+of Latin-script text and fewer of CJK, so one try nearly always suffices; a text with fewer tokens per character
+(long runs of spaces, which tokenizers drop) gets a bound twice as large until it qualifies."""
+
+
+def cut_text(tokenizer, text: str, max_length: int) -> str:
+    """The shortest leading part of `text`, ending where a word ends, that still gives the tokenizer at least
+    `max_length` tokens: those are all a truncating tokenizer keeps of the whole text, so the result is the same.
+
+    Why this cannot change the tokens kept: the tokenizers of encoder models (SentencePiece Metaspace, WordPiece,
+    byte-level BPE) split the text into words at spaces before splitting words into tokens, and tokenize each word
+    on its own. A prefix that ends just before a space therefore tokenizes to exactly the first tokens of the
+    whole text; when there are at least `max_length` of them, truncation keeps the same ones. A bound in
+    characters alone would not do (a run of spaces has no tokens at all; a cut inside a word changes its last
+    token), hence the check. A text without a space in reach is handed over whole.
+
+    Without it a 1 MB text was tokenized whole (minutes and ~1 GB) only for all but 512 tokens to be dropped.
+    """
+    bound = max_length * CHARS_PER_TOKEN
+    while bound < len(text):
+        space = text.rfind(" ", 0, bound + 1)
+        if space > 0:
+            head = text[:space]
+            if len(tokenizer(head, add_special_tokens=False)["input_ids"]) >= max_length:
+                return head
+        bound *= 2
+    return text
+
+
 def tokenize(tokenizer, texts: Sequence[Text], prefix: str, max_length: int) -> Tokenized:
-    """The prefix goes before the (first) text: e5 was trained with "query: " in front of every input."""
+    """The prefix goes before the (first) text: e5 was trained with "query: " in front of every input.
+
+    Long texts are cut first (`cut_text`; each side of a pair on its own: one that keeps `max_length` tokens is
+    still the longer side, so truncation trims the other side exactly as it would have)."""
+    def cut(text: str) -> str:
+        return cut_text(tokenizer, text, max_length)
+
     if texts and isinstance(texts[0], tuple):
-        first = [prefix + a for a, _ in texts]
-        second = [b for _, b in texts]
+        first = [prefix + cut(a) for a, _ in texts]
+        second = [cut(b) for _, b in texts]
         enc = tokenizer(first, second, truncation=True, max_length=max_length, padding=False)
     else:
-        enc = tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length, padding=False)
+        enc = tokenizer([prefix + cut(t) for t in texts], truncation=True, max_length=max_length, padding=False)
     keep = ("input_ids", "attention_mask", "token_type_ids")
     return Tokenized({k: enc[k] for k in keep if k in enc})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from embedstore.encoding.report import EncodeReport
 from embedstore.study.cells import SweepConfig, expand
 from embedstore.study.context import StudyContext
-from embedstore.study.experiments import prepare, run_cell
+from embedstore.study.experiments import prepare, run_cell, texts_needed
 from embedstore.study.report import ReportFiles, build_report
 from embedstore.study.sweep import SweepSummary, run_sweep
 
@@ -29,8 +29,13 @@ def run_study(config: SweepConfig, *, workers: int = 2, dry_run: bool = False, r
               progress: bool = True) -> StudyResult:
     """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
     unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
-    it does fingerprint the model: without the fingerprint it could not tell finished cells from stale ones."""
-    encoded = None if dry_run else prepare(expand(config), config, progress=progress)
+    it does fingerprint the model (without the fingerprint it could not tell finished cells from stale ones)
+    and reads every task file the cells use, as the real run does first: a typo in a task table (a file, a
+    column, a role) fails the dry run with the error the real run would give."""
+    cells = expand(config)
+    if dry_run:
+        texts_needed(cells, config)
+    encoded = None if dry_run else prepare(cells, config, progress=progress)
     summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, dry_run=dry_run,
                         progress=progress)
     report = build_report(config.results, report_dir) if report_dir is not None and not dry_run else None

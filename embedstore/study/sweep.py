@@ -52,6 +52,7 @@ from embedstore import __version__
 from embedstore.study.cells import Cell, SweepConfig, expand
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
+from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import make_progress
 
 Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
@@ -266,7 +267,8 @@ def _run_parallel(
     spawn = multiprocessing.get_context("spawn")
     threads = max(1, _cores() // max(1, workers))
     while queue:
-        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker, initargs=(threads,))
+        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
+                                   initargs=(threads, os.getpid()))
         running: dict[Future[dict[str, Any]], Cell] = {}
         broken = False
         try:
@@ -426,13 +428,15 @@ def _check_picklable(runner: Runner) -> None:
         ) from None
 
 
-def _init_worker(threads: int) -> None:
-    """Worker start-up: leave Ctrl-C to the parent and cap math-library threads at this worker's share.
+def _init_worker(threads: int, parent_pid: int) -> None:
+    """Worker start-up: die with the parent, leave Ctrl-C to it and cap math-library threads at this worker's share.
 
-    The environment variables govern libraries loaded from now on (torch reads OMP_NUM_THREADS when it is
+    A worker outliving a killed sweep would block forever on its queue (see `base.parent`), so it follows the
+    sweep's pid from its first moment. The environment variables govern libraries loaded from now on (torch reads OMP_NUM_THREADS when it is
     imported, typically while the runner is unpickled); threadpoolctl and torch.set_num_threads cover those
     the parent's main module already loaded.
     """
+    exit_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _THREAD_ENV_VARS:
         os.environ[name] = str(threads)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.base.atomic import atomic_dir
+from embedstore.base.atomic import PARTIAL_MARK, atomic_dir
 from embedstore.text_training.files import save_tensors, save_tensors_atomic
 from embedstore.text_training.model import trainable
 
 CHECKPOINTS = "checkpoints"
 _FORMAT = "embedstore.text-checkpoint"
 _VERSION = 1
+_NAME = re.compile(r"(best-)?step-\d{8}(\.safetensors)?")  # what `save` and `write_best` name their outputs
 
 
 class Checkpoints:
@@ -43,14 +45,23 @@ class Checkpoints:
 
     def remove_partial(self) -> None:
         """Temporary directories and files of a killed writer: never complete, never read."""
-        if not self.root.is_dir():
-            return
-        for p in self.root.glob(".*"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        for p in self._ours():
+            if PARTIAL_MARK in p.name:
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Once a run's result is written its checkpoints are dead weight."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Once a run's result is written its checkpoints are dead weight. Only what checkpoints are made of is
+        deleted, and the directory only when that leaves it empty: nothing else put there is ever lost."""
+        for p in self._ours():
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+
+    def _ours(self) -> list[Path]:
+        """Entries of the checkpoint directory with the names this class (or an atomic write of them) gives."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if _NAME.fullmatch(p.name.removeprefix(".").split(PARTIAL_MARK)[0])]
 
     def write_best(self, graph: nn.Module, step: int) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -79,11 +90,10 @@ class Checkpoints:
         return final
 
     def _prune(self, keep: Path, best_file: str | None) -> None:
-        for p in self.root.glob("step-*"):
-            if p != keep:
+        for p in self._ours():
+            if p.name.startswith("step-") and p != keep:
                 shutil.rmtree(p, ignore_errors=True)
-        for p in self.root.glob("best-step-*.safetensors"):
-            if p.name != best_file:
+            elif p.name.startswith("best-step-") and p.name != best_file:
                 p.unlink(missing_ok=True)
 
     def restore(self, path: Path, graph: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],

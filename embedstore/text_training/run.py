@@ -3,7 +3,8 @@
 A run is known by its identity (command, model and data hashes, options). Its result file, written last, means
 "finished": a rerun with the same identity returns it, one with another identity is refused rather than
 overwriting it. Until then the checkpoints hold the run, and a rerun resumes from them. Once the result is
-written the checkpoints are deleted.
+written the checkpoints are deleted. The run owns `out` (`rundir`): it refuses a directory holding anything
+that is not its own run.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from embedstore.text_training.loop import Job, Outcome, differences, train
 from embedstore.text_training.model import TextClassifier, head_module
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.precision import amp_dtype
+from embedstore.text_training.rundir import check_run_dir, claim_run_dir
 
 
 @dataclass
@@ -74,7 +76,9 @@ def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSp
     device = resolve_device(options.device)
     amp = amp_dtype(options.precision, device)
     checkpoints = Checkpoints(out)
+    check_run_dir(out, ident)  # before the lock, which writes into `out`
     with run_lock(out):
+        claim_run_dir(out, ident)
         done = _finished(out / result_file, ident, out)
         if done is not None:  # a kill may have landed between the result and the clean-up
             checkpoints.remove()

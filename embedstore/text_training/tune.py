@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.base.atomic import publish
-from embedstore.base.errors import ConfigError
 from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, model_fingerprint, resolve_model
-from embedstore.text_training.checkpoints import CHECKPOINTS
 from embedstore.text_training.data import TaskFile, training_rows
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
@@ -44,9 +42,6 @@ def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_M
     spec = resolve_model(model)
     rows = training_rows(train, options)
     ident = identity("tune", spec, train, options)
-    if (out / "config.json").is_file() and not (out / TUNE_FILE).is_file() and not (out / CHECKPOINTS).is_dir():
-        raise ConfigError(f"out: {out} already holds a model that `embedstore tune` did not write; "
-                          "pass another out directory")
 
     def save_encoder(trained: Trained) -> dict[str, Any]:
         staging = out / ".staging"
