@@ -11,7 +11,7 @@ from typing import Sequence, cast
 
 import numpy as np
 
-from embedstore.base.errors import StoreError
+from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES, Text, ids_to_bytes, text_ids
 from .backend import Backend, BackendWriter, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
@@ -27,6 +27,35 @@ def backend_for(path: Path) -> Backend:
     if path.suffix.lower() != ".zarr":
         raise StoreError(f"{path}: a store path must end in .zarr (directory) or .h5 (HDF5 file)")
     return ZarrBackend(path)
+
+
+_KEY_TYPES = {"model": str, "fingerprint": str, "pooling": str, "layer": int, "max_length": int, "prefix": str,
+              "dtype": str}
+
+
+def _checked_attrs(path: Path, name: str, attrs: dict) -> dict:
+    """A key group's attributes as readers rely on them (issue 13: a damaged `zarr.json` was a TypeError): a key
+    that names this very group, a positive `dim`, a non-negative `committed_rows`, a `provenance` table."""
+    if "key" not in attrs:
+        return attrs  # not a key group: readers skip it
+    where = f"{path}: group {name}"
+    raw = attrs["key"]
+    if not isinstance(raw, dict) or set(raw) != set(_KEY_TYPES) or any(
+            not isinstance(raw[f], t) or isinstance(raw[f], bool) for f, t in _KEY_TYPES.items()):
+        raise StoreError(f"{where}: attribute key: {str(raw)[:80]}; expected a store key ({', '.join(_KEY_TYPES)})")
+    try:
+        key = StoreKey.from_dict(raw)
+    except ConfigError as e:
+        raise StoreError(f"{where}: attribute key.{e}") from None
+    if key.group_name != name:
+        raise StoreError(f"{where}: attribute key names group {key.group_name}; the group's key was altered")
+    for field, low in (("dim", 1), ("committed_rows", 0)):
+        value = attrs.get(field, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise StoreError(f"{where}: attribute {field}: {str(value)[:40]}; expected an integer >= {low}")
+    if not isinstance(attrs.get("provenance", {}), dict):
+        raise StoreError(f"{where}: attribute provenance: expected a table")
+    return attrs
 
 
 class Store:
@@ -45,7 +74,13 @@ class Store:
         return self.backend.exists()
 
     def _groups(self) -> dict[str, dict]:
-        return self.backend.list_groups() if self.exists() else {}
+        if not self.exists():
+            return {}
+        try:
+            groups = self.backend.list_groups()
+        except (TypeError, ValueError) as e:  # zarr refusing a group's metadata (attributes that are not a table)
+            raise StoreError(f"{self.path}: unreadable group metadata ({' '.join(str(e).split())[:200]})") from None
+        return {name: _checked_attrs(self.path, name, attrs) for name, attrs in groups.items()}
 
     def keys(self) -> list[StoreKey]:
         return [StoreKey.from_dict(attrs["key"]) for attrs in self._groups().values() if "key" in attrs]
