@@ -114,6 +114,9 @@ def check_sweep_config(path: Path) -> None:
 
 
 @given(path=st.lists(st.integers(0, 20), min_size=1, max_size=4), value=toml_values)
+@example(path=[1], value="a\x00b")  # store
+@example(path=[2], value="./model\x00")  # model
+@example(path=[4, 0, 0, 0], value="data\x00.tsv")  # tasks.topic.en_train.file
 def test_fuzz_sweep_config_fields(tmp_path_factory, path, value):
     """One value of a valid sweep config, at any depth, replaced by any TOML value."""
     root = tmp_path_factory.mktemp("sweep")

@@ -122,8 +122,9 @@ class Task:
                 raise ConfigError(f"tasks.{name}.{role}: unknown keys {', '.join(sorted(unknown))}; "
                                   "allowed: file, text, pair, label, target, where")
             for key in ("file", "text", "pair", "label", "target"):
-                if key in spec and not (isinstance(spec[key], str) and spec[key]):
-                    raise ConfigError(f"tasks.{name}.{role}.{key}: {spec[key]!r}; expected a non-empty string")
+                if key in spec and not (isinstance(spec[key], str) and spec[key] and "\x00" not in spec[key]):
+                    raise ConfigError(f"tasks.{name}.{role}.{key}: {spec[key]!r}; expected a non-empty string "
+                                      "(no NUL characters)")
             fill = lambda s: None if s is None else s.replace("{lang}", language)  # noqa: E731
             path = Path(fill(spec["file"]))
             where = _where(spec.get("where", {}), f"tasks.{name}.{role}.where")
