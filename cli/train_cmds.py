@@ -104,15 +104,15 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json"), store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
-    import json
-
+    from embedstore.base.atomic import check_writable, write_json
     from embedstore.pipelines.steps import evaluate as run
 
+    if out:
+        check_writable(out)  # before the model loads, not after the evaluation
     result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
                  store=_store(store), model=model, progress=not as_json)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        write_json(out, result, indent=2)
     if as_json:
         return print_json(result)
     for name in ("with_aligner", "without_aligner"):

@@ -248,3 +248,12 @@ def test_an_output_holding_other_files_is_not_replaced(tiny_model_dir, tmp_path,
     r = invoke(*args, "--model", tiny_model_dir, "--store", tmp_path / "s.zarr", "--out", out)
     assert r.exit_code == 1 and "holds 'notes.txt', which is not part of" in r.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
+
+
+def test_evaluate_refuses_a_read_only_output_before_any_work(saved_pipeline, tiny_model_dir, tmp_path, read_only_dir):
+    data, store = make_files(tmp_path), tmp_path / "s.zarr"
+    r = invoke("evaluate", "--pipeline", saved_pipeline, "--test", data, "--text-column", "ko", "--label-column",
+               "apps", "--model", tiny_model_dir, "--store", store, "--out", read_only_dir / "result.json")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: {read_only_dir / 'result.json'}: cannot write in {read_only_dir}")
+    assert not store.exists()  # refused before anything was encoded
