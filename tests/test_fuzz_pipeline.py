@@ -24,7 +24,7 @@ def load_or_refuse(directory, model):
         assert "\n" not in str(e), str(e)
 
 
-def fresh_copy(saved_pipeline, root):
+def fresh_copy(saved_pipeline, root):  # noqa: F811
     pipe = root / "pipe"
     if pipe.exists():
         shutil.rmtree(pipe)

@@ -297,8 +297,8 @@ def _restore(cls: type[Estimator], config: dict[str, Any], path: Path) -> Estima
     dim = estimator.dim_ = config["dim"]
     for name, value in state.items():
         setattr(estimator, name, value)
-    arrays = _read_arrays(path / WEIGHTS_FILE)
     weights_path = path / WEIGHTS_FILE
+    arrays = read_arrays(weights_path)
     for name in cls._array_attrs:
         if name not in arrays:
             raise InputError(f"{weights_path} lacks the array {name!r} that {cls.__name__} needs")
@@ -357,10 +357,11 @@ def _types_of(hint: Any) -> tuple[type, ...] | None:
     return (hint,) if isinstance(hint, type) else None
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file; any damage (truncated, garbled header, unknown dtype) is one InputError."""
     try:
         return load_file(path)
-    except (SafetensorError, OSError, ValueError) as exc:  # truncated, garbled header, unknown dtype
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{path} is not a readable safetensors file ({' '.join(str(exc).split())[:200]})") from None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
 from embedstore.base.errors import ConfigError, InputError
@@ -26,6 +26,7 @@ from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
 from embedstore.encoding.options import EncodeOptions, default_store
 from embedstore.estimators.aligners import Aligner, load_aligner
+from embedstore.estimators.artifacts import read_arrays
 from embedstore.estimators.heads import Head, load_head
 from embedstore.pipelines.fitted_key import check_fitted_key
 from embedstore.store import StoreKey
@@ -53,10 +54,7 @@ def load_pair_ids(directory: Path) -> np.ndarray:
     path = directory / PAIR_IDS
     if not path.is_file():
         return np.zeros((0, ID_BYTES), np.uint8)
-    try:
-        ids = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for any damage
-        raise InputError(f"{path} is not a readable safetensors file ({' '.join(str(e).split())[:200]})") from None
+    ids = read_arrays(path)
     for name in ("source", "target"):
         value = ids.get(name)
         if value is None or value.dtype != np.uint8 or value.ndim != 2 or value.shape[1] != ID_BYTES:
