@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .common import one_line_warning
+from .common import DEBUG_ENV, one_line_warning, set_debug
 
 #: command name → (module of embedstore.cli, attribute): a function becomes a command, a Typer a group of them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -58,8 +58,10 @@ app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, 
 
 
 @app.callback()
-def embedstore() -> None:
+def embedstore(debug: bool = typer.Option(
+        False, "--debug", help=f"Show the traceback of any error instead of one line (or set {DEBUG_ENV}=1).")) -> None:
     """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
+    set_debug(debug)
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
-"""Shared CLI plumbing: one console, user errors turned into one line and a non-zero exit, and the encoding
-options every command that reads vectors takes, declared once."""
+"""Shared CLI plumbing: one console, every error turned into one line and a non-zero exit (a traceback only
+when asked for), and the encoding options every command that reads vectors takes, declared once."""
 from __future__ import annotations
 
 import functools
 import inspect
 import json
+import os
 import sys
 from typing import Any, Callable, Literal, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,19 +21,52 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+DEBUG_ENV = "EMBEDSTORE_DEBUG"
+"""Set to 1 (or run `embedstore --debug ...`) to get the traceback of any error instead of its one line."""
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """The global `--debug` option (set by the app's callback before every command)."""
+    global _debug
+    _debug = on
+
+
+def debugging() -> bool:
+    return _debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Library errors are for users: print the message, exit 1, no traceback."""
+    """Every error ends the command with one `error:` line on stderr and exit 1 (Ctrl-C: 130, work kept).
+
+    Library errors (`EmbedstoreError`) are for users: their message is printed as is. Anything else is a bug or
+    an environment failure (a full disk, a damaged file a reader did not anticipate): its type and message are
+    printed on one line too, because a traceback hides the one fact a user needs; `--debug` (or
+    `EMBEDSTORE_DEBUG=1`) lets every error through with its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except EmbedstoreError as e:
-            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished work is kept; run the same command again to continue")
             raise typer.Exit(130) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's own ways out (usage errors, explicit exits) keep their codes
+        except Exception as e:  # noqa: BLE001 - the one place every error becomes one line
+            if debugging():
+                raise
+            if isinstance(e, EmbedstoreError):
+                message = _one_line(str(e))
+            else:
+                message = f"{type(e).__name__}: {_one_line(str(e)) or '(no message)'} " \
+                          "(an unexpected error; run with --debug for the traceback)"
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

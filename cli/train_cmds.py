@@ -18,6 +18,8 @@ from .common import console, encoding_options, print_json, user_errors
 
 STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 _RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimisation settings of trained estimators.")
+PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline recorded its model "
+                              "as a path (paths in a pipeline are not followed; the fingerprint must match).")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
 
 
@@ -99,18 +101,18 @@ def evaluate(
     test: Path = typer.Option(..., "--test", help="Labelled target-language rows."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
     where: list[str] = WHERE, out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json"), store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
-    import json
-
+    from embedstore.base.atomic import check_writable, write_json
     from embedstore.pipelines.steps import evaluate as run
 
-    result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
-                 progress=not as_json)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        check_writable(out)  # before the model loads, not after the evaluation
+    result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
+                 store=_store(store), model=model, progress=not as_json)
+    if out:
+        write_json(out, result, indent=2)
     if as_json:
         return print_json(result)
     for name in ("with_aligner", "without_aligner"):
@@ -131,6 +133,7 @@ def predict(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt file of texts."),
     column: str = typer.Option("text", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
+    store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
     from embedstore.base.errors import ConfigError
@@ -140,7 +143,7 @@ def predict(
     items = list(texts or []) + (read_texts(file, column) if file else [])
     if not items:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = Pipeline.load(pipeline).predict(items)
+    results = Pipeline.load(pipeline, store=_store(store), model=model).predict(items)
     if as_json:
         return print_json(results)
     for r in results:

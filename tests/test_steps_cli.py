@@ -1,6 +1,8 @@
 """train-aligner → train-head → evaluate → predict through the real CLI, on the tiny model."""
 import json
+import os
 import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -46,7 +48,7 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path):
     rec = json.loads(r.stdout)
     assert rec["sizes"]["dropped_as_aligner_pairs"] == 72 and rec["sizes"]["train"] == 48  # disjoint by default
     r = invoke("evaluate", "--pipeline", tmp_path / "pipe", "--test", data, "--text-column", "ko",
-               "--label-column", "apps", "--where", "fold=8,9", "--json")
+               "--label-column", "apps", "--where", "fold=8,9", "--json", *common)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["n"] == 24 and set(res) >= {"with_aligner", "without_aligner"}
@@ -54,11 +56,11 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path):
     # evaluate's figures are what the pipeline predicts on those rows, through the aligner and around it
     rows = [line.split("\t") for line in data.read_text().splitlines()[1:] if line.split("\t")[3] in ("8", "9")]
     texts, truth = [r[1] for r in rows], [r[2] for r in rows]
-    pipe = Pipeline.load(tmp_path / "pipe")
+    pipe = Pipeline.load(tmp_path / "pipe", store=tmp_path / "s.zarr", model=tiny_model_dir)
     for name, through in (("with_aligner", True), ("without_aligner", False)):
         predicted = [p["label"] for p in pipe.predict(texts, use_aligner=through)]
         assert res[name]["accuracy"] == sum(p == t for p, t in zip(predicted, truth)) / len(truth)
-    r = invoke("predict", "--pipeline", tmp_path / "pipe", "a brand new formula text", "--json")
+    r = invoke("predict", "--pipeline", tmp_path / "pipe", "a brand new formula text", "--json", *common)
     assert r.exit_code == 0, r.output
     pred = json.loads(r.stdout)[0]
     assert pred["label"] in ("calc", "writer") and abs(sum(pred["probabilities"].values()) - 1) < 1e-5
@@ -103,7 +105,8 @@ def test_train_head_finds_vectors_encoded_with_the_same_max_length(tiny_model_di
     r = invoke(*head_args(data, tmp_path / "pipe", "--json", *common))
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["store_key"]["max_length"] == 256
-    r = invoke("predict", "--pipeline", tmp_path / "pipe", "the page and paragraph number 0", "--json")
+    r = invoke("predict", "--pipeline", tmp_path / "pipe", "the page and paragraph number 0", "--json",
+               "--store", store, "--model", tiny_model_dir)
     assert r.exit_code == 0, r.output
     keys = Store.open(store).info()["keys"]
     assert [(k["max_length"], k["rows"]) for k in keys] == [(256, 120)]  # nothing re-encoded under another key
@@ -119,7 +122,7 @@ def test_a_pipeline_refuses_a_model_that_now_resolves_to_other_weights(tiny_mode
     (model / "config.json").write_text(json.dumps({**config, "initializer_range": 0.5}))
     after = model_fingerprint(model)
     assert after != before
-    r = invoke("predict", "--pipeline", tmp_path / "pipe", "a text")
+    r = invoke("predict", "--pipeline", tmp_path / "pipe", "a text", "--model", model, "--store", tmp_path / "s.zarr")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1
     assert before in r.stderr and after in r.stderr and "pipeline.json" in r.stderr
 
@@ -139,12 +142,12 @@ def saved_pipeline(tiny_model_dir, tmp_path_factory):
 
 
 def test_a_saved_pipeline_loads_with_its_encoding_options(saved_pipeline, tiny_model_dir):
-    pipe = Pipeline.load(saved_pipeline)
+    pipe = Pipeline.load(saved_pipeline, model=tiny_model_dir)
     assert pipe.key.layer == 2 and pipe.encode_options.layers == (2,)
     assert pipe.encode_options.fingerprint == model_fingerprint(tiny_model_dir)
 
 
-def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, tmp_path):
+def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, tiny_model_dir, tmp_path):
     pipe = tmp_path / "pipe"
     shutil.copytree(saved_pipeline, pipe)
     config_path = pipe / "aligner" / "config.json"
@@ -152,7 +155,7 @@ def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, 
     config["provenance"]["store_key"]["layer"] = 1
     config_path.write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"aligner was fitted on vectors of .*layer=1.*; these vectors are .*layer=2"):
-        Pipeline.load(pipe)
+        Pipeline.load(pipe, model=tiny_model_dir)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -170,11 +173,87 @@ def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, 
      r"pipeline.json: encoding.layer: unknown key"),
     (lambda m: json.dumps({**m, "encoding": {k: v for k, v in m["encoding"].items() if k != "fingerprint"}}),
      r"pipeline.json: encoding.fingerprint: missing"),
+    (lambda m: json.dumps({**m, "store_key": {**m["store_key"], "layer": 1}}),
+     r"pipeline.json: store_key: .* disagrees with encoding"),
+    (lambda m: json.dumps({**m, "model_fingerprint": "0" * 16}),
+     r"pipeline.json: model_fingerprint: '0{16}' disagrees with encoding"),
 ])
-def test_a_pipeline_manifest_is_validated_field_by_field(saved_pipeline, tmp_path, edit, message):
+def test_a_pipeline_manifest_is_validated_field_by_field(saved_pipeline, tiny_model_dir, tmp_path, edit, message):
     pipe = tmp_path / "pipe"
     shutil.copytree(saved_pipeline, pipe)
     manifest = json.loads((pipe / "pipeline.json").read_text())
     (pipe / "pipeline.json").write_text(edit(manifest))
     with pytest.raises(ConfigError, match=message):
-        Pipeline.load(pipe)
+        Pipeline.load(pipe, model=tiny_model_dir)
+
+
+def test_a_pipeline_never_writes_to_the_store_its_manifest_names(saved_pipeline, tiny_model_dir, tmp_path):
+    """Issue 13 D5: `store` in pipeline.json is provenance; predict uses the store the user names (or the default)."""
+    pipe, elsewhere, mine = tmp_path / "pipe", tmp_path / "elsewhere" / "planted.zarr", tmp_path / "mine.zarr"
+    shutil.copytree(saved_pipeline, pipe)
+    manifest = json.loads((pipe / "pipeline.json").read_text())
+    (pipe / "pipeline.json").write_text(json.dumps({**manifest, "store": str(elsewhere)}))
+    r = invoke("predict", "--pipeline", pipe, "a new page text", "--json", "--model", tiny_model_dir, "--store", mine)
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "elsewhere").exists()
+    assert Store.open(mine).info()["keys"][0]["rows"] == 1
+
+
+def test_a_model_path_in_a_pipeline_is_not_followed(saved_pipeline, tiny_model_dir, tmp_path):
+    """Issue 13 D5: a model recorded as a path is used only when the user names it again."""
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved_pipeline, pipe)
+    r = invoke("predict", "--pipeline", pipe, "a text", "--store", tmp_path / "s.zarr")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert f"encoding.model: '{tiny_model_dir}' is a path" in r.stderr and "not followed" in r.stderr
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody may write in: a read-only tmpfs as root (permission bits do not stop root), else 0555."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs")
+        yield path
+        subprocess.run(["umount", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+
+
+@pytest.mark.parametrize("step", ["train-aligner", "train-head"])
+def test_a_read_only_output_is_refused_before_any_work(tiny_model_dir, tmp_path, read_only_dir, step):
+    data, store = make_files(tmp_path), tmp_path / "s.zarr"
+    common = ["--model", tiny_model_dir, "--store", store, "--out", read_only_dir / "out"]
+    args = (["train-aligner", "--pairs", data, "--target-column", "ko"] if step == "train-aligner"
+            else ["train-head", "--train", data, "--text-column", "en", "--label-column", "apps"])
+    r = invoke(*args, *common)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: {read_only_dir / 'out'}: cannot write in {read_only_dir}")
+    assert not store.exists()  # refused before anything was encoded
+
+
+@pytest.mark.parametrize("step", ["train-aligner", "train-head"])
+def test_an_output_holding_other_files_is_not_replaced(tiny_model_dir, tmp_path, step):
+    data, out = make_files(tmp_path), tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    args = (["train-aligner", "--pairs", data, "--target-column", "ko"] if step == "train-aligner"
+            else ["train-head", "--train", data, "--text-column", "en", "--label-column", "apps"])
+    r = invoke(*args, "--model", tiny_model_dir, "--store", tmp_path / "s.zarr", "--out", out)
+    assert r.exit_code == 1 and "holds 'notes.txt', which is not part of" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
+
+
+def test_evaluate_refuses_a_read_only_output_before_any_work(saved_pipeline, tiny_model_dir, tmp_path, read_only_dir):
+    data, store = make_files(tmp_path), tmp_path / "s.zarr"
+    r = invoke("evaluate", "--pipeline", saved_pipeline, "--test", data, "--text-column", "ko", "--label-column",
+               "apps", "--model", tiny_model_dir, "--store", store, "--out", read_only_dir / "result.json")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"error: {read_only_dir / 'result.json'}: cannot write in {read_only_dir}")
+    assert not store.exists()  # refused before anything was encoded

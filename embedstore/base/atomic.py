@@ -130,6 +130,21 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 1) -> No
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def check_writable(out_dir: str | os.PathLike[str]) -> None:
+    """Fail at once, not after the model loaded or the fit finished, when `atomic_dir(out_dir)` could not publish:
+    create and remove a partial directory where it would. A real attempt, because permission bits mislead (root
+    ignores them; a read-only mount does not)."""
+    out = Path(out_dir).expanduser().absolute()
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}probe-", dir=parent)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write in {parent} ({e.strerror or e}); expected a writable directory") \
+            from None
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to `out_dir` and publish it at `out_dir` only when the block succeeds.

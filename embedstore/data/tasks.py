@@ -85,6 +85,19 @@ def load_rows(src: Source, *, single_label: bool = False) -> Rows:
     return Rows(texts=texts, labels=pick(src.label), targets=pick(src.target))
 
 
+def _where(table: object, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A task table's row filter: column → one value or a list of values (strings or numbers, matched as text)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{key}: {table!r}; expected a table of column = value or [values]")
+    out = []
+    for col, vals in sorted(table.items()):
+        values = vals if isinstance(vals, list) else [vals]
+        if not values or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{key}.{col}: {vals!r}; expected a value or a non-empty list of strings or numbers")
+        out.append((col, tuple(str(v) for v in values)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Task:
     """One task for one target language; `single_label` drops rows whose label lists several (comma-joined)."""
@@ -108,10 +121,13 @@ class Task:
             if unknown:
                 raise ConfigError(f"tasks.{name}.{role}: unknown keys {', '.join(sorted(unknown))}; "
                                   "allowed: file, text, pair, label, target, where")
-            fill = lambda s: None if s is None else str(s).replace("{lang}", language)  # noqa: E731
+            for key in ("file", "text", "pair", "label", "target"):
+                if key in spec and not (isinstance(spec[key], str) and spec[key] and "\x00" not in spec[key]):
+                    raise ConfigError(f"tasks.{name}.{role}.{key}: {spec[key]!r}; expected a non-empty string "
+                                      "(no NUL characters)")
+            fill = lambda s: None if s is None else s.replace("{lang}", language)  # noqa: E731
             path = Path(fill(spec["file"]))
-            where = tuple((col, tuple(str(v) for v in (vals if isinstance(vals, list) else [vals])))
-                          for col, vals in sorted(spec.get("where", {}).items()))
+            where = _where(spec.get("where", {}), f"tasks.{name}.{role}.where")
             sources[role] = Source(file=path if path.is_absolute() else (base_dir / path).resolve(),
                                    text=fill(spec["text"]), pair=fill(spec.get("pair")), label=fill(spec.get("label")),
                                    target=fill(spec.get("target")), where=where)

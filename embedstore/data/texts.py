@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from embedstore.base.errors import InputError
 from embedstore.data.hashing import Text, normalize
@@ -52,6 +52,9 @@ def _rows(path: Path, text: str, fmt: str) -> tuple[list[str], list[tuple[int, d
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}: line {i}: invalid JSON ({e.msg}); expected one object per line") from None
+            except RecursionError:
+                raise InputError(f"{path}: line {i}: JSON nested too deeply; expected one flat object per line") \
+                    from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
             header.update(dict.fromkeys(obj))
@@ -73,6 +76,13 @@ def _rows(path: Path, text: str, fmt: str) -> tuple[list[str], list[tuple[int, d
             rows.append((i, dict(zip(header, cells))))
         return header, rows
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _csv_rows(path, reader)
+    except csv.Error as e:  # a field over csv's size limit (131,072 characters)
+        raise InputError(f"{path}: line {reader.line_num}: {e}; expected CSV text") from None
+
+
+def _csv_rows(path: Path, reader: Any) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         header = next(reader)
     except StopIteration:

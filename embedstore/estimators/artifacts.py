@@ -3,13 +3,18 @@
 A saved estimator is a directory with exactly two files: `model.safetensors` (learned arrays and network
 weights) and `config.json` (class name, parameters, learned non-tensor attributes, dim, and the caller's
 provenance). Nothing is pickled, so loading a model from an untrusted directory cannot run code, and
-`load_estimator` only instantiates classes from a registry the caller passes in.
+`load_estimator` only instantiates classes from a registry the caller passes in. A saved estimator is data:
+loading checks every field (known keys, types, parameter types, state names) and every array (names, dtype,
+shape against `dim`, finite values) and refuses the rest with one `InputError` line naming the file and field,
+because an estimator that loads with the wrong shapes or settings answers nonsense instead of failing.
 """
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.base import BaseEstimator
 from torch import nn
@@ -31,6 +37,9 @@ FORMAT = "embedstore.estimator"
 FORMAT_VERSION = 1
 #: Prefix of network weights inside model.safetensors; the rest are learned arrays named after their attribute.
 _MODULE_PREFIX = "module_."
+#: config.json's fields and the JSON types each must have.
+_CONFIG_FIELDS: dict[str, type] = {"format": str, "format_version": int, "class": str, "params": dict, "dim": int,
+                                   "state": dict, "provenance": dict}
 
 
 def as_matrix(value: Any, name: str) -> np.ndarray:
@@ -91,6 +100,9 @@ class Estimator(BaseEstimator):
     """
 
     _array_attrs: ClassVar[tuple[str, ...]] = ()
+    #: Shapes of learned arrays that are not (dim,) or (dim, dim), "dim" standing for the fitted dim; loading
+    #: refuses any other shape, so a config whose dim disagrees with its arrays is an error, not a broadcast.
+    _array_shapes: ClassVar[Mapping[str, tuple[int | str, ...]]] = {}
     _state_attrs: ClassVar[tuple[str, ...]] = ()
     _fit_call: ClassVar[str] = "fit(...)"
     #: Short name users type (CLI, sweep configs); only classes that set it are registered.
@@ -183,19 +195,36 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise InputError(f"{path} is not a saved estimator: {name} is missing")
+    where = path / CONFIG_FILE
     try:
-        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path / CONFIG_FILE} is not valid JSON ({exc})") from None
+        config = json.loads(where.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{where} is not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise InputError(f"{path / CONFIG_FILE} is not an embedstore estimator config (format != {FORMAT!r})")
-    missing = [key for key in ("class", "params", "dim", "state", "provenance") if key not in config]
+        raise InputError(f"{where} is not an embedstore estimator config (format != {FORMAT!r})")
+    missing = [key for key in _CONFIG_FIELDS if key not in config]
     if missing:
-        raise InputError(f"{path / CONFIG_FILE} lacks {', '.join(missing)}")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{path / CONFIG_FILE} has format_version {config.get('format_version')!r}; "
-                         f"this embedstore reads {FORMAT_VERSION}")
+        raise InputError(f"{where} lacks {', '.join(missing)}")
+    unknown = sorted(set(config) - set(_CONFIG_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: unknown field {unknown[0]!r}; expected only {', '.join(_CONFIG_FIELDS)}")
+    version = config["format_version"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise InputError(f"{where} has format_version {version!r}; this embedstore reads {FORMAT_VERSION}")
+    for key, kind in _CONFIG_FIELDS.items():
+        if not isinstance(config[key], kind) or isinstance(config[key], bool):
+            raise InputError(f"{where}: {key}: {_short(config[key])}; expected a JSON {_JSON_NAMES[kind]}")
+    if config["dim"] < 1:
+        raise InputError(f"{where}: dim: {config['dim']}; expected a positive integer")
     return config
+
+
+_JSON_NAMES = {str: "string", int: "integer", dict: "object"}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 E = TypeVar("E", bound=Estimator)
@@ -253,22 +282,98 @@ def load_estimator(directory: str | os.PathLike, registry: Mapping[str, type[Est
 
 
 def _restore(cls: type[Estimator], config: dict[str, Any], path: Path) -> Estimator:
-    params = _decode(config["params"])
+    where = path / CONFIG_FILE
+    params = _decoded(config["params"], where, "params")
     unknown = set(params) - set(cls._get_param_names())
     if unknown:
-        raise InputError(f"{path / CONFIG_FILE} has parameters {sorted(unknown)} that {cls.__name__} does not take")
+        raise InputError(f"{where} has parameters {sorted(unknown)} that {cls.__name__} does not take")
+    _check_param_types(cls, params, where)
+    state = _decoded(config["state"], where, "state")
+    if set(state) != set(cls._state_attrs):
+        extra, lacking = sorted(set(state) - set(cls._state_attrs)), sorted(set(cls._state_attrs) - set(state))
+        raise InputError(f"{where}: state: " + (f"unknown key {extra[0]!r}" if extra else f"lacks {lacking[0]!r}")
+                         + f"; a {cls.__name__} keeps exactly {', '.join(cls._state_attrs) or 'no state'}")
     estimator = cls(**params)
-    estimator.dim_ = int(config["dim"])
-    for name, value in _decode(config["state"]).items():
+    dim = estimator.dim_ = config["dim"]
+    for name, value in state.items():
         setattr(estimator, name, value)
-    arrays = load_file(path / WEIGHTS_FILE)
+    weights_path = path / WEIGHTS_FILE
+    arrays = read_arrays(weights_path)
     for name in cls._array_attrs:
         if name not in arrays:
-            raise InputError(f"{path / WEIGHTS_FILE} lacks the array {name!r} that {cls.__name__} needs")
+            raise InputError(f"{weights_path} lacks the array {name!r} that {cls.__name__} needs")
+        _check_learned_array(arrays[name], name, cls._array_shapes.get(name), dim, weights_path)
         setattr(estimator, name, arrays[name])
-    weights = {k[len(_MODULE_PREFIX):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(_MODULE_PREFIX)}
+    extra = sorted(k for k in arrays if k not in cls._array_attrs and not k.startswith(_MODULE_PREFIX))
+    if extra:
+        raise InputError(f"{weights_path}: unknown array {extra[0]!r}; a {cls.__name__} keeps "
+                         f"{', '.join(cls._array_attrs) or 'no arrays'} and its network's weights")
+    weights = {k[len(_MODULE_PREFIX):]: v for k, v in arrays.items() if k.startswith(_MODULE_PREFIX)}
+    for name, value in weights.items():
+        if value.dtype != np.float32 or not np.isfinite(value).all():
+            raise InputError(f"{weights_path}: {_MODULE_PREFIX}{name}: expected finite float32 weights, got "
+                             f"{value.dtype}{' with NaN or inf' if value.dtype.kind == 'f' else ''}")
     if weights:
-        module = estimator._empty_module()
-        module.load_state_dict(weights)
-        estimator.module_ = module.to(estimator.device).eval()
+        try:
+            module = estimator._empty_module()
+            module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            estimator.module_ = module.to(estimator.device).eval()
+        except (RuntimeError, TypeError, ValueError) as exc:  # shapes that do not fit `dim`, a bad state value
+            raise InputError(f"{weights_path}: the network weights do not fit a {cls.__name__} of dim {dim} "
+                             f"({' '.join(str(exc).split())[:300]})") from None
     return estimator
+
+
+def _decoded(value: Any, where: Path, field: str) -> Any:
+    try:
+        return _decode(value)
+    except (TypeError, ValueError) as exc:  # a tagged recipe or array that does not decode
+        raise InputError(f"{where}: {field}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _check_param_types(cls: type[Estimator], params: Mapping[str, Any], where: Path) -> None:
+    """Each saved parameter must have a type its annotation allows (an int where a float is expected is fine;
+    a bool is not a number): a parameter that is the wrong type changes behaviour silently, e.g. `reverse="no"`
+    is true."""
+    hints = typing.get_type_hints(cls.__init__)
+    for name, value in params.items():
+        allowed = _types_of(hints.get(name, Any))
+        if allowed is None:
+            continue
+        numeric = (int, float) if float in allowed else (int,) if int in allowed else ()
+        ok = (isinstance(value, bool) and bool in allowed) or (not isinstance(value, bool) and (
+            isinstance(value, numeric) or isinstance(value, tuple(t for t in allowed if t not in (int, float)))))
+        if not ok:
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise InputError(f"{where}: params.{name}: {_short(value)}; expected {expected}")
+
+
+def _types_of(hint: Any) -> tuple[type, ...] | None:
+    """The classes a parameter annotation admits (None: anything, e.g. an unannotated parameter)."""
+    if hint is Any:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(t for t in typing.get_args(hint) if isinstance(t, type))
+    return (hint,) if isinstance(hint, type) else None
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file; any damage (truncated, garbled header, unknown dtype) is one InputError."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _check_learned_array(value: np.ndarray, name: str, shape: tuple[int | str, ...] | None, dim: int,
+                         path: Path) -> None:
+    """Learned arrays live in the embedding space: float32, finite, (dim,) or (dim, dim) unless the class
+    declares another shape in `_array_shapes`."""
+    if value.dtype != np.float32:
+        raise InputError(f"{path}: {name}: dtype {value.dtype}; expected float32")
+    allowed = [(dim,), (dim, dim)] if shape is None else [tuple(dim if n == "dim" else n for n in shape)]
+    if value.shape not in allowed:
+        raise InputError(f"{path}: {name}: shape {value.shape}; expected {' or '.join(map(str, allowed))} "
+                         f"(config.json says dim {dim})")
+    if not np.isfinite(value).all():
+        raise InputError(f"{path}: {name}: holds NaN or inf; expected finite values")

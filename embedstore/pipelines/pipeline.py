@@ -4,25 +4,29 @@ One directory that loads with one call and answers on new target-language text: 
 `predict(texts)` encodes what the store lacks and runs aligner → head. Everything is JSON + safetensors.
 This module is the only one that writes or reads `pipeline.json`, so the two can never disagree about it.
 A pipeline directory is data, not instructions: every manifest field is checked on loading, the encoding
-options pin the model's fingerprint, and an aligner or head fitted under another store key is refused.
+options pin the model's fingerprint, and an aligner or head fitted under another store key is refused. No path
+written in it is followed: the store it was trained with is provenance (the caller names the store to use), and
+a model recorded as a path is used only when the caller names that directory again (and its fingerprint fits).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
-from embedstore.base.errors import ConfigError
+from embedstore.base.errors import ConfigError, InputError
 from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
-from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.options import EncodeOptions, default_store
 from embedstore.estimators.aligners import Aligner, load_aligner
+from embedstore.estimators.artifacts import read_arrays
 from embedstore.estimators.heads import Head, load_head
 from embedstore.pipelines.fitted_key import check_fitted_key
 from embedstore.store import StoreKey
@@ -46,10 +50,16 @@ def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarra
 
 
 def load_pair_ids(directory: Path) -> np.ndarray:
+    """The aligner's pair hashes ((n, ID_BYTES) uint8; none when the file is absent), checked like any array."""
     path = directory / PAIR_IDS
     if not path.is_file():
         return np.zeros((0, ID_BYTES), np.uint8)
-    ids = load_file(str(path))
+    ids = read_arrays(path)
+    for name in ("source", "target"):
+        value = ids.get(name)
+        if value is None or value.dtype != np.uint8 or value.ndim != 2 or value.shape[1] != ID_BYTES:
+            got = "missing" if value is None else f"{value.dtype} {value.shape}"
+            raise InputError(f"{path}: {name}: {got}; expected (n, {ID_BYTES}) uint8 text ids")
     return np.concatenate([ids["source"], ids["target"]])
 
 
@@ -72,7 +82,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"{directory}: not a pipeline directory (no {MANIFEST}); make one by training a head")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     _check_manifest(manifest, path)
     return manifest
@@ -98,15 +108,36 @@ def _check_manifest(manifest: object, path: Path) -> None:
             raise ConfigError(f"{path}: {name}: {manifest[name]!r}; expected {' or '.join(map(repr, allowed))}")
 
 
-def _encoding(manifest: Mapping[str, Any], path: Path) -> EncodeOptions:
-    """The manifest's encoding options, which must pin the weights and one layer."""
+def _encoding(manifest: Mapping[str, Any], path: Path, model: str | os.PathLike[str] | None) -> EncodeOptions:
+    """The manifest's encoding options, which must pin the weights and one layer; `model` (the caller's) replaces
+    the recorded model, and a recorded path is refused without it: a pipeline directory cannot send the loader to
+    read files elsewhere."""
     options = EncodeOptions.from_dict(manifest["encoding"], f"{path}: encoding")
     if options.fingerprint is None:
         raise ConfigError(f"{path}: encoding.fingerprint: missing; expected the model fingerprint the head was "
                           "trained with")
     if len(options.layers) != 1:
         raise ConfigError(f"{path}: encoding.layers: {list(options.layers)}; expected exactly one layer")
+    if model is not None:
+        return replace(options, model=os.fspath(model))
+    if _is_path(options.model):
+        raise ConfigError(f"{path}: encoding.model: {options.model!r} is a path, and paths in a saved pipeline are "
+                          f"not followed; name the model directory with the model parameter (its fingerprint must "
+                          f"be {options.fingerprint})")
     return options
+
+
+def _is_path(model: str) -> bool:
+    """A model written as a path rather than a registry name or hub id (`org/name`), by `resolve_model`'s rules."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def _check_recorded(manifest: Mapping[str, Any], path: Path, key: StoreKey) -> None:
+    """The manifest's copies of the key and fingerprint (provenance) must agree with the encoding it pins."""
+    recorded = {"store_key": key.to_dict(), "model_fingerprint": key.fingerprint}
+    for name, expected in recorded.items():
+        if name in manifest and manifest[name] != expected:
+            raise ConfigError(f"{path}: {name}: {manifest[name]!r} disagrees with encoding ({expected!r})")
 
 
 @dataclass
@@ -119,21 +150,26 @@ class Pipeline:
     manifest: dict
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Pipeline":
+    def load(cls, directory: str | Path, *, store: str | Path | None = None,
+             model: str | os.PathLike[str] | None = None) -> "Pipeline":
+        """Check and load a pipeline directory. `store`: where vectors are read and new ones written (default
+        `default_store()`; never the store recorded in the manifest); `model`: the model directory when the
+        manifest records one by path (its fingerprint must be the pinned one)."""
         directory = Path(directory)
         path = directory / MANIFEST
         manifest = _read_manifest(directory)
-        options = _encoding(manifest, path)
+        options = _encoding(manifest, path, model)
         try:
             key = options.key()
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+        _check_recorded(manifest, path, key)
         check_fitted_key(directory / HEAD_DIR, key, "head")
         aligner = None
         if manifest["aligner"]:
             check_fitted_key(directory / ALIGNER_DIR, key, "aligner")
             aligner = load_aligner(directory / ALIGNER_DIR)
-        return cls(options, key, manifest["store"], aligner, load_head(directory / HEAD_DIR), manifest)
+        return cls(options, key, str(store or default_store()), aligner, load_head(directory / HEAD_DIR), manifest)
 
     def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         return embed(texts, store=self.store, options=self.encode_options, progress=progress)

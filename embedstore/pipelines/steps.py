@@ -20,9 +20,10 @@ from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
-from embedstore.base.atomic import atomic_dir
+from embedstore.base.atomic import atomic_dir, check_writable
 from embedstore.pipelines.fitted_key import check_fitted_key
-from embedstore.pipelines.pipeline import Pipeline, load_pair_ids, save_pair_ids, save_pipeline
+from embedstore.pipelines.pipeline import (ALIGNER_DIR, HEAD_DIR, MANIFEST, PAIR_IDS, Pipeline, load_pair_ids,
+                                           save_pair_ids, save_pipeline)
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.data.tasks import Source, file_sha256, load_rows
 from embedstore.store import StoreKey
@@ -34,6 +35,21 @@ def _encoding_provenance(spec: ModelSpec, key: StoreKey, store: str | Path) -> d
             "store_key": key.to_dict()}
 
 
+_ALIGNER_FILES = frozenset({"config.json", "model.safetensors", PAIR_IDS})
+_PIPELINE_FILES = frozenset({MANIFEST, HEAD_DIR, ALIGNER_DIR})
+
+
+def _check_out(out: Path, ours: frozenset[str], what: str) -> None:
+    """Before any model loads or fit runs: `out` must be publishable, and an existing `out` may be replaced only
+    when it holds nothing but the files of a previous one (`ours`): a user's directory is never swapped out."""
+    if out.exists():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else [out.name]
+        if foreign:
+            raise ConfigError(f"out: {out} holds {foreign[0]!r}, which is not part of {what}; choose a new or "
+                              "empty directory")
+    check_writable(out)
+
+
 def _file(src: Source) -> dict:
     return {"path": str(src.file), "sha256": file_sha256(src.file), "text": src.text, "label": src.label,
             "target": src.target, "where": dict(src.where)}
@@ -43,6 +59,7 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
                   recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
     """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`)."""
     t0 = time.perf_counter()
+    _check_out(out, _ALIGNER_FILES, "a saved aligner")
     spec = options.resolve()  # before any reading: the model resolves and the options name one layer
     encoding = _encoding_provenance(spec, options.key(spec), store)
     rows = load_rows(pairs)
@@ -67,6 +84,7 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
                seed: int, recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
     """Step 3: a head on English vectors (through the aligner when given) → a pipeline directory."""
     t0 = time.perf_counter()
+    _check_out(out, _PIPELINE_FILES, "a pipeline")
     rows = load_rows(train)
     if not rows.labels:
         raise ConfigError(f"{train.file}: label_column is required to train a head")
@@ -94,11 +112,13 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out)}
 
 
-def evaluate(pipeline_dir: Path, test: Source, *, progress: bool = True) -> dict:
+def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = None, model: str | Path | None = None,
+             progress: bool = True) -> dict:
     """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
-    `primary` names the one the pipeline's predictions use (see `Aligner.aligns_target_at_test`)."""
+    `primary` names the one the pipeline's predictions use (see `Aligner.aligns_target_at_test`). `store` and
+    `model` as in `Pipeline.load`."""
     t0 = time.perf_counter()
-    pipe = Pipeline.load(pipeline_dir)
+    pipe = Pipeline.load(pipeline_dir, store=store, model=model)
     rows = load_rows(test)
     if not rows.labels:
         raise ConfigError(f"{test.file}: label_column is required to evaluate")

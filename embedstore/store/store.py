@@ -33,25 +33,35 @@ def backend_for(path: Path) -> Backend:
     return ZarrBackend(path)
 
 
-def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
-    """A group's attributes are data read from disk: anything but what a writer puts there is refused with the
-    group and field named, rather than surfacing later as a TypeError or a wrong row count."""
-    def bad(field: str, expected: str) -> StoreError:
-        return StoreError(f"{path}: key {name}: attribute {field} is {attrs.get(field)!r}; expected {expected}")
+_KEY_TYPES = {"model": str, "fingerprint": str, "pooling": str, "layer": int, "max_length": int, "prefix": str,
+              "dtype": str}
 
+
+def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
+    """A group's attributes are data read from disk: anything but what a writer puts there (a key that names this
+    very group, typed fields, a non-negative `committed_rows`, a positive `dim`, a `provenance` table) is refused
+    with the group and field named, rather than surfacing later as a TypeError or a wrong row count."""
+    where = f"{path}: key {name}"
     if not isinstance(attrs, dict):
-        raise StoreError(f"{path}: key {name}: attributes are {type(attrs).__name__}; expected a JSON object")
-    for field in ("committed_rows", "dim"):
-        value = attrs.get(field, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad(field, "a non-negative integer")
-    if "key" in attrs:
-        if not isinstance(attrs["key"], dict):
-            raise bad("key", "a JSON object of the store key's fields")
-        try:
-            StoreKey.from_dict(attrs["key"])
-        except (KeyError, TypeError, ConfigError) as e:
-            raise bad("key", f"the store key's fields ({e})") from None
+        raise StoreError(f"{where}: attributes are {type(attrs).__name__}; expected a JSON object")
+    if "key" not in attrs:
+        return attrs  # not a key group: readers skip it
+    raw = attrs["key"]
+    if not isinstance(raw, dict) or set(raw) != set(_KEY_TYPES) or any(
+            not isinstance(raw[f], t) or isinstance(raw[f], bool) for f, t in _KEY_TYPES.items()):
+        raise StoreError(f"{where}: attribute key: {str(raw)[:80]}; expected a store key ({', '.join(_KEY_TYPES)})")
+    try:
+        key = StoreKey.from_dict(raw)
+    except ConfigError as e:
+        raise StoreError(f"{where}: attribute key.{e}") from None
+    if key.group_name != name:
+        raise StoreError(f"{where}: attribute key names group {key.group_name}; the group's key was altered")
+    for field, low in (("dim", 1), ("committed_rows", 0)):
+        value = attrs.get(field, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise StoreError(f"{where}: attribute {field}: {str(value)[:40]}; expected an integer >= {low}")
+    if not isinstance(attrs.get("provenance", {}), dict):
+        raise StoreError(f"{where}: attribute provenance: expected a table")
     return attrs
 
 
@@ -85,7 +95,11 @@ class Store:
     def _groups(self) -> dict[str, dict]:
         if not self.exists():
             return {}
-        return {name: _checked_attrs(self.path, name, attrs) for name, attrs in self.backend.list_groups().items()}
+        try:
+            groups = self.backend.list_groups()
+        except (TypeError, ValueError) as e:  # zarr refusing a group's metadata (attributes that are not a table)
+            raise StoreError(f"{self.path}: unreadable group metadata ({' '.join(str(e).split())[:200]})") from None
+        return {name: _checked_attrs(self.path, name, attrs) for name, attrs in groups.items()}
 
     def keys(self) -> list[StoreKey]:
         return [StoreKey.from_dict(attrs["key"]) for attrs in self._groups().values() if "key" in attrs]

@@ -292,6 +292,8 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     model = raw["model"]
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model: {model!r} must be a model name or a path to a model directory")
+    if "\x00" in model:
+        raise ConfigError(f"model: {model!r} contains a NUL character; expected a model name or a path")
     if model.startswith(("./", "../", "~")) or Path(model).is_absolute():
         model = str((base / Path(model).expanduser()).resolve())
 
@@ -469,6 +471,6 @@ def _check_unique(key: str, values: list[Any], shown: list[Any] | None = None) -
 def _path_value(raw: dict[str, Any], key: str, base: Path, default: str | None = None) -> Path:
     """A path-valued key, resolved against the config's directory."""
     value = raw.get(key, default)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
         raise ConfigError(f"{key}: {value!r} must be a path (relative to the config file)")
     return (base / Path(value).expanduser()).resolve()

@@ -200,7 +200,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting too deep
             record = None
         if not isinstance(record, dict):
             if lineno == len(lines):  # no newline after it: an interrupted write

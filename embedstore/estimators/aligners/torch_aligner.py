@@ -35,6 +35,7 @@ class TorchAligner(Aligner):
 
     trains = True
     _array_attrs = ("shift_", "scale_")
+    _array_shapes = {"scale_": (1,)}
     _state_attrs = ("history_", "val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_",
                     "output_variance_ratio_", "collapsed_")
 

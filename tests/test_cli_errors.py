@@ -1,0 +1,81 @@
+"""Every error that reaches the CLI is one `error:` line and a non-zero exit; a traceback only when asked for
+(`embedstore --debug ...` or EMBEDSTORE_DEBUG=1). Issue 13, D7."""
+import pytest
+from typer.testing import CliRunner
+
+import embedstore.data.texts as texts_module
+from embedstore.base.errors import InputError
+from embedstore.cli.app import app
+from embedstore.cli.common import DEBUG_ENV
+
+runner = CliRunner()
+
+
+def predict_file(tmp_path, *global_options):
+    """`predict --file` reads the file before anything else, so a fault injected in the reader is what fails."""
+    file = tmp_path / "texts.txt"
+    file.write_text("a text\n")
+    return runner.invoke(app, [*global_options, "predict", "--pipeline", str(tmp_path / "pipe"), "--file", str(file)])
+
+
+def fail_with(monkeypatch, error: BaseException) -> None:
+    def read_texts(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(texts_module, "read_texts", read_texts)
+
+
+@pytest.fixture(autouse=True)
+def no_debug_env(monkeypatch):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+
+
+def test_an_unexpected_error_is_one_line_naming_its_type(tmp_path, monkeypatch):
+    fail_with(monkeypatch, RuntimeError("boom\n  on a second line"))
+    r = predict_file(tmp_path)
+    assert r.exit_code == 1
+    assert r.stderr == ("error: RuntimeError: boom on a second line (an unexpected error; run with --debug for "
+                        "the traceback)\n")
+    assert "Traceback" not in r.output
+
+
+def test_an_os_error_is_one_line(tmp_path, monkeypatch):
+    fail_with(monkeypatch, PermissionError(13, "Permission denied", "/ro/out"))
+    r = predict_file(tmp_path)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: PermissionError: [Errno 13] Permission denied: '/ro/out'")
+
+
+def test_a_library_error_keeps_its_own_message(tmp_path, monkeypatch):
+    fail_with(monkeypatch, InputError("texts.txt: line 3: field 'text' is empty; expected a non-empty text"))
+    r = predict_file(tmp_path)
+    assert r.exit_code == 1
+    assert r.stderr == "error: texts.txt: line 3: field 'text' is empty; expected a non-empty text\n"
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+@pytest.mark.parametrize("error", [RuntimeError("boom"), InputError("bad row")])
+def test_debug_lets_the_traceback_through(tmp_path, monkeypatch, how, error):
+    fail_with(monkeypatch, error)
+    if how == "environment":
+        monkeypatch.setenv(DEBUG_ENV, "1")
+    r = predict_file(tmp_path, *(["--debug"] if how == "option" else []))
+    assert r.exception is error and "error:" not in r.stderr
+
+
+def test_debug_is_not_sticky(tmp_path, monkeypatch):
+    fail_with(monkeypatch, RuntimeError("boom"))
+    assert predict_file(tmp_path, "--debug").exception is not None
+    r = predict_file(tmp_path)
+    assert r.exit_code == 1 and r.stderr.startswith("error: RuntimeError: boom")
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch):
+    fail_with(monkeypatch, KeyboardInterrupt())
+    r = predict_file(tmp_path)
+    assert r.exit_code == 130 and r.stderr.startswith("interrupted:") and r.stderr.count("\n") == 1
+
+
+def test_usage_errors_keep_typers_exit_code(tmp_path):
+    r = runner.invoke(app, ["predict"])
+    assert r.exit_code == 2 and "--pipeline" in r.output
