@@ -97,6 +97,8 @@ class Store:
             return {}
         try:
             groups = self.backend.list_groups()
+        except StoreError:
+            raise  # the backend already named the group and what is wrong with it
         except (TypeError, ValueError) as e:  # zarr refusing a group's metadata (attributes that are not a table)
             raise StoreError(f"{self.path}: unreadable group metadata ({' '.join(str(e).split())[:200]})") from None
         return {name: _checked_attrs(self.path, name, attrs) for name, attrs in groups.items()}
