@@ -257,3 +257,23 @@ def test_evaluate_refuses_a_read_only_output_before_any_work(saved_pipeline, tin
     assert r.exit_code == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"error: {read_only_dir / 'result.json'}: cannot write in {read_only_dir}")
     assert not store.exists()  # refused before anything was encoded
+
+
+def test_train_aligner_shows_the_target_side_encoding_too(tiny_model_dir, tmp_path, monkeypatch):
+    import embedstore.pipelines.steps as steps
+
+    data = make_files(tmp_path)
+    shown: list[str] = []
+    real_embed = steps.embed
+
+    def recording_embed(texts, **kw):
+        if kw.get("progress"):
+            shown.extend(texts)
+        return real_embed(texts, **kw)
+
+    monkeypatch.setattr(steps, "embed", recording_embed)
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--arch", "procrustes", "--out",
+               tmp_path / "al", "--model", tiny_model_dir, "--store", tmp_path / "s.zarr")
+    assert r.exit_code == 0, r.output
+    korean = [line.split("\t")[1] for line in data.read_text().splitlines()[1:]]
+    assert set(korean) <= set(shown)  # the progress the user sees covers the translations, not only English

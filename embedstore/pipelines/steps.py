@@ -65,7 +65,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     rows = load_rows(pairs)
     pick = subsample(len(rows.texts), size, seed, f"{pairs.file}")
     src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
-    x, y = embed(src, store=store, options=options, progress=progress), embed(tgt, store=store, options=options)
+    both = embed(src + tgt, store=store, options=options, progress=progress)  # one pass, one bar for both sides
+    x, y = both[:len(src)], both[len(src):]
     params: dict = {"reverse": reverse}
     if is_trained(arch):
         params.update(recipe=recipe, seed=seed, progress=progress)
