@@ -119,28 +119,39 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
     ]
 
 
+def inject_options(parameters: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any],
+                   argument: str) -> Callable[[Callable], Callable]:
+    """Give a command the declared `parameters` as options and call it with `build(their values)` as its
+    `argument`: a group of options that makes one library value is declared once, for every command taking it."""
+    names = [p.name for p in parameters]
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        own = [p for p in signature.parameters.values() if p.name != argument]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return fn(*args, **{argument: build(values)}, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != argument},
+                                  **{p.name: p.annotation for p in parameters}}
+        return wrapper
+
+    return decorate
+
+
+def _encoding(values: dict[str, Any]) -> EncodeOptions:
+    layer = values.pop("layer", None)
+    chosen = {} if layer is None else {"layers": tuple(layer) if isinstance(layer, list) else (layer,)}
+    return EncodeOptions(**values, **chosen)
+
+
 def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable[[Callable], Callable]:
     """Give a command the encoding options (`--model`, `--layer`, `--pooling`, `--max-length`, `--prefix`,
     `--dtype`) and call it with them built into one `EncodeOptions` as its `encoding` argument.
 
     Why a decorator: when each command declared its own subset, the options it lacked fell back to defaults
     and its vectors were looked up under another key than `encode` wrote (issue 12)."""
-    def decorate(fn: Callable) -> Callable:
-        extra = _encoding_parameters(layers)
-        names = [p.name for p in extra]
-        signature = inspect.signature(fn)
-        own = [p for p in signature.parameters.values() if p.name != "encoding"]
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            layer = values.pop("layer", None)
-            chosen = {} if layer is None else {"layers": tuple(layer) if isinstance(layer, list) else (layer,)}
-            return fn(*args, encoding=EncodeOptions(**values, **chosen), **kwargs)
-
-        wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "encoding"},
-                                  **{p.name: p.annotation for p in extra}}
-        return wrapper
-
-    return decorate
+    return inject_options(_encoding_parameters(layers), _encoding, "encoding")

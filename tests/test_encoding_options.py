@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import click
 import pytest
 import typer
 
@@ -70,8 +71,9 @@ def _flags(command) -> set[str]:
 
 def test_every_command_that_encodes_takes_the_same_encoding_options():
     root = typer.main.get_command(app)
-    commands = {name: root.commands[name] for name in ("encode", "train-aligner", "train-head")}
-    analyze = root.commands["analyze"].commands
+    context = click.Context(root)  # the app builds a command only when asked for it
+    commands = {name: root.get_command(context, name) for name in ("encode", "train-aligner", "train-head")}
+    analyze = root.get_command(context, "analyze").commands
     commands.update({f"analyze {n}": analyze[n] for n in ("cosine", "retrieval", "gradients")})
     for name, command in commands.items():
         assert ENCODING_FLAGS <= _flags(command), name
