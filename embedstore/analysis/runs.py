@@ -169,6 +169,13 @@ def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
     return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params(deep=False)}
 
 
+def _kept(record: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
+    """The record, written to `out` first when the caller asked for a file."""
+    if out is not None:
+        write_record(record, out)
+    return record
+
+
 def write_record(record: dict[str, Any], out: str | Path) -> Path:
     """`.jsonl` appends one line (seeds and languages accumulate for `embedstore report`); other names are
     (over)written with one JSON object."""
@@ -232,9 +239,7 @@ def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column:
     cosine = result.pop("cosine")
     record = {**{k: v for k, v in result.items() if k != "provenance"},
               **{k: v for k, v in cosine.items() if k != "seed"}, "provenance": result["provenance"]}
-    if out is not None:
-        write_record(record, out)
-    return record
+    return _kept(record, out)
 
 
 def run_retrieval(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
@@ -245,9 +250,7 @@ def run_retrieval(pairs_file: str | Path, source_column: str = "en", target_colu
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs (with cosine and collapse)."""
     record = _alignment("retrieval", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
                         options, seed, ks, csls_k, progress)
-    if out is not None:
-        write_record(record, out)
-    return record
+    return _kept(record, out)
 
 
 def run_layers(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
@@ -277,9 +280,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
     record = {"kind": "layers", "language": target_column, "source_language": source_column,
               "aligner": arch, "pair_size": len(pairs.split.fit), "seed": seed, "layers": per_layer,
               "provenance": {**pairs.provenance, **info}}
-    if out is not None:
-        write_record(record, out)
-    return record
+    return _kept(record, out)
 
 
 def run_gradients(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko",
@@ -339,6 +340,4 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
         "collapse": collapse_report(aligned_test, en[test], tr[test]) if aligner is not None else None,
         "provenance": {**pairs.provenance, **info},
     }
-    if out is not None:
-        write_record(record, out)
-    return record
+    return _kept(record, out)

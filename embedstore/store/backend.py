@@ -124,6 +124,21 @@ class Backend(Protocol):
     def writer(self) -> BackendWriter: ...
 
 
+class RowReads:
+    """The reads every backend derives from its one checked `_read(name, array, start, stop, rows=None)`, so the
+    integrity checks live in `_read` alone and no read path can skip them."""
+
+    def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
+        return self._read(name, "vectors", 0, n, rows)
+
+    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
+        return self._read(name, "ids", start, stop), self._read(name, "vectors", start, stop)
+
+
 @runtime_checkable
 class SharedBackend(Backend, Protocol):
     """A backend whose `shared_writes` is true."""

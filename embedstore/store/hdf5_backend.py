@@ -20,7 +20,7 @@ import numpy as np
 from embedstore.base.atomic import publish
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
-from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, chunk_ranges
+from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .lock import release_store_lock, store_lock
 
 HDF5_SPACE_MARGIN = 1 << 16  # room kept for what HDF5 writes besides the chunks (chunk index, attributes)
@@ -44,7 +44,7 @@ def _damaged_array(ds: h5py.Dataset, name: str, which: str, start: int, stop: in
     return found
 
 
-class HDF5Backend:
+class HDF5Backend(RowReads):
     kind = "hdf5"
     shared_writes = False  # one HDF5 file, one writer
 
@@ -87,13 +87,6 @@ class HDF5Backend:
 
     def read_ids(self, name: str, n: int) -> np.ndarray:
         return self._read(name, "ids", 0, n)
-
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        return self._read(name, "vectors", 0, n, rows)
-
-    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
-        return self._read(name, "ids", start, stop), self._read(name, "vectors", start, stop)
 
     def chunk_rows(self, name: str) -> int:
         with self._open() as f:

@@ -18,7 +18,7 @@ from zarr.codecs import Crc32cCodec
 
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
-from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, chunk_ranges
+from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .lock import store_lock
 
 
@@ -31,7 +31,7 @@ def _root_group(path: Path, mode: str) -> zarr.Group:
         raise StoreError(f"{path}: not a readable zarr store ({e})") from None
 
 
-class ZarrBackend:
+class ZarrBackend(RowReads):
     kind = "zarr"
     shared_writes = True  # zarr is process-safe when each process writes whole chunks of its own
 
@@ -113,13 +113,6 @@ class ZarrBackend:
         if damage := self._missing(name, "vectors", self._array(name, "vectors"), 0, n):
             raise damage.error(self.path)
         return self._read(name, "ids", 0, n)
-
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        return self._read(name, "vectors", 0, n, rows)
-
-    def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""
-        return self._read(name, "ids", start, stop), self._read(name, "vectors", start, stop)
 
     def chunk_rows(self, name: str) -> int:
         return self._array(name, "vectors").chunks[0]

@@ -354,19 +354,11 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
     uses_pairs = [m for m in methods if m in PAIR_METHODS]
     aligners: tuple[str, ...] = ()
     pair_sizes: tuple[int | None, ...] = ()
-    if uses_aligner or "aligners" in raw:
-        if "aligners" not in raw:
-            raise ConfigError(
-                f"grid.aligners: missing; methods {', '.join(uses_aligner)} need aligners from: {', '.join(ALIGNERS)}"
-            )
+    if _axis_wanted(raw, "aligners", uses_aligner, f"need aligners from: {', '.join(ALIGNERS)}"):
         aligners = _string_list(raw, "aligners")
         for i, aligner in enumerate(aligners):
             _check_choice(f"grid.aligners[{i}]", aligner, ALIGNERS, what="aligner")
-    if uses_pairs or "pair_sizes" in raw:
-        if "pair_sizes" not in raw:
-            raise ConfigError(
-                f"grid.pair_sizes: missing; methods {', '.join(uses_pairs)} train on parallel pairs and need sizes"
-            )
+    if _axis_wanted(raw, "pair_sizes", uses_pairs, "train on parallel pairs and need sizes"):
         pair_sizes = _size_list(raw, "pair_sizes")
 
     if "seeds" not in raw:
@@ -390,6 +382,13 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
         recipes=recipes,
         heads=heads,
     )
+
+
+def _axis_wanted(raw: dict[str, Any], key: str, users: list[str], need: str) -> bool:
+    """Whether the grid has the axis `key` to read; missing while some `users` (methods) need it is an error."""
+    if users and key not in raw:
+        raise ConfigError(f"grid.{key}: missing; methods {', '.join(users)} {need}")
+    return key in raw
 
 
 def _check_keys(prefix: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
