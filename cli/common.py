@@ -87,7 +87,6 @@ def human_bytes(n: int) -> str:
         if size < 1024 or unit == "TB":
             return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
-    return f"{n} B"
 
 
 _DEFAULT = EncodeOptions()

@@ -199,7 +199,7 @@ def main() -> None:
             "them (they were never trained to leave target vectors in place), while reverse aligners map the test "
             "vectors. Every record also keeps the score with the aligner applied the other way. FC and AE are "
             "trained with the default recipe (standardized inputs, lr 1e-3, at most 15 epochs: see "
-            "`embedstore/training.py`; each study says which settings its cells had), and pass native test "
+            "`docs/recipes.md`; each study says which settings its cells had), and pass native test "
             "vectors through themselves, as the paper does.", ""]
     for name, title in STUDIES:
         config, results = REPO / "configs" / f"{name}.toml", DOCS / "results" / f"{name}.jsonl"

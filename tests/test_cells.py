@@ -138,6 +138,8 @@ def test_recipe_and_head_lists_multiply(tmp_path: Path) -> None:
         (BASE.replace("[tasks.libreoffice-apps]", "[tasks]\nother = 3\n[tasks.libreoffice-apps]"),
          r"tasks\.other: must be a table"),
         ("name = [", r"not valid TOML"),
+        (BASE + '[e2e]\nfreeze_lm = "false"\n', r"e2e\.freeze_lm: 'false'; expected true or false"),
+        (BASE + "[e2e]\nepochs = 0\n", r"e2e\.epochs: 0; expected a positive integer"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -1,1 +1,2 @@
-"""Foundations every wing uses: the error family, progress bars, atomic writes, statistics, metrics."""
+"""Foundations every wing uses: the error family, atomic writes, the writer lock, file hashes, progress, retrieval,
+dying with a parent process, statistics and classification metrics; one home each."""

@@ -44,11 +44,10 @@ import torch.distributed as dist
 from embedstore.base import errors
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
-from embedstore.encoding.models import load_once
 from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.data.hashing import Text
-from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.models import ModelSpec, load_once
 from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import progress_bar
 from embedstore.encoding.launch import ENV_VARS

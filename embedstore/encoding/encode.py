@@ -77,8 +77,8 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
         writers = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
         todo_texts = [unique[i] for i in todo]
         tok = tokenize(tokenizer, todo_texts, keys[0].prefix, options.max_length)
-        batches = length_sorted_batches(tok.lengths, ids[todo], compute.batch_size)
         lengths = tok.lengths
+        batches = length_sorted_batches(lengths, ids[todo], compute.batch_size)
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
         buffered_rows = 0
 

@@ -72,7 +72,7 @@ def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dic
         head.save(tmp / HEAD_DIR, provenance=manifest)
         if aligner_dir:
             shutil.copytree(aligner_dir, tmp / ALIGNER_DIR)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return manifest
 
 

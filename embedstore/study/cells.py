@@ -312,8 +312,23 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     if not isinstance(e2e, dict):
         raise ConfigError(f"e2e: must be a table ([e2e]), got {e2e!r}")
     _check_keys("e2e.", e2e, E2E_KEYS)
+    _check_e2e(e2e)
     encoding = _parse_encoding(raw.get("encoding", {}), model)
     return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), encoding)
+
+
+def _check_e2e(e2e: dict[str, Any]) -> None:
+    """`[e2e]` values as `TrainOptions` validates them, now rather than in every end-to-end cell after hours of
+    others; the two switches must be real booleans (a string "false" would read as true)."""
+    from embedstore.text_training.options import TrainOptions  # torch-free, validation only
+
+    for flag in ("freeze_lm", "train_aligner"):
+        if flag in e2e and not isinstance(e2e[flag], bool):
+            raise ConfigError(f"e2e.{flag}: {e2e[flag]!r}; expected true or false")
+    try:
+        TrainOptions(**{k: v for k, v in e2e.items() if k not in ("freeze_lm", "train_aligner")})
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"e2e.{e}") from None
 
 
 def _parse_encoding(table: object, model: str) -> dict[str, Any]:

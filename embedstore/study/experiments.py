@@ -231,7 +231,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
     aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
     # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
     work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell, ctx.key.fingerprint)}"
-    flags = {k: bool(ctx.config.e2e[k]) for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}
+    flags = {k: ctx.config.e2e[k] for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}  # booleans: checked on load
     options = TrainOptions(seed=cell.seed, head=cell.head,
                            **{k: v for k, v in ctx.config.e2e.items() if k not in flags})
     through = aligner.aligns_target_at_test
