@@ -8,15 +8,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from embedstore.analysis.runs import DEFAULT_ARCH, NO_ALIGNER
+from embedstore.analysis.runs import NO_ALIGNER
 from embedstore.encoding.options import EncodeOptions
-from embedstore.estimators.aligners import ALIGNERS
+from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 
 from .common import console, encoding_options, print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
-_ARCH_NAMES = ", ".join([f"{DEFAULT_ARCH} (default)", *(name for name in ALIGNERS if name != DEFAULT_ARCH)])
+_ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
 
 analyze_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Alignment analyses on held-out translation pairs: cosine "
                           "(with shuffled baseline), retrieval (NN and CSLS), per layer, gradient conflict.")

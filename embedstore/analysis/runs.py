@@ -35,7 +35,6 @@ from embedstore.data.texts import read_table
 
 #: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
 NO_ALIGNER = "none"
-DEFAULT_ARCH = DEFAULT_ALIGNER
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
         aligner = load_aligner(aligner_dir)
         return aligner, True, {"aligner": aligner.name, "aligner_dir": str(Path(aligner_dir).resolve()),
                                "aligner_params": aligner.get_params(deep=False)}
-    arch = arch or DEFAULT_ARCH
+    arch = arch or DEFAULT_ALIGNER
     params = {"seed": seed, "progress": progress} if is_trained(arch) else {}
     aligner = make_aligner(arch, **params)
     return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params(deep=False)}
@@ -264,7 +263,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
     """
     if arch == NO_ALIGNER:
         raise ConfigError(f"arch={NO_ALIGNER!r} is only for gradient analyses; use one of {', '.join(ALIGNERS)}")
-    arch = arch or DEFAULT_ARCH
+    arch = arch or DEFAULT_ALIGNER
     if layers is None or len(layers) == 0:
         layers = tuple(range(options.resolve().num_layers + 1))
     options = replace(options, layers=tuple(layers))

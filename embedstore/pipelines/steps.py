@@ -18,6 +18,7 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
+from embedstore.estimators.artifacts import CONFIG_FILE, WEIGHTS_FILE
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.base.atomic import atomic_dir, check_writable
@@ -35,7 +36,7 @@ def _encoding_provenance(spec: ModelSpec, key: StoreKey, store: str | Path) -> d
             "store_key": key.to_dict()}
 
 
-_ALIGNER_FILES = frozenset({"config.json", "model.safetensors", PAIR_IDS})
+_ALIGNER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PAIR_IDS})
 _PIPELINE_FILES = frozenset({MANIFEST, HEAD_DIR, ALIGNER_DIR})
 
 

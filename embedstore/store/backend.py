@@ -85,7 +85,7 @@ class SharedWriter(BackendWriter, Protocol):
 
 
 @runtime_checkable
-class RowWriter(Protocol):
+class BackendRowWriter(Protocol):
     """Writes rows into space the lock holder reserved, without the lock and without committing them."""
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None: ...
@@ -145,4 +145,4 @@ class SharedBackend(Backend, Protocol):
 
     def writer(self) -> SharedWriter: ...
 
-    def row_writer(self) -> RowWriter: ...
+    def row_writer(self) -> BackendRowWriter: ...

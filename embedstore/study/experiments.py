@@ -26,6 +26,7 @@ from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
+from embedstore.estimators.artifacts import CONFIG_FILE
 from embedstore.estimators.heads import make_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, subsample
@@ -114,7 +115,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]
-    if (path / "config.json").is_file():
+    if (path / CONFIG_FILE).is_file():
         return load_aligner(path), path, True
     aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
     with atomic_dir(path, replace=True) as tmp:

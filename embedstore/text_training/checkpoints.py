@@ -24,7 +24,7 @@ from torch import nn
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.atomic import PARTIAL_MARK, atomic_dir
-from embedstore.text_training.files import save_tensors, save_tensors_atomic
+from embedstore.text_training.files import read_json_object, save_tensors, save_tensors_atomic
 from embedstore.text_training.model import trainable
 
 CHECKPOINTS = "checkpoints"
@@ -73,7 +73,7 @@ class Checkpoints:
         _load_weights(graph, self.root / name)
 
     def saved_identity(self, path: Path) -> dict[str, Any]:
-        return json.loads((path / "state.json").read_text(encoding="utf-8"))["identity"]
+        return read_json_object(path / "state.json", "a checkpoint state").get("identity") or {}
 
     def save(self, step: int, graph: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
              device: torch.device, state: dict[str, Any]) -> Path:
@@ -99,7 +99,7 @@ class Checkpoints:
     def restore(self, path: Path, graph: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
                 device: torch.device) -> dict[str, Any]:
         """Load weights, optimizer and RNG states into the run; return the loop's saved state."""
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = read_json_object(path / "state.json", "a checkpoint state")
         if state.get("format") != _FORMAT or state.get("version") != _VERSION:
             raise ConfigError(f"{path}/state.json is not a version-{_VERSION} embedstore checkpoint; "
                               f"delete {self.root} to start over")

@@ -4,7 +4,9 @@ Durable writes matter here because a resumed run trusts whatever a killed one le
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -35,6 +37,19 @@ def file_hash(path: Path) -> str:
 def dir_hash(path: Path) -> str:
     """Hash of a saved aligner's files, so a resume with a refitted aligner in the same directory is refused."""
     return dir_sha256(path)[:16]
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object this package wrote (run marker, checkpoint state, result record); anything else, a
+    truncated or hand-edited file, is one ConfigError naming it rather than a JSONDecodeError or KeyError."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: not {what} (a JSON object); delete it only if the directory holds nothing "
+                          "you need")
+    return value
 
 
 def run_lock(out: Path) -> WriterLock:

@@ -8,7 +8,6 @@ that is not its own run.
 """
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from embedstore.encoding.models import ModelSpec, load_model
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
 from embedstore.base.atomic import write_json
-from embedstore.text_training.files import file_hash, run_lock
+from embedstore.text_training.files import file_hash, read_json_object, run_lock
 from embedstore.text_training.loop import Job, Outcome, differences, train
 from embedstore.text_training.model import TextClassifier, head_module
 from embedstore.text_training.options import TrainOptions
@@ -111,7 +110,7 @@ def _finished(path: Path, ident: dict[str, Any], out: Path) -> dict[str, Any] | 
     same directory is refused rather than overwritten."""
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json_object(path, "a run's result record")
     differ = differences(saved.get("identity") or {}, ident)
     if differ:
         raise ConfigError(f"out: {out} already holds a finished run with different {', '.join(differ)}; "

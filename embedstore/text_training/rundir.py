@@ -13,13 +13,12 @@ deleted, so the rule is the one every other command follows, plus a way to recog
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from embedstore.base.atomic import write_json
 from embedstore.base.errors import ConfigError
-from embedstore.text_training.files import LOCK_FILE
+from embedstore.text_training.files import LOCK_FILE, read_json_object
 from embedstore.text_training.loop import differences
 
 MARKER = ".embedstore-run.json"
@@ -51,11 +50,4 @@ def claim_run_dir(out: Path, ident: dict[str, Any]) -> None:
 
 
 def _read_marker(marker: Path) -> dict[str, Any]:
-    try:
-        saved = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{marker}: not a run identity (a JSON object); delete it only if the directory "
-                          "holds nothing you need")
-    return saved
+    return read_json_object(marker, "a run identity")
