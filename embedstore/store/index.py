@@ -98,7 +98,7 @@ def saved(directory: Path, generation: int, rows: int) -> tuple[IdIndex, int] | 
     for count, path in found:
         try:
             table = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             continue  # unreadable: rebuilt from the ids, and replaced when saved again
         if table.dtype == np.uint64 and table.shape == (3, count):
             return IdIndex(table[0], table[1], table[2].view(np.int64)), count

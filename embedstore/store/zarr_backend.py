@@ -60,6 +60,7 @@ class ZarrBackend(RowReads):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._arrays: dict[tuple[str, str], tuple[tuple | None, zarr.Array]] = {}
 
     def exists(self) -> bool:
         return (self.path / "zarr.json").is_file()
@@ -79,7 +80,19 @@ class ZarrBackend(RowReads):
         return groups
 
     def _array(self, name: str, which: str) -> zarr.Array:
-        return _root_group(self.path, "r")[name][which]
+        """Opening an array reads three JSON files through zarr's event loop (milliseconds); a gather reads
+        each array block by block, so the open array is kept while its metadata file is unchanged (a resize
+        or a replaced store rewrites it)."""
+        try:
+            meta = os.stat(f"{self.path}/{name}/{which}/zarr.json")
+            stamp = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+        except OSError:
+            stamp = None
+        cached = self._arrays.get((name, which))
+        if stamp is None or cached is None or cached[0] != stamp:
+            cached = (stamp, _root_group(self.path, "r")[name][which])
+            self._arrays[(name, which)] = cached
+        return cached[1]
 
     def _missing(self, name: str, which: str, arr: zarr.Array, start: int, stop: int) -> Damage | None:
         """The first file (chunk or shard) of rows start..stop that is absent: zarr would read it as zeros. A
