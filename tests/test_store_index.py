@@ -127,3 +127,26 @@ def test_hdf5_keeps_nothing_beside_the_store(tmp_path, always_save):
     st = fill(tmp_path / "s.h5")
     assert st.contains(KEY, TEXTS).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "s.h5.lock"]
+
+
+@pytest.mark.parametrize("shards", [None, (64, 5)])
+def test_the_direct_chunk_reader_reads_what_zarr_reads(tmp_path, shards):
+    """Including a chunk never written inside a shard (zarr's fill value) and rows across files. (Without
+    shards, an absent chunk file is damage, found by the stat before any read: see test_store_integrity.)"""
+    import zarr
+    from zarr.codecs import Crc32cCodec
+    from embedstore.store import chunk_files
+    arr = zarr.create_array(str(tmp_path / "a"), shape=(256, 5), chunks=(8, 5), shards=shards, dtype="float16",
+                            compressors=[Crc32cCodec()], fill_value=0)
+    data = np.random.default_rng(0).normal(size=(256, 5)).astype(np.float16)
+    if shards:
+        data[16:24] = 0  # an all-zero chunk is not written at all
+    arr[:] = data
+    assert chunk_files.supported(arr)
+    rows = np.array([0, 1, 2, 17, 23, 63, 64, 65, 200, 255])
+    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), rows), data[rows])
+    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(256)), data)
+    assert chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(0)).shape == (0, 5)
+    plain = zarr.create_array(str(tmp_path / "b"), shape=(8, 5), chunks=(8, 5), dtype="float16", fill_value=0,
+                              compressors=None)
+    assert not chunk_files.supported(plain)  # no checksum: read through zarr

@@ -27,6 +27,7 @@ from zarr.codecs import Crc32cCodec
 
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
+from . import chunk_files
 from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .index import discard
 from .lock import store_lock
@@ -123,11 +124,15 @@ class ZarrBackend(RowReads):
         elif damage := self._missing(name, which, arr, start, stop):
             raise damage.error(self.path)
         try:
+            if chunk_files.supported(arr):
+                directory = f"{self.path}/{name}/{which}"
+                selected = np.arange(start, stop) if rows is None else rows
+                return chunk_files.read_rows(arr, directory, selected)
             if rows is None:
                 return arr[start:stop]
             return arr.get_orthogonal_selection((rows, slice(None)))
-        except ValueError:  # a truncated chunk, or one failing its crc32c: find which, for the message
-            for damage in self._damaged_array(name, which, start, stop):
+        except (ValueError, OSError):  # a truncated chunk, one failing its crc32c, a file gone since the stat:
+            for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
                 raise damage.error(self.path) from None
             raise
 
