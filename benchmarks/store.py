@@ -240,7 +240,7 @@ def main() -> None:
 
     from rich.console import Console
     from rich.table import Table
-    console = Console()
+    console = Console(width=120)
     verdicts, lookups, peaks = [], {}, []
     for n in sorted(args.rows):
         work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
@@ -264,7 +264,7 @@ def main() -> None:
                     lookups[n] = s["seconds"]
                 table.add_row(op, f"{s['seconds']:.3f}", f"{a['seconds']:.3f}", f"{t_ratio:.2f}x",
                               f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}", f"{m_ratio:.2f}x",
-                              f"{s['stat_seconds']:.3f}", "PASS" if ok else "FAIL")
+                              f"{s['stat_seconds']:.4f}", "PASS" if ok else "FAIL")
             console.print(table)
             if not s["peak_reset"]:
                 console.print("note: /proc/self/clear_refs unavailable; peaks include the imports")
