@@ -150,3 +150,23 @@ def test_the_direct_chunk_reader_reads_what_zarr_reads(tmp_path, shards):
     plain = zarr.create_array(str(tmp_path / "b"), shape=(8, 5), chunks=(8, 5), dtype="float16", fill_value=0,
                               compressors=None)
     assert not chunk_files.supported(plain)  # no checksum: read through zarr
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_the_index_is_built_once_per_key_and_count_and_extended_when_the_key_grows(tmp_path, suffix, monkeypatch):
+    st = fill(tmp_path / f"s{suffix}")
+    other = StoreKey(model="m", fingerprint="f" * 16, pooling="cls", layer=2, max_length=128, prefix="")
+    with st.writer() as w:
+        w.key(other, 3, {}, chunk_rows=4).append(text_ids(["x"]), np.ones((1, 3), np.float32))
+    backend_type = type(st.backend)
+    reads = []
+    original = backend_type.read_ids
+    monkeypatch.setattr(backend_type, "read_ids", lambda self, name, n, start=0: reads.append((name, start, n)) or
+                        original(self, name, n, start))
+    for _ in range(3):  # alternating keys (a layer each) rebuild nothing
+        assert st.contains(KEY, ["text 1"]).all() and st.contains(other, ["x"]).all()
+        np.testing.assert_array_equal(st.get(KEY, ["text 4"]), VECS[[4]])
+    assert reads == [(KEY.group_name, 0, 20), (other.group_name, 0, 1)]
+    fill(st.path, ["text 20"], np.ones((1, 3), np.float32))
+    assert st.contains(KEY, ["text 20"]).all()
+    assert reads[-1] == (KEY.group_name, 20, 21)  # only the new row's id

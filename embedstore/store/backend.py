@@ -108,8 +108,8 @@ class Backend(Protocol):
         """ids of rows start..n (n committed)."""
         ...
 
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        """Vectors (stored dtype) of the first `n` rows, or of the sorted, distinct `rows`."""
+    def read_vectors(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        """Vectors (stored dtype) of the sorted, distinct `rows` (below `n`)."""
         ...
 
     def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
@@ -147,8 +147,8 @@ class RowReads:
     def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        return self._read(name, "vectors", 0, n) if rows is None else self._read_rows(name, "vectors", n, rows)
+    def read_vectors(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        return self._read_rows(name, "vectors", n, rows)
 
     def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
         return self._read_rows(name, "ids", n, rows)

@@ -85,7 +85,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backend: Backend = backend_for(path)
-        self._index_cache: dict[tuple[str, int, int], IdIndex] = {}
+        self._index_cache: dict[str, tuple[tuple[int, int], IdIndex]] = {}  # by key: (generation, rows), index
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
@@ -115,14 +115,18 @@ class Store:
         return int(self.attrs(key).get("committed_rows", 0))
 
     def _index(self, key: StoreKey, attrs: dict) -> IdIndex:
-        """The id index of the committed rows; kept per key, committed count and rows generation, so a growing
-        or repaired store is re-indexed (from the saved index plus the rows after it, when there is one)."""
+        """The id index of the committed rows; kept per key for its committed count and rows generation, so a
+        growing or repaired store is re-indexed (from the saved index plus the rows after it, when there is
+        one), and callers alternating between keys (one per layer) do not rebuild each other's."""
         name, n = key.group_name, int(attrs.get("committed_rows", 0))
-        generation = int(attrs.get("rows_generation", 0))
-        cache_key = (name, generation, n)
-        if cache_key not in self._index_cache:
-            self._index_cache = {cache_key: self._load_index(name, generation, n)}
-        return self._index_cache[cache_key]
+        state = (int(attrs.get("rows_generation", 0)), n)
+        cached = self._index_cache.get(name)
+        if cached is not None and cached[0][0] == state[0] and cached[0][1] < n:  # appended to: extend
+            old = cached[0][1]
+            cached = self._index_cache[name] = (state, cached[1].extended(self.backend.read_ids(name, n, old), old))
+        elif cached is None or cached[0] != state:
+            cached = self._index_cache[name] = (state, self._load_index(name, *state))
+        return cached[1]
 
     def _load_index(self, name: str, generation: int, n: int) -> IdIndex:
         if not n:
