@@ -88,18 +88,18 @@ def _groups(chunk_of_row: np.ndarray) -> Iterator[tuple[int, int, int]]:
 def read_rows(arr: zarr.Array, directory: str, rows: np.ndarray) -> np.ndarray:
     """The sorted `rows` of a `supported` array whose files are under `directory` (the array's folder)."""
     chunk_rows, width = arr.chunks
-    file_rows = (arr.shards or arr.chunks)[0]
-    per_file = file_rows // chunk_rows
+    shards, dtype = arr.shards, arr.dtype  # zarr computes these on every access
+    per_file = (shards or arr.chunks)[0] // chunk_rows
     encode = arr.metadata.chunk_key_encoding.encode_chunk_key
-    out = np.empty((len(rows), width), arr.dtype)
+    out = np.empty((len(rows), width), dtype)
     if not len(rows):
         return out
     opened: tuple[int, _File] | None = None
     for c, a, b in _groups(rows // chunk_rows):
         f = c // per_file
         if opened is None or opened[0] != f:
-            opened = (f, _File(f"{directory}/{encode((f, 0))}", per_file, arr.shards is not None))
-        data = opened[1].chunk(c % per_file, (chunk_rows, width), arr.dtype)
+            opened = (f, _File(f"{directory}/{encode((f, 0))}", per_file, shards is not None))
+        data = opened[1].chunk(c % per_file, (chunk_rows, width), dtype)
         local = rows[a:b] - c * chunk_rows
         if data is None:
             out[a:b] = 0
