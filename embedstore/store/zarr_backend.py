@@ -8,7 +8,7 @@ zarr verifies on every read), so a corrupted chunk is an error too; stores writt
 and a truncated chunk of theirs still fails to decode.
 
 Layout. Keys created now are sharded: `SHARD_CHUNKS` chunks of rows share one file (zarr's sharding codec),
-each chunk still compressed and crc32c-checked on its own, and the shard's index of its chunks carries its own
+each chunk still crc32c-checked on its own, and the shard's index of its chunks carries its own
 crc32c. A key of 100M rows in 1024-row chunks is then ~1,500 files per array instead of ~100,000, while a
 sparse read still decodes single chunks. The file (shard) is the unit of writing: zarr rewrites a partly
 written shard whole (atomically, like a chunk), so processes writing one key must own whole shards, which is
@@ -40,9 +40,10 @@ def _file_rows(arr: zarr.Array) -> int:
     return (arr.shards or arr.chunks)[0]
 
 
-def _file_path(path: Path, name: str, which: str, arr: zarr.Array, row: int) -> str:
-    """The file that holds `row` (a string: this is called once per chunk of every read)."""
-    key = arr.metadata.chunk_key_encoding.encode_chunk_key((row // _file_rows(arr), 0))
+def _file_path(path: Path, name: str, which: str, arr: zarr.Array, row: int, unit: int) -> str:
+    """The file that holds `row`, `unit` being `_file_rows(arr)` (a string, and `unit` computed once by the
+    caller: this runs once per file of every read)."""
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key((row // unit, 0))
     return f"{path}/{name}/{which}/{key}"
 
 
@@ -103,7 +104,7 @@ class ZarrBackend(RowReads):
         unit = _file_rows(arr)
         what = "shard file missing" if arr.shards else "chunk file missing"
         for lo, hi in chunk_ranges(start, stop, unit):
-            if not os.path.isfile(_file_path(self.path, name, which, arr, lo)):
+            if not os.path.isfile(_file_path(self.path, name, which, arr, lo, unit)):
                 return Damage(name, which, lo, hi, what)
         return None
 
@@ -141,14 +142,15 @@ class ZarrBackend(RowReads):
         if arr.shape[0] < stop:
             return [Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")]
         found = []
+        direct, directory = chunk_files.supported(arr), f"{self.path}/{name}/{which}"
         for file_lo, file_hi in chunk_ranges(start, stop, _file_rows(arr)):
             if damage := self._missing(name, which, arr, file_lo, file_hi):
                 found.append(damage)
                 continue
             for lo, hi in chunk_ranges(max(start, file_lo), file_hi, arr.chunks[0]):
                 try:
-                    arr[lo:hi]
-                except ValueError as e:  # zarr's decoders (crc32c, a short chunk, a damaged shard index)
+                    chunk_files.read_rows(arr, directory, np.arange(lo, hi)) if direct else arr[lo:hi]
+                except (ValueError, OSError) as e:  # a checksum, a short chunk, a damaged shard index
                     found.append(Damage(name, which, lo, hi, f"chunk unreadable ({e})"))
         return found
 
@@ -301,7 +303,7 @@ class ZarrWriter:
         unit, chunk = _file_rows(arr), arr.chunks[0]
         for lo, hi in chunk_ranges(0, committed_rows, unit):
             if bad[lo:hi].all():
-                Path(_file_path(self.path, name, arr.basename, arr, lo)).unlink(missing_ok=True)
+                Path(_file_path(self.path, name, arr.basename, arr, lo, unit)).unlink(missing_ok=True)
             else:
                 for start in np.flatnonzero(bad[lo:hi:chunk]) * chunk + lo:
                     arr[start:start + chunk] = 0  # a whole chunk: written without reading the damaged one
