@@ -1,6 +1,7 @@
 """Committed rows are read back as written or not at all: a missing, truncated or corrupted chunk is a one-line
 StoreError naming store, key and rows (never zeros), `verify` finds every damaged chunk, `repair` drops exactly
-their rows so that encode recomputes them, and merge refuses a damaged input."""
+their rows so that encode recomputes them, and merge refuses a damaged input. zarr stores are tested in both
+layouts: sharded (keys created now) and one file per chunk (keys created before sharding)."""
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from embedstore.cli.app import app
 from embedstore.data.hashing import text_ids
 from embedstore.encoding.encode import encode
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
-from embedstore.store import Store, StoreKey, merge_stores
+from embedstore.store import Store, StoreKey, merge_stores, zarr_backend
 
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 TEXTS = [f"text {i}" for i in range(20)]
@@ -29,8 +30,20 @@ def fill(path: Path, texts=TEXTS, vecs=VECS, chunk_rows=4) -> Store:
     return st
 
 
-def chunk_file(st: Store, which: str, chunk: int) -> Path:
-    return st.path / KEY.group_name / which / "c" / str(chunk) / "0"
+def chunk_file(st: Store, which: str, chunk: int, key: StoreKey = KEY) -> Path:
+    """The file of a chunk of a key written one file per chunk (or of a shard of a sharded key)."""
+    return st.path / key.group_name / which / "c" / str(chunk) / "0"
+
+
+def flip_shard_chunk_byte(st: Store, which: str, chunk: int, key: StoreKey = KEY) -> None:
+    """Corrupt one byte of a chunk inside its shard: the shard ends with its index of (offset, size) pairs."""
+    arr = zarr.open_array(str(st.path / key.group_name / which), mode="r")
+    per_shard = arr.shards[0] // arr.chunks[0]
+    path = chunk_file(st, which, chunk // per_shard, key)
+    data = bytearray(path.read_bytes())
+    index = np.frombuffer(bytes(data[-(16 * per_shard + 4):-4]), "<u8").reshape(per_shard, 2)
+    data[int(index[chunk % per_shard, 0]) + 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def flip_hdf5_byte(path: Path, which: str, chunk: int) -> None:
@@ -44,17 +57,32 @@ def flip_hdf5_byte(path: Path, which: str, chunk: int) -> None:
         fh.write(bytes([byte[0] ^ 0xFF]))
 
 
+def sharded(st: Store, key: StoreKey = KEY) -> bool:
+    return zarr.open_array(str(st.path / key.group_name / "vectors"), mode="r").shards is not None
+
+
 def damage(st: Store, which: str, chunk: int) -> None:
-    """zarr: delete the chunk file (read back as zeros before); HDF5: flip a byte (read back wrong before)."""
-    if st.path.suffix == ".zarr":
-        chunk_file(st, which, chunk).unlink()
-    else:
+    """zarr, a file per chunk: delete the chunk file (read back as zeros before); a sharded zarr key: flip a byte
+    of the chunk inside its shard; HDF5: flip a byte (read back wrong before)."""
+    if st.path.suffix == ".h5":
         flip_hdf5_byte(st.path, which, chunk)
+    elif sharded(st):
+        flip_shard_chunk_byte(st, which, chunk)
+    else:
+        chunk_file(st, which, chunk).unlink()
 
 
-@pytest.fixture(params=["s.zarr", "s.h5"])
-def store_path(request, tmp_path):
+@pytest.fixture(params=["s.zarr", "unsharded.zarr", "s.h5"])
+def store_path(request, tmp_path, monkeypatch):
+    if request.param == "unsharded.zarr":
+        monkeypatch.setattr(zarr_backend, "SHARD_CHUNKS", 1)  # the layout of keys created before sharding
     return tmp_path / request.param
+
+
+@pytest.fixture(params=[64, 1], ids=["sharded", "unsharded"])
+def zarr_layout(request, monkeypatch):
+    monkeypatch.setattr(zarr_backend, "SHARD_CHUNKS", request.param)
+    return request.param
 
 
 def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_path):
@@ -66,26 +94,57 @@ def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_pat
         msg = str(e.value)
         assert "\n" not in msg
         assert str(store_path) in msg and KEY.group_name in msg and "vectors rows 4..8" in msg
-    if store_path.suffix == ".h5":  # a corrupted chunk spoils only its rows (zarr: see the next test)
+    if store_path.suffix == ".h5" or sharded(st):  # a corrupted chunk spoils only its rows (a deleted one: above)
         np.testing.assert_array_equal(st.get(KEY, ["text 0", "text 9"]), VECS[[0, 9]])
 
 
-def test_a_missing_vectors_chunk_is_found_when_the_ids_are_read(tmp_path):
-    """encode's "already stored" check reads only ids: it said every text was stored and repaired nothing."""
+def test_a_missing_vectors_file_is_found_when_the_ids_are_read(tmp_path, zarr_layout):
+    """encode's "already stored" check reads only ids: it said every text was stored and repaired nothing.
+    A sharded key loses the rows of the whole shard with its file."""
     st = fill(tmp_path / "s.zarr")
-    chunk_file(st, "vectors", 4).unlink()
-    with pytest.raises(StoreError, match=r"s.zarr: key .*vectors rows 16\.\.20: chunk file missing"):
+    if zarr_layout > 1:
+        chunk_file(st, "vectors", 0).unlink()
+        expected = r"vectors rows 0\.\.20: shard file missing"
+    else:
+        chunk_file(st, "vectors", 4).unlink()
+        expected = r"vectors rows 16\.\.20: chunk file missing"
+    with pytest.raises(StoreError, match=r"s.zarr: key .*" + expected):
         Store.open(st.path).contains(KEY, ["text 0"])
+    assert [(d.array, d.start, d.stop) for d in st.verify()] == [("vectors", 0 if zarr_layout > 1 else 16, 20)]
 
 
-def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path):
+def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path, zarr_layout):
     st = fill(tmp_path / "s.zarr")
-    path = chunk_file(st, "vectors", 2)
-    data = bytearray(path.read_bytes())
-    data[5] ^= 0x01
-    path.write_bytes(bytes(data))
+    if zarr_layout > 1:
+        flip_shard_chunk_byte(st, "vectors", 2)
+    else:
+        path = chunk_file(st, "vectors", 2)
+        data = bytearray(path.read_bytes())
+        data[5] ^= 0x01
+        path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=r"vectors rows 8\.\.12: chunk unreadable \(.*checksum"):
         st.get(KEY, TEXTS)
+
+
+def test_a_damaged_shard_index_spoils_its_shard_and_repair_drops_only_that_shard(tmp_path):
+    """The shard's own index of its chunks is crc32c-checked too: damaged, every chunk of the shard is
+    unreadable (and named as such); a repair deletes that shard and keeps the rows of the others."""
+    texts = [f"text {i}" for i in range(300)]
+    vecs = np.arange(300 * 3, dtype=np.float32).reshape(300, 3) + 1
+    st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=2)  # 128-row shards: rows 0..128, 128..256, 256..300
+    path = chunk_file(st, "ids", 1)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = st.verify()
+    assert {(d.array, d.start // 128) for d in damaged} == {("ids", 1)} and len(damaged) == 64
+    with pytest.raises(StoreError, match=r"ids rows 128\.\.130: chunk unreadable"):
+        Store.open(st.path).contains(KEY, ["text 0"])
+    st.repair()
+    st = Store.open(st.path)
+    assert st.verify() == [] and st.rows(KEY) == 172  # rows 256..300 moved down into a new shard 1
+    kept = [i for i in range(300) if not 128 <= i < 256]
+    np.testing.assert_array_equal(st.get(KEY, [texts[i] for i in kept]), vecs[kept])
 
 
 def old_zarr_store(path: Path) -> Store:
@@ -113,11 +172,12 @@ def test_stores_without_checksums_still_read_and_their_truncated_or_missing_chun
     assert [(d.array, d.start, d.stop) for d in st.verify()] == [("ids", 0, 4), ("vectors", 12, 16)]
 
 
-def test_merge_refuses_an_input_whose_ids_chunk_is_missing(tmp_path):
+def test_merge_refuses_an_input_whose_ids_chunk_is_missing(tmp_path, zarr_layout):
     a = fill(tmp_path / "a.zarr")
     b = fill(tmp_path / "b.zarr")
-    chunk_file(b, "ids", 1).unlink()  # was: "vectors differing by ... raise tolerance"
-    with pytest.raises(StoreError, match=r"b.zarr: key .*ids rows 4\.\.8: chunk file missing") as e:
+    chunk_file(b, "ids", 0 if zarr_layout > 1 else 1).unlink()  # was: "vectors differing by ... raise tolerance"
+    rows = r"0\.\.20: shard" if zarr_layout > 1 else r"4\.\.8: chunk"
+    with pytest.raises(StoreError, match=rf"b.zarr: key .*ids rows {rows} file missing") as e:
         merge_stores([a.path, b.path], tmp_path / "c.zarr")
     assert "differing" not in str(e.value)
     assert not (tmp_path / "c.zarr").exists()
@@ -179,8 +239,10 @@ def test_repair_then_encode_recomputes_exactly_the_dropped_texts(tiny_model_dir,
     key = intact.keys()[0]
     st = Store.open(store_path)
     encode(texts, store=st.path, options=opts, compute=compute)
-    if st.path.suffix == ".zarr":
-        (st.path / key.group_name / "vectors" / "c" / "1" / "0").unlink()
+    if st.path.suffix == ".zarr" and sharded(st, key):
+        flip_shard_chunk_byte(st, "vectors", 1, key)
+    elif st.path.suffix == ".zarr":
+        chunk_file(st, "vectors", 1, key).unlink()
     else:
         with h5py.File(st.path, "r") as f:
             info = f[key.group_name]["vectors"].id.get_chunk_info(1)

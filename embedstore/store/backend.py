@@ -16,6 +16,7 @@ from embedstore.base.errors import StoreError
 
 ARRAYS = ("ids", "vectors")  # the two arrays of every group, read and verified chunk by chunk
 REPAIR_BLOCK_ROWS = 65536  # rows moved per step by a repair: bounds memory whatever the store size
+DENSE_READ = 4  # rows covering 1/DENSE_READ of their span are read as the span: one read beats scattered ones
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,25 @@ class Backend(Protocol):
         """Every group's attributes, by group name."""
         ...
 
-    def read_ids(self, name: str, n: int) -> np.ndarray: ...
+    def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
+        """ids of rows start..n (n committed)."""
+        ...
 
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        """Vectors (stored dtype) of the first `n` rows, or of the sorted, distinct `rows`."""
+    def read_vectors(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        """Vectors (stored dtype) of the sorted, distinct `rows` (below `n`)."""
+        ...
+
+    def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        """ids of the sorted, distinct `rows` (below `n`)."""
+        ...
+
+    def check_present(self, name: str, n: int) -> None:
+        """Raise the damage error if a file holding one of the first `n` rows is missing, as reading them would
+        (a saved id index spares reading the ids, not this check)."""
+        ...
+
+    def index_dir(self, name: str) -> Path | None:
+        """Where the id index of a key may be saved, or None for a format that keeps nothing beside a key."""
         ...
 
     def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +147,23 @@ class RowReads:
     def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def read_vectors(self, name: str, n: int, rows: np.ndarray | None) -> np.ndarray:
-        return self._read(name, "vectors", 0, n, rows)
+    def read_vectors(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        return self._read_rows(name, "vectors", n, rows)
+
+    def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
+        return self._read_rows(name, "ids", n, rows)
+
+    def _read_rows(self, name: str, which: str, n: int, rows: np.ndarray) -> np.ndarray:
+        """Sorted, distinct rows: dense ones (a quarter or more of their span) as one sequential read of the
+        span, sparse ones chunk by chunk; either way memory stays within four times the rows asked for."""
+        if len(rows) and len(rows) * DENSE_READ >= int(rows[-1]) + 1 - int(rows[0]):
+            chunk = self.chunk_rows(name)  # whole chunks, so that a damaged one is named with all its rows
+            lo, hi = int(rows[0]) // chunk * chunk, min(-(-(int(rows[-1]) + 1) // chunk) * chunk, n)
+            return self._read(name, which, lo, hi)[rows - lo]
+        return self._read(name, which, 0, n, rows)
+
+    def chunk_rows(self, name: str) -> int:
+        raise NotImplementedError
 
     def read_block(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """ids and vectors (stored dtype) of rows start..stop: a merge copies a store block by block."""

@@ -85,8 +85,16 @@ class HDF5Backend(RowReads):
         with self._open() as f:
             return [d for which in ARRAYS for d in _damaged_array(f[name][which], name, which, 0, n)]
 
-    def read_ids(self, name: str, n: int) -> np.ndarray:
-        return self._read(name, "ids", 0, n)
+    def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
+        return self._read(name, "ids", start, n)
+
+    def check_present(self, name: str, n: int) -> None:
+        """Chunks live inside the one file: none can go missing on its own."""
+
+    def index_dir(self, name: str) -> None:
+        """Nothing is kept beside an HDF5 store: the file is replaced whole by every writer, which would leave
+        an index beside it stale. The index is built once per process and key instead."""
+        return None
 
     def chunk_rows(self, name: str) -> int:
         with self._open() as f:
@@ -200,5 +208,6 @@ class HDF5Writer:
                 new[lo:lo + REPAIR_BLOCK_ROWS] = old[rows[lo:lo + REPAIR_BLOCK_ROWS]]
             del group[which]
             group.move(f"{which}.repaired", which)
-        self.commit(name, len(rows), {})
+        generation = json.loads(group.attrs.get("rows_generation", "0"))
+        self.commit(name, len(rows), {"rows_generation": generation + 1})
         return len(rows)

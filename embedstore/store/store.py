@@ -16,13 +16,15 @@ from typing import Sequence, cast
 import numpy as np
 
 from embedstore.base.errors import ConfigError, StoreError
-from embedstore.data.hashing import ID_BYTES, Text, ids_to_bytes, text_ids
+from embedstore.data.hashing import ID_BYTES, Text, text_ids
 from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
+from .index import SAVE_MIN_ROWS, IdIndex, discard, save, saved
 from .key import StoreKey
 from .zarr_backend import ZarrBackend
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
+GATHER_BLOCK_ROWS = 65536  # rows per step of a gather: the memory a read needs beyond its result
 
 
 def backend_for(path: Path) -> Backend:
@@ -56,7 +58,7 @@ def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
         raise StoreError(f"{where}: attribute key.{e}") from None
     if key.group_name != name:
         raise StoreError(f"{where}: attribute key names group {key.group_name}; the group's key was altered")
-    for field, low in (("dim", 1), ("committed_rows", 0)):
+    for field, low in (("dim", 1), ("committed_rows", 0), ("rows_generation", 0)):
         value = attrs.get(field, low)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise StoreError(f"{where}: attribute {field}: {str(value)[:40]}; expected an integer >= {low}")
@@ -83,7 +85,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.backend: Backend = backend_for(path)
-        self._index_cache: dict[tuple[str, int], dict[bytes, int]] = {}
+        self._index_cache: dict[str, tuple[tuple[int, int], IdIndex]] = {}  # by key: (generation, rows), index
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
@@ -112,18 +114,38 @@ class Store:
     def rows(self, key: StoreKey) -> int:
         return int(self.attrs(key).get("committed_rows", 0))
 
-    def _index(self, key: StoreKey) -> dict[bytes, int]:
-        """id → row over committed rows; cached per committed count, so a growing store is re-read."""
-        n = self.rows(key)
-        cache_key = (key.group_name, n)
-        if cache_key not in self._index_cache:
-            ids = self.backend.read_ids(key.group_name, n) if n else np.zeros((0, ID_BYTES), np.uint8)
-            self._index_cache = {cache_key: {b: i for i, b in enumerate(ids_to_bytes(ids))}}
-        return self._index_cache[cache_key]
+    def _index(self, key: StoreKey, attrs: dict) -> IdIndex:
+        """The id index of the committed rows; kept per key for its committed count and rows generation, so a
+        growing or repaired store is re-indexed (from the saved index plus the rows after it, when there is
+        one), and callers alternating between keys (one per layer) do not rebuild each other's."""
+        name, n = key.group_name, int(attrs.get("committed_rows", 0))
+        state = (int(attrs.get("rows_generation", 0)), n)
+        cached = self._index_cache.get(name)
+        if cached is not None and cached[0][0] == state[0] and cached[0][1] < n:  # appended to: extend
+            old = cached[0][1]
+            cached = self._index_cache[name] = (state, cached[1].extended(self.backend.read_ids(name, n, old), old))
+        elif cached is None or cached[0] != state:
+            cached = self._index_cache[name] = (state, self._load_index(name, *state))
+        return cached[1]
+
+    def _load_index(self, name: str, generation: int, n: int) -> IdIndex:
+        if not n:
+            return IdIndex.build(np.zeros((0, ID_BYTES), np.uint8))
+        directory = self.backend.index_dir(name)
+        found = saved(directory, generation, n) if directory else None
+        if found is None:
+            index, have = IdIndex.build(self.backend.read_ids(name, n)), 0
+        else:
+            index, have = found
+            self.backend.check_present(name, have)  # what reading those ids would have checked
+            if have < n:
+                index = index.extended(self.backend.read_ids(name, n, start=have), have)
+        if directory and n - have >= max(SAVE_MIN_ROWS, have // 8):  # worth saving: large, or grown by 1/8
+            save(directory, generation, index)
+        return index
 
     def contains_ids(self, key: StoreKey, ids: np.ndarray) -> np.ndarray:
-        index = self._index(key)
-        return np.fromiter((b in index for b in ids_to_bytes(ids)), dtype=bool, count=len(ids))
+        return self._index(key, self.attrs(key)).find(ids) >= 0
 
     def contains(self, key: StoreKey, texts: Sequence[Text]) -> np.ndarray:
         return self.contains_ids(key, text_ids(texts))
@@ -133,22 +155,53 @@ class Store:
         return self.get_ids(key, text_ids(texts))
 
     def get_ids(self, key: StoreKey, ids: np.ndarray) -> np.ndarray:
-        if key.group_name not in self._groups():
+        attrs = self._groups().get(key.group_name)
+        if attrs is None:
             raise StoreError(f"{self.path}: no vectors under key {key.describe()}; encode the texts first "
                              f"with `embedstore encode FILE --store {self.path}`")
-        index = self._index(key)
-        n = len(index)
-        rows = np.fromiter((index.get(b, -1) for b in ids_to_bytes(ids)), dtype=np.int64, count=len(ids))
+        ids = np.ascontiguousarray(ids, dtype=np.uint8).reshape(-1, ID_BYTES)
+        n, dim = int(attrs.get("committed_rows", 0)), int(attrs.get("dim", 1))
+        out = self._gather(key.group_name, n, dim, ids, self._rows(key, attrs, ids))
+        if out is None:  # a saved index that does not match the rows: discard it, re-read the ids, once
+            self._index_cache = {}
+            if directory := self.backend.index_dir(key.group_name):
+                discard(directory)
+            out = self._gather(key.group_name, n, dim, ids, self._rows(key, attrs, ids))
+            if out is None:
+                raise StoreError(f"{self.path}: key {key.group_name}: rows do not hold the ids their index names, "
+                                 "even after re-reading the ids; was the store changed during the read?")
+        return out
+
+    def _rows(self, key: StoreKey, attrs: dict, ids: np.ndarray) -> np.ndarray:
+        rows = self._index(key, attrs).find(ids)
         missing = int((rows < 0).sum())
         if missing:
             raise StoreError(f"{self.path}: {missing} of {len(ids)} texts are not encoded under key "
                              f"{key.describe()}; run `embedstore encode` on them with the same options")
-        unique, inverse = np.unique(rows, return_inverse=True)
-        if len(unique) * 4 >= n:  # dense request: one sequential read beats scattered chunk reads
-            block = self.backend.read_vectors(key.group_name, n, None)[unique]
-        else:
-            block = self.backend.read_vectors(key.group_name, n, unique)
-        return np.asarray(block, dtype=np.float32)[inverse]
+        return rows
+
+    def _gather(self, name: str, n: int, dim: int, ids: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """float32 vectors of `rows` (in that order, repeats allowed), read in blocks of GATHER_BLOCK_ROWS stored
+        rows, each converted as it arrives, so memory is the result plus one block. Each block's ids are read
+        too and must be `ids`: a stale or damaged index can then never hand out another text's vector (None
+        is returned instead). Reading ids costs 16 bytes per row against the vector's 2 * dim or more."""
+        out = np.empty((len(ids), dim), np.float32)
+        order = np.argsort(rows, kind="stable")
+        by_row = rows[order]
+        chunk = self.backend.chunk_rows(name)
+        block = max(1, GATHER_BLOCK_ROWS // chunk) * chunk
+        bounds = np.searchsorted(by_row, np.arange(0, n + block, block))
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if lo == hi:
+                continue
+            part = by_row[lo:hi]
+            first = np.ones(len(part), bool)
+            first[1:] = part[1:] != part[:-1]
+            unique = part[first]
+            if not np.array_equal(self.backend.read_id_rows(name, n, unique), ids[order[lo:hi][first]]):
+                return None
+            out[order[lo:hi]] = self.backend.read_vectors(name, n, unique)[np.cumsum(first) - 1]
+        return out
 
     def read_ids(self, key: StoreKey, n: int) -> np.ndarray:
         """The ids of the first `n` rows, in row order."""

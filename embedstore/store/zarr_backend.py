@@ -6,9 +6,18 @@ so readers trust only `committed_rows`, never the array's shape, and check that 
 committed rows they read exists. New arrays carry a crc32c checksum per chunk (a bytes-to-bytes codec that
 zarr verifies on every read), so a corrupted chunk is an error too; stores written before have no checksum,
 and a truncated chunk of theirs still fails to decode.
+
+Layout. Keys created now are sharded: `SHARD_CHUNKS` chunks of rows share one file (zarr's sharding codec),
+each chunk still crc32c-checked on its own, and the shard's index of its chunks carries its own
+crc32c. A key of 100M rows in 1024-row chunks is then ~1,500 files per array instead of ~100,000, while a
+sparse read still decodes single chunks. The file (shard) is the unit of writing: zarr rewrites a partly
+written shard whole (atomically, like a chunk), so processes writing one key must own whole shards, which is
+what `ZarrWriter.chunk_rows` reports. Keys created before sharding (one file per chunk) keep that layout, are
+read and appended to as before: every array says in its own metadata which layout it has.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -18,8 +27,24 @@ from zarr.codecs import Crc32cCodec
 
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
+from . import chunk_files
 from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
+from .index import discard
 from .lock import store_lock
+
+SHARD_CHUNKS = 64  # chunks per file in keys created now (65,536 rows at the default 1,024); 1: a file per chunk
+
+
+def _file_rows(arr: zarr.Array) -> int:
+    """Rows per file: a shard of a sharded array, a chunk otherwise."""
+    return (arr.shards or arr.chunks)[0]
+
+
+def _file_path(path: Path, name: str, which: str, arr: zarr.Array, row: int, unit: int) -> str:
+    """The file that holds `row`, `unit` being `_file_rows(arr)` (a string, and `unit` computed once by the
+    caller: this runs once per file of every read)."""
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key((row // unit, 0))
+    return f"{path}/{name}/{which}/{key}"
 
 
 def _root_group(path: Path, mode: str) -> zarr.Group:
@@ -37,6 +62,7 @@ class ZarrBackend(RowReads):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._arrays: dict[tuple[str, str], tuple[tuple | None, zarr.Array]] = {}
 
     def exists(self) -> bool:
         return (self.path / "zarr.json").is_file()
@@ -56,36 +82,58 @@ class ZarrBackend(RowReads):
         return groups
 
     def _array(self, name: str, which: str) -> zarr.Array:
-        return _root_group(self.path, "r")[name][which]
+        """Opening an array reads three JSON files through zarr's event loop (milliseconds); a gather reads
+        each array block by block, so the open array is kept while its metadata file is unchanged (a resize
+        or a replaced store rewrites it)."""
+        try:
+            meta = os.stat(f"{self.path}/{name}/{which}/zarr.json")
+            stamp = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+        except OSError:
+            stamp = None
+        cached = self._arrays.get((name, which))
+        if stamp is None or cached is None or cached[0] != stamp:
+            cached = (stamp, _root_group(self.path, "r")[name][which])
+            self._arrays[(name, which)] = cached
+        return cached[1]
 
     def _missing(self, name: str, which: str, arr: zarr.Array, start: int, stop: int) -> Damage | None:
-        """The first chunk of rows start..stop whose file is absent: zarr would read it as zeros. A stat per
-        chunk, no data read."""
+        """The first file (chunk or shard) of rows start..stop that is absent: zarr would read it as zeros. A
+        stat per file, no data read."""
         if arr.shape[0] < stop:
             return Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")
-        encode = arr.metadata.chunk_key_encoding.encode_chunk_key
-        for lo, hi in chunk_ranges(start, stop, arr.chunks[0]):
-            if not (self.path / name / which / encode((lo // arr.chunks[0], 0))).is_file():
-                return Damage(name, which, lo, hi, "chunk file missing")
+        unit = _file_rows(arr)
+        what = "shard file missing" if arr.shards else "chunk file missing"
+        for lo, hi in chunk_ranges(start, stop, unit):
+            if not os.path.isfile(_file_path(self.path, name, which, arr, lo, unit)):
+                return Damage(name, which, lo, hi, what)
         return None
+
+    def check_present(self, name: str, n: int) -> None:
+        for which in ARRAYS:
+            if damage := self._missing(name, which, self._array(name, which), 0, n):
+                raise damage.error(self.path)
 
     def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows start..stop of one array (or the sorted `rows` within them), refusing a missing or damaged
         chunk with the rows it holds; never the fill value in place of committed data."""
         arr = self._array(name, which)
         if rows is not None and len(rows):
-            chunk = arr.chunks[0]
-            for c in np.unique(rows // chunk):
-                if damage := self._missing(name, which, arr, int(c) * chunk, min(int(c + 1) * chunk, stop)):
+            unit = _file_rows(arr)
+            for c in np.unique(rows // unit):
+                if damage := self._missing(name, which, arr, int(c) * unit, min(int(c + 1) * unit, stop)):
                     raise damage.error(self.path)
         elif damage := self._missing(name, which, arr, start, stop):
             raise damage.error(self.path)
         try:
+            if chunk_files.supported(arr):
+                directory = f"{self.path}/{name}/{which}"
+                selected = np.arange(start, stop) if rows is None else rows
+                return chunk_files.read_rows(arr, directory, selected)
             if rows is None:
                 return arr[start:stop]
             return arr.get_orthogonal_selection((rows, slice(None)))
-        except ValueError:  # a truncated chunk, or one failing its crc32c: find which, for the message
-            for damage in self._damaged_array(name, which, start, stop):
+        except (ValueError, OSError):  # a truncated chunk, one failing its crc32c, a file gone since the stat:
+            for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
                 raise damage.error(self.path) from None
             raise
 
@@ -94,28 +142,33 @@ class ZarrBackend(RowReads):
         if arr.shape[0] < stop:
             return [Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")]
         found = []
-        for lo, hi in chunk_ranges(start, stop, arr.chunks[0]):
-            if damage := self._missing(name, which, arr, lo, hi):
+        direct, directory = chunk_files.supported(arr), f"{self.path}/{name}/{which}"
+        for file_lo, file_hi in chunk_ranges(start, stop, _file_rows(arr)):
+            if damage := self._missing(name, which, arr, file_lo, file_hi):
                 found.append(damage)
                 continue
-            try:
-                arr[lo:hi]
-            except ValueError as e:  # zarr's decoders (crc32c, the reshape of a short chunk) raise ValueError
-                found.append(Damage(name, which, lo, hi, f"chunk unreadable ({e})"))
+            for lo, hi in chunk_ranges(max(start, file_lo), file_hi, arr.chunks[0]):
+                try:
+                    chunk_files.read_rows(arr, directory, np.arange(lo, hi)) if direct else arr[lo:hi]
+                except (ValueError, OSError) as e:  # a checksum, a short chunk, a damaged shard index
+                    found.append(Damage(name, which, lo, hi, f"chunk unreadable ({e})"))
         return found
 
     def damaged(self, name: str, n: int) -> list[Damage]:
         return [d for which in ARRAYS for d in self._damaged_array(name, which, 0, n)]
 
-    def read_ids(self, name: str, n: int) -> np.ndarray:
+    def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
         """Also stats the vectors' chunk files: every reader (encode's "already stored" check, a merge) starts
         from the ids, so a deleted vectors chunk is found there rather than read later as zeros or trusted."""
-        if damage := self._missing(name, "vectors", self._array(name, "vectors"), 0, n):
+        if damage := self._missing(name, "vectors", self._array(name, "vectors"), start, n):
             raise damage.error(self.path)
-        return self._read(name, "ids", 0, n)
+        return self._read(name, "ids", start, n)
 
     def chunk_rows(self, name: str) -> int:
         return self._array(name, "vectors").chunks[0]
+
+    def index_dir(self, name: str) -> Path:
+        return self.path / name
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
@@ -173,8 +226,9 @@ class ZarrWriter:
             return dict(self.root[name].attrs)
         group = self.root.create_group(name, attributes={**attrs, "committed_rows": 0})
         for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8")):
-            group.create_array(which, shape=(0, width), chunks=(chunk_rows, width), dtype=kind,
-                               compressors=[Crc32cCodec()], fill_value=0)
+            group.create_array(which, shape=(0, width), chunks=(chunk_rows, width),
+                               shards=(chunk_rows * SHARD_CHUNKS, width) if SHARD_CHUNKS > 1 else None,
+                               dtype=kind, compressors=[Crc32cCodec()], fill_value=0)
         return dict(group.attrs)
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -182,13 +236,13 @@ class ZarrWriter:
         _write_rows(self.root[name], start, ids, vectors)
 
     def reserve(self, name: str, rows: int) -> None:
-        """Grow the arrays (in whole chunks) to hold `rows` rows. Only the lock holder changes array metadata;
+        """Grow the arrays (in whole files) to hold `rows` rows. Only the lock holder changes array metadata;
         once space is reserved, other processes can fill it with `ZarrRowWriter` without touching metadata."""
         group = self.root[name]
         for arr in (group["vectors"], group["ids"]):
             if arr.shape[0] < rows:
-                chunk = arr.chunks[0]
-                arr.resize((-(-rows // chunk) * chunk, arr.shape[1]))
+                unit = _file_rows(arr)
+                arr.resize((-(-rows // unit) * unit, arr.shape[1]))
 
     def read_ids(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows as they are on disk now, committed or not: lets the lock holder check other processes' writes."""
@@ -205,31 +259,30 @@ class ZarrWriter:
         self.root[name].attrs.update({**attrs, "committed_rows": committed_rows})
 
     def chunk_rows(self, name: str) -> int:
-        return self.root[name]["vectors"].chunks[0]
+        """The unit of writing (a shard, or a chunk of an unsharded key): processes writing one key concurrently
+        must each own whole ones."""
+        return _file_rows(self.root[name]["vectors"])
 
     def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
         """Move the undamaged rows after the first damaged one down over it, in place.
 
         Order, so that a kill at any moment leaves only correct (id, vector) pairs committed: first lower
-        `committed_rows` to the first damaged row (rows beyond it are then uncommitted and may be overwritten;
-        a killed repair merely loses them, and encode recomputes them), delete the damaged chunk files (so
-        that rewriting part of such a chunk does not decode it), move the kept rows down block by block
-        (each block is read before anything overwrites it: kept rows only ever move to lower positions),
-        and commit the new count last."""
+        `committed_rows` to the first damaged row and bump `rows_generation` in the same write (rows beyond it
+        are then uncommitted and may be overwritten; a killed repair merely loses them, and encode recomputes
+        them; every saved id index is stale from that write on), clear the damaged chunks (so that rewriting
+        part of one does not decode it), move the kept rows down block by block (each block is read before
+        anything overwrites it: kept rows only ever move to lower positions), and commit the new count last."""
         bad = np.zeros(committed_rows, bool)
         for d in damage:
             bad[d.start:d.stop] = True
         if not bad.any():
             return committed_rows
         first = int(np.argmax(bad))
-        self.commit(name, first, {})
         group = self.root[name]
-        for d in damage:
-            for which in ARRAYS:
-                arr = group[which]
-                encode = arr.metadata.chunk_key_encoding.encode_chunk_key
-                for lo, _ in chunk_ranges(d.start, d.stop, arr.chunks[0]):
-                    (self.path / name / which / encode((lo // arr.chunks[0], 0))).unlink(missing_ok=True)
+        self.commit(name, first, {"rows_generation": int(group.attrs.get("rows_generation", 0)) + 1})
+        discard(self.path / name)
+        for which in ARRAYS:
+            self._clear_damaged(name, group[which], [d for d in damage if d.array == which], committed_rows)
         keep = np.flatnonzero(~bad[first:]) + first
         at = first
         for block in np.array_split(keep, max(1, -(-len(keep) // REPAIR_BLOCK_ROWS))):
@@ -239,6 +292,21 @@ class ZarrWriter:
                 at += len(block)
         self.commit(name, at, {})
         return at
+
+    def _clear_damaged(self, name: str, arr: zarr.Array, damage: list[Damage], committed_rows: int) -> None:
+        """Delete a file all of whose committed rows are damaged (a missing or unreadable shard, a chunk of an
+        unsharded key); in a shard with some good chunks, overwrite just the damaged chunks with zeros (zarr
+        rewrites a shard without decoding the chunks a write does not touch)."""
+        bad = np.zeros(committed_rows, bool)
+        for d in damage:
+            bad[d.start:d.stop] = True
+        unit, chunk = _file_rows(arr), arr.chunks[0]
+        for lo, hi in chunk_ranges(0, committed_rows, unit):
+            if bad[lo:hi].all():
+                Path(_file_path(self.path, name, arr.basename, arr, lo, unit)).unlink(missing_ok=True)
+            else:
+                for start in np.flatnonzero(bad[lo:hi:chunk]) * chunk + lo:
+                    arr[start:start + chunk] = 0  # a whole chunk: written without reading the damaged one
 
 
 class ZarrRowWriter:

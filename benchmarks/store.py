@@ -1,0 +1,290 @@
+"""The vector store at millions of rows, against a plain numpy layout measured in the same run.
+
+    python benchmarks/store.py                      # 1M and 10M rows (10M: ~16 GB of disk, minutes)
+    python benchmarks/store.py --rows 100000 1000000 --repeats 1    # a quick check
+
+For each size, a synthetic key of N rows x 384 float16 (random ids, random vectors) is built twice: as an
+embedstore zarr key (the layout `embedstore encode` writes: 1,024-row chunks, sharded, crc32c) and as the numpy
+anchor (the vectors in a `.npy`, the ids sorted as 16-byte strings with the permutation to their rows). Then,
+on each: look up 100k ids (`contains`), gather the float32 vectors of 10k random ids, gather a third of the
+rows (random ids, random order), and `store info`. Each gather starts from ids, so both sides look them up.
+
+How it is measured, and why:
+- Every operation runs in a fresh Python process (the page cache stays warm for both sides): that is how a
+  user meets the store (one `embed` call, one command), so nothing cached in memory by an earlier operation
+  helps, and each process's peak memory belongs to one operation alone.
+- Seconds: wall time of the operation inside that process, after imports and after loading its input; the
+  median of `--repeats` processes (build: one).
+- Peak memory: the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs just before the
+  operation) minus the resident size then. RSS rather than tracemalloc because RSS is what runs a 24 GiB
+  machine out of memory, and it also sees what numpy/zarr allocate in C and the pages a memory map touches
+  (which tracemalloc misses, and which count against the anchor's memmapped reads).
+- Targets (issue 16): each operation within 1.5x of the anchor's time and peak memory; operations under
+  FLOOR_SECONDS and memory under FLOOR_MIB count as those floors (below them a ratio is noise: `store info`
+  takes milliseconds either way); the largest size completes with its peak under 24 GiB; and the cost of 100k
+  lookups grows from the smallest to the largest size no faster than n log n (the ratio to log n growth, what
+  a sorted index promises, is printed too).
+- The store's integrity checks stat each file of the rows they read; the time spent in them is measured in
+  the store's processes and printed (`stat s`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 384
+BLOCK_ROWS = 65536  # rows generated and written per step of a build (one shard of the store's layout)
+LOOKUPS, SMALL_GATHER = 100_000, 10_000
+FLOOR_SECONDS, FLOOR_MIB = 0.05, 32
+TARGET_RATIO, MACHINE_GIB = 1.5, 24
+OPS = ("build", "lookup 100k", "gather 10k", "gather 1/3", "store info")
+
+
+def _key():
+    from embedstore.store import StoreKey
+    return StoreKey(model="synthetic", fingerprint="0" * 16, pooling="mean", layer=12, max_length=256, prefix="",
+                    dtype="float16")
+
+
+def _block(n: int, start: int) -> np.ndarray:
+    rows = min(BLOCK_ROWS, n - start)
+    return np.random.default_rng(start).standard_normal((rows, DIM), dtype=np.float32).astype(np.float16)
+
+
+# ---- the operations, each run in its own process: return seconds (and the store's stat seconds) ----
+
+def _build_store(work: Path, n: int) -> float:
+    from embedstore.store import Store
+    ids, key = np.load(work / "ids.npy"), _key()
+    st = Store.open(work / "store.zarr")
+    spent = 0.0
+    with st.writer() as w:
+        kw = w.key(key, DIM, {"synthetic": True})
+        for start in range(0, n, BLOCK_ROWS):
+            vectors = _block(n, start)  # generating the data is not timed, on either side
+            t0 = time.perf_counter()
+            kw.append(ids[start:start + len(vectors)], vectors)
+            spent += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Store.open(st.path).contains_ids(key, ids[:1])  # builds (and saves) the id index, as the first reader would
+    return spent + time.perf_counter() - t0
+
+
+def _build_anchor(work: Path, n: int) -> float:
+    ids = np.load(work / "ids.npy")
+    vectors = np.lib.format.open_memmap(work / "anchor_vectors.npy", mode="w+", dtype=np.float16, shape=(n, DIM))
+    spent = 0.0
+    for start in range(0, n, BLOCK_ROWS):
+        block = _block(n, start)
+        t0 = time.perf_counter()
+        vectors[start:start + len(block)] = block
+        spent += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vectors.flush()
+    del vectors
+    as_bytes = ids.view("S16").ravel()
+    order = np.argsort(as_bytes)
+    np.save(work / "anchor_ids_sorted.npy", as_bytes[order])
+    np.save(work / "anchor_rows.npy", order)
+    return spent + time.perf_counter() - t0
+
+
+def _anchor_rows(work: Path, ids: np.ndarray) -> np.ndarray:
+    """Rows of `ids` in the anchor (-1 if absent): searchsorted in the memory-mapped sorted ids."""
+    sorted_ids = np.load(work / "anchor_ids_sorted.npy", mmap_mode="r")
+    rows = np.load(work / "anchor_rows.npy", mmap_mode="r")
+    query = ids.view("S16").ravel()
+    pos = np.minimum(np.searchsorted(sorted_ids, query), len(sorted_ids) - 1)
+    found = sorted_ids[pos] == query
+    return np.where(found, rows[pos], -1)
+
+
+def _anchor_gather(work: Path, ids: np.ndarray) -> np.ndarray:
+    rows = _anchor_rows(work, ids)
+    vectors = np.load(work / "anchor_vectors.npy", mmap_mode="r")
+    unique, inverse = np.unique(rows, return_inverse=True)  # memmaps read fastest in row order
+    return np.asarray(vectors[unique], dtype=np.float32)[inverse]
+
+
+def _anchor_info(work: Path) -> dict:
+    vectors = np.load(work / "anchor_vectors.npy", mmap_mode="r")
+    return {"rows": vectors.shape[0], "dim": vectors.shape[1],
+            "size_bytes": sum(p.stat().st_size for p in work.glob("anchor_*.npy"))}
+
+
+def _run_op(op: str, side: str, work: Path, n: int) -> dict:
+    """Run one operation in this process; the timing and memory protocol is the module docstring's."""
+    from embedstore.store import Store
+    from embedstore.store.zarr_backend import ZarrBackend
+    stat_seconds = [0.0]
+    missing = ZarrBackend._missing
+
+    def timed_missing(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return missing(self, *args)
+        finally:
+            stat_seconds[0] += time.perf_counter() - t0
+    ZarrBackend._missing = timed_missing
+
+    query = {"lookup 100k": "lookups", "gather 10k": "small", "gather 1/3": "third"}.get(op)
+    ids = np.load(work / f"query_{query}.npy") if query else None
+    store, key = work / "store.zarr", _key()
+    calls = {
+        ("build", "store"): lambda: _build_store(work, n),
+        ("build", "anchor"): lambda: _build_anchor(work, n),
+        ("lookup 100k", "store"): lambda: Store.open(store).contains_ids(key, ids),
+        ("lookup 100k", "anchor"): lambda: _anchor_rows(work, ids) >= 0,
+        ("gather 10k", "store"): lambda: Store.open(store).get_ids(key, ids),
+        ("gather 10k", "anchor"): lambda: _anchor_gather(work, ids),
+        ("gather 1/3", "store"): lambda: Store.open(store).get_ids(key, ids),
+        ("gather 1/3", "anchor"): lambda: _anchor_gather(work, ids),
+        ("store info", "store"): lambda: Store.open(store).info(),
+        ("store info", "anchor"): lambda: _anchor_info(work),
+    }
+    rss_before = _status_kib("VmRSS")
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    result = calls[(op, side)]()
+    seconds = time.perf_counter() - t0
+    peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if op == "build":
+        seconds = result
+    check = _checksum(op, result)
+    return {"seconds": seconds, "peak_mib": max(0, peak - rss_before) / 1024, "stat_seconds": stat_seconds[0],
+            "check": check, "peak_reset": reset}
+
+
+def _checksum(op: str, result) -> object:
+    """What both sides must agree on: the found count of a lookup, the sum of a gather, the row count."""
+    if op == "lookup 100k":
+        return int(np.asarray(result).sum())
+    if op.startswith("gather"):
+        return float(np.asarray(result, np.float64).sum())
+    if op == "store info":
+        return int(result["keys"][0]["rows"]) if "keys" in result else int(result["rows"])
+    return None
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the peak is this operation's, not the imports'."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# ---- the driver ----
+
+def _measure(op: str, side: str, work: Path, n: int, repeats: int) -> dict:
+    runs = []
+    for _ in range(1 if op == "build" else repeats):
+        out = subprocess.run([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
+                              "--rows", str(n)], capture_output=True, text=True, env={**os.environ})
+        if out.returncode != 0:
+            raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {out.stderr.strip()[-2000:]}")
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"seconds": statistics.median(r["seconds"] for r in runs),
+            "peak_mib": statistics.median(r["peak_mib"] for r in runs),
+            "stat_seconds": statistics.median(r["stat_seconds"] for r in runs),
+            "check": runs[0]["check"], "peak_reset": all(r["peak_reset"] for r in runs)}
+
+
+def _prepare(work: Path, n: int) -> None:
+    rng = np.random.default_rng(n)
+    ids = np.frombuffer(rng.bytes(n * 16), np.uint8).reshape(n, 16)
+    np.save(work / "ids.npy", ids)
+    np.save(work / "query_lookups.npy", np.concatenate([ids[rng.choice(n, LOOKUPS // 2, replace=False)],
+                                                         np.frombuffer(rng.bytes(LOOKUPS // 2 * 16), np.uint8)
+                                                         .reshape(-1, 16)]))  # half present, half absent
+    np.save(work / "query_small.npy", ids[rng.choice(n, min(SMALL_GATHER, n), replace=False)])
+    np.save(work / "query_third.npy", ids[rng.permutation(n)[:n // 3]])
+
+
+def _ratio(store: float, anchor: float, floor: float) -> float:
+    return max(store, floor) / max(anchor, floor)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--repeats", type=int, default=3, help="processes per operation (median); build runs once")
+    ap.add_argument("--dir", type=Path, default=None, help="where to build the keys (default: a temporary directory)")
+    ap.add_argument("--op", help=argparse.SUPPRESS)
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.op:  # a child process: one operation
+        print(json.dumps(_run_op(args.op, args.side, args.work, args.rows[0])))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(width=120)
+    verdicts, lookups, peaks = [], {}, []
+    for n in sorted(args.rows):
+        work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
+        try:
+            _prepare(work, n)
+            table = Table(title=f"{n:,} rows x {DIM} float16 (median of {args.repeats} processes; build: 1)")
+            for col in ("operation", "store s", "anchor s", "time ratio", "store MiB", "anchor MiB", "mem ratio",
+                        "stat s", "target"):
+                table.add_column(col, justify="left" if col == "operation" else "right")
+            for op in OPS:
+                s, a = _measure(op, "store", work, n, args.repeats), _measure(op, "anchor", work, n, args.repeats)
+                if s["check"] is not None and not np.isclose(s["check"], a["check"], rtol=1e-6):
+                    raise SystemExit(f"error: {op} at {n:,} rows: the store answered {s['check']}, the anchor "
+                                     f"{a['check']}; expected the same")
+                t_ratio = _ratio(s["seconds"], a["seconds"], FLOOR_SECONDS)
+                m_ratio = _ratio(s["peak_mib"], a["peak_mib"], FLOOR_MIB)
+                ok = t_ratio <= TARGET_RATIO and m_ratio <= TARGET_RATIO
+                verdicts.append(ok)
+                peaks.append(s["peak_mib"])
+                if op == "lookup 100k":
+                    lookups[n] = s["seconds"]
+                table.add_row(op, f"{s['seconds']:.3f}", f"{a['seconds']:.3f}", f"{t_ratio:.2f}x",
+                              f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}", f"{m_ratio:.2f}x",
+                              f"{s['stat_seconds']:.4f}", "PASS" if ok else "FAIL")
+            console.print(table)
+            if not s["peak_reset"]:
+                console.print("note: /proc/self/clear_refs unavailable; peaks include the imports")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    console.print(f"every operation within {TARGET_RATIO}x of the anchor (time and peak memory, floors "
+                  f"{FLOOR_SECONDS} s / {FLOOR_MIB} MiB): {'PASS' if all(verdicts) else 'FAIL'}")
+    largest = max(args.rows)
+    fits = max(peaks) < MACHINE_GIB * 1024
+    console.print(f"{largest:,} rows on a {MACHINE_GIB} GiB machine: largest store peak {max(peaks):.0f} MiB: "
+                  f"{'PASS' if fits else 'FAIL'}")
+    if len(lookups) > 1:
+        small, large = min(lookups), max(lookups)
+        growth = lookups[large] / lookups[small]
+        nlogn = large * math.log(large) / (small * math.log(small))
+        logn = math.log(large) / math.log(small)
+        console.print(f"100k lookups, {small:,} -> {large:,} rows: {growth:.2f}x the time (n log n allows "
+                      f"{nlogn:.2f}x, log n {logn:.2f}x): {'PASS' if growth <= nlogn else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Reads rows of the zarr arrays this package writes straight from their files, checking every chunk's crc32c.
+
+Why not zarr's own read: measured on a 1M x 384 float16 key, zarr 3.1 spends most of a read in per-chunk
+machinery (an event loop round trip, a buffer copy per codec): a third of the rows through
+`get_orthogonal_selection` took 17 s, where a memory-mapped `.npy` took 1.1 s. The layout here is fixed and
+simple (zarr's specification, not a format of ours): a chunk file is the row-major little-endian bytes followed
+by their crc32c; a shard file is such chunks followed by an index of (offset, length) uint64 pairs per chunk
+and the index's own crc32c. Files are memory-mapped and each chunk's checksum is computed over the mapped
+bytes, so nothing is copied but the rows asked for.
+
+Only arrays of exactly that layout are read here (`supported`); anything else (older stores without a
+checksum, other codecs) goes through zarr. A chunk that fails its checksum or has the wrong length raises
+ValueError, as zarr's decoders do, so the caller's damage report (which re-reads through zarr) is the same
+whichever reader met the damage.
+"""
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+
+import google_crc32c
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
+ABSENT = 2**64 - 1  # a shard index entry for a chunk that was never written (read as the fill value, 0)
+
+
+def _checked_bytes_codecs(codecs: tuple) -> bool:
+    return (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], Crc32cCodec)
+            and (codecs[0].endian is None or codecs[0].endian.value == "little"))
+
+
+def supported(arr: zarr.Array) -> bool:
+    """Arrays written by this package since checksums: [bytes, crc32c], sharded or not, 2-d, fill value 0."""
+    codecs = arr.metadata.codecs
+    if len(arr.shape) != 2 or arr.metadata.fill_value != 0 or arr.dtype.byteorder == ">":
+        return False
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        shard = codecs[0]
+        return (_checked_bytes_codecs(tuple(shard.codecs)) and _checked_bytes_codecs(tuple(shard.index_codecs))
+                and shard.index_location.value == "end")
+    return _checked_bytes_codecs(tuple(codecs))
+
+
+def _crc_ok(body: np.ndarray, stored: np.ndarray) -> bool:
+    return google_crc32c.value(body) == int.from_bytes(stored.tobytes(), "little")
+
+
+class _File:
+    """One chunk or shard file, memory-mapped (unmapped when the last array over it goes), its chunks checked
+    as they are taken."""
+
+    def __init__(self, path: str, chunks_per_file: int, sharded: bool) -> None:
+        with open(path, "rb") as f:
+            self.bytes = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)  # empty: ValueError
+        if not sharded:
+            self.spans = np.array([[0, len(self.bytes)]], np.uint64)
+            return
+        size = 16 * chunks_per_file
+        if len(self.bytes) < size + 4 or not _crc_ok(self.bytes[-size - 4:-4], self.bytes[-4:]):
+            raise ValueError(f"{path}: shard index fails its checksum")
+        self.spans = self.bytes[-size - 4:-4].view("<u8").reshape(-1, 2)
+
+    def chunk(self, i: int, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray | None:
+        """Chunk `i` of the file as an array over the mapped bytes (None: never written, all zeros)."""
+        offset, length = (int(x) for x in self.spans[i])
+        if offset == ABSENT and length == ABSENT:
+            return None
+        want = shape[0] * shape[1] * dtype.itemsize
+        if length != want + 4 or offset + length > len(self.bytes):
+            raise ValueError(f"chunk of {length} bytes; expected {want + 4}")
+        body = self.bytes[offset:offset + want]
+        if not _crc_ok(body, self.bytes[offset + want:offset + length]):
+            raise ValueError("Stored and computed checksum do not match")
+        return body.view(dtype).reshape(shape)
+
+
+def _groups(chunk_of_row: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """(chunk, first, stop) for each run of equal chunk numbers in a sorted array."""
+    cut = np.flatnonzero(np.diff(chunk_of_row)) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [len(chunk_of_row)]])
+    for a, b in zip(starts, stops):
+        yield int(chunk_of_row[a]), int(a), int(b)
+
+
+def read_rows(arr: zarr.Array, directory: str, rows: np.ndarray) -> np.ndarray:
+    """The sorted `rows` of a `supported` array whose files are under `directory` (the array's folder)."""
+    chunk_rows, width = arr.chunks
+    shards, dtype = arr.shards, arr.dtype  # zarr computes these on every access
+    per_file = (shards or arr.chunks)[0] // chunk_rows
+    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+    out = np.empty((len(rows), width), dtype)
+    if not len(rows):
+        return out
+    opened: tuple[int, _File] | None = None
+    for c, a, b in _groups(rows // chunk_rows):
+        f = c // per_file
+        if opened is None or opened[0] != f:
+            opened = (f, _File(f"{directory}/{encode((f, 0))}", per_file, shards is not None))
+        data = opened[1].chunk(c % per_file, (chunk_rows, width), dtype)
+        local = rows[a:b] - c * chunk_rows
+        if data is None:
+            out[a:b] = 0
+        elif local[-1] - local[0] + 1 == b - a:  # consecutive rows: a slice, not a gather
+            out[a:b] = data[local[0]:local[-1] + 1]
+        else:
+            out[a:b] = data[local]
+    return out
+
