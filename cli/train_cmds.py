@@ -32,7 +32,7 @@ def _store(store: Optional[Path]) -> Path:
 @user_errors
 @encoding_options()
 def train_aligner(
-    pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
+    pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL/Parquet/Arrow or a datasets directory) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
     target_column: str = typer.Option(..., help="Translation (target) column, e.g. ko."),
     arch: str = typer.Option(DEFAULT_ALIGNER, help=" | ".join(ALIGNERS) + "."),
@@ -130,7 +130,7 @@ def evaluate(
 def predict(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file)."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt file of texts."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
     column: str = typer.Option("text", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
     store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
