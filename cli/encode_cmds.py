@@ -40,13 +40,12 @@ def encode(
     *, encoding: EncodeOptions,
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
-    from embedstore.data.tasks import parse_where
+    from embedstore.api import encode_files
     from embedstore.encoding.launch import launched_distributed
-    from embedstore.encoding.encode import encode_files
 
     compute = ComputeOptions(batch_size=batch_size, device=device, chunk_rows=chunk_rows)
-    report = encode_files(files, columns=column, pair_column=pair_column, where=parse_where(where), store=store,
-                          options=encoding,
+    report = encode_files(files, columns=column or None, pair_column=pair_column, where=where, store=store,
+                          encoding=encoding,
                           compute=compute, progress=not as_json,
                           distributed=launched_distributed() if distributed is None else distributed)
     if report.rank != 0:  # every rank has the job's totals; print them once

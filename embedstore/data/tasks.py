@@ -100,7 +100,7 @@ def load_rows(src: Source, *, single_label: bool = False) -> Rows:
     return Rows(texts=texts, labels=pick(src.label), targets=pick(src.target))
 
 
-def _where(table: object, key: str) -> Where:
+def where_from_table(table: object, key: str) -> Where:
     """A task table's row filter: column → one value or a list of values (strings or numbers, matched as text)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: {table!r}; expected a table of column = value or [values]")
@@ -142,7 +142,7 @@ class Task:
                                       "(no NUL characters)")
             fill = lambda s: None if s is None else s.replace("{lang}", language)  # noqa: E731
             path = Path(fill(spec["file"]))
-            where = _where(spec.get("where", {}), f"tasks.{name}.{role}.where")
+            where = where_from_table(spec.get("where", {}), f"tasks.{name}.{role}.where")
             sources[role] = Source(file=path if path.is_absolute() else (base_dir / path).resolve(),
                                    text=fill(spec["text"]), pair=fill(spec.get("pair")), label=fill(spec.get("label")),
                                    target=fill(spec.get("target")), where=where)
