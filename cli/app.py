@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-head": ("train_cmds", "train_head"),
     "evaluate": ("train_cmds", "evaluate"),
     "predict": ("train_cmds", "predict"),
+    "export": ("export_cmds", "export"),
     "sweep": ("experiment_cmds", "sweep"),
     "report": ("experiment_cmds", "report"),
     "demo": ("experiment_cmds", "demo"),
