@@ -62,7 +62,10 @@ app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, 
 def embedstore(debug: bool = typer.Option(
         False, "--debug", help=f"Show the traceback of any error instead of one line (or set {DEBUG_ENV}=1).")) -> None:
     """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
+    from embedstore.base.settings import mark_explicit
+
     set_debug(debug)
+    mark_explicit(())  # no flag of an earlier command in this process counts for this one
 
 
 def main() -> None:

@@ -51,7 +51,9 @@ def encode(
     if report.rank != 0:  # every rank has the job's totals; print them once
         return
     if as_json:
-        print_json(report.to_dict())
+        from embedstore.base.settings import project_settings
+
+        print_json({**report.to_dict(), "settings": project_settings().record({"store"} if store else ())})
         return
     rate = f", {report.texts_per_second:,.1f} texts/s" if report.encoded else ""
     ranks = f" on {report.world_size} ranks" if report.world_size > 1 else ""

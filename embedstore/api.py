@@ -9,7 +9,9 @@
 
 This module is where keyword options become the library's values (row sources, encoding options, sizes, the
 store), and the CLI commands call these same functions with what they parsed: a command and its function cannot
-drift apart. Estimators (torch, scikit-learn) are imported by the functions that need them, so `encode_files`
+drift apart. What a call leaves unset (the store, the model, the encoding options) comes from the project settings
+(`embedstore.toml`, `EMBEDSTORE_*` variables: `embedstore.base.settings`), then the defaults, and every record
+returned says under "settings" where each value came from. Estimators (torch, scikit-learn) are imported by the functions that need them, so `encode_files`
 (and a re-run of a finished `embedstore encode`) never pays for them; `arch`, `head` and `recipe` None mean the
 registries' defaults.
 """
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.settings import project_settings
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size
 from embedstore.data.tasks import Source, Where, parse_where, where_from_table
@@ -58,7 +61,7 @@ def store_path(store: PathLike | None) -> Path:
 def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequence[int] | None = None,
                      **options: Any) -> EncodeOptions:
     """One `EncodeOptions` from either a built value or keywords (model, layer, pooling, max_length, prefix, dtype);
-    what neither sets takes its default."""
+    what neither sets comes from the project settings, then the defaults."""
     unknown = set(options) - set(_ENCODING_FIELDS)
     if unknown:
         raise ConfigError(f"{', '.join(sorted(unknown))}: unknown encoding option; expected "
@@ -70,8 +73,26 @@ def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequ
         return encoding
     given = {k: v for k, v in options.items() if v is not None}
     if layer is not None:
-        given["layers"] = (layer,) if isinstance(layer, int) else tuple(layer)
-    return EncodeOptions(**given)
+        given["layer"] = layer
+    return options_with_settings(given)
+
+
+def options_with_settings(given: Mapping[str, Any]) -> EncodeOptions:
+    """`EncodeOptions` from the values given (flags or keywords; `layer` an int or a list), the project settings
+    filling in the rest: the one place the CLI and the API resolve encoding options."""
+    settings = project_settings()
+    values = {name: given[name] if given.get(name) is not None else settings.get(name)
+              for name in (*_ENCODING_FIELDS, "layer")}
+    layer = values.pop("layer")
+    chosen = {} if layer is None else {"layers": (layer,) if isinstance(layer, int) else tuple(layer)}
+    return EncodeOptions(**{k: v for k, v in values.items() if v is not None}, **chosen)
+
+
+def _settings(store: PathLike | None, options: Mapping[str, Any], names: Sequence[str] | None = None) -> dict:
+    """Where this call's settings came from (its own arguments count as flags)."""
+    given = {k for k, v in options.items() if v is not None} | ({"store"} if store is not None else set())
+    record = project_settings().record(given)
+    return record if names is None else {name: record[name] for name in names}
 
 
 def encode(texts: Sequence[Text], *, store: PathLike | None = None, encoding: EncodeOptions | None = None,
@@ -111,9 +132,10 @@ def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_
     from embedstore.pipelines.steps import train_aligner as run
 
     src = Source(file=Path(pairs), text=source_column, target=target_column, where=as_where(where))
-    return run(src, arch=arch or DEFAULT_ALIGNER, out=Path(out), size=parse_size(size), reverse=reverse, seed=seed,
-               recipe=recipe or DEFAULT_RECIPE,
-               store=store_path(store), options=encoding_options(encoding, **options), progress=progress)
+    record = run(src, arch=arch or DEFAULT_ALIGNER, out=Path(out), size=parse_size(size), reverse=reverse, seed=seed,
+                 recipe=recipe or DEFAULT_RECIPE, store=store_path(store),
+                 options=encoding_options(encoding, **options), progress=progress)
+    return {**record, "settings": _settings(store, options)}
 
 
 def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
@@ -128,10 +150,11 @@ def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", lab
     from embedstore.pipelines.steps import train_head as run
 
     src = Source(file=Path(train), text=text_column, label=label_column, where=as_where(where))
-    return run(src, out=Path(out), size=parse_size(size), head=head or DEFAULT_HEAD,
-               aligner_dir=Path(aligner) if aligner else None, share=share, seed=seed, recipe=recipe or DEFAULT_RECIPE,
-               store=store_path(store),
-               options=encoding_options(encoding, **options), progress=progress)
+    record = run(src, out=Path(out), size=parse_size(size), head=head or DEFAULT_HEAD,
+                 aligner_dir=Path(aligner) if aligner else None, share=share, seed=seed, recipe=recipe or DEFAULT_RECIPE,
+                 store=store_path(store),
+                 options=encoding_options(encoding, **options), progress=progress)
+    return {**record, "settings": _settings(store, options)}
 
 
 def evaluate(pipeline: PathLike, test: PathLike, *, text_column: str = "text", label_column: str = "label",
@@ -141,7 +164,8 @@ def evaluate(pipeline: PathLike, test: PathLike, *, text_column: str = "text", l
     from embedstore.pipelines.steps import evaluate as run
 
     src = Source(file=Path(test), text=text_column, label=label_column, where=as_where(where))
-    return run(Path(pipeline), src, store=store_path(store), model=model, progress=progress)
+    result = run(Path(pipeline), src, store=store_path(store), model=model, progress=progress)
+    return {**result, "settings": _settings(store, {}, ["store"])}  # the pipeline pins its encoding
 
 
 def load_pipeline(directory: PathLike, *, store: PathLike | None = None, model: PathLike | None = None) -> Pipeline:
