@@ -138,3 +138,18 @@ def test_cli_encode_takes_several_columns_and_where_on_a_dataset_dir(tiny_model_
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["texts"] == 4 and report["encoded"] == 4
+
+
+def test_a_sweep_task_reads_parquet_and_datasets_directories(tmp_path):
+    from embedstore.data.tasks import Task
+
+    table = pa.table({"en": ["a", "b", "c", "d"], "ko": ["가", "나", "다", "라"], "apps": ["x", "y", "x", "y"],
+                      "fold": [6, 6, 8, 8]})
+    pq.write_table(table, tmp_path / "task.parquet")
+    save_dataset_dir(tmp_path / "ds", table)
+    task = Task.from_table("topic", {
+        "en_train": {"file": "task.parquet", "text": "en", "label": "apps", "where": {"fold": [6]}},
+        "test": {"file": "ds", "text": "{lang}", "label": "apps", "where": {"fold": [8]}}}, "ko", tmp_path)
+    assert task.rows("en_train").texts == ["a", "b"] and task.rows("test").texts == ["다", "라"]
+    hashes = task.file_hashes()
+    assert hashes["en_train"].startswith("task.parquet:") and hashes["test"].startswith("ds:")

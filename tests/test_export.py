@@ -67,7 +67,8 @@ def expected(pipe):
 
 @pytest.mark.parametrize("arch, reverse, extra", [
     ("procrustes", True, ()),                       # reverse: target text into English space, a Dense layer
-    ("fc", False, ("--layer", "1")),                # identity-trained FC kept at test; a middle layer
+    ("fc", False, ("--layer", "1", "--prefix", "query: ")),  # identity-trained FC kept at test; a middle layer;
+                                                              # e5's prefix, which becomes the default prompt
 ])
 def test_sentence_transformers_export_serves_the_pipelines_vectors_and_predictions(
         tiny_model_dir, tmp_path, arch, reverse, extra):
@@ -80,6 +81,7 @@ def test_sentence_transformers_export_serves_the_pipelines_vectors_and_predictio
     assert r.exit_code == 0, r.output
     record = json.loads(r.stdout)
     assert record["aligner_in_model"] and record["check"]["max_vector_difference"] <= 1e-5
+    assert record["check"]["prompt"] == pipe.key.prefix
     vectors, labels = expected(pipe)
     model = SentenceTransformer(str(tmp_path / "st"), device="cpu", local_files_only=True)
     served = model.encode(NEW_TEXTS, convert_to_numpy=True)
