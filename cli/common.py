@@ -98,8 +98,8 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
     ("none": the command declares its own layer selection). Their defaults are None: an option not given comes
     from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from `EncodeOptions`' defaults."""
     def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
-        declared = typer.Option(None, *decls, help=f"{help} (default: {default}).", rich_help_panel=_ENCODING_PANEL,
-                                show_default=False)
+        declared = typer.Option(None, *decls, help=f"{help} (default: {default}; EMBEDSTORE_{name.upper()} or "
+                                f"embedstore.toml may set it).", rich_help_panel=_ENCODING_PANEL, show_default=False)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
 
     params = [option("model", Optional[str], _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
