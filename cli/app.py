@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-head": ("train_cmds", "train_head"),
     "evaluate": ("train_cmds", "evaluate"),
     "predict": ("train_cmds", "predict"),
+    "export": ("export_cmds", "export"),
     "sweep": ("experiment_cmds", "sweep"),
     "report": ("experiment_cmds", "report"),
     "demo": ("experiment_cmds", "demo"),
@@ -61,7 +62,10 @@ app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, 
 def embedstore(debug: bool = typer.Option(
         False, "--debug", help=f"Show the traceback of any error instead of one line (or set {DEBUG_ENV}=1).")) -> None:
     """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
+    from embedstore.base.settings import mark_explicit
+
     set_debug(debug)
+    mark_explicit(())  # no flag of an earlier command in this process counts for this one
 
 
 def main() -> None:

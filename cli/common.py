@@ -95,25 +95,26 @@ _ENCODING_PANEL = "Encoding options (the store key: vectors made under other opt
 
 def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect.Parameter]:
     """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
-    ("none": the command declares its own layer selection)."""
+    ("none": the command declares its own layer selection). Their defaults are None: an option not given comes
+    from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from `EncodeOptions`' defaults."""
     def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
-        declared = typer.Option(default, *decls, help=f"{help}.", rich_help_panel=_ENCODING_PANEL)
+        declared = typer.Option(None, *decls, help=f"{help} (default: {default}; EMBEDSTORE_{name.upper()} or "
+                                f"embedstore.toml may set it).", rich_help_panel=_ENCODING_PANEL, show_default=False)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
 
-    params = [option("model", str, _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
+    params = [option("model", Optional[str], _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
     if layers == "many":
-        params.append(option("layer", list[int], list(_DEFAULT.layers), "--layer", "-l",
+        params.append(option("layer", Optional[list[int]], _DEFAULT.layers[0], "--layer", "-l",
                              help="Hidden layer (negative counts from the end); repeat for several"))
     elif layers == "one":
-        params.append(option("layer", int, _DEFAULT.layers[0], "--layer", "-l",
+        params.append(option("layer", Optional[int], _DEFAULT.layers[0], "--layer", "-l",
                              help="Hidden layer the vectors come from (negative counts from the end)"))
     return params + [
-        option("pooling", str, _DEFAULT.pooling, "--pooling", help="mean (attention-mask weighted), cls or max"),
-        option("max_length", int, _DEFAULT.max_length, "--max-length",
+        option("pooling", Optional[str], _DEFAULT.pooling, "--pooling", help="mean (attention-mask weighted), cls or max"),
+        option("max_length", Optional[int], _DEFAULT.max_length, "--max-length",
                help="Tokens per text (longer texts are truncated)"),
-        option("prefix", Optional[str], _DEFAULT.prefix, "--prefix",
-               help="Text prefix (default: the model's own, 'query: ' for e5)"),
-        option("dtype", str, _DEFAULT.dtype, "--dtype",
+        option("prefix", Optional[str], "the model's own, 'query: ' for e5", "--prefix", help="Text prefix"),
+        option("dtype", Optional[str], _DEFAULT.dtype, "--dtype",
                help="Storage precision: float32 or float16 (compute is always fp32)"),
     ]
 
@@ -142,9 +143,27 @@ def inject_options(parameters: list[inspect.Parameter], build: Callable[[dict[st
 
 
 def _encoding(values: dict[str, Any]) -> EncodeOptions:
-    layer = values.pop("layer", None)
-    chosen = {} if layer is None else {"layers": tuple(layer) if isinstance(layer, list) else (layer,)}
-    return EncodeOptions(**values, **chosen)
+    """Flags given win; the rest come from the project settings, then the defaults (`api.options_with_settings`,
+    which the Python API uses too). The flags given are noted, so the run's record says "flag" for them."""
+    from embedstore.api import options_with_settings
+    from embedstore.base.settings import mark_explicit
+
+    given = {name: value for name, value in values.items() if value is not None and value != []}
+    mark_explicit(given)
+    note_settings()
+    return options_with_settings(given)
+
+
+def note_settings() -> None:
+    """One stderr line naming the settings an environment variable or embedstore.toml set, so a value nobody
+    typed on this command line is never a surprise (stdout stays clean for --json)."""
+    from embedstore.base.settings import project_settings
+
+    settings = project_settings()
+    chosen = [f"{name}={settings.get(name)!r} ({source})" for name, source in settings.record().items()
+              if source not in ("flag", "default")]
+    if chosen:
+        err_console.print("settings: " + "; ".join(chosen), highlight=False, soft_wrap=True, markup=False)
 
 
 def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable[[Callable], Callable]:

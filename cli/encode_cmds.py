@@ -21,9 +21,12 @@ store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspec
 @user_errors
 @encoding_options(layers="many")
 def encode(
-    files: list[Path] = typer.Argument(..., help="TSV (no quoting), CSV, JSONL or .txt (one text per line) files."),
-    column: Optional[str] = typer.Option(None, "--column", "-c", help="Text column (default: 'text')."),
+    files: list[Path] = typer.Argument(..., help="TSV (no quoting), CSV, JSONL, .txt (one text per line), Parquet or "
+                                      "Arrow files, or datasets save_to_disk directories."),
+    column: list[str] = typer.Option([], "--column", "-c", help="Text column (default: 'text'); repeat to encode "
+                                     "several columns (e.g. -c en -c ko) in one pass."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
+    where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2."),
     store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file (default: cache/store.zarr)."),
     batch_size: int = typer.Option(ComputeOptions.batch_size, help="Texts per forward pass."),
     device: str = typer.Option(ComputeOptions.device, help="auto (CUDA when present), cpu, cuda, cuda:N."),
@@ -37,17 +40,20 @@ def encode(
     *, encoding: EncodeOptions,
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
+    from embedstore.api import encode_files
     from embedstore.encoding.launch import launched_distributed
-    from embedstore.encoding.encode import encode_files
 
     compute = ComputeOptions(batch_size=batch_size, device=device, chunk_rows=chunk_rows)
-    report = encode_files(files, column=column, pair_column=pair_column, store=store, options=encoding,
+    report = encode_files(files, columns=column or None, pair_column=pair_column, where=where, store=store,
+                          encoding=encoding,
                           compute=compute, progress=not as_json,
                           distributed=launched_distributed() if distributed is None else distributed)
     if report.rank != 0:  # every rank has the job's totals; print them once
         return
     if as_json:
-        print_json(report.to_dict())
+        from embedstore.base.settings import project_settings
+
+        print_json({**report.to_dict(), "settings": project_settings().record({"store"} if store else ())})
         return
     rate = f", {report.texts_per_second:,.1f} texts/s" if report.encoded else ""
     ranks = f" on {report.world_size} ranks" if report.world_size > 1 else ""

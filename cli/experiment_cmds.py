@@ -42,7 +42,7 @@ def report(
     from embedstore.study.report import build_report
 
     files = build_report(results, out or results.parent / "report", metric=metric, cosine_path=cosine)
-    console.print(files.markdown, highlight=False)
+    console.print(files.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(f"wrote {files.table_md}, {files.table_csv}" + "".join(f", {p}" for p in files.plots))
 
 
@@ -57,7 +57,7 @@ def demo(
     from embedstore.study.demo import run_demo
 
     result = run_demo(out, workers=workers, aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
-    console.print(result.report.markdown, highlight=False)
+    console.print(result.report.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(str(result.summary), highlight=False)
     console.print(f"encoded {result.encoded:,} new texts in {result.encode_seconds:.1f} s; whole demo "
                   f"{result.seconds:.1f} s; config {result.config}; plots: "

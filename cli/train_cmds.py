@@ -11,8 +11,6 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES
-from embedstore.data.selection import parse_size
-from embedstore.data.tasks import Source, parse_where
 
 from .common import console, encoding_options, print_json, user_errors
 
@@ -23,16 +21,10 @@ PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, 
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
 
 
-def _store(store: Optional[Path]) -> Path:
-    from embedstore.encoding.options import default_store
-
-    return store or default_store()
-
-
 @user_errors
 @encoding_options()
 def train_aligner(
-    pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL) with source and target columns."),
+    pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL/Parquet/Arrow or a datasets directory) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
     target_column: str = typer.Option(..., help="Translation (target) column, e.g. ko."),
     arch: str = typer.Option(DEFAULT_ALIGNER, help=" | ".join(ALIGNERS) + "."),
@@ -43,11 +35,11 @@ def train_aligner(
     store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
-    from embedstore.pipelines.steps import train_aligner as run
+    from embedstore.api import train_aligner as run
 
-    src = Source(file=pairs, text=source_column, target=target_column, where=parse_where(where))
-    record = run(src, arch=arch, out=out, size=parse_size(size), reverse=reverse, seed=seed, recipe=recipe,
-                 store=_store(store), options=encoding, progress=not as_json)
+    record = run(pairs, target_column=target_column, source_column=source_column, arch=arch, out=out, size=size,
+                 reverse=reverse, where=where, seed=seed, recipe=recipe, store=store, encoding=encoding,
+                 progress=not as_json)
     if as_json:
         return print_json(record)
     diag = record["diagnostics"]
@@ -74,11 +66,11 @@ def train_head(
     store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
-    from embedstore.pipelines.steps import train_head as run
+    from embedstore.api import train_head as run
 
-    src = Source(file=train, text=text_column, label=label_column, where=parse_where(where))
-    record = run(src, out=out, size=parse_size(size), head=head, aligner_dir=aligner, share=share, seed=seed,
-                 recipe=recipe, store=_store(store), options=encoding, progress=not as_json)
+    record = run(train, out=out, text_column=text_column, label_column=label_column, size=size, aligner=aligner,
+                 share=share, head=head, where=where, seed=seed, recipe=recipe, store=store, encoding=encoding,
+                 progress=not as_json)
     if as_json:
         return print_json(record)
     s = record["sizes"]
@@ -105,12 +97,12 @@ def evaluate(
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
     from embedstore.base.atomic import check_writable, write_json
-    from embedstore.pipelines.steps import evaluate as run
+    from embedstore.api import evaluate as run
 
     if out:
         check_writable(out)  # before the model loads, not after the evaluation
-    result = run(pipeline, Source(file=test, text=text_column, label=label_column, where=parse_where(where)),
-                 store=_store(store), model=model, progress=not as_json)
+    result = run(pipeline, test, text_column=text_column, label_column=label_column, where=where, store=store,
+                 model=model, progress=not as_json)
     if out:
         write_json(out, result, indent=2)
     if as_json:
@@ -130,20 +122,20 @@ def evaluate(
 def predict(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file)."),
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt file of texts."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
     column: str = typer.Option("text", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
     store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
+    from embedstore.api import load_pipeline
     from embedstore.base.errors import ConfigError
-    from embedstore.pipelines.pipeline import Pipeline
     from embedstore.data.texts import read_texts
 
     items = list(texts or []) + (read_texts(file, column) if file else [])
     if not items:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = Pipeline.load(pipeline, store=_store(store), model=model).predict(items)
+    results = load_pipeline(pipeline, store=store, model=model).predict(items)
     if as_json:
         return print_json(results)
     for r in results:

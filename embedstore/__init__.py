@@ -8,3 +8,20 @@ try:
     __version__ = version("embedstore")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
+
+#: The Python API (`embedstore.api`), imported on first use: `import embedstore` stays cheap for the CLI, which
+#: must not pay for torch and scikit-learn before it knows the command.
+_API = {"Pipeline": "embedstore.pipelines.pipeline", **dict.fromkeys(
+    ("encode", "encode_files", "evaluate", "train_aligner", "train_head", "load_pipeline"), "embedstore.api")}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'embedstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

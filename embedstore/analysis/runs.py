@@ -26,7 +26,7 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.base.atomic import write_json
-from embedstore.base.files import file_sha256
+from embedstore.base.files import input_sha256
 from embedstore.base.retrieval import check_options
 from embedstore.estimators.heads import DEFAULT_HEAD, make_head
 from embedstore.data.selection import parse_size
@@ -137,7 +137,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     provenance = {
         "config": config,
         "seed": seed,
-        "input": {"path": str(Path(pairs_file).resolve()), "sha256": file_sha256(pairs_file), "rows": n_rows},
+        "input": {"path": str(Path(pairs_file).resolve()), "sha256": input_sha256(pairs_file), "rows": n_rows},
         "split": split.how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
         "fit_rows": len(split.fit) if include_fit else 0,
         "test_rows": len(split.test),

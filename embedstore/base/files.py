@@ -31,3 +31,17 @@ def dir_sha256(path: str | os.PathLike[str]) -> str:
     for p in sorted(q for q in Path(path).iterdir() if q.is_file()):
         h.update(f"{p.name}\n{file_sha256(p)[:16]}\n".encode())
     return h.hexdigest()
+
+
+def input_sha256(path: str | os.PathLike[str]) -> str:
+    """An input's content identity: a file's sha256, or `dir_sha256` for a directory input (a `datasets`
+    save_to_disk directory keeps its files directly inside)."""
+    return dir_sha256(path) if Path(path).is_dir() else file_sha256(path)
+
+
+def input_mtime_ns(path: str | os.PathLike[str]) -> int:
+    """The latest modification time of an input (of its files, for a directory), for caches keyed on it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_mtime_ns
+    return max([path.stat().st_mtime_ns, *(q.stat().st_mtime_ns for q in path.iterdir() if q.is_file())])

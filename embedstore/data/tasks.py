@@ -10,12 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from embedstore.base.errors import ConfigError
-from embedstore.base.files import file_sha256 as _file_sha256
+from embedstore.base.files import input_mtime_ns, input_sha256
 from embedstore.data.texts import read_table
+
+#: Row filters: (column, allowed values) pairs; a row passes when every column holds one of its values.
+Where = tuple[tuple[str, tuple[str, ...]], ...]
 
 ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pairs")
 
@@ -30,7 +34,7 @@ class Source:
     pair: str | None = None
     label: str | None = None
     target: str | None = None
-    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    where: Where = ()
 
 
 @dataclass
@@ -41,13 +45,14 @@ class Rows:
 
 
 def file_sha256(path: Path) -> str:
-    """Provenance names input files by content; cached per modification time because sweeps ask often."""
-    return _digest(str(path), path.stat().st_mtime_ns)
+    """Provenance names input files (or `datasets` directories) by content; cached per modification time because
+    sweeps ask often."""
+    return _digest(str(path), input_mtime_ns(path))
 
 
 @lru_cache(maxsize=64)
 def _digest(path: str, mtime_ns: int) -> str:
-    return _file_sha256(path)
+    return input_sha256(path)
 
 
 @lru_cache(maxsize=32)
@@ -55,7 +60,7 @@ def _table(path: Path, columns: tuple[str, ...], mtime_ns: int) -> dict[str, lis
     return read_table(path, columns)
 
 
-def parse_where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def parse_where(items: Sequence[str]) -> Where:
     """CLI row filters: `fold=6,7` keeps rows whose `fold` column is 6 or 7; several filters all apply."""
     out = []
     for item in items:
@@ -66,26 +71,36 @@ def parse_where(items: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def load_rows(src: Source, *, single_label: bool = False) -> Rows:
-    """The rows of `src` that pass its filters; `single_label` drops comma-joined multi-label rows."""
-    columns = tuple(dict.fromkeys(c for c in (src.text, src.pair, src.label, src.target, *(w for w, _ in src.where)) if c))
-    if not src.file.is_file():
-        raise ConfigError(f"{src.file}: no such file")
-    table = _table(src.file, columns, src.file.stat().st_mtime_ns)
-    keep = np.ones(len(table[src.text]), dtype=bool)
-    for col, allowed in src.where:
+def filtered_columns(file: Path, columns: Sequence[str], where: Where = (), *,
+                     single_label_column: str | None = None) -> dict[str, list[str]]:
+    """The named columns of the rows of `file` that pass every `where` filter (and, with `single_label_column`,
+    whose label is not a comma-joined list); a filter that keeps no row is an error, not an empty result."""
+    columns = tuple(dict.fromkeys((*columns, *(w for w, _ in where))))
+    if not file.exists():
+        raise ConfigError(f"{file}: no such file")
+    table = _table(file, columns, input_mtime_ns(file))
+    keep = np.ones(len(table[columns[0]]), dtype=bool)
+    for col, allowed in where:
         keep &= np.isin(np.asarray(table[col]), allowed)
-    if single_label and src.label:
-        keep &= np.char.find(np.asarray(table[src.label], dtype=str), ",") < 0
+    if single_label_column:
+        keep &= np.char.find(np.asarray(table[single_label_column], dtype=str), ",") < 0
     idx = np.flatnonzero(keep)
     if not len(idx):
-        raise ConfigError(f"{src.file}: no rows pass the filters {dict(src.where)}")
-    pick = lambda col: [table[col][i] for i in idx] if col else []  # noqa: E731
+        raise ConfigError(f"{file}: no rows pass the filters {dict(where)}")
+    return {col: [table[col][i] for i in idx] for col in columns}
+
+
+def load_rows(src: Source, *, single_label: bool = False) -> Rows:
+    """The rows of `src` that pass its filters; `single_label` drops comma-joined multi-label rows."""
+    columns = [c for c in (src.text, src.pair, src.label, src.target) if c]
+    table = filtered_columns(src.file, columns, src.where,
+                             single_label_column=src.label if single_label and src.label else None)
+    pick = lambda col: table[col] if col else []  # noqa: E731
     texts = list(zip(pick(src.text), pick(src.pair))) if src.pair else pick(src.text)
     return Rows(texts=texts, labels=pick(src.label), targets=pick(src.target))
 
 
-def _where(table: object, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def where_from_table(table: object, key: str) -> Where:
     """A task table's row filter: column → one value or a list of values (strings or numbers, matched as text)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: {table!r}; expected a table of column = value or [values]")
@@ -127,7 +142,7 @@ class Task:
                                       "(no NUL characters)")
             fill = lambda s: None if s is None else s.replace("{lang}", language)  # noqa: E731
             path = Path(fill(spec["file"]))
-            where = _where(spec.get("where", {}), f"tasks.{name}.{role}.where")
+            where = where_from_table(spec.get("where", {}), f"tasks.{name}.{role}.where")
             sources[role] = Source(file=path if path.is_absolute() else (base_dir / path).resolve(),
                                    text=fill(spec["text"]), pair=fill(spec.get("pair")), label=fill(spec.get("label")),
                                    target=fill(spec.get("target")), where=where)

@@ -1,7 +1,9 @@
 """Reading user text files into validated columns.
 
-Every problem is reported as one line naming the file, the line and the field, before anything is encoded,
-so a bad row never leaves a half-finished store behind.
+Every problem is reported as one line naming the file, the line (or row) and the field, before anything is
+encoded, so a bad row never leaves a half-finished store behind. Text formats are parsed here; Parquet, Arrow and
+`datasets` directories by `columnar` (pyarrow, imported only when such an input is read), and both go through the
+same column and cell checks.
 """
 from __future__ import annotations
 
@@ -9,19 +11,21 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from embedstore.base.errors import InputError
+from embedstore.data.columnar import COLUMNAR_SUFFIXES
 from embedstore.data.hashing import Text, normalize
 
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 TXT_COLUMN = "text"
+ACCEPTED = ", ".join([*FORMATS, *COLUMNAR_SUFFIXES]) + " or a datasets save_to_disk directory"
 
 
 def file_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"{path}: unknown format '{path.suffix}'; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"{path}: unknown format '{path.suffix}'; expected one of {ACCEPTED}")
     return fmt
 
 
@@ -97,22 +101,39 @@ def _csv_rows(path: Path, reader: Any) -> tuple[list[str], list[tuple[int, dict[
     return header, rows
 
 
-def read_table(path: str | Path, columns: Sequence[str]) -> dict[str, list[str]]:
-    """The named columns of a TSV/CSV/JSONL/txt file, NFC-normalised, every cell checked non-empty."""
-    path = Path(path)
-    fmt = file_format(path)
-    header, rows = _rows(path, _decode(path), fmt)
+def _located_rows(path: Path, columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("line N" or "row N", row) for every data row of any supported input, after checking `columns` exist."""
+    if path.is_dir() or path.suffix.lower() in COLUMNAR_SUFFIXES:
+        from embedstore.data.columnar import is_dataset_dir, read_columnar
+
+        if path.is_dir() and not is_dataset_dir(path):
+            raise InputError(f"{path}: a directory without state.json; expected a file ({ACCEPTED})")
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        _, values = read_columnar(path, columns)
+        n = len(values[columns[0]]) if columns else 0
+        return ((f"row {i}", {col: values[col][i] for col in columns}) for i in range(n))
+    header, rows = _rows(path, _decode(path), file_format(path))
     for col in columns:
         if col not in header:
             raise InputError(f"{path}: no column '{col}'; columns present: {', '.join(header) or '(none)'}")
+    return ((f"line {line}", row) for line, row in rows)
+
+
+def read_table(path: str | Path, columns: Sequence[str]) -> dict[str, list[str]]:
+    """The named columns of a TSV/CSV/JSONL/txt, Parquet or Arrow file or a `datasets` directory, NFC-normalised,
+    every cell checked non-empty."""
+    path = Path(path)
     out: dict[str, list[str]] = {col: [] for col in columns}
-    for line, row in rows:
+    any_rows = False
+    for where, row in _located_rows(path, columns):
+        any_rows = True
         for col in columns:
-            value = normalize(row.get(col, ""))
+            value = normalize(row.get(col) or "")
             if not value:
-                raise InputError(f"{path}: line {line}: field '{col}' is empty; expected a non-empty text")
+                raise InputError(f"{path}: {where}: field '{col}' is empty; expected a non-empty text")
             out[col].append(value)
-    if not rows:
+    if not any_rows:
         raise InputError(f"{path}: no data rows")
     return out
 

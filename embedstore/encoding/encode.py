@@ -15,7 +15,9 @@ import numpy as np
 
 from embedstore.base.progress import progress_bar
 from embedstore.data.hashing import Text, normalize_text, text_ids
-from embedstore.data.texts import read_texts
+from embedstore.base.errors import ConfigError
+from embedstore.data.tasks import Where, filtered_columns
+from embedstore.data.texts import TXT_COLUMN
 from embedstore.encoding.models import ModelSpec, load_once
 from embedstore.encoding.options import ComputeOptions, EncodeOptions, default_store
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
@@ -108,14 +110,28 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
             flush()
 
 
-def encode_files(paths: Sequence[str | Path], *, column: str | None = None, pair_column: str | None = None,
-                 store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-                 compute: ComputeOptions = ComputeOptions(), progress: bool = False,
-                 distributed: bool = False) -> EncodeReport:
-    """Every file is read and validated before the model is touched: a bad row costs no encoding."""
+def read_inputs(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
+                pair_column: str | None = None, where: Where = ()) -> list[Text]:
+    """The texts of every named column (or (column, pair_column) pairs) of the rows passing `where`, file by
+    file and column by column; every file is read and checked before any is encoded."""
+    columns = [columns] if isinstance(columns, str) else list(columns or [TXT_COLUMN])
+    if pair_column is not None and len(columns) > 1:
+        raise ConfigError(f"pair_column {pair_column!r} with {len(columns)} columns; a pair is one text column and "
+                          "its pair column")
     texts: list[Text] = []
-    for path in paths:
-        texts.extend(read_texts(path, column, pair_column))
+    for path in map(Path, paths):
+        table = filtered_columns(path, [*columns, *([pair_column] if pair_column else [])], where)
+        for column in columns:
+            texts.extend(zip(table[column], table[pair_column]) if pair_column else table[column])
+    return texts
+
+
+def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
+                 pair_column: str | None = None, where: Where = (), store: str | Path | None = None,
+                 options: EncodeOptions = EncodeOptions(), compute: ComputeOptions = ComputeOptions(),
+                 progress: bool = False, distributed: bool = False) -> EncodeReport:
+    """Every file is read and validated before the model is touched: a bad row costs no encoding."""
+    texts = read_inputs(paths, columns=columns, pair_column=pair_column, where=where)
     return encode(texts, store=store, options=options, compute=compute, progress=progress, distributed=distributed)
 
 

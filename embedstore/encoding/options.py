@@ -21,7 +21,11 @@ DEFAULT_STORE_NAME = "store.zarr"
 
 
 def default_store() -> Path:
-    return cache_dir() / DEFAULT_STORE_NAME
+    """The project's store (`embedstore.base.settings`: EMBEDSTORE_STORE, embedstore.toml), else the cache's."""
+    from embedstore.base.settings import project_settings
+
+    configured = project_settings().get("store")
+    return Path(configured) if configured is not None else cache_dir() / DEFAULT_STORE_NAME
 
 
 def absolute_layer(layer: int, num_layers: int) -> int:

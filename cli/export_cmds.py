@@ -1,0 +1,35 @@
+"""`embedstore export`: a trained pipeline as a sentence-transformers directory or one ONNX graph."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedstore.export.export import FORMATS, TOLERANCE
+
+from .common import console, print_json, user_errors
+
+
+@user_errors
+def export(
+    out: Path = typer.Argument(..., help="Directory to create (new or empty)."),
+    pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
+    format: str = typer.Option(..., "--format", "-f", help=" | ".join(FORMATS) + "."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline "
+                                        "recorded its model as a path (its fingerprint must match)."),
+    tolerance: float = typer.Option(TOLERANCE, help="Largest accepted difference between the export's vectors "
+                                                    "(and probabilities) and the torch pipeline's."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
+) -> None:
+    """Export a pipeline; the export is run on probe texts and checked against the torch pipeline first."""
+    from embedstore.export.export import export_pipeline
+
+    record = export_pipeline(pipeline, out, format=format, model=model, tolerance=tolerance)
+    if as_json:
+        return print_json(record)
+    check = record["check"]
+    aligner = " + aligner" if record["aligner_in_model"] else ""
+    console.print(f"{format} export{aligner} → {out}: on {check['texts']} probe texts, vectors within "
+                  f"{check['max_vector_difference']:.1e} and the same predictions as the torch pipeline",
+                  highlight=False, soft_wrap=True)

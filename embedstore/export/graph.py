@@ -1,0 +1,135 @@
+"""What an export computes, in torch: the pipeline's encoder cut at its layer, its pooling, the aligner when the
+pipeline applies it to target-language text, and the head. Built from the loaded pipeline's own parts (the
+store key's layer, pooling, prefix and max length; `Aligner.aligns_target_at_test`; `encoding.encoder.pool`),
+so an export cannot disagree with `Pipeline.predict` about any of them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedstore.base.errors import ConfigError
+from embedstore.data.hashing import normalize_text
+from embedstore.encoding.encoder import Encoder, collate, pool, tokenize
+from embedstore.encoding.models import ModelSpec
+
+#: Texts every export is checked on (different scripts and lengths, so one batch pads): the exported
+#: artifact must give the torch pipeline's vectors and predictions on them.
+PROBE_TEXTS = ("새 문서를 여는 방법", "How do I insert a page number into the footer of a document?", "表の列を並べ替える",
+               "在电子表格中输入公式", "ok",
+               "A longer text about formulas, cells, spreadsheets, page styles and paragraph formatting, written to "
+               "make this batch's sequences differ in length so that padding is exercised by the check.")
+
+
+@dataclass
+class Parts:
+    """The pipeline as modules: `model` already cut at the key's layer (its last hidden state is that layer)."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    pooling: str
+    prefix: str
+    max_length: int
+    aligner: nn.Module | None  # applied to the pooled vector (only when the pipeline applies it at test)
+    head: nn.Module            # vector → logits
+    classes: list
+
+
+def load_parts(pipe) -> tuple[Parts, "Reference"]:
+    """The modules of a loaded `Pipeline`, and the torch pipeline's outputs on `PROBE_TEXTS` (computed as `encode`
+    computes them: the model `load_once` gives, through `Encoder.forward`). The exported model is loaded apart
+    with eager attention, which exports to ONNX as plain operators."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from embedstore.encoding.models import load_once
+
+    hf_logging.disable_progress_bar()  # its stderr bars would garble --json output
+
+    spec = pipe.encode_options.resolve()
+    key = pipe.key
+    try:
+        model = AutoModel.from_pretrained(spec.path, dtype=torch.float32, attn_implementation="eager").eval()
+        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"could not load model from {spec.path}: {str(e).strip().splitlines()[0]}") from None
+    aligner = pipe.aligner.to_torch().eval() if pipe.aligner_at_test else None
+    classes = [c.item() if hasattr(c, "item") else c for c in pipe.head.classes_]
+    parts = Parts(model, tokenizer, spec, key.pooling, key.prefix, key.max_length, aligner, _head_module(pipe.head),
+                  classes)
+    reference = Reference.of(pipe, load_once(spec, torch.device("cpu")), parts, PROBE_TEXTS, key.layer)
+    parts.model = cut_at_layer(model, key.layer)
+    return parts, reference
+
+
+def _head_module(head) -> nn.Module:
+    module = getattr(head, "module_", None)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{type(head).__name__} keeps no torch module; it cannot be exported")
+    return copy.deepcopy(module).float().cpu().eval()
+
+
+def cut_at_layer(model: Any, layer: int) -> Any:
+    """The model whose last hidden state is hidden state `layer` of `model`: its first `layer` transformer
+    blocks (BERT-family encoders have no norm after the last block, so nothing else changes)."""
+    total = model.config.num_hidden_layers
+    if layer == total:
+        return model
+    blocks = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(blocks, nn.ModuleList) or layer < 1:
+        raise ConfigError(f"layer {layer} of {total}: only the last layer, or a layer >= 1 of a BERT-family "
+                          "encoder (XLM-R, BERT, e5), can be exported")
+    cut = copy.deepcopy(model)
+    cut.encoder.layer = nn.ModuleList(list(blocks)[:layer])
+    cut.config.num_hidden_layers = layer
+    return cut
+
+
+@dataclass
+class Reference:
+    texts: list[str]
+    vectors: np.ndarray        # what the head sees
+    probabilities: np.ndarray
+
+    @classmethod
+    def of(cls, pipe, loaded: tuple, parts: Parts, texts: Sequence[str], layer: int) -> "Reference":
+        model, tokenizer = loaded
+        texts = [normalize_text(t) for t in texts]
+        tok = tokenize(tokenizer, texts, parts.prefix, parts.max_length)
+        batch = collate(tok, np.arange(len(texts)), tokenizer.pad_token_id, torch.device("cpu"))
+        vectors = Encoder(model, tokenizer, torch.device("cpu")).forward(batch, [layer], parts.pooling)
+        x = vectors[layer]
+        if pipe.aligner_at_test:
+            x = pipe.aligner.transform(x)
+        return cls(texts, x, pipe.head.predict_proba(x))
+
+
+class ExportGraph(nn.Module):
+    """(input_ids, attention_mask) → (vector in the head's space, class probabilities): the whole pipeline."""
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__()
+        self.model = parts.model
+        self.pooling = parts.pooling
+        self.aligner = parts.aligner if parts.aligner is not None else nn.Identity()
+        self.head = parts.head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        vector = self.aligner(pool(hidden, attention_mask, self.pooling))
+        return vector, torch.softmax(self.head(vector), dim=-1)
+
+
+def check_close(what: str, got: np.ndarray, expected: np.ndarray, tolerance: float) -> float:
+    """The largest difference, or a ConfigError when it exceeds `tolerance` (nothing is published then)."""
+    diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))))
+    if not diff <= tolerance:
+        raise ConfigError(f"export check: {what} differ from the torch pipeline's by {diff:.2e} (tolerance "
+                          f"{tolerance:.0e}); the export was not written")
+    return diff
