@@ -45,6 +45,14 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
     from embedstore.encoding.onnx_backend import OnnxEncoder, ensure_graph
 
     graph = ensure_graph(spec, layers, options.quantize)
-    tokenizer = AutoTokenizer.from_pretrained(spec.path)
-    check_right_padding(tokenizer)
-    return OnnxEncoder(graph, tokenizer, device, torch.get_num_threads()), backend, graph.check
+    cache_key = (str(graph.path), str(device), torch.get_num_threads())
+    if cache_key not in _SESSIONS:
+        _SESSIONS.clear()  # one graph in memory, as load_once keeps one model
+        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        check_right_padding(tokenizer)
+        _SESSIONS[cache_key] = OnnxEncoder(graph, tokenizer, device, torch.get_num_threads())
+    return _SESSIONS[cache_key], backend, graph.check
+
+
+_SESSIONS: dict[tuple[str, str, int], object] = {}
+"""Library callers (trainers, sweeps, predict) encode many small sets: one ONNX Runtime session per process."""

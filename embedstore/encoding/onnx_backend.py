@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from importlib.resources import files
@@ -100,7 +101,8 @@ def _run_in_child(*args: Any) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", __name__, json.dumps(args)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", __name__, json.dumps([os.getpid(), *args])], capture_output=True,
+                          text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise EmbedstoreError(f"ONNX export of {args[0]} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
@@ -247,7 +249,10 @@ class OnnxEncoder:
 if __name__ == "__main__":  # the child of `_run_in_child`
     import sys
 
-    model_path, prefix, child_layers, out_dir, child_quantize, fp32_path = json.loads(sys.argv[1])
+    from embedstore.base.parent import exit_with_parent
+
+    parent, model_path, prefix, child_layers, out_dir, child_quantize, fp32_path = json.loads(sys.argv[1])
+    exit_with_parent(parent)  # a killed encode leaves no export running on
     try:
         _export_and_check(model_path, prefix, tuple(child_layers), out_dir, child_quantize, fp32_path)
     except EmbedstoreError as e:
