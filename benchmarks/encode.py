@@ -128,7 +128,7 @@ def main() -> None:
     sizes = ({"retrieval": 300, "pairs": 500, "train": 300, "test": 200} if args.quick else
              {"retrieval": 1000, "pairs": 1500, "train": 600, "test": 300})
     torch.set_num_threads(args.threads)
-    console = Console()
+    console = Console(width=200)  # the table stays whole in a log file
 
     spec = resolve_model(DEFAULT_MODEL)
     t0 = time.perf_counter()

@@ -25,7 +25,10 @@ from embedstore.store import StoreKey
 from embedstore.store.key import DTYPES, POOLINGS
 
 DEFAULT_STORE_NAME = "store.zarr"
-QUANTIZATIONS = ("int8",)
+QUANTIZATION_RECIPES = {"int8": "onnxruntime quantize_dynamic: MatMul weights QInt8 per channel; v1"}
+"""What each quantization does to the weights. It is part of the quantized key's fingerprint: vectors of another
+recipe are other vectors."""
+QUANTIZATIONS = tuple(QUANTIZATION_RECIPES)
 BACKENDS = ("auto", "torch", "onnx")
 """auto: ONNX Runtime (fp32, lossless and about twice as fast on CPU); on a CUDA device ONNX Runtime only when
 its CUDA provider is installed (onnxruntime-gpu), else PyTorch."""
@@ -138,7 +141,7 @@ class EncodeOptions:
 def quantized_fingerprint(fingerprint: str, quantize: str) -> str:
     """The identity of a model's quantized weights: derived from the model's, so a key of int8 vectors never
     equals (or collides with) the fp32 key of the same model, whatever else the options say."""
-    return hashlib.sha256(f"{fingerprint}+{quantize}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{fingerprint}+{QUANTIZATION_RECIPES[quantize]}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
