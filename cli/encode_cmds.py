@@ -28,7 +28,13 @@ def encode(
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2."),
     store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file (default: cache/store.zarr)."),
-    batch_size: int = typer.Option(ComputeOptions.batch_size, help="Texts per forward pass."),
+    batch_size: int = typer.Option(ComputeOptions.batch_size, help="At most this many texts per forward pass."),
+    batch_tokens: int = typer.Option(ComputeOptions.batch_tokens,
+                                     help="Padded tokens per forward pass: batches of length-sorted texts are cut "
+                                          "by this budget (and --batch-size)."),
+    backend: str = typer.Option(ComputeOptions.backend, help="auto (ONNX Runtime on CPU, and on CUDA when "
+                                "onnxruntime-gpu is installed, else PyTorch), onnx or torch; fp32 ONNX vectors "
+                                "equal PyTorch's within 1e-5 and share their store key."),
     device: str = typer.Option(ComputeOptions.device, help="auto (CUDA when present), cpu, cuda, cuda:N."),
     chunk_rows: int = typer.Option(ComputeOptions.chunk_rows,
                                    help="Rows per stored chunk, and per commit (for new keys)."),
@@ -43,7 +49,8 @@ def encode(
     from embedstore.api import encode_files
     from embedstore.encoding.launch import launched_distributed
 
-    compute = ComputeOptions(batch_size=batch_size, device=device, chunk_rows=chunk_rows)
+    compute = ComputeOptions(batch_size=batch_size, batch_tokens=batch_tokens, device=device, chunk_rows=chunk_rows,
+                             backend=backend)
     report = encode_files(files, columns=column or None, pair_column=pair_column, where=where, store=store,
                           encoding=encoding,
                           compute=compute, progress=not as_json,
@@ -62,6 +69,11 @@ def encode(
     for key in report.keys:
         console.print(f"  key: {key['model']} pooling={key['pooling']} layer={key['layer']} "
                       f"max_length={key['max_length']} prefix={key['prefix']!r} dtype={key['dtype']}")
+    if report.provenance:
+        onnx = report.provenance.get("onnx")
+        check = f" (graph checked: max |diff| to PyTorch {onnx['max_abs_diff']:.1e}, min cosine " \
+                f"{onnx['min_cosine']:.5f})" if onnx else ""
+        console.print(f"  backend: {report.provenance['backend']} on {report.provenance['device']}{check}")
 
 
 @models_app.command("pull")

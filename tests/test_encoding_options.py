@@ -12,7 +12,7 @@ from embedstore.cli.app import app
 from embedstore.encoding.models import resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 
-ENCODING_FLAGS = {"--model", "--layer", "--pooling", "--max-length", "--prefix", "--dtype"}
+ENCODING_FLAGS = {"--model", "--layer", "--pooling", "--max-length", "--prefix", "--dtype", "--quantize"}
 
 
 @pytest.mark.parametrize("kwargs, message", [

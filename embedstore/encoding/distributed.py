@@ -44,10 +44,11 @@ import torch.distributed as dist
 from embedstore.base import errors
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
-from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
+from embedstore.encoding.backend import choose_backend, load_encoder
+from embedstore.encoding.encoder import collate, length_order, resolve_device, token_budget_cuts, tokenize
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.data.hashing import Text
-from embedstore.encoding.models import ModelSpec, load_once
+from embedstore.encoding.models import ModelSpec
 from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import progress_bar
 from embedstore.encoding.launch import ENV_VARS
@@ -264,7 +265,7 @@ class _Committer:
 class _RankEncoder:
     """Encodes this rank's units and writes their blocks; holds what stays fixed across units."""
 
-    def __init__(self, encoder: Encoder, keys: list[StoreKey], unique: list[Text], order: np.ndarray,
+    def __init__(self, encoder, keys: list[StoreKey], unique: list[Text], order: np.ndarray,
                  sorted_ids: np.ndarray, options: EncodeOptions, compute: ComputeOptions, rows: RowWriter, dim: int,
                  after_batch: Callable[[], None]) -> None:
         self.encoder, self.keys, self.unique, self.order, self.sorted_ids = encoder, keys, unique, order, sorted_ids
@@ -277,8 +278,8 @@ class _RankEncoder:
                        opts.max_length)
         layers = sorted({self.keys[b.key].layer for b in unit.blocks})
         vectors = {layer: np.empty((len(unit.positions), self.dim), np.float32) for layer in layers}
-        for s in range(0, len(unit.positions), self.compute.batch_size):
-            batch_rows = np.arange(s, min(s + self.compute.batch_size, len(unit.positions)))
+        for s, e in token_budget_cuts(tok.lengths, self.compute.batch_tokens, self.compute.batch_size):
+            batch_rows = np.arange(s, e)
             batch = collate(tok, batch_rows, tokenizer.pad_token_id, self.encoder.device)
             for layer, v in self.encoder.forward(batch, layers, opts.pooling).items():
                 vectors[layer][batch_rows] = v
@@ -307,7 +308,9 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
             options: EncodeOptions, compute: ComputeOptions, progress: bool, me: Rank,
             stack: ExitStack) -> EncodeReport:
     _check_same_inputs(ids, keys, me)
-    provenance = {**encode_provenance(spec, compute, str(me.device)), "world_size": me.world_size}
+    # the keys' provenance names the backend; the graph's check record joins the report once the graph loads
+    provenance = {**encode_provenance(spec, compute, str(me.device), choose_backend(options, compute, me.device),
+                                      None), "world_size": me.world_size}
     kws: list[KeyWriter] = []
     header: list = [None]
     if me.rank == 0:
@@ -328,9 +331,10 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
         return report
 
     t0 = time.perf_counter()
-    model, tokenizer = load_once(spec, me.device)
+    encoder, backend, check = load_encoder(spec, options, compute, [k.layer for k in keys], me.device)
+    tokenizer = encoder.tokenizer
     load_seconds = time.perf_counter() - t0
-    encoder = Encoder(model, tokenizer, me.device)
+    provenance = {**encode_provenance(spec, compute, str(me.device), backend, check), "world_size": me.world_size}
     report.model_loaded, report.provenance = True, provenance
     mine = np.array_split(todo, me.world_size)[me.rank]
     my_lengths = (tokenize(tokenizer, [unique[i] for i in mine], keys[0].prefix, options.max_length).lengths
@@ -339,7 +343,7 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
     dist.all_gather_object(gathered, my_lengths)
     lengths = np.concatenate(gathered)
     # the order a single-process encode writes rows in: one "batch" as long as the whole to-do list
-    sorted_idx = length_sorted_batches(lengths, ids[todo], len(todo))[0]
+    sorted_idx = length_order(lengths, ids[todo])
     order = todo[sorted_idx]
     block_rows = [c * -(-compute.batch_size // c) for c in found.chunk_rows]  # whole chunks, at least a batch
     per_key, units = plan(found.committed, block_rows, [np.flatnonzero(lack[order]) for lack in found.lacking],

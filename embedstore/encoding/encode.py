@@ -18,8 +18,8 @@ from embedstore.data.hashing import Text, normalize_text, text_ids
 from embedstore.base.errors import ConfigError
 from embedstore.data.tasks import Where, filtered_columns
 from embedstore.data.texts import TXT_COLUMN
-from embedstore.encoding.models import ModelSpec, load_once
-from embedstore.encoding.options import ComputeOptions, EncodeOptions, default_store
+from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination, default_store
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.store import Store, StoreKey
 
@@ -41,6 +41,7 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
     `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share.
     """
     t0 = time.perf_counter()
+    check_combination(options, compute)
     spec = options.resolve()
     keys = options.keys(spec)
     st = Store.open(store or default_store())
@@ -63,14 +64,15 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
 
 def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
                     options: EncodeOptions, compute: ComputeOptions, report: EncodeReport, progress: bool) -> None:
-    from embedstore.encoding.encoder import Encoder, collate, length_sorted_batches, resolve_device, tokenize
+    from embedstore.encoding.backend import load_encoder
+    from embedstore.encoding.encoder import collate, length_sorted_batches, resolve_device, tokenize
 
     device = resolve_device(compute.device)
     t0 = time.perf_counter()
-    model, tokenizer = load_once(spec, device)
+    encoder, backend, check = load_encoder(spec, options, compute, [k.layer for k in keys], device)
+    tokenizer = encoder.tokenizer
     report.load_seconds = time.perf_counter() - t0
-    encoder = Encoder(model, tokenizer, device)
-    provenance = encode_provenance(spec, compute, str(device))
+    provenance = encode_provenance(spec, compute, str(device), backend, check)
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
         # re-check under the lock: another writer may have finished some of these meanwhile
@@ -80,7 +82,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
         todo_texts = [unique[i] for i in todo]
         tok = tokenize(tokenizer, todo_texts, keys[0].prefix, options.max_length)
         lengths = tok.lengths
-        batches = length_sorted_batches(lengths, ids[todo], compute.batch_size)
+        batches = length_sorted_batches(lengths, ids[todo], compute.batch_tokens, compute.batch_size)
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
         buffered_rows = 0
 

@@ -1,9 +1,10 @@
 """The transformer forward pass: tokenize once, batch by length, pool the requested hidden layers.
 
 Batches are formed over texts sorted by token length (longest first, so an out-of-memory error shows up in
-the first batch, not after an hour), which keeps padding, and so wasted compute, near zero. With the order
-fixed by (length, text id) and commits on batch boundaries, a resumed run re-forms the very same batches,
-so its vectors equal an uninterrupted run's bit for bit.
+the first batch, not after an hour), which keeps padding, and so wasted compute, near zero, and are cut by a
+token budget rather than a fixed count. With the order fixed by (length, text id), batches cut greedily and
+commits on batch boundaries, a resumed run re-forms the very same batches, so its vectors equal an
+uninterrupted run's bit for bit.
 """
 from __future__ import annotations
 
@@ -87,11 +88,31 @@ def tokenize(tokenizer, texts: Sequence[Text], prefix: str, max_length: int) -> 
     return Tokenized({k: enc[k] for k in keep if k in enc})
 
 
-def length_sorted_batches(lengths: np.ndarray, ids: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def length_order(lengths: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Longest first; ties broken by text id so the order never depends on input order."""
     tie = np.frombuffer(np.ascontiguousarray(ids[:, :8]).tobytes(), dtype=">u8") if len(ids) else np.zeros(0)
-    order = np.lexsort((tie, -lengths))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return np.lexsort((tie, -lengths))
+
+
+def token_budget_cuts(sorted_lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch over texts sorted longest first: as many as fit in `max_tokens` padded tokens
+    (rows x the first, longest, length), at most `max_rows`, at least one.
+
+    Greedy from the start, so the batches from any batch boundary on are the same whatever came before it: a
+    resumed run (which restarts at a committed batch boundary) re-forms the very batches of an uninterrupted one.
+    """
+    cuts, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        rows = min(max_rows, max(1, max_tokens // max(int(sorted_lengths[start]), 1)), n - start)
+        cuts.append((start, start + rows))
+        start += rows
+    return cuts
+
+
+def length_sorted_batches(lengths: np.ndarray, ids: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+    """Row indices of each batch: length-sorted (`length_order`), cut by the token budget (`token_budget_cuts`)."""
+    order = length_order(lengths, ids)
+    return [order[a:b] for a, b in token_budget_cuts(lengths[order], max_tokens, max_rows)]
 
 
 def collate(tok: Tokenized, rows: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -118,12 +139,16 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     raise ConfigError(f"pooling: '{pooling}' is not supported; expected one of {', '.join(POOLINGS)}")
 
 
+def check_right_padding(tokenizer) -> None:
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        raise ConfigError("tokenizer pads on the left; cls pooling needs right padding")
+
+
 class Encoder:
     """A loaded model in inference mode that turns padded batches into pooled vectors per layer."""
 
     def __init__(self, model, tokenizer, device: torch.device) -> None:
-        if getattr(tokenizer, "padding_side", "right") != "right":
-            raise ConfigError("tokenizer pads on the left; cls pooling needs right padding")
+        check_right_padding(tokenizer)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device

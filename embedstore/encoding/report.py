@@ -37,14 +37,21 @@ class EncodeReport:
         return {**asdict(self), "texts_per_second": self.texts_per_second}
 
 
-def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str) -> dict:
+def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, backend: str,
+                      graph_check: dict | None) -> dict:
+    """`graph_check`: what the ONNX graph's check against PyTorch found (onnx backend), recorded with the vectors."""
     import torch
     import transformers
 
-    return {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
-            "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
-            "compute_dtype": "float32", "batch_size": compute.batch_size, "device": device,
-            "host": platform.node(), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
+              "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
+              "compute_dtype": "float32", "batch_size": compute.batch_size, "batch_tokens": compute.batch_tokens,
+              "device": device, "backend": backend, "host": platform.node(),
+              "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if graph_check is not None:
+        keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset")
+        record["onnx"] = {k: graph_check[k] for k in keep}
+    return record
 
 
 def lacking_matrix(st: Store, keys: list[StoreKey], ids: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
 _TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "encoding")
-ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype")
+ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype", "quantize")
 """`[encoding]` keys: the encoding options besides the model (which is the top-level `model`)."""
 E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
                              "checkpoint_every", "device", "precision", "freeze_lm", "train_aligner")

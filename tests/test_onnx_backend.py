@@ -1,0 +1,132 @@
+"""The ONNX Runtime backend: export checked against PyTorch, int8 under a key of its own, token-budget batches."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embedstore.base.errors import ConfigError
+from embedstore.encoding.encode import embed, encode
+from embedstore.encoding.encoder import token_budget_cuts
+from embedstore.encoding.models import resolve_model
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
+from embedstore.store import Store
+
+SENTENCES = [
+    "The cat sat on the mat.", "Select the cells you want to format.", "고양이가 매트 위에 앉았다.",
+    "Choose Format - Cells.", "A much longer sentence that has quite a few more tokens than the others in this list.",
+    "短い文。", "Press Enter.", "Hello world", "Insert a row above the selected cell and move the rest down.",
+]
+TORCH = ComputeOptions(batch_size=3, chunk_rows=4, backend="torch")
+ONNX = ComputeOptions(batch_size=3, chunk_rows=4, backend="onnx")
+
+
+def test_export_is_checked_against_pytorch_and_cached(tiny_model_dir):
+    from embedstore.encoding.onnx_backend import FP32_TOLERANCE, ensure_graph
+
+    spec = resolve_model(tiny_model_dir)
+    graph = ensure_graph(spec, (1, 2))
+    assert graph.path.is_file() and graph.layers == (1, 2)
+    assert 0 <= graph.check["max_abs_diff"] <= FP32_TOLERANCE
+    assert graph.check["min_cosine"] > 0.99999 and graph.check["inputs"][:2] == ["input_ids", "attention_mask"]
+    mtime = graph.path.stat().st_mtime_ns
+    assert ensure_graph(spec, (2, 1)).path == graph.path and graph.path.stat().st_mtime_ns == mtime  # reused
+
+
+def test_a_graph_that_deviates_beyond_fp32_noise_is_refused(tiny_model_dir, tmp_path):
+    """The check itself, fed a graph that adds 1e-3 to every hidden state: refused, nothing written."""
+    script = f"""
+import torch
+import embedstore.encoding.onnx_backend as ob
+real = ob.KeywordForward.forward
+ob.KeywordForward.forward = lambda self, *t: tuple(h + 1e-3 for h in real(self, *t)) if torch.jit.is_tracing() \\
+    else real(self, *t)
+ob._export_and_check({str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)!r}, None, None)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "differs from the PyTorch model by up to 1.00e-03" in done.stderr and "expected at most 1e-05" in done.stderr
+    assert not (tmp_path / "check.json").exists()
+
+
+def test_onnx_vectors_equal_torch_vectors_within_1e_5_and_share_their_key(tiny_model_dir, tmp_path):
+    options = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
+    by_torch = embed(SENTENCES, store=tmp_path / "t.zarr", options=options, compute=TORCH)
+    by_onnx = embed(SENTENCES, store=tmp_path / "o.zarr", options=options, compute=ONNX)
+    np.testing.assert_allclose(by_onnx, by_torch, atol=1e-5, rtol=0)
+    report = encode(SENTENCES, store=tmp_path / "t.zarr", options=options, compute=ONNX)
+    assert report.present == len(SENTENCES) and report.encoded == 0  # the torch vectors serve the onnx path
+    provenance = Store.open(tmp_path / "o.zarr").attrs(options.keys()[0])["provenance"]
+    assert provenance["backend"] == "onnx" and provenance["onnx"]["max_abs_diff"] <= 1e-5
+
+
+def test_int8_vectors_get_their_own_key_and_never_mix_with_fp32(tiny_model_dir, tmp_path):
+    spec = resolve_model(tiny_model_dir)
+    fp32 = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
+    int8 = dataclasses.replace(fp32, quantize="int8")
+    fp32_keys, int8_keys = fp32.keys(spec), int8.keys(spec)
+    for a, b in zip(fp32_keys, int8_keys):
+        assert a.layer == b.layer and a.digest != b.digest and a.group_name != b.group_name
+        assert b.fingerprint != spec.fingerprint and b.model.endswith("+int8")
+    assert int8.pinned(spec).quantize == "int8" and int8.pinned(spec).keys(spec) == int8_keys
+
+    store = tmp_path / "s.zarr"
+    embed(SENTENCES, store=store, options=fp32, compute=ONNX)
+    report = encode(SENTENCES, store=store, options=int8, compute=ONNX)
+    assert report.present == 0 and report.encoded == len(SENTENCES)  # fp32 vectors never answer for int8
+    st = Store.open(store)
+    assert {k.digest for k in st.keys()} == {k.digest for k in fp32_keys + int8_keys}
+    a, b = st.get(fp32_keys[0], SENTENCES), st.get(int8_keys[0], SENTENCES)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert not np.allclose(a, b, atol=1e-5) and cos.min() > 0.9  # quantized: near, not equal
+    assert st.attrs(int8_keys[0])["provenance"]["onnx"]["quantize"] == "int8"
+
+
+def test_quantize_is_validated_and_needs_onnx(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"quantize: 'int4' is not supported; expected one of int8"):
+        EncodeOptions(quantize="int4")
+    assert EncodeOptions.from_dict({"quantize": "int8"}, "x").quantize == "int8"
+    with pytest.raises(ConfigError, match=r"backend: 'tf' is not supported"):
+        ComputeOptions(backend="tf")
+    with pytest.raises(ConfigError, match=r"quantize: int8 runs on ONNX Runtime; expected --backend onnx"):
+        encode(SENTENCES, store=tmp_path / "s.zarr", options=EncodeOptions(model=str(tiny_model_dir), quantize="int8"),
+               compute=TORCH)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("budget, rows", [(1, 4), (50, 4), (64, 100), (10_000, 7)])
+def test_token_budget_cuts_cover_every_text_within_budget_and_restart_alike(budget, rows):
+    lengths = np.sort(np.random.default_rng(0).integers(2, 60, 200))[::-1]
+    cuts = token_budget_cuts(lengths, budget, rows)
+    assert [a for a, _ in cuts[1:]] == [b for _, b in cuts[:-1]] and cuts[0][0] == 0 and cuts[-1][1] == len(lengths)
+    for a, b in cuts:
+        assert b - a <= rows and (b - a == 1 or (b - a) * lengths[a] <= budget)
+        assert b == len(lengths) or b - a == rows or (b - a + 1) * lengths[a] > budget  # greedy: full batches
+    start = cuts[len(cuts) // 2][0]  # from any batch boundary on, the same batches (what a resume relies on)
+    assert [(a + start, b + start) for a, b in token_budget_cuts(lengths[start:], budget, rows)] == \
+        cuts[len(cuts) // 2:]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_token_budget_batches_give_the_vectors_of_one_text_at_a_time(tiny_model_dir, tmp_path, backend):
+    options = EncodeOptions(model=str(tiny_model_dir))
+    alone = embed(SENTENCES, store=tmp_path / "a.zarr", options=options,
+                  compute=ComputeOptions(batch_size=1, backend=backend))
+    budget = embed(SENTENCES, store=tmp_path / "b.zarr", options=options,
+                   compute=ComputeOptions(batch_size=64, batch_tokens=48, backend=backend))
+    np.testing.assert_allclose(budget, alone, atol=1e-5, rtol=0)
+
+
+def test_cli_encode_takes_backend_and_quantize(tiny_model_dir, tmp_path):
+    data = tmp_path / "t.txt"
+    data.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "embedstore", "encode", str(data), "--model", str(tiny_model_dir),
+           "--store", str(tmp_path / "s.zarr"), "--json"]
+    first = json.loads(subprocess.run(cmd + ["--quantize", "int8"], check=True, capture_output=True, text=True).stdout)
+    assert first["keys"][0]["model"].endswith("+int8") and first["provenance"]["backend"] == "onnx"
+    second = json.loads(subprocess.run(cmd + ["--backend", "torch"], check=True, capture_output=True, text=True).stdout)
+    assert second["encoded"] == len(SENTENCES) and second["provenance"]["backend"] == "torch"
+    refused = subprocess.run(cmd + ["--backend", "torch", "--quantize", "int8"], capture_output=True, text=True)
+    assert refused.returncode == 1 and "quantize: int8 runs on ONNX Runtime" in refused.stderr
