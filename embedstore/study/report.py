@@ -141,7 +141,7 @@ def build_report(
 
     tables = _tables(scored, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = _header(results_path, cell_records, ok, scored, metric)
+    lines = _header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
     plots: list[Path] = []
     for (language, task), table in tables.items():
         lines += _markdown_table(language, task, table)
@@ -152,6 +152,7 @@ def build_report(
             ablations = {row: stats for row, stats in table.items() if row.method in _ABLATION_METHODS}
             title = f"{language} · {task}: ablations"
             plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", title, metric))
+    lines += _robustness_markdown(tables)
     if cosine:
         groups = _cosine_groups(cosine)
         lines += _cosine_markdown(groups)
@@ -186,6 +187,82 @@ def _tables(records: Iterable[dict[str, Any]], metric: str) -> dict[tuple[str, s
             for row in sorted(rows, key=_Row.sort_key)
         }
     return tables
+
+
+def head_convergence(records: list[dict[str, Any]]) -> list[str]:
+    """One line per head kind: how many of its fits converged by their criterion (from each record's
+    `metrics.head`); a head stopped by a cap is a doubtful figure, so the report says how many there were."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        head = record["cell"].get("head", DEFAULT_HEAD)
+        report = record.get("metrics", {}).get("head")
+        state = "unrecorded" if not isinstance(report, dict) or report.get("converged") is None else (
+            "converged" if report["converged"] else "capped")
+        counts[head][state] += 1
+    if not counts:
+        return []
+    lines = []
+    for head, c in sorted(counts.items()):
+        total = sum(c.values())
+        text = f"- head `{head}`: {c['converged']}/{total} fits converged"
+        if c["capped"]:
+            text += f"; **{c['capped']} stopped at a cap** (their figures are set by the cap, not the data)"
+        if c["unrecorded"]:
+            text += f"; {c['unrecorded']} did not record it (older records or a head that cannot tell)"
+        lines.append(text)
+    return lines + [""]
+
+
+#: How a claim that method A beats method B is judged from two table entries (mean ± 95% CI over seeds).
+def claim_verdict(a: _Stat, b: _Stat) -> str:
+    """"holds" (A above B and the intervals do not overlap), "holds weakly" (above, overlapping), else
+    "does not hold": the rule docs/make_results.py states for the paper's claims."""
+    if a.mean <= b.mean:
+        return "does not hold"
+    ci_a = 0.0 if math.isnan(a.ci95) else a.ci95
+    ci_b = 0.0 if math.isnan(b.ci95) else b.ci95
+    return "holds" if a.mean - ci_a > b.mean + ci_b else "holds weakly"
+
+
+def head_sensitive(verdicts: Iterable[str]) -> bool:
+    """A claim is head-sensitive when it holds (at all) under one head family and not under another."""
+    return len({v != "does not hold" for v in verdicts}) > 1
+
+
+def _robustness_markdown(tables: dict[tuple[str, str], _Table]) -> list[str]:
+    """"LangAlign (or reverse) beats English-only" at each task size, under every head in the table; a claim
+    whose verdict flips with the head is marked head-sensitive."""
+    lines = ["## Head robustness", ""]
+    any_table = False
+    for (language, task), table in tables.items():
+        heads = sorted({row.head for row in table})
+        if len(heads) < 2:
+            lines.append(f"{language} · {task}: one head family only ({heads[0]}); list several in the grid "
+                         "(e.g. `head = [\"logistic\", \"mlp\"]`) to check that the claims do not hang on the head.")
+            continue
+        any_table = True
+        lines += [f"### {language} · {task}", "", "| claim | " + " | ".join(heads) + " | |",
+                  "| --- | " + " | ".join("---" for _ in heads) + " | --- |"]
+        english = {row.head: stats for row, stats in table.items() if row.method == "english"}
+        for row, stats in table.items():
+            if row.method not in ("langalign", "reverse") or row.head != heads[0]:
+                continue
+            for size in stats:
+                verdicts = []
+                for head in heads:
+                    mine = table.get(_Row(row.method, row.aligner, row.pair_size, row.recipe, head), {}).get(size)
+                    base = english.get(head, {}).get(size)
+                    verdicts.append("–" if mine is None or base is None else
+                                    f"{claim_verdict(mine, base)} ({mine.mean - base.mean:+.3f})")
+                known = [v.split(" (")[0] for v in verdicts if v != "–"]
+                mark = "**head-sensitive**" if len(known) > 1 and head_sensitive(known) else (
+                    "robust" if len(known) > 1 else "")
+                claim = f"{method_label(row.method, row.aligner, row.pair_size)} > english at {format_size(size)}"
+                lines.append(f"| {claim} | " + " | ".join(verdicts) + f" | {mark} |")
+        lines.append("")
+    if not any_table:
+        lines.append("")
+    return lines
 
 
 def _stat(values: Sequence[float]) -> _Stat:

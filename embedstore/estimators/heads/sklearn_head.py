@@ -102,7 +102,9 @@ class SklearnHead(Head):
             if not attr.endswith("_") or attr.startswith("_") or attr == "classes_":
                 continue
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                arrays[attr] = value
+                # kept as float32 (how they are saved), so the fitted head and the loaded one agree exactly
+                arrays[attr] = value.astype(np.float32)
+                setattr(model, attr, arrays[attr].astype(value.dtype))
             elif isinstance(value, np.ndarray) and value.dtype.kind in "biu" and value.size <= 10_000:
                 plain[attr] = {"int_array": value.tolist()}
             elif isinstance(value, (bool, int, float, str, np.integer, np.floating)) or value is None:
@@ -114,7 +116,7 @@ class SklearnHead(Head):
         self.model_ = model
         holder = _Arrays(self.array_shapes_)
         for attr, value in arrays.items():
-            getattr(holder, attr).copy_(torch.from_numpy(value.astype(np.float32)))
+            getattr(holder, attr).copy_(torch.from_numpy(value))
         n_iter = getattr(model, "n_iter_", None)
         max_iter = model.get_params().get("max_iter")
         iterations = None if n_iter is None else int(np.max(n_iter))
