@@ -335,7 +335,7 @@ def _markdown_table(language: str, task: str, table: _Table) -> list[str]:
                 text += f" (n={stat.n})"
             entries.append(text)
         lines.append(f"| {row.label(show_recipe, show_head)} | " + " | ".join(entries) + " |")
-    return lines + [""]
+    return lines + [""] + _noise_note(table)
 
 
 def _format_stat(stat: _Stat) -> str:
@@ -367,40 +367,79 @@ def _csv_float(value: float) -> str:
     return "" if math.isnan(value) else repr(value)
 
 
+#: Methods drawn as reference lines (what a transfer method must beat, or the in-language ceiling), not bars.
+_REFERENCE_METHODS = ("english", "native", "translated", "translate-test")
+_REFERENCE_STYLES = {"english": ("black", "--"), "native": ("tab:green", "-"), "translated": ("tab:purple", ":"),
+                     "translate-test": ("tab:brown", "-.")}
+
+
 def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
-    """Score against task size (log x), one line per row with 95% CI error bars; 'all' sits right of the rest."""
-    finite = sorted({size for stats in table.values() for size in stats if size is not None})
-    all_at = finite[-1] * 2 if finite else 1
-
-    def x_of(size: int | None) -> float:
-        return all_at if size is None else size
-
-    figure = Figure(figsize=(8, 4.5))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    colors = matplotlib.colormaps["tab10" if len(table) <= 10 else "tab20"].colors
+    """One panel per task size: a horizontal bar (mean ± 95% CI) per transfer method, with English-only and the
+    in-language baselines as vertical reference lines, so each method reads against what it must beat (one
+    line plot of every series was unreadable: 14 lines, their intervals overlapping)."""
+    sizes = sorted({size for stats in table.values() for size in stats}, key=_size_key)
+    bars = [row for row in table if row.method not in _REFERENCE_METHODS]
+    refs = [row for row in table if row.method in _REFERENCE_METHODS]
     show_recipe = len({row.recipe for row in table}) > 1
     show_head = len({row.head for row in table}) > 1
-    for index, (row, stats) in enumerate(table.items()):
-        xs = [x_of(size) for size in stats]
-        means = [stat.mean for stat in stats.values()]
-        errors = [0.0 if math.isnan(stat.ci95) else stat.ci95 for stat in stats.values()]
-        axes.errorbar(
-            xs, means, yerr=errors, marker="o", capsize=3, color=colors[index % len(colors)],
-            linestyle="-" if row.method in PAIR_METHODS or row.aligner else "--",
-            label=row.label(show_recipe, show_head),
-        )
-    axes.set_xscale("log")
-    ticks = sorted({size for stats in table.values() for size in stats}, key=_size_key)
-    axes.set_xticks([x_of(size) for size in ticks], [format_size(size) for size in ticks])
-    axes.minorticks_off()
-    axes.set_xlabel("task training rows")
-    axes.set_ylabel(metric)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    height = max(2.5, 0.32 * len(bars) + 1.5)
+    figure = Figure(figsize=(4.2 * len(sizes) + 2.5, height))
+    FigureCanvasAgg(figure)
+    axes_list = figure.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    colors = {"langalign": "tab:blue", "reverse": "tab:orange", "ablation-share": "tab:gray",
+              "ablation-omit": "tab:pink", "langalign-e2e": "tab:olive"}
+    labels = [row.label(show_recipe, show_head) for row in bars]
+    for axes, size in zip(axes_list, sizes):
+        ys = list(range(len(bars)))[::-1]
+        for y, row in zip(ys, bars):
+            stat = table[row].get(size)
+            if stat is None:
+                continue
+            err = 0.0 if math.isnan(stat.ci95) else stat.ci95
+            axes.barh(y, stat.mean, xerr=err, color=colors.get(row.method, "grey"), alpha=0.8, capsize=2)
+        for row in refs:
+            stat = table[row].get(size)
+            if stat is None:
+                continue
+            color, style = _REFERENCE_STYLES[row.method]
+            axes.axvline(stat.mean, color=color, linestyle=style, linewidth=1.5,
+                         label=f"{row.label(show_recipe, show_head)} {stat.mean:.3f}")
+            if not math.isnan(stat.ci95):
+                axes.axvspan(stat.mean - stat.ci95, stat.mean + stat.ci95, color=color, alpha=0.08)
+        axes.set_yticks(ys, labels)
+        axes.set_title(f"{format_size(size)} task rows")
+        axes.set_xlabel(metric)
+        axes.grid(axis="x", alpha=0.3)
+        low = min((s.mean - (0 if math.isnan(s.ci95) else s.ci95)) for st in table.values() for k, s in st.items()
+                  if k == size)
+        high = max((s.mean + (0 if math.isnan(s.ci95) else s.ci95)) for st in table.values() for k, s in st.items()
+                   if k == size)
+        axes.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.03))
+        if refs:
+            axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.6 / height), ncol=2,
+                        frameon=False)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def _noise_note(table: _Table) -> list[str]:
+    """Task sizes at which no method's interval separates from English-only's: there the column is noise at
+    this many seeds, and the report says so instead of letting a bold mean suggest a winner."""
+    english = next((stats for row, stats in table.items() if row.method == "english"), None)
+    if english is None:
+        return []
+    notes = []
+    for size, base in english.items():
+        if math.isnan(base.ci95):
+            continue
+        separated = [row for row, stats in table.items() if row.method != "english" and size in stats
+                     and not math.isnan(stats[size].ci95)
+                     and abs(stats[size].mean - base.mean) > stats[size].ci95 + base.ci95]
+        if not separated:
+            notes.append(f"At {format_size(size)} task rows no method's 95% interval separates from English-only's: "
+                         "the differences in this column are within the noise of the draws.")
+    return notes + ([""] if notes else [])
 
 
 def _check_cosine(records: list[dict[str, Any]], source: str) -> None:
