@@ -82,12 +82,13 @@ def bench_cells(cells: list[Cell], config) -> list[dict]:
     return rows
 
 
-def study_cells(name: str, quick: bool) -> tuple[list[Cell], object]:
+def study_cells(name: str, quick: bool, methods: list[str]) -> tuple[list[Cell], object]:
     config = load_config(REPO / "configs" / f"{name}.toml")
     fewest_pairs = min(config.grid.pair_sizes, key=lambda s: float("inf") if s is None else s)
     cells = [c for c in expand(config)
              if c.method == "english" or (c.method == "langalign" and c.aligner == "procrustes"
                                           and c.pair_size == fewest_pairs)]
+    cells = [c for c in cells if c.method in methods]
     if quick:
         cells = [c for c in cells if c.seed == config.grid.seeds[0] and c.task_size == config.grid.task_sizes[-1]]
     return cells, config
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", nargs="+", default=list(STUDIES))
     parser.add_argument("--quick", action="store_true", help="one seed and the largest task size per study")
+    parser.add_argument("--methods", nargs="+", default=["english", "langalign"], choices=["english", "langalign"])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the 20k-row fit timing")
     parser.add_argument("--skip-20k", action="store_true")
     parser.add_argument("--json", type=Path, help="write every row here")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shared.is_dir():
         console.print(f"[yellow]{shared} is missing: the real-data comparison is skipped[/]")
     for name in args.studies if shared.is_dir() else []:
-        cells, config = study_cells(name, args.quick)
+        cells, config = study_cells(name, args.quick, args.methods)
         rows = bench_cells(cells, config)
         all_rows += rows
         by = {h: [r for r in rows if r["head"] == h] for h in HEADS}
