@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from embedstore.estimators.heads import DEFAULT_HEAD, build_head
 from embedstore.study.cells import Cell, expand, load_config
@@ -105,6 +106,13 @@ def synthetic(n: int, d: int, n_classes: int, seed: int) -> tuple[np.ndarray, np
 
 
 def main(argv: list[str] | None = None) -> int:
+    # every head on one BLAS thread, as the default head runs itself: the same footing for all, and no
+    # oversubscription on a shared machine (multi-threaded BLAS made lbfgs ~10x slower under load)
+    with threadpool_limits(limits=1):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", nargs="+", default=list(STUDIES))
     parser.add_argument("--quick", action="store_true", help="one seed and the largest task size per study")

@@ -90,7 +90,7 @@ def test_paths_resolve_relative_to_config_and_tasks_are_kept(tmp_path: Path, mon
     assert config.model == "multilingual-e5-small"
     assert config.tasks == {"libreoffice-apps": {"file": "data/libreoffice_help.en-ko.tsv", "label": "apps"}}
     assert config.grid.task_sizes == (1000, 5000, None)
-    assert config.grid.recipes == ("default",) and config.grid.heads == ("linear",)
+    assert config.grid.recipes == ("default",) and config.grid.heads == ("logistic",)
 
 
 def test_defaults_for_name_and_results_and_path_like_model(tmp_path: Path) -> None:
