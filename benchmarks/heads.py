@@ -114,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", nargs="+", default=list(STUDIES))
+    parser.add_argument("--studies", nargs="*", default=list(STUDIES), help="none: only the 20k-row timing")
     parser.add_argument("--quick", action="store_true", help="one seed and the largest task size per study")
     parser.add_argument("--methods", nargs="+", default=["english", "langalign"], choices=["english", "langalign"])
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the 20k-row fit timing")
     parser.add_argument("--skip-20k", action="store_true")
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=220)
     shared = REPO.parent / "shared" / "data"
     all_rows: list[dict] = []
     verdicts: list[bool] = []
