@@ -173,7 +173,10 @@ def claims_under_heads(records: list[dict]) -> list[str]:
                    key=lambda h: (h != DEFAULT_HEAD, h))
     per_head = {h: claims([r for r in records if r["cell"].get("head", "linear") == h]) for h in heads}
     if len(heads) == 1:
-        return [f"Under the `{heads[0]}` head only (one head family ran).", ""] + [
+        stale = (f" These records predate the current default head `{DEFAULT_HEAD}`: `python docs/make_results.py "
+                 "--run` runs its cells beside them, and this section then compares the two." if DEFAULT_HEAD not in heads
+                 else "")
+        return [f"Under the `{heads[0]}` head only (one head family ran).{stale}", ""] + [
             f"- {claim}: {figures}" + (f" → **{v}**" if v else "") for claim, figures, v in per_head[heads[0]]]
     order = list(dict.fromkeys(claim for h in heads for claim, _, _ in per_head[h]))
     found = {h: {claim: (figures, v) for claim, figures, v in per_head[h]} for h in heads}

@@ -202,12 +202,13 @@ def head_convergence(records: list[dict[str, Any]]) -> list[str]:
         return []
     lines = []
     for head, c in sorted(counts.items()):
-        total = sum(c.values())
-        text = f"- head `{head}`: {c['converged']}/{total} fits converged"
+        recorded = c["converged"] + c["capped"]
+        text = f"- head `{head}`: " + (f"{c['converged']}/{recorded} fits converged" if recorded else "")
         if c["capped"]:
             text += f"; **{c['capped']} stopped at a cap** (their figures are set by the cap, not the data)"
         if c["unrecorded"]:
-            text += f"; {c['unrecorded']} did not record it (older records or a head that cannot tell)"
+            text += ("; " if recorded else "") + (f"{c['unrecorded']} fits did not record whether they converged "
+                                                  "(records older than the fit report, or a head that cannot tell)")
         lines.append(text)
     return lines + [""]
 
