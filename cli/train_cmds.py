@@ -9,7 +9,7 @@ from rich.table import Table
 
 from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
-from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
+from embedstore.estimators.heads import DEFAULT_HEAD, NORMALIZATIONS, head_kinds
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES
 
 from .common import console, encoding_options, print_json, user_errors
@@ -19,6 +19,8 @@ _RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimis
 PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline recorded its model "
                               "as a path (paths in a pipeline are not followed; the fingerprint must match).")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
+SINGLE_LABEL = typer.Option(False, "--single-label", help="Drop rows whose label holds a comma (multi-label rows), "
+                            "as a sweep task's single_label does.")
 
 
 @user_errors
@@ -60,9 +62,16 @@ def train_head(
     size: str = typer.Option("all", help="Training rows: 20k, 1000, all."),
     aligner: Optional[Path] = typer.Option(None, "--aligner", help="An aligner directory from train-aligner."),
     share: bool = typer.Option(False, "--share", help="Allow task rows that were aligner pairs (data-share ablation)."),
-    head: str = typer.Option(DEFAULT_HEAD, help=" | ".join(HEADS) + "."),
+    head: str = typer.Option(DEFAULT_HEAD, help=" | ".join(head_kinds()) + " (e.g. sklearn:svm.LinearSVC)."),
+    normalize: Optional[str] = typer.Option(None, help=" | ".join(NORMALIZATIONS) + ": how the head prepares "
+                                            "vectors (default: the head's own; logistic: standard)."),
+    c: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default: "
+                                      "chosen by cross-validation on the training rows)."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help="mlp: hidden width (default: the vector dim)."),
+    param: list[str] = typer.Option([], "--param", help="Another head parameter NAME=JSON (repeatable), e.g. "
+                                    "max_iter=2000; for an sklearn: head, params={\"C\": 0.5}."),
     out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
-    where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = _RECIPE,
+    where: list[str] = WHERE, single_label: bool = SINGLE_LABEL, seed: int = typer.Option(0), recipe: str = _RECIPE,
     store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
@@ -70,12 +79,38 @@ def train_head(
 
     record = run(train, out=out, text_column=text_column, label_column=label_column, size=size, aligner=aligner,
                  share=share, head=head, where=where, seed=seed, recipe=recipe, store=store, encoding=encoding,
-                 progress=not as_json)
+                 progress=not as_json, head_params=_head_params(param, normalize=normalize, C=c, hidden=hidden),
+                 single_label=single_label)
     if as_json:
         return print_json(record)
-    s = record["sizes"]
+    s, fit = record["sizes"], record["head"]
     console.print(f"{head} head on {s['train']:,} rows ({s['dropped_as_aligner_pairs']:,} dropped as aligner pairs) "
                   f"in {record['seconds']:.1f} s → pipeline {out}")
+    chosen = ", ".join(f"{k} {fit[k]:.4g}" for k in ("C", "weight_decay") if isinstance(fit.get(k), float))
+    console.print(f"  {'converged' if fit.get('converged') else 'NOT converged'} after {fit.get('iterations')} "
+                  f"iterations ({fit.get('criterion')}){'; ' + chosen if chosen else ''}")
+    if fit.get("converged") is False:
+        console.print("[red]warning:[/red] the head stopped at its cap, not by its convergence criterion: its "
+                      "figures are set by the cap; raise it (logistic: --param max_iter=...) or standardise")
+
+
+def _head_params(items: list[str], **named: object) -> dict:
+    """The head's parameters from its named options and `--param NAME=JSON`; only those given are passed, so
+    each head keeps its own defaults (and a parameter a head does not take is an error naming its parameters)."""
+    import json
+
+    from embedstore.base.errors import ConfigError
+
+    params = {k: v for k, v in named.items() if v is not None}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ConfigError(f"--param {item!r}: expected NAME=VALUE, e.g. max_iter=2000")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value  # a bare string, e.g. normalize=l2
+    return params
 
 
 def _metrics_table(title: str, m: dict) -> Table:
@@ -92,28 +127,32 @@ def evaluate(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     test: Path = typer.Option(..., "--test", help="Labelled target-language rows."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
-    where: list[str] = WHERE, out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
+    where: list[str] = WHERE, single_label: bool = SINGLE_LABEL,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
     as_json: bool = typer.Option(False, "--json"), store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
-    """Accuracy, macro-F1, per class and the confusion matrix, with and without the aligner."""
+    """Accuracy, macro-F1, per class and the confusion matrix of the pipeline's method (what predict does);
+    then, for a pipeline with an aligner, the other way of applying it, labelled as a diagnostic."""
     from embedstore.base.atomic import check_writable, write_json
     from embedstore.api import evaluate as run
 
     if out:
         check_writable(out)  # before the model loads, not after the evaluation
     result = run(pipeline, test, text_column=text_column, label_column=label_column, where=where, store=store,
-                 model=model, progress=not as_json)
+                 model=model, progress=not as_json, single_label=single_label)
     if out:
         write_json(out, result, indent=2)
     if as_json:
         return print_json(result)
-    for name in ("with_aligner", "without_aligner"):
-        if name in result:
-            m = result[name]
-            primary = " (what predict uses)" if name == result["primary"] else ""
-            console.print(_metrics_table(name.replace("_", " ") + primary, m))
-            console.print(f"confusion ({name.replace('_', ' ')}; rows = truth, columns = predicted, order "
-                          f"{', '.join(m['labels'])}):")
+    primary = result["primary"]
+    others = [n for n in ("with_aligner", "without_aligner") if n in result and n != primary]
+    for name in [primary, *others]:
+        m, how = result[name], name.replace("_", " ")
+        title = (f"result ({how}: the method, what predict uses)" if name == primary else
+                 f"diagnostic only ({how}: not how this pipeline predicts)")
+        console.print(_metrics_table(title, m))
+        if name == primary:
+            console.print(f"confusion (rows = truth, columns = predicted, order {', '.join(m['labels'])}):")
             for label, row in zip(m["labels"], m["confusion"]):
                 console.print(f"  {label:>10} " + " ".join(f"{v:5d}" for v in row))
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from embedstore.estimators.aligners import is_trained
+from embedstore.estimators.heads import DEFAULT_HEAD
 from embedstore.analysis.runs import SplitOptions, run_retrieval
 from embedstore.study.report import build_report
 from embedstore.base.stats import mean_ci
@@ -105,7 +106,9 @@ def best_by_size(s: dict) -> dict:
     return best
 
 
-def claims(records: list[dict]) -> list[str]:
+def claims(records: list[dict]) -> list[tuple[str, str, str | None]]:
+    """Each claim as (claim, figures, verdict or None for a head-independent observation), from one head's
+    records."""
     lines = []
     english = scores(records, method="english")
     en_by_size = {ts: v for (ts, _, _), v in english.items()}
@@ -115,19 +118,19 @@ def claims(records: list[dict]) -> list[str]:
                                             key=lambda x: (x[0] is None, x[0] or 0)):
             if ts in en_by_size:
                 v, text = verdict(vals, en_by_size[ts], ">")
-                lines.append(f"- {label}, task size {ts or 'all'} (best: {al}, {ps or 'all'} pairs): {text} → **{v}**")
+                lines.append((f"{label}, task size {ts or 'all'}", f"(best: {al}, {ps or 'all'} pairs) {text}", v))
     omit = {ts: v for (ts, _, _), v in scores(records, method="ablation-omit").items()}
     for ts, (m, al, ps, vals) in best_by_size(la).items():
         if ts in omit:
             v, text = verdict(vals, omit[ts], ">")
-            lines.append(f"- ablation-omit below LangAlign, task size {ts or 'all'}: LangAlign {text} → **{v}**")
+            lines.append((f"ablation-omit below LangAlign, task size {ts or 'all'}", f"LangAlign {text}", v))
     share = scores(records, method="ablation-share")
     for (ts, al, _), vals in sorted(share.items(), key=lambda x: (str(x[0][1]), x[0][0] or 0)):
         la_same = [v for (t, a, _), v in la.items() if t == ts and a == al]
         if la_same:
             ref = max(la_same, key=lambda v: sum(v) / len(v))
             v, text = verdict(vals, ref, "~")
-            lines.append(f"- ablation-share close to LangAlign ({al}, task size {ts or 'all'}): share {text} → **{v}**")
+            lines.append((f"ablation-share close to LangAlign ({al}, task size {ts or 'all'})", f"share {text}", v))
     cos: dict = defaultdict(lambda: defaultdict(list))
     for r in records:
         c = r.get("metrics", {}).get("aligner", {})
@@ -140,25 +143,56 @@ def claims(records: list[dict]) -> list[str]:
     for (al, ps), g in sorted(cos.items(), key=lambda x: (x[0][0], x[0][1] or 10**9)):
         mean = {k: sum(v) / len(v) for k, v in g.items()}
         holds = mean["aligned_tr"] > mean["en_tr"]
-        lines.append(f"- aligned↔TR cosine above raw EN↔TR ({al}, {ps or 'all'} pairs): {mean['aligned_tr']:.3f} vs "
-                     f"{mean['en_tr']:.3f} (shuffled baselines {mean['shuffled']:.3f} / {mean['shuffled_en_tr']:.3f}); "
-                     f"retrieval P@1 aligned {mean['p1_aligned']:.3f} vs raw {mean['p1_raw']:.3f} → "
-                     f"**{'holds' if holds else 'does not hold'}**"
-                     + (" (but retrieval fell: cosine alone misleads)" if holds and mean["p1_aligned"] < mean["p1_raw"] else ""))
+        lines.append((f"aligned↔TR cosine above raw EN↔TR ({al}, {ps or 'all'} pairs)",
+                      f"{mean['aligned_tr']:.3f} vs {mean['en_tr']:.3f} (shuffled baselines {mean['shuffled']:.3f} / "
+                      f"{mean['shuffled_en_tr']:.3f}); retrieval P@1 aligned {mean['p1_aligned']:.3f} vs raw "
+                      f"{mean['p1_raw']:.3f}" + (" (but retrieval fell: cosine alone misleads)"
+                                                 if holds and mean["p1_aligned"] < mean["p1_raw"] else ""),
+                      "holds" if holds else "does not hold"))
     e2e = scores(records, method="langalign-e2e")
     for (ts, al, ps), vals in sorted(e2e.items(), key=lambda x: (str(x[0][1]), x[0][0] or 0)):
         cached = la.get((ts, al, ps))
         if cached:
             v, text = verdict(vals, cached, ">")
-            lines.append(f"- end-to-end (langalign-e2e, LM fine-tuned) above cached LangAlign ({al}, {ps or 'all'} "
-                         f"pairs, task size {ts or 'all'}): {text} → **{v}**")
+            lines.append((f"end-to-end (langalign-e2e, LM fine-tuned) above cached LangAlign ({al}, {ps or 'all'} "
+                          f"pairs, task size {ts or 'all'})", text, v))
     by_arch: dict = defaultdict(list)
     for (ts, al, ps), vals in la.items():
         by_arch[al].append(sum(vals) / len(vals))
     if by_arch:
         ranking = sorted(((sum(v) / len(v), a) for a, v in by_arch.items()), reverse=True)
-        lines.append("- closed-form vs trained aligners (LangAlign accuracy averaged over task and pair sizes): "
-                     + ", ".join(f"{a} {m:.3f}" for m, a in ranking))
+        lines.append(("closed-form vs trained aligners (LangAlign accuracy averaged over task and pair sizes)",
+                      ", ".join(f"{a} {m:.3f}" for m, a in ranking), None))
+    return lines
+
+
+def claims_under_heads(records: list[dict]) -> list[str]:
+    """The claims under every head family the study ran, side by side: a claim whose verdict differs between
+    heads (holds under one, does not under another) is marked head-sensitive, since its answer is the head's."""
+    heads = sorted({r["cell"].get("head", "linear") for r in records if r["status"] == "ok"},
+                   key=lambda h: (h != DEFAULT_HEAD, h))
+    per_head = {h: claims([r for r in records if r["cell"].get("head", "linear") == h]) for h in heads}
+    if len(heads) == 1:
+        stale = (f" These records predate the current default head `{DEFAULT_HEAD}`: `python docs/make_results.py "
+                 "--run` runs its cells beside them, and this section then compares the two." if DEFAULT_HEAD not in heads
+                 else "")
+        return [f"Under the `{heads[0]}` head only (one head family ran).{stale}", ""] + [
+            f"- {claim}: {figures}" + (f" → **{v}**" if v else "") for claim, figures, v in per_head[heads[0]]]
+    order = list(dict.fromkeys(claim for h in heads for claim, _, _ in per_head[h]))
+    found = {h: {claim: (figures, v) for claim, figures, v in per_head[h]} for h in heads}
+    lines = [f"Each claim under the head families {', '.join(f'`{h}`' for h in heads)} (the first is the default; "
+             "`linear` is the epoch-capped head of the earlier runs).", "",
+             "| claim | " + " | ".join(heads) + " | head-robust? |", "|---|" + "---|" * len(heads) + "---|"]
+    for claim in order:
+        cells = []
+        verdicts = []
+        for h in heads:
+            figures, v = found[h].get(claim, ("–", None))
+            cells.append(f"{figures}" + (f" → **{v}**" if v else ""))
+            if v and figures != "–":
+                verdicts.append(v.startswith("holds"))
+        mark = ("**head-sensitive**" if len(set(verdicts)) > 1 else "robust") if len(verdicts) > 1 else "one head only"
+        lines.append(f"| {claim} | " + " | ".join(cells) + f" | {mark} |")
     return lines
 
 
@@ -214,7 +248,7 @@ def main() -> None:
         files = build_report(results.relative_to(REPO), (DOCS / "results" / name).relative_to(REPO))
         page += [f"## {title}", "", f"`configs/{name}.toml`, {sum(r['status'] == 'ok' for r in records)} cells. "
                  + recipe_note(records), "",
-                 "### Claims of the paper, checked", "", *claims(records), "", "### Tables", "",
+                 "### Claims of the paper, checked", "", *claims_under_heads(records), "", "### Tables", "",
                  files.markdown.replace("\n# ", "\n#### ").replace("\n## ", "\n#### "), ""]
         page += [f"![{p.stem}](results/{name}/{p.name})" for p in files.plots] + [""]
     if args.run:

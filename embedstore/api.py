@@ -142,7 +142,7 @@ def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", lab
                size: str | int = "all", aligner: PathLike | None = None, share: bool = False,
                head: str | None = None, where: WhereLike = None, seed: int = 0, recipe: str | None = None,
                store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool = False,
-               **options: Any) -> dict:
+               head_params: Mapping[str, Any] | None = None, single_label: bool = False, **options: Any) -> dict:
     """`embedstore train-head`: a head on the English rows (behind `aligner` when given) → the pipeline
     directory `out`; returns its manifest. Load it with `Pipeline.load(out)`."""
     from embedstore.estimators.heads import DEFAULT_HEAD
@@ -152,19 +152,21 @@ def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", lab
     src = Source(file=Path(train), text=text_column, label=label_column, where=as_where(where))
     record = run(src, out=Path(out), size=parse_size(size), head=head or DEFAULT_HEAD,
                  aligner_dir=Path(aligner) if aligner else None, share=share, seed=seed, recipe=recipe or DEFAULT_RECIPE,
-                 store=store_path(store),
-                 options=encoding_options(encoding, **options), progress=progress)
+                 store=store_path(store), options=encoding_options(encoding, **options), progress=progress,
+                 head_params=dict(head_params or {}), single_label=single_label)
     return {**record, "settings": _settings(store, options)}
 
 
 def evaluate(pipeline: PathLike, test: PathLike, *, text_column: str = "text", label_column: str = "label",
              where: WhereLike = None, store: PathLike | None = None, model: PathLike | None = None,
-             progress: bool = False) -> dict:
-    """`embedstore evaluate`: accuracy, macro-F1, per class and confusion, with and without the aligner."""
+             progress: bool = False, single_label: bool = False) -> dict:
+    """`embedstore evaluate`: accuracy, macro-F1, per class and confusion, the pipeline's own result first and
+    the other (with or without the aligner) as a diagnostic."""
     from embedstore.pipelines.steps import evaluate as run
 
     src = Source(file=Path(test), text=text_column, label=label_column, where=as_where(where))
-    result = run(Path(pipeline), src, store=store_path(store), model=model, progress=progress)
+    result = run(Path(pipeline), src, store=store_path(store), model=model, progress=progress,
+                 single_label=single_label)
     return {**result, "settings": _settings(store, {}, ["store"])}  # the pipeline pins its encoding
 
 

@@ -78,7 +78,7 @@ def test_expansion_order_is_deterministic_and_seeds_vary_fastest(tmp_path: Path)
     first, again = expand(config), expand(config)
     assert first == again
     assert [c.seed for c in first[:3]] == [0, 1, 2]
-    assert first[0] == Cell("ko", "libreoffice-apps", "english", 1000, None, None, 0, "default", "linear")
+    assert first[0] == Cell("ko", "libreoffice-apps", "english", 1000, None, None, 0, "default", "logistic")
 
 
 def test_paths_resolve_relative_to_config_and_tasks_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +90,7 @@ def test_paths_resolve_relative_to_config_and_tasks_are_kept(tmp_path: Path, mon
     assert config.model == "multilingual-e5-small"
     assert config.tasks == {"libreoffice-apps": {"file": "data/libreoffice_help.en-ko.tsv", "label": "apps"}}
     assert config.grid.task_sizes == (1000, 5000, None)
-    assert config.grid.recipes == ("default",) and config.grid.heads == ("linear",)
+    assert config.grid.recipes == ("default",) and config.grid.heads == ("logistic",)
 
 
 def test_defaults_for_name_and_results_and_path_like_model(tmp_path: Path) -> None:
@@ -177,13 +177,13 @@ def test_format_size_round_trips(size: int | None, text: str) -> None:
 
 def test_cell_id_is_stable_and_sensitive() -> None:
     cell = Cell("ko", "topic", "langalign", 1000, 5000, "fc", 0)
-    assert cell.id == Cell("ko", "topic", "langalign", 1000, 5000, "fc", 0, "default", "linear").id
+    assert cell.id == Cell("ko", "topic", "langalign", 1000, 5000, "fc", 0, "default", "logistic").id
     assert len(cell.id) == 12
     assert cell.id != dataclasses.replace(cell, seed=1).id
     assert cell.id != dataclasses.replace(cell, pair_size=None).id
     # the hash is of canonical JSON, so it is the same in every process and Python version
     assert cell.canonical_json == (
-        '{"aligner":"fc","head":"linear","language":"ko","method":"langalign","pair_size":5000,'
+        '{"aligner":"fc","head":"logistic","language":"ko","method":"langalign","pair_size":5000,'
         '"recipe":"default","seed":0,"task":"topic","task_size":1000}'
     )
 
@@ -209,3 +209,30 @@ def test_cell_rejects_impossible_combinations(kwargs: dict[str, object], message
 def test_describe_names_the_varying_parts() -> None:
     cell = Cell("ko", "topic", "langalign", 1000, None, "fc", 2)
     assert cell.describe() == "ko topic langalign fc pairs=all task=1k seed=2"
+
+
+def test_head_kinds_and_their_parameters_in_a_sweep_config(tmp_path: Path) -> None:
+    """`head` takes registered names and `sklearn:<Class>`; `[heads.<kind>]` holds a kind's parameters, checked
+    when the config loads (a typo fails before the sweep), and they enter the cell's context."""
+    from embedstore.study.context import context_id
+
+    text = with_grid(methods='["english"]', task_sizes='["1k"]', seeds="[0]")
+    text = text.replace("seeds = [0]", 'seeds = [0]\nhead = ["logistic", "sklearn:svm.LinearSVC"]')
+    config = load_config(write(tmp_path, text + '\n[heads.logistic]\nC = 0.5\nnormalize = "l2"\n'))
+    cells = expand(config)
+    assert {c.head for c in cells} == {"logistic", "sklearn:svm.LinearSVC"}
+    assert config.head_params == {"logistic": {"C": 0.5, "normalize": "l2"}}
+    plain = load_config(write(tmp_path, text))
+    logistic = next(c for c in cells if c.head == "logistic")
+    other = next(c for c in cells if c.head != "logistic")
+    assert context_id(config, logistic, "f") != context_id(plain, logistic, "f")  # its parameters changed
+    assert context_id(config, other, "f") == context_id(plain, other, "f")  # another head's did not
+    for bad, message in [('[heads.logistic]\nC = -1\n', r"heads\.logistic: LogisticHead C=-1"),
+                         ('[heads.logistic]\nnormalize = "l3"\n', r"heads\.logistic: .*normalize='l3'"),
+                         ('[heads.mlp]\nC = 1\n', r"heads\.mlp: .*does not take C"),
+                         ('[heads.logistic]\nseed = 3\n', r"heads\.logistic\.seed: set by the cell"),
+                         ('[heads.svm]\nC = 1\n', r"heads\.svm: head 'svm' is unknown")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, text + "\n" + bad))
+    with pytest.raises(ConfigError, match=r"grid\.head\[1\]: .*no class Nope"):
+        load_config(write(tmp_path, text.replace("sklearn:svm.LinearSVC", "sklearn:svm.Nope")))

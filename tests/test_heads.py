@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
-from embedstore.estimators.heads import HEADS, LinearHead, MLPHead, load_head, make_head
+from embedstore.estimators.heads import (DEFAULT_HEAD, HEADS, LinearHead, LogisticHead, MLPHead, SklearnHead,
+                                        build_head, load_head, make_head)
 from embedstore.estimators.training import RECIPES
 
 D = 16
 TINY = replace(RECIPES["default"]["head"], max_epochs=2)
+#: Every family: the registered names, and a scikit-learn classifier by name.
+KINDS = [k for k in HEADS if k != "sklearn"] + ["sklearn:discriminant_analysis.LinearDiscriminantAnalysis"]
 
 
 def blobs(n_per_class: int, labels=("neg", "neu", "pos"), seed: int = 0):
@@ -27,7 +30,7 @@ def blobs(n_per_class: int, labels=("neg", "neu", "pos"), seed: int = 0):
     return x[order], y[order]
 
 
-@pytest.mark.parametrize("cls", [LinearHead, MLPHead])
+@pytest.mark.parametrize("cls", [LogisticHead, LinearHead, MLPHead])
 def test_heads_separate_blobs(cls):
     x, y = blobs(300)
     x_test, y_test = blobs(100, seed=1)
@@ -46,18 +49,21 @@ def test_predict_proba_is_a_distribution_in_classes_order():
     np.testing.assert_array_equal(head.predict(x), head.classes_[proba.argmax(axis=1)])
 
 
-@pytest.mark.parametrize("kind", list(HEADS))
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("labels", [("neg", "neu", "pos"), (0, 1, 2)])
 def test_save_load_round_trip(kind, labels, tmp_path):
     x, y = blobs(50, labels=labels)
-    head = make_head(kind, recipe=TINY, seed=5).fit(x, y)
+    head = build_head(kind, recipe=TINY, seed=5).fit(x, y)
     head.save(tmp_path / "h", provenance={"task": "sentiment", "lang": "en"})
     assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "h" / "config.json").read_text())
     assert config["provenance"] == {"task": "sentiment", "lang": "en"}
     assert config["state"]["classes_"] == {"__ndarray__": list(labels)}
     for loaded in (load_head(tmp_path / "h"), type(head).load(tmp_path / "h")):
-        np.testing.assert_array_equal(loaded.predict_proba(x), head.predict_proba(x))
+        if kind.startswith("sklearn:"):  # rebuilt estimator: its float64 arithmetic may differ in the last bits
+            np.testing.assert_allclose(loaded.predict_proba(x), head.predict_proba(x), rtol=1e-3, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(loaded.predict_proba(x), head.predict_proba(x))
         np.testing.assert_array_equal(loaded.predict(x), head.predict(x))
         assert loaded.classes_.dtype.kind == head.classes_.dtype.kind
         assert loaded.get_params() == head.get_params()
@@ -104,9 +110,95 @@ def test_predict_before_fit_and_wrong_dim():
 
 
 def test_make_head_rejects_unknowns():
-    with pytest.raises(ConfigError, match="linear, mlp"):
+    with pytest.raises(ConfigError, match="logistic, linear, mlp"):
         make_head("svm")
+    with pytest.raises(ConfigError, match="no class NoSuchSVC"):
+        make_head("sklearn:svm.NoSuchSVC")
+    with pytest.raises(ConfigError, match="not a scikit-learn classifier"):
+        make_head("sklearn:linear_model.Ridge")
+    with pytest.raises(ConfigError, match="no class system in sklearn.os"):
+        make_head("sklearn:os.system")  # only names inside sklearn are ever imported
+    with pytest.raises(ConfigError, match="public dotted class name"):
+        make_head("sklearn:svm._private")
+    with pytest.raises(ConfigError, match="name the classifier"):
+        make_head("sklearn")
     with pytest.raises(ConfigError, match="dropout"):
         make_head("linear", dropout=0.1)
     with pytest.raises(ConfigError, match="dropout"):
         MLPHead(dropout=1.5, recipe=TINY).fit(*blobs(10))
+
+
+def test_default_head_is_the_converged_logistic_regression_with_cv_chosen_C():
+    """The default head solves the convex problem to lbfgs's gradient tolerance and says so; C comes from
+    cross-validation on the training rows (the walk up the grid is recorded), and the saved head keeps it."""
+    assert DEFAULT_HEAD == "logistic"
+    x, y = blobs(100)
+    head = make_head(DEFAULT_HEAD).fit(x, y)
+    report = head.fit_report
+    assert report["converged"] is True and head.converged
+    assert 0 < report["iterations"] < report["max_iter"]
+    search = report["C_search"]
+    assert report["C"] in search["Cs"] and search["folds"] == 5 and search["rows"] == len(x)
+    assert report["C"] == search["Cs"][int(np.argmin(search["mean_log_loss"]))]
+    assert report["normalize"] == "standard" and "tol=0.0001" in report["criterion"]
+    fixed = LogisticHead(C=0.5).fit(x, y).fit_report
+    assert fixed["C"] == 0.5 and "C_search" not in fixed
+
+
+def test_logistic_head_matches_scikit_learns_pipeline():
+    """Same objective and inputs as StandardScaler + LogisticRegression: the same probabilities."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs(60)
+    ours = LogisticHead(C=0.3).fit(x, y)
+    theirs = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=1000)).fit(x, y)
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), atol=2e-4)
+    two = LogisticHead(C=0.3).fit(x[y != "neu"], y[y != "neu"])  # binary: one coefficient row in scikit-learn
+    theirs2 = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=1000)).fit(x[y != "neu"], y[y != "neu"])
+    np.testing.assert_allclose(two.predict_proba(x), theirs2.predict_proba(x), atol=2e-4)
+
+
+def test_a_capped_head_says_so():
+    """Hitting the cap is recorded as not converged, for the solver head and the epoch-trained ones."""
+    x, y = blobs(100)
+    assert LogisticHead(C=1e4, max_iter=2).fit(x, y).fit_report["converged"] is False
+    capped = LinearHead(recipe=TINY).fit(x, y)  # two epochs, patience 10: stopped by the cap
+    assert capped.fit_report["converged"] is False and capped.fit_report["iterations"] == 2
+
+
+@pytest.mark.parametrize("normalize", ["none", "l2", "standard"])
+def test_normalisation_is_part_of_the_saved_head(normalize, tmp_path):
+    x, y = blobs(60)
+    x = x * 50 + 7  # far from unit scale: each normalisation gives the classifier different inputs
+    head = LogisticHead(C=1.0, normalize=normalize).fit(x, y)
+    head.save(tmp_path / "h")
+    loaded = load_head(tmp_path / "h")
+    np.testing.assert_array_equal(loaded.predict_proba(x), head.predict_proba(x))
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    if normalize == "l2":  # scale-free: a row and a multiple of it get the same answer
+        np.testing.assert_allclose(head.predict_proba(3 * x), head.predict_proba(x), atol=1e-6)
+    else:
+        assert not np.allclose(head.predict_proba(unit), head.predict_proba(x), atol=1e-3)
+    with pytest.raises(ConfigError, match="normalize='l3'"):
+        LogisticHead(normalize="l3").fit(x, y)
+
+
+def test_mlp_hidden_width():
+    net = MLPHead(hidden=8)._network(D, 3)
+    assert net[1].weight.shape == (8, D) and net[4].weight.shape == (3, 8)
+    with pytest.raises(ConfigError, match="hidden=0"):
+        MLPHead(hidden=0).check_params()
+
+
+def test_sklearn_head_refuses_state_it_cannot_save_without_pickles(tmp_path):
+    x, y = blobs(30)
+    head = make_head("sklearn:tree.DecisionTreeClassifier", params={"max_depth": 2}).fit(x, y)
+    assert head.score(x, y) > 0.6  # usable in memory (sweeps never save heads)
+    with pytest.raises(ConfigError, match="tree_.*cannot be saved without pickling"):
+        head.save(tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+    svm = make_head("sklearn:svm.LinearSVC").fit(x, y)
+    assert isinstance(svm, SklearnHead) and svm.fit_report["converged"] is True
+    np.testing.assert_allclose(svm.predict_proba(x).sum(axis=1), 1.0, atol=1e-5)

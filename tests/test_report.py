@@ -195,3 +195,27 @@ def test_mixed_recipes_are_labelled(tmp_path: Path) -> None:
     rows = table_rows(build_report(path, tmp_path / "report").markdown, "## ko · topic")
     assert set(rows) == {"method", "english recipe=default", "english recipe=paper"}
     assert rows["english recipe=paper"][0].startswith("**0.750 ± ")
+
+
+def test_a_claim_whose_verdict_flips_with_the_head_is_head_sensitive(tmp_path):
+    """LangAlign beats English-only under one head and not under the other: the report marks it."""
+    import json as _json
+
+    from embedstore.study.report import build_report as _build
+
+    def record(method, head, seed, accuracy):
+        aligner, pairs = ("procrustes", 1000) if method == "langalign" else (None, None)
+        cell = {"language": "ko", "task": "t", "method": method, "task_size": 500, "pair_size": pairs,
+                "aligner": aligner, "seed": seed, "recipe": "default", "head": head}
+        return {"cell": cell, "cell_id": f"{method}{head}{seed}", "context": "c", "status": "ok",
+                "metrics": {"accuracy": accuracy, "head": {"converged": head == "logistic"}}, "provenance": {}}
+
+    rows = [record("english", h, s, 0.50 + 0.001 * s) for h in ("logistic", "mlp") for s in range(3)]
+    rows += [record("langalign", "logistic", s, 0.60 + 0.001 * s) for s in range(3)]
+    rows += [record("langalign", "mlp", s, 0.45 + 0.001 * s) for s in range(3)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    text = _build(path, tmp_path / "out").markdown
+    line = next(x for x in text.splitlines() if x.startswith("| langalign procrustes 1k > english at 500"))
+    assert "holds (+0.100)" in line and "does not hold (-0.050)" in line and "**head-sensitive**" in line
+    assert "head `logistic`: 6/6 fits converged" in text and "**6 stopped at a cap**" in text

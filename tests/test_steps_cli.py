@@ -277,3 +277,37 @@ def test_train_aligner_shows_the_target_side_encoding_too(tiny_model_dir, tmp_pa
     assert r.exit_code == 0, r.output
     korean = [line.split("\t")[1] for line in data.read_text().splitlines()[1:]]
     assert set(korean) <= set(shown)  # the progress the user sees covers the translations, not only English
+
+
+def test_head_options_single_label_and_the_method_result_first(tiny_model_dir, tmp_path):
+    """train-head takes the head family, its normalisation and main parameters and says whether it converged;
+    --single-label drops comma-joined labels on both commands; evaluate prints the pipeline's own result first
+    and labels the other way of applying the aligner a diagnostic (before: "with aligner" came first even for
+    a forward closed-form aligner, whose method result is the one without it)."""
+    data = make_files(tmp_path)
+    text = data.read_text().splitlines()
+    text[1] = text[1].replace("\twriter\t", "\tcalc,writer\t").replace("\tcalc\t", "\tcalc,writer\t")
+    data.write_text("\n".join(text) + "\n")
+    common = ["--model", tiny_model_dir, "--store", tmp_path / "s.zarr"]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--arch", "procrustes", "--where",
+               "fold=0,1,2,3,4,5", "--out", tmp_path / "al", "--json", *common)
+    assert r.exit_code == 0, r.output
+    r = invoke("train-head", "--train", data, "--text-column", "en", "--label-column", "apps", "--aligner",
+               tmp_path / "al", "--head", "logistic", "--normalize", "l2", "--C", "2.5", "--single-label",
+               "--out", tmp_path / "pipe", *common)
+    assert r.exit_code == 0, r.output
+    assert "converged after" in r.output and "C 2.5" in r.output
+    config = json.loads((tmp_path / "pipe" / "head" / "config.json").read_text())
+    assert config["params"]["normalize"] == "l2" and config["params"]["C"] == 2.5
+    assert set(config["state"]["classes_"]["__ndarray__"]) == {"calc", "writer"}  # the multi-label row dropped
+    r = invoke("train-head", "--train", data, "--text-column", "en", "--label-column", "apps", "--head", "mlp",
+               "--C", "1", "--out", tmp_path / "pipe2", *common)
+    assert r.exit_code == 1 and "does not take C" in r.output
+    r = invoke("evaluate", "--pipeline", tmp_path / "pipe", "--test", data, "--text-column", "ko",
+               "--label-column", "apps", "--single-label", *common)
+    assert r.exit_code == 0, r.output
+    first, diagnostic = r.output.index("result (without aligner"), r.output.index("diagnostic only (with aligner")
+    assert first < diagnostic
+    r = invoke("evaluate", "--pipeline", tmp_path / "pipe", "--test", data, "--text-column", "ko",
+               "--label-column", "apps", "--single-label", "--json", *common)
+    assert json.loads(r.stdout)["n"] == 119 and json.loads(r.stdout)["primary"] == "without_aligner"

@@ -19,7 +19,7 @@ from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE, WEIGHTS_FILE
-from embedstore.estimators.heads import make_head
+from embedstore.estimators.heads import build_head, head_class
 from embedstore.base.metrics import classification_metrics
 from embedstore.base.atomic import atomic_dir, check_writable
 from embedstore.pipelines.fitted_key import check_fitted_key
@@ -83,11 +83,18 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
 
 
 def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner_dir: Path | None, share: bool,
-               seed: int, recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
-    """Step 3: a head on English vectors (through the aligner when given) → a pipeline directory."""
+               seed: int, recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True,
+               head_params: dict | None = None, single_label: bool = False) -> dict:
+    """Step 3: a head on English vectors (through the aligner when given) → a pipeline directory. `head_params`
+    are the head kind's own parameters (`normalize`, `C`, `hidden`, ...); `single_label` drops rows whose label
+    holds a comma (multi-label rows), as a sweep task's `single_label` does. The record's `head` says how the
+    fit ended (converged or capped, what it chose)."""
     t0 = time.perf_counter()
     _check_out(out, _PIPELINE_FILES, "a pipeline")
-    rows = load_rows(train)
+    fitted = build_head(head, seed=seed, recipe=recipe, params={**(head_params or {}), "progress": progress}
+                        if head_class(head).uses_recipe else head_params)
+    fitted.check_params()  # before any encoding
+    rows = load_rows(train, single_label=single_label)
     if not rows.labels:
         raise ConfigError(f"{train.file}: label_column is required to train a head")
     spec = options.resolve()
@@ -105,28 +112,29 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     x = embed(texts, store=store, options=options, progress=progress)
     if aligner is not None and not aligner.reverse:
         x = aligner.transform(x)
-    fitted = make_head(head, recipe=recipe, seed=seed, progress=progress).fit(x, labels)
+    fitted.fit(x, labels)
     manifest = {
         "embedstore": __version__, "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
-        "recipe": recipe, "train": _file(train), "share": share,
+        "recipe": recipe, "train": {**_file(train), "single_label": single_label}, "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
         **_encoding_provenance(spec, key, store), "seconds": round(time.perf_counter() - t0, 3)}
-    return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out)}
+    return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out), "head": fitted.fit_report}
 
 
 def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = None, model: str | Path | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, single_label: bool = False) -> dict:
     """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
     `primary` names the one the pipeline's predictions use (see `Aligner.aligns_target_at_test`). `store` and
     `model` as in `Pipeline.load`."""
     t0 = time.perf_counter()
     pipe = Pipeline.load(pipeline_dir, store=store, model=model)
-    rows = load_rows(test)
+    rows = load_rows(test, single_label=single_label)
     if not rows.labels:
         raise ConfigError(f"{test.file}: label_column is required to evaluate")
     x = pipe.vectors(rows.texts, progress=progress)
     labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
-    result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": _file(test), "n": len(rows.texts),
+    result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": {**_file(test), "single_label": single_label},
+              "n": len(rows.texts),
               "embedstore": __version__, "pipeline_manifest": pipe.manifest, "aligner_at_test": pipe.aligner_at_test,
               "without_aligner": classification_metrics(rows.labels, pipe.head.predict(x), labels)}
     if pipe.aligner is not None:

@@ -21,10 +21,14 @@ Config file shape::
     aligners = ["fc", "procrustes"]               # required only when a method uses an aligner
     seeds = [0, 1, 2]
     recipe = "default"                            # optional: a string or a list; default "default"
-    head = "linear"                               # optional: a string or a list; default "linear"
+    head = "logistic"                             # optional: a string or a list; default "logistic"
 
     [tasks.libreoffice-apps]
     # free-form: read by the cell runner, not here
+
+    [heads.logistic]                              # optional: parameters of a head kind (here: fixed C,
+    C = 1.0                                       # L2-normalised rows); any `sklearn:<Class>` kind too
+    normalize = "l2"
 
     [e2e]                                         # optional: training on text for method "langalign-e2e"
     epochs = 2                                    # any of E2E_KEYS; seed, head and size come from the cell
@@ -52,7 +56,7 @@ from typing import Any
 from embedstore.data import selection
 from embedstore.base.errors import ConfigError
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
-from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
 from embedstore.encoding.options import EncodeOptions
 
@@ -86,7 +90,7 @@ RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
-_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "encoding")
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "encoding", "heads")
 ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype", "quantize")
 """`[encoding]` keys: the encoding options besides the model (which is the top-level `model`)."""
 E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
@@ -154,7 +158,7 @@ class Cell:
         """Reject impossible combinations here, so a hand-built cell cannot slip past the grid's checks."""
         _check_choice("cell.method", self.method, METHODS)
         _check_choice("cell.recipe", self.recipe, RECIPES)
-        _check_choice("cell.head", self.head, HEADS)
+        check_head_kind(self.head, "cell.head")
         if not isinstance(self.language, str) or not _LANGUAGE_RE.match(self.language):
             raise ConfigError(f"cell.language: {self.language!r} is not a language code like 'ko' or 'zh-Hans'")
         if not isinstance(self.task, str) or not self.task:
@@ -223,6 +227,7 @@ class SweepConfig:
     tasks: dict[str, dict[str, Any]] = field(hash=False)
     e2e: dict[str, Any] = field(default_factory=dict, hash=False)
     encoding_settings: dict[str, Any] = field(default_factory=dict, hash=False)  # validated [encoding], as given
+    head_params: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # [heads.<kind>] tables
 
     @property
     def encoding(self) -> EncodeOptions:
@@ -314,7 +319,27 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     _check_keys("e2e.", e2e, E2E_KEYS)
     _check_e2e(e2e)
     encoding = _parse_encoding(raw.get("encoding", {}), model)
-    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), encoding)
+    head_params = _parse_heads(raw.get("heads", {}))
+    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), encoding, head_params)
+
+
+def _parse_heads(table: object) -> dict[str, dict[str, Any]]:
+    """`[heads.<kind>]` tables: the parameters of each head kind (`normalize`, `C`, `hidden`, ...), checked by
+    building the head now, so a typo fails before the sweep runs."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"heads: must be a table of [heads.<kind>] tables, got {table!r}")
+    for kind, params in table.items():
+        check_head_kind(kind, f"heads.{kind}")
+        if not isinstance(params, dict):
+            raise ConfigError(f"heads.{kind}: must be a table of the head's parameters, got {params!r}")
+        for reserved in ("seed", "recipe", "progress", "device"):
+            if reserved in params:
+                raise ConfigError(f"heads.{kind}.{reserved}: set by the cell or the sweep, not per head")
+        try:
+            make_head(kind, **params).check_params()
+        except ConfigError as exc:
+            raise ConfigError(f"heads.{kind}: {exc}") from None
+    return copy.deepcopy(table)
 
 
 def _check_e2e(e2e: dict[str, Any]) -> None:
@@ -385,7 +410,13 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
     _check_unique("grid.seeds", seeds)
 
     recipes = _choice_or_list(raw, "recipe", RECIPES, default=DEFAULT_RECIPE)
-    heads = _choice_or_list(raw, "head", HEADS, default=DEFAULT_HEAD)
+    value = raw.get("head", DEFAULT_HEAD)
+    heads = tuple(value) if isinstance(value, list) else (value,)
+    if not heads:
+        raise ConfigError(f"grid.head: empty; give one of: {', '.join(HEADS)}")
+    for i, head in enumerate(heads):
+        check_head_kind(head, f"grid.head[{i}]" if isinstance(value, list) else "grid.head")
+    _check_unique("grid.head", list(heads))
     return Grid(
         languages=languages,
         tasks=tasks,

@@ -21,13 +21,15 @@ from embedstore.text_training.finetune import METHOD as E2E_METHOD
 
 def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
     """A hash of the model (name and weights' fingerprint), the task's table, the encoding options that differ
-    from the defaults, and, for end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE),
+    from the defaults, the cell's `[heads.<kind>]` parameters, and, for end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE),
     the recipe's settings."""
     payload: dict[str, Any] = {"model": config.model, "fingerprint": fingerprint, "task": config.tasks.get(cell.task)}
     if config.encoding_changes:  # vectors of another key: earlier results do not hold
         payload["encoding"] = config.encoding_changes
     if cell.method == E2E_METHOD and config.e2e:
         payload["e2e"] = config.e2e
+    if config.head_params.get(cell.head):  # the head's own settings; absent when defaults, so old ids hold
+        payload["head_params"] = config.head_params[cell.head]
     if cell.aligner is not None and is_trained(cell.aligner):
         payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -27,7 +27,7 @@ from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE
-from embedstore.estimators.heads import make_head
+from embedstore.estimators.heads import Head, build_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.store import Store, StoreKey
@@ -35,6 +35,7 @@ from embedstore.data.tasks import Task
 from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
+    from embedstore.encoding.models import ModelSpec
     from embedstore.text_training.data import TaskFile
 
 
@@ -47,6 +48,7 @@ class Context:
     task: Task
     store: Store
     key: StoreKey
+    spec: ModelSpec | None = None
 
     @property
     def aligner_cache(self) -> Path:
@@ -140,25 +142,34 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
     return out
 
 
-def _fit_eval(ctx: Context, train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]) -> dict:
-    head = make_head(ctx.cell.head, recipe=ctx.cell.recipe, seed=ctx.cell.seed).fit(train_x, train_y)
-    return classification_metrics(test_y, head.predict(test_x), labels=sorted(set(test_y)))
+@dataclass
+class HeadInputs:
+    """What a cell's head is fitted on and scored against: the one place a method's rows become arrays (the
+    runners and `benchmarks/heads.py` both read it, so a benchmark scores exactly what a sweep does)."""
+
+    train_x: np.ndarray
+    train_y: list[str]
+    test_x: np.ndarray
+    test_y: list[str]
+    sizes: dict
+    aligner: Aligner | None = None
+    raw_test_x: np.ndarray | None = None
 
 
-def run_baseline(ctx: Context) -> tuple[dict, dict]:
+def _baseline_inputs(ctx: Context) -> HeadInputs:
     """english / native / translated / translate-test / ablation-omit: a head on one kind of rows, no aligner."""
     method = ctx.cell.method
     test = ctx.task.rows("en_test" if method == "translate-test" else "test")
     role = {"native": "native_train", "translated": "translated_train"}.get(method, "en_train")
     texts, labels, _ = _train_rows(ctx, role, set(test.labels))
-    metrics = _fit_eval(ctx, ctx.vectors(texts), labels, ctx.vectors(test.texts), test.labels)
-    return metrics, {"n_train": len(texts), "n_test": len(test.texts), "train_role": role}
+    return HeadInputs(ctx.vectors(texts), labels, ctx.vectors(test.texts), test.labels,
+                      {"n_train": len(texts), "n_test": len(test.texts), "train_role": role})
 
 
-def run_langalign(ctx: Context) -> tuple[dict, dict]:
+def _langalign_inputs(ctx: Context) -> HeadInputs:
     """Step 2 on pairs (or, for ablation-share, on the task rows and their translations), step 3 on aligned
     English vectors. Target test vectors pass through the aligner when it prescribes so (reverse aligners, and
-    forward ones trained with the identity term, as the paper keeps them in the model); both scores are kept."""
+    forward ones trained with the identity term, as the paper keeps them in the model)."""
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, picked = _train_rows(ctx, "en_train", set(test.labels))
     reverse = cell.method == "reverse"
@@ -173,20 +184,46 @@ def run_langalign(ctx: Context) -> tuple[dict, dict]:
     aligner, aligner_path, reused = _fitted_aligner(ctx, reverse, src, tgt)
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
-    head = make_head(cell.head, recipe=cell.recipe, seed=cell.seed)
-    head.fit(train_x if reverse else aligner.transform(train_x), labels)  # reverse: an English-trained head
     through = aligner.aligns_target_at_test
-    metrics = classification_metrics(test.labels, head.predict(aligner.transform(test_x) if through else test_x),
-                                     labels=sorted(set(test.labels)))
-    truth = np.asarray(test.labels)
-    metrics["aligner_at_test"] = through
+    sizes = {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
+             "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
+             "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name, **training_summary(aligner)}
+    return HeadInputs(train_x if reverse else aligner.transform(train_x), labels,  # reverse: an English-trained head
+                      aligner.transform(test_x) if through else test_x, test.labels, sizes, aligner, test_x)
+
+
+def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
+    """The arrays a cached (non-e2e) cell fits and scores its head on, without fitting the head."""
+    ctx = _context(cell, config)
+    return (_langalign_inputs if METHOD_RUNNERS[cell.method] is run_langalign else _baseline_inputs)(ctx)
+
+
+def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head, dict]:
+    """The cell's head (kind, its `[heads.<kind>]` params from the config, seed, recipe) fitted on `inputs`, and
+    the metrics on the primary test arrays with the head's fit report (did it converge, what it chose)."""
+    head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=config.head_params.get(cell.head))
+    head.fit(inputs.train_x, inputs.train_y)
+    metrics = classification_metrics(inputs.test_y, head.predict(inputs.test_x), labels=sorted(set(inputs.test_y)))
+    metrics["head"] = head.fit_report
+    return head, metrics
+
+
+def run_baseline(ctx: Context) -> tuple[dict, dict]:
+    inputs = _baseline_inputs(ctx)
+    return fit_head(ctx.cell, ctx.config, inputs)[1], inputs.sizes
+
+
+def run_langalign(ctx: Context) -> tuple[dict, dict]:
+    """LangAlign, reverse and ablation-share; the score without the aligner is kept as a diagnostic."""
+    inputs = _langalign_inputs(ctx)
+    aligner, test_x = inputs.aligner, inputs.raw_test_x
+    head, metrics = fit_head(ctx.cell, ctx.config, inputs)
+    truth = np.asarray(inputs.test_y)
+    metrics["aligner_at_test"] = aligner.aligns_target_at_test
     metrics["accuracy_with_aligner"] = float(np.mean(head.predict(aligner.transform(test_x)) == truth))
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
-    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, reverse)
-    return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
-                     "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
-                     "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name,
-                     **training_summary(aligner)}
+    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, ctx.cell.method == "reverse")
+    return metrics, inputs.sizes
 
 
 def training_summary(aligner: Aligner) -> dict:
@@ -257,15 +294,21 @@ METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
     """The sweep's runner: a top-level function, so worker processes can import it by name."""
     t0 = time.perf_counter()
-    spec = config.encoding.resolve()
-    key = config.encoding.key(spec)
-    ctx = Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store), key=key)
+    ctx = _context(cell, config)
+    spec, key = ctx.spec, ctx.key
     metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
     return {"metrics": metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
-        "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "embedstore": __version__,
+        "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "head_params": config.head_params.get(cell.head, {}),
+        "embedstore": __version__,
         "cell_seconds": round(time.perf_counter() - t0, 3)}}
+
+
+def _context(cell: Cell, config: SweepConfig) -> Context:
+    spec = config.encoding.resolve()
+    return Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store),
+                   key=config.encoding.key(spec), spec=spec)
 
 
 def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:

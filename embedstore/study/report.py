@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -141,7 +140,7 @@ def build_report(
 
     tables = _tables(scored, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = _header(results_path, cell_records, ok, scored, metric)
+    lines = _header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
     plots: list[Path] = []
     for (language, task), table in tables.items():
         lines += _markdown_table(language, task, table)
@@ -152,6 +151,7 @@ def build_report(
             ablations = {row: stats for row, stats in table.items() if row.method in _ABLATION_METHODS}
             title = f"{language} · {task}: ablations"
             plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", title, metric))
+    lines += _robustness_markdown(tables)
     if cosine:
         groups = _cosine_groups(cosine)
         lines += _cosine_markdown(groups)
@@ -186,6 +186,83 @@ def _tables(records: Iterable[dict[str, Any]], metric: str) -> dict[tuple[str, s
             for row in sorted(rows, key=_Row.sort_key)
         }
     return tables
+
+
+def head_convergence(records: list[dict[str, Any]]) -> list[str]:
+    """One line per head kind: how many of its fits converged by their criterion (from each record's
+    `metrics.head`); a head stopped by a cap is a doubtful figure, so the report says how many there were."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        head = record["cell"].get("head", DEFAULT_HEAD)
+        report = record.get("metrics", {}).get("head")
+        state = "unrecorded" if not isinstance(report, dict) or report.get("converged") is None else (
+            "converged" if report["converged"] else "capped")
+        counts[head][state] += 1
+    if not counts:
+        return []
+    lines = []
+    for head, c in sorted(counts.items()):
+        recorded = c["converged"] + c["capped"]
+        text = f"- head `{head}`: " + (f"{c['converged']}/{recorded} fits converged" if recorded else "")
+        if c["capped"]:
+            text += f"; **{c['capped']} stopped at a cap** (their figures are set by the cap, not the data)"
+        if c["unrecorded"]:
+            text += ("; " if recorded else "") + (f"{c['unrecorded']} fits did not record whether they converged "
+                                                  "(records older than the fit report, or a head that cannot tell)")
+        lines.append(text)
+    return lines + [""]
+
+
+#: How a claim that method A beats method B is judged from two table entries (mean ± 95% CI over seeds).
+def claim_verdict(a: _Stat, b: _Stat) -> str:
+    """"holds" (A above B and the intervals do not overlap), "holds weakly" (above, overlapping), else
+    "does not hold": the rule docs/make_results.py states for the paper's claims."""
+    if a.mean <= b.mean:
+        return "does not hold"
+    ci_a = 0.0 if math.isnan(a.ci95) else a.ci95
+    ci_b = 0.0 if math.isnan(b.ci95) else b.ci95
+    return "holds" if a.mean - ci_a > b.mean + ci_b else "holds weakly"
+
+
+def head_sensitive(verdicts: Iterable[str]) -> bool:
+    """A claim is head-sensitive when it holds (at all) under one head family and not under another."""
+    return len({v != "does not hold" for v in verdicts}) > 1
+
+
+def _robustness_markdown(tables: dict[tuple[str, str], _Table]) -> list[str]:
+    """"LangAlign (or reverse) beats English-only" at each task size, under every head in the table; a claim
+    whose verdict flips with the head is marked head-sensitive."""
+    lines = ["## Head robustness", ""]
+    any_table = False
+    for (language, task), table in tables.items():
+        heads = sorted({row.head for row in table})
+        if len(heads) < 2:
+            lines.append(f"{language} · {task}: one head family only ({heads[0]}); list several in the grid "
+                         "(e.g. `head = [\"logistic\", \"mlp\"]`) to check that the claims do not hang on the head.")
+            continue
+        any_table = True
+        lines += [f"### {language} · {task}", "", "| claim | " + " | ".join(heads) + " | |",
+                  "| --- | " + " | ".join("---" for _ in heads) + " | --- |"]
+        english = {row.head: stats for row, stats in table.items() if row.method == "english"}
+        for row, stats in table.items():
+            if row.method not in ("langalign", "reverse") or row.head != heads[0]:
+                continue
+            for size in stats:
+                verdicts = []
+                for head in heads:
+                    mine = table.get(_Row(row.method, row.aligner, row.pair_size, row.recipe, head), {}).get(size)
+                    base = english.get(head, {}).get(size)
+                    verdicts.append("–" if mine is None or base is None else
+                                    f"{claim_verdict(mine, base)} ({mine.mean - base.mean:+.3f})")
+                known = [v.split(" (")[0] for v in verdicts if v != "–"]
+                mark = "**head-sensitive**" if len(known) > 1 and head_sensitive(known) else (
+                    "robust" if len(known) > 1 else "")
+                claim = f"{method_label(row.method, row.aligner, row.pair_size)} > english at {format_size(size)}"
+                lines.append(f"| {claim} | " + " | ".join(verdicts) + f" | {mark} |")
+        lines.append("")
+    if not any_table:
+        lines.append("")
+    return lines
 
 
 def _stat(values: Sequence[float]) -> _Stat:
@@ -258,7 +335,7 @@ def _markdown_table(language: str, task: str, table: _Table) -> list[str]:
                 text += f" (n={stat.n})"
             entries.append(text)
         lines.append(f"| {row.label(show_recipe, show_head)} | " + " | ".join(entries) + " |")
-    return lines + [""]
+    return lines + [""] + _noise_note(table)
 
 
 def _format_stat(stat: _Stat) -> str:
@@ -290,40 +367,79 @@ def _csv_float(value: float) -> str:
     return "" if math.isnan(value) else repr(value)
 
 
+#: Methods drawn as reference lines (what a transfer method must beat, or the in-language ceiling), not bars.
+_REFERENCE_METHODS = ("english", "native", "translated", "translate-test")
+_REFERENCE_STYLES = {"english": ("black", "--"), "native": ("tab:green", "-"), "translated": ("tab:purple", ":"),
+                     "translate-test": ("tab:brown", "-.")}
+
+
 def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
-    """Score against task size (log x), one line per row with 95% CI error bars; 'all' sits right of the rest."""
-    finite = sorted({size for stats in table.values() for size in stats if size is not None})
-    all_at = finite[-1] * 2 if finite else 1
-
-    def x_of(size: int | None) -> float:
-        return all_at if size is None else size
-
-    figure = Figure(figsize=(8, 4.5))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    colors = matplotlib.colormaps["tab10" if len(table) <= 10 else "tab20"].colors
+    """One panel per task size: a horizontal bar (mean ± 95% CI) per transfer method, with English-only and the
+    in-language baselines as vertical reference lines, so each method reads against what it must beat (one
+    line plot of every series was unreadable: 14 lines, their intervals overlapping)."""
+    sizes = sorted({size for stats in table.values() for size in stats}, key=_size_key)
+    bars = [row for row in table if row.method not in _REFERENCE_METHODS]
+    refs = [row for row in table if row.method in _REFERENCE_METHODS]
     show_recipe = len({row.recipe for row in table}) > 1
     show_head = len({row.head for row in table}) > 1
-    for index, (row, stats) in enumerate(table.items()):
-        xs = [x_of(size) for size in stats]
-        means = [stat.mean for stat in stats.values()]
-        errors = [0.0 if math.isnan(stat.ci95) else stat.ci95 for stat in stats.values()]
-        axes.errorbar(
-            xs, means, yerr=errors, marker="o", capsize=3, color=colors[index % len(colors)],
-            linestyle="-" if row.method in PAIR_METHODS or row.aligner else "--",
-            label=row.label(show_recipe, show_head),
-        )
-    axes.set_xscale("log")
-    ticks = sorted({size for stats in table.values() for size in stats}, key=_size_key)
-    axes.set_xticks([x_of(size) for size in ticks], [format_size(size) for size in ticks])
-    axes.minorticks_off()
-    axes.set_xlabel("task training rows")
-    axes.set_ylabel(metric)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    height = max(2.5, 0.32 * len(bars) + 1.5)
+    figure = Figure(figsize=(4.2 * len(sizes) + 2.5, height))
+    FigureCanvasAgg(figure)
+    axes_list = figure.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    colors = {"langalign": "tab:blue", "reverse": "tab:orange", "ablation-share": "tab:gray",
+              "ablation-omit": "tab:pink", "langalign-e2e": "tab:olive"}
+    labels = [row.label(show_recipe, show_head) for row in bars]
+    for axes, size in zip(axes_list, sizes):
+        ys = list(range(len(bars)))[::-1]
+        for y, row in zip(ys, bars):
+            stat = table[row].get(size)
+            if stat is None:
+                continue
+            err = 0.0 if math.isnan(stat.ci95) else stat.ci95
+            axes.barh(y, stat.mean, xerr=err, color=colors.get(row.method, "grey"), alpha=0.8, capsize=2)
+        for row in refs:
+            stat = table[row].get(size)
+            if stat is None:
+                continue
+            color, style = _REFERENCE_STYLES[row.method]
+            axes.axvline(stat.mean, color=color, linestyle=style, linewidth=1.5,
+                         label=f"{row.label(show_recipe, show_head)} {stat.mean:.3f}")
+            if not math.isnan(stat.ci95):
+                axes.axvspan(stat.mean - stat.ci95, stat.mean + stat.ci95, color=color, alpha=0.08)
+        axes.set_yticks(ys, labels)
+        axes.set_title(f"{format_size(size)} task rows")
+        axes.set_xlabel(metric)
+        axes.grid(axis="x", alpha=0.3)
+        low = min((s.mean - (0 if math.isnan(s.ci95) else s.ci95)) for st in table.values() for k, s in st.items()
+                  if k == size)
+        high = max((s.mean + (0 if math.isnan(s.ci95) else s.ci95)) for st in table.values() for k, s in st.items()
+                   if k == size)
+        axes.set_xlim(max(0.0, low - 0.05), min(1.0, high + 0.03))
+        if refs:
+            axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.6 / height), ncol=2,
+                        frameon=False)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def _noise_note(table: _Table) -> list[str]:
+    """Task sizes at which no method's interval separates from English-only's: there the column is noise at
+    this many seeds, and the report says so instead of letting a bold mean suggest a winner."""
+    english = next((stats for row, stats in table.items() if row.method == "english"), None)
+    if english is None:
+        return []
+    notes = []
+    for size, base in english.items():
+        if math.isnan(base.ci95):
+            continue
+        separated = [row for row, stats in table.items() if row.method != "english" and size in stats
+                     and not math.isnan(stats[size].ci95)
+                     and abs(stats[size].mean - base.mean) > stats[size].ci95 + base.ci95]
+        if not separated:
+            notes.append(f"At {format_size(size)} task rows no method's 95% interval separates from English-only's: "
+                         "the differences in this column are within the noise of the draws.")
+    return notes + ([""] if notes else [])
 
 
 def _check_cosine(records: list[dict[str, Any]], source: str) -> None:
