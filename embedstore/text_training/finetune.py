@@ -14,7 +14,7 @@ from embedstore.estimators.aligners import load_aligner
 from embedstore.estimators.artifacts import read_config
 from embedstore.text_training.data import Split, TaskFile, read_task, training_rows
 from embedstore.text_training.files import dir_hash, file_hash, save_tensors_atomic
-from embedstore.text_training.loop import predict_logits
+from embedstore.text_training.objectives import predict_logits
 from embedstore.text_training.model import trainable
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
