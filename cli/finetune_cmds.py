@@ -20,12 +20,15 @@ _D = TrainOptions()  # the library's defaults: the CLI shows them, it does not r
 _TRAINING_PANEL = "Training options"
 
 
-def _training_parameters() -> list[inspect.Parameter]:
-    """The typer declarations of `TrainOptions`' fields that tune and finetune both take."""
+def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter]:
+    """The typer declarations of `TrainOptions`' fields that tune, finetune and adapt take; with
+    `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value)."""
     def option(name: str, annotation: Any, help: str) -> inspect.Parameter:
-        default = getattr(_D, name)
-        declared = typer.Option(str(default) if name == "size" else default, f"--{name.replace('_', '-')}",
-                                help=help, rich_help_panel=_TRAINING_PANEL)
+        default = None if recipe_defaults else getattr(_D, name)
+        if recipe_defaults:
+            annotation = Optional[annotation]
+        declared = typer.Option(str(default) if name == "size" and default is not None else default,
+                                f"--{name.replace('_', '-')}", help=help, rich_help_panel=_TRAINING_PANEL)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
 
     return [
@@ -45,7 +48,7 @@ def _training_parameters() -> list[inspect.Parameter]:
     ]
 
 
-training_options = inject_options(_training_parameters(), lambda values: TrainOptions(**values), "options")
+training_options = inject_options(training_parameters(), lambda values: TrainOptions(**values), "options")
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
 _MODEL = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory.")
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")

@@ -55,6 +55,7 @@ class SentenceEncoder(nn.Module):
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
+        encoder.requires_grad_(True)
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return mean_pooled(self.encoder, batch)
