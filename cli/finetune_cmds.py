@@ -112,6 +112,12 @@ def finetune(
     aligner_at_test: bool = typer.Option(False, "--aligner-at-test",
                                          help="Pass test texts through the aligner too (one graph for every "
                                               "language; suits aligners trained with the identity term)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Translation pairs for the joint objective "
+                                         "(with --align-weight)."),
+    pairs_source_column: str = typer.Option("en", help="English column of --pairs."),
+    pairs_target_column: str = typer.Option("ko", help="Target-language column of --pairs."),
+    align_weight: float = typer.Option(0.0, "--align-weight", help="λ: task loss + λ x pair-alignment InfoNCE on "
+                                       "the LM's vectors (0: the task loss alone)."),
     as_json: bool = _AS_JSON,
     *,
     options: TrainOptions,
@@ -119,12 +125,15 @@ def finetune(
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.finetune import finetune as run_finetune
+    from embedstore.text_training.pairs import ContrastFile
 
     test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
                          test_pair_column or pair_column)
     result = run_finetune(TaskFile(train, text_column, label_column, pair_column), test_file, aligner, out,
                           model=model, train_aligner=train_aligner, freeze_lm=freeze_lm,
-                          aligner_at_test=aligner_at_test, options=options, progress=not as_json)
+                          aligner_at_test=aligner_at_test, options=options,
+                          pairs=ContrastFile(pairs, pairs_source_column, pairs_target_column) if pairs else None,
+                          align_weight=align_weight, progress=not as_json)
     if as_json:
         print_json(result.to_dict())
         return

@@ -160,3 +160,54 @@ def test_sigkill_then_rerun_resumes_and_equals_an_uninterrupted_run(method, tiny
     assert 0 < resumed["resumed_from_step"] < resumed["steps"] == reference["steps"]
     assert resumed["history"]["step_losses"] == reference["history"]["step_losses"]
     assert resumed["fingerprint"] == reference["fingerprint"]  # the very same weights, bit for bit
+
+
+# ------------------------------------------------------------------ joint objective and encoder gradients
+
+
+@pytest.fixture(scope="module")
+def procrustes(tmp_path_factory) -> Path:
+    from embedstore.estimators.aligners import make_aligner
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 32)).astype(np.float32)
+    out = tmp_path_factory.mktemp("al") / "procrustes"
+    make_aligner("procrustes").fit(x, x + 0.1 * rng.normal(size=x.shape).astype(np.float32)).save(out)
+    return out
+
+
+def test_joint_finetune_adds_the_weighted_alignment_loss_and_records_it(tiny_model_dir, rows, procrustes, tmp_path):
+    from embedstore.text_training.finetune import finetune
+    from embedstore.text_training.options import TrainOptions
+
+    train, test = TaskFile(rows, "en", "apps"), TaskFile(rows, "ko", "apps")
+    pairs = ContrastFile(rows, "en", "ko")
+    options = TrainOptions(**FAST)
+    plain = finetune(train, test, procrustes, tmp_path / "plain", model=str(tiny_model_dir), options=options)
+    joint = finetune(train, test, procrustes, tmp_path / "joint", model=str(tiny_model_dir), options=options,
+                     pairs=pairs, align_weight=1.0)
+    # same initial model and first batch: the joint loss is the task loss plus a positive InfoNCE
+    assert joint.history["step_losses"][0] > plain.history["step_losses"][0]
+    assert joint.provenance["align_weight"] == 1.0 and plain.provenance["align_weight"] == 0.0
+    assert joint.provenance["pairs"]["rows"] + joint.provenance["pairs"]["val_rows"] == 48
+    assert "pairs" not in plain.provenance
+    with pytest.raises(ConfigError, match="needs translation pairs"):
+        finetune(train, test, procrustes, tmp_path / "e1", model=str(tiny_model_dir), options=options, align_weight=1.0)
+    with pytest.raises(ConfigError, match="freeze_lm"):
+        finetune(train, test, procrustes, tmp_path / "e2", model=str(tiny_model_dir), options=options, pairs=pairs,
+                 align_weight=1.0, freeze_lm=True)
+
+
+def test_encoder_gradients_report_a_cosine_per_layer(tiny_model_dir, rows):
+    from embedstore.text_training.gradients import encoder_gradients, layer_of
+    from embedstore.text_training.options import TrainOptions
+
+    assert layer_of("encoder.layer.11.attention.self.query.weight") == "layer.11"
+    assert layer_of("embeddings.word_embeddings.weight") == "embeddings"
+    result = encoder_gradients(TaskFile(rows, "en", "apps"), ContrastFile(rows, "en", "ko"), model=str(tiny_model_dir),
+                               options=TrainOptions(batch_size=8, max_length=24), batches=3)
+    assert list(result["layers"]) == ["embeddings", "layer.0", "layer.1"]
+    for spread in [*result["layers"].values(), result["all_parameters"]]:
+        assert -1 <= spread["min"] <= spread["mean"] <= spread["max"] <= 1
+    assert result["gradient_norms"]["task"]["min"] > 0 and result["gradient_norms"]["alignment"]["min"] > 0
+    assert result["provenance"]["model_fingerprint"] == model_fingerprint(tiny_model_dir)

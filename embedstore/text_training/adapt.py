@@ -169,11 +169,3 @@ def _contrastive_builder(recipe: AdaptRecipe, spec: ModelSpec, options: TrainOpt
         return Built(graph, objective)
 
     return build
-
-
-def alignment_term(pairs: ContrastFile, tokenizer: Any, spec: ModelSpec, options: TrainOptions,
-                   size: str | int | None = None) -> Contrastive:
-    """The pair-alignment InfoNCE (both directions) on `pairs`, for the joint finetune and the gradient analysis."""
-    _check_data("align", pairs)
-    train_pairs, val_pairs = contrast_rows(pairs, options, size).tokenized(tokenizer, spec.prefix, options.max_length)
-    return Contrastive(train_pairs, val_pairs, tokenizer.pad_token_id, options.batch_size)

@@ -11,7 +11,7 @@ from embedstore.data.selection import parse_size, subsample
 from embedstore.data.texts import read_table
 from embedstore.encoding.encoder import tokenize
 from embedstore.estimators.training import split_indices
-from embedstore.text_training.objectives import TextPairs
+from embedstore.text_training.objectives import Contrastive, TextPairs
 from embedstore.text_training.options import TrainOptions
 
 
@@ -73,3 +73,12 @@ def contrast_rows(source: ContrastFile, options: TrainOptions, size: str | int |
         return [left[i] for i in chosen], ([right[i] for i in chosen] if right is not None else None)
 
     return ContrastRows(take(train_idx), take(val_idx))
+
+
+def alignment_term(pairs: ContrastFile, tokenizer: Any, prefix: str, options: TrainOptions) -> Contrastive:
+    """Pair-alignment InfoNCE (both directions) on all of `pairs`, split by the run's seed: the λ term of the
+    joint finetune and the alignment objective of the gradient analysis."""
+    if pairs.positive_column is None:
+        raise InputError(f"{pairs.path}: no target-language column named; the alignment term needs translation pairs")
+    train_pairs, val_pairs = contrast_rows(pairs, options, "all").tokenized(tokenizer, prefix, options.max_length)
+    return Contrastive(train_pairs, val_pairs, tokenizer.pad_token_id, options.batch_size)
