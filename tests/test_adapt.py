@@ -211,3 +211,55 @@ def test_encoder_gradients_report_a_cosine_per_layer(tiny_model_dir, rows):
         assert -1 <= spread["min"] <= spread["mean"] <= spread["max"] <= 1
     assert result["gradient_norms"]["task"]["min"] > 0 and result["gradient_norms"]["alignment"]["min"] > 0
     assert result["provenance"]["model_fingerprint"] == model_fingerprint(tiny_model_dir)
+
+
+# ------------------------------------------------------------------ sweep methods
+
+
+def test_adapt_cells_train_one_encoder_per_context_and_join_the_report(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import app
+    from embedstore.study.cells import load_config
+    from embedstore.study.run import run_study
+    from embedstore.study.sweep import read_results
+    from test_experiments import write_config
+
+    methods = ["english", "adapt-lora", "adapt-simcse", "adapt-align", "adapt-align+langalign"]
+    cfg = write_config(tmp_path, tiny_model_dir, methods, aligners=("procrustes",))
+    cfg.write_text(cfg.read_text() + "[adapt]\nepochs = 1\nbatch_size = 8\nmax_length = 24\nsize = 50\n")
+    config = load_config(cfg)
+    summary = run_study(config, workers=1, progress=False).summary
+    assert not summary.errors, summary.errors
+    records = read_results(config.results)
+    assert sorted({r["cell"]["method"] for r in records}) == sorted(methods)
+    base = records[0]["provenance"]["model_fingerprint"]
+    adapted = [r for r in records if r["cell"]["method"].startswith("adapt-")]
+    assert len(adapted) == 4 * 2  # two task sizes each
+    for r in adapted:
+        info = r["provenance"]["sizes"]["adapt"]
+        assert info["fingerprint"] != base == info["base_fingerprint"] and info["steps"] > 0
+        assert r["metrics"]["n"] == 56 == np.asarray(r["metrics"]["confusion"]).sum()
+    # one adapted encoder per method and context, shared by both task sizes (and by align and align+langalign)
+    dirs = {r["provenance"]["sizes"]["adapt"]["dir"] for r in adapted}
+    assert len(dirs) == 3 and len(list(config.results.with_suffix(".adapt").iterdir())) == 3
+    assert {r["provenance"]["sizes"]["adapt"]["rows"] for r in adapted if r["cell"]["method"] == "adapt-lora"} == {50}
+    la = [r for r in adapted if r["cell"]["method"] == "adapt-align+langalign"]
+    assert all(r["provenance"]["sizes"]["n_pairs"] == 100 and "aligner" in r["metrics"] for r in la)
+    rep = CliRunner().invoke(app, ["report", str(config.results), "--out", str(tmp_path / "rep")])
+    assert rep.exit_code == 0, rep.output
+    assert "adapt-align+langalign" in (tmp_path / "rep" / "table.md").read_text()
+    assert not run_study(config, workers=1, progress=False).summary.to_run
+
+
+def test_adapt_options_are_checked_when_the_config_loads(tiny_model_dir, tmp_path):
+    from embedstore.study.cells import load_config
+    from test_experiments import write_config
+
+    cfg = write_config(tmp_path, tiny_model_dir, ["adapt-align"], aligners=("procrustes",))
+    cfg.write_text(cfg.read_text() + "[adapt]\nepoch = 1\n")
+    with pytest.raises(ConfigError, match=r"adapt\.epoch: unknown key"):
+        load_config(cfg)
+    cfg.write_text(cfg.read_text().replace("epoch = 1", "lr = -1"))
+    with pytest.raises(ConfigError, match=r"adapt\.lr"):
+        load_config(cfg)
