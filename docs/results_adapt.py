@@ -54,7 +54,7 @@ def prepare() -> None:
                    + "\n")
 
 
-def run() -> None:
+def run(workers: int = 1) -> None:
     from embedstore.encoding.encode import embed
     from embedstore.encoding.options import EncodeOptions
     from embedstore.study.cells import load_config
@@ -65,9 +65,9 @@ def run() -> None:
     from embedstore.text_training.pairs import ContrastFile
 
     prepare()
-    summary = run_study(load_config(CONFIG), workers=1, progress=True).summary
-    if summary.errors:
-        raise SystemExit(f"{len(summary.errors)} cells failed: {summary.errors[0]}")
+    summary = run_study(load_config(CONFIG), workers=workers, progress=True).summary
+    for cell, error in summary.errors:  # the section reports finished cells only; a rerun retries these
+        print(f"cell failed: {cell.describe()}: {error}")
     gradients = encoder_gradients(TaskFile(STUDY / "train.tsv", "en", "apps"), ContrastFile(STUDY / "pairs.tsv", "en", "ko"),
                                   options=TrainOptions(batch_size=16, max_length=MAX_LENGTH, seed=0), batches=8)
     test = read_table(DATA, ["en", "ko", "role"])
@@ -173,10 +173,11 @@ def section() -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="store_true", help="prepare the data, run the sweep and the analyses first")
+    ap.add_argument("--workers", type=int, default=1, help="sweep processes (each gets cores / workers threads)")
     args = ap.parse_args()
     os.chdir(REPO)
     if args.run:
-        run()
+        run(args.workers)
     print("\n".join(section()))
 
 

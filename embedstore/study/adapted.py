@@ -24,9 +24,13 @@ from embedstore.store import Store
 
 def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
                     needed: list[str]) -> tuple[Any, dict]:
-    """`ctx` is the cell's `experiments.Context` (not imported: experiments imports this module). Adapt the encoder by `method` on `rows` (JSON rows: text and label for lora, text for simcse, text and
+    """Adapt the encoder by `method` on `rows` (JSON rows: text and label for lora, text for simcse, text and
     target for align; `ids` their text ids), encode `needed` with it into its own store, and return the cell's
-    context on that store and key, with what the record should say about the adaptation."""
+    context on that store and key, with what the record should say about the adaptation.
+
+    `ctx` is the cell's `experiments.Context` (not imported: experiments imports this module). Two cells of the
+    same adapted encoder running at once: the second finds the adaptation's run directory locked and fails with
+    that message; a rerun of the sweep retries it."""
     from embedstore.encoding.encode import embed
     from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
     from embedstore.text_training.data import TaskFile
