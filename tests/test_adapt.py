@@ -263,3 +263,25 @@ def test_adapt_options_are_checked_when_the_config_loads(tiny_model_dir, tmp_pat
     cfg.write_text(cfg.read_text().replace("epoch = 1", "lr = -1"))
     with pytest.raises(ConfigError, match=r"adapt\.lr"):
         load_config(cfg)
+
+
+def test_cli_adapt_and_encoder_gradients_print_their_results(tiny_model_dir, rows, tmp_path):
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import app
+
+    runner = CliRunner()
+    out = tmp_path / "aligned"
+    r = runner.invoke(app, ["adapt", "align", "--data", str(rows), "--text-column", "en", "--target-column", "ko",
+                            "--out", str(out), "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "8",
+                            "--max-length", "24"])
+    assert r.exit_code == 0, r.output
+    assert "adapted model (align)" in r.output and model_fingerprint(out)[:8] in r.output.replace("\n", "")
+    bad = runner.invoke(app, ["adapt", "align", "--data", str(rows), "--text-column", "en", "--out", str(tmp_path / "x"),
+                              "--model", str(tiny_model_dir)])
+    assert bad.exit_code == 1 and "align needs translation pairs" in bad.output
+    g = runner.invoke(app, ["analyze", "encoder-gradients", "--train", str(rows), "--text-column", "en",
+                            "--label-column", "apps", "--pairs", str(rows), "--model", str(tiny_model_dir),
+                            "--batch-size", "8", "--batches", "2", "--max-length", "24", "--json"])
+    assert g.exit_code == 0, g.output
+    assert set(json.loads(g.output)["layers"]) == {"embeddings", "layer.0", "layer.1"}
