@@ -1,7 +1,7 @@
 """Wall time of each encoder adaptation (`embedstore adapt` lora, simcse, align) per 1k training texts, against
 one epoch of a full fine-tune (`tune`, every LM weight trainable) measured in the same run.
 
-    python benchmarks/adapt.py [--rows 200] [--max-length 128] [--threads 2] [--quick]
+    python benchmarks/adapt.py [--rows 200] [--max-length 128] [--threads 2] [--quick] [--model DIR]
 
 All on the default e5-small and the bundled LibreOffice help sample (single-app rows): LoRA on the English rows
 and their labels, SimCSE on the English texts, align on the (English, Korean) pairs. Timed: the training steps
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="48 rows, max length 64: checks that it runs")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or directory (default: e5-small)")
     args = ap.parse_args()
     rows, max_length = (48, 64) if args.quick else (args.rows, args.max_length)
     torch.set_num_threads(args.threads)
@@ -63,18 +64,18 @@ def main() -> None:
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = sample_rows(rows, Path(tmp) / "rows.tsv")
-        full = tune(TaskFile(data, "en", "label"), Path(tmp) / "tune", model=DEFAULT_MODEL,
+        full = tune(TaskFile(data, "en", "label"), Path(tmp) / "tune", model=args.model,
                     options=TrainOptions(**common), progress=True)
         timings["full fine-tune (tune)"] = per_1k(full)
         sources = {"lora": TaskFile(data, "en", "label"), "simcse": ContrastFile(data, "en"),
                    "align": ContrastFile(data, "en", "ko")}
         for method, source in sources.items():
-            result = adapt(AdaptRecipe(method), source, Path(tmp) / method, model=DEFAULT_MODEL,
+            result = adapt(AdaptRecipe(method), source, Path(tmp) / method, model=args.model,
                            options=method_options(method, **common), progress=True)
             timings[f"adapt {method}"] = per_1k(result)
 
     baseline = timings["full fine-tune (tune)"]
-    table = Table(title=f"{rows} rows of the bundled sample, e5-small, batch 16, max length {max_length}, "
+    table = Table(title=f"{rows} rows of the bundled sample, {args.model}, batch 16, max length {max_length}, "
                         f"{args.threads} threads: training steps of one epoch per 1k texts")
     for col in ("method", "s / 1k texts", "vs full fine-tune"):
         table.add_column(col, justify="left" if col == "method" else "right")
