@@ -1,4 +1,5 @@
-"""`embedstore analyze cosine|retrieval|layers|gradients`: how well an aligner aligns, on held-out pairs."""
+"""`embedstore analyze cosine|retrieval|layers|gradients|encoder-gradients`: how well an aligner aligns, on
+held-out pairs; and whether alignment and task objectives agree (on cached vectors, or through the encoder)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from embedstore.analysis.runs import NO_ALIGNER
+from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
@@ -264,3 +266,50 @@ def gradients(
          f"accuracy: aligned {source_column} {acc['english_aligned']:.3f}, {target_column} "
          f"{acc['target']:.3f}{dropped}")
     _collapse_line(result["collapse"])
+
+
+@analyze_app.command("encoder-gradients")
+@user_errors
+def encoder_gradients(
+    train: Path = typer.Option(..., "--train", help="English task rows: TSV (no quoting), CSV or JSONL."),
+    pairs_file: Path = typer.Option(..., "--pairs", help="Translation pairs for the alignment loss."),
+    text_column: str = typer.Option("text", help="Text column of --train."),
+    label_column: str = typer.Option("label", help="Label column of --train."),
+    source_column: str = _SOURCE, target_column: str = _TARGET,
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Task rows and pairs per minibatch."),
+    batches: int = typer.Option(8, "--batches", help="Minibatches to measure on."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per text."),
+    size: str = typer.Option("all", "--size", help="Task rows to sample (head fit and task batches)."),
+    head: str = typer.Option("linear", "--head", help=f"Head fitted on the LM's frozen vectors: {' or '.join(HEADS)}."),
+    seed: int = _SEED, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+) -> None:
+    """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters.
+
+    The companion study's measurement for joint alignment + task fine-tuning: near 0, the objectives are
+    orthogonal. (`analyze gradients` measures the same on cached vectors, through an aligner.)
+    """
+    from embedstore.analysis.runs import write_record
+    from embedstore.text_training.data import TaskFile
+    from embedstore.text_training.gradients import encoder_gradients as measure
+    from embedstore.text_training.options import TrainOptions
+    from embedstore.text_training.pairs import ContrastFile
+
+    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
+    result = measure(TaskFile(train, text_column, label_column), ContrastFile(pairs_file, source_column, target_column),
+                     model=model, options=options, batches=batches)
+    if out is not None:
+        write_record(result, out)
+    if not _finish(result, as_json, out):
+        return
+    prov = result["provenance"]
+    _say(f"model {prov['model']} (fingerprint {prov['model_fingerprint'][:8]}); {result['batches']} minibatches of "
+         f"{batch_size} task rows and {batch_size} pairs")
+    table = Table(title="cos(∇ task loss, ∇ alignment loss) per layer")
+    for column in ("parameters", "mean", "std", "min", "max"):
+        table.add_column(column, justify="left" if column == "parameters" else "right")
+    for group, s in [*result["layers"].items(), ("all", result["all_parameters"])]:
+        table.add_row(group, *(f"{s[k]:+.3f}" for k in ("mean", "std", "min", "max")))
+    console.print(table)
+    n = result["gradient_norms"]
+    _say(f"mean gradient norms: task {n['task']['mean']:.3g}, alignment {n['alignment']['mean']:.3g}")

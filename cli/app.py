@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze_cmds", "analyze_app"),
     "tune": ("finetune_cmds", "tune"),
     "finetune": ("finetune_cmds", "finetune"),
+    "adapt": ("adapt_cmds", "adapt"),
 }
 
 

@@ -20,12 +20,15 @@ _D = TrainOptions()  # the library's defaults: the CLI shows them, it does not r
 _TRAINING_PANEL = "Training options"
 
 
-def _training_parameters() -> list[inspect.Parameter]:
-    """The typer declarations of `TrainOptions`' fields that tune and finetune both take."""
+def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter]:
+    """The typer declarations of `TrainOptions`' fields that tune, finetune and adapt take; with
+    `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value)."""
     def option(name: str, annotation: Any, help: str) -> inspect.Parameter:
-        default = getattr(_D, name)
-        declared = typer.Option(str(default) if name == "size" else default, f"--{name.replace('_', '-')}",
-                                help=help, rich_help_panel=_TRAINING_PANEL)
+        default = None if recipe_defaults else getattr(_D, name)
+        if recipe_defaults:
+            annotation = Optional[annotation]
+        declared = typer.Option(str(default) if name == "size" and default is not None else default,
+                                f"--{name.replace('_', '-')}", help=help, rich_help_panel=_TRAINING_PANEL)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
 
     return [
@@ -45,7 +48,7 @@ def _training_parameters() -> list[inspect.Parameter]:
     ]
 
 
-training_options = inject_options(_training_parameters(), lambda values: TrainOptions(**values), "options")
+training_options = inject_options(training_parameters(), lambda values: TrainOptions(**values), "options")
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
 _MODEL = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory.")
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
@@ -109,6 +112,12 @@ def finetune(
     aligner_at_test: bool = typer.Option(False, "--aligner-at-test",
                                          help="Pass test texts through the aligner too (one graph for every "
                                               "language; suits aligners trained with the identity term)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Translation pairs for the joint objective "
+                                         "(with --align-weight)."),
+    pairs_source_column: str = typer.Option("en", help="English column of --pairs."),
+    pairs_target_column: str = typer.Option("ko", help="Target-language column of --pairs."),
+    align_weight: float = typer.Option(0.0, "--align-weight", help="λ: task loss + λ x pair-alignment InfoNCE on "
+                                       "the LM's vectors (0: the task loss alone)."),
     as_json: bool = _AS_JSON,
     *,
     options: TrainOptions,
@@ -116,12 +125,15 @@ def finetune(
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.finetune import finetune as run_finetune
+    from embedstore.text_training.pairs import ContrastFile
 
     test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
                          test_pair_column or pair_column)
     result = run_finetune(TaskFile(train, text_column, label_column, pair_column), test_file, aligner, out,
                           model=model, train_aligner=train_aligner, freeze_lm=freeze_lm,
-                          aligner_at_test=aligner_at_test, options=options, progress=not as_json)
+                          aligner_at_test=aligner_at_test, options=options,
+                          pairs=ContrastFile(pairs, pairs_source_column, pairs_target_column) if pairs else None,
+                          align_weight=align_weight, progress=not as_json)
     if as_json:
         print_json(result.to_dict())
         return

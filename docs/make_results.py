@@ -23,6 +23,7 @@ from embedstore.analysis.runs import SplitOptions, run_retrieval
 from embedstore.study.report import build_report
 from embedstore.base.stats import mean_ci
 from embedstore.study.sweep import read_results
+from results_adapt import run as run_adapt_study, section as adapt_section  # docs/, beside this script
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -254,6 +255,9 @@ def main() -> None:
     if args.run:
         run_retrieval_study()
     page += retrieval_section()
+    if args.run:
+        run_adapt_study()
+    page += adapt_section()
     (DOCS / "results.md").write_text("\n".join(page), encoding="utf-8")
     print(f"wrote {DOCS / 'results.md'}")
 

@@ -33,6 +33,9 @@ Config file shape::
     [e2e]                                         # optional: training on text for method "langalign-e2e"
     epochs = 2                                    # any of E2E_KEYS; seed, head and size come from the cell
 
+    [adapt]                                       # optional: adapting the encoder for the "adapt-*" methods
+    epochs = 1                                    # any of ADAPT_KEYS; unset ones take the method's recipe
+
     [encoding]                                    # optional: how vectors are made (the store key), with
     layer = 8                                     # the model above; any of ENCODING_KEYS, defaults as `encode`
     pooling = "mean"
@@ -70,16 +73,21 @@ METHODS: tuple[str, ...] = (
     "ablation-omit",
     "ablation-share",
     "langalign-e2e",
+    "adapt-lora",
+    "adapt-simcse",
+    "adapt-align",
+    "adapt-align+langalign",
 )
 """Every method, in the order tables list them (baselines first, then LangAlign and its variants)."""
 
 ALIGNER_METHODS: frozenset[str] = frozenset(
-    {"langalign", "reverse", "ablation-share", "langalign-e2e"}
+    {"langalign", "reverse", "ablation-share", "langalign-e2e", "adapt-align+langalign"}
 )
 """Methods that train an aligner, so a grid multiplies them by `aligners`. `ablation-omit` is the LangAlign
 procedure with the aligner left out, so it has no aligner (and no pairs) and runs once per task size."""
 
-PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e"})
+PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e", "adapt-simcse", "adapt-align",
+                                          "adapt-align+langalign"})
 """Methods whose aligner is trained on a separate parallel set, so a grid multiplies them by `pair_sizes`.
 `ablation-share` trains its aligner on the task rows themselves: its data size is the task size."""
 
@@ -90,7 +98,16 @@ RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
-_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "encoding", "heads")
+ADAPT_METHODS: dict[str, str] = {"adapt-lora": "lora", "adapt-simcse": "simcse", "adapt-align": "align",
+                                  "adapt-align+langalign": "align"}
+"""Methods that first adapt the encoder (`embedstore adapt`'s method each runs), then run a cached method on it:
+English-only, or LangAlign for "adapt-align+langalign". SimCSE and align train on the cell's pairs (SimCSE on
+their texts of both languages, unpaired), LoRA on `[adapt] size` English task rows, so one adapted encoder
+serves every task size."""
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "adapt", "encoding", "heads")
+ADAPT_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "grad_accum", "max_length", "checkpoint_every",
+                               "device", "precision", "size", "identity_weight")
+"""`[adapt]` keys: `embedstore adapt`'s options for adapt-* cells (seed from the cell)."""
 ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype", "quantize")
 """`[encoding]` keys: the encoding options besides the model (which is the top-level `model`)."""
 E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
@@ -226,6 +243,7 @@ class SweepConfig:
     grid: Grid
     tasks: dict[str, dict[str, Any]] = field(hash=False)
     e2e: dict[str, Any] = field(default_factory=dict, hash=False)
+    adapt: dict[str, Any] = field(default_factory=dict, hash=False)
     encoding_settings: dict[str, Any] = field(default_factory=dict, hash=False)  # validated [encoding], as given
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # [heads.<kind>] tables
 
@@ -318,11 +336,15 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
         raise ConfigError(f"e2e: must be a table ([e2e]), got {e2e!r}")
     _check_keys("e2e.", e2e, E2E_KEYS)
     _check_e2e(e2e)
+    adapt = raw.get("adapt", {})
+    if not isinstance(adapt, dict):
+        raise ConfigError(f"adapt: must be a table ([adapt]), got {adapt!r}")
+    _check_keys("adapt.", adapt, ADAPT_KEYS)
+    _check_adapt(adapt)
     encoding = _parse_encoding(raw.get("encoding", {}), model)
     head_params = _parse_heads(raw.get("heads", {}))
-    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), encoding, head_params)
-
-
+    return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), dict(adapt),
+                       encoding_settings=encoding, head_params=head_params)
 def _parse_heads(table: object) -> dict[str, dict[str, Any]]:
     """`[heads.<kind>]` tables: the parameters of each head kind (`normalize`, `C`, `hidden`, ...), checked by
     building the head now, so a typo fails before the sweep runs."""
@@ -340,6 +362,20 @@ def _parse_heads(table: object) -> dict[str, dict[str, Any]]:
         except ConfigError as exc:
             raise ConfigError(f"heads.{kind}: {exc}") from None
     return copy.deepcopy(table)
+
+
+def _check_adapt(adapt: dict[str, Any]) -> None:
+    """`[adapt]` values as `TrainOptions` and the recipe validate them, when the config loads."""
+    from embedstore.text_training.options import TrainOptions
+
+    if "identity_weight" in adapt and not (isinstance(adapt["identity_weight"], (int, float))
+                                           and not isinstance(adapt["identity_weight"], bool)
+                                           and adapt["identity_weight"] >= 0):
+        raise ConfigError(f"adapt.identity_weight: {adapt['identity_weight']!r}; expected a number >= 0")
+    try:
+        TrainOptions(**{k: v for k, v in adapt.items() if k != "identity_weight"})
+    except ConfigError as e:
+        raise ConfigError(f"adapt.{e}") from None
 
 
 def _check_e2e(e2e: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from embedstore.encoding.models import resolve_model
 from embedstore.estimators.aligners import is_trained
 from embedstore.estimators.training import resolve_recipe
-from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
 from embedstore.text_training.finetune import METHOD as E2E_METHOD
 
 
@@ -30,6 +30,8 @@ def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
         payload["e2e"] = config.e2e
     if config.head_params.get(cell.head):  # the head's own settings; absent when defaults, so old ids hold
         payload["head_params"] = config.head_params[cell.head]
+    if cell.method in ADAPT_METHODS and config.adapt:
+        payload["adapt"] = config.adapt
     if cell.aligner is not None and is_trained(cell.aligner):
         payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

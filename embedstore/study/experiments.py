@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -20,7 +20,8 @@ from embedstore import __version__
 from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, make_aligner
 from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
-from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.adapted import adapted_context
+from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
 from embedstore.study.context import context_id
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
@@ -29,7 +30,7 @@ from embedstore.data.hashing import text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE
 from embedstore.estimators.heads import Head, build_head
 from embedstore.base.metrics import classification_metrics
-from embedstore.data.selection import overlap_mask, subsample
+from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
 from embedstore.data.tasks import Task
 from embedstore.estimators.training import resolve_recipe
@@ -284,10 +285,36 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                      "finetune_config": result.provenance["config"]}
 
 
+def run_adapted(ctx: Context) -> tuple[dict, dict]:
+    """adapt-*: adapt the encoder (once per context: LoRA on `[adapt] size` English rows, SimCSE on the cell's
+    pairs' texts of both languages, align on its pairs), then the cached English-only cell on it, or for
+    adapt-align+langalign the cached LangAlign cell."""
+    cell, test = ctx.cell, ctx.task.rows("test")
+    method = ADAPT_METHODS[cell.method]
+    if method == "lora":
+        sized = replace(ctx, cell=replace(cell, task_size=parse_size(ctx.config.adapt.get("size", "all"))))
+        texts, labels, _ = _train_rows(sized, "en_train", set(test.labels))
+        rows, ids = [{"text": t, "label": lab} for t, lab in zip(texts, labels)], text_ids(texts)
+    else:
+        src, tgt = _pairs(ctx, _task_texts(ctx))
+        rows = ([{"text": t} for t in src + tgt] if method == "simcse"
+                else [{"text": s, "target": t} for s, t in zip(src, tgt)])
+        ids = text_ids(src + tgt)
+    needed = _train_rows(ctx, "en_train", set(test.labels))[0] + list(test.texts)
+    langalign = cell.method == "adapt-align+langalign"
+    if langalign:
+        needed += sum(_pairs(ctx, _task_texts(ctx)), [])
+        needed += ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
+    adapted, info = adapted_context(ctx, method, rows, ids, needed)
+    metrics, sizes = (run_langalign if langalign else run_baseline)(adapted)
+    return metrics, {**sizes, "adapt": info}
+
+
 METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
     "english": run_baseline, "native": run_baseline, "translated": run_baseline, "translate-test": run_baseline,
     "ablation-omit": run_baseline, "langalign": run_langalign, "reverse": run_langalign,
     "ablation-share": run_langalign, "langalign-e2e": run_e2e,
+    **dict.fromkeys(ADAPT_METHODS, run_adapted),
 }
 
 

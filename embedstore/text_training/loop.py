@@ -1,10 +1,15 @@
-"""The training loop of text training, shared by `tune` and `finetune`.
+"""The training loop of text training, shared by `tune`, `finetune` and `adapt`.
 
 Why a second loop next to `estimators/training.py`: that loop trains small modules on in-memory vectors in
 seconds, so it never needs to stop midway. Here every step runs the transformer, an epoch can take hours on a
 GPU, and a run must survive being killed. So this loop adds gradient accumulation, autocast (CUDA only), and
 checkpoints that a rerun of the same command resumes from, landing on the same final weights as an
 uninterrupted run (bit for bit on CPU).
+
+What a step minimises is the job's `Objective` (objectives.py): cross-entropy on task labels for `tune`,
+`finetune` and LoRA, contrastive losses for SimCSE and pair alignment, a weighted sum for the joint finetune.
+The loop only needs to know how many examples there are, the summed loss of a batch of them, and a validation
+score.
 
 Checkpoints are taken every `checkpoint_every` optimizer steps and at the end of every epoch (after
 validation). Batches are a seeded permutation per epoch, recomputed on resume, so a resumed run skips exactly
@@ -26,12 +31,9 @@ from torch import nn
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.progress import make_progress
-from embedstore.encoding.encoder import Tokenized, collate
 from embedstore.text_training.checkpoints import Checkpoints
-from embedstore.text_training.data import Split
-from embedstore.text_training.model import TextClassifier
+from embedstore.text_training.objectives import Objective
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.precision import autocast
 
 #: Options that change how a run is computed but not what it computes, so a resume may change them.
 _RESUMABLE_CHANGES = ("device", "checkpoint_every")
@@ -41,10 +43,8 @@ _RESUMABLE_CHANGES = ("device", "checkpoint_every")
 class Job:
     """Everything one text training run needs; `identity` decides whether a checkpoint belongs to it."""
 
-    graph: TextClassifier
-    tokenizer: Any
-    train: Split
-    val: Split
+    graph: nn.Module
+    objective: Objective
     options: TrainOptions
     device: torch.device
     amp: torch.dtype | None
@@ -75,7 +75,7 @@ def _check_identity(saved: dict[str, Any], current: dict[str, Any], where: Path)
                           f"same options to resume, or delete {where} (or pass another out directory) to start over")
 
 
-def _param_groups(graph: TextClassifier, options: TrainOptions) -> tuple[list[dict[str, Any]], list[str]]:
+def _param_groups(graph: nn.Module, options: TrainOptions) -> tuple[list[dict[str, Any]], list[str]]:
     """AdamW groups (LM/aligner at `lr`, head at `head_lr`; no decay on biases and norms, as is standard for
     transformers) and the parameter names in the optimizer's index order, which checkpoints key state by."""
     groups, names = [], []
@@ -88,30 +88,6 @@ def _param_groups(graph: TextClassifier, options: TrainOptions) -> tuple[list[di
                                "weight_decay": options.weight_decay if decay else 0.0})
                 names.extend(n for n, _ in chosen)
     return groups, names
-
-
-def _loss_and_accuracy(job: Job, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on a labelled split, in eval mode."""
-    logits = predict_logits(job.graph, job.tokenizer, split.tok, job.device, job.amp, job.options.batch_size)
-    codes = torch.from_numpy(split.codes)
-    return nn.functional.cross_entropy(logits, codes).item(), float((logits.argmax(1) == codes).float().mean())
-
-
-def predict_logits(graph: TextClassifier, tokenizer: Any, tok: Tokenized, device: torch.device,
-                   amp: torch.dtype | None, batch_size: int, through_aligner: bool = True) -> torch.Tensor:
-    """fp32 CPU logits in input order; batches are length-sorted so inference pads almost nothing."""
-    was_training = graph.training
-    graph.eval()
-    order = np.argsort(-tok.lengths, kind="stable")
-    out = torch.empty(len(order), graph.n_classes, dtype=torch.float32)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            with autocast(device, amp):
-                logits = graph(collate(tok, rows, tokenizer.pad_token_id, device), through_aligner=through_aligner)
-            out[torch.from_numpy(rows)] = logits.float().cpu()
-    graph.train(was_training)
-    return out
 
 
 def _progress(enabled: bool, description: str, total: int, completed: int) -> tuple[Progress, TaskID]:
@@ -139,11 +115,7 @@ def _optimizer_step(job: Job, group: list[np.ndarray], optimizer: torch.optim.Op
     rows = sum(len(b) for b in group)
     group_loss = 0.0
     for b in group:
-        batch = collate(job.train.tok, b, job.tokenizer.pad_token_id, job.device)
-        target = torch.from_numpy(job.train.codes[b]).to(job.device)
-        with autocast(job.device, job.amp):
-            logits = job.graph(batch)
-        loss = nn.functional.cross_entropy(logits.float(), target, reduction="sum") / rows
+        loss = job.objective.batch_loss(job.graph, b, job.device, job.amp) / rows
         scaler.scale(loss).backward()  # fp16: scaled so small gradients do not underflow; else unchanged
         group_loss += loss.item()
     scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -164,7 +136,7 @@ def train(job: Job) -> Outcome:
     optimizer = torch.optim.AdamW(groups)
     scaler = torch.amp.GradScaler("cuda", enabled=job.amp == torch.float16)
     params = [p for g in groups for p in g["params"]]
-    n = len(job.train.texts)
+    n = job.objective.rows
     per_epoch = math.ceil(math.ceil(n / opts.batch_size) / opts.grad_accum)  # optimizer steps
     total = per_epoch * opts.epochs
     ckpt = job.checkpoints
@@ -187,7 +159,7 @@ def train(job: Job) -> Outcome:
             ckpt.save(state["step"], graph, optimizer, param_names, device, state)
 
         if not history["epochs"]:  # the untrained model's validation score: the baseline "loss falls" is measured from
-            val_loss, val_acc = _loss_and_accuracy(job, job.val)
+            val_loss, val_acc = job.objective.validate(job.graph, job.device, job.amp)
             history["epochs"].append({"epoch": 0, "step": 0, "train_loss": None, "val_loss": val_loss,
                                       "val_accuracy": val_acc})
         bar, task = _progress(job.progress, job.description, total, state["step"])
@@ -213,7 +185,7 @@ def train(job: Job) -> Outcome:
                     # the last step of an epoch is checkpointed after validation, below
                     if opts.checkpoint_every and state["step"] % opts.checkpoint_every == 0 and g < per_epoch - 1:
                         checkpoint()
-                val_loss, val_acc = _loss_and_accuracy(job, job.val)
+                val_loss, val_acc = job.objective.validate(job.graph, job.device, job.amp)
                 history["epochs"].append({"epoch": epoch + 1, "step": state["step"],
                                           "train_loss": state["epoch_loss_sum"] / state["epoch_rows"],
                                           "val_loss": val_loss, "val_accuracy": val_acc,

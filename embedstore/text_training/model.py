@@ -1,4 +1,5 @@
-"""The graph trained on text: LM → mean pooling → (aligner) → head, and the torch form of each part."""
+"""The graphs trained on text: LM → mean pooling → (aligner) → head, the LM with pooling alone (contrastive
+adaptation), and the torch form of each part."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -34,13 +35,37 @@ class TextClassifier(nn.Module):
             self.aligner.eval()
         return self
 
-    def forward(self, batch: dict[str, torch.Tensor], through_aligner: bool = True) -> torch.Tensor:
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The LM's mean-pooled vectors: what the store holds, and what the joint alignment term acts on."""
         with nullcontext() if self.train_encoder else torch.no_grad():
-            hidden = self.encoder(**batch).last_hidden_state
-        x = pool(hidden.float(), batch["attention_mask"], "mean")
+            return mean_pooled(self.encoder, batch)
+
+    def forward(self, batch: dict[str, torch.Tensor], through_aligner: bool = True) -> torch.Tensor:
+        x = self.embed(batch)
         if self.aligner is not None and through_aligner:
             x = self.aligner(x)
         return self.head(x)
+
+
+class SentenceEncoder(nn.Module):
+    """LM → mean pooling: the graph of the contrastive adaptations (SimCSE, pair alignment), which train the
+    vectors themselves and need no head. `encoder` is named as in `TextClassifier`, so parameter names, optimizer
+    groups and checkpoints are the same."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        encoder.requires_grad_(True)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return mean_pooled(self.encoder, batch)
+
+    forward = embed
+
+
+def mean_pooled(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """fp32 mean pooling over the attention mask, as `encode` pools (the store's default pooling)."""
+    return pool(encoder(**batch).last_hidden_state.float(), batch["attention_mask"], "mean")
 
 
 def head_module(kind: str, dim: int, n_classes: int, seed: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The path `tune` and `finetune` share: one resumable run in an output directory.
+"""The path `tune`, `finetune` and `adapt` share: one resumable run in an output directory.
 
 A run is known by its identity (command, model and data hashes, options). Its result file, written last, means
 "finished": a rerun with the same identity returns it, one with another identity is refused rather than
@@ -27,6 +27,7 @@ from embedstore.base.atomic import write_json
 from embedstore.text_training.files import file_hash, read_json_object, run_lock
 from embedstore.text_training.loop import Job, Outcome, differences, train
 from embedstore.text_training.model import TextClassifier, head_module
+from embedstore.text_training.objectives import Classification, Contrastive, Objective
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.precision import amp_dtype
 from embedstore.text_training.rundir import check_run_dir, claim_run_dir
@@ -36,7 +37,7 @@ from embedstore.text_training.rundir import check_run_dir, claim_run_dir
 class Trained:
     """A trained graph and what was needed to train it, for the command to compute its outputs from."""
 
-    graph: TextClassifier
+    graph: nn.Module
     tokenizer: Any
     device: torch.device
     amp: torch.dtype | None
@@ -66,11 +67,22 @@ def data_record(train_file: TaskFile, ident: dict[str, Any], rows: TrainingRows,
             **test, "classes": rows.classes.tolist()}
 
 
-def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec, options: TrainOptions,
-               rows: TrainingRows, finish: Callable[[Trained], dict[str, Any]], *, description: str,
-               progress: bool, aligner: nn.Module | None = None, train_encoder: bool = True,
-               train_aligner: bool = False, test: Split | None = None) -> dict[str, Any]:
-    """Train LM → (aligner) → head in `out` unless a finished run with this identity is there, and return the
+@dataclass
+class Built:
+    """What a run trains: the graph (its trainable parameters are what checkpoints hold) and its objective."""
+
+    graph: nn.Module
+    objective: Objective
+
+
+#: Builds a run's graph and objective from the freshly loaded base encoder and its tokenizer, on `device`.
+Builder = Callable[[nn.Module, Any, torch.device], Built]
+
+
+def run_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec, options: TrainOptions,
+             build: Builder, finish: Callable[[Trained], dict[str, Any]], *, description: str,
+             progress: bool) -> dict[str, Any]:
+    """Train what `build` makes in `out` unless a finished run with this identity is there, and return the
     run's record: what `finish` makes of the trained graph, plus identity, history and steps."""
     device = resolve_device(options.device)
     amp = amp_dtype(options.precision, device)
@@ -83,18 +95,40 @@ def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSp
             checkpoints.remove()
             return done
         encoder, tokenizer = _load_encoder(spec, device)
+        built = build(encoder, tokenizer, device)
+        outcome = train(Job(built.graph, built.objective, options, device, amp, checkpoints, ident, progress,
+                            description))
+        record = {**finish(Trained(built.graph, tokenizer, device, amp, outcome)), "identity": ident,
+                  "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
+        write_json(out / result_file, record)  # written last: its presence means "finished"
+        checkpoints.remove()
+    return record
+
+
+def train_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec, options: TrainOptions,
+               rows: TrainingRows, finish: Callable[[Trained], dict[str, Any]], *, description: str,
+               progress: bool, aligner: nn.Module | None = None, train_encoder: bool = True,
+               train_aligner: bool = False, test: Split | None = None,
+               wrap_encoder: Callable[[nn.Module], nn.Module] | None = None,
+               joint: Callable[[Any, torch.device], Contrastive] | None = None,
+               joint_weight: float = 0.0) -> dict[str, Any]:
+    """Train LM → (aligner) → head on task labels (`run_once`). `wrap_encoder` replaces the LM inside the graph
+    once it is built (LoRA: only the adapters then train); `joint` builds the alignment term that the task loss
+    is joined with, at weight `joint_weight`."""
+    def build(encoder: nn.Module, tokenizer: Any, device: torch.device) -> Built:
         tokenize_splits(tokenizer, spec.prefix, options.max_length, rows.train, rows.val,
                         *([test] if test is not None else []))
         head = head_module(options.head, spec.hidden_size, len(rows.classes), options.seed)
         graph = TextClassifier(encoder, head, len(rows.classes), aligner, train_encoder=train_encoder,
                                train_aligner=train_aligner)
-        outcome = train(Job(graph, tokenizer, rows.train, rows.val, options, device, amp, checkpoints, ident,
-                            progress, description))
-        record = {**finish(Trained(graph, tokenizer, device, amp, outcome)), "identity": ident,
-                  "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
-        write_json(out / result_file, record)  # written last: its presence means "finished"
-        checkpoints.remove()
-    return record
+        if wrap_encoder is not None:
+            graph.encoder = wrap_encoder(graph.encoder)
+        term = joint(tokenizer, device) if joint is not None else None
+        return Built(graph, Classification(tokenizer, rows.train, rows.val, options.batch_size, joint=term,
+                                           joint_weight=joint_weight, seed=options.seed))
+
+    return run_once(out, result_file, ident, spec, options, build, finish, description=description,
+                    progress=progress)
 
 
 def _load_encoder(spec: ModelSpec, device: torch.device) -> tuple[nn.Module, Any]:

@@ -1,4 +1,5 @@
-"""Step 1 on text (`tune`): task-tune the LM before encoding."""
+"""Step 1 on text (`tune`): task-tune the LM before encoding; and how a trained encoder is saved (`tune` and
+`adapt` both save one)."""
 from __future__ import annotations
 
 import os
@@ -7,8 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from embedstore.base.atomic import publish
-from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, model_fingerprint, resolve_model
+from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, ModelSpec, model_fingerprint, resolve_model
 from embedstore.text_training.data import TaskFile, training_rows
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
@@ -16,7 +19,7 @@ from embedstore.text_training.run import Trained, data_record, identity, train_o
 
 @dataclass
 class TuneResult:
-    """What `tune` produced: an ordinary Hugging Face model directory and how it was trained."""
+    """What `tune` or `adapt` produced: an ordinary Hugging Face model directory and how it was trained."""
 
     out: Path
     fingerprint: str
@@ -28,6 +31,31 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out": str(self.out)}
+
+    @classmethod
+    def from_record(cls, out: Path, record: dict[str, Any]) -> TuneResult:
+        """From the run's record (`embedstore-tune.json`)."""
+        prov = record["provenance"]
+        return cls(out=out, fingerprint=prov["model_fingerprint"], base_fingerprint=prov["base_model"]["fingerprint"],
+                   steps=record["steps"], resumed_from_step=record["resumed_from_step"], history=record["history"],
+                   provenance=prov)
+
+
+def publish_encoder(encoder: nn.Module, trained: Trained, out: Path, spec: ModelSpec, options: TrainOptions,
+                    data: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save `encoder` and its tokenizer into `out` as an ordinary Hugging Face model directory and return the
+    run's provenance; the model's fingerprint (its config and weights) is computed from the saved files."""
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    encoder.to("cpu").save_pretrained(staging)
+    trained.tokenizer.save_pretrained(staging)
+    for f in sorted(staging.iterdir()):
+        publish(f, out / f.name)  # fsynced: the record written after them says the model is complete
+    staging.rmdir()
+    return {"provenance": {
+        **(extra or {}), "config": options.to_record(), "seed": options.seed,
+        "base_model": {"name": spec.name, "path": str(spec.path), "fingerprint": spec.fingerprint},
+        "model_fingerprint": model_fingerprint(out), "prefix": spec.prefix, "data": data, **trained.runtime()}}
 
 
 def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_MODEL,
@@ -44,22 +72,8 @@ def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_M
     ident = identity("tune", spec, train, options)
 
     def save_encoder(trained: Trained) -> dict[str, Any]:
-        staging = out / ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        trained.graph.encoder.to("cpu").save_pretrained(staging)
-        trained.tokenizer.save_pretrained(staging)
-        for f in sorted(staging.iterdir()):
-            publish(f, out / f.name)  # fsynced: the record written after them says the model is complete
-        staging.rmdir()
-        return {"provenance": {
-            "config": options.to_record(), "seed": options.seed,
-            "base_model": {"name": spec.name, "path": str(spec.path), "fingerprint": spec.fingerprint},
-            "model_fingerprint": model_fingerprint(out), "prefix": spec.prefix,
-            "data": data_record(train, ident, rows), **trained.runtime()}}
+        return publish_encoder(trained.graph.encoder, trained, out, spec, options, data_record(train, ident, rows))
 
     record = train_once(out, TUNE_FILE, ident, spec, options, rows, save_encoder, description="tune",
                         progress=progress)
-    prov = record["provenance"]
-    return TuneResult(out=out, fingerprint=prov["model_fingerprint"],
-                      base_fingerprint=prov["base_model"]["fingerprint"], steps=record["steps"],
-                      resumed_from_step=record["resumed_from_step"], history=record["history"], provenance=prov)
+    return TuneResult.from_record(out, record)

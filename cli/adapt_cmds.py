@@ -1,0 +1,68 @@
+"""`adapt`: change the encoder itself (LoRA task adaptation, SimCSE, contrastive alignment on pairs).
+
+Resumes like `tune`: rerun the same command after an interruption and it continues from the latest checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from embedstore.encoding.models import DEFAULT_MODEL
+from embedstore.text_training.adapt import METHODS
+
+from .common import console, inject_options, print_json, user_errors
+from .finetune_cmds import _print_history, training_parameters
+
+recipe_options = inject_options(training_parameters(recipe_defaults=True),
+                                lambda values: {k: v for k, v in values.items() if v is not None}, "overrides")
+
+
+@user_errors
+@recipe_options
+def adapt(
+    method: str = typer.Argument(..., help=f"{', '.join(METHODS)}: LoRA task adaptation on labelled English rows, "
+                                 "unsupervised SimCSE on texts, or contrastive alignment on translation pairs."),
+    data: Path = typer.Option(..., "--data", help="TSV (no quoting), CSV or JSONL: task rows (lora), texts (simcse) "
+                              "or translation pairs (align)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the adapted model (a Hugging Face model dir): "
+                             "new, empty, or this run's own to resume."),
+    text_column: str = typer.Option("text", help="Column of the (English) texts."),
+    label_column: str = typer.Option("label", help="lora: column of the class labels."),
+    target_column: Optional[str] = typer.Option(None, help="align: column of the translations (e.g. ko)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory."),
+    lora_r: int = typer.Option(8, help="lora: adapter rank."),
+    lora_alpha: float = typer.Option(8, help="lora: adapter scale numerator (scale = alpha / r)."),
+    lora_dropout: float = typer.Option(0.1, help="lora: dropout on the adapters' input."),
+    lora_target: list[str] = typer.Option(["query", "key"], help="lora: module names to adapt; repeat for several."),
+    temperature: float = typer.Option(0.05, help="simcse, align: InfoNCE temperature (similarities x 1/t)."),
+    identity_weight: float = typer.Option(0.0, help="align: weight of the term keeping target-language vectors "
+                                          "near the base model's."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
+    *,
+    overrides: dict[str, Any],
+) -> None:
+    """Adapt the encoder; `encode --model OUT` then stores its vectors under their own key.
+
+    Training options left unset take the method's recipe (the paper's for LoRA): lora batch 16, lr 1e-5,
+    max length 256; simcse batch 16, lr 3e-5, max length 128, 1 epoch; align batch 16, lr 2e-5, max length 128,
+    1 epoch.
+    """
+    from embedstore.text_training.adapt import AdaptRecipe, adapt as run_adapt, method_options
+    from embedstore.text_training.data import TaskFile
+    from embedstore.text_training.pairs import ContrastFile
+
+    recipe = AdaptRecipe(method, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                         lora_targets=tuple(lora_target), temperature=temperature, identity_weight=identity_weight)
+    source = (TaskFile(data, text_column, label_column) if method == "lora"
+              else ContrastFile(data, text_column, target_column))
+    result = run_adapt(recipe, source, out, model=model, options=method_options(method, **overrides),
+                       progress=not as_json)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _print_history(result.history, result.steps, result.resumed_from_step)
+    console.print(f"adapted model ({method}): {result.out} (fingerprint {result.fingerprint}, base "
+                  f"{result.base_fingerprint}); encode with: embedstore encode FILE --model {result.out}",
+                  soft_wrap=True)
