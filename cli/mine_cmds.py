@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from embedstore.base.errors import ConfigError
 from embedstore.encoding.options import EncodeOptions
 
 from .common import console, encoding_options, print_json, user_errors
@@ -16,8 +17,9 @@ from .common import console, encoding_options, print_json, user_errors
 def mine(
     source_file: Path = typer.Argument(..., help="Texts of the source language (TSV, CSV, JSONL or .txt)."),
     target_file: Path = typer.Argument(..., help="Texts of the target language, unrelated rows."),
-    source_column: str = typer.Option("en", "--source-column", help="Text column of SOURCE_FILE; names the output column."),
-    target_column: str = typer.Option("ko", "--target-column", help="Text column of TARGET_FILE; names the output column."),
+    source_column: str = typer.Option("en", "--source-column", help="Text column of SOURCE_FILE (.txt: text)."),
+    target_column: str = typer.Option("ko", "--target-column", help="Text column of TARGET_FILE (.txt: text)."),
+    names: str = typer.Option("en,ko", "--names", help="The output's two text columns, SOURCE,TARGET."),
     out: Path = typer.Option(..., "--out", "-o", help="Mined pairs with their margins: .tsv or .jsonl (usable as a "
                              "sweep's or train-aligner's pair file)."),
     k: int = typer.Option(4, "--k", help="Neighbours in the ratio margin (LASER: 4)."),
@@ -33,8 +35,12 @@ def mine(
     from embedstore.encoding.options import default_store
 
     filters = parse_where(where)
+    pair = tuple(n.strip() for n in names.split(","))
+    if len(pair) != 2:
+        raise ConfigError(f"--names: {names!r}; expected two column names, SOURCE,TARGET")
     record = run_mine(Source(file=source_file, text=source_column, where=filters),
-                      Source(file=target_file, text=target_column, where=filters), out, k=k, min_margin=min_margin,
+                      Source(file=target_file, text=target_column, where=filters), out, names=pair, k=k,
+                      min_margin=min_margin,
                       store=store or default_store(), options=encoding, progress=not as_json)
     if as_json:
         return print_json(record)

@@ -26,7 +26,11 @@ from embedstore.study.sweep import read_results
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
-CONFIGS = ("frontier-pairs", "frontier-zero")
+#: The full study (help ko/ja/zh, 2k task rows) and the same design on the bundled 3k-row en-ko sample.
+STUDIES = {"frontier": "LibreOffice help (../shared/data), 2k English task rows",
+           "frontier-sample": "the bundled 3k-row en-ko help sample (embedstore/data), every English task row of "
+                              "its folds 6-7"}
+PARTS = ("pairs", "zero")
 LANGUAGES = {"ko": "Korean", "ja": "Japanese", "zh": "Chinese"}
 #: Families for the closing table: the best member of each is reported.
 FAMILIES = {"trained (FC, AE)": ("fc", "ae"), "closed-form on pairs (linear, Procrustes, RCSLS)":
@@ -36,17 +40,22 @@ FAMILIES = {"trained (FC, AE)": ("fc", "ae"), "closed-form on pairs (linear, Pro
 ZERO_PAIR = ("meanshift", "whiten", "lsar", "lir", "selflearn")
 #: Where budget 0 sits on the log axis (a log scale has no 0), labelled "0".
 ZERO_X = 30
-MINING_PAIRS = REPO.parent / "shared" / "data" / "parallel" / "libreoffice_help.en-{lang}.tsv"
-MINING_RESULTS = DOCS / "results" / "frontier-mining.jsonl"
+MINING_PAIRS = {"frontier": REPO.parent / "shared" / "data" / "parallel" / "libreoffice_help.en-{lang}.tsv",
+                "frontier-sample": REPO / "embedstore" / "data" / "libreoffice_help.en-{lang}.sample.tsv"}
 
 
-def run() -> None:
-    for name in CONFIGS:
-        subprocess.run([sys.executable, "-m", "embedstore", "sweep", str(REPO / "configs" / f"{name}.toml")], check=False)
-    run_mining()
+def mining_results(study: str) -> Path:
+    return DOCS / "results" / f"{study}-mining.jsonl"
 
 
-def run_mining() -> None:
+def run(study: str = "frontier") -> None:
+    for part in PARTS:
+        config = REPO / "configs" / f"{study}-{part}.toml"
+        subprocess.run([sys.executable, "-m", "embedstore", "sweep", str(config)], check=False)
+    run_mining(study)
+
+
+def run_mining(study: str = "frontier") -> None:
     """Precision of `mine` on held-out help data: folds 8-9 of each language, the two sides shuffled
     independently (mining never sees row order anyway), every mutual pair and those with margin ≥ 1.06."""
     from embedstore.analysis.mining import mine, precision
@@ -54,8 +63,8 @@ def run_mining() -> None:
     from embedstore.encoding.encode import embed
 
     records = []
-    for lang in LANGUAGES:
-        path = Path(str(MINING_PAIRS).format(lang=lang))
+    for lang in LANGUAGES if study == "frontier" else ("ko",):
+        path = Path(str(MINING_PAIRS[study]).format(lang=lang))
         rows = load_rows(Source(file=path, text="en", target=lang, where=(("fold", ("8", "9")),)))
         truth: dict[str, set[str]] = defaultdict(set)
         for en, tr in zip(rows.texts, rows.targets):
@@ -69,13 +78,13 @@ def run_mining() -> None:
             mined = mine(vectors[:len(en_texts)], vectors[len(en_texts):], min_margin=threshold)
             records.append({"language": lang, "min_margin": threshold, "source_texts": len(en_texts),
                             "target_texts": len(tr_texts), **precision(mined, en_texts, tr_texts, truth)})
-    MINING_RESULTS.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    mining_results(study).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def _records() -> list[dict]:
+def _records(study: str) -> list[dict]:
     out = []
-    for name in CONFIGS:
-        path = DOCS / "results" / f"{name}.jsonl"
+    for part in PARTS:
+        path = DOCS / "results" / f"{study}-{part}.jsonl"
         if path.is_file():
             out += [r for r in read_results(path) if r.get("kind", "cell") == "cell" and r["status"] == "ok"]
     return out
@@ -116,7 +125,7 @@ def collect(records: list[dict], lang: str) -> tuple[dict, dict, dict]:
     return refs, cells, {label: int(np.mean(v)) for label, v in budgets.items()}
 
 
-def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path) -> None:
+def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: str) -> None:
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
     panels = [("accuracy", "task accuracy on native test"), ("p1_aligned_csls", "EN→TR P@1 (CSLS), held-out pairs"),
@@ -147,7 +156,7 @@ def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path) -> None:
         ax.set_xlabel("translation pairs")
         ax.set_title(title, fontsize=9)
     fig.axes[0].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"English → {LANGUAGES[lang]}: help topic, 2k English task rows, mean ± 95% CI over 3 seeds", fontsize=10)
+    fig.suptitle(f"English → {LANGUAGES[lang]}: {caption}; mean ± 95% CI over seeds", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -169,30 +178,36 @@ def _best(cells: dict, members: tuple[str, ...], label: str) -> tuple[str, dict]
 
 
 def section() -> list[str]:
-    records = _records()
-    title = "## The frontier: from zero translation pairs to all of them (help topic, ko / ja / zh)"
+    lines = ["## The frontier: from zero translation pairs to all of them (help topic)", ""]
+    for study, caption in STUDIES.items():
+        lines += study_section(study, caption)
+    return lines
+
+
+def study_section(study: str, caption: str) -> list[str]:
+    records = _records(study)
+    title = f"### {caption[0].upper() + caption[1:]}"
     if not records:
-        return [title, "", "Not run yet: `python docs/results_frontier.py --run`.", ""]
+        return [title, "", f"Not run yet: `python docs/results_frontier.py --run --study {study}`.", ""]
     lines = [title, "",
-             "`configs/frontier-pairs.toml` (every paired aligner at 100, 500, 1k, 2k, 5k and all pairs of folds 0-3) "
-             "and `configs/frontier-zero.toml` (aligners that need no pairs: fitted on unpaired texts, the English "
+             f"`configs/{study}-pairs.toml` (every paired aligner at each pair budget of folds 0-3) "
+             f"and `configs/{study}-zero.toml` (aligners that need no pairs: fitted on unpaired texts, the English "
              "ones from one half of the pair rows and the target ones from the other half, so no translation of a "
-             "source text is even present; shown at 0 pairs). A linear head on 2k English rows; accuracy on the "
+             "source text is even present; shown at 0 pairs). A linear head on the English rows; accuracy on the "
              "native test rows (folds 8-9), EN→TR P@1 of the aligned English test rows among all their "
              "translations (NN and CSLS); mean ± 95% CI over 3 seeds. `selflearn_seeded` grows a dictionary from "
              "its budget of pairs plus unpaired texts of the rest of the fit rows.", ""]
-    headline = []
     for lang, language in LANGUAGES.items():
         refs, cells, budgets = collect(records, lang)
         if not cells:
             continue
-        png = DOCS / "results" / "frontier" / f"frontier-{lang}.png"
-        plot(lang, refs, cells, budgets, png)
+        png = DOCS / "results" / study / f"{study}-{lang}.png"
+        plot(lang, refs, cells, budgets, png, caption)
         english, native = np.mean(refs["english"]), np.mean(refs["native"])
         half = english + (native - english) / 2
-        lines += [f"### English → {language}", "",
+        lines += [f"#### English → {language}", "",
                   f"English-only head: {_fmt(refs['english'])}; native head: {_fmt(refs['native'])}; half the gap: "
-                  f"{half:.3f}.", "", f"![frontier-{lang}](results/frontier/{png.name})", "",
+                  f"{half:.3f}.", "", f"![{study}-{lang}](results/{study}/{png.name})", "",
                   "| aligner | pairs | accuracy | P@1 NN | P@1 CSLS | collapsed (of seeds) |", "|---|---|---|---|---|---|"]
         order = sorted(cells, key=lambda k: (budgets[k[1]], k[0]))
         for aligner, label in order:
@@ -224,16 +239,15 @@ def section() -> list[str]:
                            f"{np.mean(best[1].get('p1_aligned_csls', [np.nan])):.3f}")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        headline.append(f"{lang}: half the gap at {cheapest}")
-    lines += mining_lines()
+    lines += mining_lines(study)
     return lines
 
 
-def mining_lines() -> list[str]:
-    if not MINING_RESULTS.is_file():
+def mining_lines(study: str) -> list[str]:
+    if not mining_results(study).is_file():
         return []
-    records = [json.loads(line) for line in MINING_RESULTS.read_text(encoding="utf-8").splitlines()]
-    lines = ["### Mined pairs (`embedstore mine`), precision against the true pairs", "",
+    records = [json.loads(line) for line in mining_results(study).read_text(encoding="utf-8").splitlines()]
+    lines = ["#### Mined pairs (`embedstore mine`), precision against the true pairs", "",
              "Held-out help rows (folds 8-9), the English and target sides shuffled independently; mutual best "
              "candidates by ratio margin (k = 4).", "",
              "| language | texts (en / target) | margin ≥ | mined | correct | precision | recall |",
@@ -248,9 +262,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", action="store_true", help="run or resume the frontier sweeps and the mining first")
     parser.add_argument("--mining-only", action="store_true", help="only (re)measure mining precision")
+    parser.add_argument("--study", choices=list(STUDIES), default="frontier")
     args = parser.parse_args()
     if args.mining_only:
-        run_mining()
+        run_mining(args.study)
     elif args.run:
-        run()
+        run(args.study)
     print("\n".join(section()))

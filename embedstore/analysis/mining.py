@@ -76,30 +76,31 @@ def precision(mined: Mined, source_texts: list[str], target_texts: list[str], tr
             "recall": float(hits.sum() / n) if n else float("nan")}
 
 
-def run_mine(source: Source, target: Source, out: Path, *, k: int = MARGIN_K, min_margin: float | None = None,
-             store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-             progress: bool = False) -> dict[str, Any]:
+def run_mine(source: Source, target: Source, out: Path, *, names: tuple[str, str] = ("en", "ko"), k: int = MARGIN_K,
+             min_margin: float | None = None, store: str | Path | None = None,
+             options: EncodeOptions = EncodeOptions(), progress: bool = False) -> dict[str, Any]:
     """`embedstore mine`: mine pairs between the texts of two files and write them, with margins, to `out`.
 
-    `out` is TSV (columns: the source column, the target column, `margin`) or JSONL (same keys) by its suffix,
-    so a sweep's `pairs` table can read it as it reads any pair file; it is written atomically."""
+    `out` is TSV (columns: the two `names`, then `margin`) or JSONL (same keys) by its suffix, so a sweep's
+    `pairs` table or `train-aligner --pairs` reads it as any pair file; it is written atomically."""
     t0 = time.perf_counter()
     if out.suffix not in (".tsv", ".jsonl"):
         raise ConfigError(f"out: {out} must end in .tsv or .jsonl")
-    if source.text == target.text or "margin" in (source.text, target.text):
-        raise ConfigError(f"source column {source.text!r} and target column {target.text!r} must differ and not "
-                          "be 'margin' (they name the output's columns)")
+    if names[0] == names[1] or "margin" in names or not all(names):
+        raise ConfigError(f"output column names {names[0]!r} and {names[1]!r} must be non-empty, differ and not be "
+                          "'margin'")
     check_writable(out.parent)
     src_texts = list(dict.fromkeys(load_rows(source).texts))
     tgt_texts = list(dict.fromkeys(load_rows(target).texts))
     vectors = embed(src_texts + tgt_texts, store=store, options=options, progress=progress)
     mined = mine(vectors[:len(src_texts)], vectors[len(src_texts):], k, min_margin)
     pairs = [(src_texts[i], tgt_texts[j], float(m)) for i, j, m in zip(mined.source, mined.target, mined.margin)]
-    write_text(out, _format(pairs, source.text, target.text, out))
+    write_text(out, _format(pairs, *names, out))
     return {"kind": "mine", "out": str(out), "pairs": len(pairs), "k": k, "min_margin": min_margin,
             "sizes": {"source_texts": len(src_texts), "target_texts": len(tgt_texts)},
             "source": {"path": str(source.file), "sha256": file_sha256(source.file), "column": source.text},
             "target": {"path": str(target.file), "sha256": file_sha256(target.file), "column": target.text},
+            "columns": list(names),
             "encoding": options.to_dict(), "embedstore": __version__, "seconds": round(time.perf_counter() - t0, 3)}
 
 

@@ -26,7 +26,7 @@ class RCSLSAligner(Aligner):
     _array_attrs = ("W_", "mu_src_", "mu_tgt_")
     _state_attrs = ("loss_start_", "loss_end_")
 
-    def __init__(self, steps: int = 100, lr: float = 0.002, k: int = 10, batch: int = 1000, pool: int = 4000,
+    def __init__(self, steps: int = 50, lr: float = 0.004, k: int = 10, batch: int = 500, pool: int = 2000,
                  random_state: int = 0, reverse: bool = False) -> None:
         self.steps = steps
         self.lr = lr
