@@ -199,8 +199,8 @@ def study_section(study: str, caption: str) -> list[str]:
              "its budget of pairs plus unpaired texts of the rest of the fit rows.", ""]
     for lang, language in LANGUAGES.items():
         refs, cells, budgets = collect(records, lang)
-        if not cells:
-            continue
+        if not cells or not refs.get("english") or not refs.get("native"):
+            continue  # a study half run: nothing to compare with yet
         png = DOCS / "results" / study / f"{study}-{lang}.png"
         plot(lang, refs, cells, budgets, png, caption)
         english, native = np.mean(refs["english"]), np.mean(refs["native"])
