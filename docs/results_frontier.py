@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -131,16 +132,17 @@ def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: 
     panels = [("accuracy", "task accuracy on native test"), ("p1_aligned_csls", "EN→TR P@1 (CSLS), held-out pairs"),
               ("p1_aligned", "EN→TR P@1 (NN), held-out pairs")]
     aligners = sorted({a for a, _ in cells}, key=lambda a: (a in ZERO_PAIR, a))
+    colours = matplotlib.colormaps["tab20"].colors  # 11 aligners: the default 10-colour cycle would repeat one
     for i, (metric, title) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
-        for aligner in aligners:
+        for colour, aligner in zip(colours[::2] + colours[1::2], aligners):
             points = sorted((budgets[label] or ZERO_X, *_summary(group[metric]))
                             for (a, label), group in cells.items() if a == aligner and group.get(metric))
             if not points:
                 continue
             xs, ys, hs = zip(*points)
             style = dict(marker="s", linestyle="none") if aligner in ZERO_PAIR else dict(marker="o")
-            ax.errorbar(xs, ys, yerr=hs, label=aligner, capsize=2, linewidth=1, markersize=4, **style)
+            ax.errorbar(xs, ys, yerr=hs, label=aligner, color=colour, capsize=2, linewidth=1, markersize=4, **style)
         if metric == "accuracy":
             for ref, colour in (("english", "grey"), ("native", "black")):
                 if refs.get(ref):
