@@ -5,9 +5,12 @@ Two measurements on synthetic unit-norm "sentence embeddings" (no encoder or dat
 1. recipe comparison: FCAligner under `paper` vs `default` on one data set, printing validation MSE and seconds;
 2. fit times: every aligner on `--pairs` pairs and both heads on `--vectors` vectors, for each `--dims`, as medians
    over `--repeats` runs (`--torch-repeats` for the trained aligners, which are slow), with PASS/FAIL against
-   the targets: closed-form aligners <= 1 s, FCAligner (default recipe) <= 60 s.
+   the targets: closed-form aligners <= 1 s, FCAligner (default recipe) <= 60 s;
+3. zero-pair fits and retrieval (issue 14): every aligner that needs no pairs fitted on `--mono` unpaired vectors
+   per side (target <= 30 s each), and P@1 NN + CSLS retrieval and margin mining over `--mono` × `--mono`
+   (target <= 5 s), next to the one similarity matmul they cannot avoid (the same run's baseline).
 
-Run: python benchmarks/train.py [--skip-compare] [--skip-fit] [--dims 384 768] ...
+Run: python benchmarks/train.py [--skip-compare] [--skip-fit] [--skip-unsupervised] [--quick] [--dims 384 768] ...
 """
 from __future__ import annotations
 
@@ -23,11 +26,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from embedstore.analysis.mining import mine
+from embedstore.base.retrieval import retrieval, unit_rows
 from embedstore.estimators.aligners import ALIGNERS, TorchAligner, make_aligner
+from embedstore.estimators.aligners.inputs import is_seeded
 from embedstore.estimators.heads import HEADS, make_head
 from embedstore.estimators.training import RECIPES
 
 TARGET_SECONDS = {"linear": 1.0, "procrustes": 1.0, "meanshift": 1.0, "fc": 60.0}
+#: Issue 14: any zero-pair fit on 10k vectors per side, and retrieval over 10k × 10k.
+UNSUPERVISED_FIT_SECONDS = 30.0
+RETRIEVAL_SECONDS = 5.0
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -136,6 +145,39 @@ def fit_times(args: argparse.Namespace, console: Console) -> None:
         console.print(table)  # reprinted after each dimension so a long run shows progress
 
 
+def unsupervised_times(args: argparse.Namespace, console: Console) -> None:
+    """Zero-pair fits on unrelated halves (as the sweep feeds them) and retrieval over n × n held-out pairs."""
+    n, d = args.mono, args.dims[0]
+    x, y = synthetic_pairs(2 * n, d, args.seed)
+    src, tgt = x[:n], y[n:]  # no row of one side is the translation of a row of the other
+    table = Table(title=f"zero-pair fits on {n:,} unpaired vectors per side and retrieval over {n:,} × {n:,}, d={d}, "
+                        f"{torch.get_num_threads()} threads")
+    for column in ("step", "runs", "median s", "vs one matmul", "target", "result", "notes"):
+        table.add_column(column, justify="right")
+    q, k = unit_rows(x[:n]), unit_rows(y[:n])
+    matmul, _ = _median_seconds(lambda: q @ k.T, args.repeats)
+    table.add_row("baseline: one n × n similarity matmul", str(args.repeats), f"{matmul:.2f}", "1.00x", "", "", "")
+
+    def row(step: str, seconds: float, target: float, notes: str) -> None:
+        table.add_row(step, str(args.repeats), f"{seconds:.2f}", f"{seconds / matmul:.1f}x", f"<= {target:g}",
+                      "PASS" if seconds <= target else "FAIL", notes)
+
+    for arch, cls in ALIGNERS.items():
+        if cls.paired or cls.trains or is_seeded(cls):  # a seeded aligner needs its pairs: not zero-pair
+            continue
+        seconds, aligner = _median_seconds(lambda a=arch: make_aligner(a).fit(src, tgt), args.repeats)
+        p1 = retrieval(aligner.transform(x[:n]), y[:n], ks=(1,))["forward"]
+        row(f"fit {arch}", seconds, UNSUPERVISED_FIT_SECONDS,
+            f"held-out P@1 NN {p1['nn']['p@1']:.3f}, CSLS {p1['csls']['p@1']:.3f}")
+    seconds, result = _median_seconds(lambda: retrieval(x[:n], y[:n], ks=(1,)), args.repeats)
+    row("retrieval P@1 NN + CSLS, both ways", seconds, RETRIEVAL_SECONDS,
+        f"forward P@1 NN {result['forward']['nn']['p@1']:.3f}")
+    seconds, mined = _median_seconds(lambda: mine(x[:n], y[:n]), args.repeats)
+    row("mine (ratio margin, k=4, both ways)", seconds, RETRIEVAL_SECONDS,
+        f"{len(mined.source):,} mutual pairs, {np.mean(mined.source == mined.target):.3f} correct")
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[384, 768])
@@ -152,14 +194,23 @@ def main() -> None:
                         help="cap on the paper recipe's epochs in the comparison (lr 1e-5 converges slowly)")
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--skip-unsupervised", action="store_true")
+    parser.add_argument("--mono", type=int, default=10_000, help="vectors per side for zero-pair fits and retrieval")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes that check the benchmark runs (its PASS/FAIL then mean little)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.quick:
+        args.dims, args.pairs, args.vectors, args.mono, args.repeats = [args.dims[0]], 2_000, 2_000, 2_000, 1
+        args.compare_pairs, args.paper_max_epochs = 1_000, 3
     torch.set_num_threads(args.threads)
     console = Console(width=200)  # wide tables stay readable when output is piped to a file
     if not args.skip_compare:
         compare_recipes(args, console)
     if not args.skip_fit:
         fit_times(args, console)
+    if not args.skip_unsupervised:
+        unsupervised_times(args, console)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("experiment_cmds", "report"),
     "demo": ("experiment_cmds", "demo"),
     "analyze": ("analyze_cmds", "analyze_app"),
+    "mine": ("mine_cmds", "mine"),
     "tune": ("finetune_cmds", "tune"),
     "finetune": ("finetune_cmds", "finetune"),
     "adapt": ("adapt_cmds", "adapt"),

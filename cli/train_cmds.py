@@ -45,7 +45,10 @@ def train_aligner(
     if as_json:
         return print_json(record)
     diag = record["diagnostics"]
-    console.print(f"{arch}{' (reverse)' if reverse else ''} aligner on {record['sizes']['pairs']:,} pairs "
+    sizes = record["sizes"]
+    unpaired = (f" (+ unpaired texts: {sizes['source_texts'] - sizes['pairs']:,} source, "
+                f"{sizes['target_texts'] - sizes['pairs']:,} target)") if sizes["source_texts"] != sizes["pairs"] else ""
+    console.print(f"{arch}{' (reverse)' if reverse else ''} aligner on {sizes['pairs']:,} pairs{unpaired} "
                   f"in {record['seconds']:.1f} s → {out}")
     if diag:
         console.print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in diag.items()))

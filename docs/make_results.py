@@ -25,6 +25,8 @@ from embedstore.base.stats import mean_ci
 from embedstore.study.sweep import read_results
 from results_adapt import run as run_adapt_study, section as adapt_section  # docs/, beside this script
 
+import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
+
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
 STUDIES = [("shared-topic-ko", "Topic (LibreOffice help area), English → Korean"),
@@ -254,10 +256,12 @@ def main() -> None:
         page += [f"![{p.stem}](results/{name}/{p.name})" for p in files.plots] + [""]
     if args.run:
         run_retrieval_study()
+        results_frontier.run()
     page += retrieval_section()
     if args.run:
         run_adapt_study()
     page += adapt_section()
+    page += results_frontier.section()
     (DOCS / "results.md").write_text("\n".join(page), encoding="utf-8")
     print(f"wrote {DOCS / 'results.md'}")
 

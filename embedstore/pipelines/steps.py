@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners.inputs import fit_rows, is_seeded
+from embedstore.estimators.artifacts import lookup
 from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
@@ -58,22 +60,29 @@ def _file(src: Source) -> dict:
 
 def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reverse: bool, seed: int,
                   recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
-    """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`)."""
+    """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`).
+
+    An aligner that needs no pairs gets unpaired texts of each side from the file, and a seeded one `size` pairs
+    plus unpaired texts (`aligners.inputs.fit_rows`): the record says how many of each."""
     t0 = time.perf_counter()
     _check_out(out, _ALIGNER_FILES, "a saved aligner")
     spec = options.resolve()  # before any reading: the model resolves and the options name one layer
     encoding = _encoding_provenance(spec, options.key(spec), store)
+    cls = lookup(ALIGNERS, arch, "aligner")
     rows = load_rows(pairs)
-    pick = subsample(len(rows.texts), size, seed, f"{pairs.file}")
-    src, tgt = [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
+    picked = fit_rows(cls, len(rows.texts), size, seed, f"{pairs.file}")
+    src, tgt = [rows.texts[i] for i in picked.source], [rows.targets[i] for i in picked.target]
     both = embed(src + tgt, store=store, options=options, progress=progress)  # one pass, one bar for both sides
     x, y = both[:len(src)], both[len(src):]
     params: dict = {"reverse": reverse}
     if is_trained(arch):
         params.update(recipe=recipe, seed=seed, progress=progress)
+    if is_seeded(cls):
+        params.update(seed_pairs=picked.n_pairs)
     aligner = make_aligner(arch, **params).fit(x, y)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
-              "sizes": {"pairs": len(src), "available": len(rows.texts)}, "pairs": _file(pairs),
+              "sizes": {"pairs": picked.n_pairs, "source_texts": len(src), "target_texts": len(tgt),
+                        "available": len(rows.texts)}, "pairs": _file(pairs),
               **encoding, "embedstore": __version__,
               "diagnostics": aligner.diagnostics(), "seconds": round(time.perf_counter() - t0, 3)}
     with atomic_dir(out, replace=True) as tmp:

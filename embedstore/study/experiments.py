@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import Aligner, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, Aligner, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners.collapse import detect_collapse
+from embedstore.estimators.aligners.inputs import fit_rows, is_seeded
 from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.adapted import adapted_context
@@ -72,10 +74,12 @@ def _train_rows(ctx: Context, role: str, test_labels: set[str]) -> tuple[list[st
     return [rows.texts[i] for i in pick], [rows.labels[i] for i in pick], pick
 
 
-def _make_aligner(ctx: Context, reverse: bool) -> Aligner:
+def _make_aligner(ctx: Context, reverse: bool, n_pairs: int) -> Aligner:
     params: dict = {"reverse": reverse}
     if is_trained(ctx.cell.aligner):
         params.update(recipe=ctx.cell.recipe, seed=ctx.cell.seed)
+    if is_seeded(ALIGNERS[ctx.cell.aligner]):
+        params.update(seed_pairs=n_pairs)
     return make_aligner(ctx.cell.aligner, **params)
 
 
@@ -85,8 +89,10 @@ def _task_texts(ctx: Context) -> list[list[str]]:
     return [ctx.task.rows(role).texts for role in roles]
 
 
-def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]]:
-    """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample.
+def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str], int]:
+    """Aligner pairs disjoint (by text hash) from every task and test text, then a seeded `pair_size` sample
+    (for aligners that need no pairs, unpaired texts of each side: `aligners.inputs.fit_rows`); also returns how
+    many leading rows are true pairs.
 
     Disjoint from all task rows, not only the sampled ones, so the pairs (and the fitted aligner) do not depend
     on the task size: one aligner serves every task size of a sweep."""
@@ -94,8 +100,10 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
     taken = text_ids([t for texts in exclude for t in texts])
     clash = overlap_mask(text_ids(rows.texts), taken) | overlap_mask(text_ids(rows.targets), taken)
     keep = np.flatnonzero(~clash)
-    pick = keep[subsample(len(keep), ctx.cell.pair_size, ctx.cell.seed, f"{ctx.task.name} pairs (disjoint)")]
-    return [rows.texts[i] for i in pick], [rows.targets[i] for i in pick]
+    picked = fit_rows(ALIGNERS[ctx.cell.aligner], len(keep), ctx.cell.pair_size, ctx.cell.seed,
+                      f"{ctx.task.name} pairs (disjoint)")
+    return ([rows.texts[i] for i in keep[picked.source]], [rows.targets[i] for i in keep[picked.target]],
+            picked.n_pairs)
 
 
 def settled_params(aligner: Aligner) -> dict:
@@ -106,14 +114,14 @@ def settled_params(aligner: Aligner) -> dict:
     return params
 
 
-def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[Aligner, Path, bool]:
+def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: int) -> tuple[Aligner, Path, bool]:
     """The aligner for these exact pairs and settings, fitted once per sweep and kept beside the results.
 
     A sweep multiplies every aligner by task sizes (and heads, recipes of the head) that do not change it, so
     refitting it per cell would repeat the most expensive step many times. The key hashes everything that
     determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
     """
-    aligner = _make_aligner(ctx, reverse)
+    aligner = _make_aligner(ctx, reverse, n_pairs)
     digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": settled_params(aligner),
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
@@ -122,7 +130,8 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list) -> tuple[
         return load_aligner(path), path, True
     aligner.fit(ctx.vectors(src), ctx.vectors(tgt))
     with atomic_dir(path, replace=True) as tmp:
-        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": len(src), "store_key": ctx.key.to_dict()})
+        aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": n_pairs, "n_source": len(src),
+                                      "n_target": len(tgt), "store_key": ctx.key.to_dict()})
     return aligner, path, False
 
 
@@ -138,8 +147,10 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
             src, tgt = (tr, en) if reverse else (en, tr)
             aligned = aligner.transform(src)
             out["cosine"] = cosine_report(src, tgt, aligned, seed=ctx.cell.seed)
-            out["p1_raw"] = retrieval_report(src, tgt, ks=(1,))["forward"]["nn"]["p@1"]
-            out["p1_aligned"] = retrieval_report(aligned, tgt, ks=(1,))["forward"]["nn"]["p@1"]
+            raw, mapped = retrieval_report(src, tgt, ks=(1,))["forward"], retrieval_report(aligned, tgt, ks=(1,))["forward"]
+            out["p1_raw"], out["p1_raw_csls"] = raw["nn"]["p@1"], raw["csls"]["p@1"]
+            out["p1_aligned"], out["p1_aligned_csls"] = mapped["nn"]["p@1"], mapped["csls"]["p@1"]
+            out["collapse_check"] = asdict(detect_collapse(aligned, src, tgt))
     return out
 
 
@@ -179,14 +190,16 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
         if len(translated.texts) != len(ctx.task.rows("en_train").texts):
             raise ConfigError(f"task {ctx.task.name}: ablation-share needs translated_train row-parallel to en_train")
         src, tgt = texts, [translated.texts[i] for i in picked]
+        n_pairs = len(src)
     else:
-        src, tgt = _pairs(ctx, _task_texts(ctx))
+        src, tgt, n_pairs = _pairs(ctx, _task_texts(ctx))
     t0 = time.perf_counter()
-    aligner, aligner_path, reused = _fitted_aligner(ctx, reverse, src, tgt)
+    aligner, aligner_path, reused = _fitted_aligner(ctx, reverse, src, tgt, n_pairs)
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     through = aligner.aligns_target_at_test
-    sizes = {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
+    sizes = {"n_train": len(texts), "n_pairs": n_pairs, "n_source_texts": len(src), "n_target_texts": len(tgt),
+             "n_test": len(test.texts),
              "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
              "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name, **training_summary(aligner)}
     return HeadInputs(train_x if reverse else aligner.transform(train_x), labels,  # reverse: an English-trained head
@@ -266,8 +279,8 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                           "sit behind other vectors than it was fitted on; drop those [encoding] settings or the method")
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
-    src, tgt = _pairs(ctx, _task_texts(ctx))
-    aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt)
+    src, tgt, n_pairs = _pairs(ctx, _task_texts(ctx))
+    aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt, n_pairs)
     # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
     work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell, ctx.key.fingerprint)}"
     flags = {k: ctx.config.e2e[k] for k in ("freeze_lm", "train_aligner") if k in ctx.config.e2e}  # booleans: checked on load
@@ -278,7 +291,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)
     metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, False)}
-    return metrics, {"n_train": len(texts), "n_pairs": len(src), "n_test": len(test.texts),
+    return metrics, {"n_train": len(texts), "n_pairs": n_pairs, "n_test": len(test.texts),
                      "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
                      "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
                      "finetune_wall_time_s": result.provenance["wall_time_s"],

@@ -1,0 +1,49 @@
+"""`embedstore mine`: translation pairs proposed from two unpaired files."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedstore.base.errors import ConfigError
+from embedstore.encoding.options import EncodeOptions
+
+from .common import console, encoding_options, print_json, user_errors
+
+
+@user_errors
+@encoding_options()
+def mine(
+    source_file: Path = typer.Argument(..., help="Texts of the source language (TSV, CSV, JSONL or .txt)."),
+    target_file: Path = typer.Argument(..., help="Texts of the target language, unrelated rows."),
+    source_column: str = typer.Option("en", "--source-column", help="Text column of SOURCE_FILE (.txt: text)."),
+    target_column: str = typer.Option("ko", "--target-column", help="Text column of TARGET_FILE (.txt: text)."),
+    names: str = typer.Option("en,ko", "--names", help="The output's two text columns, SOURCE,TARGET."),
+    out: Path = typer.Option(..., "--out", "-o", help="Mined pairs with their margins: .tsv or .jsonl (usable as a "
+                             "sweep's or train-aligner's pair file)."),
+    k: int = typer.Option(4, "--k", help="Neighbours in the ratio margin (LASER: 4)."),
+    min_margin: Optional[float] = typer.Option(None, "--min-margin", help="Keep pairs with at least this margin "
+                                               "(LASER's bitext filtering used about 1.06); default: every mutual pair."),
+    where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 on both files (repeatable)."),
+    store: Optional[Path] = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr)."),
+    as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
+) -> None:
+    """Mine translation pairs between two unpaired files: mutual best candidates by ratio margin (LASER)."""
+    from embedstore.analysis.mining import run_mine
+    from embedstore.data.tasks import Source, parse_where
+    from embedstore.encoding.options import default_store
+
+    filters = parse_where(where)
+    pair = tuple(n.strip() for n in names.split(","))
+    if len(pair) != 2:
+        raise ConfigError(f"--names: {names!r}; expected two column names, SOURCE,TARGET")
+    record = run_mine(Source(file=source_file, text=source_column, where=filters),
+                      Source(file=target_file, text=target_column, where=filters), out, names=pair, k=k,
+                      min_margin=min_margin,
+                      store=store or default_store(), options=encoding, progress=not as_json)
+    if as_json:
+        return print_json(record)
+    sizes = record["sizes"]
+    console.print(f"{record['pairs']:,} pairs mined from {sizes['source_texts']:,} × {sizes['target_texts']:,} "
+                  f"texts in {record['seconds']:.1f} s → {out}", markup=False, highlight=False)

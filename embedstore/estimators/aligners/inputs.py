@@ -1,0 +1,52 @@
+"""Which rows of a pair file an aligner is fitted on, and how: one rule for the CLI and the sweep.
+
+A paired aligner gets a seeded sample of `size` pairs. An aligner that needs no pairs (`paired = False`) must
+never see a pairing, and with a pair file it could: so the `size` sampled rows are split into two disjoint
+halves, the source texts come from one half and the target texts from the other. No source text's translation
+is then among the target texts at all, which is stricter than unsupervised mapping papers' comparable corpora
+(same domain, unordered) and cannot leak pairs. A seeded aligner (one that takes `seed_pairs`) gets `size` true
+pairs first, then the rest of the file split the same way as monolingual text of each side.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedstore.base.errors import ConfigError
+from embedstore.data.selection import subsample
+from embedstore.estimators.aligners.base import Aligner
+
+
+@dataclass(frozen=True)
+class FitRows:
+    """Row indices of the source side and of the target side, and how many leading rows are true pairs."""
+
+    source: np.ndarray
+    target: np.ndarray
+    n_pairs: int
+
+
+def is_seeded(cls: type[Aligner]) -> bool:
+    """An aligner that takes a seed dictionary as the first `seed_pairs` rows of its inputs."""
+    return "seed_pairs" in inspect.signature(cls.__init__).parameters
+
+
+def fit_rows(cls: type[Aligner], n_rows: int, size: int | None, seed: int, what: str) -> FitRows:
+    """The rows `cls` is fitted on out of `n_rows` pair rows; `size` is the pair budget (all rows when None)."""
+    if cls.paired:
+        pick = subsample(n_rows, size, seed, what)
+        return FitRows(pick, pick, len(pick))
+    if size is not None and size > n_rows:
+        raise ConfigError(f"asked for {size:,} rows but {what} holds {n_rows:,}")
+    order = np.random.default_rng([seed, 14]).permutation(n_rows)
+    if is_seeded(cls):
+        n_pairs = n_rows if size is None else size
+        pairs, rest = order[:n_pairs], order[n_pairs:]
+    else:
+        n_pairs, pairs, rest = 0, order[:0], order[: n_rows if size is None else size]
+    half = len(rest) // 2
+    if n_pairs == 0 and half == 0:
+        raise ConfigError(f"{what}: {cls.name} needs at least 2 rows to give each side its own texts")
+    return FitRows(np.concatenate([pairs, rest[:half]]), np.concatenate([pairs, rest[half:2 * half]]), n_pairs)
