@@ -139,6 +139,7 @@ def read_only_dir(tmp_path):
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
 def test_a_read_only_store_fails_before_the_model_loads(read_only_dir, tiny_model_dir, monkeypatch, name):
     """Before: the error (a traceback) came after the model had loaded."""
+    from embedstore.encoding import backend as backend_module
     from embedstore.encoding import encode as encode_module
     from embedstore.encoding.options import EncodeOptions
 
@@ -152,7 +153,7 @@ def test_a_read_only_store_fails_before_the_model_loads(read_only_dir, tiny_mode
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the store was found read-only")
 
-    monkeypatch.setattr(encode_module, "load_once", no_model)
+    monkeypatch.setattr(backend_module, "load_encoder", no_model)
     with pytest.raises(StoreError, match=rf"{name}: cannot write the store here .*expected a writable"):
         encode_module.encode(["new text"], store=path, options=EncodeOptions(model=str(tiny_model_dir)))
     np.testing.assert_array_equal(Store.open(path).get(KEY, texts), vectors(5, 4))

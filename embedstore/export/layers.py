@@ -50,6 +50,7 @@ def dense_steps(module: nn.Module, what: str) -> list[DenseStep]:
     """The module as dense steps (eval mode: dropout is the identity); `what` names it in errors."""
     from embedstore.estimators.aligners.meanshift import Shift
     from embedstore.estimators.aligners.torch_aligner import Standardized
+    from embedstore.estimators.heads.base import Standardize
 
     steps: list[DenseStep] = []
 
@@ -70,6 +71,10 @@ def dense_steps(module: nn.Module, what: str) -> list[DenseStep]:
         elif isinstance(m, Shift):
             bias = m.bias.detach().numpy()
             steps.append(DenseStep(np.eye(len(bias), dtype=np.float32), bias.astype(np.float32).copy()))
+        elif isinstance(m, Standardize):  # a head's (x - mean) / scale: one diagonal Dense step
+            scale = m.scale.detach().float().numpy()
+            steps.append(DenseStep(np.diag(1 / scale).astype(np.float32),
+                                   (-m.mean.detach().float().numpy() / scale).astype(np.float32)))
         elif isinstance(m, Standardized):
             scale = float(m.scale.detach().numpy()[0])
             shift = m.shift.detach().numpy()

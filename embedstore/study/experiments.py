@@ -309,14 +309,14 @@ def run_adapted(ctx: Context) -> tuple[dict, dict]:
         texts, labels, _ = _train_rows(sized, "en_train", set(test.labels))
         rows, ids = [{"text": t, "label": lab} for t, lab in zip(texts, labels)], text_ids(texts)
     else:
-        src, tgt = _pairs(ctx, _task_texts(ctx))
+        src, tgt, _ = _pairs(ctx, _task_texts(ctx))
         rows = ([{"text": t} for t in src + tgt] if method == "simcse"
                 else [{"text": s, "target": t} for s, t in zip(src, tgt)])
         ids = text_ids(src + tgt)
     needed = _train_rows(ctx, "en_train", set(test.labels))[0] + list(test.texts)
     langalign = cell.method == "adapt-align+langalign"
     if langalign:
-        needed += sum(_pairs(ctx, _task_texts(ctx)), [])
+        needed += sum(_pairs(ctx, _task_texts(ctx))[:2], [])
         needed += ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
     adapted, info = adapted_context(ctx, method, rows, ids, needed)
     metrics, sizes = (run_langalign if langalign else run_baseline)(adapted)
