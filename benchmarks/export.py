@@ -66,11 +66,11 @@ def main() -> None:
 
         def torch_predict() -> list[dict]:  # what `embedstore predict` does for texts its store lacks
             store = tmp / f"predict-{next(fresh)}.zarr"
-            return embedstore.load_pipeline(tmp / "pipe", store=store, model=args.model).predict(texts)
+            return embedstore.load_pipeline(tmp / "pipe", store=store, model=args.model).predict_records(texts)
 
-        torch_predict(), served.predict(texts[:8])  # warm-up: models loaded, first-call costs paid
+        torch_predict(), served.predict_records(texts[:8])  # warm-up: models loaded, first-call costs paid
         torch_s, torch_out = median_seconds(torch_predict, args.repeats)
-        onnx_s, onnx_out = median_seconds(lambda: served.predict(texts), args.repeats)
+        onnx_s, onnx_out = median_seconds(lambda: served.predict_records(texts), args.repeats)
     same = [a["label"] for a in torch_out] == [b["label"] for b in onnx_out]
     worst = max(abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(torch_out, onnx_out)
                 for k in a["probabilities"])

@@ -177,7 +177,7 @@ def predict(
     items = list(texts or []) + (read_texts(file, column) if file else [])
     if not items:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = load_pipeline(pipeline, store=store, model=model).predict(items)
+    results = load_pipeline(pipeline, store=store, model=model).predict_records(items)
     if as_json:
         return print_json(results)
     for r in results:

@@ -5,7 +5,8 @@
     embedstore.train_aligner("pairs.parquet", target_column="ko", out="cache/al")
     embedstore.train_head("task.en.parquet", label_column="label", aligner="cache/al", out="cache/pipe")
     pipe = embedstore.Pipeline.load("cache/pipe")
-    pipe.predict(["새 문서를 여는 방법"])                                        # [{"text", "label", "probabilities"}]
+    pipe.predict(["새 문서를 여는 방법"])                                        # ["shared"]: one label per text
+    pipe.predict_proba(["새 문서를 여는 방법"])                                  # (1, n_classes), pipe.classes_ order
 
 This module is where keyword options become the library's values (row sources, encoding options, sizes, the
 store), and the CLI commands call these same functions with what they parsed: a command and its function cannot

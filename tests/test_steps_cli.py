@@ -58,7 +58,7 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path):
     texts, truth = [r[1] for r in rows], [r[2] for r in rows]
     pipe = Pipeline.load(tmp_path / "pipe", store=tmp_path / "s.zarr", model=tiny_model_dir)
     for name, through in (("with_aligner", True), ("without_aligner", False)):
-        predicted = [p["label"] for p in pipe.predict(texts, use_aligner=through)]
+        predicted = pipe.predict(texts, use_aligner=through)
         assert res[name]["accuracy"] == sum(p == t for p, t in zip(predicted, truth)) / len(truth)
     r = invoke("predict", "--pipeline", tmp_path / "pipe", "a brand new formula text", "--json", *common)
     assert r.exit_code == 0, r.output

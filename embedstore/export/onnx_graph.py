@@ -113,8 +113,13 @@ class OnnxPipeline:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.run(texts)[1]
 
-    def predict(self, texts: Sequence[str]) -> list[dict]:
-        """Label and per-class probabilities for each text (the records `Pipeline.predict` gives)."""
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """The predicted label of each text (as `Pipeline.predict`)."""
         names = [str(c) for c in self.classes]
-        return [{"text": t, "label": names[int(p.argmax())], "probabilities": dict(zip(names, map(float, p)))}
-                for t, p in zip(texts, self.predict_proba(texts))]
+        return [names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def predict_records(self, texts: Sequence[str]) -> list[dict]:
+        """Text, label and per-class probabilities for each text (the records `Pipeline.predict_records` gives)."""
+        from embedstore.pipelines.pipeline import prediction_records
+
+        return prediction_records(texts, [str(c) for c in self.classes], self.predict_proba(texts))

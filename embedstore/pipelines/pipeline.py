@@ -188,9 +188,22 @@ class Pipeline:
             x = self.aligner.transform(x)
         return self.head.predict_proba(x)
 
-    def predict(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[dict]:
-        """Label and per-class probabilities for each text."""
+    @property
+    def classes_(self) -> list[str]:
+        """The labels the head knows, in the column order of `predict_proba` (scikit-learn's name)."""
+        return [str(c) for c in self.head.classes_]
+
+    def predict(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[str]:
+        """The predicted label of each text, as a scikit-learn classifier's `predict` gives it."""
         proba = self.predict_proba(texts, use_aligner=use_aligner)
-        classes = [str(c) for c in self.head.classes_]
-        return [{"text": t, "label": classes[int(p.argmax())], "probabilities": dict(zip(classes, map(float, p)))}
-                for t, p in zip(texts, proba)]
+        return [self.classes_[i] for i in proba.argmax(axis=1)]
+
+    def predict_records(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[dict]:
+        """Text, label and per-class probabilities for each text: what `embedstore predict --json` prints."""
+        return prediction_records(texts, self.classes_, self.predict_proba(texts, use_aligner=use_aligner))
+
+
+def prediction_records(texts: Sequence[str], classes: Sequence[str], proba: np.ndarray) -> list[dict]:
+    """One record per text; the one place a prediction's printed form is made (torch and ONNX pipelines)."""
+    return [{"text": t, "label": classes[int(p.argmax())], "probabilities": dict(zip(classes, map(float, p)))}
+            for t, p in zip(texts, proba)]

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from embedstore.base.atomic import atomic_path
 from embedstore.base.errors import ConfigError
-from embedstore.base.files import dir_sha256, file_sha256
+from embedstore.base.files import dir_sha256, input_sha256
 from embedstore.base.lock import WriterLock
 
 LOCK_FILE = ".embedstore-train.lock"
@@ -30,8 +30,9 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def file_hash(path: Path) -> str:
-    """16 hex digits of the file's sha256: provenance that says which data a result came from."""
-    return file_sha256(path)[:16]
+    """16 hex digits of the input's sha256 (a file, or a `datasets` directory): provenance that says which data a
+    result came from."""
+    return input_sha256(path)[:16]
 
 
 def dir_hash(path: Path) -> str:
