@@ -100,7 +100,7 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
     taken = text_ids([t for texts in exclude for t in texts])
     clash = overlap_mask(text_ids(rows.texts), taken) | overlap_mask(text_ids(rows.targets), taken)
     keep = np.flatnonzero(~clash)
-    picked = fit_rows(ALIGNERS[ctx.cell.aligner], len(keep), ctx.cell.pair_size, ctx.cell.seed,
+    picked = fit_rows(ALIGNERS[ctx.cell.aligner] if ctx.cell.aligner else None, len(keep), ctx.cell.pair_size, ctx.cell.seed,
                       f"{ctx.task.name} pairs (disjoint)")
     return ([rows.texts[i] for i in keep[picked.source]], [rows.targets[i] for i in keep[picked.target]],
             picked.n_pairs)

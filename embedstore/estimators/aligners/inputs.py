@@ -33,9 +33,10 @@ def is_seeded(cls: type[Aligner]) -> bool:
     return "seed_pairs" in inspect.signature(cls.__init__).parameters
 
 
-def fit_rows(cls: type[Aligner], n_rows: int, size: int | None, seed: int, what: str) -> FitRows:
-    """The rows `cls` is fitted on out of `n_rows` pair rows; `size` is the pair budget (all rows when None)."""
-    if cls.paired:
+def fit_rows(cls: type[Aligner] | None, n_rows: int, size: int | None, seed: int, what: str) -> FitRows:
+    """The rows `cls` is fitted on out of `n_rows` pair rows; `size` is the pair budget (all rows when None).
+    `cls` None: true pairs for a method that aligns the encoder itself (`adapt` align and SimCSE cells)."""
+    if cls is None or cls.paired:
         pick = subsample(n_rows, size, seed, what)
         return FitRows(pick, pick, len(pick))
     if size is not None and size > n_rows:
