@@ -139,7 +139,9 @@ def test_default_head_is_the_converged_logistic_regression_with_cv_chosen_C():
     assert 0 < report["iterations"] < report["max_iter"]
     search = report["C_search"]
     assert report["C"] in search["Cs"] and search["folds"] == 5 and search["rows"] == len(x)
-    assert report["C"] == search["Cs"][int(np.argmin(search["mean_log_loss"]))]
+    best = max(search["mean_accuracy"])  # highest CV accuracy, ties to the lowest log-loss
+    tied = [i for i, a in enumerate(search["mean_accuracy"]) if a == best]
+    assert report["C"] == search["Cs"][min(tied, key=lambda i: search["mean_log_loss"][i])]
     assert report["normalize"] == "standard" and "tol=0.0001" in report["criterion"]
     fixed = LogisticHead(C=0.5).fit(x, y).fit_report
     assert fixed["C"] == 0.5 and "C_search" not in fixed
