@@ -17,9 +17,8 @@ before timing); it includes everything an encode does after that.
 
 Quality, per path, against the vectors of embedstore's torch path: min and mean cosine over the timed texts;
 EN->KO retrieval P@1 on 1,000 held-out help pairs (folds 8-9 of ../shared/data/parallel/libreoffice_help.en-ko.tsv);
-the Korean accuracy of a LangAlign Procrustes cell (aligner on 1,500 pairs of folds 0-5, linear head on 600
-English rows of folds 6-7 labelled by help area, tested on 300 Korean rows of folds 8-9), as
-tests/test_real_transfer.py runs it. Without ../shared the quality rows are skipped (and said so).
+the Korean accuracy of a LangAlign Procrustes cell (aligner on 1,500 pairs of folds 0-5, a head on 600
+English rows of folds 6-7 labelled by help area, the default head, tested on 300 Korean rows of folds 8-9). Without ../shared the quality rows are skipped (and said so).
 
 Targets: the default (lossless) path >= 1.9x bare with min cosine >= 0.99999; int8 >= 3x bare with P@1 and cell
 accuracy each within 1 point of the torch path's; both >= 2x sentence-transformers; rerun <= 2% of encode.
@@ -95,7 +94,7 @@ def quality(vec, sizes: dict[str, int]) -> dict[str, float]:
     """P@1 EN->KO and the Procrustes cell's Korean accuracy, with `vec(texts) -> vectors` of one path."""
     from embedstore.base.metrics import classification_metrics
     from embedstore.estimators.aligners import ProcrustesAligner
-    from embedstore.estimators.heads import LinearHead
+    from embedstore.estimators.heads import DEFAULT_HEAD, build_head
 
     held_en, held_ko, _ = help_rows("89", sizes["retrieval"])
     p1 = nn_p_at_1(vec(held_en), vec(held_ko))
@@ -103,7 +102,7 @@ def quality(vec, sizes: dict[str, int]) -> dict[str, float]:
     train_en, _, train_y = help_rows("67", sizes["train"])
     _, test_ko, test_y = help_rows("89", sizes["test"])
     aligner = ProcrustesAligner().fit(vec(pair_en), vec(pair_ko))
-    head = LinearHead(seed=0).fit(aligner.transform(vec(train_en)), train_y)
+    head = build_head(DEFAULT_HEAD, seed=0).fit(aligner.transform(vec(train_en)), train_y)
     accuracy = classification_metrics(test_y, head.predict(vec(test_ko)))["accuracy"]
     return {"p1": float(p1), "cell": float(accuracy)}
 
