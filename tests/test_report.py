@@ -215,7 +215,10 @@ def test_a_claim_whose_verdict_flips_with_the_head_is_head_sensitive(tmp_path):
     rows += [record("langalign", "mlp", s, 0.45 + 0.001 * s) for s in range(3)]
     path = tmp_path / "r.jsonl"
     path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
-    text = _build(path, tmp_path / "out").markdown
+    files = _build(path, tmp_path / "out")
+    text = files.markdown
+    # one scores figure per head family, the default head's first (two bars per method in one panel read badly)
+    assert [p.name for p in files.plots] == ["scores_ko_t_head-logistic.png", "scores_ko_t_head-mlp.png"]
     line = next(x for x in text.splitlines() if x.startswith("| langalign procrustes 1k > english at 500"))
     assert "holds (+0.100)" in line and "does not hold (-0.050)" in line and "**head-sensitive**" in line
     assert "head `logistic`: 6/6 fits converged" in text and "**6 stopped at a cap**" in text

@@ -144,13 +144,15 @@ def build_report(
     plots: list[Path] = []
     for (language, task), table in tables.items():
         lines += _markdown_table(language, task, table)
-        stem = _slug(f"{language}_{task}")
-        plots.append(_plot_scores(table, out_dir / f"scores_{stem}.png", f"{language} · {task}", metric))
-        methods = {row.method for row in table}
-        if "langalign" in methods and methods & {"ablation-omit", "ablation-share"}:
-            ablations = {row: stats for row, stats in table.items() if row.method in _ABLATION_METHODS}
-            title = f"{language} · {task}: ablations"
-            plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", title, metric))
+        for head, part in _per_head(table):
+            stem = _slug(f"{language}_{task}" + (f"_head-{head}" if head else ""))
+            title = f"{language} · {task}" + (f" · head {head}" if head else "")
+            plots.append(_plot_scores(part, out_dir / f"scores_{stem}.png", title, metric))
+            methods = {row.method for row in part}
+            if "langalign" in methods and methods & {"ablation-omit", "ablation-share"}:
+                ablations = {row: stats for row, stats in part.items() if row.method in _ABLATION_METHODS}
+                plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", f"{title}: ablations",
+                                          metric))
     lines += _robustness_markdown(tables)
     if cosine:
         groups = _cosine_groups(cosine)
@@ -371,6 +373,16 @@ def _csv_float(value: float) -> str:
 _REFERENCE_METHODS = ("english", "native", "translated", "translate-test")
 _REFERENCE_STYLES = {"english": ("black", "--"), "native": ("tab:green", "-"), "translated": ("tab:purple", ":"),
                      "translate-test": ("tab:brown", "-.")}
+
+
+def _per_head(table: _Table) -> list[tuple[str | None, _Table]]:
+    """The table split by head family, the default head first (None: one head, no split). One figure per head:
+    with two heads in one panel every method had two bars, and the figure read as a list, not a comparison (the
+    head comparison is the robustness table's job)."""
+    heads = sorted({row.head for row in table}, key=lambda h: (h != DEFAULT_HEAD, h))
+    if len(heads) == 1:
+        return [(None, table)]
+    return [(head, {row: stats for row, stats in table.items() if row.head == head}) for head in heads]
 
 
 def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
