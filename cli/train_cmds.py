@@ -174,6 +174,9 @@ def predict(
     from embedstore.base.errors import ConfigError
     from embedstore.data.texts import read_texts
 
+    for text in texts or []:  # `predict -p P data.tsv` would otherwise classify the string "data.tsv"
+        if Path(text).exists():
+            raise ConfigError(f"predict: {text!r} is a file; pass it with --file {text} (arguments are texts)")
     items = list(texts or []) + (read_texts(file, column) if file else [])
     if not items:
         raise ConfigError("predict: give texts as arguments or --file FILE")

@@ -79,3 +79,13 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch):
 def test_usage_errors_keep_typers_exit_code(tmp_path):
     r = runner.invoke(app, ["predict"])
     assert r.exit_code == 2 and "--pipeline" in r.output
+
+
+def test_predict_refuses_a_file_given_as_a_text(tmp_path):
+    """`predict -p P data.tsv` names the file, not a text to classify: one line pointing at --file, before any
+    pipeline is read (classifying the string "data.tsv" would be silently wrong)."""
+    file = tmp_path / "q.tsv"
+    file.write_text("text\nhello\n", encoding="utf-8")
+    r = runner.invoke(app, ["predict", "--pipeline", str(tmp_path / "no-pipe"), str(file)])
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
+    assert f"pass it with --file {file}" in r.output
