@@ -191,11 +191,13 @@ def study_section(study: str, caption: str) -> list[str]:
     title = f"### {caption[0].upper() + caption[1:]}"
     if not records:
         return [title, "", f"Not run yet: `python docs/results_frontier.py --run --study {study}`.", ""]
+    heads = sorted({r["cell"].get("head") or "linear" for r in records})
     lines = [title, "",
              f"`configs/{study}-pairs.toml` (every paired aligner at each pair budget of folds 0-3) "
              f"and `configs/{study}-zero.toml` (aligners that need no pairs: fitted on unpaired texts, the English "
              "ones from one half of the pair rows and the target ones from the other half, so no translation of a "
-             "source text is even present; shown at 0 pairs). A linear head on the English rows; accuracy on the "
+             "source text is even present; shown at 0 pairs). "
+             f"The {' and '.join(f'`{h}`' for h in heads)} head on the English rows; accuracy on the "
              "native test rows (folds 8-9), EN→TR P@1 of the aligned English test rows among all their "
              "translations (NN and CSLS); mean ± 95% CI over 3 seeds. `selflearn_seeded` grows a dictionary from "
              "its budget of pairs plus unpaired texts of the rest of the fit rows.", ""]
