@@ -33,7 +33,7 @@ CONFIG = REPO / "configs" / "shared-topic-ko-adapt.toml"
 RESULTS = DOCS / "results" / "shared-topic-ko-adapt.jsonl"
 ANALYSES = DOCS / "results" / "shared-topic-ko-adapt.analyses.json"
 #: role → (fold, rows): disjoint folds, single-app rows only, a seeded sample of each
-ROLES = {"train": ("6", 200), "pairs": ("0", 150), "test": ("9", 200)}
+ROLES = {"train": ("6", 1000), "pairs": ("0", 1000), "test": ("9", 1000)}
 MAX_LENGTH = 64
 METHODS = ["english", "langalign", "adapt-lora", "adapt-simcse", "adapt-align", "adapt-align+langalign"]
 
@@ -79,9 +79,11 @@ def analyses(retrieval_only: bool = False) -> None:
     if retrieval_only and "gradients" in saved:
         gradients = saved["gradients"]
     else:
-        gradients = encoder_gradients(TaskFile(STUDY / "train.tsv", "en", "apps"),
-                                      ContrastFile(STUDY / "pairs.tsv", "en", "ko"),
-                                      options=TrainOptions(batch_size=16, max_length=MAX_LENGTH, seed=0), batches=8)
+        gradients = {**encoder_gradients(TaskFile(STUDY / "train.tsv", "en", "apps"),
+                                         ContrastFile(STUDY / "pairs.tsv", "en", "ko"),
+                                         options=TrainOptions(batch_size=16, max_length=MAX_LENGTH, seed=0),
+                                         batches=8),
+                     "task_rows": ROLES["train"][1], "pairs": ROLES["pairs"][1]}
         write_json(ANALYSES, {**saved, "gradients": gradients})
     test = read_table(DATA, ["en", "ko", "role"])
     en = [t for t, r in zip(test["en"], test["role"]) if r == "test"]
@@ -128,18 +130,22 @@ def section() -> list[str]:
             cost.setdefault(info["method"], []).append(info["wall_time_s"] / info["rows"] * 1000)
     seeds = sorted({r["cell"]["seed"] for r in records})
     sizes = next(r["provenance"]["sizes"] for r in records if r["cell"]["method"] == "langalign")
+    heads = " and ".join(sorted({f"`{r['cell']['head']}`" for r in records}))
+    lora_rows = next((r["provenance"]["sizes"]["adapt"]["rows"] for r in records
+                      if r["cell"]["method"] == "adapt-lora"), None)
     lines = [title, "",
              f"`configs/shared-topic-ko-adapt.toml` (`python docs/results_adapt.py --run`), {len(records)} cells: "
              f"e5-small, a seeded subset of the en-ko help file ({sizes['n_train']} English task rows of fold 6, "
              f"{sizes['n_pairs']} translation pairs of fold 0, {sizes['n_test']} Korean test rows of fold 9, "
              f"single-app rows), max length {MAX_LENGTH}, one epoch per adaptation, seeds {seeds}. Each adapted "
              "encoder is trained once per seed and then used like the base model: its vectors go to their own "
-             "store key and the cached linear head (and, for align + LangAlign, the cached Procrustes aligner on "
+             f"store key and the cached {heads} head (and, for align + LangAlign, the cached Procrustes aligner on "
              "the same pairs) run on them unchanged. LoRA: the paper's recipe (r 8, alpha 8, dropout 0.1 on query "
-             "and key, batch 16, lr 1e-5, AdamW) on 150 English rows; SimCSE: the pairs' 300 texts, unpaired "
+             f"and key, batch 16, lr 1e-5, AdamW) on {lora_rows or 'the'} English task rows (of them a tenth held "
+             f"out for validation); SimCSE: the pairs' {2 * sizes['n_pairs']} texts, unpaired "
              "(temperature 0.05, lr 3e-5); align: InfoNCE both ways on the pairs (temperature 0.05, lr 2e-5). These "
-             "sizes are far below the paper's (a loaded 2-core CPU shared by six jobs); read the table as a check "
-             "of direction at small scale, not as the paper's setting.", "",
+             "sizes are far below the paper's (a 2-core CPU); read the table as a check of direction at small "
+             "scale, not as the paper's setting.", "",
              "| method | accuracy (mean ± 95% CI) | vs English-only | vs LangAlign Procrustes |",
              "| --- | --- | --- | --- |"]
     for method in METHODS:
@@ -182,8 +188,8 @@ def section() -> list[str]:
         g = analyses["gradients"]
         lines += ["", "### Gradient cosine of the alignment and task objectives, per layer", "",
                   "`analyze encoder-gradients` on the base e5-small: cosine between the gradients of the task loss "
-                  "(a linear head fitted on the frozen vectors of the 200 English task rows) and of the alignment "
-                  f"InfoNCE (the 150 pairs) w.r.t. each layer's parameters, over {g['batches']} minibatches of 16 "
+                  f"(a linear head fitted on the frozen vectors of the {g.get('task_rows', 'English')} English task "
+                  f"rows) and of the alignment InfoNCE (the {g.get('pairs', '')} pairs) w.r.t. each layer's parameters, over {g['batches']} minibatches of 16 "
                   "(eval mode).", "", "| parameters | mean | std | min | max |", "| --- | --- | --- | --- | --- |"]
         for group, s in [*g["layers"].items(), ("all", g["all_parameters"])]:
             lines.append(f"| {group} | {s['mean']:+.3f} | {s['std']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")

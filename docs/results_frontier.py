@@ -1,11 +1,11 @@
 """The frontier study's section of docs/results.md (issue 14): from zero pairs to all pairs, per language.
 
-    python docs/results_frontier.py --run    # run or resume both frontier sweeps and the mining measurement
+    python docs/results_frontier.py --run    # run or resume the frontier sweep and the mining measurement
     python docs/make_results.py [--run]      # the whole page, this section included
 
-Reads `docs/results/frontier-pairs.jsonl` (paired aligners at each pair budget, English-only and native heads)
-and `docs/results/frontier-zero.jsonl` (zero-pair aligners: unpaired texts only, shown at budget 0), writes one
-plot per language and returns the section's markdown lines. Every figure and verdict is computed from the records.
+Reads `docs/results/frontier.jsonl` (`configs/frontier.toml`: paired aligners at each pair budget, zero-pair
+aligners on unpaired texts only, shown at budget 0, English-only and native heads), writes one plot per language
+and returns the section's markdown lines. Every figure and verdict is computed from the records.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from embedstore.base.stats import mean_ci
+from embedstore.study.cells import no_pair_aligners
 from embedstore.study.sweep import read_results
 
 DOCS = Path(__file__).resolve().parent
@@ -31,14 +32,13 @@ REPO = DOCS.parent
 STUDIES = {"frontier": "LibreOffice help (../shared/data), 2k English task rows",
            "frontier-sample": "the bundled 3k-row en-ko help sample (embedstore/data), every English task row of "
                               "its folds 6-7"}
-PARTS = ("pairs", "zero")
 LANGUAGES = {"ko": "Korean", "ja": "Japanese", "zh": "Chinese"}
 #: Families for the closing table: the best member of each is reported.
-FAMILIES = {"trained (FC, AE)": ("fc", "ae"), "closed-form on pairs (linear, Procrustes, RCSLS)":
+FAMILIES = {"trained (FC, AE, residual MLP)": ("fc", "ae", "resmlp"), "closed-form on pairs (linear, Procrustes, RCSLS)":
             ("linear", "procrustes", "rcsls"), "self-learning (unsupervised at 0, seeded above)":
             ("selflearn", "selflearn_seeded"), "monolingual statistics (mean shift, whitening, LSAR, LIR)":
             ("meanshift", "whiten", "lsar", "lir")}
-ZERO_PAIR = ("meanshift", "whiten", "lsar", "lir", "selflearn")
+ZERO_PAIR = no_pair_aligners()
 #: Where budget 0 sits on the log axis (a log scale has no 0), labelled "0".
 ZERO_X = 30
 MINING_PAIRS = {"frontier": REPO.parent / "shared" / "data" / "parallel" / "libreoffice_help.en-{lang}.tsv",
@@ -50,9 +50,7 @@ def mining_results(study: str) -> Path:
 
 
 def run(study: str = "frontier") -> None:
-    for part in PARTS:
-        config = REPO / "configs" / f"{study}-{part}.toml"
-        subprocess.run([sys.executable, "-m", "embedstore", "sweep", str(config)], check=False)
+    subprocess.run([sys.executable, "-m", "embedstore", "sweep", str(REPO / "configs" / f"{study}.toml")], check=False)
     run_mining(study)
 
 
@@ -83,12 +81,10 @@ def run_mining(study: str = "frontier") -> None:
 
 
 def _records(study: str) -> list[dict]:
-    out = []
-    for part in PARTS:
-        path = DOCS / "results" / f"{study}-{part}.jsonl"
-        if path.is_file():
-            out += [r for r in read_results(path) if r.get("kind", "cell") == "cell" and r["status"] == "ok"]
-    return out
+    path = DOCS / "results" / f"{study}.jsonl"
+    if not path.is_file():
+        return []
+    return [r for r in read_results(path) if r.get("kind", "cell") == "cell" and r["status"] == "ok"]
 
 
 def _budget(record: dict) -> int | None:
@@ -193,10 +189,9 @@ def study_section(study: str, caption: str) -> list[str]:
         return [title, "", f"Not run yet: `python docs/results_frontier.py --run --study {study}`.", ""]
     heads = sorted({r["cell"].get("head") or "linear" for r in records})
     lines = [title, "",
-             f"`configs/{study}-pairs.toml` (every paired aligner at each pair budget of folds 0-3) "
-             f"and `configs/{study}-zero.toml` (aligners that need no pairs: fitted on unpaired texts, the English "
-             "ones from one half of the pair rows and the target ones from the other half, so no translation of a "
-             "source text is even present; shown at 0 pairs). "
+             f"`configs/{study}.toml`: every paired aligner at each pair budget of folds 0-3, and the aligners that "
+             "need no pairs fitted on unpaired texts (the English ones from one half of the pair rows and the target "
+             "ones from the other half, so no translation of a source text is even present; shown at 0 pairs). "
              f"The {' and '.join(f'`{h}`' for h in heads)} head on the English rows; accuracy on the "
              "native test rows (folds 8-9), EN→TR P@1 of the aligned English test rows among all their "
              "translations (NN and CSLS); mean ± 95% CI over 3 seeds. `selflearn_seeded` grows a dictionary from "

@@ -91,7 +91,7 @@ def test_meanshift_reverse_shifts_back():
     np.testing.assert_allclose(aligner.transform(x + 3.0), x, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [FCAligner, AEAligner])
+@pytest.mark.parametrize("cls", [FCAligner, AEAligner, ALIGNERS["resmlp"]])
 def test_trained_aligners_recover_a_rotation_under_the_default_recipe(cls):
     # measured: validation MSE 2.3% (FC) / 2.7% (AE) of the identity map's, P@1 0.99 where identity's is ~0
     x, y, _ = rotated_pairs(3000, shift=3.0)
@@ -99,6 +99,13 @@ def test_trained_aligners_recover_a_rotation_under_the_default_recipe(cls):
     assert aligner.val_mse_ < 0.05 * aligner.identity_val_mse_
     assert aligner.val_retrieval_p1_ > 0.9 > 0.1 > aligner.identity_retrieval_p1_
     assert not aligner.collapsed_
+
+
+def test_residual_mlp_starts_as_the_identity_map():
+    """Its correction's last layer starts at zero, so before training it leaves every vector where it is (the
+    identity is already a good map between two languages of one multilingual encoder)."""
+    x = torch.randn(5, D)
+    torch.testing.assert_close(ALIGNERS["resmlp"]()._network(D)(x), x)
 
 
 def test_standardization_is_learned_from_training_rows_and_undone_on_output():

@@ -73,6 +73,18 @@ def test_ablations_take_only_the_axes_they_use(tmp_path: Path) -> None:
     assert len(cells) == 1 + 2 + 4
 
 
+def test_unpaired_sizes_run_aligners_that_need_no_pairs_once(tmp_path: Path) -> None:
+    """A frontier grid in one config: paired (and seeded) aligners at every pair budget, zero-pair ones at theirs."""
+    grid = dict(methods='["langalign"]', task_sizes='["1k"]', seeds="[0]", pair_sizes='["500", "5k"]',
+                aligners='["procrustes", "meanshift", "selflearn_seeded"]')
+    sizes = {(c.aligner, c.pair_size) for c in expand(load_config(write(tmp_path, with_grid(**grid))))}
+    assert sizes == {(a, n) for a in ("procrustes", "meanshift", "selflearn_seeded") for n in (500, 5000)}
+    text = with_grid(**grid).replace("seeds = [0]", 'seeds = [0]\nunpaired_sizes = ["all"]')
+    sizes = {(c.aligner, c.pair_size) for c in expand(load_config(write(tmp_path, text)))}
+    assert sizes == {("procrustes", 500), ("procrustes", 5000), ("selflearn_seeded", 500),
+                     ("selflearn_seeded", 5000), ("meanshift", None)}
+
+
 def test_expansion_order_is_deterministic_and_seeds_vary_fastest(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, BASE))
     first, again = expand(config), expand(config)
@@ -116,7 +128,7 @@ def test_recipe_and_head_lists_multiply(tmp_path: Path) -> None:
     [
         (with_grid(methods='["english", "translated", "langalgn"]'),
          r"grid\.methods\[2\]: 'langalgn' is not a method \(did you mean 'langalign'\?\); allowed: english, native"),
-        (with_grid(aligners='["fc", "mlp"]'), r"grid\.aligners\[1\]: 'mlp' is not an aligner; allowed: fc, ae"),
+        (with_grid(aligners='["fc", "gan"]'), r"grid\.aligners\[1\]: 'gan' is not an aligner; allowed: fc, ae"),
         (with_grid(task_sizes='["1k", "5kk"]'),
          r"grid\.task_sizes\[1\]: '5kk' is not a size; accepted: .*'5k'.*'all'"),
         (with_grid(pair_sizes='["0"]'), r"grid\.pair_sizes\[0\]: '0' is not a size; accepted: a positive whole number"),
@@ -126,6 +138,8 @@ def test_recipe_and_head_lists_multiply(tmp_path: Path) -> None:
         (with_grid(seeds=None), r"grid\.seeds: missing"),
         (with_grid(pair_sizes=None), r"grid\.pair_sizes: missing; methods langalign, reverse"),
         (with_grid(aligners=None), r"grid\.aligners: missing"),
+        (BASE.replace("seeds = [0, 1, 2]", 'seeds = [0, 1, 2]\nunpaired_sizes = ["all"]'),
+         r"grid\.unpaired_sizes: no aligner of the grid that needs no pairs .* \(those aligners: meanshift"),
         (with_grid(tasks='["sentiment"]'),
          r"grid\.tasks\[0\]: 'sentiment' is not a task with a \[tasks.<name>\] table; allowed: libreoffice-apps"),
         (with_grid(languages='["Korean"]'), r"grid\.languages\[0\]: 'Korean' is not a language code"),

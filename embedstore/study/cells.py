@@ -18,6 +18,8 @@ Config file shape::
     methods = ["english", "translated", "langalign", "reverse", "ablation-omit", "ablation-share"]
     task_sizes = ["1k", "5k", "all"]
     pair_sizes = ["5k", "all"]                    # required only when a method trains on parallel pairs
+    unpaired_sizes = ["all"]                      # optional: rows of the pair file that aligners needing no
+                                                  # pairs (meanshift, whiten, ...) see; default: pair_sizes
     aligners = ["fc", "procrustes"]               # required only when a method uses an aligner
     seeds = [0, 1, 2]
     recipe = "default"                            # optional: a string or a list; default "default"
@@ -59,6 +61,7 @@ from typing import Any
 from embedstore.data import selection
 from embedstore.base.errors import ConfigError
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
+from embedstore.estimators.aligners.inputs import uses_no_pairs
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
 from embedstore.encoding.options import EncodeOptions
@@ -94,6 +97,13 @@ PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e
 ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
 
+
+
+def no_pair_aligners() -> tuple[str, ...]:
+    """The registered aligners whose pair budget is zero (they fit on unpaired texts), in registry order."""
+    return tuple(name for name, cls in aligner_registry.items() if uses_no_pairs(cls))
+
+
 RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
@@ -119,6 +129,7 @@ _GRID_KEYS = (
     "methods",
     "task_sizes",
     "pair_sizes",
+    "unpaired_sizes",
     "aligners",
     "seeds",
     "recipe",
@@ -229,6 +240,15 @@ class Grid:
     seeds: tuple[int, ...]
     recipes: tuple[str, ...]
     heads: tuple[str, ...]
+    #: Sizes for the aligners that need no pairs (their budget is 0 whatever they see): rows of the pair file,
+    #: split into unpaired halves. A frontier study runs them once, at "all", beside paired ones at each budget.
+    unpaired_sizes: tuple[int | None, ...] = ()
+
+    def sizes_for(self, aligner: str | None) -> tuple[int | None, ...]:
+        """The pair sizes a pair method's cells with `aligner` run at."""
+        if aligner is not None and self.unpaired_sizes and uses_no_pairs(aligner_registry[aligner]):
+            return self.unpaired_sizes
+        return self.pair_sizes
 
 
 @dataclass(frozen=True)
@@ -294,9 +314,10 @@ def expand(config: SweepConfig) -> list[Cell]:
     outer = product(grid.languages, grid.tasks, grid.recipes, grid.heads, grid.task_sizes, grid.methods)
     for language, task, recipe, head, task_size, method in outer:
         aligners: tuple[str | None, ...] = grid.aligners if method in ALIGNER_METHODS else (None,)
-        pair_sizes: tuple[int | None, ...] = grid.pair_sizes if method in PAIR_METHODS else (None,)
-        for aligner, pair_size, seed in product(aligners, pair_sizes, grid.seeds):
-            cells.append(Cell(language, task, method, task_size, pair_size, aligner, seed, recipe, head))
+        for aligner in aligners:
+            pair_sizes = grid.sizes_for(aligner) if method in PAIR_METHODS else (None,)
+            for pair_size, seed in product(pair_sizes, grid.seeds):
+                cells.append(Cell(language, task, method, task_size, pair_size, aligner, seed, recipe, head))
     return cells
 
 
@@ -436,6 +457,13 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
             _check_choice(f"grid.aligners[{i}]", aligner, ALIGNERS, what="aligner")
     if _axis_wanted(raw, "pair_sizes", uses_pairs, "train on parallel pairs and need sizes"):
         pair_sizes = _size_list(raw, "pair_sizes")
+    unpaired_sizes: tuple[int | None, ...] = ()
+    if "unpaired_sizes" in raw:
+        unpaired = [a for a in aligners if uses_no_pairs(aligner_registry[a])]
+        if not uses_pairs or not unpaired:
+            raise ConfigError("grid.unpaired_sizes: no aligner of the grid that needs no pairs runs in a method "
+                              f"with a pair set (those aligners: {', '.join(no_pair_aligners())})")
+        unpaired_sizes = _size_list(raw, "unpaired_sizes")
 
     if "seeds" not in raw:
         raise ConfigError("grid.seeds: missing; list at least one seed, e.g. seeds = [0, 1, 2]")
@@ -463,6 +491,7 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
         seeds=tuple(seeds),
         recipes=recipes,
         heads=heads,
+        unpaired_sizes=unpaired_sizes,
     )
 
 

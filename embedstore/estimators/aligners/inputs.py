@@ -33,6 +33,11 @@ def is_seeded(cls: type[Aligner]) -> bool:
     return "seed_pairs" in inspect.signature(cls.__init__).parameters
 
 
+def uses_no_pairs(cls: type[Aligner]) -> bool:
+    """An aligner whose pair budget is zero whatever rows it is given: it sees only unpaired texts."""
+    return not cls.paired and not is_seeded(cls)
+
+
 def fit_rows(cls: type[Aligner] | None, n_rows: int, size: int | None, seed: int, what: str) -> FitRows:
     """The rows `cls` is fitted on out of `n_rows` pair rows; `size` is the pair budget (all rows when None).
     `cls` None: true pairs for a method that aligns the encoder itself (`adapt` align and SimCSE cells)."""
