@@ -146,6 +146,9 @@ def section() -> list[str]:
              "(temperature 0.05, lr 3e-5); align: InfoNCE both ways on the pairs (temperature 0.05, lr 2e-5). These "
              "sizes are far below the paper's (a 2-core CPU); read the table as a check of direction at small "
              "scale, not as the paper's setting.", "",
+             "English-only and LangAlign use every row, so their seed changes nothing (a converged head on the same "
+             "vectors: an interval of 0); the adapted methods vary with the adaptation's seed. \"Clearly\" means the "
+             "95% intervals do not overlap.", "",
              "| method | accuracy (mean ± 95% CI) | vs English-only | vs LangAlign Procrustes |",
              "| --- | --- | --- | --- |"]
     for method in METHODS:
@@ -160,8 +163,10 @@ def section() -> list[str]:
         lines.append(f"| {method} | {_fmt(acc[method])} (n={len(acc[method])}) | {vs[0]} | {vs[1]} |")
     same = [m for m in METHODS[2:] if acc[m] and acc[m] == acc["english"]]
     if same:
-        why = (" (LoRA's B matrices start at zero, and the paper's lr 1e-5 for one epoch of this few rows is a "
-               "handful of small steps)") if "adapt-lora" in same else ""
+        steps = next((r["provenance"]["sizes"]["adapt"]["steps"] for r in records
+                      if r["cell"]["method"] == "adapt-lora"), None)
+        why = (f" (LoRA's B matrices start at zero, and the paper's lr 1e-5 for one epoch is {steps} small steps "
+               "here)") if "adapt-lora" in same and steps else ""
         lines += ["", f"{', '.join(same)}: the same accuracy as English-only in every seed; the adaptation moved the "
                   f"vectors too little to change the head's accuracy{why}."]
     lines += ["", "### The paper's Table 5 claim, checked", ""]
@@ -174,8 +179,8 @@ def section() -> list[str]:
         else:
             lines.append(f"- *{name} is not clearly better than LangAlign*: not checked, no finished {method} cells.")
     if cost:
-        lines += ["", "Adaptation wall time per 1k training rows (loaded shared CPU, so only the ratios mean much; "
-                  "`benchmarks/adapt.py` measures them properly): "
+        lines += ["", "Adaptation wall time per 1k training rows in this sweep (other jobs shared the CPU for part of "
+                  "it; `benchmarks/adapt.py` measures the methods side by side on an idle machine): "
                   + ", ".join(f"{m} {np.mean(v):.0f} s" for m, v in cost.items()) + "."]
     if ANALYSES.is_file():
         analyses = json.loads(ANALYSES.read_text(encoding="utf-8"))

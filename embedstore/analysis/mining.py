@@ -19,7 +19,7 @@ import numpy as np
 from embedstore import __version__
 from embedstore.base.atomic import check_writable, write_text
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.base.retrieval import CHUNK, knn_mean, unit_rows
+from embedstore.base.retrieval import CHUNK, hubness, unit_rows
 from embedstore.data.tasks import Source, file_sha256, load_rows
 from embedstore.encoding.encode import embed
 from embedstore.encoding.options import EncodeOptions
@@ -37,16 +37,23 @@ class Mined:
     margin: np.ndarray
 
 
-def _best(queries: np.ndarray, keys: np.ndarray, hub_q: np.ndarray, hub_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each unit query row, the key with the highest ratio margin and that margin, in bounded memory."""
-    best = np.empty(len(queries), dtype=np.int64)
-    score = np.empty(len(queries), dtype=np.float64)
-    for start in range(0, len(queries), CHUNK):
-        sims = queries[start:start + CHUNK] @ keys.T
-        margins = sims / ((hub_q[start:start + CHUNK, None] + hub_k[None, :]) / 2)
-        best[start:start + CHUNK] = margins.argmax(axis=1)
-        score[start:start + CHUNK] = margins.max(axis=1)
-    return best, score
+def _best_both_ways(src: np.ndarray, tgt: np.ndarray, hub_s: np.ndarray, hub_t: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each source row's best target by ratio margin with that margin, and each target row's best source, from
+    one pass over the similarity blocks (a block's rows give the forward choice, its columns update the backward
+    one; ties go to the lower index, as argmax does), in memory bounded by a block."""
+    forward = np.empty(len(src), dtype=np.int64)
+    margin = np.empty(len(src), dtype=np.float64)
+    backward = np.zeros(len(tgt), dtype=np.int64)
+    backward_margin = np.full(len(tgt), -np.inf)
+    for start in range(0, len(src), CHUNK):
+        margins = (src[start:start + CHUNK] @ tgt.T) / ((hub_s[start:start + CHUNK, None] + hub_t[None, :]) / 2)
+        forward[start:start + CHUNK] = margins.argmax(axis=1)
+        margin[start:start + CHUNK] = margins.max(axis=1)
+        best, arg = margins.max(axis=0), margins.argmax(axis=0)
+        better = best > backward_margin
+        backward[better], backward_margin[better] = arg[better] + start, best[better]
+    return forward, margin, backward
 
 
 def mine(source: np.ndarray, target: np.ndarray, k: int = MARGIN_K, min_margin: float | None = None) -> Mined:
@@ -55,9 +62,8 @@ def mine(source: np.ndarray, target: np.ndarray, k: int = MARGIN_K, min_margin: 
         raise ConfigError(f"k {k} must be at least 1")
     src, tgt = unit_rows(source.astype(np.float32)), unit_rows(target.astype(np.float32))
     k_used = min(k, len(src), len(tgt))
-    hub_s, hub_t = knn_mean(src, tgt, k_used), knn_mean(tgt, src, k_used)
-    forward, margin = _best(src, tgt, hub_s, hub_t)
-    backward, _ = _best(tgt, src, hub_t, hub_s)
+    hub_s, hub_t = hubness(src, tgt, k_used)
+    forward, margin, backward = _best_both_ways(src, tgt, hub_s, hub_t)
     rows = np.arange(len(src))
     keep = backward[forward] == rows
     if min_margin is not None:

@@ -26,13 +26,29 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def knn_mean(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`: how much of a hub it is for `b`."""
-    out = np.empty(len(a), dtype=np.float64)
+def hubness(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`, and the same for each row of `b`
+    among `a`: how much of a hub each vector is for the other side (k at most either side's rows)."""
+    hub_a, hub_b, _ = _hubness_and_diagonal(a, b, k)
+    return hub_a, hub_b
+
+
+def _hubness_and_diagonal(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`hubness`, plus cos(a_i, b_i) for the rows both sides have, all from one pass over the similarity blocks
+    (each column's best k so far are carried from block to block), so CSLS and mining pay for one n × n
+    product here, not two. The diagonal is taken from the very blocks `_ranks` computes again (the same product
+    of the same rows), so it equals their entries to the bit: ranks compare with it exactly, ties included."""
+    hub_a, diagonal = np.empty(len(a), dtype=np.float64), np.empty(min(len(a), len(b)), dtype=a.dtype)
+    top_b: np.ndarray | None = None
     for start in range(0, len(a), CHUNK):
         sims = a[start:start + CHUNK] @ b.T
-        out[start:start + CHUNK] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
-    return out
+        hub_a[start:start + CHUNK] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
+        rows = np.arange(min(len(sims), len(b) - start) if start < len(b) else 0)
+        diagonal[start + rows] = sims[rows, start + rows]
+        columns = sims.T if top_b is None else np.concatenate([top_b, sims.T], axis=1)
+        top_b = np.partition(columns, -k, axis=1)[:, -k:] if columns.shape[1] > k else np.ascontiguousarray(columns)
+    assert top_b is not None
+    return hub_a, top_b.mean(axis=1, dtype=np.float64), diagonal
 
 
 def true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | None = None) -> np.ndarray:
@@ -52,6 +68,27 @@ def true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | None
         own = scores[rows, start + rows]
         ranks[start:start + len(scores)] = (scores > own[:, None]).sum(axis=1)
     return ranks
+
+
+def _ranks_both_ways(q: np.ndarray, k: np.ndarray, hub_q: np.ndarray, hub_k: np.ndarray,
+                     own: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`true_ranks` of each q among the keys and of each k among the queries, by cosine and by CSLS, from one
+    pass over the blocks of q·kᵀ: a block's rows give the forward ranks, its columns add to the backward counts.
+    `own` is the diagonal of those same blocks (`_hubness_and_diagonal`), so every comparison is exact."""
+    n = len(q)
+    fwd, fwd_csls = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    bwd, bwd_csls = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    own_csls_bwd = 2 * own - hub_q  # key j's own score among the queries: 2·cos(k_j, q_j) - hubness(q_j)
+    for start in range(0, n, CHUNK):
+        sims = q[start:start + CHUNK] @ k.T
+        block = slice(start, start + len(sims))
+        fwd[block] = (sims > own[block, None]).sum(axis=1)
+        bwd += (sims > own[None, :]).sum(axis=0)
+        csls = 2 * sims - hub_k[None, :]
+        fwd_csls[block] = (csls > (2 * own[block] - hub_k[block])[:, None]).sum(axis=1)
+        csls = 2 * sims - hub_q[block, None]
+        bwd_csls += (csls > own_csls_bwd[None, :]).sum(axis=0)
+    return fwd, fwd_csls, bwd, bwd_csls
 
 
 def nn_p_at_1(queries: np.ndarray, keys: np.ndarray) -> float:
@@ -81,7 +118,8 @@ def retrieval(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5),
     check_options(ks, csls_k, n)
     csls_used = min(int(csls_k), n)
     q, k = unit_rows(queries), unit_rows(keys)
-    hub_q, hub_k = knn_mean(q, k, csls_used), knn_mean(k, q, csls_used)
+    hub_q, hub_k, own = _hubness_and_diagonal(q, k, csls_used)
+    fwd, fwd_csls, bwd, bwd_csls = _ranks_both_ways(q, k, hub_q, hub_k, own)
 
     def p_at(ranks: np.ndarray) -> dict[str, float]:
         return {f"p@{kk}": float(np.mean(ranks < kk)) for kk in ks}
@@ -89,6 +127,6 @@ def retrieval(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = (1, 5),
     return {
         "rows": n,
         "csls_k": csls_used,
-        "forward": {"nn": p_at(true_ranks(q, k)), "csls": p_at(true_ranks(q, k, hub_k))},
-        "backward": {"nn": p_at(true_ranks(k, q)), "csls": p_at(true_ranks(k, q, hub_q))},
+        "forward": {"nn": p_at(fwd), "csls": p_at(fwd_csls)},
+        "backward": {"nn": p_at(bwd), "csls": p_at(bwd_csls)},
     }
