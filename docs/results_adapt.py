@@ -193,8 +193,9 @@ def section() -> list[str]:
         g = analyses["gradients"]
         lines += ["", "### Gradient cosine of the alignment and task objectives, per layer", "",
                   "`analyze encoder-gradients` on the base e5-small: cosine between the gradients of the task loss "
-                  f"(a linear head fitted on the frozen vectors of the {g.get('task_rows', 'English')} English task "
-                  f"rows) and of the alignment InfoNCE (the {g.get('pairs', '')} pairs) w.r.t. each layer's parameters, over {g['batches']} minibatches of 16 "
+                  f"(a linear head fitted on the frozen vectors of the {g['task_rows']} English task rows) and of the "
+                  f"alignment InfoNCE (the {g['pairs']} pairs) w.r.t. each layer's parameters, over {g['batches']} "
+                  "minibatches of 16 "
                   "(eval mode).", "", "| parameters | mean | std | min | max |", "| --- | --- | --- | --- | --- |"]
         for group, s in [*g["layers"].items(), ("all", g["all_parameters"])]:
             lines.append(f"| {group} | {s['mean']:+.3f} | {s['std']:.3f} | {s['min']:+.3f} | {s['max']:+.3f} |")

@@ -203,7 +203,7 @@ def study_section(study: str, caption: str) -> list[str]:
     title = f"### {caption[0].upper() + caption[1:]}"
     if not records:
         return [title, "", f"Not run yet: `python docs/results_frontier.py --run --study {study}`.", ""]
-    heads = sorted({r["cell"].get("head") or "linear" for r in records})
+    heads = sorted({r["cell"]["head"] for r in records})
     lines = [title, "",
              f"`configs/{study}.toml`: every paired aligner at each pair budget of folds 0-3, and the aligners that "
              "need no pairs fitted on unpaired texts (the English ones from one half of the pair rows and the target "

@@ -36,14 +36,14 @@ def hubness(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 def _hubness_and_diagonal(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`hubness`, plus cos(a_i, b_i) for the rows both sides have, all from one pass over the similarity blocks
     (each column's best k so far are carried from block to block), so CSLS and mining pay for one n × n
-    product here, not two. The diagonal is taken from the very blocks `_ranks` computes again (the same product
+    product here, not two. The diagonal is taken from the very blocks `_ranks_both_ways` computes again (the same product
     of the same rows), so it equals their entries to the bit: ranks compare with it exactly, ties included."""
     hub_a, diagonal = np.empty(len(a), dtype=np.float64), np.empty(min(len(a), len(b)), dtype=a.dtype)
     top_b: np.ndarray | None = None
     for start in range(0, len(a), CHUNK):
         sims = a[start:start + CHUNK] @ b.T
         hub_a[start:start + CHUNK] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
-        rows = np.arange(min(len(sims), len(b) - start) if start < len(b) else 0)
+        rows = np.arange(max(0, min(len(sims), len(b) - start)))
         diagonal[start + rows] = sims[rows, start + rows]
         columns = sims.T if top_b is None else np.concatenate([top_b, sims.T], axis=1)
         top_b = np.partition(columns, -k, axis=1)[:, -k:] if columns.shape[1] > k else np.ascontiguousarray(columns)
@@ -51,30 +51,25 @@ def _hubness_and_diagonal(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndar
     return hub_a, top_b.mean(axis=1, dtype=np.float64), diagonal
 
 
-def true_ranks(queries: np.ndarray, keys: np.ndarray, hubness: np.ndarray | None = None) -> np.ndarray:
-    """For each unit query i, how many keys score strictly higher than its own pair, key i (0 = retrieved first).
-
-    Score is cosine, or with `hubness` (each key's mean similarity to its k nearest queries) the CSLS score
-    2·cos(q, k) - hubness(k); CSLS's query term is the same for every key of a query, so it cannot change ranks.
-    Only strictly higher scores count, so an exact tie goes to the pair: ties come from duplicate texts (some
-    Korean strings translate several English ones), and retrieving an identical translation is a correct retrieval.
-    """
+def true_ranks(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each unit query i, how many keys are strictly closer (cosine) than its own pair, key i (0 = retrieved
+    first). Only strictly higher scores count, so an exact tie goes to the pair: ties come from duplicate texts
+    (some Korean strings translate several English ones), and retrieving an identical translation is a correct
+    retrieval. (`retrieval` counts the same way, both directions and CSLS too, in `_ranks_both_ways`.)"""
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), CHUNK):
         scores = queries[start:start + CHUNK] @ keys.T
-        if hubness is not None:
-            scores = 2 * scores - hubness[None, :]
         rows = np.arange(len(scores))
-        own = scores[rows, start + rows]
-        ranks[start:start + len(scores)] = (scores > own[:, None]).sum(axis=1)
+        ranks[start:start + len(scores)] = (scores > scores[rows, start + rows][:, None]).sum(axis=1)
     return ranks
 
 
 def _ranks_both_ways(q: np.ndarray, k: np.ndarray, hub_q: np.ndarray, hub_k: np.ndarray,
                      own: np.ndarray) -> tuple[np.ndarray, ...]:
-    """`true_ranks` of each q among the keys and of each k among the queries, by cosine and by CSLS, from one
-    pass over the blocks of q·kᵀ: a block's rows give the forward ranks, its columns add to the backward counts.
-    `own` is the diagonal of those same blocks (`_hubness_and_diagonal`), so every comparison is exact."""
+    """`true_ranks` of each q among the keys and of each k among the queries, by cosine and by CSLS (score
+    2·cos(q, k) - hubness of the side searched; the searcher's own term cannot change ranks), from one pass over
+    the blocks of q·kᵀ: a block's rows give the forward ranks, its columns add to the backward counts. `own` is the
+    diagonal of those same blocks (`_hubness_and_diagonal`), so every comparison is exact."""
     n = len(q)
     fwd, fwd_csls = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     bwd, bwd_csls = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)

@@ -98,7 +98,6 @@ ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
 
 
-
 def no_pair_aligners() -> tuple[str, ...]:
     """The registered aligners whose pair budget is zero (they fit on unpaired texts), in registry order."""
     return tuple(name for name, cls in aligner_registry.items() if uses_no_pairs(cls))
