@@ -20,6 +20,11 @@ EN->KO retrieval P@1 on 1,000 held-out help pairs (folds 8-9 of ../shared/data/p
 the Korean accuracy of a LangAlign Procrustes cell (aligner on 1,500 pairs of folds 0-5, a head on 600
 English rows of folds 6-7 labelled by help area, the default head, tested on 300 Korean rows of folds 8-9). Without ../shared the quality rows are skipped (and said so).
 
+The fp32 ceiling: the FLOPs of the pass's weight matrix products (the tokens of the timed batches through every
+layer's six projections) divided by the best fp32 matrix-product rate measured on this machine in the same run
+(torch and numpy, the model's own shapes) give the least time any fp32 path can take, so the ratio to the bare
+pass that no lossless (fp32) path can beat here.
+
 Targets: the default (lossless) path >= 1.9x bare with min cosine >= 0.99999; int8 >= 3x bare with P@1 and cell
 accuracy each within 1 point of the torch path's; both >= 2x sentence-transformers; rerun <= 2% of encode.
 --quick: 300 texts, 1 repeat, 300 retrieval pairs, a smaller cell: checks the script works, not the targets.
@@ -105,6 +110,22 @@ def quality(vec, sizes: dict[str, int]) -> dict[str, float]:
     head = build_head(DEFAULT_HEAD, seed=0).fit(aligner.transform(vec(train_en)), train_y)
     accuracy = classification_metrics(test_y, head.predict(vec(test_ko)))["accuracy"]
     return {"p1": float(p1), "cell": float(accuracy)}
+
+
+def fp32_ceiling(config, tokens: int, threads: int) -> tuple[float, float]:
+    """(GFLOP of the weight products for `tokens`, best fp32 GFLOP/s of those shapes here): see the docstring."""
+    h, ffn = config.hidden_size, config.intermediate_size
+    gflop = 2 * tokens * config.num_hidden_layers * (4 * h * h + 2 * h * ffn) / 1e9
+    best = 0.0
+    for k, n in ((h, h), (h, ffn), (ffn, h)):
+        a, b = torch.randn(2048, k), torch.randn(k, n)
+        for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
+            mul(a, b)
+            t0 = time.perf_counter()
+            for _ in range(10):
+                mul(a, b)
+            best = max(best, 10 * 2 * 2048 * k * n / (time.perf_counter() - t0) / 1e9)
+    return gflop, best
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -207,6 +228,10 @@ def main() -> None:
     table.add_row("rerun", f"{med['rerun']:.3f}", "", "", "", "", "", "", "",
                   verdict(rerun_share <= 0.02, f"<= 2% of encode: {100 * rerun_share:.2f}%"))
     console.print(table)
+    gflop, rate = fp32_ceiling(model.config, tokens, args.threads)
+    console.print(f"fp32 ceiling: {gflop:.0f} GFLOP of weight products at the best fp32 rate measured here, "
+                  f"{rate:.0f} GFLOP/s: at least {gflop / rate:.2f}s, so at most {med['bare'] * rate / gflop:.2f}x "
+                  f"the bare pass for any fp32 path on this machine")
     if not SHARED.is_file():
         console.print(f"quality not measured: {SHARED} not found")
     if args.quick:

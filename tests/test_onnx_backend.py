@@ -130,3 +130,30 @@ def test_cli_encode_takes_backend_and_quantize(tiny_model_dir, tmp_path):
     assert second["encoded"] == len(SENTENCES) and second["provenance"]["backend"] == "torch"
     refused = subprocess.run(cmd + ["--backend", "torch", "--quantize", "int8"], capture_output=True, text=True)
     assert refused.returncode == 1 and "quantize: int8 runs on ONNX Runtime" in refused.stderr
+
+
+def test_smoothing_rescales_exactly_and_moves_range_into_the_weights(tiny_model_dir, tmp_path):
+    """Before any int8 rounding, a smoothed graph computes what the fp32 one does (power-of-two factors make the
+    rescaling exact), while its weights and inputs did change."""
+    import onnx
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    from embedstore.encoding.onnx_backend import ensure_graph, sample_batches
+    from embedstore.encoding.smoothing import smooth_graph
+
+    spec = resolve_model(tiny_model_dir)
+    graph = ensure_graph(spec, (2,))
+    batches = sample_batches(AutoTokenizer.from_pretrained(tiny_model_dir), spec.prefix, 0, 16)
+    smoothed = tmp_path / "smoothed.onnx"
+    count = smooth_graph(graph.path, smoothed, batches)
+    muls = [n for n in onnx.load(str(smoothed)).graph.node if n.name.startswith("smoothing/")]
+    factors = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(smoothed)).graph.initializer
+               if t.name.startswith("smoothing/")]
+    assert count == len(muls) == len(factors) > 0
+    assert any((f != 1).any() for f in factors)
+    assert all(np.array_equal(f, np.exp2(np.rint(np.log2(f)))) for f in factors)  # powers of two
+    runs = [onnxruntime.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (graph.path, smoothed)]
+    for batch in batches:
+        before, after = (s.run(None, {k: batch[k] for k in graph.inputs})[0] for s in runs)
+        np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)

@@ -16,7 +16,7 @@ from embedstore.cli.app import app
 from embedstore.data.hashing import text_ids
 from embedstore.encoding.encode import encode
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
-from embedstore.store import Store, StoreKey, merge_stores, zarr_backend
+from embedstore.store import Store, StoreKey, chunk_files, merge_stores, zarr_backend
 
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 TEXTS = [f"text {i}" for i in range(20)]
@@ -256,3 +256,32 @@ def test_repair_then_encode_recomputes_exactly_the_dropped_texts(tiny_model_dir,
     report = encode(texts, store=st.path, options=opts, compute=compute)
     assert (report.present, report.encoded) == (22, 8)
     np.testing.assert_allclose(Store.open(st.path).get(key, texts), intact.get(key, texts), atol=1e-6, rtol=0)
+
+
+def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_itself(tmp_path, zarr_layout,
+                                                                                      monkeypatch):
+    """Whole files go through chunk_files.write_file, the partial ones at either end through zarr: zarr's own
+    reader (which checks every crc32c and shard index) must read exactly the rows written, whichever wrote them."""
+    rows = 4 * zarr_layout  # rows per file at chunk_rows=4
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((3 * rows + 5, 3)).astype(np.float32)
+    texts = [f"t{i}" for i in range(len(vecs))]
+    direct = []
+    write_file = chunk_files.write_file
+    monkeypatch.setattr(chunk_files, "write_file", lambda arr, *a: direct.append(arr.basename) or write_file(arr, *a))
+    st = Store.open(tmp_path / "s.zarr")
+    with st.writer() as w:
+        kw = w.key(KEY, 3, {}, chunk_rows=4)
+        kw.append(text_ids(texts[:3]), vecs[:3])  # the rest starts mid-file: a zarr edge, whole files, an edge
+        kw.append(text_ids(texts[3:]), vecs[3:])
+    whole = len(vecs) // rows - 1  # the first file holds rows of both appends, the last is partly filled
+    assert direct == ["vectors"] * whole + ["ids"] * whole
+    arr = zarr.open_array(str(st.path / KEY.group_name / "vectors"), mode="r")
+    ids = zarr.open_array(str(st.path / KEY.group_name / "ids"), mode="r")
+    np.testing.assert_array_equal(arr[:len(vecs)], vecs.astype(arr.dtype))
+    np.testing.assert_array_equal(ids[:len(vecs)], text_ids(texts))
+    np.testing.assert_array_equal(st.get(KEY, texts[::-1]), vecs[::-1].astype(arr.dtype).astype(np.float32))
+    assert st.verify() == []
+    assert not list(st.path.rglob("*.partial"))
+    flip_shard_chunk_byte(st, "vectors", 1) if zarr_layout > 1 else chunk_file(st, "vectors", 1).write_bytes(b"x")
+    assert [(d.array, d.start) for d in st.verify()] == [("vectors", 4)]

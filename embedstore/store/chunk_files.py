@@ -1,4 +1,5 @@
-"""Reads rows of the zarr arrays this package writes straight from their files, checking every chunk's crc32c.
+"""Reads rows of the zarr arrays this package writes straight from their files, checking every chunk's crc32c,
+and writes whole files of them the same way.
 
 Why not zarr's own read: measured on a 1M x 384 float16 key, zarr 3.1 spends most of a read in per-chunk
 machinery (an event loop round trip, a buffer copy per codec): a third of the rows through
@@ -8,14 +9,23 @@ by their crc32c; a shard file is such chunks followed by an index of (offset, le
 and the index's own crc32c. Files are memory-mapped and each chunk's checksum is computed over the mapped
 bytes, so nothing is copied but the rows asked for.
 
-Only arrays of exactly that layout are read here (`supported`); anything else (older stores without a
+Why write whole files here too: zarr's sharded write of 1M x 384 float16 rows took 4.1 s of a 4.5 s build
+(a memory-mapped `.npy` 1.8 s, ids sorted included). A file that a write covers entirely needs no reading
+and no merging, only its bytes, checksums and index laid out as above, written to a temporary file and renamed
+into place as zarr does (the same `.partial` name, so a killed write is cleaned up the same way). Rows that
+fill a file only in part still go through zarr, which merges them with the rows already there.
+
+Only arrays of exactly that layout are read or written here (`supported`); anything else (older stores without a
 checksum, other codecs) goes through zarr. A chunk that fails its checksum or has the wrong length raises
 ValueError, as zarr's decoders do, so the caller's damage report (which re-reads through zarr) is the same
 whichever reader met the damage.
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
+import os
+import uuid
 from collections.abc import Iterator
 
 import google_crc32c
@@ -109,3 +119,35 @@ def read_rows(arr: zarr.Array, directory: str, rows: np.ndarray) -> np.ndarray:
             out[a:b] = data[local]
     return out
 
+
+
+def write_file(arr: zarr.Array, directory: str, start: int, rows: np.ndarray) -> None:
+    """Write the file of a `supported` array that begins at row `start` (a multiple of its rows per file) with
+    exactly that many `rows`, atomically: a reader sees the old file or the new one, never a mix."""
+    chunk_rows, width = arr.chunks
+    sharded = arr.shards is not None
+    per_file = (arr.shards or arr.chunks)[0] // chunk_rows
+    body = np.ascontiguousarray(rows, dtype=arr.dtype.newbyteorder("<")).view(np.uint8)
+    chunks = body.reshape(per_file, chunk_rows * width * arr.dtype.itemsize)
+    size = chunks.shape[1] + 4
+    out = np.empty(per_file * size + (16 * per_file + 4 if sharded else 0), np.uint8)
+    laid = out[:per_file * size].reshape(per_file, size)
+    laid[:, :-4] = chunks
+    laid[:, -4:] = np.array([google_crc32c.value(c) for c in chunks], "<u4").view(np.uint8).reshape(-1, 4)
+    if sharded:
+        index = np.empty((per_file, 2), "<u8")
+        index[:, 0] = np.arange(per_file, dtype=np.uint64) * size
+        index[:, 1] = size
+        out[per_file * size:-4] = index.reshape(-1).view(np.uint8)
+        out[-4:] = np.array([google_crc32c.value(index.tobytes())], "<u4").view(np.uint8)
+    path = f"{directory}/{arr.metadata.chunk_key_encoding.encode_chunk_key((start // (per_file * chunk_rows), 0))}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temp = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(temp, "wb") as f:
+            f.write(out.data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

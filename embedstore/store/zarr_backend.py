@@ -195,9 +195,25 @@ def _remove_temp_files(path: Path) -> None:
 def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Vectors first, ids last: a row's id on disk then means its vector is there too (a distributed encode
     commits rows once it sees their ids)."""
-    stop = start + len(ids)
     for arr, data in ((group["vectors"], vectors), (group["ids"], ids)):
+        _write_array(arr, start, data)
+
+
+def _write_array(arr: zarr.Array, start: int, data: np.ndarray) -> None:
+    """The files the rows cover whole are written directly (chunk_files.write_file: no read, no merge); the
+    rows at either end that share a file with other rows go through zarr."""
+    stop, unit = start + len(data), _file_rows(arr)
+    first, last = -(-start // unit) * unit, stop // unit * unit
+    if last <= first or not chunk_files.supported(arr):
         arr[start:stop] = data
+        return
+    if start < first:
+        arr[start:first] = data[:first - start]
+    directory = f"{arr.store_path.store.root}/{arr.path}"
+    for row in range(first, last, unit):
+        chunk_files.write_file(arr, directory, row, data[row - start:row - start + unit])
+    if last < stop:
+        arr[last:stop] = data[last - start:]
 
 
 class ZarrWriter:
