@@ -5,15 +5,17 @@
 All paths run the same model (the default e5-small) over the same real sentences (the bundled LibreOffice help
 sample, English and Korean) in one process, so the ratios are comparable:
   bare        the PyTorch forward pass over pre-tokenized, length-sorted, pre-padded batches of 32 (the old
-              limit), timed FIRST, before any ONNX graph exists in the process's history (an export perturbs
-              the PyTorch model of the process that traces it; ours exports in a child process anyway)
+              limit)
   torch       embedstore's encode with --backend torch (tokenize, sort, token-budget batches, pool, write, commit)
   onnx        embedstore's encode with ONNX Runtime fp32 (the default on CPU)
   int8        embedstore's encode with --quantize int8
   st          sentence-transformers' `encode` (batch 32, mean pooling) on the same model directory
   rerun       encode again into the finished store (everything present)
-Timing excludes loading (the model and ONNX sessions are loaded once, in a warm-up, and the graphs exported
-before timing); it includes everything an encode does after that.
+Each path runs in its own fresh process, as a user's `embedstore encode` does, once per repeat, the repeats
+interleaved: in one shared process the paths slowed each other (measured 2026-12-03: ONNX Runtime fp32 23.4 s
+there against 16.5-17.4 s alone, int8 15.5 s against 7.2-7.6 s; PyTorch's and ONNX Runtime's thread pools
+compete for the two cores). Timing excludes loading (the model and the ONNX session load, and the graphs are
+exported, in an untimed warm-up); it includes everything an encode does after that.
 
 Quality, per path, against the vectors of embedstore's torch path: min and mean cosine over the timed texts;
 EN->KO retrieval P@1 on 1,000 held-out help pairs (folds 8-9 of ../shared/data/parallel/libreoffice_help.en-ko.tsv);
@@ -32,7 +34,10 @@ accuracy each within 1 point of the torch path's; both >= 2x sentence-transforme
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from importlib.resources import files
@@ -136,78 +141,110 @@ def verdict(ok: bool, target: str) -> str:
     return f"{'PASS' if ok else 'FAIL'} ({target})"
 
 
+def _batches(tokenizer, texts: list[str]) -> tuple[list[dict], int]:
+    enc = tokenizer(texts, truncation=True, max_length=512)
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")
+    return [tokenizer.pad({k: [enc[k][i] for i in order[j:j + BARE_BATCH]] for k in enc}, return_tensors="pt")
+            for j in range(0, len(order), BARE_BATCH)], int(lengths.sum())
+
+
+def child(name: str, n: int, threads: int, out: Path | None, sizes: dict[str, int] | None) -> dict:
+    """One path, timed once in this fresh process (loading and the warm-up not timed); with `out`, its vectors
+    of the texts are saved there; with `sizes`, its quality is measured too."""
+    torch.set_num_threads(threads)
+    spec = resolve_model(DEFAULT_MODEL)
+    raw = sample_texts(n)
+    result: dict = {}
+    if name == "bare":
+        model, tokenizer = load_model(spec, "cpu")
+        batches, result["tokens"] = _batches(tokenizer, [spec.prefix + t for t in raw])
+        bare_forward(model, batches[-2:])
+        result["seconds"] = bare_forward(model, batches)
+        return result
+    if name == "st":
+        st = st_model(spec)
+        st.encode([spec.prefix + t for t in raw[:64]], batch_size=BARE_BATCH)
+        result["seconds"], vectors = st_encode(st, [spec.prefix + t for t in raw])
+    else:
+        options = EncodeOptions(**PATHS[name][0])
+        compute = ComputeOptions(device="cpu", **PATHS[name][1])
+        with tempfile.TemporaryDirectory() as tmp:
+            encode(raw[:64], store=Path(tmp) / "warm.zarr", options=options, compute=compute)  # export, load
+            store = Path(tmp) / "timed.zarr"
+            result["seconds"] = encode(raw, store=store, options=options, compute=compute).seconds
+            result["rerun"] = encode(raw, store=store, options=options, compute=compute).seconds
+            vectors = embed(raw, store=store, options=options, compute=compute)
+            if sizes:
+                result["quality"] = quality(lambda t: embed(t, store=Path(tmp) / "quality.zarr", options=options,
+                                                            compute=compute), sizes)
+    if out is not None:
+        np.save(out / f"{name}.npy", vectors)
+    return result
+
+
+def run_child(name: str, args, out: Path | None, quality_sizes: dict[str, int] | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--texts", str(args.texts), "--threads", str(args.threads)]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    if quality_sizes:
+        cmd += ["--quality", json.dumps(quality_sizes)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: the {name} path failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="300 texts, 1 repeat, small quality sets")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--quality", type=json.loads, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.texts, args.threads, args.out, args.quality)))
+        return
     if args.quick:
         args.texts, args.repeats = 300, 1
     sizes = ({"retrieval": 300, "pairs": 500, "train": 300, "test": 200} if args.quick else
              {"retrieval": 1000, "pairs": 1500, "train": 600, "test": 300})
-    torch.set_num_threads(args.threads)
     console = Console(width=200)  # the table stays whole in a log file
 
-    spec = resolve_model(DEFAULT_MODEL)
-    t0 = time.perf_counter()
-    model, tokenizer = load_model(spec, "cpu")
-    load_s = time.perf_counter() - t0
-    raw = sample_texts(args.texts)
-    texts = [spec.prefix + t for t in raw]
-    enc = tokenizer(texts, truncation=True, max_length=512)
-    lengths = np.array([len(x) for x in enc["input_ids"]])
-    tokens = int(lengths.sum())
-    order = np.argsort(-lengths, kind="stable")
-    batches = [tokenizer.pad({k: [enc[k][i] for i in order[j:j + BARE_BATCH]] for k in enc}, return_tensors="pt")
-               for j in range(0, len(order), BARE_BATCH)]
-
-    # 1. the bare PyTorch pass, before anything else touches the process
-    times: dict[str, list[float]] = {name: [] for name in ("bare", *PATHS, "st", "rerun")}
-    for _ in range(args.repeats):
-        times["bare"].append(bare_forward(model, batches))
-    console.print(f"bare PyTorch forward: {', '.join(f'{t:.2f}s' for t in times['bare'])}")
-
-    options = {name: EncodeOptions(**o) for name, (o, _) in PATHS.items()}
-    compute = {name: ComputeOptions(device="cpu", **c) for name, (_, c) in PATHS.items()}
-    vectors: dict[str, np.ndarray] = {}
+    names = ("bare", *PATHS, "st")
+    times: dict[str, list[float]] = {name: [] for name in (*names, "rerun")}
     scores: dict[str, dict[str, float]] = {}
+    tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in PATHS:  # warm-up: exports (in a child process) and loads each path once, untimed
-            encode(raw[:64], store=Path(tmp) / f"warm-{name}.zarr", options=options[name], compute=compute[name])
-        st = st_model(spec)
-        st.encode(texts[:64], batch_size=BARE_BATCH)
-        for r in range(args.repeats):
-            for name in PATHS:
-                store = Path(tmp) / f"{name}-{r}.zarr"
-                times[name].append(encode(raw, store=store, options=options[name], compute=compute[name]).seconds)
+        for r in range(args.repeats):  # repeats interleaved, so a drift of the machine touches every path alike
+            for name in names:
+                first = r == 0 and name != "bare"
+                got = run_child(name, args, Path(tmp) if first else None,
+                                sizes if first and name in PATHS and SHARED.is_file() else None)
+                times[name].append(got["seconds"])
+                tokens = got.get("tokens", tokens)
                 if name == "onnx":
-                    times["rerun"].append(encode(raw, store=store, options=options[name],
-                                                 compute=compute[name]).seconds)
-                if r == 0:
-                    vectors[name] = embed(raw, store=store, options=options[name], compute=compute[name])
-            seconds, vectors["st"] = st_encode(st, texts)
-            times["st"].append(seconds)
-            console.print(f"run {r + 1}/{args.repeats}: " +
-                          ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items() if k != "bare"))
-        if SHARED.is_file():
-            for name in PATHS:
-                store = Path(tmp) / f"quality-{name}.zarr"
-                scores[name] = quality(lambda t, n=name, s=store: embed(t, store=s, options=options[n],
-                                                                        compute=compute[n]), sizes)
-                console.print(f"quality {name}: P@1 {scores[name]['p1']:.4f}, cell accuracy {scores[name]['cell']:.4f}")
+                    times["rerun"].append(got["rerun"])
+                if "quality" in got:
+                    scores[name] = got["quality"]
+            console.print(f"run {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+        vectors = {name: np.load(Path(tmp) / f"{name}.npy") for name in (*PATHS, "st")}
+    for name, s in scores.items():
+        console.print(f"quality {name}: P@1 {s['p1']:.4f}, cell accuracy {s['cell']:.4f}")
 
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = {k: med["bare"] / med[k] for k in med}
     cos = {k: cosines(vectors[k], vectors["torch"]) for k in vectors}
-    table = Table(title=f"{len(raw)} texts, {tokens:,} tokens, e5-small, {args.threads} threads, median of "
-                        f"{args.repeats} (model load {load_s:.2f}s, not timed)")
+    table = Table(title=f"{args.texts} texts, {tokens:,} tokens, e5-small, {args.threads} threads, median of "
+                        f"{args.repeats}, each path in its own process (loading not timed)")
     for col in ("path", "seconds", "texts/s", "vs bare", "vs st", "min cos", "mean cos", "P@1 en-ko",
                 "cell acc", "target"):
         table.add_column(col, justify="left" if col in ("path", "target") else "right")
     ref = scores.get("torch")
-    for name in ("bare", *PATHS, "st"):
+    for name in names:
         target = []
         if name == "onnx":  # the default on CPU: lossless and faster
             target.append(verdict(ratio[name] >= 1.9 and cos[name].min() >= 0.99999,
@@ -220,7 +257,7 @@ def main() -> None:
         if name in ("onnx", "int8"):
             target.append(verdict(med["st"] / med[name] >= 2.0, ">= 2x st"))
         s = scores.get(name)
-        table.add_row(name, f"{med[name]:.2f}", f"{len(raw) / med[name]:.1f}", f"{ratio[name]:.3f}x",
+        table.add_row(name, f"{med[name]:.2f}", f"{args.texts / med[name]:.1f}", f"{ratio[name]:.3f}x",
                       f"{med['st'] / med[name]:.2f}x",
                       f"{cos[name].min():.6f}" if name in cos else "", f"{cos[name].mean():.6f}" if name in cos else "",
                       f"{s['p1']:.4f}" if s else "", f"{s['cell']:.4f}" if s else "", "; ".join(target))
@@ -228,7 +265,8 @@ def main() -> None:
     table.add_row("rerun", f"{med['rerun']:.3f}", "", "", "", "", "", "", "",
                   verdict(rerun_share <= 0.02, f"<= 2% of encode: {100 * rerun_share:.2f}%"))
     console.print(table)
-    gflop, rate = fp32_ceiling(model.config, tokens, args.threads)
+    torch.set_num_threads(args.threads)
+    gflop, rate = fp32_ceiling(load_model(resolve_model(DEFAULT_MODEL), "cpu")[0].config, tokens, args.threads)
     console.print(f"fp32 ceiling: {gflop:.0f} GFLOP of weight products at the best fp32 rate measured here, "
                   f"{rate:.0f} GFLOP/s: at least {gflop / rate:.2f}s, so at most {med['bare'] * rate / gflop:.2f}x "
                   f"the bare pass for any fp32 path on this machine")

@@ -275,7 +275,7 @@ def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_i
         kw.append(text_ids(texts[:3]), vecs[:3])  # the rest starts mid-file: a zarr edge, whole files, an edge
         kw.append(text_ids(texts[3:]), vecs[3:])
     whole = len(vecs) // rows - 1  # the first file holds rows of both appends, the last is partly filled
-    assert direct == ["vectors"] * whole + ["ids"] * whole
+    assert direct == ["vectors"] * whole + ["digests"] * whole + ["ids"] * whole
     arr = zarr.open_array(str(st.path / KEY.group_name / "vectors"), mode="r")
     ids = zarr.open_array(str(st.path / KEY.group_name / "ids"), mode="r")
     np.testing.assert_array_equal(arr[:len(vecs)], vecs.astype(arr.dtype))
@@ -285,3 +285,31 @@ def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_i
     assert not list(st.path.rglob("*.partial"))
     flip_shard_chunk_byte(st, "vectors", 1) if zarr_layout > 1 else chunk_file(st, "vectors", 1).write_bytes(b"x")
     assert [(d.array, d.start) for d in st.verify()] == [("vectors", 4)]
+
+
+def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_flipped_byte(tmp_path, monkeypatch):
+    """Single rows of 64-row chunks are read by their own crc32c, not the chunk's; a byte flipped in it is still an error
+    naming the key and the rows, and a dense read of the same key checks whole chunks."""
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((256, 3)).astype(np.float32)
+    texts = [f"t{i}" for i in range(len(vecs))]
+    st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
+    checked = []
+    row_digests = chunk_files.row_digests
+    monkeypatch.setattr(chunk_files, "row_digests", lambda rows: checked.append(len(rows)) or row_digests(rows))
+    sparse = [5, 70, 200]  # a row from each of three chunks: a sparse read
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in sparse]), vecs[sparse])
+    assert checked == [1, 1, 1]
+    checked.clear()
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, texts), vecs)
+    assert checked == []
+    arr = zarr.open_array(str(st.path / KEY.group_name / "vectors"), mode="r")
+    path = chunk_file(st, "vectors", 0)
+    data = bytearray(path.read_bytes())
+    index = np.frombuffer(bytes(data[-(16 * (arr.shards[0] // 64) + 4):-4]), "<u8").reshape(-1, 2)
+    data[int(index[1, 0]) + 6 * 12 + 1] ^= 0xFF  # chunk 1 (rows 64..128), row 70, its first float
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="vectors rows 64..128"):
+        Store.open(st.path).get(KEY, [texts[i] for i in sparse])
+    whole = [5, 71, 200]  # the damaged chunk's other rows are whole, and a sparse read of them is right
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in whole]), vecs[whole])

@@ -14,6 +14,10 @@ sparse read still decodes single chunks. The file (shard) is the unit of writing
 written shard whole (atomically, like a chunk), so processes writing one key must own whole shards, which is
 what `ZarrWriter.chunk_rows` reports. Keys created before sharding (one file per chunk) keep that layout, are
 read and appended to as before: every array says in its own metadata which layout it has.
+
+Row digests. Keys created now also hold `digests`, the crc32c of each vector row (chunk_files.py says why):
+written with the vectors and before the ids, moved by a repair with their rows, verified like the other
+arrays. Keys created before have none and are read as before, each chunk checked whole.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .index import discard
 from .lock import store_lock
 
+DIGESTS = "digests"
 SHARD_CHUNKS = 64  # chunks per file in keys created now (65,536 rows at the default 1,024); 1: a file per chunk
 
 
@@ -108,8 +113,11 @@ class ZarrBackend(RowReads):
                 return Damage(name, which, lo, hi, what)
         return None
 
+    def _arrays_of(self, name: str) -> tuple[str, ...]:
+        return ARRAYS + ((DIGESTS,) if _has_digests(self.path, name) else ())
+
     def check_present(self, name: str, n: int) -> None:
-        for which in ARRAYS:
+        for which in self._arrays_of(name):
             if damage := self._missing(name, which, self._array(name, which), 0, n):
                 raise damage.error(self.path)
 
@@ -128,7 +136,9 @@ class ZarrBackend(RowReads):
             if chunk_files.supported(arr):
                 directory = f"{self.path}/{name}/{which}"
                 selected = np.arange(start, stop) if rows is None else rows
-                return chunk_files.read_rows(arr, directory, selected)
+                sparse = rows is not None and which == "vectors" and _has_digests(self.path, name)
+                digests = self._read(name, DIGESTS, start, stop, rows) if sparse else None
+                return chunk_files.read_rows(arr, directory, selected, digests)
             if rows is None:
                 return arr[start:stop]
             return arr.get_orthogonal_selection((rows, slice(None)))
@@ -136,6 +146,8 @@ class ZarrBackend(RowReads):
             for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
                 raise damage.error(self.path) from None
             raise
+        except ValueError as e:  # a row failing its digest in chunks that pass their own checksums
+            raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
 
     def _damaged_array(self, name: str, which: str, start: int, stop: int) -> list[Damage]:
         arr = self._array(name, which)
@@ -155,7 +167,7 @@ class ZarrBackend(RowReads):
         return found
 
     def damaged(self, name: str, n: int) -> list[Damage]:
-        return [d for which in ARRAYS for d in self._damaged_array(name, which, 0, n)]
+        return [d for which in self._arrays_of(name) for d in self._damaged_array(name, which, 0, n)]
 
     def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
         """Also stats the vectors' chunk files: every reader (encode's "already stored" check, a merge) starts
@@ -192,11 +204,17 @@ def _remove_temp_files(path: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+def _has_digests(path: Path, name: str) -> bool:
+    return os.path.isfile(f"{path}/{name}/{DIGESTS}/zarr.json")
+
+
 def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Vectors first, ids last: a row's id on disk then means its vector is there too (a distributed encode
-    commits rows once it sees their ids)."""
-    for arr, data in ((group["vectors"], vectors), (group["ids"], ids)):
-        _write_array(arr, start, data)
+    """Vectors (and their digests) first, ids last: a row's id on disk then means its vector is there too (a
+    distributed encode commits rows once it sees their ids)."""
+    _write_array(group["vectors"], start, vectors)
+    if _has_digests(Path(group.store_path.store.root), group.path):
+        _write_array(group[DIGESTS], start, chunk_files.row_digests(np.asarray(vectors, group["vectors"].dtype)))
+    _write_array(group["ids"], start, ids)
 
 
 def _write_array(arr: zarr.Array, start: int, data: np.ndarray) -> None:
@@ -241,7 +259,7 @@ class ZarrWriter:
         if name in self.root:
             return dict(self.root[name].attrs)
         group = self.root.create_group(name, attributes={**attrs, "committed_rows": 0})
-        for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8")):
+        for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8"), (DIGESTS, 1, "uint32")):
             group.create_array(which, shape=(0, width), chunks=(chunk_rows, width),
                                shards=(chunk_rows * SHARD_CHUNKS, width) if SHARD_CHUNKS > 1 else None,
                                dtype=kind, compressors=[Crc32cCodec()], fill_value=0)
@@ -255,7 +273,7 @@ class ZarrWriter:
         """Grow the arrays (in whole files) to hold `rows` rows. Only the lock holder changes array metadata;
         once space is reserved, other processes can fill it with `ZarrRowWriter` without touching metadata."""
         group = self.root[name]
-        for arr in (group["vectors"], group["ids"]):
+        for arr in (group[which] for which in ARRAYS + ((DIGESTS,) if DIGESTS in group else ())):
             if arr.shape[0] < rows:
                 unit = _file_rows(arr)
                 arr.resize((-(-rows // unit) * unit, arr.shape[1]))
@@ -297,7 +315,7 @@ class ZarrWriter:
         group = self.root[name]
         self.commit(name, first, {"rows_generation": int(group.attrs.get("rows_generation", 0)) + 1})
         discard(self.path / name)
-        for which in ARRAYS:
+        for which in ARRAYS + ((DIGESTS,) if DIGESTS in group else ()):
             self._clear_damaged(name, group[which], [d for d in damage if d.array == which], committed_rows)
         keep = np.flatnonzero(~bad[first:]) + first
         at = first
