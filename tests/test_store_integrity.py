@@ -299,7 +299,7 @@ def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_fli
     monkeypatch.setattr(chunk_files, "row_digests", lambda rows: checked.append(len(rows)) or row_digests(rows))
     sparse = [5, 70, 200]  # a row from each of three chunks: a sparse read
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in sparse]), vecs[sparse])
-    assert checked == [1, 1, 1]
+    assert sum(checked) == 3  # each row by its own digest
     checked.clear()
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, texts), vecs)
     assert checked == []
