@@ -1,7 +1,7 @@
 """The ONNX Runtime backend: the project's own export of the model, checked against PyTorch, cached, and run.
 
-Why ONNX Runtime: on CPU its kernels run e5-small's forward pass about twice as fast as PyTorch's over the same
-batches (issue 16), with vectors equal to fp32 noise; `optimum`, the usual exporter, pins transformers below 5, so
+Why ONNX Runtime: on CPU its kernels run e5-small's forward pass faster than PyTorch's over the same batches
+(1.2-1.3x on 2 cores, against an fp32 ceiling of 1.7x there; docs/performance.md), with vectors equal to fp32 noise; `optimum`, the usual exporter, pins transformers below 5, so
 the project exports with `torch.onnx.export` itself.
 
 Why the export runs in a child process: in one measured process the PyTorch model ran 1.5x slower and gave
