@@ -313,3 +313,15 @@ def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_fli
         Store.open(st.path).get(KEY, [texts[i] for i in sparse])
     whole = [5, 71, 200]  # the damaged chunk's other rows are whole, and a sparse read of them is right
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in whole]), vecs[whole])
+
+
+def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
+    """Chunks that pass their own checksums but a row that does not match its digest (a writer's bug, not a disk
+    fault): a one-line StoreError naming the key and the row, never the row's bytes."""
+    vecs = np.random.default_rng(2).standard_normal((256, 3)).astype(np.float32)
+    texts = [f"t{i}" for i in range(len(vecs))]
+    st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
+    digests = zarr.open_array(str(st.path / KEY.group_name / "digests"), mode="r+")
+    digests[70] = digests[70] ^ 1
+    with pytest.raises(StoreError, match="row 70: its bytes do not match their stored crc32c"):
+        Store.open(st.path).get(KEY, [texts[i] for i in (5, 70, 200)])

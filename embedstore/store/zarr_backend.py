@@ -142,12 +142,12 @@ class ZarrBackend(RowReads):
             if rows is None:
                 return arr[start:stop]
             return arr.get_orthogonal_selection((rows, slice(None)))
-        except (ValueError, OSError):  # a truncated chunk, one failing its crc32c, a file gone since the stat:
+        except (ValueError, OSError) as e:  # a truncated chunk, one failing its crc32c, a file gone since the stat:
             for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
                 raise damage.error(self.path) from None
+            if isinstance(e, ValueError):  # a row failing its digest in chunks that pass their own checksums
+                raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
             raise
-        except ValueError as e:  # a row failing its digest in chunks that pass their own checksums
-            raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
 
     def _damaged_array(self, name: str, which: str, start: int, stop: int) -> list[Damage]:
         arr = self._array(name, which)
