@@ -106,6 +106,32 @@ def test_a_saved_index_that_lies_never_returns_another_texts_vector(tmp_path, al
     assert Store.open(st.path)._index(KEY, fresh.attrs(KEY)).find(text_ids(TEXTS)).tolist() == list(range(20))
 
 
+def test_a_sparse_gather_proves_ids_by_the_row_digests_and_a_lying_index_still_fails_safe(tmp_path, always_save,
+                                                                                          monkeypatch):
+    """Rows taken singly from 64-row chunks: their digests (crc32c of id and vector) prove they hold the ids asked
+    for, so no id is read; an index that names other rows fails those digests and is rebuilt from the ids."""
+    texts = [f"text {i}" for i in range(256)]
+    vecs = np.random.default_rng(3).standard_normal((256, 3)).astype(np.float32)
+    st = Store.open(tmp_path / "s.zarr")
+    with st.writer() as w:
+        w.key(KEY, 3, {}, chunk_rows=64).append(text_ids(texts), vecs)
+    st.contains(KEY, texts[:1])  # saves the index
+    wanted = [5, 70, 200]
+    reads = []
+    original = ZarrBackend._read
+    monkeypatch.setattr(ZarrBackend, "_read",
+                        lambda self, name, which, *a, **k: reads.append(which) or original(self, name, which, *a, **k))
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in wanted]), vecs[wanted])
+    assert sorted(set(reads)) == ["row_digests", "vectors"]
+    file = st.path / KEY.group_name / "ids.index-g0-256.npy"
+    table = np.load(file)
+    table[2] = np.roll(table[2], 1)  # every id now points at another row
+    np.save(file, table)
+    reads.clear()
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in wanted]), vecs[wanted])
+    assert "ids" in reads  # the rows named were found to hold other ids, and the index was rebuilt from the ids
+
+
 @pytest.mark.parametrize("content", [b"", b"\x93NUMPY garbage", b"x" * 100])
 def test_an_unreadable_saved_index_is_rebuilt(tmp_path, always_save, content):
     st = fill(tmp_path / "s.zarr")
@@ -144,9 +170,9 @@ def test_the_direct_chunk_reader_reads_what_zarr_reads(tmp_path, shards):
     arr[:] = data
     assert chunk_files.supported(arr)
     rows = np.array([0, 1, 2, 17, 23, 63, 64, 65, 200, 255])
-    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), rows), data[rows])
-    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(256)), data)
-    assert chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(0)).shape == (0, 5)
+    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), rows)[0], data[rows])
+    np.testing.assert_array_equal(chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(256))[0], data)
+    assert chunk_files.read_rows(arr, str(tmp_path / "a"), np.arange(0))[0].shape == (0, 5)
     plain = zarr.create_array(str(tmp_path / "b"), shape=(8, 5), chunks=(8, 5), dtype="float16", fill_value=0,
                               compressors=None)
     assert not chunk_files.supported(plain)  # no checksum: read through zarr

@@ -275,7 +275,7 @@ def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_i
         kw.append(text_ids(texts[:3]), vecs[:3])  # the rest starts mid-file: a zarr edge, whole files, an edge
         kw.append(text_ids(texts[3:]), vecs[3:])
     whole = len(vecs) // rows - 1  # the first file holds rows of both appends, the last is partly filled
-    assert direct == ["vectors"] * whole + ["digests"] * whole + ["ids"] * whole
+    assert direct == ["vectors"] * whole + ["row_digests"] * whole + ["ids"] * whole
     arr = zarr.open_array(str(st.path / KEY.group_name / "vectors"), mode="r")
     ids = zarr.open_array(str(st.path / KEY.group_name / "ids"), mode="r")
     np.testing.assert_array_equal(arr[:len(vecs)], vecs.astype(arr.dtype))
@@ -296,7 +296,7 @@ def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_fli
     st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
     checked = []
     row_digests = chunk_files.row_digests
-    monkeypatch.setattr(chunk_files, "row_digests", lambda rows: checked.append(len(rows)) or row_digests(rows))
+    monkeypatch.setattr(chunk_files, "row_digests", lambda ids, rows: checked.append(len(rows)) or row_digests(ids, rows))
     sparse = [5, 70, 200]  # a row from each of three chunks: a sparse read
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in sparse]), vecs[sparse])
     assert sum(checked) == 3  # each row by its own digest
@@ -321,7 +321,7 @@ def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
     vecs = np.random.default_rng(2).standard_normal((256, 3)).astype(np.float32)
     texts = [f"t{i}" for i in range(len(vecs))]
     st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
-    digests = zarr.open_array(str(st.path / KEY.group_name / "digests"), mode="r+")
+    digests = zarr.open_array(str(st.path / KEY.group_name / "row_digests"), mode="r+")
     digests[70] = digests[70] ^ 1
     with pytest.raises(StoreError, match="row 70: its bytes do not match their stored crc32c"):
         Store.open(st.path).get(KEY, [texts[i] for i in (5, 70, 200)])

@@ -112,8 +112,9 @@ class Backend(Protocol):
         """Vectors (stored dtype) of the sorted, distinct `rows` (below `n`)."""
         ...
 
-    def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
-        """ids of the sorted, distinct `rows` (below `n`)."""
+    def read_vectors_of(self, name: str, n: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+        """Vectors (stored dtype) of the sorted, distinct `rows` (below `n`), proven to be the rows of `ids`;
+        None if a row holds another id (an id index that is stale)."""
         ...
 
     def check_present(self, name: str, n: int) -> None:
@@ -150,13 +151,21 @@ class RowReads:
     def read_vectors(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
         return self._read_rows(name, "vectors", n, rows)
 
-    def read_id_rows(self, name: str, n: int, rows: np.ndarray) -> np.ndarray:
-        return self._read_rows(name, "ids", n, rows)
+    def read_vectors_of(self, name: str, n: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+        """The rows' ids are read and compared: 16 bytes per row against the vector's 2 * dim or more."""
+        if not np.array_equal(self._read_rows(name, "ids", n, rows), ids):
+            return None
+        return self.read_vectors(name, n, rows)
+
+    @staticmethod
+    def dense(rows: np.ndarray) -> bool:
+        """Sorted, distinct rows covering 1/DENSE_READ of their span or more: read as the span."""
+        return bool(len(rows)) and len(rows) * DENSE_READ >= int(rows[-1]) + 1 - int(rows[0])
 
     def _read_rows(self, name: str, which: str, n: int, rows: np.ndarray) -> np.ndarray:
-        """Sorted, distinct rows: dense ones (a quarter or more of their span) as one sequential read of the
-        span, sparse ones chunk by chunk; either way memory stays within four times the rows asked for."""
-        if len(rows) and len(rows) * DENSE_READ >= int(rows[-1]) + 1 - int(rows[0]):
+        """Sorted, distinct rows: dense ones as one sequential read of the span, sparse ones chunk by chunk;
+        either way memory stays within four times the rows asked for."""
+        if self.dense(rows):
             chunk = self.chunk_rows(name)  # whole chunks, so that a damaged one is named with all its rows
             lo, hi = int(rows[0]) // chunk * chunk, min(-(-(int(rows[-1]) + 1) // chunk) * chunk, n)
             return self._read(name, which, lo, hi)[rows - lo]

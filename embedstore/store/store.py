@@ -181,26 +181,27 @@ class Store:
         return rows
 
     def _gather(self, name: str, n: int, dim: int, ids: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-        """float32 vectors of `rows` (in that order, repeats allowed), read in blocks of GATHER_BLOCK_ROWS stored
-        rows, each converted as it arrives, so memory is the result plus one block. Each block's ids are read
-        too and must be `ids`: a stale or damaged index can then never hand out another text's vector (None
-        is returned instead). Reading ids costs 16 bytes per row against the vector's 2 * dim or more."""
+        """float32 vectors of `rows` (in that order, repeats allowed), read in row order GATHER_BLOCK_ROWS distinct
+        rows at a time, each block converted as it arrives, so memory is the result plus one block. Blocks count
+        the rows asked for, not the rows they span: a sparse request is then one read of each file it touches
+        (blocks of stored rows cost a pass over the files per block: 0.33 s for 10k random rows of 10M, against
+        0.14 s for a memory map). Each block's rows must be proven to hold `ids` (`Backend.read_vectors_of`): a
+        stale or damaged index can then never hand out another text's vector (None is returned instead)."""
         out = np.empty((len(ids), dim), np.float32)
         order = np.argsort(rows, kind="stable")
         by_row = rows[order]
-        chunk = self.backend.chunk_rows(name)
-        block = max(1, GATHER_BLOCK_ROWS // chunk) * chunk
-        bounds = np.searchsorted(by_row, np.arange(0, n + block, block))
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        first = np.ones(len(by_row), bool)
+        first[1:] = by_row[1:] != by_row[:-1]
+        unique, slot = by_row[first], np.cumsum(first) - 1  # slot: which distinct row each request takes
+        bounds = np.searchsorted(slot, np.arange(0, len(unique) + GATHER_BLOCK_ROWS, GATHER_BLOCK_ROWS))
+        for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
             if lo == hi:
                 continue
-            part = by_row[lo:hi]
-            first = np.ones(len(part), bool)
-            first[1:] = part[1:] != part[:-1]
-            unique = part[first]
-            if not np.array_equal(self.backend.read_id_rows(name, n, unique), ids[order[lo:hi][first]]):
+            part = unique[b * GATHER_BLOCK_ROWS:(b + 1) * GATHER_BLOCK_ROWS]
+            vectors = self.backend.read_vectors_of(name, n, part, ids[order[lo:hi][first[lo:hi]]])
+            if vectors is None:
                 return None
-            out[order[lo:hi]] = self.backend.read_vectors(name, n, unique)[np.cumsum(first) - 1]
+            out[order[lo:hi]] = vectors[slot[lo:hi] - b * GATHER_BLOCK_ROWS]
         return out
 
     def read_ids(self, key: StoreKey, n: int) -> np.ndarray:

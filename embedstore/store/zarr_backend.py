@@ -15,9 +15,12 @@ written shard whole (atomically, like a chunk), so processes writing one key mus
 what `ZarrWriter.chunk_rows` reports. Keys created before sharding (one file per chunk) keep that layout, are
 read and appended to as before: every array says in its own metadata which layout it has.
 
-Row digests. Keys created now also hold `digests`, the crc32c of each vector row (chunk_files.py says why):
-written with the vectors and before the ids, moved by a repair with their rows, verified like the other
-arrays. Keys created before have none and are read as before, each chunk checked whole.
+Row digests. Keys created now also hold `row_digests`, the crc32c of each row's id and vector together
+(chunk_files.py says why): written with the vectors and before the ids, moved by a repair with their rows,
+verified like the other arrays. A sparse read checks the rows it takes against them, and a gather, which knows
+the id each row must hold, proves it from the digest without reading the ids. Keys created before have none and
+are read as before, each chunk checked whole (a `digests` array of vector-only crc32c, written by development
+versions between 2026-12-03 and 2026-12-04, is not read).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .index import discard
 from .lock import store_lock
 
-DIGESTS = "digests"
+DIGESTS = "row_digests"
 SHARD_CHUNKS = 64  # chunks per file in keys created now (65,536 rows at the default 1,024); 1: a file per chunk
 
 
@@ -50,6 +53,10 @@ def _file_path(path: Path, name: str, which: str, arr: zarr.Array, row: int, uni
     caller: this runs once per file of every read)."""
     key = arr.metadata.chunk_key_encoding.encode_chunk_key((row // unit, 0))
     return f"{path}/{name}/{which}/{key}"
+
+
+class _NotTheirIds(Exception):
+    """A row read for an id holds another id: the index that named the row is stale (not damage)."""
 
 
 def _root_group(path: Path, mode: str) -> zarr.Group:
@@ -121,9 +128,12 @@ class ZarrBackend(RowReads):
             if damage := self._missing(name, which, self._array(name, which), 0, n):
                 raise damage.error(self.path)
 
-    def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
+    def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None,
+              ids: np.ndarray | None = None, compared: bool = False) -> np.ndarray:
         """Rows start..stop of one array (or the sorted `rows` within them), refusing a missing or damaged
-        chunk with the rows it holds; never the fill value in place of committed data."""
+        chunk with the rows it holds; never the fill value in place of committed data. With `ids` (vectors
+        read sparsely), the rows must also be those ids' rows, else _NotTheirIds. `compared`: the caller
+        compares the rows against digests that check them, so sparse chunks are not checked whole."""
         arr = self._array(name, which)
         if rows is not None and len(rows):
             unit = _file_rows(arr)
@@ -134,20 +144,53 @@ class ZarrBackend(RowReads):
             raise damage.error(self.path)
         try:
             if chunk_files.supported(arr):
-                directory = f"{self.path}/{name}/{which}"
-                selected = np.arange(start, stop) if rows is None else rows
-                sparse = rows is not None and which == "vectors" and _has_digests(self.path, name)
-                digests = self._read(name, DIGESTS, start, stop, rows) if sparse else None
-                return chunk_files.read_rows(arr, directory, selected, digests)
-            if rows is None:
-                return arr[start:stop]
-            return arr.get_orthogonal_selection((rows, slice(None)))
+                return self._read_direct(name, which, arr, start, stop, rows, ids, compared)
+            out = arr[start:stop] if rows is None else arr.get_orthogonal_selection((rows, slice(None)))
         except (ValueError, OSError) as e:  # a truncated chunk, one failing its crc32c, a file gone since the stat:
             for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
                 raise damage.error(self.path) from None
             if isinstance(e, ValueError):  # a row failing its digest in chunks that pass their own checksums
                 raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
             raise
+        if ids is not None and not np.array_equal(self._read(name, "ids", start, stop, rows), ids):
+            raise _NotTheirIds
+        return out
+
+    def _read_direct(self, name: str, which: str, arr: zarr.Array, start: int, stop: int, rows: np.ndarray | None,
+                     ids: np.ndarray | None, compared: bool) -> np.ndarray:
+        """`_read` straight from the files (chunk_files.py). Vector rows taken sparsely are checked against their
+        digests, which prove their ids too when `ids` are given; the ids of rows whose chunks were checked
+        whole are read and compared."""
+        selected = np.arange(start, stop) if rows is None else rows
+        by_digest = rows is not None and which == "vectors" and _has_digests(self.path, name)
+        sparse_below = -(-arr.chunks[0] // chunk_files.SPARSE_ROWS) if by_digest or compared else 0
+        out, unchecked = chunk_files.read_rows(arr, f"{self.path}/{name}/{which}", selected, sparse_below)
+        if not by_digest:
+            unchecked[:] = False
+        elif unchecked.any():
+            taken = selected[unchecked]
+            owners = None if ids is None else ids[unchecked]
+            expected = self._read(name, DIGESTS, start, stop, taken, compared=True)
+            found = self._read(name, "ids", start, stop, taken, compared=True) if owners is None else owners
+            wrong = np.flatnonzero(chunk_files.row_digests(found, out[unchecked]) != expected)
+            if len(wrong):
+                if owners is not None and not np.array_equal(
+                        self._read(name, "ids", start, stop, taken[wrong]), owners[wrong]):
+                    raise _NotTheirIds
+                raise ValueError(f"row {int(taken[wrong[0]])}: its bytes do not match their stored crc32c")
+        if ids is not None and not unchecked.all():
+            if not np.array_equal(self._read(name, "ids", start, stop, selected[~unchecked]), ids[~unchecked]):
+                raise _NotTheirIds
+        return out
+
+    def read_vectors_of(self, name: str, n: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+        """A sparse read of a key with row digests proves each row's id from its digest, without reading ids."""
+        if not _has_digests(self.path, name) or self.dense(rows):
+            return super().read_vectors_of(name, n, rows, ids)
+        try:
+            return self._read(name, "vectors", 0, n, rows, ids)
+        except _NotTheirIds:
+            return None
 
     def _damaged_array(self, name: str, which: str, start: int, stop: int) -> list[Damage]:
         arr = self._array(name, which)
@@ -213,7 +256,7 @@ def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndar
     distributed encode commits rows once it sees their ids)."""
     _write_array(group["vectors"], start, vectors)
     if _has_digests(Path(group.store_path.store.root), group.path):
-        _write_array(group[DIGESTS], start, chunk_files.row_digests(np.asarray(vectors, group["vectors"].dtype)))
+        _write_array(group[DIGESTS], start, chunk_files.row_digests(ids, np.asarray(vectors, group["vectors"].dtype)))
     _write_array(group["ids"], start, ids)
 
 
