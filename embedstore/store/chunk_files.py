@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -43,6 +44,11 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
 SPARSE_ROWS = 16  # a read taking fewer than chunk_rows / SPARSE_ROWS rows of a chunk checks them by their digests
+TEMP_FILE = re.compile(r".*\.[0-9a-f]{32}\.partial")
+"""The name of a file being written, by zarr (>= 3.1.3: `<name>.<uuid4 hex>.partial`, renamed into place when
+complete) and by `write_file`, which follows zarr rather than base.atomic's policy so that one cleanup removes
+what a killed write of either left, and so that no fsync is added per file (zarr does none: a store is made
+safe against a killed process, which loses nothing the page cache holds, not against a power cut)."""
 ABSENT = 2**64 - 1  # a shard index entry for a chunk that was never written (read as the fill value, 0)
 
 
@@ -180,7 +186,7 @@ def write_file(arr: zarr.Array, directory: str, start: int, rows: np.ndarray) ->
         out[-4:] = np.array([google_crc32c.value(index.tobytes())], "<u4").view(np.uint8)
     path = f"{directory}/{arr.metadata.chunk_key_encoding.encode_chunk_key((start // (per_file * chunk_rows), 0))}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temp = f"{path}.{uuid.uuid4().hex}.partial"
+    temp = f"{path}.{uuid.uuid4().hex}.partial"  # zarr's own temporary name: see TEMP_FILE
     try:
         with open(temp, "wb") as f:
             f.write(out.data)

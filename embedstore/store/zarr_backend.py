@@ -25,7 +25,6 @@ versions between 2026-12-03 and 2026-12-04, is not read).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -235,15 +234,11 @@ class ZarrBackend(RowReads):
         return ZarrRowWriter(self.path)
 
 
-#: zarr's atomic write goes to `<name>.<uuid4 hex>.partial` beside the file, then renames it into place
-_ZARR_TEMP_FILE = re.compile(r".*\.[0-9a-f]{32}\.partial")
-
-
 def _remove_temp_files(path: Path) -> None:
     """Delete what writes cut short by a kill left behind. Only the lock holder calls this, before anyone
     writes, so no temp file found here belongs to a write still in progress."""
     for f in path.rglob("*.partial"):
-        if _ZARR_TEMP_FILE.fullmatch(f.name):
+        if chunk_files.TEMP_FILE.fullmatch(f.name):
             f.unlink(missing_ok=True)
 
 
@@ -254,9 +249,10 @@ def _has_digests(path: Path, name: str) -> bool:
 def _write_rows(group: zarr.Group, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
     """Vectors (and their digests) first, ids last: a row's id on disk then means its vector is there too (a
     distributed encode commits rows once it sees their ids)."""
-    _write_array(group["vectors"], start, vectors)
+    stored = group["vectors"]
+    _write_array(stored, start, vectors)
     if _has_digests(Path(group.store_path.store.root), group.path):
-        _write_array(group[DIGESTS], start, chunk_files.row_digests(ids, np.asarray(vectors, group["vectors"].dtype)))
+        _write_array(group[DIGESTS], start, chunk_files.row_digests(ids, np.asarray(vectors, stored.dtype)))
     _write_array(group["ids"], start, ids)
 
 
