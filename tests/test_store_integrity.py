@@ -325,3 +325,15 @@ def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
     digests[70] = digests[70] ^ 1
     with pytest.raises(StoreError, match="row 70: its bytes do not match their stored crc32c"):
         Store.open(st.path).get(KEY, [texts[i] for i in (5, 70, 200)])
+
+
+def test_a_damaged_digest_chunk_is_named_when_a_sparse_read_meets_it(tmp_path):
+    """Sparse reads do not check the digests' chunks whole (each digest is compared with its row instead), so a
+    flipped digest byte shows as a row that disagrees; the error then names the damaged digests chunk."""
+    vecs = np.random.default_rng(4).standard_normal((256, 3)).astype(np.float32)
+    texts = [f"t{i}" for i in range(len(vecs))]
+    st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
+    flip_shard_chunk_byte(st, "row_digests", 0)  # chunk 0 (rows 0..64), a byte of row 0's digest
+    with pytest.raises(StoreError, match="row_digests rows 0..64"):
+        Store.open(st.path).get(KEY, [texts[i] for i in (0, 70, 200)])
+    np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in (70, 200)]), vecs[[70, 200]])

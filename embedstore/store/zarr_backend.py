@@ -146,8 +146,10 @@ class ZarrBackend(RowReads):
                 return self._read_direct(name, which, arr, start, stop, rows, ids, compared)
             out = arr[start:stop] if rows is None else arr.get_orthogonal_selection((rows, slice(None)))
         except (ValueError, OSError) as e:  # a truncated chunk, one failing its crc32c, a file gone since the stat:
-            for damage in self._damaged_array(name, which, start, stop):  # find which, for the message
-                raise damage.error(self.path) from None
+            checked_with = (DIGESTS,) if which == "vectors" and _has_digests(self.path, name) else ()
+            for array in (which, *checked_with):  # find which, for the message
+                for damage in self._damaged_array(name, array, start, stop):
+                    raise damage.error(self.path) from None
             if isinstance(e, ValueError):  # a row failing its digest in chunks that pass their own checksums
                 raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
             raise
