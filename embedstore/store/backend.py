@@ -44,6 +44,14 @@ def chunk_ranges(start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, stop)) for s in range(first, stop, chunk)]
 
 
+def runs(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal values in a sorted array: (each run's value, where each run starts, which run each
+    element belongs to). np.unique gives the same but sorts first, which cost a fifth of a 10k-row gather."""
+    first = np.ones(len(numbers), bool)
+    first[1:] = numbers[1:] != numbers[:-1]
+    return numbers[first], np.flatnonzero(first), np.cumsum(first) - 1
+
+
 @runtime_checkable
 class BackendWriter(Protocol):
     """The single writer, holding the store's lock between `__enter__` and `__exit__`. Groups are named by

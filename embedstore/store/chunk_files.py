@@ -36,12 +36,13 @@ import mmap
 import os
 import re
 import uuid
-from collections.abc import Iterator
 
 import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
+from .backend import runs
 
 SPARSE_ROWS = 16  # a read taking fewer than chunk_rows / SPARSE_ROWS rows of a chunk checks them by their digests
 TEMP_FILE = re.compile(r".*\.[0-9a-f]{32}\.partial")
@@ -95,7 +96,8 @@ class _File:
         touched is checked whole. Vectorised over the file: a random read touches thousands of chunks, and a
         Python step per chunk cost more than the reading (0.46 s of a 0.62 s gather of 10k rows of 10M)."""
         want = shape[0] * shape[1] * dtype.itemsize
-        used, position, counts = _runs(chunks)
+        used, starts, position = runs(chunks)
+        counts = np.diff(np.append(starts, len(chunks)))
         offsets, lengths = self.spans[used, 0], self.spans[used, 1]
         present = ~((offsets == ABSENT) & (lengths == ABSENT))
         wrong = present & ((lengths != want + 4) | (offsets > len(self.bytes) - np.minimum(lengths, len(self.bytes))))
@@ -115,26 +117,6 @@ class _File:
             windows = np.lib.stride_tricks.sliding_window_view(self.bytes, row_bytes)
             out[live] = windows[starts].view(dtype)
         return out, sparse[position]
-
-
-def _runs(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What np.unique(numbers, return_inverse=True, return_counts=True) returns, for sorted numbers: without
-    its sort (a fifth of a 10k-row gather, one call per file)."""
-    first = np.ones(len(numbers), bool)
-    first[1:] = numbers[1:] != numbers[:-1]
-    starts = np.flatnonzero(first)
-    return numbers[starts], np.cumsum(first) - 1, np.diff(np.append(starts, len(numbers)))
-
-
-def _groups(numbers: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """(number, first, stop) for each run of equal numbers in a sorted array."""
-    if not len(numbers):
-        return
-    cut = np.flatnonzero(np.diff(numbers)) + 1
-    starts = np.concatenate([[0], cut])
-    stops = np.concatenate([cut, [len(numbers)]])
-    for a, b in zip(starts.tolist(), stops.tolist()):
-        yield int(numbers[a]), a, b
 
 
 def row_digests(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -158,7 +140,8 @@ def read_rows(arr: zarr.Array, directory: str, rows: np.ndarray, sparse_below: i
     encode = arr.metadata.chunk_key_encoding.encode_chunk_key
     out, unchecked = np.empty((len(rows), width), dtype), np.zeros(len(rows), bool)
     chunk_of_row = rows // chunk_rows
-    for f, a, b in _groups(chunk_of_row // per_file):
+    files, starts, _ = runs(chunk_of_row // per_file)
+    for f, a, b in zip(files.tolist(), starts.tolist(), [*starts[1:].tolist(), len(rows)]):
         file = _File(f"{directory}/{encode((f, 0))}", per_file, shards is not None)
         out[a:b], unchecked[a:b] = file.rows(chunk_of_row[a:b] - f * per_file, rows[a:b] % chunk_rows,
                                              (chunk_rows, width), dtype, sparse_below)

@@ -17,7 +17,7 @@ import numpy as np
 
 from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES, Text, text_ids
-from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter
+from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter, runs
 from .hdf5_backend import HDF5Backend
 from .index import SAVE_MIN_ROWS, IdIndex, discard, save, saved
 from .key import StoreKey
@@ -190,18 +190,15 @@ class Store:
         out = np.empty((len(ids), dim), np.float32)
         order = np.argsort(rows, kind="stable")
         by_row = rows[order]
-        first = np.ones(len(by_row), bool)
-        first[1:] = by_row[1:] != by_row[:-1]
-        unique, slot = by_row[first], np.cumsum(first) - 1  # slot: which distinct row each request takes
-        bounds = np.searchsorted(slot, np.arange(0, len(unique) + GATHER_BLOCK_ROWS, GATHER_BLOCK_ROWS))
-        for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-            if lo == hi:
-                continue
-            part = unique[b * GATHER_BLOCK_ROWS:(b + 1) * GATHER_BLOCK_ROWS]
-            vectors = self.backend.read_vectors_of(name, n, part, ids[order[lo:hi][first[lo:hi]]])
+        unique, starts, slot = runs(by_row)  # slot: which distinct row each request takes
+        owners = ids[order[starts]]  # the id each distinct row must hold
+        for a in range(0, len(unique), GATHER_BLOCK_ROWS):
+            b = a + GATHER_BLOCK_ROWS
+            lo, hi = int(starts[a]), int(starts[b]) if b < len(unique) else len(by_row)
+            vectors = self.backend.read_vectors_of(name, n, unique[a:b], owners[a:b])
             if vectors is None:
                 return None
-            out[order[lo:hi]] = vectors[slot[lo:hi] - b * GATHER_BLOCK_ROWS]
+            out[order[lo:hi]] = vectors[slot[lo:hi] - a]
         return out
 
     def read_ids(self, key: StoreKey, n: int) -> np.ndarray:
