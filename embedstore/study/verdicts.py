@@ -1,0 +1,351 @@
+"""The one verdict rule: is method A better than method B, on these records, beyond the noise?
+
+Every claim the package or its docs make ("LangAlign beats English-only", "resmlp beats FC at 500 pairs") goes
+through `compare`, which returns the paired difference of the two methods over the same draws with a 95 %
+interval, and one of three verdicts: "A clearly better" or "B clearly better" when the interval excludes 0,
+"within noise" otherwise. It refuses (with the reason) a comparison that cannot be read: arms at different
+budgets, arms scored on different test rows or trained on different draws, or an arm whose head is degenerate.
+
+Why this estimator. A claim is about two methods on the population the test rows stand for, trained on draws
+like the seeds' draws, so two kinds of noise count: the training draw (the seed: which task rows and pairs, the
+initialisation) and the test sample (which rows happen to be in the test set). A t-interval over seeds counts
+the first only; every seed is scored on the same test rows, so a deterministic cell (all rows used, a closed-form
+fit) gets ±0.000, as if another test set could not have given another answer. Here each of `REPLICATES`
+bootstrap replicates
+
+- draws the test rows with replacement, once for all seeds scored on the same rows (drawing per seed would treat
+  one test set as several independent ones and shrink the interval by up to √seeds),
+- draws the seeds with replacement, their spread widened by √(S/(S−1)) about the replicate's mean (a bootstrap
+  over S values underestimates their variance by the factor (S−1)/S, which matters at 3 seeds),
+- and averages the per-row, per-seed difference of A and B (paired: rows both find hard cancel out, which is
+  what makes small differences decidable on a few thousand rows).
+
+The 2.5th and 97.5th percentiles of the replicates are the interval. The generator is seeded, so the same
+records give the same figures every time (the docs' `--check` relies on it). One seed and deterministic cells
+reduce it to a paired bootstrap over test rows; it is never ±0 unless the two arms predict every row alike.
+
+Records written before per-row predictions were kept get an `APPROXIMATE` interval instead: the seeds' t-interval
+combined with the test-set noise of the two accuracies as if their errors were independent (two methods' errors
+on the same rows are usually positively correlated, which makes this wider than the paired interval, not
+narrower); other metrics get the seeds' interval alone (`SEEDS_ONLY`), and with one seed none at all (refused).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from embedstore.study.predictions import RowPredictions
+
+CLEARLY_A = "A clearly better"
+CLEARLY_B = "B clearly better"
+WITHIN_NOISE = "within noise"
+REFUSED = "refused"
+
+PAIRED = "paired bootstrap over test rows and seeds"
+APPROXIMATE = "approximate (no per-row predictions: seeds' interval plus unpaired test-set noise)"
+SEEDS_ONLY = "seeds only (no per-row predictions: test-set noise not counted)"
+
+REPLICATES = 4000
+_RNG_SEED = 26
+_Z95 = 1.959963984540054
+DEGENERATE_SHARE = 0.95
+"""A head that predicts one class for at least this share of the test rows is degenerate."""
+
+RowSource = Callable[[dict[str, Any]], RowPredictions | None]
+"""A record → its per-row predictions, or None (`study.predictions.PredictionReader` is one)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The paired comparison of arm A with arm B: figures, verdict, and why it was refused if it was."""
+
+    a: str
+    b: str
+    metric: str
+    verdict: str
+    mean_a: float = math.nan
+    mean_b: float = math.nan
+    diff: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    n_seeds: int = 0
+    n_test_rows: int = 0
+    interval: str = ""
+    refused: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def winner(self) -> str | None:
+        """The label of the clearly better arm, or None (within noise, or refused)."""
+        return {CLEARLY_A: self.a, CLEARLY_B: self.b}.get(self.verdict)
+
+    @property
+    def statement(self) -> str:
+        """The verdict with the arms' names: "resmlp clearly better", "within noise", "refused: ..."."""
+        if self.refused:
+            return f"refused: {self.refused}"
+        return f"{self.winner} clearly better" if self.winner else WITHIN_NOISE
+
+    def describe(self, decimals: int = 3) -> str:
+        """e.g. "0.583 vs 0.476, Δ +0.107 [+0.071, +0.142] (3 seeds × 2,862 test rows)"; intervals that are not
+        the paired bootstrap's are marked (approximate) or (seeds only)."""
+        if self.refused:
+            return f"refused: {self.refused}"
+        d = decimals
+        mark = {PAIRED: "", APPROXIMATE: "; approximate", SEEDS_ONLY: "; seeds only"}[self.interval]
+        seeds = f"{self.n_seeds} seed{'s' if self.n_seeds != 1 else ''}"
+        rows = f" × {self.n_test_rows:,} test rows" if self.n_test_rows else ""
+        return (f"{self.mean_a:.{d}f} vs {self.mean_b:.{d}f}, Δ {self.diff:+.{d}f} [{self.low:+.{d}f}, "
+                f"{self.high:+.{d}f}] ({seeds}{rows}{mark})")
+
+
+def compare(
+    a: Sequence[dict[str, Any]],
+    b: Sequence[dict[str, Any]],
+    *,
+    rows: RowSource | None = None,
+    metric: str = "accuracy",
+    labels: tuple[str, str] = ("A", "B"),
+    allow_mismatched_budgets: bool = False,
+) -> Comparison:
+    """Compare arm `a` with arm `b`: each a method's "ok" cell records, one per seed, paired by seed.
+
+    `rows` loads a record's per-row predictions (without it, or for records that lack them, the interval is
+    approximate). Refused, with the reason: no seed in common, a degenerate head in either arm, different test
+    rows or training draws at a seed, or different budgets (task rows; pairs, where both arms use pairs) unless
+    `allow_mismatched_budgets`, which then computes the figures and names the mismatch in `notes`. Seeds only
+    one arm has are left out and named in `notes`; so is unpaired text that one arm fits on and the other not.
+    """
+    by_seed = [_by_seed(records, label) for records, label in zip((a, b), labels)]
+    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+    notes: list[str] = []
+    for mine, other, label in ((by_seed[0], by_seed[1], labels[0]), (by_seed[1], by_seed[0], labels[1])):
+        if set(mine) - set(other):
+            notes.append(f"seeds {sorted(set(mine) - set(other))} only in {label}: left out")
+
+    def refuse(reason: str) -> Comparison:
+        return Comparison(labels[0], labels[1], metric, REFUSED, refused=reason, notes=tuple(notes),
+                          n_seeds=len(seeds))
+
+    if not seeds:
+        return refuse("no seed in common")
+    pairs = [(by_seed[0][s], by_seed[1][s]) for s in seeds]
+    for seed, pair in zip(seeds, pairs):
+        for record, label in zip(pair, labels):
+            reason = degenerate(record)
+            if reason:
+                return refuse(f"degenerate head: {label} at seed {seed} {reason}")
+            if metric not in record.get("metrics", {}):
+                return refuse(f"{label} at seed {seed} has no {metric!r}")
+        reason = _draws_differ(*pair, labels)
+        if reason:
+            return refuse(f"mismatched draws at seed {seed}: {reason}")
+    mismatch = _budget_mismatch(pairs[0], labels)
+    if mismatch:
+        if not allow_mismatched_budgets:
+            return refuse(f"mismatched budgets: {mismatch}")
+        notes.append(f"mismatched budgets: {mismatch}")
+    notes += _unpaired_text(pairs[0], labels)
+    if not any(_draw(r, "train") for pair in pairs for r in pair):
+        notes.append("training draws not recorded (older records): the same seed is taken to draw the same rows")
+
+    scores = np.array([[float(r["metrics"][metric]) for r in pair] for pair in pairs])
+    mean_a, mean_b = (float(x) for x in scores.mean(axis=0))
+    loaded = [(rows(ra), rows(rb)) for ra, rb in pairs] if rows is not None else []
+    if loaded and all(x is not None and y is not None for x, y in loaded):
+        reason = _rows_differ(loaded, labels)
+        if reason:
+            return refuse(reason)
+        low, high = _paired_interval(loaded, metric)
+        interval, n_rows = PAIRED, len(loaded[0][0].truth)
+    else:
+        n_rows = _n_test(pairs)
+        if n_rows is None:
+            return refuse(f"{labels[0]} and {labels[1]} were scored on different numbers of test rows")
+        found = _approximate_interval(scores, metric, n_rows)
+        if found is None:
+            return refuse(f"one seed and no per-row predictions: no interval for {metric}")
+        low, high, interval = found
+    diff = mean_a - mean_b
+    verdict = CLEARLY_A if low > 0 else CLEARLY_B if high < 0 else WITHIN_NOISE
+    return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, len(seeds), n_rows,
+                      interval, None, tuple(notes))
+
+
+def degenerate(record: dict[str, Any]) -> str | None:
+    """Why a cell's head is degenerate ("predicts 'x' for 98% of test rows", "accuracy 0.33 is within noise of
+    the majority class's 0.32"), or None. A degenerate head says nothing about the vectors it was fitted on, so
+    its cells are left out of verdicts. Read from the record's `metrics.degenerate` when the cell recorded it,
+    else worked out from its confusion matrix (the same function computed it at run time)."""
+    metrics = record.get("metrics", {})
+    if "degenerate" in metrics:
+        return metrics["degenerate"]
+    return degeneracy(metrics)
+
+
+def degeneracy(metrics: dict[str, Any]) -> str | None:
+    """`degenerate`'s test on one cell's classification metrics (`base.metrics.classification_metrics`)."""
+    confusion = metrics.get("confusion")
+    if not confusion:
+        return None
+    counts = np.asarray(confusion, dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return None
+    predicted, truth = counts.sum(axis=0), counts.sum(axis=1)
+    top = int(predicted.argmax())
+    share = predicted[top] / n
+    label = metrics.get("labels", [str(i) for i in range(len(counts))])[top]
+    if share >= DEGENERATE_SHARE:
+        return f"predicts {label!r} for {share:.0%} of test rows"
+    majority = truth.max() / n
+    accuracy = np.trace(counts) / n
+    noise = _Z95 * math.sqrt(majority * (1 - majority) / n)
+    if accuracy <= majority + noise:
+        return (f"has accuracy {accuracy:.3f}, within noise of always answering the majority class "
+                f"({majority:.3f} ± {noise:.3f})")
+    return None
+
+
+def _by_seed(records: Sequence[dict[str, Any]], label: str) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for record in records:
+        if record.get("status", "ok") != "ok":
+            continue
+        seed = record["cell"]["seed"]
+        if seed in out:
+            raise ValueError(f"arm {label} has two records for seed {seed} ({out[seed]['cell']} and "
+                             f"{record['cell']}): an arm is one method's cells, one per seed")
+        out[seed] = record
+    return out
+
+
+def _sizes(record: dict[str, Any]) -> dict[str, Any]:
+    return record.get("provenance", {}).get("sizes", {})
+
+
+def _draw(record: dict[str, Any], name: str) -> str | None:
+    """A recorded draw digest: "test" (the test rows, in order), "train" (the training rows a seed picked) or
+    "pairs" (the aligner's pairs)."""
+    if name == "test" and record.get("predictions"):
+        return record["predictions"]["test_ids"]
+    return record.get("provenance", {}).get("draws", {}).get(name)
+
+
+def _draws_differ(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str]) -> str | None:
+    for name, what in (("test", "test rows"), ("train", "training rows")):
+        da, db = _draw(a, name), _draw(b, name)
+        if da and db and da != db:
+            return f"{labels[0]} and {labels[1]} were given different {what}"
+    return None
+
+
+def _budget_mismatch(pair: tuple[dict[str, Any], dict[str, Any]], labels: tuple[str, str]) -> str | None:
+    """Different task rows, or different pair counts where both arms use pairs. An arm without pairs against
+    one with pairs is the question "do pairs help" and is allowed; its budget shows in the arms' names."""
+    (sa, sb), (la, lb) = (_sizes(pair[0]), _sizes(pair[1])), labels
+    if sa.get("n_train") != sb.get("n_train"):
+        return f"{la} trains on {sa.get('n_train')} task rows, {lb} on {sb.get('n_train')}"
+    pa, pb = sa.get("n_pairs") or 0, sb.get("n_pairs") or 0
+    if pa and pb and pa != pb:
+        return f"{la} has {pa:,} translation pairs, {lb} {pb:,}"
+    return None
+
+
+def _unpaired_text(pair: tuple[dict[str, Any], dict[str, Any]], labels: tuple[str, str]) -> list[str]:
+    """Texts an aligner fitted on beyond its true pairs (self-learning's unpaired rows): named, as a budget."""
+    extra = []
+    for record, label in zip(pair, labels):
+        sizes = _sizes(record)
+        n = sizes.get("n_pairs") or 0
+        unpaired = max(0, (sizes.get("n_source_texts") or n) - n) + max(0, (sizes.get("n_target_texts") or n) - n)
+        if unpaired:
+            extra.append(f"{label} also fits on {unpaired:,} unpaired texts")
+    return extra
+
+
+def _n_test(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> int | None:
+    counts = {r.get("metrics", {}).get("n") or _sizes(r).get("n_test") for pair in pairs for r in pair}
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _rows_differ(loaded: list[tuple[RowPredictions, RowPredictions]], labels: tuple[str, str]) -> str | None:
+    for ra, rb in loaded:
+        if ra.test_ids != rb.test_ids or len(ra.truth) != len(rb.truth):
+            return f"mismatched draws: {labels[0]} and {labels[1]} were scored on different test rows"
+        if not np.array_equal(np.asarray(ra.labels)[ra.truth], np.asarray(rb.labels)[rb.truth]):
+            return f"mismatched draws: {labels[0]} and {labels[1]} have different true labels for the same rows"
+    return None
+
+
+def _paired_interval(loaded: list[tuple[RowPredictions, RowPredictions]], metric: str) -> tuple[float, float]:
+    """The percentile interval of the two-level paired bootstrap described in the module docstring."""
+    rng = np.random.default_rng(_RNG_SEED)
+    n_seeds = len(loaded)
+    groups: dict[str, list[int]] = {}
+    for s, (ra, _) in enumerate(loaded):
+        groups.setdefault(ra.test_ids, []).append(s)
+    per_seed = np.empty((REPLICATES, n_seeds))
+    for seeds in groups.values():
+        n = len(loaded[seeds[0]][0].truth)
+        weights = _draw_counts(rng, n) / n
+        for s in seeds:
+            per_seed[:, s] = _replicate_scores(*loaded[s], weights, metric)
+    if n_seeds > 1:
+        centre = per_seed.mean(axis=1, keepdims=True)
+        per_seed = centre + (per_seed - centre) * math.sqrt(n_seeds / (n_seeds - 1))
+    picks = _draw_counts(rng, n_seeds) / n_seeds
+    replicates = (picks * per_seed).sum(axis=1)
+    low, high = np.quantile(replicates, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def _draw_counts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(REPLICATES, n): how often each of n items is drawn in each replicate's draw of n with replacement."""
+    picks = rng.integers(0, n, size=(REPLICATES, n)) + (np.arange(REPLICATES) * n)[:, None]
+    return np.bincount(picks.ravel(), minlength=REPLICATES * n).reshape(REPLICATES, n).astype(np.float64)
+
+
+def _replicate_scores(a: RowPredictions, b: RowPredictions, weights: np.ndarray, metric: str) -> np.ndarray:
+    """metric(A) − metric(B) under each replicate's row weights (rows × times drawn / rows)."""
+    if metric == "accuracy":
+        return weights @ (a.correct.astype(np.float64) - b.correct.astype(np.float64))
+    if metric == "macro_f1":
+        return np.array([_macro_f1(a, w) - _macro_f1(b, w) for w in weights])
+    raise ValueError(f"no per-row interval for metric {metric!r}; per-row metrics: accuracy, macro_f1")
+
+
+def _macro_f1(rows: RowPredictions, weights: np.ndarray) -> float:
+    """Macro-F1 over the classes present in the (weighted) truth, as `base.metrics` averages it."""
+    k = len(rows.labels)
+    tp = np.bincount(rows.truth[rows.correct], weights[rows.correct], minlength=k)
+    true = np.bincount(rows.truth, weights, minlength=k)
+    predicted = np.bincount(rows.predicted, weights, minlength=k)
+    present = np.bincount(rows.truth, minlength=k) > 0
+    denominator = true + predicted
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)
+    return float(f1[present].mean())
+
+
+def _approximate_interval(scores: np.ndarray, metric: str, n_rows: int) -> tuple[float, float, str] | None:
+    """For records without per-row predictions (see the module docstring)."""
+    diffs = scores[:, 0] - scores[:, 1]
+    n_seeds = len(diffs)
+    seed_half = 0.0
+    if n_seeds > 1:
+        t = float(scipy_stats.t.ppf(0.975, n_seeds - 1))
+        seed_half = t * float(diffs.std(ddof=1)) / math.sqrt(n_seeds)
+    centre = float(diffs.mean())
+    if metric != "accuracy":
+        if n_seeds == 1:
+            return None
+        return centre - seed_half, centre + seed_half, SEEDS_ONLY
+    pa, pb = scores.mean(axis=0)
+    test_half = _Z95 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n_rows)
+    half = math.hypot(seed_half, test_half)
+    return centre - half, centre + half, APPROXIMATE

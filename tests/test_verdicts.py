@@ -1,0 +1,218 @@
+"""The one verdict rule (embedstore.study.verdicts) and the per-row predictions it reads (study.predictions)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embedstore.base.errors import InputError
+from embedstore.study import predictions, verdicts
+from embedstore.study.predictions import PredictionReader, RowPredictions
+from embedstore.study.verdicts import (APPROXIMATE, CLEARLY_A, CLEARLY_B, PAIRED, REFUSED, SEEDS_ONLY, WITHIN_NOISE,
+                                       compare, degeneracy)
+
+LABELS = ["a", "b", "c"]
+
+
+def make_rows(truth: np.ndarray, correct: np.ndarray, test_ids: str = "t0") -> RowPredictions:
+    """Predictions that are right exactly where `correct` says (a wrong row predicts the next label)."""
+    truth_labels = [LABELS[t] for t in truth]
+    predicted = [LABELS[t] if ok else LABELS[(t + 1) % 3] for t, ok in zip(truth, correct)]
+    return RowPredictions.of(truth_labels, predicted, test_ids)
+
+
+def arm(rows_by_seed: list[RowPredictions], *, n_pairs: int = 0, n_train: int = 500, name: str = "x",
+        with_rows: bool = True) -> list[dict[str, Any]]:
+    """Records of one method over seeds 0, 1, ...; their metrics computed from the rows."""
+    out = []
+    for seed, rows in enumerate(rows_by_seed):
+        record = {"cell": {"method": name, "seed": seed}, "cell_id": f"{name}{seed}", "context": "ctx",
+                  "status": "ok", "metrics": {"accuracy": float(rows.correct.mean()), "n": len(rows.truth)},
+                  "provenance": {"sizes": {"n_train": n_train, "n_pairs": n_pairs, "n_test": len(rows.truth)}}}
+        if with_rows:
+            record["_rows"] = rows  # the test's row source reads it; real records name a file
+            record["predictions"] = {"file": f"{name}{seed}", "test_ids": rows.test_ids, "rows": len(rows.truth)}
+        out.append(record)
+    return out
+
+
+def in_memory(record: dict[str, Any]) -> RowPredictions | None:
+    return record.get("_rows")
+
+
+def correct_at(n: int, accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    return rng.random(n) < accuracy
+
+
+@pytest.fixture
+def truth() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 3, 1000)
+
+
+def test_deterministic_cells_get_the_interval_of_their_test_rows(truth):
+    """The issue's case: all-rows cells are the same in every seed, +0.011 on 1,000 rows. A t-interval over seeds
+    says ±0.000 and "clearly better"; the paired bootstrap over rows says within noise."""
+    rng = np.random.default_rng(0)
+    base = correct_at(1000, 0.5, rng)
+    better = base.copy()
+    flip = np.flatnonzero(~base)[:11]  # A is right on 11 more rows than B, the same on the rest
+    better[flip] = True
+    a = arm([make_rows(truth, better)] * 3, name="a")
+    b = arm([make_rows(truth, base)] * 3, name="b")
+    result = compare(a, b, rows=in_memory)
+    assert result.interval == PAIRED and result.n_seeds == 3 and result.n_test_rows == 1000
+    assert result.diff == pytest.approx(0.011)
+    assert result.low < 0.011 < result.high and result.high - result.low > 0.005  # never ±0.000
+    assert result.low > 0 or result.verdict == WITHIN_NOISE
+    # 11 rows that only A gets right and none the other way: a sign test would call it; the bootstrap agrees
+    assert result.verdict == CLEARLY_A
+
+
+def test_a_small_difference_with_disagreement_both_ways_is_within_noise(truth):
+    rng = np.random.default_rng(0)
+    a_ok = correct_at(1000, 0.55, rng)
+    b_ok = a_ok.copy()
+    b_ok[np.flatnonzero(a_ok)[:30]] = False  # B misses 30 rows A gets, and gets 25 that A misses: Δ +0.005
+    b_ok[np.flatnonzero(~a_ok)[:25]] = True
+    result = compare(arm([make_rows(truth, a_ok)]), arm([make_rows(truth, b_ok)]), rows=in_memory,
+                     labels=("share", "langalign"))
+    assert result.verdict == WITHIN_NOISE and result.low < 0 < result.high
+    assert result.statement == "within noise" and result.diff == pytest.approx(0.005)
+    assert result.describe().startswith(f"{result.mean_a:.3f} vs {result.mean_b:.3f}, Δ +0.005 [")
+
+
+def test_clear_differences_either_way_and_the_named_winner(truth):
+    rng = np.random.default_rng(0)
+    a = arm([make_rows(truth, correct_at(1000, 0.7, rng)) for _ in range(3)], name="a")
+    b = arm([make_rows(truth, correct_at(1000, 0.5, rng)) for _ in range(3)], name="b")
+    forward = compare(a, b, rows=in_memory, labels=("fc", "english"))
+    backward = compare(b, a, rows=in_memory, labels=("english", "fc"))
+    assert forward.verdict == CLEARLY_A and forward.winner == "fc" and forward.statement == "fc clearly better"
+    assert backward.verdict == CLEARLY_B and backward.winner == "fc"
+    assert backward.low == pytest.approx(-forward.high, abs=0.01)
+
+
+def test_seeds_sharing_one_test_set_do_not_shrink_its_noise(truth):
+    """Repeating one seed ten times is still one test sample: the interval must not narrow by √10."""
+    rng = np.random.default_rng(0)
+    a_ok, b_ok = correct_at(1000, 0.6, rng), correct_at(1000, 0.55, rng)
+    one = compare(arm([make_rows(truth, a_ok)]), arm([make_rows(truth, b_ok)]), rows=in_memory)
+    ten = compare(arm([make_rows(truth, a_ok)] * 10), arm([make_rows(truth, b_ok)] * 10), rows=in_memory)
+    assert (ten.high - ten.low) == pytest.approx(one.high - one.low, rel=0.15)
+
+
+def test_seed_to_seed_spread_widens_the_interval(truth):
+    rng = np.random.default_rng(0)
+    b_ok = correct_at(1000, 0.5, rng)
+    steady = [make_rows(truth, correct_at(1000, 0.56, np.random.default_rng(7)))] * 3
+    varying = [make_rows(truth, correct_at(1000, p, rng)) for p in (0.46, 0.56, 0.66)]
+    narrow = compare(arm(steady), arm([make_rows(truth, b_ok)] * 3), rows=in_memory)
+    wide = compare(arm(varying), arm([make_rows(truth, b_ok)] * 3), rows=in_memory)
+    assert wide.high - wide.low > 1.5 * (narrow.high - narrow.low)
+
+
+def test_the_same_records_give_the_same_figures(truth):
+    rng = np.random.default_rng(0)
+    a = arm([make_rows(truth, correct_at(1000, 0.6, rng)) for _ in range(3)])
+    b = arm([make_rows(truth, correct_at(1000, 0.58, rng)) for _ in range(3)])
+    assert compare(a, b, rows=in_memory) == compare(a, b, rows=in_memory)
+
+
+def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time(monkeypatch):
+    """Coverage over fresh test samples of a known population: the interval counts test-set noise."""
+    monkeypatch.setattr(verdicts, "REPLICATES", 600)
+    rng = np.random.default_rng(3)
+    covered, trials, n = 0, 120, 300
+    for _ in range(trials):
+        truth = rng.integers(0, 3, n)
+        hard = rng.random(n) < 0.4  # rows both methods tend to miss: positively correlated errors
+        a_ok = np.where(hard, rng.random(n) < 0.3, rng.random(n) < 0.9)  # population accuracy 0.66
+        b_ok = np.where(hard, rng.random(n) < 0.3, rng.random(n) < 0.85)  # 0.63: true difference 0.03
+        result = compare(arm([make_rows(truth, a_ok)]), arm([make_rows(truth, b_ok)]), rows=in_memory)
+        covered += result.low <= 0.03 <= result.high
+    assert 0.88 <= covered / trials <= 0.99
+
+
+def test_macro_f1_has_a_paired_interval_too(truth):
+    rng = np.random.default_rng(0)
+    rows_a, rows_b = make_rows(truth, correct_at(1000, 0.7, rng)), make_rows(truth, correct_at(1000, 0.5, rng))
+    a, b = arm([rows_a]), arm([rows_b])
+    for record, rows in ((a[0], rows_a), (b[0], rows_b)):
+        record["metrics"]["macro_f1"] = verdicts._macro_f1(rows, np.full(1000, 1 / 1000))
+    result = compare(a, b, rows=in_memory, metric="macro_f1")
+    assert result.interval == PAIRED and result.verdict == CLEARLY_A and result.low < result.diff < result.high
+
+
+def test_refusals_name_their_reason(truth):
+    rng = np.random.default_rng(0)
+    rows = make_rows(truth, correct_at(1000, 0.6, rng))
+    other_rows = make_rows(truth, correct_at(1000, 0.6, rng), test_ids="t1")
+    share = arm([rows], n_pairs=500, name="share")
+    langalign = arm([rows], n_pairs=1000, name="la")
+    mismatched = compare(share, langalign, rows=in_memory, labels=("share", "LangAlign"))
+    assert mismatched.verdict == REFUSED and mismatched.refused == (
+        "mismatched budgets: share has 500 translation pairs, LangAlign 1,000")
+    named = compare(share, langalign, rows=in_memory, allow_mismatched_budgets=True)
+    assert named.verdict == WITHIN_NOISE and any("mismatched budgets" in n for n in named.notes)
+    assert compare(arm([rows], n_train=500), arm([rows], n_train=2000), rows=in_memory).refused.startswith(
+        "mismatched budgets: A trains on 500 task rows")
+    assert compare(arm([rows], n_pairs=0), arm([rows], n_pairs=5000), rows=in_memory).verdict == WITHIN_NOISE
+    draws = compare(arm([rows]), arm([other_rows]), rows=in_memory)
+    assert draws.refused == "mismatched draws at seed 0: A and B were given different test rows"
+    apart = arm([rows])
+    later = arm([rows, rows])[1:]
+    assert compare(apart, later, rows=in_memory).refused == "no seed in common"
+
+
+def test_a_degenerate_head_is_refused(truth):
+    rng = np.random.default_rng(0)
+    collapsed = RowPredictions.of([LABELS[t] for t in truth], ["a"] * 990 + ["b"] * 10, "t0")
+    a = arm([collapsed])
+    a[0]["metrics"]["degenerate"] = "predicts 'a' for 99% of test rows"
+    result = compare(a, arm([make_rows(truth, correct_at(1000, 0.6, rng))]), rows=in_memory, labels=("linear", "b"))
+    assert result.verdict == REFUSED
+    assert result.refused == "degenerate head: linear at seed 0 predicts 'a' for 99% of test rows"
+
+
+def test_degeneracy_from_a_confusion_matrix():
+    one_class = {"labels": ["x", "y"], "confusion": [[60, 0], [39, 1]]}
+    assert degeneracy(one_class) == "predicts 'x' for 99% of test rows"
+    majority_level = {"labels": ["x", "y"], "confusion": [[50, 10], [30, 10]]}  # 0.60 vs always-x 0.60
+    assert degeneracy(majority_level).startswith("has accuracy 0.600, within noise of always answering")
+    assert degeneracy({"labels": ["x", "y"], "confusion": [[55, 5], [5, 35]]}) is None
+    assert degeneracy({"accuracy": 0.5}) is None
+
+
+def test_old_records_without_rows_get_a_labelled_approximate_interval(truth):
+    """Deterministic cells without predictions: still not ±0, and marked as approximate."""
+    rng = np.random.default_rng(0)
+    a = arm([make_rows(truth, correct_at(1000, 0.541, rng))] * 3, with_rows=False)
+    b = arm([make_rows(truth, correct_at(1000, 0.451, rng))] * 3, with_rows=False)
+    result = compare(a, b, rows=in_memory)
+    assert result.interval == APPROXIMATE and "approximate" in result.describe()
+    expected_half = 1.96 * math.sqrt((result.mean_a * (1 - result.mean_a) + result.mean_b * (1 - result.mean_b)) / 1000)
+    assert result.high - result.diff == pytest.approx(expected_half, rel=0.01)
+    for record in a + b:
+        record["metrics"]["macro_f1"] = record["metrics"]["accuracy"]
+    seeds_only = compare(a, b, metric="macro_f1")
+    assert seeds_only.interval == SEEDS_ONLY and seeds_only.low == seeds_only.high  # labelled: no test noise
+    assert compare(a[:1], b[:1], metric="macro_f1").refused == (
+        "one seed and no per-row predictions: no interval for macro_f1")
+
+
+def test_predictions_round_trip_beside_the_results_file(tmp_path):
+    results = tmp_path / "study.jsonl"
+    rows = RowPredictions.of(["x", "y", "x"], ["x", "x", "x"], predictions.rows_digest(["one", "two", "three"]))
+    entry = predictions.write(results, "cell1", "ctx1", rows.to_payload())
+    assert entry == {"file": "cell1-ctx1.safetensors", "test_ids": rows.test_ids, "rows": 3}
+    assert (tmp_path / "study.predictions" / "cell1-ctx1.safetensors").is_file()
+    record = {"cell_id": "cell1", "context": "ctx1", "predictions": entry}
+    loaded = PredictionReader(results)(record)
+    assert loaded.labels == ("x", "y") and loaded.correct.tolist() == [True, False, True]
+    assert PredictionReader(results)({"cell_id": "old"}) is None
+    with pytest.raises(InputError, match="metadata 'cell_id' is 'cell1', expected 'cell2'"):
+        PredictionReader(results)({**record, "cell_id": "cell2"})
+    with pytest.raises(InputError, match="missing; record cell3 names it"):
+        PredictionReader(results)({"cell_id": "cell3", "context": "c", "predictions": {**entry, "file": "no"}})
