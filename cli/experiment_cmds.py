@@ -12,14 +12,19 @@ from .common import console, user_errors
 @user_errors
 def sweep(
     config: Path = typer.Argument(..., help="A sweep config (TOML), e.g. configs/shared-ko-topic.toml."),
-    workers: int = typer.Option(2, help="Parallel processes (1 runs in this process)."),
+    workers: int = typer.Option(2, help="Parallel processes for --executor local (1 runs in this process)."),
+    executor: str = typer.Option("local", help="Where cells run: local (processes here) or ray (Ray tasks; "
+                                               "needs pip install 'embedstore[ray]')."),
+    address: Optional[str] = typer.Option(None, help="--executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); "
+                                                     "default RAY_ADDRESS, else a local Ray for this sweep."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
     from embedstore.study.cells import load_config
-    from embedstore.study.run import run_study
+    from embedstore.study.run import make_executor, run_study
 
-    study = run_study(load_config(config), workers=workers, dry_run=dry_run, progress=True)
+    where = make_executor(executor, workers=workers, address=address)
+    study = run_study(load_config(config), executor=where, dry_run=dry_run, progress=True)
     if study.encoded is not None:
         report = study.encoded
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")

@@ -7,12 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedstore.base.errors import ConfigError
 from embedstore.encoding.report import EncodeReport
 from embedstore.study.cells import SweepConfig, expand
 from embedstore.study.context import StudyContext
 from embedstore.study.experiments import prepare, run_cell, texts_needed
 from embedstore.study.report import ReportFiles, build_report
+from embedstore.study.execution import Executor, LocalExecutor
 from embedstore.study.sweep import SweepSummary, run_sweep
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+"""Where `embedstore sweep` can run cells: this machine's processes, or Ray tasks on a cluster."""
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,22 @@ class StudyResult:
     report: ReportFiles | None
 
 
-def run_study(config: SweepConfig, *, workers: int = 2, dry_run: bool = False, report_dir: Path | None = None,
-              progress: bool = True) -> StudyResult:
+def make_executor(kind: str, *, workers: int = 2, address: str | None = None) -> Executor:
+    """The executor `--executor KIND` names: "local" with `workers` processes, or "ray" on the cluster at
+    `address` (None: `RAY_ADDRESS`, else a local cluster for this sweep)."""
+    if kind == "local":
+        if address is not None:
+            raise ConfigError(f"--address {address}: only --executor ray connects to a cluster")
+        return LocalExecutor(workers)
+    if kind == "ray":
+        from embedstore.study.ray_executor import RayExecutor
+
+        return RayExecutor(address=address)
+    raise ConfigError(f"--executor {kind!r}: expected one of {', '.join(EXECUTORS)}")
+
+
+def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | None = None, dry_run: bool = False,
+              report_dir: Path | None = None, progress: bool = True) -> StudyResult:
     """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
     unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
     it does fingerprint the model (without the fingerprint it could not tell finished cells from stale ones)
@@ -36,7 +55,7 @@ def run_study(config: SweepConfig, *, workers: int = 2, dry_run: bool = False, r
     if dry_run:
         texts_needed(cells, config)
     encoded = None if dry_run else prepare(cells, config, progress=progress)
-    summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, dry_run=dry_run,
-                        progress=progress)
+    summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, executor=executor,
+                        dry_run=dry_run, progress=progress)
     report = build_report(config.results, report_dir) if report_dir is not None and not dry_run else None
     return StudyResult(summary, encoded, report)

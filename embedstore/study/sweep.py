@@ -1,4 +1,4 @@
-"""Run a sweep's cells: in parallel processes, resumably, and safe against being killed at any moment.
+"""Run a sweep's cells: in local processes or on a Ray cluster (`embedstore.study.execution`), resumably, and safe against being killed at any moment.
 
 The results file (JSONL) is the sweep's only state. Each finished cell is appended as one JSON line by one
 `os.write` on an O_APPEND descriptor followed by `fsync`, and only the parent process writes, so a kill
@@ -20,19 +20,10 @@ reads the runner's provenance keys "model_fingerprint" and "store_key" when pres
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import pickle
-import signal
 import socket
-import sys
-import time
-import traceback
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,20 +43,13 @@ from embedstore import __version__
 from embedstore.study.cells import Cell, SweepConfig, expand
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
-from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import make_progress
-
-Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
-"""Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
-With workers > 1 it must be a picklable top-level function, because worker processes are spawned."""
+from embedstore.study.execution import Executor, LocalExecutor, Runner, to_json
 
 CellContext = Callable[[Cell], str]
 """A cell's context id: a hash of what shapes its result but is not part of the cell (model weights, data
 files, settings behind a name). A finished record with another context is stale and runs again."""
 
-RecordSink = Callable[[Cell, dict[str, Any]], None]
-
-_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -101,6 +85,7 @@ def run_sweep(
     context: CellContext,
     *,
     workers: int = 2,
+    executor: Executor | None = None,
     dry_run: bool = False,
     progress: bool = True,
 ) -> SweepSummary:
@@ -109,21 +94,19 @@ def run_sweep(
     A cell is finished when the file holds an "ok" record of it whose context is `context(cell)`; the record
     written carries that id, so a later run can tell.
 
-    workers=1 runs cells in this process (tracebacks and debuggers work as usual); more start that many
-    spawned processes, each limited to cores // workers BLAS/torch threads so they do not oversubscribe the
-    CPU. A KeyboardInterrupt stops the workers, keeps every finished record and returns with
-    `interrupted=True`. Raises ConfigError when another sweep is writing the same results file.
+    `executor` says where cells run (see `embedstore.study.execution`); by default a `LocalExecutor(workers)`:
+    workers=1 runs cells in this process, more start that many spawned processes. Whatever the executor, this
+    process alone writes the results file. A KeyboardInterrupt stops the workers (cancels remote tasks), keeps
+    every finished record and returns with `interrupted=True`. Raises ConfigError when another sweep is writing
+    the same results file.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers: {workers!r} must be a positive integer")
+    executor = executor if executor is not None else LocalExecutor(workers)
     cells = expand(config)
     contexts = {cell.id: context(cell) for cell in cells}
     if dry_run:
         existing = read_results(config.results) if config.results.exists() else []
         skipped, to_run = _partition(config, cells, contexts, existing)
         return SweepSummary(config.name, config.results, tuple(cells), skipped, to_run, (), (), False, True)
-    if workers > 1:
-        _check_picklable(runner)
 
     config.results.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(config.results).acquire()
@@ -166,10 +149,7 @@ def run_sweep(
                 bar.update(task, advance=1, last=last)
 
             try:
-                if workers == 1:
-                    _run_serial(to_run, runner, config, record)
-                else:
-                    _run_parallel(to_run, runner, config, workers, record)
+                executor.run(to_run, runner, config, record)
             except KeyboardInterrupt:
                 interrupted = True
     finally:
@@ -247,111 +227,6 @@ def _partition(
     return tuple(skipped), tuple(to_run)
 
 
-def _run_serial(cells: Iterable[Cell], runner: Runner, config: SweepConfig, record: RecordSink) -> None:
-    """Run cells one by one in this process."""
-    for cell in cells:
-        record(cell, _execute(runner, cell, config))
-
-
-def _run_parallel(
-    cells: Iterable[Cell], runner: Runner, config: SweepConfig, workers: int, record: RecordSink
-) -> None:
-    """Run cells in spawned worker processes, keeping at most `workers` cells in flight.
-
-    Submitting only as many cells as there are workers means that on an interrupt nothing but the running
-    cells is lost, and when a worker process dies (out of memory, segfault) the cells it may have been
-    running are known: they are recorded as errors and a fresh pool carries on with the rest.
-    """
-    queue = deque(cells)
-    workers = min(workers, len(queue))  # no idle processes, and a bigger thread share for the ones that run
-    spawn = multiprocessing.get_context("spawn")
-    threads = max(1, _cores() // max(1, workers))
-    while queue:
-        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
-                                   initargs=(threads, os.getpid()))
-        running: dict[Future[dict[str, Any]], Cell] = {}
-        broken = False
-        try:
-            while (queue or running) and not broken:
-                while queue and len(running) < workers:
-                    cell = queue.popleft()
-                    try:
-                        running[pool.submit(_execute, runner, cell, config)] = cell
-                    except BrokenProcessPool:
-                        queue.appendleft(cell)  # it never started; the next pool runs it
-                        broken = True
-                        break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    cell = running.pop(future)
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        outcome = _crash_outcome()
-                    except Exception as exc:  # raised outside the runner, e.g. it cannot be unpickled in a worker
-                        outcome = _error_outcome(exc)
-                    record(cell, outcome)
-            for cell in running.values():  # only left over when the pool broke
-                record(cell, _crash_outcome())
-        except BaseException:
-            _stop_workers(pool)
-            raise
-        pool.shutdown(wait=True)
-
-
-def _execute(runner: Runner, cell: Cell, config: SweepConfig) -> dict[str, Any]:
-    """Run one cell and return its outcome; never raises for a runner error, so one bad cell cannot stop a sweep.
-
-    Runs in the worker process, so the result is made JSON-safe here and only plain data crosses back.
-    """
-    start = time.perf_counter()
-    try:
-        outcome = _checked_result(runner(cell, config))
-    except Exception as exc:
-        outcome = _error_outcome(exc)
-    outcome["wall_time_s"] = round(time.perf_counter() - start, 3)
-    return outcome
-
-
-def _checked_result(result: object) -> dict[str, Any]:
-    """Validate a runner's return value against the runner contract and round-trip it through JSON."""
-    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
-        raise TypeError(f"runner must return {{'metrics': {{...}}, 'provenance': {{...}}}}, got {result!r:.200}")
-    extra = set(result) - {"metrics", "provenance"}
-    if extra:
-        raise TypeError(f"runner returned unexpected keys {sorted(extra)}; allowed: metrics, provenance")
-    provenance = result.get("provenance", {})
-    if not isinstance(provenance, dict):
-        raise TypeError(f"runner's 'provenance' must be a dict, got {provenance!r:.200}")
-    plain = json.loads(json.dumps({"metrics": result["metrics"], "provenance": provenance}, default=_to_json))
-    return {"status": "ok", **plain}
-
-
-def _to_json(value: object) -> object:
-    """JSON fallback for numpy scalars/arrays (anything with `.tolist()`) and paths."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} value {value!r:.100} is not JSON-serialisable")
-
-
-def _error_outcome(exc: BaseException) -> dict[str, Any]:
-    """An error outcome: a one-line message for tables and logs, and the traceback for debugging."""
-    message = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return {"status": "error", "error": message, "traceback": "".join(traceback.format_exception(exc))}
-
-
-def _crash_outcome() -> dict[str, Any]:
-    """The outcome of a cell whose worker process died; which of the running cells killed it is unknown."""
-    return {
-        "status": "error",
-        "error": "a worker process died while this cell was running (out of memory or a crash in native code?)",
-        "traceback": "",
-    }
-
-
 def _make_record(config: SweepConfig, cell: Cell, context: str, outcome: dict[str, Any]) -> dict[str, Any]:
     """The full JSONL record: cell, ids, outcome and where/when/with what it was computed."""
     provenance = {
@@ -359,7 +234,7 @@ def _make_record(config: SweepConfig, cell: Cell, context: str, outcome: dict[st
         "wall_time_s": outcome.get("wall_time_s"),  # None when the worker died mid-cell
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "embedstore_version": __version__,
-        "hostname": socket.gethostname(),
+        "hostname": outcome.get("hostname") or socket.gethostname(),  # where the cell ran; None if its worker died
         "sweep": config.name,
         "model": config.model,
     }
@@ -386,7 +261,7 @@ def _append_line(fd: int, record: dict[str, Any]) -> None:
     can leave a partial line, which readers ignore and `_repair_tail` cuts before the next append. fsync
     makes a finished record survive a power cut too, not just a dead process.
     """
-    data = memoryview((json.dumps(record, ensure_ascii=False, default=_to_json) + "\n").encode("utf-8"))
+    data = memoryview((json.dumps(record, ensure_ascii=False, default=to_json) + "\n").encode("utf-8"))
     while data:  # a regular file takes the whole buffer at once; loop in case the OS says otherwise
         data = data[os.write(fd, data) :]
     os.fsync(fd)
@@ -417,50 +292,3 @@ def _repair_tail(fd: int, path: Path) -> None:
     os.write(fd, b"\n")
 
 
-def _check_picklable(runner: Runner) -> None:
-    """Fail fast, with advice, when a runner cannot be sent to spawned workers (lambdas, closures)."""
-    try:
-        pickle.dumps(runner)
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise TypeError(
-            f"runner {runner!r} cannot be pickled for worker processes ({exc}); "
-            "make it a top-level function of an importable module, or use workers=1"
-        ) from None
-
-
-def _init_worker(threads: int, parent_pid: int) -> None:
-    """Worker start-up: die with the parent, leave Ctrl-C to it and cap math-library threads at this worker's share.
-
-    A worker outliving a killed sweep would block forever on its queue (see `base.parent`), so it follows the
-    sweep's pid from its first moment. The environment variables govern libraries loaded from now on (torch reads OMP_NUM_THREADS when it is
-    imported, typically while the runner is unpickled); threadpoolctl and torch.set_num_threads cover those
-    the parent's main module already loaded.
-    """
-    exit_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in _THREAD_ENV_VARS:
-        os.environ[name] = str(threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate a pool's workers at once: on an interrupt, waiting for running cells could take minutes.
-
-    ProcessPoolExecutor has no public way to do this before Python 3.14 (terminate_workers), so this reads
-    its process table.
-    """
-    for process in list((pool._processes or {}).values()):
-        process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _cores() -> int:
-    """CPU cores this process may use (affinity-aware, so a container's CPU limit is respected)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
