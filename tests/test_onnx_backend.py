@@ -43,7 +43,7 @@ import embedstore.encoding.onnx_backend as ob
 real = ob.KeywordForward.forward
 ob.KeywordForward.forward = lambda self, *t: tuple(h + 1e-3 for h in real(self, *t)) if torch.jit.is_tracing() \\
     else real(self, *t)
-ob._export_and_check({str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)!r}, None, None)
+ob._export_and_check("export", {str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)!r}, None, None)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode != 0
@@ -157,3 +157,68 @@ def test_smoothing_rescales_exactly_and_moves_range_into_the_weights(tiny_model_
     for batch in batches:
         before, after = (s.run(None, {k: batch[k] for k in graph.inputs})[0] for s in runs)
         np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)
+
+
+def _flip_bytes(path, count: int = 64) -> None:
+    """Damage the middle of the file (inside the weights), as bit rot or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.heavy
+def test_a_damaged_cached_graph_is_rebuilt_never_trusted(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 28.3: bytes flipped in the cached model.onnx. The digest recorded at export no longer matches, so
+    the graph is exported and checked again; the vectors written are PyTorch's (to 1e-5), and the record says why
+    the graph was rebuilt."""
+    from embedstore.encoding import backend
+    from embedstore.encoding.onnx_backend import ensure_graph
+
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend, "_SESSIONS", {})
+    options = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
+    by_torch = embed(SENTENCES, store=tmp_path / "t.zarr", options=options, compute=TORCH)
+    graph = ensure_graph(resolve_model(tiny_model_dir), (1, 2))
+    _flip_bytes(graph.path)
+    by_onnx = embed(SENTENCES, store=tmp_path / "o.zarr", options=options, compute=ONNX)
+    np.testing.assert_allclose(by_onnx, by_torch, atol=1e-5, rtol=0)
+    onnx_record = Store.open(tmp_path / "o.zarr").attrs(options.keys()[0])["provenance"]["onnx"]
+    assert "do not match the sha256" in onnx_record["rebuilt"]
+    assert onnx_record["sha256"] == json.loads((graph.path.parent / "check.json").read_text())["sha256"]
+
+
+@pytest.mark.heavy
+def test_a_graph_still_damaged_after_a_rebuild_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    """When the rebuild cannot produce matching bytes (here: the rebuild is a no-op), encode stops with one line
+    naming the file, and writes nothing."""
+    from embedstore.base.errors import EmbedstoreError
+    from embedstore.encoding import backend, onnx_backend
+
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend, "_SESSIONS", {})
+    graph = onnx_backend.ensure_graph(resolve_model(tiny_model_dir), (2,))
+    _flip_bytes(graph.path)
+    monkeypatch.setattr(onnx_backend, "_build", lambda *a, **k: None)
+    with pytest.raises(EmbedstoreError, match=r"model\.onnx: its bytes do not match the sha256 .*also after "
+                                              r"rebuilding it"):
+        encode(SENTENCES, store=tmp_path / "o.zarr", options=EncodeOptions(model=str(tiny_model_dir)), compute=ONNX)
+    assert not Store.open(tmp_path / "o.zarr").exists() or not list(Store.open(tmp_path / "o.zarr").keys())
+
+
+@pytest.mark.heavy
+def test_a_new_onnxruntime_rechecks_the_graph_without_exporting_it_again(tiny_model_dir, tmp_path, monkeypatch):
+    from embedstore.encoding.onnx_backend import ensure_graph
+    from embedstore.encoding.onnx_runtime import runtime_version
+
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    spec = resolve_model(tiny_model_dir)
+    graph = ensure_graph(spec, (2,))
+    record = graph.path.parent / "check.json"
+    check = json.loads(record.read_text())
+    record.write_text(json.dumps({**check, "onnxruntime": "0.0.1", "max_abs_diff": -1.0}))
+    mtime = graph.path.stat().st_mtime_ns
+    again = ensure_graph(spec, (2,))
+    assert again.check["onnxruntime"] == runtime_version() and 0 <= again.check["max_abs_diff"] <= 1e-5
+    assert again.check["sha256"] == check["sha256"] and graph.path.stat().st_mtime_ns == mtime  # not re-exported

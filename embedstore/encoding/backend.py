@@ -18,7 +18,7 @@ from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_com
 def choose_backend(options: EncodeOptions, compute: ComputeOptions, device: torch.device) -> str:
     """"torch" or "onnx" for these options on `device`; a combination that cannot run is refused here, before
     anything loads."""
-    from embedstore.encoding.onnx_backend import cuda_available
+    from embedstore.encoding.onnx_runtime import cuda_available
 
     check_combination(options, compute)
     if options.quantize is not None:
@@ -42,17 +42,17 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
         return Encoder(model, tokenizer, device), backend, None
     from transformers import AutoTokenizer
 
-    from embedstore.encoding.onnx_backend import OnnxEncoder, ensure_graph
+    from embedstore.encoding.onnx_backend import OnnxEncoder, load_graph
 
-    graph = ensure_graph(spec, layers, options.quantize)
-    cache_key = (str(graph.path), str(device), torch.get_num_threads())
+    graph, data = load_graph(spec, layers, options.quantize)
+    cache_key = (str(graph.path), graph.check["sha256"], str(device), torch.get_num_threads())
     if cache_key not in _SESSIONS:
         _SESSIONS.clear()  # one graph in memory, as load_once keeps one model
         tokenizer = AutoTokenizer.from_pretrained(spec.path)
         check_right_padding(tokenizer)
-        _SESSIONS[cache_key] = OnnxEncoder(graph, tokenizer, device, torch.get_num_threads())
+        _SESSIONS[cache_key] = OnnxEncoder(graph, data, tokenizer, device, torch.get_num_threads())
     return _SESSIONS[cache_key], backend, graph.check
 
 
-_SESSIONS: dict[tuple[str, str, int], object] = {}
+_SESSIONS: dict[tuple[str, str, str, int], object] = {}
 """Library callers (trainers, sweeps, predict) encode many small sets: one ONNX Runtime session per process."""

@@ -19,6 +19,14 @@ only catches a broken graph) and its vectors live under their own store key (see
 
 Graphs are cached under cache_dir()/onnx/, one directory per (model fingerprint, output layers, quantization,
 export recipe), published whole (base.atomic.atomic_dir), so a killed export leaves nothing that looks finished.
+
+Why a cached graph is not simply trusted: the check above vouches for the bytes it ran, under the runtime it ran
+on. `check.json` therefore records the graph's sha256 and the onnxruntime version; `load_graph` hashes the bytes
+it hands to the session (`onnx_runtime.verified_bytes`) and a graph whose bytes differ is rebuilt (once; still
+different, it is refused). A new onnxruntime runs the same bytes with other kernels, so it triggers the fidelity
+check again (in a child, against PyTorch, as at export), not a new export. A digest mismatch is not answered with
+a re-check alone: the 48 probe texts touch a few hundred of the 250,002 rows of the embedding table, so damage
+elsewhere would pass it.
 """
 from __future__ import annotations
 
@@ -34,13 +42,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from embedstore.base.atomic import atomic_dir
+from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
 from embedstore.encoding.models import ModelSpec, cache_dir
+from embedstore.encoding.onnx_runtime import GraphDamaged, open_session, runtime_version, sha256_bytes, \
+    verified_bytes
 from embedstore.encoding.options import QUANTIZATION_RECIPES, QUANTIZATIONS
 
 OPSET = 17
-EXPORT_RECIPE = 1  # bump when the export or its check changes, so cached graphs are rebuilt
+EXPORT_RECIPE = 2  # bump when the export or its check changes, so cached graphs are rebuilt
 FP32_TOLERANCE = 1e-5
 """Largest accepted absolute difference of a hidden state between the graph and PyTorch. fp32 reordering noise
 of e5-small's 12 layers measures ~1.3e-6 on its hidden states; a wrong graph (a dropped mask,
@@ -69,12 +79,13 @@ class Graph:
 
 
 def _recipe_digest(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None) -> str:
-    import onnxruntime
-
+    """What makes the graph's bytes: the fp32 graph is torch's export, whatever runtime runs it (a new onnxruntime
+    re-checks it, `ensure_graph`); the int8 graph is written by onnxruntime's quantizer, so its version is part of it."""
     recipe = {"fingerprint": spec.fingerprint, "layers": list(layers), "quantize": quantize, "opset": OPSET,
-              "recipe": EXPORT_RECIPE, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+              "recipe": EXPORT_RECIPE, "torch": torch.__version__}
     if quantize is not None:
         recipe["quantization"] = QUANTIZATION_RECIPES[quantize]
+        recipe["onnxruntime"] = runtime_version()
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -85,20 +96,65 @@ def graph_dir(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None) ->
 
 
 def ensure_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = None) -> Graph:
-    """The checked graph computing hidden states `layers` (absolute indices) of `spec`, exported on first use.
+    """The checked graph computing hidden states `layers` (absolute indices) of `spec`, exported on first use and
+    checked again under a new onnxruntime. Its bytes are verified where they are loaded (`load_graph`).
 
     The int8 graph is quantized from the fp32 one, so the fp32 graph is exported (and checked) first."""
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"quantize: {quantize!r}; expected one of {', '.join(QUANTIZATIONS)} or none")
     layers = tuple(sorted(set(layers)))
     out = graph_dir(spec, layers, quantize)
-    if not (out / CHECK_FILE).is_file():
-        fp32 = ensure_graph(spec, layers) if quantize else None
-        with atomic_dir(out) as tmp:  # a concurrent export (another rank) that publishes first wins
-            _run_in_child(str(spec.path), spec.prefix, list(layers), str(tmp),
-                          quantize, str(fp32.path) if fp32 else None)
-    check = json.loads((out / CHECK_FILE).read_text(encoding="utf-8"))
+    check = _read_check(out)
+    if check is None:
+        _build(spec, layers, quantize, out)
+    elif check.get("onnxruntime") != runtime_version():  # only fp32: the int8 directory is per runtime
+        try:
+            verified_bytes(out / GRAPH_FILE, check["sha256"])
+        except GraphDamaged:
+            _build(spec, layers, quantize, out, replace=True)
+        else:
+            _run_in_child("recheck", str(spec.path), spec.prefix, list(layers), str(out), None, None)
+    check = _read_check(out)
+    if check is None:
+        raise EmbedstoreError(f"{out / CHECK_FILE}: missing or unreadable right after the export wrote it")
     return Graph(out / GRAPH_FILE, layers, tuple(check["inputs"]), check)
+
+
+def load_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = None) -> tuple[Graph, bytes]:
+    """The checked graph and its bytes, verified against the sha256 its check recorded. A damaged graph is
+    rebuilt once (the record says why: `check["rebuilt"]`); if the rebuilt one fails too, it is refused."""
+    graph = ensure_graph(spec, layers, quantize)
+    try:
+        return graph, verified_bytes(graph.path, graph.check.get("sha256"))
+    except GraphDamaged as damage:
+        _build(spec, graph.layers, quantize, graph.path.parent, replace=True)
+        graph = ensure_graph(spec, layers, quantize)
+        try:
+            data = verified_bytes(graph.path, graph.check.get("sha256"))
+        except GraphDamaged as again:
+            raise EmbedstoreError(f"{again} (also after rebuilding it); use --backend torch") from None
+        return Graph(graph.path, graph.layers, graph.inputs, {**graph.check, "rebuilt": str(damage)}), data
+
+
+def _read_check(out: Path) -> dict[str, Any] | None:
+    """The check record of a published graph directory; None when there is none, or one that is unreadable or
+    lacks the graph's digest (it vouches for nothing, so the graph is built again)."""
+    try:
+        check = json.loads((out / CHECK_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(check, dict) or not isinstance(check.get("sha256"), str) \
+            or not isinstance(check.get("inputs"), list):
+        return None
+    return check
+
+
+def _build(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None, out: Path, replace: bool = False) -> None:
+    """Export (or quantize) and check in a child, then publish `out` whole (replacing a damaged one)."""
+    fp32 = load_graph(spec, layers)[0] if quantize else None  # quantize verified fp32 bytes only
+    with atomic_dir(out, replace=replace or out.exists()) as tmp:  # a concurrent export that publishes first wins
+        _run_in_child("export", str(spec.path), spec.prefix, list(layers), str(tmp),
+                      quantize, str(fp32.path) if fp32 else None)
 
 
 def _run_in_child(*args: Any) -> None:
@@ -111,7 +167,7 @@ def _run_in_child(*args: Any) -> None:
                           text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise EmbedstoreError(f"ONNX export of {args[0]} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+        raise EmbedstoreError(f"ONNX {args[0]} of {args[1]} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
 
 
 def probe_batches(tokenizer, prefix: str) -> list[dict[str, np.ndarray]]:
@@ -144,10 +200,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def _export_and_check(model_path: str, prefix: str, layers: tuple[int, ...], out_dir: str,
+def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int, ...], out_dir: str,
                       quantize: str | None, fp32_graph: str | None) -> None:
-    """In the child: PyTorch reference first, then export (or quantize), then compare; writes the check record."""
-    import onnxruntime
+    """In the child: PyTorch reference first, then export (or quantize), then compare; writes the check record
+    with the graph's sha256. `mode` "recheck": the published fp32 graph in `out_dir` is not exported again, only
+    compared under this onnxruntime (its bytes verified first), and its record rewritten."""
     from transformers import AutoModel, AutoTokenizer
 
     torch.set_num_threads(1)
@@ -159,7 +216,10 @@ def _export_and_check(model_path: str, prefix: str, layers: tuple[int, ...], out
     with torch.inference_mode():
         reference = [[h.numpy() for h in wrapper(*(torch.from_numpy(b[k]) for k in inputs))] for b in batches]
     graph = Path(out_dir) / GRAPH_FILE
-    if quantize is None:
+    if mode == "recheck":
+        recorded = _read_check(Path(out_dir))
+        data = verified_bytes(graph, recorded["sha256"] if recorded else None)
+    elif quantize is None:
         _export(wrapper, batches[0], inputs, layers, graph)
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -175,9 +235,9 @@ def _export_and_check(model_path: str, prefix: str, layers: tuple[int, ...], out
         quantize_dynamic(smoothed, graph, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          per_channel=True)
         smoothed.unlink()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    if mode != "recheck":
+        data = graph.read_bytes()
+    session = open_session(data, threads=1)
     max_diff, cosines = 0.0, []
     for batch, ref in zip(batches, reference):
         got = session.run(None, {k: batch[k] for k in inputs})
@@ -190,7 +250,7 @@ def _export_and_check(model_path: str, prefix: str, layers: tuple[int, ...], out
              "max_abs_diff": max_diff, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
              "probe_texts": PROBE_TEXTS, "tolerance": FP32_TOLERANCE if quantize is None else None,
              "min_cosine_floor": INT8_MIN_COSINE if quantize else None, "opset": OPSET, "recipe": EXPORT_RECIPE,
-             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+             "torch": torch.__version__, "onnxruntime": runtime_version(), "sha256": sha256_bytes(data)}
     if quantize is None and not max_diff <= FP32_TOLERANCE:
         raise EmbedstoreError(f"{model_path}: the exported ONNX graph differs from the PyTorch model by up to "
                               f"{max_diff:.2e} (hidden states of {PROBE_TEXTS} probe texts); expected at most "
@@ -198,7 +258,7 @@ def _export_and_check(model_path: str, prefix: str, layers: tuple[int, ...], out
     if quantize is not None and not cos.min() >= INT8_MIN_COSINE:
         raise EmbedstoreError(f"{model_path}: the {quantize} graph's vectors reach a cosine of only {cos.min():.3f} "
                               f"to PyTorch's on {PROBE_TEXTS} probe texts; expected at least {INT8_MIN_COSINE}")
-    (Path(out_dir) / CHECK_FILE).write_text(json.dumps(check, indent=1) + "\n", encoding="utf-8")
+    write_json(Path(out_dir) / CHECK_FILE, check)
 
 
 class KeywordForward(torch.nn.Module):
@@ -231,30 +291,13 @@ def _export(wrapper, example: dict[str, np.ndarray], inputs: tuple[str, ...], la
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def cuda_available() -> bool:
-    import onnxruntime
-
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
 class OnnxEncoder:
-    """The ONNX Runtime twin of `encoder.Encoder`: same batches in, same pooled vectors out (`forward`)."""
+    """The ONNX Runtime twin of `encoder.Encoder`: same batches in, same pooled vectors out (`forward`).
 
-    def __init__(self, graph: Graph, tokenizer, device, threads: int) -> None:
-        import onnxruntime
+    Made from the verified bytes of `load_graph`, never from the path: what runs is what was hashed."""
 
-        if device.type == "cuda":
-            if not cuda_available():
-                raise ConfigError("backend: onnx on a CUDA device needs onnxruntime-gpu (CUDAExecutionProvider); "
-                                  "expected --backend torch or --device cpu")
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
-        else:
-            providers = ["CPUExecutionProvider"]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(graph.path), options, providers=providers)
+    def __init__(self, graph: Graph, data: bytes, tokenizer, device, threads: int) -> None:
+        self.session = open_session(data, device=device, threads=threads)
         self.graph, self.tokenizer, self.device = graph, tokenizer, device
 
     def forward(self, batch: dict, layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
@@ -272,9 +315,9 @@ if __name__ == "__main__":  # the child of `_run_in_child`
 
     from embedstore.base.parent import exit_with_parent
 
-    parent, model_path, prefix, child_layers, out_dir, child_quantize, fp32_path = json.loads(sys.argv[1])
+    parent, child_mode, model_path, prefix, child_layers, out_dir, child_quantize, fp32_path = json.loads(sys.argv[1])
     exit_with_parent(parent)  # a killed encode leaves no export running on
     try:
-        _export_and_check(model_path, prefix, tuple(child_layers), out_dir, child_quantize, fp32_path)
+        _export_and_check(child_mode, model_path, prefix, tuple(child_layers), out_dir, child_quantize, fp32_path)
     except EmbedstoreError as e:
         sys.exit(f"{e}")

@@ -49,8 +49,9 @@ def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, bac
               "device": device, "backend": backend, "host": platform.node(),
               "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if graph_check is not None:
-        keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset")
-        record["onnx"] = {k: graph_check[k] for k in keep}
+        keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset",
+                "sha256", "rebuilt")
+        record["onnx"] = {k: graph_check[k] for k in keep if k in graph_check}
     return record
 
 
