@@ -9,7 +9,7 @@ from rich.table import Table
 
 from embedstore.base.errors import StoreError
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
-from embedstore.store import Store
+from embedstore.store import Store, damaged_rows
 
 from .common import console, encoding_options, human_bytes, print_json, user_errors
 
@@ -118,24 +118,34 @@ def store_verify(
     repair: bool = typer.Option(False, "--repair", help="Drop the damaged rows from the store, so that the next "
                                                          "`encode` of their texts recomputes them."),
 ) -> None:
-    """Read every committed chunk of every key (ids and vectors); print what is missing or damaged and exit
-    non-zero if anything is (after --repair, zero: the damaged rows are gone)."""
+    """Read every committed chunk of every key (ids, vectors and row digests) and check every row against its
+    digest; print what is missing or damaged and exit 1 if anything is (after --repair, 0: damaged rows are
+    dropped, digests damaged alone are rebuilt)."""
     st = Store.open(path)
     if not st.exists():
         raise StoreError(f"{path}: no store here")
-    damage = st.repair() if repair else st.verify()
+    if repair:
+        done = st.repair()
+        for d in done.dropped:
+            console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
+        for d in done.rebuilt:
+            console.print(f"rebuilt: {d.describe()}", highlight=False, soft_wrap=True)
+        if done.rebuilt:
+            console.print(f"{path}: rebuilt the row digests of {done.rebuilt_rows:,} rows from their intact ids "
+                          "and vectors", highlight=False, soft_wrap=True)
+        if done.dropped or not done.rebuilt:
+            console.print(f"{path}: dropped {done.dropped_rows:,} rows; `embedstore encode` on their texts "
+                          "recomputes them" if done.dropped else f"{path}: every committed row reads back intact",
+                          highlight=False, soft_wrap=True)
+        return
+    damage = st.verify()
     for d in damage:
         console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
     if not damage:
-        console.print(f"{path}: every committed chunk reads back intact", highlight=False, soft_wrap=True)
+        console.print(f"{path}: every committed row reads back intact", highlight=False, soft_wrap=True)
         return
-    rows = sum(d.stop - d.start for d in {(d.group, d.start, d.stop): d for d in damage}.values())
-    if repair:
-        console.print(f"{path}: dropped {rows:,} rows; `embedstore encode` on their texts recomputes them",
-                      highlight=False, soft_wrap=True)
-        return
-    console.print(f"{path}: {rows:,} committed rows damaged; `embedstore store verify {path} --repair` drops them",
-                  highlight=False, soft_wrap=True)
+    console.print(f"{path}: {damaged_rows(damage):,} committed rows damaged; `embedstore store verify {path} "
+                  "--repair` drops them", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -16,7 +16,7 @@ from embedstore.cli.app import app
 from embedstore.data.hashing import text_ids
 from embedstore.encoding.encode import encode
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
-from embedstore.store import Store, StoreKey, chunk_files, merge_stores, zarr_backend
+from embedstore.store import Store, StoreKey, chunk_files, merge_stores, row_check, zarr_backend
 
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 TEXTS = [f"text {i}" for i in range(20)]
@@ -219,7 +219,7 @@ def test_repair_keeps_every_undamaged_row(store_path):
     st = fill(store_path)
     damage(st, "vectors", 1)
     damage(st, "ids", 3)
-    dropped = st.repair()
+    dropped = st.repair().dropped
     assert len(dropped) == 2
     st = Store.open(store_path)
     assert st.verify() == [] and st.rows(KEY) == 12
@@ -288,21 +288,21 @@ def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_i
 
 
 def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_flipped_byte(tmp_path, monkeypatch):
-    """Single rows of 64-row chunks are read by their own crc32c, not the chunk's; a byte flipped in it is still an error
-    naming the key and the rows, and a dense read of the same key checks whole chunks."""
+    """Vector rows are read by their row digests (issue 28: a chunk's crc32c cannot tell a stale file), sparse or
+    dense; a byte flipped in one is still an error naming the key and the rows of its chunk."""
     rng = np.random.default_rng(1)
     vecs = rng.standard_normal((256, 3)).astype(np.float32)
     texts = [f"t{i}" for i in range(len(vecs))]
     st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
     checked = []
-    row_digests = chunk_files.row_digests
-    monkeypatch.setattr(chunk_files, "row_digests", lambda ids, rows: checked.append(len(rows)) or row_digests(ids, rows))
+    failing_rows = row_check.failing_rows
+    monkeypatch.setattr(row_check, "failing_rows", lambda ids, rows, *a: checked.append(len(rows)) or failing_rows(ids, rows, *a))
     sparse = [5, 70, 200]  # a row from each of three chunks: a sparse read
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in sparse]), vecs[sparse])
-    assert sum(checked) == 3  # each row by its own digest
+    assert checked == [3]  # the rows taken, by their digests
     checked.clear()
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, texts), vecs)
-    assert checked == []
+    assert checked == [256]
     arr = zarr.open_array(str(st.path / KEY.group_name / "vectors"), mode="r")
     path = chunk_file(st, "vectors", 0)
     data = bytearray(path.read_bytes())
@@ -323,7 +323,7 @@ def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
     st = fill(tmp_path / "s.zarr", texts, vecs, chunk_rows=64)
     digests = zarr.open_array(str(st.path / KEY.group_name / "row_digests"), mode="r+")
     digests[70] = digests[70] ^ 1
-    with pytest.raises(StoreError, match="row 70: its bytes do not match their stored crc32c"):
+    with pytest.raises(StoreError, match=r"ids\+vectors rows 70\.\.71: ids and vectors do not match their row digests"):
         Store.open(st.path).get(KEY, [texts[i] for i in (5, 70, 200)])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from embedstore.base.errors import StoreError
 
 ARRAYS = ("ids", "vectors")  # the two arrays of every group, read and verified chunk by chunk
+ROWS = "ids+vectors"  # the `array` of damage found by row digests: rows whose id and vector disagree with theirs
 REPAIR_BLOCK_ROWS = 65536  # rows moved per step by a repair: bounds memory whatever the store size
 DENSE_READ = 4  # rows covering 1/DENSE_READ of their span are read as the span: one read beats scattered ones
 
@@ -22,10 +23,11 @@ DENSE_READ = 4  # rows covering 1/DENSE_READ of their span are read as the span:
 @dataclass(frozen=True)
 class Damage:
     """Committed rows of one key that cannot be read back as written: a chunk file missing (zarr reads it as
-    zeros without a word), truncated, or failing its checksum. Rows are whole chunks, `start`..`stop`."""
+    zeros without a word), truncated, never written in its shard, or failing its checksum (rows are then whole
+    chunks, `start`..`stop`), or rows whose id and vector do not match their row digest (`array` is ROWS)."""
 
     group: str
-    array: str  # "ids" or "vectors"
+    array: str  # "ids", "vectors", "row_digests" or ROWS
     start: int
     stop: int
     reason: str
@@ -42,6 +44,14 @@ def chunk_ranges(start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
     """The whole chunks (as row ranges, clipped to `stop`) that hold rows start..stop."""
     first = start // chunk * chunk
     return [(s, min(s + chunk, stop)) for s in range(first, stop, chunk)]
+
+
+def row_runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted, distinct rows as (start, stop) runs of consecutive rows."""
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(np.asarray(rows), breaks)]
 
 
 def runs(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,6 +80,10 @@ class BackendWriter(Protocol):
     def commit(self, name: str, committed_rows: int, attrs: dict) -> None: ...
 
     def chunk_rows(self, name: str) -> int: ...
+
+    def rebuild_digests(self, name: str, committed_rows: int, damage: list[Damage]) -> list[Damage]:
+        """Mend what of `damage` is in row digests alone, from rows that pass their own checksums; returns it."""
+        ...
 
     def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
         """Remove the damaged rows from the committed ones, keeping every other row's (id, vector) pair intact

@@ -22,7 +22,8 @@ a 0.2 s gather, the memory-mapped anchor 0.09 s in all). A sparse read (under 1/
 leaves the rows it takes to the caller, who checks each against its digest instead: that catches the same damage
 in the bytes it returns, and since the digest covers the id too, a reader that knows which id a row should hold
 proves that as well without reading the id (at 10M rows, reading ids and digests chunk-checked cost 0.1 s of a
-0.27 s gather of 10k rows). Denser reads check the chunk.
+0.27 s gather of 10k rows). Since issue 28 every read of such a key's vectors is checked by the digests (a stale
+file's chunks pass their own checksums), a chunk at a time (row_check.py); ids and digests check their chunks.
 
 Only arrays of exactly that layout are read or written here (`supported`); anything else (older stores without a
 checksum, other codecs) goes through zarr. A chunk that fails its checksum or has the wrong length raises

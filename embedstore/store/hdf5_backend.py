@@ -191,6 +191,10 @@ class HDF5Writer:
     def chunk_rows(self, name: str) -> int:
         return self.file[name]["vectors"].chunks[0]
 
+    def rebuild_digests(self, name: str, committed_rows: int, damage: list[Damage]) -> list[Damage]:
+        """HDF5 keys have no row digests: nothing to rebuild."""
+        return []
+
     def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
         """Copy the undamaged committed rows into fresh arrays that replace the old ones. The writer works on
         a temporary copy of the file, so a killed repair leaves the store as it was."""

@@ -251,20 +251,55 @@ class Store:
         return [d for name, attrs in self._groups().items()
                 for d in self.backend.damaged(name, int(attrs.get("committed_rows", 0)))]
 
-    def repair(self) -> list[Damage]:
-        """Drop the rows of damaged chunks from their keys' committed rows (under the writer lock), so that the
-        next encode recomputes exactly those texts; returns what was dropped."""
+    def repair(self) -> "Repair":
+        """Under the writer lock: rebuild row digests that are damaged alone (their rows pass their own
+        checksums), and drop every other damaged row from its key's committed rows, so that the next encode
+        recomputes exactly those texts."""
+        dropped, rebuilt = [], []
         with self.writer() as writer:
             damage = self.verify()
             for name, attrs in self._groups().items():
                 mine = [d for d in damage if d.group == name]
                 if mine:
-                    writer.drop_rows(name, int(attrs.get("committed_rows", 0)), mine)
+                    n = int(attrs.get("committed_rows", 0))
+                    mended = writer.rebuild_digests(name, n, mine)
+                    rest = [d for d in mine if d not in mended]
+                    if rest:
+                        writer.drop_rows(name, n, rest)
+                    dropped += rest
+                    rebuilt += mended
         self._index_cache = {}
-        return damage
+        return Repair(dropped, rebuilt)
 
     def writer(self) -> "StoreWriter":
         return StoreWriter(self)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What `Store.repair` did: rows dropped (encode recomputes them) and rows whose digests were rebuilt."""
+
+    dropped: list[Damage]
+    rebuilt: list[Damage]
+
+    @property
+    def dropped_rows(self) -> int:
+        return damaged_rows(self.dropped)
+
+    @property
+    def rebuilt_rows(self) -> int:
+        return damaged_rows(self.rebuilt)
+
+
+def damaged_rows(damage: list[Damage]) -> int:
+    """Rows covered by `damage`, each counted once (a row may be in a damaged chunk and fail its digest)."""
+    total, group, reach = 0, None, 0
+    for d in sorted(damage, key=lambda d: (d.group, d.start)):
+        if d.group != group:
+            group, reach = d.group, 0
+        total += max(0, d.stop - max(d.start, reach))
+        reach = max(reach, d.stop)
+    return total
 
 
 @dataclass
@@ -323,6 +358,10 @@ class StoreWriter:
     def __exit__(self, *exc: object) -> None:
         with _disk_errors(self.store.path):
             self._writer.__exit__(*exc)
+
+    def rebuild_digests(self, group: str, committed_rows: int, damage: list[Damage]) -> list[Damage]:
+        """Mend what of `damage` is in row digests alone (see `Store.repair`); returns it."""
+        return self._writer.rebuild_digests(group, committed_rows, damage)
 
     def drop_rows(self, group: str, committed_rows: int, damage: list[Damage]) -> int:
         """Remove damaged rows from `group`'s committed rows (see `Store.repair`); returns the new count."""

@@ -17,14 +17,18 @@ read and appended to as before: every array says in its own metadata which layou
 
 Row digests. Keys created now also hold `row_digests`, the crc32c of each row's id and vector together
 (chunk_files.py says why): written with the vectors and before the ids, moved by a repair with their rows,
-verified like the other arrays. A sparse read checks the rows it takes against them, and a gather, which knows
-the id each row must hold, proves it from the digest without reading the ids. Keys created before have none and
-are read as before, each chunk checked whole (a `digests` array of vector-only crc32c, written by development
-versions between 2026-12-03 and 2026-12-04, is not read).
+verified like the other arrays. Every read of their vectors, sparse or dense, checks the rows it returns against
+them (row_check.py: one crc32c per chunk), and `damaged` (verify) checks every committed row: a chunk's own
+checksum cannot tell a file from an earlier state of the key (restored from a backup, copied before the key
+grew), whose rows read as zeros or as another state's rows (issue 28). A gather, which knows the id each row
+must hold, proves it from the digest without reading the ids. Keys created before have none and are read as
+before, each chunk checked whole (a `digests` array of vector-only crc32c, written by development versions
+between 2026-12-03 and 2026-12-04, is not read).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +37,8 @@ from zarr.codecs import Crc32cCodec
 
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
-from . import chunk_files
-from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
+from . import chunk_files, row_check
+from .backend import ARRAYS, REPAIR_BLOCK_ROWS, ROWS, Damage, RowReads, chunk_ranges, row_runs
 from .index import discard
 from .lock import store_lock
 
@@ -56,6 +60,21 @@ def _file_path(path: Path, name: str, which: str, arr: zarr.Array, row: int, uni
 
 class _NotTheirIds(Exception):
     """A row read for an id holds another id: the index that named the row is stale (not damage)."""
+
+
+class _RowsOffDigests(ValueError):
+    """Rows whose id and vector do not give their stored digest, in chunks that pass their own checksums."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        super().__init__(f"{len(rows)} rows do not match their row digests")
+        self.rows = rows
+
+
+def _off_digests(name: str, rows: np.ndarray) -> list[Damage]:
+    """The damage of rows failing their digests, as runs of consecutive rows: which of id, vector or digest is
+    wrong cannot be told, so a repair drops the rows and encode recomputes them."""
+    return [Damage(name, ROWS, lo, hi, "ids and vectors do not match their row digests (a file from an earlier "
+                   "state of the key, or altered)") for lo, hi in row_runs(rows)]
 
 
 def _root_group(path: Path, mode: str) -> zarr.Group:
@@ -146,12 +165,12 @@ class ZarrBackend(RowReads):
                 return self._read_direct(name, which, arr, start, stop, rows, ids, compared)
             out = arr[start:stop] if rows is None else arr.get_orthogonal_selection((rows, slice(None)))
         except (ValueError, OSError) as e:  # a truncated chunk, one failing its crc32c, a file gone since the stat:
-            checked_with = (DIGESTS,) if which == "vectors" and _has_digests(self.path, name) else ()
+            checked_with = ("ids", DIGESTS) if which == "vectors" and _has_digests(self.path, name) else ()
             for array in (which, *checked_with):  # find which, for the message
                 for damage in self._damaged_array(name, array, start, stop):
                     raise damage.error(self.path) from None
-            if isinstance(e, ValueError):  # a row failing its digest in chunks that pass their own checksums
-                raise StoreError(f"{self.path}: key {name}, {which}: {e}; the store is damaged") from None
+            if isinstance(e, _RowsOffDigests):  # rows failing their digests in chunks that pass their own checksums
+                raise _off_digests(name, e.rows)[0].error(self.path) from None
             raise
         if ids is not None and not np.array_equal(self._read(name, "ids", start, stop, rows), ids):
             raise _NotTheirIds
@@ -159,29 +178,25 @@ class ZarrBackend(RowReads):
 
     def _read_direct(self, name: str, which: str, arr: zarr.Array, start: int, stop: int, rows: np.ndarray | None,
                      ids: np.ndarray | None, compared: bool) -> np.ndarray:
-        """`_read` straight from the files (chunk_files.py). Vector rows taken sparsely are checked against their
-        digests, which prove their ids too when `ids` are given; the ids of rows whose chunks were checked
-        whole are read and compared."""
+        """`_read` straight from the files (chunk_files.py). The vectors of a key with row digests are checked
+        row by row against them (row_check.py), which proves more than their chunks' checksums could: that each
+        row is the key's current one, not zeros or another state's row from a stale file, and, when `ids` are
+        given, that it is those ids' row. Other arrays are checked chunk by chunk."""
         selected = np.arange(start, stop) if rows is None else rows
-        by_digest = rows is not None and which == "vectors" and _has_digests(self.path, name)
-        sparse_below = -(-arr.chunks[0] // chunk_files.SPARSE_ROWS) if by_digest or compared else 0
-        out, unchecked = chunk_files.read_rows(arr, f"{self.path}/{name}/{which}", selected, sparse_below)
-        if not by_digest:
-            unchecked[:] = False
-        elif unchecked.any():
-            taken = selected[unchecked]
-            owners = None if ids is None else ids[unchecked]
-            expected = self._read(name, DIGESTS, start, stop, taken, compared=True)
-            found = self._read(name, "ids", start, stop, taken, compared=True) if owners is None else owners
-            wrong = np.flatnonzero(chunk_files.row_digests(found, out[unchecked]) != expected)
-            if len(wrong):
-                if owners is not None and not np.array_equal(
-                        self._read(name, "ids", start, stop, taken[wrong]), owners[wrong]):
-                    raise _NotTheirIds
-                raise ValueError(f"row {int(taken[wrong[0]])}: its bytes do not match their stored crc32c")
-        if ids is not None and not unchecked.all():
-            if not np.array_equal(self._read(name, "ids", start, stop, selected[~unchecked]), ids[~unchecked]):
+        digested = which == "vectors" and _has_digests(self.path, name)
+        sparse_below = arr.chunks[0] + 1 if digested else -(-arr.chunks[0] // chunk_files.SPARSE_ROWS) if compared else 0
+        out, _ = chunk_files.read_rows(arr, f"{self.path}/{name}/{which}", selected, sparse_below)
+        if not digested:
+            if ids is not None and not np.array_equal(self._read(name, "ids", start, stop, rows), ids):
                 raise _NotTheirIds
+            return out
+        found = self._read(name, "ids", start, stop, rows, compared=True) if ids is None else ids
+        expected = self._read(name, DIGESTS, start, stop, rows, compared=True)
+        wrong = row_check.failing_rows(found, out, expected, selected // arr.chunks[0])
+        if len(wrong):
+            if ids is not None and not np.array_equal(self._read(name, "ids", start, stop, selected[wrong]), ids[wrong]):
+                raise _NotTheirIds
+            raise _RowsOffDigests(selected[wrong])
         return out
 
     def read_vectors_of(self, name: str, n: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
@@ -211,7 +226,28 @@ class ZarrBackend(RowReads):
         return found
 
     def damaged(self, name: str, n: int) -> list[Damage]:
-        return [d for which in self._arrays_of(name) for d in self._damaged_array(name, which, 0, n)]
+        """Every chunk that fails to read back, then every row of the other chunks whose id and vector do not
+        match its row digest: a stale file holds chunks that pass their checksums."""
+        found = [d for which in self._arrays_of(name) for d in self._damaged_array(name, which, 0, n)]
+        return found + (self._rows_off_digests(name, n, found) if _has_digests(self.path, name) else [])
+
+    def _rows_off_digests(self, name: str, n: int, found: list[Damage]) -> list[Damage]:
+        arrays = {which: self._array(name, which) for which in (*ARRAYS, DIGESTS)}
+        if not all(chunk_files.supported(arr) for arr in arrays.values()):
+            return []
+        skip = np.zeros(n, bool)
+        for d in found:
+            skip[d.start:d.stop] = True
+        chunk = arrays["vectors"].chunks[0]
+        step = max(1, REPAIR_BLOCK_ROWS // chunk) * chunk
+        wrong = []
+        for lo in range(0, n, step):
+            rows = np.flatnonzero(~skip[lo:lo + step]) + lo
+            if len(rows):
+                ids, vectors, digests = (chunk_files.read_rows(arr, f"{self.path}/{name}/{which}", rows)[0]
+                                         for which, arr in arrays.items())
+                wrong.append(rows[row_check.failing_rows(ids, vectors, digests, rows // chunk)])
+        return _off_digests(name, np.concatenate(wrong)) if wrong else []
 
     def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
         """Also stats the vectors' chunk files: every reader (encode's "already stored" check, a merge) starts
@@ -338,6 +374,30 @@ class ZarrWriter:
         must each own whole ones."""
         return _file_rows(self.root[name]["vectors"])
 
+    def rebuild_digests(self, name: str, committed_rows: int, damage: list[Damage]) -> list[Damage]:
+        """Recompute the digest chunks that fail their checksum while the ids and vectors of their rows pass
+        theirs, instead of dropping intact rows (up to 1,024 re-encodes per 4 KB chunk); returns the damage so
+        mended. A chunk holding an all-zero id or vector is left as damage: that is how a row never written
+        reads, and a digest recomputed from it would vouch for it."""
+        group = self.root[name]
+        if DIGESTS not in group:
+            return []
+        elsewhere = np.zeros(committed_rows, bool)
+        for d in damage:
+            if d.array != DIGESTS:
+                elsewhere[d.start:d.stop] = True
+        mendable = [d for d in damage if d.array == DIGESTS and not elsewhere[d.start:d.stop].any()]
+        if not mendable:
+            return []
+        self._clear_damaged(name, group[DIGESTS], mendable, committed_rows)
+        mended = []
+        for d in mendable:
+            ids, vectors = (group[which][d.start:d.stop] for which in ARRAYS)
+            if not (ids == 0).all(axis=1).any() and not (vectors == 0).all(axis=1).any():
+                group[DIGESTS][d.start:d.stop] = chunk_files.row_digests(ids, vectors)
+                mended.append(d)
+        return mended
+
     def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
         """Move the undamaged rows after the first damaged one down over it, in place.
 
@@ -353,12 +413,16 @@ class ZarrWriter:
         if not bad.any():
             return committed_rows
         first = int(np.argmax(bad))
+        keep = np.flatnonzero(~bad[first:]) + first
+        if len(keep) > REPAIR_BLOCK_ROWS:
+            warnings.warn(f"{self.path}: key {name}: moving {len(keep):,} kept rows down over the damaged ones; if "
+                          "this repair is killed before it ends, those rows are lost too (encode recomputes them)",
+                          stacklevel=3)
         group = self.root[name]
         self.commit(name, first, {"rows_generation": int(group.attrs.get("rows_generation", 0)) + 1})
         discard(self.path / name)
         for which in ARRAYS + ((DIGESTS,) if DIGESTS in group else ()):
             self._clear_damaged(name, group[which], [d for d in damage if d.array == which], committed_rows)
-        keep = np.flatnonzero(~bad[first:]) + first
         at = first
         for block in np.array_split(keep, max(1, -(-len(keep) // REPAIR_BLOCK_ROWS))):
             if len(block):
