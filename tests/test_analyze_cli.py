@@ -61,6 +61,22 @@ def test_cosine_json_record_has_report_fields_retrieval_collapse_and_provenance(
     assert [w["seed"] for w in written] == [0, 1] and written[1] == rec
 
 
+def test_analyses_fit_an_aligner_on_the_rows_and_seed_train_aligner_would_give_it(pairs, common):
+    """The analyses built aligners without `seed_pairs` (a seeded self-learner took every fit row for a pair) and
+    without their seed (RCSLS and self-learning fitted with random_state=0 whatever --seed said)."""
+    r = invoke("retrieval", pairs, "--test-fraction", 0.25, "--arch", "selflearn_seeded", "--size", 10, "--seed", 2,
+               "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    params, prov = rec["provenance"]["aligner_params"], rec["provenance"]
+    assert params["seed_pairs"] == rec["pair_size"] == prov["fit_pairs"] == 10 and params["seed"] == 2
+    assert prov["fit_rows"] == 10 + 2 * 10  # 10 pairs, and the other 20 fit rows split into unpaired halves
+    r = invoke("retrieval", pairs, "--test-fraction", 0.25, "--arch", "selflearn", "--seed", 2, "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["pair_size"] == 0 and rec["provenance"]["aligner_params"]["seed"] == 2
+
+
 def test_retrieval_table_with_fold_split_and_sizes(pairs, common):
     r = invoke("retrieval", pairs, "--fit-folds", "0-5", "--test-folds", "8-9", "--size", 10, "--test-size", 6,
                *common)

@@ -37,6 +37,17 @@ def test_train_aligner_feeds_zero_pair_aligners_unpaired_halves_and_seeded_ones_
     assert load_aligner(tmp_path / "b").seed_pairs == 20
 
 
+def test_train_aligner_fits_with_the_seed_it_records(tiny_model_dir, tmp_path):
+    """`--arch rcsls --seed 3` fitted with random_state=0 and recorded seed 3; the seed named is the seed used."""
+    data = pair_file(tmp_path)
+    common = ["--model", tiny_model_dir, "--store", tmp_path / "s.zarr", "--json"]
+    for arch in ("rcsls", "selflearn"):
+        r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--arch", arch, "--seed", 3,
+                   "--out", tmp_path / arch, *common)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["seed"] == 3 and load_aligner(tmp_path / arch).seed == 3
+
+
 def test_mine_writes_a_pair_file_with_margins_atomically(tiny_model_dir, tmp_path):
     data = pair_file(tmp_path)
     common = ["--model", tiny_model_dir, "--store", tmp_path / "s.zarr"]

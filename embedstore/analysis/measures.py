@@ -42,22 +42,30 @@ from embedstore.data.selection import subsample
 class Split:
     """Row indices the aligner is fitted on (`fit`) and the disjoint rows everything is reported on (`test`).
 
-    `how` says in words how the rows were chosen, for provenance.
+    `how` says in words how the rows were chosen, for provenance. `fit_target`, when given, are the rows whose
+    target-language side the aligner is fitted on, for an aligner fitted on unpaired texts of each side
+    (`aligners.inputs.fit_rows`); by default the fit rows are pairs and both sides come from `fit`.
     """
 
     fit: np.ndarray
     test: np.ndarray
     how: str
+    fit_target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.test) < 2:
             raise ConfigError(f"split ({self.how}) leaves {len(self.test)} held-out rows; analyses need at least 2")
         if len(self.fit) < 1:
             raise ConfigError(f"split ({self.how}) leaves no rows to fit the aligner on")
-        shared = np.intersect1d(self.fit, self.test)
+        shared = np.intersect1d(np.union1d(self.fit, self.target_fit), self.test)
         if len(shared):
             raise ConfigError(f"split ({self.how}) puts {len(shared)} rows in both the fit and the held-out rows; "
                               "they must be disjoint")
+
+    @property
+    def target_fit(self) -> np.ndarray:
+        """The rows whose target-language side the aligner is fitted on."""
+        return self.fit if self.fit_target is None else self.fit_target
 
 
 def random_split(n_rows: int, test_fraction: float, seed: int) -> Split:
@@ -203,7 +211,7 @@ def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Al
     """
     en, tr = _paired(en, tr, ("en", "tr"))
     check_forward(aligner)
-    aligner.fit(en[split.fit], tr[split.fit])
+    aligner.fit(en[split.fit], tr[split.target_fit])
     aligned = aligner.transform(en[split.test])
     return evaluate_alignment(en[split.test], tr[split.test], aligned, ks=ks, csls_k=csls_k, seed=seed)
 

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER, Aligner, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER, Aligner, load_aligner
+from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
+from embedstore.estimators.artifacts import lookup
 from embedstore.analysis.measures import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
                                  gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
 from embedstore.encoding.options import EncodeOptions
@@ -81,7 +83,10 @@ def parse_folds(text: str, option: str) -> list[str]:
 
 
 def make_split(table: dict[str, list[str]], n_rows: int, options: SplitOptions, seed: int) -> Split:
-    """The fit/held-out split of a table's rows under `options` (sizes applied last, seeded)."""
+    """The fit/held-out split of a table's rows under `options`, the held-out side cut to `test_size` (seeded).
+
+    The fit side is the pool `fit_rows` picks the aligner's rows from (`size` of them, as pairs or unpaired texts
+    by the aligner's kind), as `train-aligner` picks them from a file."""
     if options.by_folds:
         column = options.fold_column or "fold"
         split = fold_split(table[column],
@@ -90,9 +95,8 @@ def make_split(table: dict[str, list[str]], n_rows: int, options: SplitOptions, 
                            column)
     else:
         split = random_split(n_rows, options.test_fraction, seed)
-    fit_size = parse_size(options.size) if options.size is not None else None
     test_size = parse_size(options.test_size) if options.test_size is not None else None
-    return limit_split(split, fit_size, test_size, seed)
+    return limit_split(split, None, test_size, seed)
 
 
 @dataclass
@@ -102,6 +106,7 @@ class _Pairs:
     source: dict[int, np.ndarray]  # layer -> (fit + test, dim)
     target: dict[int, np.ndarray]
     split: Split | None
+    n_pairs: int  # how many fit rows are true pairs (`FitRows.n_pairs`)
     table: dict[str, list[str]]
     rows: np.ndarray  # file row of each vector row
     provenance: dict[str, Any]
@@ -109,11 +114,14 @@ class _Pairs:
 
 def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, extra_columns: Sequence[str],
                 split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
-                config: dict[str, Any], progress: bool, max_k: int = 1, include_fit: bool = True) -> _Pairs:
+                config: dict[str, Any], progress: bool, max_k: int = 1, include_fit: bool = True,
+                aligner_cls: type[Aligner] | None = None) -> _Pairs:
     """Read, split, and encode only the rows the analysis uses (both languages in one encode pass).
 
-    The held-out rows must allow P@`max_k`; this is checked before anything is encoded. Without `include_fit`
-    (a loaded aligner needs no fit rows) only the held-out rows are encoded and `split` is None.
+    The fit rows are those `fit_rows` gives `aligner_cls` (None: pairs) out of the fit split, as `train-aligner`
+    and the sweep pick them. The held-out rows must allow P@`max_k`; this is checked before anything is encoded.
+    Without `include_fit` (a loaded aligner needs no fit rows) only the held-out rows are encoded and `split` is
+    None.
     """
     if source_column == target_column:
         raise ConfigError(f"source_column and target_column are both '{source_column}'; expected two columns")
@@ -124,7 +132,10 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     if len(split.test) < max_k:
         raise ConfigError(f"P@{max_k} needs at least {max_k} held-out rows; the split leaves "
                           f"{len(split.test)} ({split.how})")
-    rows = np.concatenate([split.fit, split.test]) if include_fit else split.test
+    picked = fit_rows(aligner_cls, len(split.fit), parse_size(split_options.size or "all"), seed, "the fit split")
+    fit_source, fit_target = split.fit[picked.source], split.fit[picked.target]
+    fit = np.asarray(list(dict.fromkeys([*fit_source, *fit_target])), dtype=np.int64)  # each row once, in order
+    rows = np.concatenate([fit, split.test]) if include_fit else split.test
     src_texts = [table[source_column][i] for i in rows]
     tgt_texts = [table[target_column][i] for i in rows]
     spec = options.resolve()
@@ -133,13 +144,20 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     keys = [StoreKey.from_dict(k) for k in report.keys]
     source = {key.layer: st.get(key, src_texts) for key in keys}
     target = {key.layer: st.get(key, tgt_texts) for key in keys}
-    local = Split(np.arange(len(split.fit)), np.arange(len(split.fit), len(rows)), split.how) if include_fit else None
+    at = {int(row): i for i, row in enumerate(fit)}
+    how = split.how + (f"; fit on {picked.n_pairs:,} pairs" + (
+        f" and unpaired texts ({len(fit_source) - picked.n_pairs:,} source, {len(fit_target) - picked.n_pairs:,} "
+        "target)" if len(fit) != picked.n_pairs else "") + f" (seed {seed})")
+    local = Split(np.asarray([at[int(r)] for r in fit_source], dtype=np.int64), np.arange(len(fit), len(rows)), how,
+                  None if picked.source is picked.target else np.asarray([at[int(r)] for r in fit_target],
+                                                                          dtype=np.int64)) if include_fit else None
     provenance = {
         "config": config,
         "seed": seed,
         "input": {"path": str(Path(pairs_file).resolve()), "sha256": input_sha256(pairs_file), "rows": n_rows},
-        "split": split.how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
-        "fit_rows": len(split.fit) if include_fit else 0,
+        "split": how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
+        "fit_rows": len(fit) if include_fit else 0,
+        "fit_pairs": picked.n_pairs if include_fit else 0,
         "test_rows": len(split.test),
         "model": spec.name,
         "model_fingerprint": spec.fingerprint,
@@ -149,23 +167,25 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
         "embedstore_version": __version__,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return _Pairs(source, target, local, table, rows, provenance)
+    return _Pairs(source, target, local, picked.n_pairs, table, rows, provenance)
 
 
-def _aligner(arch: str | None, aligner_dir: str | Path | None, seed: int,
-             progress: bool) -> tuple[Aligner, bool, dict[str, Any]]:
-    """(aligner, already fitted?, what to record about it). A saved aligner is loaded; otherwise one is made."""
-    if aligner_dir is not None:
-        if arch is not None:
-            raise ConfigError(f"both arch={arch!r} and aligner_dir={str(aligner_dir)!r} given; use one: arch fits "
-                              "a new aligner, aligner_dir loads a saved one")
-        aligner = load_aligner(aligner_dir)
-        return aligner, True, {"aligner": aligner.name, "aligner_dir": str(Path(aligner_dir).resolve()),
-                               "aligner_params": aligner.get_params(deep=False)}
-    arch = arch or DEFAULT_ALIGNER
-    params = {"seed": seed, "progress": progress} if is_trained(arch) else {}
-    aligner = make_aligner(arch, **params)
-    return aligner, False, {"aligner": arch, "aligner_params": aligner.get_params(deep=False)}
+def _saved_aligner(arch: str | None, aligner_dir: str | Path | None) -> Aligner | None:
+    """The saved aligner to evaluate, or None when the analysis fits one of class `arch`."""
+    if aligner_dir is None:
+        return None
+    if arch is not None:
+        raise ConfigError(f"both arch={arch!r} and aligner_dir={str(aligner_dir)!r} given; use one: arch fits "
+                          "a new aligner, aligner_dir loads a saved one")
+    aligner = load_aligner(aligner_dir)
+    check_forward(aligner)
+    return aligner
+
+
+def _aligner_info(aligner: Aligner, aligner_dir: str | Path | None) -> dict[str, Any]:
+    """What a record says about the aligner: its name and the parameters it was fitted with (seed included)."""
+    where = {"aligner_dir": str(Path(aligner_dir).resolve())} if aligner_dir is not None else {}
+    return {"aligner": aligner.name, **where, "aligner_params": aligner.get_params(deep=False)}
 
 
 def _kept(record: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
@@ -201,22 +221,25 @@ def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_col
               "target_column": target_column, "arch": arch, "aligner_dir": str(aligner_dir) if aligner_dir else None,
               "split": asdict(split), "encode": options.to_dict(), "ks": list(ks), "csls_k": csls_k}
     check_options(ks, csls_k)  # before the model runs, not after
-    aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
-    check_forward(aligner)
+    saved = _saved_aligner(arch, aligner_dir)
+    cls = None if saved is not None else lookup(ALIGNERS, arch or DEFAULT_ALIGNER, "aligner")
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks), include_fit=not fitted)
+                        max(ks), include_fit=saved is None, aligner_cls=cls)
     (layer,) = pairs.source
     en, tr = pairs.source[layer], pairs.target[layer]
-    if fitted:
+    if saved is not None:
+        aligner = saved
         result = evaluate_alignment(en, tr, aligner.transform(en), ks=ks, csls_k=csls_k, seed=seed)
     else:
+        aligner = aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress)
         result = held_out_alignment(en, tr, pairs.split, aligner, ks=ks, csls_k=csls_k, seed=seed)
+    info = _aligner_info(aligner, aligner_dir)
     return {
         "kind": kind,
         "language": target_column,
         "source_language": source_column,
         "aligner": info["aligner"],
-        "pair_size": None if fitted else len(pairs.split.fit),
+        "pair_size": None if saved is not None else pairs.n_pairs,
         "layer": layer,
         "seed": seed,
         **result,
@@ -271,13 +294,15 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
               "target_column": target_column, "arch": arch, "split": asdict(split), "encode": options.to_dict(),
               "ks": list(ks), "csls_k": csls_k}
     check_options(ks, csls_k)  # before the model runs, not after
-    _, _, info = _aligner(arch, None, seed, progress)  # validates arch before anything is encoded
+    cls = lookup(ALIGNERS, arch, "aligner")  # before anything is encoded
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks))
+                        max(ks), aligner_cls=cls)
     per_layer = layer_report(pairs.source, pairs.target, pairs.split,
-                             lambda: _aligner(arch, None, seed, progress)[0], ks=ks, csls_k=csls_k, seed=seed)
+                             lambda: aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress), ks=ks,
+                             csls_k=csls_k, seed=seed)
+    info = _aligner_info(aligner_for_run(cls, pairs.n_pairs, seed=seed), None)
     record = {"kind": "layers", "language": target_column, "source_language": source_column,
-              "aligner": arch, "pair_size": len(pairs.split.fit), "seed": seed, "layers": per_layer,
+              "aligner": arch, "pair_size": pairs.n_pairs, "seed": seed, "layers": per_layer,
               "provenance": {**pairs.provenance, **info}}
     return _kept(record, out)
 
@@ -306,19 +331,22 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
     if arch == NO_ALIGNER:
         if aligner_dir is not None:
             raise ConfigError(f"both arch={NO_ALIGNER!r} and aligner_dir={str(aligner_dir)!r} given; use one")
-        aligner, fitted, info = None, True, {"aligner": NO_ALIGNER}
+        saved, cls = None, None
     else:
-        aligner, fitted, info = _aligner(arch, aligner_dir, seed, progress)
-        check_forward(aligner)
+        saved = _saved_aligner(arch, aligner_dir)
+        cls = None if saved is not None else lookup(ALIGNERS, arch or DEFAULT_ALIGNER, "aligner")
     task_head = make_head(head, seed=seed)
     pairs = _load_pairs(pairs_file, source_column, target_column, [label_column], split, store, options, seed,
-                        config, progress)
+                        config, progress, aligner_cls=cls)
     (layer,) = pairs.source
     en, tr = pairs.source[layer], pairs.target[layer]
     labels = np.asarray([pairs.table[label_column][i] for i in pairs.rows])
     fit, test = pairs.split.fit, pairs.split.test
-    if aligner is not None and not fitted:
-        aligner.fit(en[fit], tr[fit])
+    aligner = saved
+    if cls is not None:
+        aligner = aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress).fit(en[fit],
+                                                                                        tr[pairs.split.target_fit])
+    info = _aligner_info(aligner, aligner_dir) if aligner is not None else {"aligner": NO_ALIGNER}
     project = aligner.transform if aligner is not None else (lambda x: x)
     task_head.fit(project(en[fit]), labels[fit])
     aligned_test = project(en[test])
@@ -329,7 +357,7 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
         "language": target_column,
         "source_language": source_column,
         "aligner": info["aligner"],
-        "pair_size": None if aligner_dir is not None else len(fit),
+        "pair_size": None if aligner_dir is not None else pairs.n_pairs,
         "layer": layer,
         "seed": seed,
         **result,

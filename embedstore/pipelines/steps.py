@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import ALIGNERS, is_trained, load_aligner, make_aligner
-from embedstore.estimators.aligners.inputs import fit_rows, is_seeded
+from embedstore.estimators.aligners import ALIGNERS, load_aligner
+from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
 from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions
@@ -74,12 +74,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     src, tgt = [rows.texts[i] for i in picked.source], [rows.targets[i] for i in picked.target]
     both = embed(src + tgt, store=store, options=options, progress=progress)  # one pass, one bar for both sides
     x, y = both[:len(src)], both[len(src):]
-    params: dict = {"reverse": reverse}
-    if is_trained(arch):
-        params.update(recipe=recipe, seed=seed, progress=progress)
-    if is_seeded(cls):
-        params.update(seed_pairs=picked.n_pairs)
-    aligner = make_aligner(arch, **params).fit(x, y)
+    aligner = aligner_for_run(cls, picked.n_pairs, seed=seed, reverse=reverse, recipe=recipe,
+                              progress=progress).fit(x, y)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": picked.n_pairs, "source_texts": len(src), "target_texts": len(tgt),
                         "available": len(rows.texts)}, "pairs": _file(pairs),

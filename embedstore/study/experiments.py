@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from embedstore import __version__
-from embedstore.estimators.aligners import ALIGNERS, Aligner, is_trained, load_aligner, make_aligner
+from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
 from embedstore.estimators.aligners.collapse import detect_collapse
-from embedstore.estimators.aligners.inputs import fit_rows, is_seeded
+from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.adapted import adapted_context
@@ -74,15 +74,6 @@ def _train_rows(ctx: Context, role: str, test_labels: set[str]) -> tuple[list[st
     return [rows.texts[i] for i in pick], [rows.labels[i] for i in pick], pick
 
 
-def _make_aligner(ctx: Context, reverse: bool, n_pairs: int) -> Aligner:
-    params: dict = {"reverse": reverse}
-    if is_trained(ctx.cell.aligner):
-        params.update(recipe=ctx.cell.recipe, seed=ctx.cell.seed)
-    if is_seeded(ALIGNERS[ctx.cell.aligner]):
-        params.update(seed_pairs=n_pairs)
-    return make_aligner(ctx.cell.aligner, **params)
-
-
 def _task_texts(ctx: Context) -> list[list[str]]:
     """Every English training and test text of the task: what aligner pairs must not contain."""
     roles = ["en_train", "test"] + (["en_test"] if ctx.task.has("en_test") else [])
@@ -121,7 +112,8 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
     refitting it per cell would repeat the most expensive step many times. The key hashes everything that
     determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
     """
-    aligner = _make_aligner(ctx, reverse, n_pairs)
+    aligner = aligner_for_run(ALIGNERS[ctx.cell.aligner], n_pairs, seed=ctx.cell.seed, reverse=reverse,
+                              recipe=ctx.cell.recipe)
     digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": settled_params(aligner),
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
     digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())

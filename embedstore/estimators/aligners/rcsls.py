@@ -27,13 +27,13 @@ class RCSLSAligner(Aligner):
     _state_attrs = ("loss_start_", "loss_end_")
 
     def __init__(self, steps: int = 50, lr: float = 0.004, k: int = 10, batch: int = 500, pool: int = 2000,
-                 random_state: int = 0, reverse: bool = False) -> None:
+                 seed: int = 0, reverse: bool = False) -> None:
         self.steps = steps
         self.lr = lr
         self.k = k
         self.batch = batch
         self.pool = pool
-        self.random_state = random_state
+        self.seed = seed
         self.reverse = reverse
 
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
@@ -41,7 +41,7 @@ class RCSLSAligner(Aligner):
         x, z = normalised(s), normalised(t)
         w = nn.Parameter(procrustes(x, z))
         optimiser = torch.optim.Adam([w], lr=self.lr)
-        generator = torch.Generator().manual_seed(self.random_state)
+        generator = torch.Generator().manual_seed(self.seed)
         n, k = len(x), min(self.k, len(x))
         losses = []
         for _ in range(self.steps):

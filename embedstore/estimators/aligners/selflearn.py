@@ -19,12 +19,12 @@ class SelfLearnAligner(SelfLearningAligner):
     order = 60
 
     def __init__(self, iterations: int = 8, induce_rows: int = 4000, init_rows: int = 2000, csls_k: int = 10,
-                 random_state: int = 0, reverse: bool = False) -> None:
+                 seed: int = 0, reverse: bool = False) -> None:
         self.iterations = iterations
         self.induce_rows = induce_rows
         self.init_rows = init_rows
         self.csls_k = csls_k
-        self.random_state = random_state
+        self.seed = seed
         self.reverse = reverse
 
     def _seed_dictionary(self, x: torch.Tensor, z: torch.Tensor, n_seed: int) -> dict[str, tuple]:

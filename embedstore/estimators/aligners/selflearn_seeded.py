@@ -20,12 +20,12 @@ class SelfLearnSeededAligner(SelfLearningAligner):
     order = 61
 
     def __init__(self, seed_pairs: int | None = None, iterations: int = 8, induce_rows: int = 4000,
-                 csls_k: int = 10, random_state: int = 0, reverse: bool = False) -> None:
+                 csls_k: int = 10, seed: int = 0, reverse: bool = False) -> None:
         self.seed_pairs = seed_pairs
         self.iterations = iterations
         self.induce_rows = induce_rows
         self.csls_k = csls_k
-        self.random_state = random_state
+        self.seed = seed
         self.reverse = reverse
 
     def _n_seed(self, n_source: int, n_target: int) -> int:

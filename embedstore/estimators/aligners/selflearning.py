@@ -71,7 +71,7 @@ class SelfLearningAligner(Aligner):
     init_rows: int
     iterations: int
     csls_k: int
-    random_state: int
+    seed: int
 
     def _seed_dictionary(self, x: torch.Tensor, z: torch.Tensor, n_seed: int) -> dict[str, tuple]:
         raise NotImplementedError
@@ -80,7 +80,7 @@ class SelfLearningAligner(Aligner):
         s, t = torch.from_numpy(source), torch.from_numpy(target)
         x_all, z_all = normalised(s), normalised(t)
         n_seed = self._n_seed(len(source), len(target))
-        rng = np.random.default_rng(self.random_state)
+        rng = np.random.default_rng(self.seed)
         pick_x = self._sample(rng, len(source), n_seed)
         pick_z = self._sample(rng, len(target), n_seed)
         x, z = x_all[pick_x], z_all[pick_z]
