@@ -48,8 +48,8 @@ class LazyCommands(TyperGroup):
             return None
         module, attribute = COMMANDS[name]
         target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
-        if isinstance(target, typer.Typer):
-            command = typer.main.get_command(target)
+        if isinstance(target, typer.Typer):  # a group even with one subcommand: `models pull`, not `models`
+            command = typer.main.get_group(target)
             command.name = name
             return command
         holder = typer.Typer()

@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the real model is heavy: the marker selection (`-m "not heavy"` by default) runs after
+    this hook, so the README's command never converts e5-small or encodes with it."""
+    for item in items:
+        if item.get_closest_marker("real") and not item.get_closest_marker("heavy"):
+            item.add_marker(pytest.mark.heavy)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> None:
     """Tests check behaviour, not speed: the tiny models and heads here are far too small for two threads to

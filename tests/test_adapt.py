@@ -136,6 +136,7 @@ def adapt_cmd(method: str, model: Path, data: Path, out: Path) -> list[str]:
             "--max-length", "24", "--checkpoint-every", "2", "--json"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["lora", "simcse", "align"])
 def test_sigkill_then_rerun_resumes_and_equals_an_uninterrupted_run(method, tiny_model_dir, tmp_path):
     data = write_rows(tmp_path / "rows.tsv", 96)

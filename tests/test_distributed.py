@@ -118,6 +118,7 @@ def test_plan_gives_every_chunk_one_writer_and_balances_the_work():
     assert [u.rank for u in units] == [0, 1, 1, 1, 1]
 
 
+@pytest.mark.heavy
 def test_two_ranks_equal_one_process_and_a_killed_rank_loses_only_uncommitted_rows(tiny_model_dir, tmp_path):
     texts = make_texts(2000)
     data = tmp_path / "texts.txt"
@@ -199,6 +200,7 @@ def test_distributed_without_a_launcher_says_how_to_start_it(tiny_model_dir, tmp
         encode(["a text"], store=tmp_path / "s.zarr", options=opts(tiny_model_dir), compute=COMPUTE, distributed=True)
 
 
+@pytest.mark.heavy
 def test_ranks_die_with_a_sigkilled_torchrun(tiny_model_dir, tmp_path):
     """torchrun starts ranks in sessions of their own: without `exit_with_parent` a SIGKILL of torchrun left
     them encoding under PID 1 (issue 13, D2)."""

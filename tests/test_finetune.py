@@ -304,6 +304,7 @@ def finetune_cmd(model: Path, data: dict[str, TaskFile], aligner: Path, out: Pat
             "--checkpoint-every", "2", "--head", "mlp", "--json"]
 
 
+@pytest.mark.heavy
 def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupted_run(tiny_model_dir, data,
                                                                                         fc_aligner, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

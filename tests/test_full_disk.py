@@ -60,6 +60,7 @@ FILL_UNTIL_FULL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
 def test_a_full_disk_is_a_one_line_error_and_committed_rows_stay(tmpfs, name):
     """Before: zarr ended in an OSError traceback; HDF5 crashed with a segfault (exit 139) on close, leaving

@@ -138,6 +138,20 @@ def test_implausible_model_name_is_rejected(empty_cache: Path) -> None:
     assert "not a known name" in _one_line(e.value)
 
 
+def test_models_pull_command_reports_a_present_model_without_building(tiny_model_dir: Path, empty_cache: Path) -> None:
+    """The `models pull` command on the fast tier (the real build of e5-small is heavy): a hub id whose folder is
+    already complete is reported as present, with its size and fingerprint, and nothing is fetched."""
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import app
+
+    shutil.copytree(tiny_model_dir, empty_cache / "models" / "someone" / "tiny-xlmr")
+    result = CliRunner().invoke(app, ["models", "pull", "someone/tiny-xlmr"])
+    assert result.exit_code == 0, result.output
+    assert "already present" in result.output
+    assert model_fingerprint(empty_cache / "models" / "someone" / "tiny-xlmr") in result.output.replace("\n", "")
+
+
 # --- fingerprints ---------------------------------------------------------------------------------------------
 
 def test_fingerprint_same_files_same_fingerprint_changed_weight_differs(tiny_model_dir: Path,

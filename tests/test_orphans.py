@@ -100,6 +100,7 @@ linux_only = pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not sys.
                                 reason="reads children from /proc")
 
 
+@pytest.mark.heavy
 @linux_only
 def test_sigkilled_sweep_leaves_no_workers(tmp_path: Path) -> None:
     pids = tmp_path / "pids.txt"
@@ -129,6 +130,7 @@ def test_sigkilled_sweep_leaves_no_workers(tmp_path: Path) -> None:
         proc.communicate()
 
 
+@pytest.mark.heavy
 @linux_only
 @pytest.mark.parametrize("mechanism", ["pdeathsig", "watchdog"])
 def test_child_dies_with_its_parent(tmp_path: Path, mechanism: str) -> None:

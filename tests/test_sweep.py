@@ -336,6 +336,7 @@ def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str], timeout:
     pytest.fail(f"{path} did not reach {count} lines in {timeout}s")
 
 
+@pytest.mark.heavy
 def test_kill_9_midway_then_rerun_gives_one_ok_record_per_cell(tmp_path: Path) -> None:
     config = make_config(tmp_path, seeds=6, methods='["english"]')  # 12 cells of 0.4 s on 2 workers
     proc = start_slow_sweep(tmp_path, config)
@@ -358,6 +359,7 @@ def test_kill_9_midway_then_rerun_gives_one_ok_record_per_cell(tmp_path: Path) -
     assert all(r["status"] == "ok" for r in final)
 
 
+@pytest.mark.heavy
 def test_ctrl_c_stops_workers_and_keeps_finished_records(tmp_path: Path) -> None:
     config = make_config(tmp_path, seeds=6, methods='["english"]')
     proc = start_slow_sweep(tmp_path, config)
