@@ -12,7 +12,10 @@ from embedstore.cli.app import app
 from embedstore.study.cells import expand, load_config
 from embedstore.base.errors import ConfigError
 from embedstore.study.experiments import run_cell
+from embedstore.study import predictions
+from embedstore.study.predictions import PredictionReader
 from embedstore.study.run import run_study
+from embedstore.study.verdicts import PAIRED, compare
 from embedstore.study.sweep import read_results
 
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"],
@@ -98,6 +101,19 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
     assert la["metrics"]["aligner"]["cosine"]["rows"] == 56
     share = by_method["ablation-share"]["provenance"]["sizes"]
     assert share["n_pairs"] == share["n_train"]
+    # every cell keeps its per-row predictions beside the results, agreeing with its metrics, and the
+    # identity of its draws: one test set for every method, one training draw per task size and seed
+    reader = PredictionReader(config.results)
+    for r in records:
+        rows = reader(r)
+        assert rows is not None and rows.correct.mean() == pytest.approx(r["metrics"]["accuracy"])
+        assert r["metrics"]["degenerate"] is None or r["metrics"]["degenerate"].startswith(("predicts", "has"))
+    assert len({r["provenance"]["draws"]["test"] for r in records}) == 1
+    assert len({(r["cell"]["task_size"], r["provenance"]["draws"]["train"]) for r in records}) == 2
+    assert len(list(predictions.directory(config.results).iterdir())) == len(records)
+    english, langalign = ([r for r in records if r["cell"]["method"] == m and r["cell"]["task_size"] == 40
+                           and r["cell"]["aligner"] in (None, "procrustes")] for m in ("english", "langalign"))
+    assert compare(langalign, english, rows=reader).interval == PAIRED
     # rerun: nothing left to do
     again = run_study(config, workers=1, progress=False).summary
     assert len(again.skipped) == len(cells) and not again.to_run

@@ -22,6 +22,8 @@ import pytest
 
 from embedstore.study.cells import Cell, SweepConfig, expand, load_config
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.study import predictions
+from embedstore.study.predictions import PredictionReader, RowPredictions
 from embedstore.study.sweep import read_results, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +117,30 @@ def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
     assert provenance["model"] == "tiny" and provenance["hostname"]
     assert provenance["wall_time_s"] >= 0 and provenance["timestamp"].endswith("+00:00")
     assert isinstance(provenance["embedstore_version"], str)
+
+
+def predicting_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
+    """fake_runner's record plus per-row predictions, for the two baselines only (langalign keeps none)."""
+    out = fake_runner(cell, config)
+    if cell.method == "english":
+        out["predictions"] = RowPredictions.of(["x", "y", "y"], ["x", "x", "y"], "rows-digest").to_payload()
+    return out
+
+
+def test_predictions_land_beside_the_results_and_the_record_names_them(tmp_path: Path) -> None:
+    """The driver writes a cell's predictions before its record; cells without them (and older records) have no
+    "predictions" entry, and read as before."""
+    config = make_config(tmp_path, seeds=1)
+    run_sweep(config, predicting_runner, same_context, workers=1, progress=False)
+    records = read_results(config.results)
+    named = [r for r in records if "predictions" in r]
+    assert {r["cell"]["method"] for r in named} == {"english"} and len(named) == 2
+    assert named[0]["predictions"] == {"file": f"{named[0]['cell_id']}-ctx.safetensors", "test_ids": "rows-digest",
+                                       "rows": 3}
+    rows = PredictionReader(config.results)(named[0])
+    assert rows.labels == ("x", "y") and rows.correct.tolist() == [True, False, True]
+    assert sorted(p.name for p in predictions.directory(config.results).iterdir()) == sorted(
+        r["predictions"]["file"] for r in named)
 
 
 def test_dry_run_runs_nothing_then_reports_skips(tmp_path: Path) -> None:

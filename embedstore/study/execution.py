@@ -30,8 +30,8 @@ from embedstore.base.parent import exit_with_parent
 from embedstore.study.cells import Cell, SweepConfig
 
 Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
-"""Runs one cell: returns {"metrics": {...}, "provenance": {...}} (JSON-serialisable; numpy scalars are fine).
-With workers > 1 or on Ray it must be a picklable top-level function, because it runs in other processes."""
+"""Runs one cell: returns {"metrics": {...}, "provenance": {...}} and optionally "predictions" (a
+`study.predictions.RowPredictions.to_payload()`), all JSON-serialisable (numpy scalars are fine). With workers > 1 or on Ray it must be a picklable top-level function, because it runs in other processes."""
 
 RecordSink = Callable[[Cell, dict[str, Any]], None]
 """Called in the driver with each cell's outcome (see `execute`) as soon as it is known."""
@@ -96,13 +96,14 @@ def _checked_result(result: object) -> dict[str, Any]:
     """Validate a runner's return value against the runner contract and round-trip it through JSON."""
     if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
         raise TypeError(f"runner must return {{'metrics': {{...}}, 'provenance': {{...}}}}, got {result!r:.200}")
-    extra = set(result) - {"metrics", "provenance"}
+    extra = set(result) - {"metrics", "provenance", "predictions"}
     if extra:
-        raise TypeError(f"runner returned unexpected keys {sorted(extra)}; allowed: metrics, provenance")
+        raise TypeError(f"runner returned unexpected keys {sorted(extra)}; allowed: metrics, provenance, predictions")
     provenance = result.get("provenance", {})
     if not isinstance(provenance, dict):
         raise TypeError(f"runner's 'provenance' must be a dict, got {provenance!r:.200}")
-    plain = json.loads(json.dumps({"metrics": result["metrics"], "provenance": provenance}, default=to_json))
+    plain = json.loads(json.dumps({"metrics": result["metrics"], "provenance": provenance,
+                                   "predictions": result.get("predictions")}, default=to_json))
     return {"status": "ok", **plain}
 
 

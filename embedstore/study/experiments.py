@@ -25,6 +25,8 @@ from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.adapted import adapted_context
 from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
 from embedstore.study.context import context_id
+from embedstore.study.predictions import RowPredictions, index_digest, rows_digest
+from embedstore.study.verdicts import degeneracy
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
@@ -156,8 +158,31 @@ class HeadInputs:
     test_x: np.ndarray
     test_y: list[str]
     sizes: dict
+    draws: dict
     aligner: Aligner | None = None
     raw_test_x: np.ndarray | None = None
+
+
+@dataclass
+class MethodResult:
+    """What a method's runner hands `run_cell`: the metrics, the data sizes, the digests of the draws (test rows,
+    training rows, pairs: what a verdict checks two cells share) and the per-test-row predictions, where the
+    method has them."""
+
+    metrics: dict
+    sizes: dict
+    draws: dict
+    rows: RowPredictions | None = None
+
+
+def _draws(ctx: Context, picked: np.ndarray, pairs: tuple[list, list, int] | None = None) -> dict:
+    """The identity of a cell's draws. The test rows are named by the target-language test texts for every
+    method (translate-test scores their English side, row for row), so all methods of a task share them."""
+    draws = {"test": rows_digest(ctx.task.rows("test").texts), "train": index_digest(picked)}
+    if pairs is not None:
+        src, tgt, n_pairs = pairs
+        draws["pairs"] = rows_digest(list(zip(src[:n_pairs], tgt[:n_pairs])))
+    return draws
 
 
 def _baseline_inputs(ctx: Context) -> HeadInputs:
@@ -165,9 +190,9 @@ def _baseline_inputs(ctx: Context) -> HeadInputs:
     method = ctx.cell.method
     test = ctx.task.rows("en_test" if method == "translate-test" else "test")
     role = {"native": "native_train", "translated": "translated_train"}.get(method, "en_train")
-    texts, labels, _ = _train_rows(ctx, role, set(test.labels))
+    texts, labels, picked = _train_rows(ctx, role, set(test.labels))
     return HeadInputs(ctx.vectors(texts), labels, ctx.vectors(test.texts), test.labels,
-                      {"n_train": len(texts), "n_test": len(test.texts), "train_role": role})
+                      {"n_train": len(texts), "n_test": len(test.texts), "train_role": role}, _draws(ctx, picked))
 
 
 def _langalign_inputs(ctx: Context) -> HeadInputs:
@@ -195,7 +220,8 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
              "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
              "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name, **training_summary(aligner)}
     return HeadInputs(train_x if reverse else aligner.transform(train_x), labels,  # reverse: an English-trained head
-                      aligner.transform(test_x) if through else test_x, test.labels, sizes, aligner, test_x)
+                      aligner.transform(test_x) if through else test_x, test.labels, sizes,
+                      _draws(ctx, picked, (src, tgt, n_pairs)), aligner, test_x)
 
 
 def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
@@ -204,32 +230,36 @@ def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
     return (_langalign_inputs if METHOD_RUNNERS[cell.method] is run_langalign else _baseline_inputs)(ctx)
 
 
-def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head, dict]:
-    """The cell's head (kind, its `[heads.<kind>]` params from the config, seed, recipe) fitted on `inputs`, and
-    the metrics on the primary test arrays with the head's fit report (did it converge, what it chose)."""
+def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head, dict, RowPredictions]:
+    """The cell's head (kind, its `[heads.<kind>]` params from the config, seed, recipe) fitted on `inputs`; the
+    metrics on the primary test arrays with the head's fit report (did it converge, what it chose) and whether
+    it is degenerate (`verdicts.degeneracy`: then its cell is left out of verdicts); and its per-row predictions."""
     head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=config.head_params.get(cell.head))
     head.fit(inputs.train_x, inputs.train_y)
-    metrics = classification_metrics(inputs.test_y, head.predict(inputs.test_x), labels=sorted(set(inputs.test_y)))
+    predicted = head.predict(inputs.test_x)
+    metrics = classification_metrics(inputs.test_y, predicted, labels=sorted(set(inputs.test_y)))
     metrics["head"] = head.fit_report
-    return head, metrics
+    metrics["degenerate"] = degeneracy(metrics)
+    return head, metrics, RowPredictions.of(inputs.test_y, list(predicted), inputs.draws["test"])
 
 
-def run_baseline(ctx: Context) -> tuple[dict, dict]:
+def run_baseline(ctx: Context) -> MethodResult:
     inputs = _baseline_inputs(ctx)
-    return fit_head(ctx.cell, ctx.config, inputs)[1], inputs.sizes
+    _, metrics, rows = fit_head(ctx.cell, ctx.config, inputs)
+    return MethodResult(metrics, inputs.sizes, inputs.draws, rows)
 
 
-def run_langalign(ctx: Context) -> tuple[dict, dict]:
+def run_langalign(ctx: Context) -> MethodResult:
     """LangAlign, reverse and ablation-share; the score without the aligner is kept as a diagnostic."""
     inputs = _langalign_inputs(ctx)
     aligner, test_x = inputs.aligner, inputs.raw_test_x
-    head, metrics = fit_head(ctx.cell, ctx.config, inputs)
+    head, metrics, rows = fit_head(ctx.cell, ctx.config, inputs)
     truth = np.asarray(inputs.test_y)
     metrics["aligner_at_test"] = aligner.aligns_target_at_test
     metrics["accuracy_with_aligner"] = float(np.mean(head.predict(aligner.transform(test_x)) == truth))
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
     metrics["aligner"] = _aligner_diagnostics(ctx, aligner, ctx.cell.method == "reverse")
-    return metrics, inputs.sizes
+    return MethodResult(metrics, inputs.sizes, inputs.draws, rows)
 
 
 def training_summary(aligner: Aligner) -> dict:
@@ -256,7 +286,7 @@ def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
     return TaskFile(path, pair_column="pair" if paired else None)
 
 
-def run_e2e(ctx: Context) -> tuple[dict, dict]:
+def run_e2e(ctx: Context) -> MethodResult:
     """langalign-e2e: step 3 on text (`embedstore finetune`) behind the same step-2 aligner, pairs and rows as
     the cached langalign cell. The selected rows go to JSONL files under `<results>.e2e/<cell>-<context>/`, so
     the run is an ordinary finetune there: checkpointed, and resumed by re-running the sweep."""
@@ -270,7 +300,7 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                           f"but the sweep's [encoding] makes vectors under {ctx.key.describe()}: its aligner would "
                           "sit behind other vectors than it was fitted on; drop those [encoding] settings or the method")
     cell, test = ctx.cell, ctx.task.rows("test")
-    texts, labels, _ = _train_rows(ctx, "en_train", set(test.labels))
+    texts, labels, picked = _train_rows(ctx, "en_train", set(test.labels))
     src, tgt, n_pairs = _pairs(ctx, _task_texts(ctx))
     aligner, aligner_dir, reused = _fitted_aligner(ctx, False, src, tgt, n_pairs)
     # keyed by the context too: changed [e2e] options or task files make a new run, not a clash with the old one
@@ -283,14 +313,15 @@ def run_e2e(ctx: Context) -> tuple[dict, dict]:
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)
     metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, False)}
-    return metrics, {"n_train": len(texts), "n_pairs": n_pairs, "n_test": len(test.texts),
-                     "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
-                     "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
-                     "finetune_wall_time_s": result.provenance["wall_time_s"],
-                     "finetune_config": result.provenance["config"]}
+    metrics["degenerate"] = degeneracy(metrics)
+    sizes = {"n_train": len(texts), "n_pairs": n_pairs, "n_test": len(test.texts),
+             "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
+             "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
+             "finetune_wall_time_s": result.provenance["wall_time_s"], "finetune_config": result.provenance["config"]}
+    return MethodResult(metrics, sizes, _draws(ctx, picked, (src, tgt, n_pairs)))  # finetune keeps no row predictions
 
 
-def run_adapted(ctx: Context) -> tuple[dict, dict]:
+def run_adapted(ctx: Context) -> MethodResult:
     """adapt-*: adapt the encoder (once per context: LoRA on `[adapt] size` English rows, SimCSE on the cell's
     pairs' texts of both languages, align on its pairs), then the cached English-only cell on it, or for
     adapt-align+langalign the cached LangAlign cell."""
@@ -311,11 +342,11 @@ def run_adapted(ctx: Context) -> tuple[dict, dict]:
         needed += sum(_pairs(ctx, _task_texts(ctx))[:2], [])
         needed += ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
     adapted, info = adapted_context(ctx, method, rows, ids, needed)
-    metrics, sizes = (run_langalign if langalign else run_baseline)(adapted)
-    return metrics, {**sizes, "adapt": info}
+    result = (run_langalign if langalign else run_baseline)(adapted)
+    return replace(result, sizes={**result.sizes, "adapt": info})
 
 
-METHOD_RUNNERS: dict[str, Callable[[Context], tuple[dict, dict]]] = {
+METHOD_RUNNERS: dict[str, Callable[[Context], MethodResult]] = {
     "english": run_baseline, "native": run_baseline, "translated": run_baseline, "translate-test": run_baseline,
     "ablation-omit": run_baseline, "langalign": run_langalign, "reverse": run_langalign,
     "ablation-share": run_langalign, "langalign-e2e": run_e2e,
@@ -328,13 +359,17 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     t0 = time.perf_counter()
     ctx = _context(cell, config)
     spec, key = ctx.spec, ctx.key
-    metrics, sizes = METHOD_RUNNERS[cell.method](ctx)
-    return {"metrics": metrics, "provenance": {
-        "cell": asdict(cell), "seed": cell.seed, "sizes": sizes, "files": ctx.task.file_hashes(),
+    result = METHOD_RUNNERS[cell.method](ctx)
+    out = {"metrics": result.metrics, "provenance": {
+        "cell": asdict(cell), "seed": cell.seed, "sizes": result.sizes, "draws": result.draws,
+        "files": ctx.task.file_hashes(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
         "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "head_params": config.head_params.get(cell.head, {}),
         "embedstore": __version__,
         "cell_seconds": round(time.perf_counter() - t0, 3)}}
+    if result.rows is not None:
+        out["predictions"] = result.rows.to_payload()
+    return out
 
 
 def _context(cell: Cell, config: SweepConfig) -> Context:

@@ -11,8 +11,13 @@ Record written per cell::
 
     {"cell": {...asdict(cell)}, "cell_id": "...", "context": "...", "status": "ok",
      "metrics": {...from the runner},
+     "predictions": {"file": "<cell_id>-<context>.safetensors", "test_ids": "...", "rows": n},
      "provenance": {...from the runner, "wall_time_s", "timestamp", "embedstore_version", "hostname",
                     "sweep", "model"}}
+
+"predictions" is there when the runner returned per-test-row predictions: the driver writes them to
+`<results>.predictions/` (`study.predictions`) before it appends the record that names them, so a record never
+names a file that is not there (a kill in between leaves only an unnamed file, overwritten by the re-run).
 
 A failed cell has "status": "error", a one-line "error" and its "traceback" instead of "metrics". The report
 reads the runner's provenance keys "model_fingerprint" and "store_key" when present.
@@ -40,6 +45,7 @@ from rich.progress import (
 from rich.table import Column
 
 from embedstore import __version__
+from embedstore.study import predictions
 from embedstore.study.cells import Cell, SweepConfig, expand
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
@@ -135,6 +141,9 @@ def run_sweep(
             task = bar.add_task(config.name, total=len(to_run), last="")
 
             def record(cell: Cell, outcome: dict[str, Any]) -> None:
+                if outcome.get("predictions") is not None:
+                    outcome["predictions"] = predictions.write(config.results, cell.id, contexts[cell.id],
+                                                               outcome["predictions"])
                 _append_line(fd, _make_record(config, cell, contexts[cell.id], outcome))
                 if outcome["status"] == "ok":
                     ok.append(cell)
@@ -246,6 +255,8 @@ def _make_record(config: SweepConfig, cell: Cell, context: str, outcome: dict[st
     }
     if outcome["status"] == "ok":
         record["metrics"] = outcome["metrics"]
+        if outcome.get("predictions"):
+            record["predictions"] = outcome["predictions"]
     else:
         record["error"] = outcome["error"]
         record["traceback"] = outcome["traceback"]

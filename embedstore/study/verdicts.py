@@ -151,6 +151,8 @@ def compare(
             return refuse(f"mismatched budgets: {mismatch}")
         notes.append(f"mismatched budgets: {mismatch}")
     notes += _unpaired_text(pairs[0], labels)
+    if any(_draw(ra, "pairs") and _draw(rb, "pairs") and _draw(ra, "pairs") != _draw(rb, "pairs") for ra, rb in pairs):
+        notes.append(f"{labels[0]} and {labels[1]} drew different translation pairs at the same seed")
     if not any(_draw(r, "train") for pair in pairs for r in pair):
         notes.append("training draws not recorded (older records): the same seed is taken to draw the same rows")
 
