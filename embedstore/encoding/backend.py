@@ -1,7 +1,8 @@
 """Which engine runs the forward pass (PyTorch or ONNX Runtime), decided once, and the encoder that runs it.
 
 Both encoders take the same padded batches and return the same pooled vectors (`forward(batch, layers,
-pooling)`), so encode and the distributed ranks never ask which one they hold.
+pooling)`), so encode and the distributed ranks never ask which one they hold. `--backend auto` with two engines
+that can run is decided by measuring them (`engine_choice`); the other cases have one answer, given here.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import torch
 
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.encoder import Encoder, check_right_padding
-from embedstore.encoding.models import ModelSpec, load_once
+from embedstore.encoding.engine_choice import EngineChoice
+from embedstore.encoding.models import ModelSpec, load_once, load_tokenizer, unload
 from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination
 
 
-def choose_backend(options: EncodeOptions, compute: ComputeOptions, device: torch.device) -> str:
-    """"torch" or "onnx" for these options on `device`; a combination that cannot run is refused here, before
-    anything loads."""
+def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.device) -> EngineChoice | None:
+    """The engine when there is nothing to measure (a flag, int8, a CUDA device without onnxruntime-gpu); None
+    when `auto` has two engines to choose from. A combination that cannot run is refused here, before anything
+    loads."""
     from embedstore.encoding.onnx_runtime import cuda_available
 
     check_combination(options, compute)
@@ -25,33 +28,65 @@ def choose_backend(options: EncodeOptions, compute: ComputeOptions, device: torc
         if device.type != "cpu":
             raise ConfigError(f"quantize: {options.quantize} is a CPU path (ONNX Runtime's dynamic int8 kernels); "
                               f"expected --device cpu, not {device}")
-        return "onnx"
+        return EngineChoice("onnx", f"quantize {options.quantize} runs on ONNX Runtime")
     if compute.backend != "auto":
-        return compute.backend
-    return "onnx" if device.type == "cpu" or cuda_available() else "torch"
+        return EngineChoice(compute.backend, f"--backend {compute.backend}")
+    if device.type == "cuda" and not cuda_available():
+        return EngineChoice("torch", "ONNX Runtime has no CUDA provider here (onnxruntime-gpu is not installed)")
+    return None
 
 
 def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOptions, layers: Sequence[int],
-                 device: torch.device):
-    """The encoder of `choose_backend`, for hidden states `layers` (absolute); the ONNX graph is exported and
-    checked against PyTorch on first use (encoding.onnx_backend). Returns (encoder, backend name, graph check
-    record or None)."""
-    backend = choose_backend(options, compute, device)
-    if backend == "torch":
-        model, tokenizer = load_once(spec, device)
-        return Encoder(model, tokenizer, device), backend, None
-    from transformers import AutoTokenizer
+                 device: torch.device, job_tokens: int | None = None, measure: bool = True):
+    """The encoder for hidden states `layers` (absolute), by `fixed_choice` or else measured (`engine_choice`:
+    `job_tokens`, the job's size, decides whether a first graph export pays). Returns (encoder, EngineChoice,
+    graph check record or None)."""
+    from embedstore.encoding import engine_choice
+    from embedstore.encoding.onnx_backend import graph_cached
 
+    threads = torch.get_num_threads()
+    choice = fixed_choice(options, compute, device)
+    if choice is not None:
+        encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
+            _load_torch(spec, device)
+        return encoder, choice, encoder.graph.check if choice.backend == "onnx" else None
+
+    def probe_texts(tokenizer):
+        return engine_choice.probe_batches(tokenizer, options.keys(spec)[0].prefix, options.max_length,
+                                           compute.batch_tokens, compute.batch_size, device)
+
+    choice, encoder = engine_choice.choose(
+        spec, layers, options.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
+        lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure)
+    if choice.backend == "onnx":
+        unload()  # the probe's PyTorch model is not needed any more
+    return encoder, choice, encoder.graph.check if choice.backend == "onnx" else None
+
+
+def planned_choice(spec: ModelSpec, options: EncodeOptions, compute: ComputeOptions, layers: Sequence[int],
+                   device: torch.device) -> EngineChoice:
+    """The choice `load_encoder(..., measure=False)` will make, known before anything loads."""
+    from embedstore.encoding.engine_choice import planned
+
+    return fixed_choice(options, compute, device) or planned(spec, layers, device, torch.get_num_threads())
+
+
+def _load_torch(spec: ModelSpec, device: torch.device) -> Encoder:
+    model, tokenizer = load_once(spec, device)
+    return Encoder(model, tokenizer, device)
+
+
+def _load_onnx(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], device: torch.device):
     from embedstore.encoding.onnx_backend import OnnxEncoder, load_graph
 
     graph, data = load_graph(spec, layers, options.quantize)
     cache_key = (str(graph.path), graph.check["sha256"], str(device), torch.get_num_threads())
     if cache_key not in _SESSIONS:
         _SESSIONS.clear()  # one graph in memory, as load_once keeps one model
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        tokenizer = load_tokenizer(spec)
         check_right_padding(tokenizer)
         _SESSIONS[cache_key] = OnnxEncoder(graph, data, tokenizer, device, torch.get_num_threads())
-    return _SESSIONS[cache_key], backend, graph.check
+    return _SESSIONS[cache_key]
 
 
 _SESSIONS: dict[tuple[str, str, str, int], object] = {}

@@ -44,11 +44,11 @@ import torch.distributed as dist
 from embedstore.base import errors
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
-from embedstore.encoding.backend import choose_backend, load_encoder
-from embedstore.encoding.encoder import collate, length_order, resolve_device, token_budget_cuts, tokenize
+from embedstore.encoding.backend import load_encoder, planned_choice
+from embedstore.encoding.encoder import collate, length_order, token_budget_cuts, tokenize
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.data.hashing import Text
-from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.models import ModelSpec, resolve_device
 from embedstore.base.parent import exit_with_parent
 from embedstore.base.progress import progress_bar
 from embedstore.encoding.launch import ENV_VARS
@@ -308,9 +308,10 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
             options: EncodeOptions, compute: ComputeOptions, progress: bool, me: Rank,
             stack: ExitStack) -> EncodeReport:
     _check_same_inputs(ids, keys, me)
-    # the keys' provenance names the backend; the graph's check record joins the report once the graph loads
-    provenance = {**encode_provenance(spec, compute, str(me.device), choose_backend(options, compute, me.device),
-                                      None), "world_size": me.world_size}
+    # the keys' provenance names the engine (ranks do not probe: they would time each other, so `auto` takes this
+    # machine's cached measurement, else PyTorch); the graph's check record joins the report once the graph loads
+    choice = planned_choice(spec, options, compute, [k.layer for k in keys], me.device)
+    provenance = {**encode_provenance(spec, compute, str(me.device), choice, None), "world_size": me.world_size}
     kws: list[KeyWriter] = []
     header: list = [None]
     if me.rank == 0:
@@ -331,10 +332,10 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
         return report
 
     t0 = time.perf_counter()
-    encoder, backend, check = load_encoder(spec, options, compute, [k.layer for k in keys], me.device)
+    encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], me.device, measure=False)
     tokenizer = encoder.tokenizer
     load_seconds = time.perf_counter() - t0
-    provenance = {**encode_provenance(spec, compute, str(me.device), backend, check), "world_size": me.world_size}
+    provenance = {**encode_provenance(spec, compute, str(me.device), choice, check), "world_size": me.world_size}
     report.model_loaded, report.provenance = True, provenance
     mine = np.array_split(todo, me.world_size)[me.rank]
     my_lengths = (tokenize(tokenizer, [unique[i] for i in mine], keys[0].prefix, options.max_length).lengths

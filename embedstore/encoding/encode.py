@@ -65,22 +65,29 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
 def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
                     options: EncodeOptions, compute: ComputeOptions, report: EncodeReport, progress: bool) -> None:
     from embedstore.encoding.backend import load_encoder
-    from embedstore.encoding.encoder import collate, length_sorted_batches, resolve_device, tokenize
+    from embedstore.encoding.encoder import collate, length_sorted_batches, tokenize
+    from embedstore.encoding.models import load_tokenizer, resolve_device
 
     device = resolve_device(compute.device)
+    tokenizer = load_tokenizer(spec)
+    # tokenized before the engine loads: the job's size decides whether `--backend auto` exports a graph
+    todo = np.flatnonzero(lacking_matrix(st, keys, ids).any(0))
+    tok = tokenize(tokenizer, [unique[i] for i in todo], keys[0].prefix, options.max_length)
     t0 = time.perf_counter()
-    encoder, backend, check = load_encoder(spec, options, compute, [k.layer for k in keys], device)
-    tokenizer = encoder.tokenizer
+    encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], device,
+                                          job_tokens=int(tok.lengths.sum()))
     report.load_seconds = time.perf_counter() - t0
-    provenance = encode_provenance(spec, compute, str(device), backend, check)
+    provenance = encode_provenance(spec, compute, str(device), choice, check)
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
         # re-check under the lock: another writer may have finished some of these meanwhile
         lacking = lacking_matrix(st, keys, ids)
-        todo = np.flatnonzero(lacking.any(0))
+        still = np.flatnonzero(lacking.any(0))
+        if not np.array_equal(still, todo):
+            tok = tok.take(np.searchsorted(todo, still)) if np.isin(still, todo).all() else \
+                tokenize(tokenizer, [unique[i] for i in still], keys[0].prefix, options.max_length)
+            todo = still
         writers = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
-        todo_texts = [unique[i] for i in todo]
-        tok = tokenize(tokenizer, todo_texts, keys[0].prefix, options.max_length)
         lengths = tok.lengths
         batches = length_sorted_batches(lengths, ids[todo], compute.batch_tokens, compute.batch_size)
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []

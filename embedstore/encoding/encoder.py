@@ -19,16 +19,6 @@ from embedstore.data.hashing import Text
 from embedstore.store import POOLINGS
 
 
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device: '{device}' is not a torch device; expected auto, cpu, cuda or cuda:N") from None
-
-
 @dataclass
 class Tokenized:
     """Unpadded token ids of every text; padding happens per batch."""
@@ -38,6 +28,9 @@ class Tokenized:
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.features["input_ids"]), dtype=np.int64)
+
+    def take(self, rows: np.ndarray) -> "Tokenized":
+        return Tokenized({name: [seqs[r] for r in rows] for name, seqs in self.features.items()})
 
 
 CHARS_PER_TOKEN = 8

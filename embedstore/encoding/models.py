@@ -136,10 +136,12 @@ def _hash_files(config: dict[str, Any], weights: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _sidecar_paths(path: Path) -> list[Path]:
-    """Where the fingerprint cache may live: in the model dir, or in the cache when the model dir is read-only."""
+def sidecar_paths(path: Path, name: str = FINGERPRINT_SIDECAR) -> list[Path]:
+    """Where a record about the model at `path` may live, first choice first: beside the model (in its dir), or in
+    the cache when the model dir is read-only."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    return [path / FINGERPRINT_SIDECAR, cache_dir() / "fingerprints" / f"{key}.json"]
+    folder = "fingerprints" if name == FINGERPRINT_SIDECAR else name.strip(".")
+    return [path / name, cache_dir() / folder / f"{key}.json"]
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -155,7 +157,7 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
     if not weights:
         raise ConfigError(f"{path} has no weight files (*.safetensors or *.bin)")
     stats = [[p.name, st.st_size, st.st_mtime_ns] for p in [path / "config.json", *weights] for st in [p.stat()]]
-    sidecars = _sidecar_paths(path)
+    sidecars = sidecar_paths(path)
     for sidecar in sidecars:
         try:
             cached = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -289,34 +291,69 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
     )
 
 
+def resolve_device(device: str):
+    """The one device rule: "auto" is the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: '{device}' is not a torch device; expected auto, cpu, cuda or cuda:N") from None
+
+
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """The model's tokenizer, loaded once per process (every engine and the export tokenize with it)."""
+    key = (str(spec.path), spec.fingerprint)
+    if key not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EmbedstoreError(f"could not load the tokenizer of {spec.path}: {first}") from None
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = tokenizer
+    return _TOKENIZERS[key]
+
+
+_TOKENIZERS: dict[tuple[str, str], Any] = {}
+
+
 def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) from `spec.path`: fp32, eval mode, on `device` ("auto" = cuda when available).
+    """(model, tokenizer) from `spec.path`: a fresh fp32 copy in eval mode on `device` (`resolve_device`), for a
+    caller that changes it (training); callers that only run it share one copy (`load_once`).
 
     fp32 because stored vectors must not depend on the compute dtype (fp16 outputs can differ grossly).
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars report progress; its stderr bar would garble --json output
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model = AutoModel.from_pretrained(spec.path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EmbedstoreError(f"could not load model from {spec.path}: {first}") from None
-    return model.to(device).eval(), tokenizer
+    return model.to(resolve_device(str(device))).eval(), load_tokenizer(spec)
 
 
 _LOADED: dict[tuple[str, str, str], tuple] = {}
 
 
 def load_once(spec: ModelSpec, device) -> tuple:
-    """Library callers (trainers, sweeps, predict) encode many small sets; load each model once per process."""
+    """The process's one shared (model, tokenizer) for running, not changing, the model: library callers
+    (trainers, sweeps, predict, the export) encode many small sets and load each model once."""
     cache_key = (str(spec.path), spec.fingerprint, str(device))
     if cache_key not in _LOADED:
         _LOADED.clear()  # keep one model in memory, not every model ever used
         _LOADED[cache_key] = load_model(spec, device)
     return _LOADED[cache_key]
+
+
+def unload() -> None:
+    """Drop the shared model (an engine that does not need it any more, e.g. after `--backend auto` chose ONNX)."""
+    _LOADED.clear()

@@ -120,6 +120,13 @@ def ensure_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = 
     return Graph(out / GRAPH_FILE, layers, tuple(check["inputs"]), check)
 
 
+def graph_cached(spec: ModelSpec, layers: Sequence[int]) -> bool:
+    """Whether the fp32 graph of these layers is exported and checked under this onnxruntime (it may still prove
+    damaged when loaded): `--backend auto` then has nothing to export before it can measure ONNX Runtime."""
+    check = _read_check(graph_dir(spec, tuple(sorted(set(layers))), None))
+    return check is not None and check.get("onnxruntime") == runtime_version()
+
+
 def load_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = None) -> tuple[Graph, bytes]:
     """The checked graph and its bytes, verified against the sha256 its check recorded. A damaged graph is
     rebuilt once (the record says why: `check["rebuilt"]`); if the rebuilt one fails too, it is refused."""

@@ -32,8 +32,9 @@ QUANTIZATION_RECIPES = {"int8": f"onnxruntime quantize_dynamic: MatMul weights Q
 recipe are other vectors."""
 QUANTIZATIONS = tuple(QUANTIZATION_RECIPES)
 BACKENDS = ("auto", "torch", "onnx")
-"""auto: ONNX Runtime (fp32, lossless and faster on CPU: 1.2x the PyTorch pass on 2 cores, docs/performance.md); on a CUDA device ONNX Runtime only when
-its CUDA provider is installed (onnxruntime-gpu), else PyTorch."""
+"""auto: the faster of the two lossless engines for this model, layers, device and threads, measured on this machine
+on first use and cached (`encoding.engine_choice`); a first graph export only when the job can earn it back; on a
+CUDA device ONNX Runtime is a candidate only when its CUDA provider is installed (onnxruntime-gpu)."""
 
 
 def default_store() -> Path:

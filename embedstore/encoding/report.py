@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from embedstore import __version__
+from embedstore.encoding.engine_choice import EngineChoice
 from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import ComputeOptions
 from embedstore.store import Store, StoreKey
@@ -37,16 +38,18 @@ class EncodeReport:
         return {**asdict(self), "texts_per_second": self.texts_per_second}
 
 
-def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, backend: str,
+def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, choice: EngineChoice,
                       graph_check: dict | None) -> dict:
-    """`graph_check`: what the ONNX graph's check against PyTorch found (onnx backend), recorded with the vectors."""
+    """`choice`: the engine and why (with `--backend auto`, its measurement); `graph_check`: what the ONNX graph's
+    check against PyTorch found (onnx backend), recorded with the vectors."""
     import torch
     import transformers
 
     record = {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
               "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
               "compute_dtype": "float32", "batch_size": compute.batch_size, "batch_tokens": compute.batch_tokens,
-              "device": device, "backend": backend, "host": platform.node(),
+              "device": device, "backend": choice.backend,
+              "engine": {"reason": choice.reason, "measured": choice.measured}, "host": platform.node(),
               "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if graph_check is not None:
         keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset",

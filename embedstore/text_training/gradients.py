@@ -24,8 +24,7 @@ import torch
 
 from embedstore import __version__
 from embedstore.base.errors import ConfigError
-from embedstore.encoding.encoder import resolve_device
-from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_model
+from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_device, resolve_model
 from embedstore.estimators.heads import make_head
 from embedstore.text_training.data import TaskFile, tokenize_splits, training_rows
 from embedstore.text_training.files import file_hash

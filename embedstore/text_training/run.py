@@ -19,8 +19,7 @@ from torch import nn
 
 from embedstore import __version__
 from embedstore.base.errors import ConfigError
-from embedstore.encoding.encoder import resolve_device
-from embedstore.encoding.models import ModelSpec, load_model
+from embedstore.encoding.models import ModelSpec, load_model, resolve_device
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
 from embedstore.base.atomic import write_json

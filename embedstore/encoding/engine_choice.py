@@ -1,0 +1,300 @@
+"""`--backend auto`: the faster lossless engine for this model, layer set, device and thread count, measured here.
+
+Why measured, not a rule: the same two engines run e5-small's pass in the opposite order on two machines (AMD EPYC,
+AVX2 kernels: ONNX Runtime 1.2x PyTorch; Intel Xeon, AVX-512: PyTorch 1.1x ONNX Runtime; issue 27), so "ONNX on CPU"
+picks the slower engine on one of them. The probe runs both engines over the same real sentences (the bundled
+sample, tokenized, sorted and cut by the token budget exactly as encode does), alternating them twice and keeping
+each engine's best pass, so a drift of a shared machine touches both alike; it takes a few seconds, once.
+
+Why cached beside the model and keyed by the machine: the answer depends on the CPU (its name and instruction
+flags), the thread count and the library versions, and on nothing about the job; the record (`ENGINES_SIDECAR`,
+beside the model, or in the cache when the model dir is read-only) holds one entry per model, layer set, device,
+threads and machine fingerprint, so a changed machine or library measures again while an unchanged one reuses it.
+
+Why the first encode may not export: the ONNX engine needs a graph exported and checked first (~20 s for e5-small
+on 2 cores), which a job of a few thousand texts would never earn back. No graph cached: PyTorch is measured first
+(its model is loaded anyway), and the graph is exported only when the most the job could save exceeds the export's
+cost. The most it could save is measured, not assumed: no fp32 engine can run the pass's weight products faster than
+this machine's fp32 matrix-product peak (`fp32_peak`), so the saving is at most the job's PyTorch time minus its
+weight products' time at the peak. The export's cost is the one last measured on this machine for this model, else a
+prior from the model's size (`EXPORT_SECONDS_PER_GB`). A job that does not earn the export runs on PyTorch, and the
+record keeps PyTorch's rate for the next job's decision; once a graph exists (exported by a bigger job or by
+`--backend onnx`), both engines are probed and the faster kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from embedstore.base.atomic import write_json
+from embedstore.base.errors import EmbedstoreError
+from embedstore.encoding.models import ModelSpec, sidecar_paths
+
+ENGINES_SIDECAR = ".embedstore-engines.json"
+PROBE_VERSION = 1  # bump when the probe changes, so cached measurements are taken again
+PROBE_TEXTS = 32  # per language: 64 real sentences, ~1,600 tokens of e5-small, ~0.5 s a pass on 2 cores
+PROBE_ROUNDS = 2  # each engine runs once per round after one untimed warm-up pass
+EXPORT_SECONDS_PER_GB = 45.0
+"""Prior of the export's cost per GB of weights, before one was measured on this machine: e5-small's fp32 export and
+check took ~20 s for its 470 MB on an idle 2-core machine (docs/performance.md)."""
+VECTOR_FLAGS = re.compile(r"^(sse4_2|avx|avx2|fma|f16c|avx512\w*|amx\w*|asimd\w*|sve\w*|neon)$")
+
+
+@dataclass
+class EngineChoice:
+    """Which engine runs and why; `measured` holds the probe's figures when there was one (tokens/s per engine)."""
+
+    backend: str
+    reason: str
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith(("model name", "Model", "Hardware")):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    for line in _cpuinfo().splitlines():
+        if line.startswith(("flags", "Features")):
+            return sorted(set(line.split(":", 1)[1].split()))
+    return []
+
+
+def vector_extensions() -> list[str]:
+    """The CPU's SIMD extensions that matrix kernels dispatch on (AVX2, AVX-512 and its VNNI/BF16, AMX, NEON...)."""
+    return [f for f in cpu_flags() if VECTOR_FLAGS.match(f)]
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def machine_fingerprint(device: Any, threads: int) -> dict[str, Any]:
+    """What the engines' speeds depend on besides the model: CPU (name and flags), threads, device and versions."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    fingerprint = {"cpu": cpu_name(), "cpu_flags": hashlib.sha256(" ".join(cpu_flags()).encode()).hexdigest()[:16],
+                   "cpus": os.cpu_count(), "threads": threads, "device": str(device), "torch": torch.__version__,
+                   "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
+    if getattr(device, "type", "cpu") == "cuda":
+        fingerprint["gpu"] = torch.cuda.get_device_name(device)
+    return fingerprint
+
+
+def weight_gflop_per_token(config: Any) -> float:
+    """GFLOP of one token's weight matrix products through every layer (four attention and two FFN projections)."""
+    h, ffn = config.hidden_size, config.intermediate_size
+    return 2 * config.num_hidden_layers * (4 * h * h + 2 * h * ffn) / 1e9
+
+
+def fp32_peak(config: Any, threads: int, rows: int = 1024, repeats: int = 3) -> float:
+    """The best fp32 GFLOP/s of torch's and numpy's matrix products on the model's own shapes, here and now: the
+    rate no fp32 engine's weight products can beat on this machine (the benchmark's ceiling uses it too)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    h, ffn = config.hidden_size, config.intermediate_size
+    best = 0.0
+    for k, n in ((h, h), (h, ffn), (ffn, h)):
+        a, b = torch.randn(rows, k), torch.randn(k, n)
+        for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
+            mul(a, b)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                mul(a, b)
+            best = max(best, repeats * 2 * rows * k * n / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def probe_batches(tokenizer, prefix: str, max_length: int, batch_tokens: int, batch_size: int, device) -> \
+        tuple[list[dict], int]:
+    """The probe's batches, made as encode makes them (`encoder.tokenize`, token budget, `collate`), and their
+    token count."""
+    from embedstore.data.hashing import text_ids
+    from embedstore.data.texts import read_texts
+    from embedstore.encoding.encoder import collate, length_sorted_batches, tokenize
+
+    sample = Path(str(files("embedstore") / "data" / "libreoffice_help.en-ko.sample.tsv"))
+    texts = read_texts(sample, "en")[-PROBE_TEXTS:] + read_texts(sample, "ko")[-PROBE_TEXTS:]
+    tok = tokenize(tokenizer, texts, prefix, max_length)
+    lengths = tok.lengths
+    rows = length_sorted_batches(lengths, text_ids(texts), batch_tokens, batch_size)
+    return [collate(tok, r, tokenizer.pad_token_id, device) for r in rows], int(lengths.sum())
+
+
+def measure_pass(encoder: Any, batches: list[dict], layers: Sequence[int], pooling: str) -> float:
+    """Seconds of one pass of `encoder` over `batches` (what an encode does per batch, without the store)."""
+    t0 = time.perf_counter()
+    for batch in batches:
+        encoder.forward(batch, layers, pooling)
+    return time.perf_counter() - t0
+
+
+def probe(encoders: dict[str, Any], batches: list[dict], tokens: int, layers: Sequence[int],
+          pooling: str) -> dict[str, float]:
+    """Tokens per second of each engine: one warm-up pass each, then `PROBE_ROUNDS` rounds alternating the engines,
+    each engine's best pass kept (the least disturbed by whatever else the machine ran)."""
+    best = {}
+    for name, encoder in encoders.items():
+        measure_pass(encoder, batches[-1:], layers, pooling)
+    for _ in range(PROBE_ROUNDS):
+        for name, encoder in encoders.items():
+            seconds = measure_pass(encoder, batches, layers, pooling)
+            best[name] = min(best.get(name, float("inf")), seconds)
+    return {name: tokens / max(seconds, 1e-9) for name, seconds in best.items()}
+
+
+def most_saved(job_tokens: int, torch_rate: float, gflop_per_token: float, peak: float) -> float:
+    """Seconds any fp32 engine could save over PyTorch on `job_tokens`: PyTorch's time minus the time of the
+    weight products alone at the fp32 peak (never negative)."""
+    return max(0.0, job_tokens / torch_rate - job_tokens * gflop_per_token / peak)
+
+
+class EngineRecords:
+    """The measurements beside a model: one entry per (model, layers, device, threads, machine)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.paths = sidecar_paths(spec.path, ENGINES_SIDECAR)
+
+    def read(self) -> dict[str, Any]:
+        import json
+
+        for path in self.paths:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("version") == PROBE_VERSION and isinstance(data.get("entries"), dict):
+                return data["entries"]
+        return {}
+
+    def write(self, key: str, entry: dict[str, Any]) -> None:
+        """Merge `entry` in (a concurrent writer's other entries may be lost: they are measured again)."""
+        entries = {**self.read(), key: entry}
+        for path in self.paths:
+            try:
+                write_json(path, {"version": PROBE_VERSION, "entries": entries})
+                return
+            except OSError:
+                continue
+
+    def export_seconds(self, machine: dict[str, Any]) -> float | None:
+        """The export's cost last measured for this model on this machine (any layer set)."""
+        for entry in self.read().values():
+            if entry.get("machine") == machine and isinstance(entry.get("export_seconds"), (int, float)):
+                return float(entry["export_seconds"])
+        return None
+
+
+def entry_key(spec: ModelSpec, layers: Sequence[int], machine: dict[str, Any]) -> str:
+    import json
+
+    what = {"fingerprint": spec.fingerprint, "layers": sorted(set(layers)), "machine": machine}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _weight_bytes(spec: ModelSpec) -> int:
+    return sum(p.stat().st_size for p in spec.path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+
+
+def _recorded(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int) -> \
+        tuple[EngineRecords, dict[str, Any], str, dict[str, Any]]:
+    records = EngineRecords(spec)
+    machine = machine_fingerprint(device, threads)
+    key = entry_key(spec, layers, machine)
+    return records, machine, key, records.read().get(key) or {}
+
+
+def planned(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int) -> EngineChoice:
+    """The choice without measuring: this machine's recorded probe of both engines, else PyTorch (which needs no
+    graph export). Ranks of a distributed job take it: probing side by side, they would time each other."""
+    _, _, _, entry = _recorded(spec, layers, device, threads)
+    rates = entry.get("tokens_per_second", {})
+    if entry.get("onnx_refused"):
+        return EngineChoice("torch", f"ONNX Runtime cannot run this model (found on {entry.get('measured_at')}): "
+                                     f"{entry['onnx_refused']}", entry)
+    if {"torch", "onnx"} <= set(rates):
+        return EngineChoice(max(rates, key=rates.get),
+                            f"measured here on {entry.get('measured_at')}: " + _rates_text(rates), entry)
+    return EngineChoice("torch", "not measured on this machine, and not measured now (a distributed job's ranks "
+                                 "would time each other): PyTorch, which needs no graph export", entry)
+
+
+def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, threads: int, job_tokens: int | None,
+           load_torch: Callable[[], Any], load_onnx: Callable[[], Any], graph_cached: bool, probe_texts: Callable,
+           measure: bool = True) -> tuple[EngineChoice, Any]:
+    """(the choice, the chosen engine's encoder). `load_torch`/`load_onnx` load an engine (the latter exports the
+    graph when `graph_cached` is false); `probe_texts(tokenizer)` gives the probe's batches and tokens. Without
+    `measure`, `planned` decides."""
+    records, machine, key, entry = _recorded(spec, layers, device, threads)
+    rates = entry.get("tokens_per_second", {})
+    if not measure or {"torch", "onnx"} <= set(rates) or entry.get("onnx_refused"):
+        plan = planned(spec, layers, device, threads)
+        return plan, load_onnx() if plan.backend == "onnx" else load_torch()
+    torch_encoder = load_torch()
+    batches, tokens = probe_texts(torch_encoder.tokenizer)
+    layers = list(layers)
+    entry = {"machine": machine, "layers": sorted(set(layers)), "probe_tokens": tokens, **{
+        k: entry[k] for k in ("peak_gflops", "export_seconds") if k in entry}}
+    if not graph_cached:
+        rates = {"torch": rates.get("torch") or probe({"torch": torch_encoder}, batches, tokens, layers,
+                                                      pooling)["torch"]}
+        config = torch_encoder.model.config
+        peak = entry.get("peak_gflops") or fp32_peak(config, threads)
+        export = records.export_seconds(machine)
+        export_cost = export if export is not None else EXPORT_SECONDS_PER_GB * _weight_bytes(spec) / 1e9
+        saving = most_saved(job_tokens or 0, rates["torch"], weight_gflop_per_token(config), peak)
+        entry.update(tokens_per_second=rates, peak_gflops=peak, measured_at=_now())
+        decision = {"job_tokens": job_tokens, "most_saved_seconds": round(saving, 3),
+                    "export_seconds": round(export_cost, 3), "export_cost": "measured" if export else "prior"}
+        if not saving > export_cost:
+            records.write(key, entry)
+            return EngineChoice("torch", f"PyTorch {rates['torch']:,.0f} tokens/s; no graph cached and this job "
+                                         f"could save at most {saving:.1f} s with any fp32 engine (fp32 peak "
+                                         f"{peak:.0f} GFLOP/s) against ~{export_cost:.0f} s to export one",
+                                {**entry, "export": decision}), torch_encoder
+    t0 = time.perf_counter()
+    try:
+        onnx_encoder = load_onnx()
+    except EmbedstoreError as e:  # a model the exporter cannot trace (the check refused its graph)
+        entry.update(onnx_refused=str(e), measured_at=_now())
+        records.write(key, entry)
+        return EngineChoice("torch", f"ONNX Runtime cannot run this model: {e}", entry), torch_encoder
+    if not graph_cached:
+        entry["export_seconds"] = time.perf_counter() - t0
+    rates = probe({"torch": torch_encoder, "onnx": onnx_encoder}, batches, tokens, layers, pooling)
+    entry.update(tokens_per_second=rates, measured_at=_now())
+    records.write(key, entry)
+    backend = max(rates, key=rates.get)
+    return (EngineChoice(backend, "measured now: " + _rates_text(rates), entry),
+            onnx_encoder if backend == "onnx" else torch_encoder)
+
+
+def _rates_text(rates: dict[str, float]) -> str:
+    return ", ".join(f"{name} {rate:,.0f} tokens/s" for name, rate in sorted(rates.items(), key=lambda x: -x[1]))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

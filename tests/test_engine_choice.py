@@ -1,0 +1,117 @@
+"""`--backend auto`: the faster engine by a measured probe, cached per machine, no export a job cannot earn back.
+
+The timer is replaced (`measure_pass`), so these tests decide nothing about real speed: they check the decisions
+taken on given measurements, what is cached, and when it is measured again."""
+from types import SimpleNamespace
+
+import pytest
+
+from embedstore.encoding import engine_choice
+from embedstore.encoding.encode import encode
+from embedstore.encoding.models import resolve_model
+from embedstore.encoding.options import ComputeOptions, EncodeOptions
+from embedstore.store import Store
+
+CONFIG = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+
+
+class FakeEncoder:
+    def __init__(self, name: str) -> None:
+        self.name, self.tokenizer, self.model = name, None, SimpleNamespace(config=CONFIG)
+
+
+@pytest.fixture
+def fake_engines(monkeypatch, tmp_path):
+    """Engines whose passes take the seconds in `seconds`; counts of loads and timed passes."""
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    state = SimpleNamespace(seconds={"torch": 2.0, "onnx": 1.0}, loads=[], passes=[])
+    monkeypatch.setattr(engine_choice, "measure_pass",
+                        lambda encoder, *a: state.passes.append(encoder.name) or state.seconds[encoder.name])
+    monkeypatch.setattr(engine_choice, "fp32_peak", lambda config, threads: 100.0)
+
+    def choose(spec, job_tokens=10**9, graph_cached=True):
+        def loader(name):
+            return lambda: state.loads.append(name) or FakeEncoder(name)
+        return engine_choice.choose(spec, (2,), "mean", "cpu", 2, job_tokens, loader("torch"), loader("onnx"),
+                                    graph_cached, lambda tokenizer: ([{}], 1000))
+    state.choose = choose
+    return state
+
+
+def _spec(tiny_model_dir, tmp_path):
+    """The tiny model, copied so the record written beside it is this test's own."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    return resolve_model(model)
+
+
+@pytest.mark.parametrize("faster", ["torch", "onnx"])
+def test_auto_picks_the_engine_the_probe_measured_faster(fake_engines, tiny_model_dir, tmp_path, faster):
+    fake_engines.seconds = {"torch": 1.0, "onnx": 2.0} if faster == "torch" else {"torch": 2.0, "onnx": 1.0}
+    choice, encoder = fake_engines.choose(_spec(tiny_model_dir, tmp_path))
+    assert choice.backend == faster and encoder.name == faster
+    assert choice.measured["tokens_per_second"][faster] == 2 * choice.measured["tokens_per_second"][
+        {"torch": "onnx", "onnx": "torch"}[faster]]
+    assert sorted(set(fake_engines.passes)) == ["onnx", "torch"]  # both measured, back to back
+
+
+def test_the_measurement_is_cached_beside_the_model_and_reused(fake_engines, tiny_model_dir, tmp_path):
+    spec = _spec(tiny_model_dir, tmp_path)
+    first, _ = fake_engines.choose(spec)
+    assert (spec.path / engine_choice.ENGINES_SIDECAR).is_file()
+    fake_engines.passes.clear(), fake_engines.loads.clear()
+    fake_engines.seconds = {"torch": 1.0, "onnx": 2.0}  # would now pick torch, if it measured again
+    again, encoder = fake_engines.choose(spec)
+    assert fake_engines.passes == [] and fake_engines.loads == ["onnx"]  # no probe, only the chosen engine loads
+    assert again.backend == first.backend == "onnx" and "measured here on" in again.reason
+
+
+def test_a_changed_machine_measures_again(fake_engines, tiny_model_dir, tmp_path, monkeypatch):
+    spec = _spec(tiny_model_dir, tmp_path)
+    fake_engines.choose(spec)
+    real = engine_choice.machine_fingerprint
+    monkeypatch.setattr(engine_choice, "machine_fingerprint", lambda d, t: {**real(d, t), "cpu": "another CPU"})
+    fake_engines.passes.clear()
+    fake_engines.seconds = {"torch": 1.0, "onnx": 2.0}
+    choice, _ = fake_engines.choose(spec)
+    assert fake_engines.passes and choice.backend == "torch" and choice.measured["machine"]["cpu"] == "another CPU"
+
+
+def test_a_small_first_job_does_not_pay_an_export_a_large_one_earns(fake_engines, tiny_model_dir, tmp_path):
+    """No graph cached: PyTorch is measured alone; the graph is exported (load_onnx) only when the job's most
+    possible saving (its PyTorch time minus its weight products at the fp32 peak) exceeds the export's cost."""
+    spec = _spec(tiny_model_dir, tmp_path)
+    small, _ = fake_engines.choose(spec, job_tokens=100, graph_cached=False)  # 0.2 s of PyTorch
+    assert small.backend == "torch" and fake_engines.loads == ["torch"] and set(fake_engines.passes) == {"torch"}
+    assert small.measured["export"]["most_saved_seconds"] < small.measured["export"]["export_seconds"]
+    fake_engines.passes.clear(), fake_engines.loads.clear()
+    big, _ = fake_engines.choose(spec, job_tokens=10**9, graph_cached=False)
+    assert fake_engines.loads == ["torch", "onnx"] and big.backend == "onnx"
+    assert set(fake_engines.passes) == {"torch", "onnx"} and "export_seconds" in big.measured
+
+
+def test_most_saved_is_bounded_by_the_fp32_peak():
+    # 1e6 tokens at 1,000 tokens/s = 1,000 s; their weight products at the peak take 1e6 * 0.05 / 100 = 500 s
+    assert engine_choice.most_saved(10**6, 1000.0, 0.05, 100.0) == pytest.approx(500.0)
+    assert engine_choice.most_saved(10**6, 1000.0, 0.05, 10.0) == 0.0  # a peak below the achieved rate: nothing
+
+
+def test_auto_on_a_first_small_job_encodes_with_torch_and_records_why(tiny_model_dir, tmp_path, monkeypatch):
+    """End to end, real timer: the tiny model's first encode exports no graph (the job cannot earn it back) and
+    the store's provenance carries the choice and its measurement."""
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    spec = _spec(tiny_model_dir, tmp_path)
+    options = EncodeOptions(model=str(spec.path))
+    report = encode(["a short text", "another one"], store=tmp_path / "s.zarr", options=options,
+                    compute=ComputeOptions(backend="auto", device="cpu"))
+    engine = Store.open(tmp_path / "s.zarr").attrs(options.keys()[0])["provenance"]["engine"]
+    assert report.provenance["backend"] == "torch" and "no graph cached" in engine["reason"]
+    assert engine["measured"]["tokens_per_second"]["torch"] > 0
+    assert not (tmp_path / "cache" / "onnx").exists()  # no export was paid
+
+
+def test_cpu_facts_are_read():
+    assert engine_choice.cpu_name()
+    assert all(engine_choice.VECTOR_FLAGS.match(f) for f in engine_choice.vector_extensions())
