@@ -197,28 +197,53 @@ def test_mixed_recipes_are_labelled(tmp_path: Path) -> None:
     assert rows["english recipe=paper"][0].startswith("**0.750 ± ")
 
 
+def head_record(method: str, head: str, seed: int, accuracy: float, aligner: str = "procrustes",
+                **metrics: Any) -> dict[str, Any]:
+    """A record of a two-head study on 1,000 test rows (no per-row predictions: approximate intervals)."""
+    aligner, pairs = (aligner, 1000) if method == "langalign" else (None, None)
+    cell = {"language": "ko", "task": "t", "method": method, "task_size": 500, "pair_size": pairs,
+            "aligner": aligner, "seed": seed, "recipe": "default", "head": head}
+    return {"cell": cell, "cell_id": f"{method}{aligner}{head}{seed}", "context": "c", "status": "ok",
+            "metrics": {"accuracy": accuracy, "n": 1000, "head": {"converged": head == "logistic"}, **metrics},
+            "provenance": {"sizes": {"n_train": 500, "n_test": 1000}}}
+
+
 def test_a_claim_whose_verdict_flips_with_the_head_is_head_sensitive(tmp_path):
     """LangAlign beats English-only under one head and not under the other: the report marks it."""
-    import json as _json
-
-    from embedstore.study.report import build_report as _build
-
-    def record(method, head, seed, accuracy):
-        aligner, pairs = ("procrustes", 1000) if method == "langalign" else (None, None)
-        cell = {"language": "ko", "task": "t", "method": method, "task_size": 500, "pair_size": pairs,
-                "aligner": aligner, "seed": seed, "recipe": "default", "head": head}
-        return {"cell": cell, "cell_id": f"{method}{head}{seed}", "context": "c", "status": "ok",
-                "metrics": {"accuracy": accuracy, "head": {"converged": head == "logistic"}}, "provenance": {}}
-
-    rows = [record("english", h, s, 0.50 + 0.001 * s) for h in ("logistic", "mlp") for s in range(3)]
-    rows += [record("langalign", "logistic", s, 0.60 + 0.001 * s) for s in range(3)]
-    rows += [record("langalign", "mlp", s, 0.45 + 0.001 * s) for s in range(3)]
-    path = tmp_path / "r.jsonl"
-    path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
-    files = _build(path, tmp_path / "out")
+    rows = [head_record("english", h, s, 0.50 + 0.001 * s) for h in ("logistic", "mlp") for s in range(3)]
+    rows += [head_record("langalign", "logistic", s, 0.60 + 0.001 * s) for s in range(3)]
+    rows += [head_record("langalign", "mlp", s, 0.45 + 0.001 * s) for s in range(3)]
+    files = build_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out")
     text = files.markdown
     # one scores figure per head family, the default head's first (two bars per method in one panel read badly)
     assert [p.name for p in files.plots] == ["scores_ko_t_head-logistic.png", "scores_ko_t_head-mlp.png"]
     line = next(x for x in text.splitlines() if x.startswith("| langalign procrustes 1k > english at 500"))
-    assert "holds (+0.100)" in line and "does not hold (-0.050)" in line and "**head-sensitive**" in line
+    assert "| langalign procrustes 1k clearly better (+0.100 [+0.0" in line
+    assert "| english clearly better (-0.050 [-0.0" in line and "**head-sensitive**" in line
     assert "head `logistic`: 6/6 fits converged" in text and "**6 stopped at a cap**" in text
+    assert "comparisons have approximate intervals" in text
+
+
+def test_the_noise_note_judges_each_head_against_its_own_english_row(tmp_path):
+    """The bug of issue 26: every row was compared with whichever head's English row came first (here the noisy
+    `linear` one), so a clear gain under `logistic` was reported as noise. Each head is judged on its own."""
+    rows = [head_record("english", "linear", s, a) for s, a in enumerate([0.20, 0.45, 0.66])]
+    rows += [head_record("langalign", "linear", s, 0.40) for s in range(3)]
+    rows += [head_record("english", "logistic", s, a) for s, a in enumerate([0.470, 0.476, 0.480])]
+    rows += [head_record("langalign", "logistic", s, a, aligner="fc") for s, a in enumerate([0.58, 0.583, 0.59])]
+    text = build_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").markdown
+    notes = [line for line in text.splitlines() if line.startswith("At 500 task rows")]
+    assert notes == ["At 500 task rows under head `linear` no method is clearly apart from English-only (paired 95% "
+                     "intervals): the differences in this column are within the noise."]
+
+
+def test_degenerate_heads_are_counted_and_left_out_of_verdicts(tmp_path):
+    collapsed = {"labels": ["x", "y"], "confusion": [[600, 0], [390, 10]]}  # 'x' for 99% of rows
+    rows = [head_record("english", h, s, 0.50) for h in ("logistic", "linear") for s in range(3)]
+    rows += [head_record("langalign", "logistic", s, 0.60) for s in range(3)]
+    rows += [head_record("langalign", "linear", s, 0.61, **collapsed) for s in range(3)]
+    text = build_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").markdown
+    assert "- head `linear`: **3 of 6 cells degenerate**" in text and "head `logistic`: **" not in text
+    line = next(x for x in text.splitlines() if x.startswith("| langalign procrustes 1k > english at 500"))
+    assert "left out (degenerate head: langalign procrustes 1k at seed 0 predicts 'x' for 99% of test rows)" in line
+    assert line.endswith("|  |")  # one head decided: neither robust nor head-sensitive

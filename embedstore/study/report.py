@@ -32,7 +32,9 @@ from embedstore.study.cells import (ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, METH
 from embedstore.base.atomic import write_text
 from embedstore.base.errors import InputError
 from embedstore.base.stats import mean_ci
+from embedstore.study.predictions import PredictionReader
 from embedstore.study.sweep import read_results
+from embedstore.study.verdicts import APPROXIMATE, PAIRED, REFUSED, WITHIN_NOISE, Comparison, compare, degenerate
 
 COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
 _COSINE_LABELS = {
@@ -107,6 +109,10 @@ class _Stat:
 
 
 _Table = dict[_Row, dict[int | None, _Stat]]
+_Arms = dict[_Row, dict[int | None, list[dict[str, Any]]]]
+"""The records behind each table entry: what a verdict compares."""
+_Verdicts = dict[tuple[_Row, int | None], Comparison]
+"""Each row's comparison with English-only under the same head, at each task size."""
 
 
 def build_report(
@@ -138,12 +144,15 @@ def build_report(
         available = sorted({name for r in ok for name in r.get("metrics", {})})
         raise InputError(f"{results_path}: no record has metric {metric!r}; available: {', '.join(available)}")
 
-    tables = _tables(scored, metric)
+    tables, arms = _tables(scored, metric)
+    rows = PredictionReader(results_path)
+    verdicts = {key: against_english(arms[key], rows, metric) for key in tables}
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = _header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
+    lines = (_header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
+             + degenerate_counts(scored) + _interval_note(verdicts))
     plots: list[Path] = []
     for (language, task), table in tables.items():
-        lines += _markdown_table(language, task, table)
+        lines += _markdown_table(language, task, table) + noise_note(verdicts[(language, task)])
         for head, part in _per_head(table):
             stem = _slug(f"{language}_{task}" + (f"_head-{head}" if head else ""))
             title = f"{language} · {task}" + (f" · head {head}" if head else "")
@@ -153,7 +162,7 @@ def build_report(
                 ablations = {row: stats for row, stats in part.items() if row.method in _ABLATION_METHODS}
                 plots.append(_plot_scores(ablations, out_dir / f"ablations_{stem}.png", f"{title}: ablations",
                                           metric))
-    lines += _robustness_markdown(tables)
+    lines += _robustness_markdown(tables, verdicts)
     if cosine:
         groups = _cosine_groups(cosine)
         lines += _cosine_markdown(groups)
@@ -167,27 +176,69 @@ def build_report(
     return ReportFiles(markdown, table_md, table_csv, tuple(plots))
 
 
-def _tables(records: Iterable[dict[str, Any]], metric: str) -> dict[tuple[str, str], _Table]:
-    """Group scores by (language, task) → row → task size and summarise each group over seeds."""
-    values: dict[tuple[str, str], dict[_Row, dict[int | None, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
+def _tables(
+    records: Iterable[dict[str, Any]], metric: str
+) -> tuple[dict[tuple[str, str], _Table], dict[tuple[str, str], _Arms]]:
+    """Group records by (language, task) → row → task size; summarise each group over seeds (the tables) and
+    keep its records (the verdicts)."""
+    grouped: dict[tuple[str, str], _Arms] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in records:
         cell = record["cell"]
         row = _Row(
             cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", DEFAULT_RECIPE),
             cell.get("head", DEFAULT_HEAD),
         )
-        score = float(record["metrics"][metric])
-        values[(cell["language"], cell["task"])][row][cell.get("task_size")].append(score)
+        grouped[(cell["language"], cell["task"])][row][cell.get("task_size")].append(record)
     tables: dict[tuple[str, str], _Table] = {}
-    for key in sorted(values):
-        rows = values[key]
-        tables[key] = {
-            row: {size: _stat(rows[row][size]) for size in sorted(rows[row], key=_size_key)}
-            for row in sorted(rows, key=_Row.sort_key)
-        }
-    return tables
+    arms: dict[tuple[str, str], _Arms] = {}
+    for key in sorted(grouped):
+        rows = grouped[key]
+        order = sorted(rows, key=_Row.sort_key)
+        arms[key] = {row: {size: rows[row][size] for size in sorted(rows[row], key=_size_key)} for row in order}
+        tables[key] = {row: {size: _stat([float(r["metrics"][metric]) for r in recs])
+                             for size, recs in arms[key][row].items()} for row in order}
+    return tables, arms
+
+
+def against_english(arms: _Arms, rows: PredictionReader | None, metric: str) -> _Verdicts:
+    """Every row compared with English-only under its own head (never another head's English row), at each
+    task size, through the one verdict rule."""
+    english = {row.head: sizes for row, sizes in arms.items() if row.method == "english"}
+    out: _Verdicts = {}
+    for row, sizes in arms.items():
+        base = english.get(row.head, {})
+        for size, records in sizes.items():
+            if row.method != "english" and size in base:
+                out[(row, size)] = compare(records, base[size], rows=rows, metric=metric,
+                                           labels=(method_label(row.method, row.aligner, row.pair_size), "english"))
+    return out
+
+
+def degenerate_counts(records: list[dict[str, Any]]) -> list[str]:
+    """Per head kind, how many cells have a degenerate head (`verdicts.degenerate`): they stay in the tables,
+    where their figures belong, and are left out of every verdict."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        counts[record["cell"].get("head", DEFAULT_HEAD)][degenerate(record) is not None] += 1
+    lines = [f"- head `{head}`: **{c[True]} of {c[True] + c[False]} cells degenerate** (one class for at least 95% "
+             "of test rows, or accuracy within noise of always answering the majority class); their cells are "
+             "left out of the verdicts" for head, c in sorted(counts.items()) if c[True]]
+    return lines + ([""] if lines else [])
+
+
+def _interval_note(verdicts: dict[tuple[str, str], _Verdicts]) -> list[str]:
+    """How the verdicts' intervals were computed, and which are approximate (records without predictions)."""
+    kinds = Counter(c.interval for table in verdicts.values() for c in table.values() if c.verdict != REFUSED)
+    if not kinds:
+        return []
+    line = ("- verdicts: the paired difference with English-only under the same head over the same seeds, with a 95% "
+            "interval from a bootstrap over test rows and seeds (`embedstore.study.verdicts`); \"clearly\" when it "
+            "excludes 0")
+    if kinds[APPROXIMATE] or len(kinds) > kinds[PAIRED] + kinds[APPROXIMATE]:
+        line += (f"; {sum(n for k, n in kinds.items() if k != PAIRED)} of {sum(kinds.values())} comparisons have "
+                 "approximate intervals (their records predate per-row predictions: seeds' interval plus unpaired "
+                 "test-set noise)")
+    return [line, ""]
 
 
 def head_convergence(records: list[dict[str, Any]]) -> list[str]:
@@ -215,29 +266,14 @@ def head_convergence(records: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
-#: How a claim that method A beats method B is judged from two table entries (mean ± 95% CI over seeds).
-def claim_verdict(a: _Stat, b: _Stat) -> str:
-    """"holds" (A above B and the intervals do not overlap), "holds weakly" (above, overlapping), else
-    "does not hold": the rule docs/make_results.py states for the paper's claims."""
-    if a.mean <= b.mean:
-        return "does not hold"
-    ci_a = 0.0 if math.isnan(a.ci95) else a.ci95
-    ci_b = 0.0 if math.isnan(b.ci95) else b.ci95
-    return "holds" if a.mean - ci_a > b.mean + ci_b else "holds weakly"
-
-
-def head_sensitive(verdicts: Iterable[str]) -> bool:
-    """A claim is head-sensitive when it holds (at all) under one head family and not under another."""
-    return len({v != "does not hold" for v in verdicts}) > 1
-
-
-def _robustness_markdown(tables: dict[tuple[str, str], _Table]) -> list[str]:
-    """"LangAlign (or reverse) beats English-only" at each task size, under every head in the table; a claim
-    whose verdict flips with the head is marked head-sensitive."""
+def _robustness_markdown(tables: dict[tuple[str, str], _Table], verdicts: dict[tuple[str, str], _Verdicts]) -> list[str]:
+    """"LangAlign (or reverse) beats English-only" at each task size, under every head in the table, each through
+    the verdict rule; a claim that is clear under one head and not under another is marked head-sensitive, and a
+    comparison refused under a head (a degenerate head) is shown as such and left out of that judgement."""
     lines = ["## Head robustness", ""]
     any_table = False
     for (language, task), table in tables.items():
-        heads = sorted({row.head for row in table})
+        heads = sorted({row.head for row in table}, key=lambda h: (h != DEFAULT_HEAD, h))
         if len(heads) < 2:
             lines.append(f"{language} · {task}: one head family only ({heads[0]}); list several in the grid "
                          "(e.g. `head = [\"logistic\", \"mlp\"]`) to check that the claims do not hang on the head.")
@@ -245,22 +281,24 @@ def _robustness_markdown(tables: dict[tuple[str, str], _Table]) -> list[str]:
         any_table = True
         lines += [f"### {language} · {task}", "", "| claim | " + " | ".join(heads) + " | |",
                   "| --- | " + " | ".join("---" for _ in heads) + " | --- |"]
-        english = {row.head: stats for row, stats in table.items() if row.method == "english"}
+        found = verdicts[(language, task)]
         for row, stats in table.items():
             if row.method not in ("langalign", "reverse") or row.head != heads[0]:
                 continue
             for size in stats:
-                verdicts = []
+                cells, decided = [], []
                 for head in heads:
-                    mine = table.get(_Row(row.method, row.aligner, row.pair_size, row.recipe, head), {}).get(size)
-                    base = english.get(head, {}).get(size)
-                    verdicts.append("–" if mine is None or base is None else
-                                    f"{claim_verdict(mine, base)} ({mine.mean - base.mean:+.3f})")
-                known = [v.split(" (")[0] for v in verdicts if v != "–"]
-                mark = "**head-sensitive**" if len(known) > 1 and head_sensitive(known) else (
-                    "robust" if len(known) > 1 else "")
+                    c = found.get((_Row(row.method, row.aligner, row.pair_size, row.recipe, head), size))
+                    if c is None:
+                        cells.append("–")
+                    elif c.verdict == REFUSED:
+                        cells.append(f"left out ({c.refused})")
+                    else:
+                        cells.append(f"{c.statement} ({c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}])")
+                        decided.append(c.verdict)
+                mark = ("**head-sensitive**" if len(set(decided)) > 1 else "robust") if len(decided) > 1 else ""
                 claim = f"{method_label(row.method, row.aligner, row.pair_size)} > english at {format_size(size)}"
-                lines.append(f"| {claim} | " + " | ".join(verdicts) + f" | {mark} |")
+                lines.append(f"| {claim} | " + " | ".join(cells) + f" | {mark} |")
         lines.append("")
     if not any_table:
         lines.append("")
@@ -337,7 +375,7 @@ def _markdown_table(language: str, task: str, table: _Table) -> list[str]:
                 text += f" (n={stat.n})"
             entries.append(text)
         lines.append(f"| {row.label(show_recipe, show_head)} | " + " | ".join(entries) + " |")
-    return lines + [""] + _noise_note(table)
+    return lines + [""]
 
 
 def _format_stat(stat: _Stat) -> str:
@@ -435,22 +473,22 @@ def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
     return path
 
 
-def _noise_note(table: _Table) -> list[str]:
-    """Task sizes at which no method's interval separates from English-only's: there the column is noise at
-    this many seeds, and the report says so instead of letting a bold mean suggest a winner."""
-    english = next((stats for row, stats in table.items() if row.method == "english"), None)
-    if english is None:
-        return []
+def noise_note(verdicts: _Verdicts) -> list[str]:
+    """Per head and task size: when no method is clearly apart from English-only under that head, the column is
+    noise at this many seeds and rows, and the report says so instead of letting a bold mean suggest a winner.
+    Each head is judged against its own English-only row."""
+    by_column: dict[tuple[str, int | None], list[Comparison]] = defaultdict(list)
+    for (row, size), c in verdicts.items():
+        if c.verdict != REFUSED:
+            by_column[(row.head, size)].append(c)
+    several = len({head for head, _ in by_column}) > 1
     notes = []
-    for size, base in english.items():
-        if math.isnan(base.ci95):
-            continue
-        separated = [row for row, stats in table.items() if row.method != "english" and size in stats
-                     and not math.isnan(stats[size].ci95)
-                     and abs(stats[size].mean - base.mean) > stats[size].ci95 + base.ci95]
-        if not separated:
-            notes.append(f"At {format_size(size)} task rows no method's 95% interval separates from English-only's: "
-                         "the differences in this column are within the noise of the draws.")
+    for (head, size), found in sorted(by_column.items(), key=lambda kv: ((kv[0][0] != DEFAULT_HEAD, kv[0][0]),
+                                                                          _size_key(kv[0][1]))):
+        if all(c.verdict == WITHIN_NOISE for c in found):
+            where = f"under head `{head}` " if several else ""
+            notes.append(f"At {format_size(size)} task rows {where}no method is clearly apart from English-only "
+                         "(paired 95% intervals): the differences in this column are within the noise.")
     return notes + ([""] if notes else [])
 
 

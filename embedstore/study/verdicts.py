@@ -167,8 +167,9 @@ def compare(
         interval, n_rows = PAIRED, len(loaded[0][0].truth)
     else:
         n_rows = _n_test(pairs)
-        if n_rows is None:
-            return refuse(f"{labels[0]} and {labels[1]} were scored on different numbers of test rows")
+        if not n_rows:
+            return refuse(f"{labels[0]} and {labels[1]} were scored on different numbers of test rows"
+                          if n_rows is None else "the records do not say how many test rows they were scored on")
         found = _approximate_interval(scores, metric, n_rows)
         if found is None:
             return refuse(f"one seed and no per-row predictions: no interval for {metric}")
@@ -272,7 +273,8 @@ def _unpaired_text(pair: tuple[dict[str, Any], dict[str, Any]], labels: tuple[st
 
 
 def _n_test(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> int | None:
-    counts = {r.get("metrics", {}).get("n") or _sizes(r).get("n_test") for pair in pairs for r in pair}
+    """The test rows every record was scored on (0 when none says; None when they differ)."""
+    counts = {r.get("metrics", {}).get("n") or _sizes(r).get("n_test") or 0 for pair in pairs for r in pair}
     return counts.pop() if len(counts) == 1 else None
 
 
