@@ -21,7 +21,8 @@ KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_len
 def vectors_of(texts, dim=3) -> np.ndarray:
     """Vectors derived from each text alone (never zero), so any row's expected vector is known."""
     seeds = text_ids(texts)[:, :8].copy().view("<u8").ravel()
-    return np.stack([np.random.default_rng(int(s)).standard_normal(dim) for s in seeds]).astype(np.float32) + 0.01
+    rows = [np.random.default_rng(int(s)).standard_normal(dim) for s in seeds]
+    return np.array(rows, np.float32).reshape(len(rows), dim) + np.float32(0.01)
 
 
 def append(path, texts, chunk_rows=8) -> Store:
@@ -30,7 +31,8 @@ def append(path, texts, chunk_rows=8) -> Store:
         kw = w.key(KEY, 3, {}, chunk_rows=chunk_rows)
         have = kw.committed
         new = texts[have:]
-        kw.append(text_ids(new), vectors_of(new))
+        if new:
+            kw.append(text_ids(new), vectors_of(new))
     return st
 
 
@@ -170,3 +172,162 @@ def test_a_long_repair_says_first_that_a_kill_would_lose_the_rows_it_moves(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         st.repair()
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing the writer does after the step runs (it catches no BaseException)."""
+
+
+def kill_at_step(monkeypatch, step: int) -> list[str]:
+    """Make the `step`-th file write or rename of the store raise Killed; returns the steps seen."""
+    import os as os_module
+    from zarr.storage import LocalStore
+    seen: list[str] = []
+    set_file, rename = LocalStore.set, os_module.rename
+
+    def count(what: str) -> None:
+        seen.append(what)
+        if len(seen) == step:
+            raise Killed(what)
+
+    async def set_counted(self, key, value):
+        count(f"write {key}")
+        return await set_file(self, key, value)
+
+    def rename_counted(a, b, *args, **kwargs):
+        count(f"rename {a} -> {b}")
+        return rename(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", set_counted)
+    monkeypatch.setattr(os_module, "rename", rename_counted)
+    return seen
+
+
+def test_a_key_appears_whole_or_not_at_all_whatever_step_of_its_creation_is_killed(tmp_path, monkeypatch):
+    """Issue 28 item 2: a writer killed as it created a key's group, then its arrays one by one, left a group
+    without `ids` or `vectors`, and encode, verify, repair and merge all ended in KeyError from then on."""
+    with monkeypatch.context() as m:
+        steps = kill_at_step(m, 0)
+        append(tmp_path / "count.zarr", TEXTS[:0])  # no rows: only the key's creation writes
+    assert len(steps) >= 5, steps  # the store, the key's group, its three arrays (and a rename, since issue 28)
+    for step in range(1, len(steps) + 1):
+        path = tmp_path / f"s{step}.zarr"
+        with monkeypatch.context() as m:
+            kill_at_step(m, step)
+            with pytest.raises(Killed):
+                append(path, TEXTS[:0])
+        st = Store.open(path)
+        if st.exists():  # readers see no key, or a whole empty one
+            assert st.keys() in ([], [KEY]) and st.verify() == [] and st.rows(KEY) == 0
+            assert merge_stores([path], tmp_path / f"m{step}.zarr").keys[0].rows == 0 if st.keys() else True
+        append(path, TEXTS)  # the next writer completes the store
+        st = Store.open(path)
+        assert st.keys() == [KEY] and st.verify() == []
+        np.testing.assert_array_equal(st.get(KEY, TEXTS), vectors_of(TEXTS))
+
+
+@pytest.mark.parametrize("arrays", [(), ("vectors",), ("vectors", "row_digests")])
+def test_a_half_made_group_left_by_an_earlier_version_is_completed_by_the_next_writer(tmp_path, arrays):
+    """A group written by the code before issue 28 (group first, then arrays) and killed between: readers take it
+    as an empty key, the next writer rebuilds it whole."""
+    path = tmp_path / "s.zarr"
+    append(path, TEXTS[:0])
+    group = path / KEY.group_name
+    for which in ("ids", "vectors", "row_digests"):
+        if which not in arrays:
+            shutil.rmtree(group / which)
+    st = Store.open(path)
+    assert st.keys() == [] and st.verify() == [] and st.rows(KEY) == 0
+    assert merge_stores([path], tmp_path / "m.zarr").keys == []
+    result = CliRunner().invoke(app, ["store", "verify", str(path), "--repair"])
+    assert result.exit_code == 0, result.output
+    append(path, TEXTS)
+    st = Store.open(path)
+    assert st.keys() == [KEY] and st.verify() == []
+    np.testing.assert_array_equal(st.get(KEY, TEXTS), vectors_of(TEXTS))
+
+
+def test_a_group_with_committed_rows_but_a_missing_array_is_damage_not_a_key_error(tmp_path):
+    path = tmp_path / "s.zarr"
+    append(path, TEXTS)
+    shutil.rmtree(path / KEY.group_name / "ids")
+    st = Store.open(path)
+    damage = st.verify()
+    assert [(d.array, d.start, d.stop) for d in damage] == [("ids", 0, 30)], damage
+    assert "missing" in damage[0].reason and "ids/zarr.json" in damage[0].reason
+    with pytest.raises(StoreError, match="ids"):
+        st.get(KEY, TEXTS)
+    st.repair()
+    append(path, TEXTS)
+    np.testing.assert_array_equal(Store.open(path).get(KEY, TEXTS), vectors_of(TEXTS))
+
+
+def test_a_half_made_hdf5_key_is_never_published(tmp_path, monkeypatch):
+    """The HDF5 writer publishes its copy at exit once it wrote rows: a second key whose creation fails half-way
+    must not appear without its arrays."""
+    import h5py
+    path = tmp_path / "s.h5"
+    other = StoreKey(model="m", fingerprint="f" * 16, pooling="cls", layer=2, max_length=128, prefix="")
+    create = h5py.Group.create_dataset
+    calls = []
+
+    def failing(self, name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 4:  # the second key's second array
+            raise OSError("disk full (simulated)")
+        return create(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    st = Store.open(path)
+    with pytest.raises(StoreError):
+        with st.writer() as w:
+            w.key(KEY, 3, {}).append(text_ids(TEXTS), vectors_of(TEXTS))
+            w.key(other, 3, {})
+    monkeypatch.undo()
+    st = Store.open(path)
+    assert st.keys() == [KEY] and st.verify() == []
+    with st.writer() as w:
+        w.key(other, 3, {}).append(text_ids(TEXTS), vectors_of(TEXTS))
+    assert Store.open(path).verify() == []
+
+
+@pytest.mark.heavy
+def test_kill_9_during_key_creation_leaves_a_store_the_next_run_completes(tmp_path):
+    """A real kill -9 of a process creating key after key, at moments spread over its run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "keys.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from embedstore.store import Store, StoreKey\n"
+        "from embedstore.data.hashing import text_ids\n"
+        "st = Store.open(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "for layer in range(10_000):\n"
+        "    key = StoreKey(model='m', fingerprint='f' * 16, pooling='mean', layer=layer, max_length=128, prefix='')\n"
+        "    with st.writer() as w:\n"
+        "        w.key(key, 3, {}).append(text_ids(['a', 'b']), np.ones((2, 3), np.float32))\n")
+    for attempt in range(5):
+        path = tmp_path / f"s{attempt}.zarr"
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.5 + 0.37 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        st = Store.open(path)
+        keys = st.keys()
+        assert keys and st.verify() == []
+        for key in keys:
+            assert st.rows(key) in (0, 2)
+            if st.rows(key):
+                np.testing.assert_array_equal(st.get(key, ["a", "b"]), np.ones((2, 3), np.float32))
+        with st.writer() as w:  # the next writer completes whatever was half-made
+            w.key(keys[-1], 3, {})
+            nxt = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=len(keys), max_length=128,
+                           prefix="")
+            w.key(nxt, 3, {}).append(text_ids(["a"]), np.ones((1, 3), np.float32))
+        assert Store.open(path).verify() == []

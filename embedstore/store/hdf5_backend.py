@@ -23,6 +23,7 @@ from embedstore.data.hashing import ID_BYTES
 from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
 from .lock import release_store_lock, store_lock
 
+STAGING = ".creating"  # suffix of a key's group being built, moved to the key's name once whole
 HDF5_SPACE_MARGIN = 1 << 16  # room kept for what HDF5 writes besides the chunks (chunk index, attributes)
 
 
@@ -63,8 +64,10 @@ class HDF5Backend(RowReads):
             raise StoreError(f"{self.path}: not a readable HDF5 store ({e})") from None
 
     def list_groups(self) -> dict[str, dict]:
+        """Groups holding their arrays (or rows: one missing an array is then damage that verify names)."""
         with self._open() as f:
-            return {name: _attrs(g) for name, g in f.items() if isinstance(g, h5py.Group)}
+            return {name: attrs for name, g in f.items() if isinstance(g, h5py.Group) and not name.endswith(STAGING)
+                    and ((attrs := _attrs(g)).get("committed_rows", 0) or all(w in g for w in ARRAYS))}
 
     def _read(self, name: str, which: str, start: int, stop: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows start..stop of one array (or the sorted `rows`), refusing a chunk that fails its Fletcher-32
@@ -83,7 +86,9 @@ class HDF5Backend(RowReads):
 
     def damaged(self, name: str, n: int) -> list[Damage]:
         with self._open() as f:
-            return [d for which in ARRAYS for d in _damaged_array(f[name][which], name, which, 0, n)]
+            return [d for which in ARRAYS for d in (
+                _damaged_array(f[name][which], name, which, 0, n) if which in f[name]
+                else [Damage(name, which, 0, n, f"array {which} missing from group {name}")])]
 
     def read_ids(self, name: str, n: int, start: int = 0) -> np.ndarray:
         return self._read(name, "ids", start, n)
@@ -157,12 +162,19 @@ class HDF5Writer:
                              f"{free:,} free); the store keeps its committed rows")
 
     def ensure_group(self, name: str, attrs: dict, dim: int, dtype: str, chunk_rows: int) -> dict:
-        if name not in self.file:
-            group = self.file.create_group(name)
-            for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8")):
-                group.create_dataset(which, shape=(0, width), maxshape=(None, width), chunks=(chunk_rows, width),
-                                     dtype=kind, fletcher32=True)
-            self.commit(name, 0, attrs)
+        """A new key is built under a staging name and moved into place whole: this writer's copy is published
+        once it wrote rows, even if creating a later key fails half-way."""
+        if name in self.file and all(which in self.file[name] for which in ARRAYS):
+            return _attrs(self.file[name])
+        for leftover in (name, name + STAGING):  # a half-made group holds no rows
+            if leftover in self.file:
+                del self.file[leftover]
+        group = self.file.create_group(name + STAGING)
+        for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8")):
+            group.create_dataset(which, shape=(0, width), maxshape=(None, width), chunks=(chunk_rows, width),
+                                 dtype=kind, fletcher32=True)
+        self.file.move(name + STAGING, name)
+        self.commit(name, 0, attrs)
         return _attrs(self.file[name])
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -203,6 +215,9 @@ class HDF5Writer:
             keep[d.start:d.stop] = False
         rows = np.flatnonzero(keep)
         group = self.file[name]
+        if not len(rows):  # (an array missing, say): the key goes whole, and the next writer makes it anew
+            del self.file[name]
+            return 0
         for which in ARRAYS:
             old = group[which]
             new = group.create_dataset(f"{which}.repaired", shape=(len(rows), old.shape[1]),

@@ -28,6 +28,7 @@ between 2026-12-03 and 2026-12-04, is not read).
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from .index import discard
 from .lock import store_lock
 
 DIGESTS = "row_digests"
+STAGING = ".creating-"  # a key's group being built, renamed to the key's name once whole
 SHARD_CHUNKS = 64  # chunks per file in keys created now (65,536 rows at the default 1,024); 1: a file per chunk
 
 
@@ -101,14 +103,17 @@ class ZarrBackend(RowReads):
         """Groups are found by listing the directory, and opened one by one, so that a group whose metadata
         is nonsense is named in the error rather than failing the listing of all."""
         root = _root_group(self.path, "r")
-        names = sorted(p.name for p in self.path.iterdir() if (p / "zarr.json").is_file())
+        names = sorted(p.name for p in self.path.iterdir()
+                       if (p / "zarr.json").is_file() and not p.name.startswith(STAGING))
         groups = {}
         for name in names:
             try:
-                groups[name] = dict(root[name].attrs)
+                attrs = dict(root[name].attrs)
             except (TypeError, ValueError, KeyError, zarr.errors.NodeTypeValidationError) as e:
                 raise StoreError(f"{self.path}: key {name}: unreadable metadata in {name}/zarr.json ({e}); "
                                  "expected a zarr group whose attributes are a JSON object") from None
+            if _whole(self.path, name) or attrs.get("committed_rows") != 0:
+                groups[name] = attrs  # (a group missing an array with rows committed is damage: verify says so)
         return groups
 
     def _array(self, name: str, which: str) -> zarr.Array:
@@ -122,7 +127,15 @@ class ZarrBackend(RowReads):
             stamp = None
         cached = self._arrays.get((name, which))
         if stamp is None or cached is None or cached[0] != stamp:
-            cached = (stamp, _root_group(self.path, "r")[name][which])
+            where = f"{self.path}/{name}/{which}/zarr.json"
+            if stamp is None:
+                raise StoreError(f"{self.path}: key {name}: array {which} missing ({where}); the store is damaged "
+                                 "(`embedstore store verify --repair` drops the key's rows)")
+            try:
+                cached = (stamp, _root_group(self.path, "r")[name][which])
+            except (TypeError, ValueError, KeyError, zarr.errors.NodeTypeValidationError) as e:
+                raise StoreError(f"{self.path}: key {name}: unreadable array metadata in {where} "
+                                 f"({' '.join(str(e).split())[:160]}); the store is damaged") from None
             self._arrays[(name, which)] = cached
         return cached[1]
 
@@ -209,7 +222,10 @@ class ZarrBackend(RowReads):
             return None
 
     def _damaged_array(self, name: str, which: str, start: int, stop: int) -> list[Damage]:
-        arr = self._array(name, which)
+        try:
+            arr = self._array(name, which)
+        except StoreError as e:  # missing or unreadable metadata: every row of the key is lost with the array
+            return [Damage(name, which, 0, stop, str(e).split(f"key {name}: ", 1)[-1].split("; the store")[0])]
         if arr.shape[0] < stop:
             return [Damage(name, which, arr.shape[0], stop, f"the array holds only {arr.shape[0]} rows")]
         found = []
@@ -232,7 +248,10 @@ class ZarrBackend(RowReads):
         return found + (self._rows_off_digests(name, n, found) if _has_digests(self.path, name) else [])
 
     def _rows_off_digests(self, name: str, n: int, found: list[Damage]) -> list[Damage]:
-        arrays = {which: self._array(name, which) for which in (*ARRAYS, DIGESTS)}
+        try:
+            arrays = {which: self._array(name, which) for which in (*ARRAYS, DIGESTS)}
+        except StoreError:  # an array that cannot be opened: already damage of every row
+            return []
         if not all(chunk_files.supported(arr) for arr in arrays.values()):
             return []
         skip = np.zeros(n, bool)
@@ -278,6 +297,23 @@ def _remove_temp_files(path: Path) -> None:
     for f in path.rglob("*.partial"):
         if chunk_files.TEMP_FILE.fullmatch(f.name):
             f.unlink(missing_ok=True)
+    for staged in path.glob(f"{STAGING}*"):
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _whole(path: Path, name: str) -> bool:
+    """A group holding its ids and vectors: a key (a writer before issue 28 could be killed between creating
+    the group and its arrays; one without rows is then replaced by the next writer)."""
+    return all(os.path.isfile(f"{path}/{name}/{which}/zarr.json") for which in ARRAYS)
+
+
+def _openable(group: zarr.Group) -> bool:
+    try:
+        for which in ARRAYS + ((DIGESTS,) if DIGESTS in group else ()):
+            group[which]
+    except (TypeError, ValueError, KeyError, zarr.errors.NodeTypeValidationError):
+        return False
+    return True
 
 
 def _has_digests(path: Path, name: str) -> bool:
@@ -324,7 +360,7 @@ class ZarrWriter:
         try:
             _remove_temp_files(self.path)
             self.root = zarr.open_group(str(self.path), mode="a", use_consolidated=False)
-        except Exception:
+        except BaseException:  # Ctrl-C too: the lock goes with the failed writer
             self.lock.release()
             raise
         return self
@@ -333,14 +369,25 @@ class ZarrWriter:
         self.lock.release()
 
     def ensure_group(self, name: str, attrs: dict, dim: int, dtype: str, chunk_rows: int) -> dict:
-        if name in self.root:
-            return dict(self.root[name].attrs)
-        group = self.root.create_group(name, attributes={**attrs, "committed_rows": 0})
+        """A new key is built aside (`.creating-<name>`, which readers skip) and renamed into place whole, so a
+        kill at any step leaves no key or a whole one. A group without its arrays and without committed rows
+        (left by a writer before issue 28) is replaced."""
+        target = self.path / name
+        if (target / "zarr.json").is_file():
+            existing = dict(self.root[name].attrs)
+            if _whole(self.path, name) or existing.get("committed_rows") != 0:
+                return existing
+            shutil.rmtree(target)
+        staging = self.path / f"{STAGING}{name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        group = zarr.open_group(str(staging), mode="w", attributes={**attrs, "committed_rows": 0},
+                                use_consolidated=False)
         for which, width, kind in (("vectors", dim, dtype), ("ids", ID_BYTES, "uint8"), (DIGESTS, 1, "uint32")):
             group.create_array(which, shape=(0, width), chunks=(chunk_rows, width),
                                shards=(chunk_rows * SHARD_CHUNKS, width) if SHARD_CHUNKS > 1 else None,
                                dtype=kind, compressors=[Crc32cCodec()], fill_value=0)
-        return dict(group.attrs)
+        os.rename(staging, target)
+        return dict(self.root[name].attrs)
 
     def write(self, name: str, start: int, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.reserve(name, start + len(ids))
@@ -413,13 +460,18 @@ class ZarrWriter:
         if not bad.any():
             return committed_rows
         first = int(np.argmax(bad))
+        group = self.root[name]
+        generation = int(group.attrs.get("rows_generation", 0)) + 1
+        if not _openable(group):  # an array missing or unreadable: the key goes whole, the next writer remakes it
+            self.commit(name, 0, {"rows_generation": generation})
+            shutil.rmtree(self.path / name)
+            return 0
         keep = np.flatnonzero(~bad[first:]) + first
         if len(keep) > REPAIR_BLOCK_ROWS:
             warnings.warn(f"{self.path}: key {name}: moving {len(keep):,} kept rows down over the damaged ones; if "
                           "this repair is killed before it ends, those rows are lost too (encode recomputes them)",
                           stacklevel=3)
-        group = self.root[name]
-        self.commit(name, first, {"rows_generation": int(group.attrs.get("rows_generation", 0)) + 1})
+        self.commit(name, first, {"rows_generation": generation})
         discard(self.path / name)
         for which in ARRAYS + ((DIGESTS,) if DIGESTS in group else ()):
             self._clear_damaged(name, group[which], [d for d in damage if d.array == which], committed_rows)
