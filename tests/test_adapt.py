@@ -69,7 +69,7 @@ def test_adapt_saves_a_hf_model_with_its_own_fingerprint_that_encode_uses(method
     AutoModel.from_pretrained(out)  # an ordinary Hugging Face checkpoint: no peft needed to load it
     prov = json.loads((out / TUNE_FILE).read_text())["provenance"]
     assert prov["method"] == method and prov["recipe"]["method"] == method
-    assert prov["data"]["train"]["rows"] + prov["data"]["val_rows"] == 48 and prov["data"]["train"]["sha256_16"]
+    assert prov["data"]["train"]["rows"] + prov["data"]["val_rows"] == 48 and len(prov["data"]["train"]["sha256"]) == 64
     assert prov["base_model"]["fingerprint"] == result.base_fingerprint and prov["seed"] == 0
     first, last = result.history["epochs"][0], result.history["epochs"][-1]
     assert np.isfinite(first["val_loss"]) and np.isfinite(last["val_loss"])

@@ -151,5 +151,6 @@ def test_a_sweep_task_reads_parquet_and_datasets_directories(tmp_path):
         "en_train": {"file": "task.parquet", "text": "en", "label": "apps", "where": {"fold": [6]}},
         "test": {"file": "ds", "text": "{lang}", "label": "apps", "where": {"fold": [8]}}}, "ko", tmp_path)
     assert task.rows("en_train").texts == ["a", "b"] and task.rows("test").texts == ["다", "라"]
-    hashes = task.file_hashes()
-    assert hashes["en_train"].startswith("task.parquet:") and hashes["test"].startswith("ds:")
+    files = task.files()
+    assert files["en_train"]["path"].endswith("task.parquet") and files["test"]["path"].endswith("ds")
+    assert all(len(f["sha256"]) == 64 for f in files.values())

@@ -92,7 +92,7 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
         if "aligner_at_test" in m:  # the method's figure is the one its test rows were scored with
             chosen = m["accuracy_with_aligner"] if m["aligner_at_test"] else m["accuracy_without_aligner"]
             assert m["accuracy"] == pytest.approx(chosen)
-        assert p["model_fingerprint"] and p["store_key"]["model"] and p["embedstore"] and p["files"]
+        assert p["model_fingerprint"] and p["store_key"]["model"] and p["embedstore_version"] and p["files"]["test"]["sha256"]
         if r["cell"]["method"] != "langalign-e2e":  # every cached cell says how its head's fit ended
             assert m["head"]["converged"] is True and m["head"]["C"] > 0 and m["head"]["rows"] == p["sizes"]["n_train"]
     la = by_method["langalign"]

@@ -104,7 +104,7 @@ def test_tune_writes_a_hf_model_with_its_own_fingerprint_that_encode_uses(tiny_m
     record = json.loads((out / TUNE_FILE).read_text())
     prov = record["provenance"]
     assert prov["data"]["train"]["rows"] + prov["data"]["val_rows"] == 48
-    assert prov["data"]["train"]["sha256_16"] and prov["embedstore_version"] and prov["wall_time_s"] > 0
+    assert len(prov["data"]["train"]["sha256"]) == 64 and prov["embedstore_version"] and prov["wall_time_s"] > 0
     assert prov["base_model"]["fingerprint"] == result.base_fingerprint and prov["seed"] == 0
     assert [e["epoch"] for e in result.history["epochs"]] == [0, 1]
 

@@ -91,7 +91,7 @@ def raw_lines(path: Path) -> list[dict[str, Any]]:
 
 def stable_view(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     """Records minus what legitimately differs between runs (times, pids)."""
-    volatile = {"wall_time_s", "timestamp", "pid", "omp_threads"}
+    volatile = {"wall_time_s", "written_at", "pid", "omp_threads"}
     view = {}
     for r in records:
         provenance = {key: value for key, value in r["provenance"].items() if key not in volatile}
@@ -115,8 +115,22 @@ def test_records_have_cell_metrics_and_provenance(tmp_path: Path) -> None:
     provenance = first["provenance"]
     assert provenance["model_fingerprint"] == "fp-tiny" and provenance["sweep"] == "test"
     assert provenance["model"] == "tiny" and provenance["hostname"]
-    assert provenance["wall_time_s"] >= 0 and provenance["timestamp"].endswith("+00:00")
+    assert provenance["wall_time_s"] >= 0 and provenance["written_at"].endswith("+00:00")
     assert isinstance(provenance["embedstore_version"], str)
+    assert not {"embedstore", "timestamp", "host"} & set(provenance)  # one name per fact (issue 30.4)
+
+
+def test_old_records_read_under_todays_provenance_names(tmp_path: Path) -> None:
+    """Issue 30.4: records written before one vocabulary (`embedstore` beside or instead of
+    `embedstore_version`, `timestamp`) read with today's names; a record carrying both keeps the new one."""
+    path = tmp_path / "old.jsonl"
+    old = [{"cell_id": "a", "status": "ok", "metrics": {}, "provenance": {
+                "embedstore": "0.1.0", "embedstore_version": "0.2.0", "timestamp": "2026-01-01T00:00:00+00:00"}},
+           {"cell_id": "b", "status": "ok", "metrics": {}, "provenance": {"embedstore": "0.1.0", "host": "h"}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    a, b = (r["provenance"] for r in read_results(path))
+    assert a == {"embedstore_version": "0.2.0", "written_at": "2026-01-01T00:00:00+00:00"}
+    assert b == {"embedstore_version": "0.1.0", "hostname": "h"}
 
 
 def predicting_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:

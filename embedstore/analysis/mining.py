@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from embedstore import __version__
 from embedstore.base.atomic import check_writable, write_text
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.provenance import stamp
 from embedstore.base.retrieval import CHUNK, hubness, unit_rows
-from embedstore.data.tasks import Source, file_sha256, load_rows
+from embedstore.data.tasks import Source, load_rows
 from embedstore.encoding.encode import embed
 from embedstore.encoding.options import EncodeOptions
 
@@ -104,10 +104,9 @@ def run_mine(source: Source, target: Source, out: Path, *, names: tuple[str, str
     write_text(out, _format(pairs, *names, out))
     return {"kind": "mine", "out": str(out), "pairs": len(pairs), "k": k, "min_margin": min_margin,
             "sizes": {"source_texts": len(src_texts), "target_texts": len(tgt_texts)},
-            "source": {"path": str(source.file), "sha256": file_sha256(source.file), "column": source.text},
-            "target": {"path": str(target.file), "sha256": file_sha256(target.file), "column": target.text},
+            "source": source.identity(), "target": target.identity(),
             "columns": list(names),
-            "encoding": options.to_dict(), "embedstore": __version__, "seconds": round(time.perf_counter() - t0, 3)}
+            "encoding": options.to_dict(), **stamp(), "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _format(pairs: list[tuple[str, str, float]], src_col: str, tgt_col: str, out: Path) -> str:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedstore import __version__
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER, Aligner, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
@@ -28,7 +26,7 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.base.atomic import write_json
-from embedstore.base.files import input_sha256
+from embedstore.base.provenance import file_identity, stamp
 from embedstore.base.retrieval import check_options
 from embedstore.estimators.heads import DEFAULT_HEAD, make_head
 from embedstore.data.selection import parse_size
@@ -154,7 +152,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     provenance = {
         "config": config,
         "seed": seed,
-        "input": {"path": str(Path(pairs_file).resolve()), "sha256": input_sha256(pairs_file), "rows": n_rows},
+        "input": file_identity(pairs_file, rows=n_rows),
         "split": how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
         "fit_rows": len(fit) if include_fit else 0,
         "fit_pairs": picked.n_pairs if include_fit else 0,
@@ -164,8 +162,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
         "store": report.store,
         "store_key": keys[0].to_dict() if len(keys) == 1 else [k.to_dict() for k in keys],
         "encoded_now": report.encoded,
-        "embedstore_version": __version__,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **stamp(),
     }
     return _Pairs(source, target, local, picked.n_pairs, table, rows, provenance)
 

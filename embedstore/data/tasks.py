@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from embedstore.base.errors import ConfigError
-from embedstore.base.files import input_mtime_ns, input_sha256
+from embedstore.base.files import input_mtime_ns
+from embedstore.base.provenance import file_identity
 from embedstore.data.texts import read_table
 
 #: Row filters: (column, allowed values) pairs; a row passes when every column holds one of its values.
@@ -36,23 +37,17 @@ class Source:
     target: str | None = None
     where: Where = ()
 
+    def identity(self, **extra: Any) -> dict[str, Any]:
+        """The file as provenance names it (`base.provenance.file_identity`), with the columns and filter read."""
+        return file_identity(self.file, **extra, text=self.text, pair=self.pair, label=self.label,
+                             target=self.target, where={c: list(v) for c, v in self.where})
+
 
 @dataclass
 class Rows:
     texts: list  # str, or (premise, hypothesis) tuples when the source has a `pair` column
     labels: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: Path) -> str:
-    """Provenance names input files (or `datasets` directories) by content; cached per modification time because
-    sweeps ask often."""
-    return _digest(str(path), input_mtime_ns(path))
-
-
-@lru_cache(maxsize=64)
-def _digest(path: str, mtime_ns: int) -> str:
-    return input_sha256(path)
 
 
 @lru_cache(maxsize=32)
@@ -159,5 +154,6 @@ class Task:
             raise ConfigError(f"task {self.name} has no '{role}' data; add tasks.{self.name}.{role} to the config")
         return load_rows(self.sources[role], single_label=self.single_label)
 
-    def file_hashes(self) -> dict[str, str]:
-        return {role: f"{src.file.name}:{file_sha256(src.file)[:16]}" for role, src in self.sources.items()}
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Each role's file identity, for a result's provenance."""
+        return {role: src.identity() for role, src in self.sources.items()}

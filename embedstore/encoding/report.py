@@ -1,13 +1,11 @@
 """What an encode did, and what it records in the store as the vectors' provenance."""
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 
-from embedstore import __version__
+from embedstore.base.provenance import stamp
 from embedstore.encoding.engine_choice import EngineChoice
 from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import ComputeOptions
@@ -42,15 +40,10 @@ def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, cho
                       graph_check: dict | None) -> dict:
     """`choice`: the engine and why (with `--backend auto`, its measurement); `graph_check`: what the ONNX graph's
     check against PyTorch found (onnx backend), recorded with the vectors."""
-    import torch
-    import transformers
-
-    record = {"embedstore": __version__, "model": spec.name, "model_path": str(spec.path),
-              "fingerprint": spec.fingerprint, "torch": torch.__version__, "transformers": transformers.__version__,
-              "compute_dtype": "float32", "batch_size": compute.batch_size, "batch_tokens": compute.batch_tokens,
-              "device": device, "backend": choice.backend,
-              "engine": {"reason": choice.reason, "measured": choice.measured}, "host": platform.node(),
-              "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {**stamp(libraries=True), "model": spec.name, "model_path": str(spec.path),
+              "model_fingerprint": spec.fingerprint, "compute_dtype": "float32", "batch_size": compute.batch_size,
+              "batch_tokens": compute.batch_tokens, "device": device, "backend": choice.backend,
+              "engine": {"reason": choice.reason, "measured": choice.measured}}
     if graph_check is not None:
         keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset",
                 "sha256", "rebuilt")

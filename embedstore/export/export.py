@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from embedstore import __version__
 from embedstore.base.atomic import atomic_dir, check_writable
 from embedstore.base.errors import ConfigError
+from embedstore.base.provenance import stamp
 
 FORMATS = ("sentence-transformers", "onnx")
 MANIFEST = "embedstore-export.json"
@@ -41,7 +41,7 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
             from embedstore.export.st import write_sentence_transformers
 
             check = write_sentence_transformers(parts, reference, tmp, tolerance)
-        record = {"kind": "export", "format": format, "pipeline": str(pipeline_dir), "embedstore": __version__,
+        record = {"kind": "export", "format": format, "pipeline": str(pipeline_dir), **stamp(),
                   "aligner_in_model": parts.aligner is not None, "classes": parts.classes,
                   "check": {"texts": len(reference.texts), "tolerance": tolerance, "predictions_equal": True,
                             **check},

@@ -40,9 +40,10 @@ ALIGNER_DIR, HEAD_DIR = "aligner", "head"
 _REQUIRED: dict[str, tuple[type, ...]] = {"kind": (str,), "store": (str,), "encoding": (dict,),
                                           "aligner": (str, type(None)), "head": (str,)}
 _OPTIONAL: dict[str, tuple[type, ...]] = {
-    "embedstore": (str,), "head_kind": (str,), "seed": (int,), "recipe": (str,), "train": (dict,),
-    "share": (bool,), "sizes": (dict,), "model": (str,), "model_fingerprint": (str,), "store_key": (dict,),
-    "seconds": (int, float)}
+    "embedstore_version": (str,), "hostname": (str,), "written_at": (str,), "head_kind": (str,), "seed": (int,),
+    "recipe": (str,), "train": (dict,), "share": (bool,), "sizes": (dict,), "model": (str,), "seconds": (int, float)}
+# written by older versions, still read (and ignored: `encoding` pins the fingerprint and gives the key)
+_LEGACY: dict[str, tuple[type, ...]] = {"embedstore": (str,), "model_fingerprint": (str,), "store_key": (dict,)}
 
 
 def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarray) -> None:
@@ -64,13 +65,15 @@ def load_pair_ids(directory: Path) -> np.ndarray:
     return np.concatenate([ids["source"], ids["target"]])
 
 
-def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the pipeline directory whole or not at all; returns the manifest as written, which is also the
-    head's provenance (so the head alone still says which key it was fitted on)."""
+def save_pipeline(out: Path, head: Head, aligner_dir: Path | None, manifest: dict[str, Any],
+                  key: StoreKey) -> dict[str, Any]:
+    """Write the pipeline directory whole or not at all; returns the manifest as written. The head's provenance
+    is the manifest plus the store key it was fitted on (`key`), so the head alone still says which key that was;
+    the manifest itself names the weights once, in `encoding`."""
     manifest = {**manifest, "kind": "pipeline", "aligner": ALIGNER_DIR if aligner_dir else None, "head": HEAD_DIR}
     _check_manifest(manifest, Path(MANIFEST))
     with atomic_dir(out, replace=True) as tmp:
-        head.save(tmp / HEAD_DIR, provenance=manifest)
+        head.save(tmp / HEAD_DIR, provenance={**manifest, "store_key": key.to_dict()})
         if aligner_dir:
             shutil.copytree(aligner_dir, tmp / ALIGNER_DIR)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -94,7 +97,7 @@ def _check_manifest(manifest: object, path: Path) -> None:
     so a manifest cannot point the loader outside its directory."""
     if not isinstance(manifest, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    fields = {**_REQUIRED, **_OPTIONAL}
+    fields = {**_REQUIRED, **_OPTIONAL, **_LEGACY}
     for name, value in manifest.items():
         if name not in fields:
             raise ConfigError(f"{path}: {name}: unknown field; expected only {', '.join(fields)}")
@@ -135,14 +138,6 @@ def _is_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
-def _check_recorded(manifest: Mapping[str, Any], path: Path, key: StoreKey) -> None:
-    """The manifest's copies of the key and fingerprint (provenance) must agree with the encoding it pins."""
-    recorded = {"store_key": key.to_dict(), "model_fingerprint": key.fingerprint}
-    for name, expected in recorded.items():
-        if name in manifest and manifest[name] != expected:
-            raise ConfigError(f"{path}: {name}: {manifest[name]!r} disagrees with encoding ({expected!r})")
-
-
 @dataclass
 class Pipeline:
     encode_options: EncodeOptions
@@ -166,7 +161,6 @@ class Pipeline:
             key = options.key()
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-        _check_recorded(manifest, path, key)
         check_fitted_key(directory / HEAD_DIR, key, "head")
         aligner = None
         if manifest["aligner"]:

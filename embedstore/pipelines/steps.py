@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstore import __version__
 from embedstore.estimators.aligners import ALIGNERS, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
-from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
@@ -28,14 +26,8 @@ from embedstore.pipelines.fitted_key import check_fitted_key
 from embedstore.pipelines.pipeline import (ALIGNER_DIR, HEAD_DIR, MANIFEST, PAIR_IDS, Pipeline, load_pair_ids,
                                            save_pair_ids, save_pipeline)
 from embedstore.data.selection import overlap_mask, subsample
-from embedstore.data.tasks import Source, file_sha256, load_rows
-from embedstore.store import StoreKey
-
-
-def _encoding_provenance(spec: ModelSpec, key: StoreKey, store: str | Path) -> dict:
-    """What the vectors were: the store key is what a later user of the estimator is checked against."""
-    return {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
-            "store_key": key.to_dict()}
+from embedstore.base.provenance import stamp
+from embedstore.data.tasks import Source, load_rows
 
 
 _ALIGNER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PAIR_IDS})
@@ -53,11 +45,6 @@ def _check_out(out: Path, ours: frozenset[str], what: str) -> None:
     check_writable(out)
 
 
-def _file(src: Source) -> dict:
-    return {"path": str(src.file), "sha256": file_sha256(src.file), "text": src.text, "label": src.label,
-            "target": src.target, "where": dict(src.where)}
-
-
 def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reverse: bool, seed: int,
                   recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
     """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`).
@@ -67,7 +54,9 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     t0 = time.perf_counter()
     _check_out(out, _ALIGNER_FILES, "a saved aligner")
     spec = options.resolve()  # before any reading: the model resolves and the options name one layer
-    encoding = _encoding_provenance(spec, options.key(spec), store)
+    # what the vectors were: the store key is what a later user of the aligner is checked against
+    encoding = {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
+                "store_key": options.key(spec).to_dict()}
     cls = lookup(ALIGNERS, arch, "aligner")
     rows = load_rows(pairs)
     picked = fit_rows(cls, len(rows.texts), size, seed, f"{pairs.file}")
@@ -78,8 +67,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
                               progress=progress).fit(x, y)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": picked.n_pairs, "source_texts": len(src), "target_texts": len(tgt),
-                        "available": len(rows.texts)}, "pairs": _file(pairs),
-              **encoding, "embedstore": __version__,
+                        "available": len(rows.texts)}, "pairs": pairs.identity(),
+              **encoding, **stamp(),
               "diagnostics": aligner.diagnostics(), "seconds": round(time.perf_counter() - t0, 3)}
     with atomic_dir(out, replace=True) as tmp:
         aligner.save(tmp, provenance=record)
@@ -119,11 +108,12 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
         x = aligner.transform(x)
     fitted.fit(x, labels)
     manifest = {
-        "embedstore": __version__, "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
-        "recipe": recipe, "train": {**_file(train), "single_label": single_label}, "share": share,
+        **stamp(), "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
+        "recipe": recipe, "train": train.identity(single_label=single_label), "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
-        **_encoding_provenance(spec, key, store), "seconds": round(time.perf_counter() - t0, 3)}
-    return {**save_pipeline(out, fitted, aligner_dir, manifest), "out": str(out), "head": fitted.fit_report}
+        "model": spec.name, "store": str(store), "seconds": round(time.perf_counter() - t0, 3)}
+    manifest = save_pipeline(out, fitted, aligner_dir, manifest, key)
+    return {**manifest, "store_key": key.to_dict(), "out": str(out), "head": fitted.fit_report}
 
 
 def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = None, model: str | Path | None = None,
@@ -138,9 +128,8 @@ def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = Non
         raise ConfigError(f"{test.file}: label_column is required to evaluate")
     x = pipe.vectors(rows.texts, progress=progress)
     labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
-    result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": {**_file(test), "single_label": single_label},
-              "n": len(rows.texts),
-              "embedstore": __version__, "pipeline_manifest": pipe.manifest, "aligner_at_test": pipe.aligner_at_test,
+    result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": test.identity(single_label=single_label),
+              "n": len(rows.texts), **stamp(), "pipeline_manifest": pipe.manifest, "aligner_at_test": pipe.aligner_at_test,
               "without_aligner": classification_metrics(rows.labels, pipe.head.predict(x), labels)}
     if pipe.aligner is not None:
         result["with_aligner"] = classification_metrics(rows.labels, pipe.head.predict(pipe.aligner.transform(x)), labels)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from embedstore import __version__
 from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
 from embedstore.estimators.aligners.collapse import detect_collapse
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
@@ -362,10 +361,9 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     result = METHOD_RUNNERS[cell.method](ctx)
     out = {"metrics": result.metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": result.sizes, "draws": result.draws,
-        "files": ctx.task.file_hashes(),
+        "files": ctx.task.files(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
         "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "head_params": config.head_params.get(cell.head, {}),
-        "embedstore": __version__,
         "cell_seconds": round(time.perf_counter() - t0, 3)}}
     if result.rows is not None:
         out["predictions"] = result.rows.to_payload()

@@ -12,8 +12,8 @@ Record written per cell::
     {"cell": {...asdict(cell)}, "cell_id": "...", "context": "...", "status": "ok",
      "metrics": {...from the runner},
      "predictions": {"file": "<cell_id>-<context>.safetensors", "test_ids": "...", "rows": n},
-     "provenance": {...from the runner, "wall_time_s", "timestamp", "embedstore_version", "hostname",
-                    "sweep", "model"}}
+     "provenance": {...from the runner, "wall_time_s", "embedstore_version", "hostname", "written_at"
+                    (`base.provenance.stamp`), "sweep", "model"}}
 
 "predictions" is there when the runner returned per-test-row predictions: the driver writes them to
 `<results>.predictions/` (`study.predictions`) before it appends the record that names them, so a record never
@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +42,13 @@ from rich.progress import (
 )
 from rich.table import Column
 
-from embedstore import __version__
 from embedstore.study import predictions
 from embedstore.study.cells import Cell, SweepConfig, expand
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
 from embedstore.base.progress import make_progress
 from embedstore.study.execution import Executor, LocalExecutor, Runner, to_json
+from embedstore.base.provenance import read_provenance, stamp
 
 CellContext = Callable[[Cell], str]
 """A cell's context id: a hash of what shapes its result but is not part of the cell (model weights, data
@@ -174,7 +172,8 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
     An unterminated last line that does not parse is what a killed writer leaves: it is ignored with a
     warning. Any other unreadable line means the file was damaged otherwise, and raises InputError.
-    Cell records (no "kind", or "kind": "cell") are keyed by cell_id; analysis records (e.g. "kind":
+    Provenance reads under today's names (`base.provenance.read_provenance`). Cell records (no "kind", or
+    "kind": "cell") are keyed by cell_id; analysis records (e.g. "kind":
     "cosine") by (kind, cell_id) when they carry a cell_id, and are otherwise all kept.
     """
     path = Path(path)
@@ -203,6 +202,8 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             key = ("cell", record["cell_id"])
         else:
             key = (str(kind), str(record.get("cell_id", f"line {lineno}")))
+        if isinstance(record.get("provenance"), dict):  # records of older versions read under today's names
+            record["provenance"] = read_provenance(record["provenance"])
         records[key] = record
     return list(records.values())
 
@@ -241,9 +242,8 @@ def _make_record(config: SweepConfig, cell: Cell, context: str, outcome: dict[st
     provenance = {
         **outcome.get("provenance", {}),
         "wall_time_s": outcome.get("wall_time_s"),  # None when the worker died mid-cell
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "embedstore_version": __version__,
-        "hostname": outcome.get("hostname") or socket.gethostname(),  # where the cell ran; None if its worker died
+        **stamp(),
+        "hostname": outcome.get("hostname") or stamp()["hostname"],  # where the cell ran; None if its worker died
         "sweep": config.name,
         "model": config.model,
     }

@@ -119,7 +119,7 @@ def adapt(recipe: AdaptRecipe, data: TaskFile | ContrastFile, out: str | os.Path
                             progress=progress, wrap_encoder=lambda encoder: _with_lora(encoder, recipe, options.seed))
     else:
         contrast = contrast_rows(data, options)
-        data_rows = {"train": data.record(ident["train_hash"], len(contrast.train[0])),
+        data_rows = {"train": data.record(len(contrast.train[0])),
                      "val_rows": len(contrast.val[0])}
         record = run_once(out, TUNE_FILE, ident, spec, options, _contrastive_builder(recipe, spec, options, contrast),
                           finish, description=f"adapt {recipe.method}", progress=progress)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from embedstore.base.errors import InputError
+from embedstore.base.provenance import file_identity
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size, subsample
 from embedstore.data.texts import read_table
@@ -33,10 +34,10 @@ class TaskFile:
     def columns(self) -> list[str | None]:
         return [self.text_column, self.label_column, self.pair_column]
 
-    def record(self, digest: str, rows: int) -> dict[str, Any]:
+    def record(self, rows: int) -> dict[str, Any]:
         """Provenance: which file (by content hash) and columns, and how many of its rows were used."""
-        return {"path": str(self.path.absolute()), "sha256_16": digest, "rows": rows,
-                "text_column": self.text_column, "label_column": self.label_column, "pair_column": self.pair_column}
+        return file_identity(self.path, rows=rows, text_column=self.text_column, label_column=self.label_column,
+                             pair_column=self.pair_column)
 
 
 @dataclass

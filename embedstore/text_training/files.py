@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from embedstore.base.atomic import atomic_path
 from embedstore.base.errors import ConfigError
-from embedstore.base.files import dir_sha256, input_sha256
+from embedstore.base.files import dir_sha256
+from embedstore.base.provenance import input_digest
 from embedstore.base.lock import WriterLock
 
 LOCK_FILE = ".embedstore-train.lock"
@@ -32,7 +33,7 @@ def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def file_hash(path: Path) -> str:
     """16 hex digits of the input's sha256 (a file, or a `datasets` directory): provenance that says which data a
     result came from."""
-    return input_sha256(path)[:16]
+    return input_digest(path)[:16]
 
 
 def dir_hash(path: Path) -> str:

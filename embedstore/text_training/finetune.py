@@ -98,12 +98,12 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
             "model": spec.name, "model_path": str(spec.path), "model_fingerprint": spec.fingerprint,
             "prefix": spec.prefix, "pooling": "mean", "train_aligner": train_aligner, "freeze_lm": freeze_lm,
             "aligner_at_test": aligner_at_test, "align_weight": align_weight,
-            **({"pairs": {**pairs.record(ident["pairs_hash"], joint_terms[0].rows),
+            **({"pairs": {**pairs.record(joint_terms[0].rows),
                           "val_rows": len(joint_terms[0].val_pairs)}} if align_weight else {}),
             "aligner": {"dir": str(aligner_dir.absolute()), "hash": ident["aligner_hash"],
                         "class": aligner_config.get("class"), "params": aligner_config.get("params"),
                         "provenance": aligner_config.get("provenance")},
-            "data": data_record(train, ident, rows, test=test.record(ident["test_hash"], len(test_split.texts))),
+            "data": data_record(train, ident, rows, test=test.record(len(test_split.texts))),
             **trained.runtime(),
         }
         return {"method": METHOD, "metrics": metrics, "provenance": provenance}

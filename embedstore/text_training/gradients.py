@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from embedstore import __version__
 from embedstore.base.errors import ConfigError
+from embedstore.base.provenance import stamp
 from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_device, resolve_model
 from embedstore.estimators.heads import make_head
 from embedstore.text_training.data import TaskFile, tokenize_splits, training_rows
-from embedstore.text_training.files import file_hash
 from embedstore.text_training.model import TextClassifier
 from embedstore.text_training.objectives import Classification, embed_all
 from embedstore.text_training.options import TrainOptions
@@ -107,9 +106,9 @@ def encoder_gradients(task: TaskFile, pairs: ContrastFile, *, model: str = DEFAU
         "gradient_norms": {k: spread(v) for k, v in norms.items()},
         "provenance": {"model": spec.name, "model_fingerprint": spec.fingerprint, "prefix": spec.prefix,
                        "config": options.to_record(), "seed": options.seed, "head": options.head,
-                       "task": task.record(file_hash(task.path), len(rows.train.texts)),
-                       "pairs": pairs.record(file_hash(pairs.path), align.rows),
+                       "task": task.record(len(rows.train.texts)),
+                       "pairs": pairs.record(align.rows),
                        "loss": {"task": "cross-entropy through a head fitted on the LM's frozen vectors",
                                 "alignment": "InfoNCE both directions, temperature 0.05"},
-                       "embedstore_version": __version__},
+                       **stamp(libraries=True)},
     }

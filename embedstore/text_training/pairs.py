@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.base.errors import InputError
+from embedstore.base.provenance import file_identity
 from embedstore.data.selection import parse_size, subsample
 from embedstore.data.texts import read_table
 from embedstore.encoding.encoder import tokenize
@@ -31,9 +32,8 @@ class ContrastFile:
     def columns(self) -> list[str | None]:
         return [self.column, self.positive_column]
 
-    def record(self, digest: str, rows: int) -> dict[str, Any]:
-        return {"path": str(self.path.absolute()), "sha256_16": digest, "rows": rows, "column": self.column,
-                "positive_column": self.positive_column}
+    def record(self, rows: int) -> dict[str, Any]:
+        return file_identity(self.path, rows=rows, column=self.column, positive_column=self.positive_column)
 
 
 @dataclass

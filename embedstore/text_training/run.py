@@ -8,7 +8,6 @@ that is not its own run.
 """
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from embedstore import __version__
 from embedstore.base.errors import ConfigError
+from embedstore.base.provenance import stamp
 from embedstore.encoding.models import ModelSpec, load_model, resolve_device
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
@@ -44,12 +43,8 @@ class Trained:
 
     def runtime(self) -> dict[str, Any]:
         """Where and how long it ran: provenance that does not change what was computed."""
-        import transformers
-
-        return {"wall_time_s": self.outcome.seconds, "embedstore_version": __version__, "torch": torch.__version__,
-                "transformers": transformers.__version__, "device": str(self.device),
-                "precision": str(self.amp).replace("torch.", "") if self.amp else "float32",
-                "hostname": platform.node()}
+        return {"wall_time_s": self.outcome.seconds, **stamp(libraries=True), "device": str(self.device),
+                "precision": str(self.amp).replace("torch.", "") if self.amp else "float32"}
 
 
 def identity(command: str, spec: ModelSpec, train_file: TaskFile, options: TrainOptions,
@@ -62,7 +57,7 @@ def identity(command: str, spec: ModelSpec, train_file: TaskFile, options: Train
 def data_record(train_file: TaskFile, ident: dict[str, Any], rows: TrainingRows,
                 **test: dict[str, Any]) -> dict[str, Any]:
     """Provenance of the rows a run trained (and, for finetune, was scored) on."""
-    return {"train": train_file.record(ident["train_hash"], len(rows.train.texts)), "val_rows": len(rows.val.texts),
+    return {"train": train_file.record(len(rows.train.texts)), "val_rows": len(rows.val.texts),
             **test, "classes": rows.classes.tolist()}
 
 
