@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .common import DEBUG_ENV, one_line_warning, set_debug
+from .common import DEBUG_ENV, interrupted, one_line_warning, set_debug
 
 #: command name → (module of embedstore.cli, attribute): a function becomes a command, a Typer a group of them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +42,13 @@ class LazyCommands(TyperGroup):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Ctrl-C before a command's own error handling runs (while its modules are imported) keeps the contract."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise interrupted() from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:

@@ -41,7 +41,9 @@ def _one_line(text: str) -> str:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Every error ends the command with one `error:` line on stderr and exit 1 (Ctrl-C: 130, work kept).
+    """Every error ends the command with one `error:` line on stderr and exit 1 (Ctrl-C: 130, work kept): the
+    exit-code contract of docs/contracts.md. A command that finds a problem it must report with exit 1 (damage,
+    failed cells) raises an `EmbedstoreError` saying so, never a bare `typer.Exit(1)`.
 
     Library errors (`EmbedstoreError`) are for users: their message is printed as is. Anything else is a bug or
     an environment failure (a full disk, a damaged file a reader did not anticipate): its type and message are
@@ -53,10 +55,9 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            err_console.print("interrupted: finished work is kept; run the same command again to continue")
-            raise typer.Exit(130) from None
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # typer's own ways out (usage errors, explicit exits) keep their codes
+            raise interrupted() from None
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's own ways out (usage errors, explicit exits) keep their codes (typer.Exit is no click Exit)
         except Exception as e:  # noqa: BLE001 - the one place every error becomes one line
             if debugging():
                 raise
@@ -69,6 +70,12 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def interrupted() -> typer.Exit:
+    """Ctrl-C: one line, and the exit (130) to raise."""
+    err_console.print("interrupted: finished work is kept; run the same command again to continue")
+    return typer.Exit(130)
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

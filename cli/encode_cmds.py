@@ -144,9 +144,8 @@ def store_verify(
     if not damage:
         console.print(f"{path}: every committed row reads back intact", highlight=False, soft_wrap=True)
         return
-    console.print(f"{path}: {damaged_rows(damage):,} committed rows damaged; `embedstore store verify {path} "
-                  "--repair` drops them", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise StoreError(f"{path}: {damaged_rows(damage):,} committed rows damaged; `embedstore store verify {path} "
+                     "--repair` drops them")
 
 
 @store_app.command("merge")

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from embedstore.base.errors import EmbedstoreError
+
 from .common import console, user_errors
 
 
@@ -33,7 +35,8 @@ def sweep(
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.errors:
-        raise typer.Exit(1)
+        raise EmbedstoreError(f"{len(summary.errors)} of {len(summary.to_run)} cells failed; their records in "
+                              f"{summary.results} hold the errors; run the same command again to retry them")
 
 
 @user_errors

@@ -6,12 +6,13 @@ corrupting what the first one writes.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from embedstore.base.errors import EmbedstoreError
+from embedstore.base.errors import ConfigError, EmbedstoreError
 
 
 class WriterLock:
@@ -29,8 +30,16 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> "WriterLock":
+        """O_NOFOLLOW: a symbolic link planted at the lock's path is refused, never followed (the pid written
+        into the lock, or a truncation, would land in the link's target)."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP or self.lock_path.is_symlink():
+                raise ConfigError(f"{self.lock_path}: is a symbolic link; a lock file is never followed (remove "
+                                  "the link, or choose another path)") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

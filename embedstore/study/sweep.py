@@ -79,7 +79,7 @@ class SweepSummary:
         if self.interrupted:
             not_run = len(self.to_run) - len(self.ok) - len(self.errors)
             lines.append(f"interrupted: {not_run} cells not run; run the sweep again to resume")
-        lines += [f"error: {cell.describe()}: {message}" for cell, message in self.errors]
+        lines += [f"failed: {cell.describe()}: {message}" for cell, message in self.errors]
         return "\n".join(lines)
 
 
@@ -115,13 +115,16 @@ def run_sweep(
     config.results.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(config.results).acquire()
     try:
-        fd = os.open(config.results, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(config.results, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     except BaseException:
         lock.release()
         raise
     try:
+        with warnings.catch_warnings():  # a partial last line is reported by _repair_tail, which cuts it
+            warnings.simplefilter("ignore")
+            records = read_results(config.results)  # a file that is not a results file is refused, unwritten
         _repair_tail(fd, config.results)
-        skipped, to_run = _partition(config, cells, contexts, read_results(config.results))
+        skipped, to_run = _partition(config, cells, contexts, records)
         ok: list[Cell] = []
         errors: list[tuple[Cell, str]] = []
         interrupted = False
@@ -297,6 +300,9 @@ def _repair_tail(fd: int, path: Path) -> None:
     try:
         json.loads(data[start:])
     except ValueError:
+        if not data[start:].startswith(b'{"'):  # every record starts so: this is another kind of file
+            raise InputError(f"{path}: ends in a line that is not the start of a results record (a JSON object); "
+                             "not a results file, so it is left as it is: choose another results path") from None
         warnings.warn(f"{path}: removing a partial last line left by an interrupted run", stacklevel=3)
         os.ftruncate(fd, start)
         return
