@@ -22,7 +22,9 @@ from embedstore.base.atomic import write_json, write_text
 from embedstore.base.retrieval import nn_p_at_1
 from embedstore.base.stats import mean_ci
 from embedstore.data.texts import read_table
+from embedstore.study.predictions import PredictionReader
 from embedstore.study.sweep import read_results
+from embedstore.study.verdicts import Comparison, compare, select
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -106,21 +108,21 @@ def _fmt(values: list[float]) -> str:
     return f"{m:.3f} ± {h:.3f}" if n > 1 else f"{m:.3f}"
 
 
-def _verdict(better: list[float], worse: list[float]) -> str:
-    """"clearly better" when the mean is higher and the 95% intervals do not overlap (make_results' rule)."""
-    (mb, hb, _), (mw, hw, _) = mean_ci(better), mean_ci(worse)
-    if mb > mw and mb - hb > mw + hw:
-        return "clearly better"
-    if mb < mw and mb + hb < mw - hw:
-        return "clearly worse"
-    return "not clearly different"
+def versus(records: list[dict], method: str, other: str, results: Path = RESULTS) -> Comparison:
+    """`method` against `other` through the one verdict rule (`embedstore.study.verdicts`)."""
+    return compare(select(records, method=method), select(records, method=other), rows=PredictionReader(results),
+                   labels=(method, other))
 
 
-def section() -> list[str]:
+def _cell(c: Comparison) -> str:
+    return f"{c.statement}: {c.describe()}" if not c.refused else c.statement
+
+
+def section(results: Path = RESULTS) -> list[str]:
     title = "## Adapting the encoder (LoRA, SimCSE, contrastive alignment), English → Korean topic"
-    if not RESULTS.is_file():
+    if not results.is_file():
         return [title, "", "Not run yet: `python docs/results_adapt.py --run`.", ""]
-    records = [r for r in read_results(RESULTS) if r.get("status") == "ok"]
+    records = [r for r in read_results(results) if r.get("status") == "ok"]
     acc: dict[str, list[float]] = {m: [] for m in METHODS}
     cost: dict[str, list[float]] = {}
     for r in sorted(records, key=lambda r: r["cell"]["seed"]):
@@ -147,19 +149,21 @@ def section() -> list[str]:
              "sizes are far below the paper's (a 2-core CPU); read the table as a check of direction at small "
              "scale, not as the paper's setting.", "",
              "English-only and LangAlign use every row, so their seed changes nothing (a converged head on the same "
-             "vectors: an interval of 0); the adapted methods vary with the adaptation's seed. \"Clearly\" means the "
-             "95% intervals do not overlap.", "",
-             "| method | accuracy (mean ± 95% CI) | vs English-only | vs LangAlign Procrustes |",
+             "vectors: an interval of 0 over seeds); the adapted methods vary with the adaptation's seed. The "
+             "verdicts are the one rule of `embedstore.study.verdicts`: the paired difference over the same seeds "
+             "with a 95% interval that counts test-set noise, \"clearly better\" when it excludes 0"
+             + (" (these records predate per-row predictions, so the intervals are approximate: the seeds' "
+                "interval plus the two accuracies' test-set noise taken as independent)"
+                if not any("predictions" in r for r in records) else "") + ".", "",
+             "| method | accuracy (mean ± 95% CI over seeds) | vs English-only | vs LangAlign Procrustes |",
              "| --- | --- | --- | --- |"]
     for method in METHODS:
         if not acc[method]:
             lines.append(f"| {method} | no finished cells | | |")
             continue
-        vs = ["", ""] if method in ("english", "langalign") else [
-            _verdict(acc[method], acc["english"]) if acc["english"] else "",
-            _verdict(acc[method], acc["langalign"]) if acc["langalign"] else ""]
-        if method == "langalign" and acc["english"]:
-            vs[0] = _verdict(acc[method], acc["english"])
+        vs = ["" if method == "english" or not acc["english"] else _cell(versus(records, method, "english", results)),
+              "" if method in ("english", "langalign") or not acc["langalign"]
+              else _cell(versus(records, method, "langalign", results))]
         lines.append(f"| {method} | {_fmt(acc[method])} (n={len(acc[method])}) | {vs[0]} | {vs[1]} |")
     same = [m for m in METHODS[2:] if acc[m] and acc[m] == acc["english"]]
     if same:
@@ -172,18 +176,19 @@ def section() -> list[str]:
     lines += ["", "### The paper's Table 5 claim, checked", ""]
     for method, name in (("adapt-lora", "LoRA"), ("adapt-simcse", "SimCSE")):
         if acc[method] and acc["langalign"]:
-            verdict = _verdict(acc[method], acc["langalign"])
-            holds = "holds" if verdict != "clearly better" else "does not hold"
-            lines.append(f"- *{name} is not clearly better than LangAlign*: {holds} here ({name} "
-                         f"{_fmt(acc[method])} vs LangAlign Procrustes {_fmt(acc['langalign'])}: {verdict}).")
+            c = versus(records, method, "langalign", results)
+            holds = "not decided" if c.refused else "does not hold" if c.winner == method else "holds"
+            lines.append(f"- *{name} is not clearly better than LangAlign*: {holds} here ({name} against LangAlign "
+                         f"Procrustes: {_cell(c)}).")
         else:
             lines.append(f"- *{name} is not clearly better than LangAlign*: not checked, no finished {method} cells.")
     if cost:
         lines += ["", "Adaptation wall time per 1k training rows in this sweep (other jobs shared the CPU for part of "
                   "it; `benchmarks/adapt.py` measures the methods side by side on an idle machine): "
                   + ", ".join(f"{m} {np.mean(v):.0f} s" for m, v in cost.items()) + "."]
-    if ANALYSES.is_file():
-        analyses = json.loads(ANALYSES.read_text(encoding="utf-8"))
+    analyses_file = results.with_suffix(".analyses.json")  # ANALYSES for the study's own results
+    if analyses_file.is_file():
+        analyses = json.loads(analyses_file.read_text(encoding="utf-8"))
         ret = analyses["retrieval"]
         aligned = list(ret["align"].values())
         lines += ["", "### Retrieval P@1 English → Korean before and after `adapt align`", "",

@@ -180,6 +180,12 @@ def compare(
                       interval, None, tuple(notes))
 
 
+def select(records: Sequence[dict[str, Any]], **cell: Any) -> list[dict[str, Any]]:
+    """The "ok" cell records whose cell has these values (e.g. method="langalign", aligner="fc"): an arm."""
+    return [r for r in records if r.get("kind", "cell") == "cell" and r.get("status") == "ok"
+            and all(r["cell"].get(key) == value for key, value in cell.items())]
+
+
 def degenerate(record: dict[str, Any]) -> str | None:
     """Why a cell's head is degenerate ("predicts 'x' for 98% of test rows", "accuracy 0.33 is within noise of
     the majority class's 0.32"), or None. A degenerate head says nothing about the vectors it was fitted on, so
