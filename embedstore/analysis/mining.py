@@ -19,7 +19,7 @@ import numpy as np
 from embedstore.base.atomic import check_writable, write_text
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.provenance import stamp
-from embedstore.base.retrieval import CHUNK, hubness, unit_rows
+from embedstore.base.retrieval import mutual_best, unit_rows
 from embedstore.data.tasks import Source, load_rows
 from embedstore.encoding.encode import embed
 from embedstore.encoding.options import EncodeOptions
@@ -37,39 +37,14 @@ class Mined:
     margin: np.ndarray
 
 
-def _best_both_ways(src: np.ndarray, tgt: np.ndarray, hub_s: np.ndarray, hub_t: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each source row's best target by ratio margin with that margin, and each target row's best source, from
-    one pass over the similarity blocks (a block's rows give the forward choice, its columns update the backward
-    one; ties go to the lower index, as argmax does), in memory bounded by a block."""
-    forward = np.empty(len(src), dtype=np.int64)
-    margin = np.empty(len(src), dtype=np.float64)
-    backward = np.zeros(len(tgt), dtype=np.int64)
-    backward_margin = np.full(len(tgt), -np.inf)
-    for start in range(0, len(src), CHUNK):
-        margins = (src[start:start + CHUNK] @ tgt.T) / ((hub_s[start:start + CHUNK, None] + hub_t[None, :]) / 2)
-        forward[start:start + CHUNK] = margins.argmax(axis=1)
-        margin[start:start + CHUNK] = margins.max(axis=1)
-        best, arg = margins.max(axis=0), margins.argmax(axis=0)
-        better = best > backward_margin
-        backward[better], backward_margin[better] = arg[better] + start, best[better]
-    return forward, margin, backward
-
-
 def mine(source: np.ndarray, target: np.ndarray, k: int = MARGIN_K, min_margin: float | None = None) -> Mined:
     """Pairs (i, j) where target j is source i's best candidate by ratio margin and source i is target j's."""
     if k < 1:
         raise ConfigError(f"k {k} must be at least 1")
-    src, tgt = unit_rows(source.astype(np.float32)), unit_rows(target.astype(np.float32))
-    k_used = min(k, len(src), len(tgt))
-    hub_s, hub_t = hubness(src, tgt, k_used)
-    forward, margin, backward = _best_both_ways(src, tgt, hub_s, hub_t)
-    rows = np.arange(len(src))
-    keep = backward[forward] == rows
-    if min_margin is not None:
-        keep &= margin >= min_margin
-    order = np.argsort(-margin[keep], kind="stable")
-    return Mined(rows[keep][order], forward[keep][order], margin[keep][order])
+    mutual = mutual_best(unit_rows(source.astype(np.float32)), unit_rows(target.astype(np.float32)), k, "margin")
+    keep = np.ones(len(mutual.source), bool) if min_margin is None else mutual.score >= min_margin
+    order = np.argsort(-mutual.score[keep], kind="stable")
+    return Mined(mutual.source[keep][order], mutual.target[keep][order], mutual.score[keep][order])
 
 
 def precision(mined: Mined, source_texts: list[str], target_texts: list[str], truth: dict[str, set[str]]) -> dict:

@@ -6,12 +6,15 @@ import analysis, and it needs nothing but numpy. Callers validate their arrays (
 equal shape); this module only computes.
 
 Nearest-neighbour retrieval under-reports alignment when a few "hub" vectors are near everything; CSLS
-(Conneau et al. 2018, MUSE) discounts hubs, so `retrieval` gives both.
+(Conneau et al. 2018, MUSE) discounts hubs, so `retrieval` gives both. `mutual_best` pairs two unrelated sets by
+the same hub-discounted scores (CSLS, or LASER's ratio margin): self-learning aligners induce their dictionaries
+with it and `analysis.mining` mines bitext with it.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,15 +29,9 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def hubness(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`, and the same for each row of `b`
-    among `a`: how much of a hub each vector is for the other side (k at most either side's rows)."""
-    hub_a, hub_b, _ = _hubness_and_diagonal(a, b, k)
-    return hub_a, hub_b
-
-
 def _hubness_and_diagonal(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`hubness`, plus cos(a_i, b_i) for the rows both sides have, all from one pass over the similarity blocks
+    """For each unit row of `a`, the mean cosine of its k nearest rows of `b`, and the same for each row of `b`
+    among `a` (how much of a hub each vector is for the other side; k at most either side's rows), plus cos(a_i, b_i) for the rows both sides have, all from one pass over the similarity blocks
     (each column's best k so far are carried from block to block), so CSLS and mining pay for one n × n
     product here, not two. The diagonal is taken from the very blocks `_ranks_both_ways` computes again (the same product
     of the same rows), so it equals their entries to the bit: ranks compare with it exactly, ties included."""
@@ -89,6 +86,45 @@ def _ranks_both_ways(q: np.ndarray, k: np.ndarray, hub_q: np.ndarray, hub_k: np.
 def nn_p_at_1(queries: np.ndarray, keys: np.ndarray) -> float:
     """Fraction of rows whose cosine-nearest key is their own pair (row i ↔ row i), over all rows."""
     return float(np.mean(true_ranks(unit_rows(queries), unit_rows(keys)) < 1))
+
+
+Score = Literal["csls", "margin"]
+
+
+@dataclass(frozen=True)
+class Mutual:
+    """Row/column pairs that are each other's best by the score, that score for each pair, and the mean of every
+    row's best score (self-learning's objective)."""
+
+    source: np.ndarray
+    target: np.ndarray
+    score: np.ndarray
+    mean_best: float
+
+
+def mutual_best(a: np.ndarray, b: np.ndarray, k: int, score: Score = "csls") -> Mutual:
+    """Pairs (i, j) of unit rows where b_j is a_i's best candidate and a_i is b_j's, by `score` with hubness over
+    each side's k nearest rows on the other (k capped at the rows): "csls" 2·cos − hub(a_i) − hub(b_j) (Conneau
+    et al. 2018), "margin" cos / ((hub(a_i) + hub(b_j)) / 2) (Artetxe & Schwenk 2019). Ties go to the lower
+    index; memory is bounded by a block of rows."""
+    k = min(int(k), len(a), len(b))
+    hub_a, hub_b, _ = _hubness_and_diagonal(a, b, k)
+    forward = np.empty(len(a), dtype=np.int64)
+    best_of_row = np.empty(len(a), dtype=np.float64)
+    backward = np.zeros(len(b), dtype=np.int64)
+    best_of_column = np.full(len(b), -np.inf)
+    for start in range(0, len(a), CHUNK):
+        sims = a[start:start + CHUNK] @ b.T
+        hubs = hub_a[start:start + CHUNK, None]
+        scores = 2 * sims - hubs - hub_b[None, :] if score == "csls" else sims / ((hubs + hub_b[None, :]) / 2)
+        forward[start:start + CHUNK] = scores.argmax(axis=1)
+        best_of_row[start:start + CHUNK] = scores.max(axis=1)
+        best, arg = scores.max(axis=0), scores.argmax(axis=0)
+        better = best > best_of_column
+        backward[better], best_of_column[better] = arg[better] + start, best[better]
+    rows = np.arange(len(a))
+    keep = backward[forward] == rows
+    return Mutual(rows[keep], forward[keep], best_of_row[keep], float(best_of_row.mean()) if len(a) else 0.0)
 
 
 def check_options(ks: Sequence[int], csls_k: int, n_rows: int | None = None) -> None:

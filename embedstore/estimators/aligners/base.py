@@ -80,6 +80,21 @@ class Aligner(TransformerMixin, Estimator):
         raise NotImplementedError
 
 
+class AffineAligner(Aligner):
+    """An aligner whose map is x ↦ (x − μ_s) W + μ_t (Procrustes, whitening, RCSLS, self-learning): the fit sets
+    `W_`, `mu_src_` and `mu_tgt_`; applying, saving and `to_torch` are the same for all of them, so they live here."""
+
+    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
+
+    def _apply(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
+
+    def to_torch(self) -> nn.Module:
+        """x @ W + (μ_t − μ_s W): the same map with the shifts folded into one bias."""
+        self._check_fitted()
+        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)
+
+
 def affine_module(weight: np.ndarray, bias: np.ndarray) -> nn.Linear:
     """x @ weight + bias as an exact nn.Linear built from the fitted arrays (nn.Linear stores weight transposed)."""
     linear = nn.Linear(*weight.shape)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from embedstore.estimators.aligners.base import Aligner, affine_module, centred64
+from embedstore.estimators.aligners.base import AffineAligner, centred64
 
 
-class ProcrustesAligner(Aligner):
+class ProcrustesAligner(AffineAligner):
     """Orthogonal map from the SVD of the source/target cross-covariance.
 
     Orthogonality preserves distances within the source space, so it cannot collapse. With `center=True`,
@@ -17,7 +16,6 @@ class ProcrustesAligner(Aligner):
 
     name = "procrustes"
     order = 40
-    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
 
     def __init__(self, center: bool = True, reverse: bool = False) -> None:
         self.center = center
@@ -30,11 +28,3 @@ class ProcrustesAligner(Aligner):
         self.W_ = (u @ vt).float().numpy()
         self.mu_src_ = mu_x.float().numpy()
         self.mu_tgt_ = mu_y.float().numpy()
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
-
-    def to_torch(self) -> nn.Module:
-        """x @ W + (mu_tgt - mu_src @ W): the same map with the shifts folded into one bias."""
-        self._check_fitted()
-        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)

@@ -7,11 +7,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.estimators.aligners.base import Aligner, affine_module
+from embedstore.estimators.aligners.base import AffineAligner
 from embedstore.estimators.aligners.selflearning import normalised, procrustes
 
 
-class RCSLSAligner(Aligner):
+class RCSLSAligner(AffineAligner):
     """Minimises the relaxed CSLS loss on the pairs: for each pair, −2·cos(Wx, y) plus the mean cosine of Wx to
     its k nearest targets and of y to its k nearest mapped sources, so a map that makes hubs is penalised where
     MSE would reward it.
@@ -23,7 +23,6 @@ class RCSLSAligner(Aligner):
 
     name = "rcsls"
     order = 45
-    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
     _state_attrs = ("loss_start_", "loss_end_")
 
     def __init__(self, steps: int = 50, lr: float = 0.004, k: int = 10, batch: int = 500, pool: int = 2000,
@@ -57,13 +56,6 @@ class RCSLSAligner(Aligner):
         self.mu_tgt_ = t.double().mean(dim=0).float().numpy()
         self.loss_start_ = losses[0] if losses else None
         self.loss_end_ = losses[-1] if losses else None
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
-
-    def to_torch(self) -> nn.Module:
-        self._check_fitted()
-        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)
 
     def diagnostics(self) -> dict[str, Any]:
         """The RCSLS loss on the first and last mini-batch: it should fall."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from embedstore.estimators.aligners.selflearning import SelfLearningAligner, csls_scores, mutual_pairs, similarity_init
+from embedstore.estimators.aligners.selflearning import SelfLearningAligner, mutual_pairs, similarity_init
 
 
 class SelfLearnAligner(SelfLearningAligner):
@@ -29,5 +29,5 @@ class SelfLearnAligner(SelfLearningAligner):
 
     def _seed_dictionary(self, x: torch.Tensor, z: torch.Tensor, n_seed: int) -> dict[str, tuple]:
         m = self.init_rows
-        src, tgt, _ = mutual_pairs(csls_scores(x, z, self.csls_k))
+        src, tgt, _ = mutual_pairs(x, z, self.csls_k)
         return {"similarity": similarity_init(x[:m], z[:m], self.csls_k), "identity": (src, tgt)}

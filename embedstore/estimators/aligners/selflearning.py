@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.estimators.aligners.base import Aligner, affine_module
+from embedstore.base.retrieval import mutual_best
+from embedstore.estimators.aligners.base import AffineAligner
 
 
 def normalised(x: torch.Tensor) -> torch.Tensor:
@@ -24,22 +25,11 @@ def normalised(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x - x.mean(dim=0), dim=1)
 
 
-def csls_scores(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """2·cos − each side's mean similarity to its k nearest neighbours on the other side (unit rows)."""
-    sims = a @ b.T
-    k = min(k, sims.shape[0], sims.shape[1])
-    hub_a = sims.topk(k, dim=1).values.mean(dim=1)
-    hub_b = sims.topk(k, dim=0).values.mean(dim=0)
-    return 2 * sims - hub_a[:, None] - hub_b[None, :]
-
-
-def mutual_pairs(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Row/column index pairs that are each other's best, and the mean best score of the rows (the objective)."""
-    best, forward = scores.max(dim=1)
-    backward = scores.argmax(dim=0)
-    rows = torch.arange(len(forward))
-    mutual = backward[forward] == rows
-    return rows[mutual], forward[mutual], float(best.mean())
+def mutual_pairs(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The dictionary: row/column pairs of unit rows that are each other's best by CSLS (`base.retrieval`), and
+    the mean best score of the rows (the loop's objective)."""
+    mutual = mutual_best(a.numpy(), b.numpy(), k, "csls")
+    return torch.from_numpy(mutual.source), torch.from_numpy(mutual.target), mutual.mean_best
 
 
 def procrustes(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -56,15 +46,14 @@ def similarity_init(x: torch.Tensor, z: torch.Tensor, k: int) -> tuple[torch.Ten
         sqrt_sims = (u * s) @ u.T
         return normalised(sqrt_sims.sort(dim=1, descending=True).values)
 
-    src, tgt, _ = mutual_pairs(csls_scores(signature(x), signature(z), k))
+    src, tgt, _ = mutual_pairs(signature(x), signature(z), k)
     return src, tgt
 
 
-class SelfLearningAligner(Aligner):
+class SelfLearningAligner(AffineAligner):
     """The loop; `selflearn` and `selflearn_seeded` differ only in where the first dictionary comes from."""
 
     paired = False
-    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
     _state_attrs = ("init_", "dictionary_size_", "objective_", "n_source_", "n_target_", "n_seed_")
 
     induce_rows: int
@@ -115,15 +104,8 @@ class SelfLearningAligner(Aligner):
             if len(src) == 0:
                 break
             w = procrustes(x[src], z[tgt])
-            src, tgt, objective = mutual_pairs(csls_scores(x @ w, z, self.csls_k))
+            src, tgt, objective = mutual_pairs(x @ w, z, self.csls_k)
         return w, int(len(src)), objective
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
-
-    def to_torch(self) -> nn.Module:
-        self._check_fitted()
-        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)
 
     def diagnostics(self) -> dict[str, Any]:
         """Which start won, how large the last induced dictionary was, its mean CSLS, and the texts used."""

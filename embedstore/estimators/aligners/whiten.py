@@ -5,12 +5,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from embedstore.estimators.aligners.base import Aligner, affine_module
+from embedstore.estimators.aligners.base import AffineAligner
 
 
-class WhitenAligner(Aligner):
+class WhitenAligner(AffineAligner):
     """x ↦ μ_t + (x − μ_s) C_s^{-1/2} C_t^{1/2}: centre and whiten with the source's statistics (Libovický et al.
     2020's centering, BERT-whitening's whitening), then colour with the target's.
 
@@ -25,7 +24,6 @@ class WhitenAligner(Aligner):
     name = "whiten"
     order = 52
     paired = False
-    _array_attrs = ("W_", "mu_src_", "mu_tgt_")
     _state_attrs = ("n_source_", "n_target_", "dims_kept_")
 
     def __init__(self, dims: int | None = None, shrinkage: float = 0.05, reverse: bool = False) -> None:
@@ -51,13 +49,6 @@ class WhitenAligner(Aligner):
         vals, vecs = torch.linalg.eigh(cov)
         floor = self.shrinkage * float(vals.clamp_min(0).mean()) + 1e-12
         return vals.clamp_min(0) + floor, vecs
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
-
-    def to_torch(self) -> nn.Module:
-        self._check_fitted()
-        return affine_module(self.W_, self.mu_tgt_ - self.mu_src_ @ self.W_)
 
     def diagnostics(self) -> dict[str, Any]:
         self._check_fitted()
