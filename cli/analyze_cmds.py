@@ -289,12 +289,13 @@ def encoder_gradients(
     The companion study's measurement for joint alignment + task fine-tuning: near 0, the objectives are
     orthogonal. (`analyze gradients` measures the same on cached vectors, through an aligner.)
     """
-    from embedstore.analysis.runs import write_record
+    from embedstore.analysis.runs import check_record_writable, write_record
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.gradients import encoder_gradients as measure
     from embedstore.text_training.options import TrainOptions
     from embedstore.text_training.pairs import ContrastFile
 
+    check_record_writable(out)  # before the encoder is trained, not after
     options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
     result = measure(TaskFile(train, text_column, label_column), ContrastFile(pairs_file, source_column, target_column),
                      model=model, options=options, batches=batches)

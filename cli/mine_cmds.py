@@ -19,7 +19,8 @@ def mine(
     target_file: Path = typer.Argument(..., help="Texts of the target language, unrelated rows."),
     source_column: str = typer.Option("en", "--source-column", help="Text column of SOURCE_FILE (.txt: text)."),
     target_column: str = typer.Option("ko", "--target-column", help="Text column of TARGET_FILE (.txt: text)."),
-    names: str = typer.Option("en,ko", "--names", help="The output's two text columns, SOURCE,TARGET."),
+    names: Optional[str] = typer.Option(None, "--names", help="The output's two text columns, SOURCE,TARGET "
+                                        "(default: the two --*-column names)."),
     out: Path = typer.Option(..., "--out", "-o", help="Mined pairs with their margins: .tsv or .jsonl (usable as a "
                              "sweep's or train-aligner's pair file)."),
     k: int = typer.Option(4, "--k", help="Neighbours in the ratio margin (LASER: 4)."),
@@ -35,8 +36,8 @@ def mine(
     from embedstore.encoding.options import default_store
 
     filters = parse_where(where)
-    pair = tuple(n.strip() for n in names.split(","))
-    if len(pair) != 2:
+    pair = tuple(n.strip() for n in names.split(",")) if names is not None else None
+    if pair is not None and len(pair) != 2:
         raise ConfigError(f"--names: {names!r}; expected two column names, SOURCE,TARGET")
     record = run_mine(Source(file=source_file, text=source_column, where=filters),
                       Source(file=target_file, text=target_column, where=filters), out, names=pair, k=k,

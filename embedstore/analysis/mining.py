@@ -57,20 +57,24 @@ def precision(mined: Mined, source_texts: list[str], target_texts: list[str], tr
             "recall": float(hits.sum() / n) if n else float("nan")}
 
 
-def run_mine(source: Source, target: Source, out: Path, *, names: tuple[str, str] = ("en", "ko"), k: int = MARGIN_K,
+def run_mine(source: Source, target: Source, out: Path, *, names: tuple[str, str] | None = None, k: int = MARGIN_K,
              min_margin: float | None = None, store: str | Path | None = None,
              options: EncodeOptions = EncodeOptions(), progress: bool = False) -> dict[str, Any]:
     """`embedstore mine`: mine pairs between the texts of two files and write them, with margins, to `out`.
 
-    `out` is TSV (columns: the two `names`, then `margin`) or JSONL (same keys) by its suffix, so a sweep's
+    `out` is TSV (columns: the two `names`, by default the source's and target's text columns, then `margin`) or JSONL (same keys) by its suffix, so a sweep's
     `pairs` table or `train-aligner --pairs` reads it as any pair file; it is written atomically."""
     t0 = time.perf_counter()
+    names = names or (source.text, target.text)  # the columns' own names: zh text is never written under 'ko'
     if out.suffix not in (".tsv", ".jsonl"):
         raise ConfigError(f"out: {out} must end in .tsv or .jsonl")
     if names[0] == names[1] or "margin" in names or not all(names):
         raise ConfigError(f"output column names {names[0]!r} and {names[1]!r} must be non-empty, differ and not be "
-                          "'margin'")
-    check_writable(out.parent)
+                          "'margin'; name them with --names SOURCE,TARGET")
+    for given in (source.file, target.file):
+        if Path(given).resolve() == out.resolve():
+            raise ConfigError(f"out: {out} is also an input file; write the mined pairs to another path")
+    check_writable(out)  # where the atomic write puts its temporary file: out's own directory
     src_texts = list(dict.fromkeys(load_rows(source).texts))
     tgt_texts = list(dict.fromkeys(load_rows(target).texts))
     vectors = embed(src_texts + tgt_texts, store=store, options=options, progress=progress)

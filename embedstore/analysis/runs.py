@@ -25,7 +25,7 @@ from embedstore.analysis.measures import (Split, check_forward, collapse_report,
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
-from embedstore.base.atomic import write_json
+from embedstore.base.atomic import check_writable, write_json
 from embedstore.base.provenance import file_identity, stamp
 from embedstore.base.retrieval import check_options
 from embedstore.estimators.heads import DEFAULT_HEAD, make_head
@@ -192,6 +192,22 @@ def _kept(record: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
     return record
 
 
+def check_record_writable(out: str | Path | None) -> None:
+    """Refuse, before anything is encoded or trained, an `out` that `write_record` could not write: a directory
+    that takes no new file, or a `.jsonl` file that cannot be appended to (opened for appending, nothing written)."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.suffix == ".jsonl" and path.is_file():
+        try:
+            open(path, "a", encoding="utf-8").close()
+        except OSError as e:
+            raise ConfigError(f"out: {path}: cannot append to it ({e.strerror or e}); expected a writable file") \
+                from None
+    else:
+        check_writable(path)
+
+
 def write_record(record: dict[str, Any], out: str | Path) -> Path:
     """`.jsonl` appends one line (seeds and languages accumulate for `embedstore report`); other names are
     (over)written with one JSON object."""
@@ -253,6 +269,7 @@ def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column:
     The record carries the four `report.COSINE_FIELDS` at top level (plus `shuffled_en_tr`) and, because cosine
     alone can hide a collapsed map, the held-out retrieval and the collapse flag too.
     """
+    check_record_writable(out)  # before anything is encoded
     result = _alignment("cosine", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
                         options, seed, (1, 5), 10, progress)
     cosine = result.pop("cosine")
@@ -267,6 +284,7 @@ def run_retrieval(pairs_file: str | Path, source_column: str = "en", target_colu
                   options: EncodeOptions = EncodeOptions(), seed: int = 0, ks: Sequence[int] = (1, 5),
                   csls_k: int = 10, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs (with cosine and collapse)."""
+    check_record_writable(out)  # before anything is encoded
     record = _alignment("retrieval", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
                         options, seed, ks, csls_k, progress)
     return _kept(record, out)
@@ -281,6 +299,7 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
 
     All layers come from one encode pass (the transformer computes every hidden state anyway).
     """
+    check_record_writable(out)  # before anything is encoded
     if arch == NO_ALIGNER:
         raise ConfigError(f"arch={NO_ALIGNER!r} is only for gradient analyses; use one of {', '.join(ALIGNERS)}")
     arch = arch or DEFAULT_ALIGNER
@@ -317,6 +336,7 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
     The held-out accuracy of that head on aligned English and on target-language vectors (the transfer score)
     and the aligner's collapse check are reported alongside, so the gradient cosine can be read against them.
     """
+    check_record_writable(out)  # before anything is encoded
     if len(options.layers) != 1:
         raise ConfigError(f"{len(options.layers)} layers given; `analyze gradients` takes one")
     if label_column in (source_column, target_column):

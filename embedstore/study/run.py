@@ -14,7 +14,7 @@ from embedstore.study.context import StudyContext
 from embedstore.study.experiments import prepare, run_cell, texts_needed
 from embedstore.study.report import ReportFiles, build_report
 from embedstore.study.execution import Executor, LocalExecutor
-from embedstore.study.sweep import SweepSummary, run_sweep
+from embedstore.study.sweep import SweepSummary, check_results_writable, run_sweep
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 """Where `embedstore sweep` can run cells: this machine's processes, or Ray tasks on a cluster."""
@@ -54,6 +54,8 @@ def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | Non
     cells = expand(config)
     if dry_run:
         texts_needed(cells, config)
+    else:
+        check_results_writable(config.results)  # before anything is encoded, not after
     encoded = None if dry_run else prepare(cells, config, progress=progress)
     summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, executor=executor,
                         dry_run=dry_run, progress=progress)

@@ -44,6 +44,7 @@ from rich.table import Column
 
 from embedstore.study import predictions
 from embedstore.study.cells import Cell, SweepConfig, expand
+from embedstore.base.atomic import check_writable
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
 from embedstore.base.progress import make_progress
@@ -168,6 +169,22 @@ def run_sweep(
     return SweepSummary(
         config.name, config.results, tuple(cells), skipped, to_run, tuple(ok), tuple(errors), interrupted, False
     )
+
+
+def check_results_writable(path: Path) -> None:
+    """Refuse, before anything is encoded, a results path this sweep could not append to: a directory that takes
+    no new file, a file that cannot be opened for appending (nothing is written), or one that is not a results
+    file. `run_sweep` checks the file again under its lock, before its first write."""
+    check_writable(path)
+    if path.is_file():
+        try:
+            open(path, "ab").close()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot append to the results file ({e.strerror or e}); expected a writable "
+                              "file") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_results(path)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
