@@ -9,10 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.text_training.adapt import METHODS
 
-from .common import console, inject_options, print_json, user_errors
+from .common import console, inject_options, model_flag, model_option, print_json, user_errors
 from .finetune_cmds import _print_history, training_parameters
 
 recipe_options = inject_options(training_parameters(recipe_defaults=True),
@@ -31,7 +30,7 @@ def adapt(
     text_column: str = typer.Option("text", help="Column of the (English) texts."),
     label_column: str = typer.Option("label", help="lora: column of the class labels."),
     target_column: Optional[str] = typer.Option(None, help="align: column of the translations (e.g. ko)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory."),
+    model: Optional[str] = model_flag(),
     lora_r: int = typer.Option(8, help="lora: adapter rank."),
     lora_alpha: float = typer.Option(8, help="lora: adapter scale numerator (scale = alpha / r)."),
     lora_dropout: float = typer.Option(0.1, help="lora: dropout on the adapters' input."),
@@ -57,7 +56,7 @@ def adapt(
                          lora_targets=tuple(lora_target), temperature=temperature, identity_weight=identity_weight)
     source = (TaskFile(data, text_column, label_column) if method == "lora"
               else ContrastFile(data, text_column, target_column))
-    result = run_adapt(recipe, source, out, model=model, options=method_options(method, **overrides),
+    result = run_adapt(recipe, source, out, model=model_option(model), options=method_options(method, **overrides),
                        progress=not as_json)
     if as_json:
         print_json(result.to_dict())

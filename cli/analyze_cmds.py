@@ -10,12 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from embedstore.analysis.runs import NO_ALIGNER
-from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 
-from .common import console, encoding_options, print_json, user_errors
+from .common import console, encoding_options, model_flag, model_option, print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
@@ -276,7 +275,7 @@ def encoder_gradients(
     text_column: str = typer.Option("text", help="Text column of --train."),
     label_column: str = typer.Option("label", help="Label column of --train."),
     source_column: str = _SOURCE, target_column: str = _TARGET,
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory."),
+    model: Optional[str] = model_flag(),
     batch_size: int = typer.Option(16, "--batch-size", help="Task rows and pairs per minibatch."),
     batches: int = typer.Option(8, "--batches", help="Minibatches to measure on."),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per text."),
@@ -298,7 +297,7 @@ def encoder_gradients(
     check_record_writable(out)  # before the encoder is trained, not after
     options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
     result = measure(TaskFile(train, text_column, label_column), ContrastFile(pairs_file, source_column, target_column),
-                     model=model, options=options, batches=batches)
+                     model=model_option(model), options=options, batches=batches)
     if out is not None:
         write_record(result, out)
     if not _finish(result, as_json, out):

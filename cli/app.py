@@ -7,8 +7,10 @@ costs, not the start-up of every library the package can use.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import warnings
+from importlib.resources import files
 
 import click
 import typer
@@ -37,8 +39,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def summary(name: str) -> str:
+    """A command's help as `embedstore --help` lists it, read from its module's source without importing it
+    (the command function's docstring, or a group's `help=`): the listing must not cost the commands' imports."""
+    module, attribute = COMMANDS[name]
+    tree = ast.parse(files(__package__).joinpath(f"{module}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == attribute:
+            return ast.get_docstring(node) or ""
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attribute for t in node.targets) \
+                and isinstance(node.value, ast.Call):
+            for keyword in node.value.keywords:
+                if keyword.arg == "help" and isinstance(keyword.value, ast.Constant):
+                    return str(keyword.value.value)
+    return ""
+
+
 class LazyCommands(TyperGroup):
     """The top-level group: lists every command, builds one only when it is run or its help is shown."""
+
+    _listing = False  # True while the group's own help is being written
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -50,9 +70,18 @@ class LazyCommands(TyperGroup):
         except KeyboardInterrupt:
             raise interrupted() from None
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        if self._listing:  # the listing needs a name and a line, not the command's imports
+            return click.Command(name, help=summary(name).split("\n\n")[0])
         module, attribute = COMMANDS[name]
         target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
         if isinstance(target, typer.Typer):  # a group even with one subcommand: `models pull`, not `models`
@@ -67,9 +96,19 @@ class LazyCommands(TyperGroup):
 app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from embedstore import __version__
+
+        typer.echo(f"embedstore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def embedstore(debug: bool = typer.Option(
-        False, "--debug", help=f"Show the traceback of any error instead of one line (or set {DEBUG_ENV}=1).")) -> None:
+        False, "--debug", help=f"Show the traceback of any error instead of one line (or set {DEBUG_ENV}=1)."),
+        version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                     help="Print the version and exit.")) -> None:
     """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
     from embedstore.base.settings import mark_explicit
 

@@ -7,7 +7,7 @@ import inspect
 import json
 import os
 import sys
-from typing import Any, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 import click
 import typer
@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from embedstore.base.errors import EmbedstoreError
-from embedstore.encoding.options import EncodeOptions
+
+if TYPE_CHECKING:  # imported when a command declares its options: `embedstore --help` must not pay for the store
+    from embedstore.encoding.options import EncodeOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -96,7 +98,6 @@ def human_bytes(n: int) -> str:
         size /= 1024
 
 
-_DEFAULT = EncodeOptions()
 _ENCODING_PANEL = "Encoding options (the store key: vectors made under other options are never mixed in)"
 
 
@@ -104,6 +105,10 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
     """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
     ("none": the command declares its own layer selection). Their defaults are None: an option not given comes
     from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from `EncodeOptions`' defaults."""
+    from embedstore.encoding.options import EncodeOptions
+
+    _DEFAULT = EncodeOptions()
+
     def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
         declared = typer.Option(None, *decls, help=f"{help} (default: {default}; EMBEDSTORE_{name.upper()} or "
                                 f"embedstore.toml may set it).", rich_help_panel=_ENCODING_PANEL, show_default=False)
@@ -117,7 +122,8 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
         params.append(option("layer", Optional[int], _DEFAULT.layers[0], "--layer", "-l",
                              help="Hidden layer the vectors come from (negative counts from the end)"))
     return params + [
-        option("pooling", Optional[str], _DEFAULT.pooling, "--pooling", help="mean (attention-mask weighted), cls or max"),
+        option("pooling", Optional[str], "the model's own (a sentence-transformers folder's), else mean", "--pooling",
+               help="mean (attention-mask weighted), cls or max"),
         option("max_length", Optional[int], _DEFAULT.max_length, "--max-length",
                help="Tokens per text (longer texts are truncated)"),
         option("prefix", Optional[str], "the model's own, 'query: ' for e5", "--prefix", help="Text prefix"),
@@ -152,10 +158,10 @@ def inject_options(parameters: list[inspect.Parameter], build: Callable[[dict[st
     return decorate
 
 
-def _encoding(values: dict[str, Any]) -> EncodeOptions:
-    """Flags given win; the rest come from the project settings, then the defaults (`api.options_with_settings`,
+def resolve_encoding(values: dict[str, Any]) -> EncodeOptions:
+    """Flags given win; the rest come from the project settings, then the defaults (`options_with_settings`,
     which the Python API uses too). The flags given are noted, so the run's record says "flag" for them."""
-    from embedstore.api import options_with_settings
+    from embedstore.encoding.options import options_with_settings
     from embedstore.base.settings import mark_explicit
 
     given = {name: value for name, value in values.items() if value is not None and value != []}
@@ -184,4 +190,19 @@ def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable
 
     Why a decorator: when each command declared its own subset, the options it lacked fell back to defaults
     and its vectors were looked up under another key than `encode` wrote (issue 12)."""
-    return inject_options(_encoding_parameters(layers), _encoding, "encoding")
+    return inject_options(_encoding_parameters(layers), resolve_encoding, "encoding")
+
+
+def model_flag() -> Any:
+    """`--model` of the commands that take a model but no other encoding option (they resolve it with
+    `model_option`)."""
+    from embedstore.encoding.options import EncodeOptions
+
+    return typer.Option(None, "--model", "-m", help=f"Hub name or local model directory (default: "
+                        f"{EncodeOptions.model}; EMBEDSTORE_MODEL or embedstore.toml may set it).")
+
+
+def model_option(model: Optional[str]) -> str:
+    """The model of a command taking `MODEL_OPTION`: the flag, else the project settings, else the default,
+    through the same path as every encoding option (noted on stderr when a setting chose it)."""
+    return resolve_encoding({"model": model}).model

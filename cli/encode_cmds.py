@@ -11,7 +11,7 @@ from embedstore.base.errors import StoreError
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.store import Store, damaged_rows
 
-from .common import console, encoding_options, human_bytes, print_json, user_errors
+from .common import console, encoding_options, human_bytes, model_option, print_json, user_errors
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False,
                          help="Encoder models (the offline default is built locally).")
@@ -79,12 +79,15 @@ def encode(
 @models_app.command("pull")
 @user_errors
 def models_pull(
-    name: str = typer.Argument(EncodeOptions.model, help="Built-in name (built offline) or a hub name."),
+    name: Optional[str] = typer.Argument(None, help="Built-in name (built offline) or a hub name (default: the "
+                                         "project's model: EMBEDSTORE_MODEL, embedstore.toml, else "
+                                         f"{EncodeOptions.model})."),
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""
     from embedstore.encoding.models import model_fingerprint, pull
 
+    name = model_option(name)
     result = pull(name, force=force)
     action = f"built in {result.seconds:.1f} s" if result.fetched else "already present"
     console.print(f"{name}: {result.path} ({human_bytes(result.size_bytes)}, {action}), "

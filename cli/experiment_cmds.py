@@ -8,25 +8,39 @@ import typer
 
 from embedstore.base.errors import EmbedstoreError
 
-from .common import console, user_errors
+from .common import console, model_flag, model_option, note_settings, print_json, user_errors
 
 
 @user_errors
 def sweep(
-    config: Path = typer.Argument(..., help="A sweep config (TOML), e.g. configs/shared-ko-topic.toml."),
+    config: Path = typer.Argument(..., help="A sweep config (TOML), e.g. configs/sample-ko.toml (the bundled "
+                                  "sample) or configs/shared-topic-ko.toml."),
     workers: int = typer.Option(2, help="Parallel processes for --executor local (1 runs in this process)."),
     executor: str = typer.Option("local", help="Where cells run: local (processes here) or ray (Ray tasks; "
                                                "needs pip install 'embedstore[ray]')."),
     address: Optional[str] = typer.Option(None, help="--executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); "
                                                      "default RAY_ADDRESS, else a local Ray for this sweep."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: the cells as JSON."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
+    from dataclasses import asdict
+
     from embedstore.study.cells import load_config
     from embedstore.study.run import make_executor, run_study
 
+    note_settings()
     where = make_executor(executor, workers=workers, address=address)
-    study = run_study(load_config(config), executor=where, dry_run=dry_run, progress=True)
+    study = run_study(load_config(config), executor=where, dry_run=dry_run, progress=not as_json)
+    if dry_run:
+        summary = study.summary
+        finished = {cell.id for cell in summary.skipped}
+        if as_json:
+            return print_json([{**asdict(cell), "id": cell.id, "finished": cell.id in finished}
+                               for cell in summary.cells])
+        for cell in summary.cells:
+            console.print(f"{'done' if cell.id in finished else 'todo'}  {cell.describe()}", highlight=False,
+                          markup=False, soft_wrap=True)
     if study.encoded is not None:
         report = study.encoded
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")
@@ -59,12 +73,16 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: cache/demo)."),
     workers: int = typer.Option(2, help="Parallel processes for the cells."),
     fc: bool = typer.Option(False, "--fc", help="Add the paper's FC aligner (trained: minutes more on a CPU)."),
+    model: Optional[str] = model_flag(),
+    store: Optional[Path] = typer.Option(None, "--store", "-s", help="Vector store (default: the project's, "
+                                         "cache/store.zarr)."),
 ) -> None:
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →
     heads → evaluation; prints the table and writes the plots. A second run reuses everything."""
     from embedstore.study.demo import run_demo
 
-    result = run_demo(out, workers=workers, aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
+    result = run_demo(out, model=model_option(model), store=store, workers=workers,
+                      aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
     console.print(result.report.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(str(result.summary), highlight=False)
     console.print(f"encoded {result.encoded:,} new texts in {result.encode_seconds:.1f} s; whole demo "

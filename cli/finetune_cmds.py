@@ -10,11 +10,10 @@ from typing import Any, Optional
 
 import typer
 
-from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.estimators.heads import HEADS
 from embedstore.text_training.options import PRECISIONS, TrainOptions
 
-from .common import console, inject_options, print_json, user_errors
+from .common import console, inject_options, model_flag, model_option, print_json, user_errors
 
 _D = TrainOptions()  # the library's defaults: the CLI shows them, it does not restate them
 _TRAINING_PANEL = "Training options"
@@ -50,7 +49,6 @@ def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter
 
 training_options = inject_options(training_parameters(), lambda values: TrainOptions(**values), "options")
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
-_MODEL = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name or local model directory.")
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
 
 
@@ -72,7 +70,7 @@ def tune(
     text_column: str = typer.Option("text", help="Column holding the text."),
     label_column: str = typer.Option("label", help="Column holding the class label."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair (NLI hypothesis)."),
-    model: str = _MODEL,
+    model: Optional[str] = model_flag(),
     as_json: bool = _AS_JSON,
     *,
     options: TrainOptions,
@@ -81,7 +79,7 @@ def tune(
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.tune import tune as run_tune
 
-    result = run_tune(TaskFile(train, text_column, label_column, pair_column), out, model=model, options=options,
+    result = run_tune(TaskFile(train, text_column, label_column, pair_column), out, model=model_option(model), options=options,
                       progress=not as_json)
     if as_json:
         print_json(result.to_dict())
@@ -106,7 +104,7 @@ def finetune(
     test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
                                                                 "(default: --label-column)."),
     test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file (default: --pair-column)."),
-    model: str = _MODEL,
+    model: Optional[str] = model_flag(),
     train_aligner: bool = typer.Option(False, "--train-aligner", help="Train the aligner too (frozen by default)."),
     freeze_lm: bool = typer.Option(False, "--freeze-lm", help="Keep the LM fixed; train the head (and aligner)."),
     aligner_at_test: bool = typer.Option(False, "--aligner-at-test",
@@ -130,7 +128,7 @@ def finetune(
     test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
                          test_pair_column or pair_column)
     result = run_finetune(TaskFile(train, text_column, label_column, pair_column), test_file, aligner, out,
-                          model=model, train_aligner=train_aligner, freeze_lm=freeze_lm,
+                          model=model_option(model), train_aligner=train_aligner, freeze_lm=freeze_lm,
                           aligner_at_test=aligner_at_test, options=options,
                           pairs=ContrastFile(pairs, pairs_source_column, pairs_target_column) if pairs else None,
                           align_weight=align_weight, progress=not as_json)

@@ -2,20 +2,26 @@
 
 Encode once into a content-addressed vector store; train aligners, heads and whole ablation sweeps from it.
 """
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("embedstore")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
 #: The Python API (`embedstore.api`), imported on first use: `import embedstore` stays cheap for the CLI, which
 #: must not pay for torch and scikit-learn before it knows the command.
 _API = {"Pipeline": "embedstore.pipelines.pipeline", **dict.fromkeys(
     ("encode", "encode_files", "evaluate", "train_aligner", "train_head", "load_pipeline"), "embedstore.api")}
 
 
+def _version() -> str:
+    """The installed package's version (read on first use: importlib.metadata costs a tenth of a second)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("embedstore")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()["__version__"] = _version()
+        return globals()["__version__"]
     if name in _API:
         import importlib
 
@@ -24,4 +30,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted([*globals(), *_API, "__version__"])

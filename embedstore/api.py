@@ -19,7 +19,6 @@ registries' defaults.
 from __future__ import annotations
 
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -30,7 +29,8 @@ from embedstore.base.settings import project_settings
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size
 from embedstore.data.tasks import Source, Where, parse_where, where_from_table
-from embedstore.encoding.options import ComputeOptions, EncodeOptions, default_store
+from embedstore.encoding.options import ENCODING_FIELDS, ComputeOptions, EncodeOptions, default_store, \
+    options_with_settings
 from embedstore.encoding.report import EncodeReport
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["encode", "encode_files", "evaluate", "load_pipeline", "train_aligner
 PathLike = str | os.PathLike[str]
 #: A row filter as the API takes it: {"fold": [0, 1, 2]} (a value or a list) or CLI-style ["fold=0,1,2"].
 WhereLike = Mapping[str, Any] | Sequence[str] | None
-_ENCODING_FIELDS = tuple(f.name for f in fields(EncodeOptions) if f.name not in ("layers", "fingerprint"))
 
 
 def as_where(where: WhereLike) -> Where:
@@ -63,10 +62,10 @@ def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequ
                      **options: Any) -> EncodeOptions:
     """One `EncodeOptions` from either a built value or keywords (model, layer, pooling, max_length, prefix, dtype);
     what neither sets comes from the project settings, then the defaults."""
-    unknown = set(options) - set(_ENCODING_FIELDS)
+    unknown = set(options) - set(ENCODING_FIELDS)
     if unknown:
         raise ConfigError(f"{', '.join(sorted(unknown))}: unknown encoding option; expected "
-                          f"{', '.join(_ENCODING_FIELDS)} or layer")
+                          f"{', '.join(ENCODING_FIELDS)} or layer")
     if encoding is not None:
         if options or layer is not None:
             raise ConfigError("give the encoding options either as encoding=EncodeOptions(...) or as keywords, "
@@ -76,17 +75,6 @@ def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequ
     if layer is not None:
         given["layer"] = layer
     return options_with_settings(given)
-
-
-def options_with_settings(given: Mapping[str, Any]) -> EncodeOptions:
-    """`EncodeOptions` from the values given (flags or keywords; `layer` an int or a list), the project settings
-    filling in the rest: the one place the CLI and the API resolve encoding options."""
-    settings = project_settings()
-    values = {name: given[name] if given.get(name) is not None else settings.get(name)
-              for name in (*_ENCODING_FIELDS, "layer")}
-    layer = values.pop("layer")
-    chosen = {} if layer is None else {"layers": (layer,) if isinstance(layer, int) else tuple(layer)}
-    return EncodeOptions(**{k: v for k, v in values.items() if v is not None}, **chosen)
 
 
 def _settings(store: PathLike | None, options: Mapping[str, Any], names: Sequence[str] | None = None) -> dict:

@@ -146,7 +146,6 @@ def test_recipe_and_head_lists_multiply(tmp_path: Path) -> None:
         (BASE.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nseed = 3"),
          r"grid\.seed: unknown key \(did you mean 'seeds'\?\)"),
         (BASE.replace('store = "cache/store.zarr"', 'stor = "cache/store.zarr"'), r"stor: unknown key"),
-        (BASE.replace('store = "cache/store.zarr"\n', ""), r"store: missing"),
         (BASE.replace('seeds = [0, 1, 2]', 'seeds = [0, 1, 2]\nrecipe = "fancy"'),
          r"grid\.recipe: 'fancy' is not a recipe; allowed: default, paper"),
         (BASE.replace("[tasks.libreoffice-apps]", "[tasks]\nother = 3\n[tasks.libreoffice-apps]"),
@@ -250,3 +249,16 @@ def test_head_kinds_and_their_parameters_in_a_sweep_config(tmp_path: Path) -> No
             load_config(write(tmp_path, text + "\n" + bad))
     with pytest.raises(ConfigError, match=r"grid\.head\[1\]: .*no class Nope"):
         load_config(write(tmp_path, text.replace("sklearn:svm.LinearSVC", "sklearn:svm.Nope")))
+
+
+def test_a_config_without_store_or_model_takes_the_project_s(tmp_path: Path, monkeypatch) -> None:
+    """Issue 30.1: what a sweep config leaves out comes from EMBEDSTORE_* and embedstore.toml, as for commands."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EMBEDSTORE_STORE", str(tmp_path / "project.zarr"))
+    monkeypatch.setenv("EMBEDSTORE_MODEL", "org/model")
+    monkeypatch.setenv("EMBEDSTORE_LAYER", "3")
+    text = BASE.replace('store = "cache/store.zarr"\n', "").replace('model = "multilingual-e5-small"\n', "")
+    assert "store =" not in text and "model =" not in text
+    config = load_config(write(tmp_path, text))
+    assert (config.store, config.model) == (tmp_path / "project.zarr", "org/model")
+    assert config.encoding_settings["layers"] == (3,)

@@ -64,9 +64,16 @@ def _checked(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def is_model_path(model: str) -> bool:
+    """The one rule for whether a model string names a directory rather than a registry name or a hub id
+    (`name` or `org/name`): it starts with ".", "/" or "~", holds more than one "/", or holds the platform's own
+    separator. A hub id that is also a directory here is a directory (`resolve_model` checks that first)."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
 def _relative(value: str, base: Path, name: str) -> str:
-    """Store paths, and model paths written as ./ or ../, are relative to the file that names them."""
-    if name == "store" or (name == "model" and value.startswith(("./", "../"))):
+    """Store paths, and model paths (`is_model_path`), are relative to the file that names them."""
+    if name == "store" or (name == "model" and is_model_path(value)):
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
     return value

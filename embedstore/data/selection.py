@@ -45,7 +45,8 @@ def subsample(n_available: int, size: int | None, seed: int, what: str = "the da
     if size is None:
         return np.arange(n_available, dtype=np.int64)
     if size > n_available:
-        raise ConfigError(f"asked for {size:,} rows but {what} holds {n_available:,}")
+        raise ConfigError(f"asked for {size:,} rows but {what} holds {n_available:,}; ask for at most "
+                          f"{n_available:,} (or all)")
     order = np.random.default_rng(seed).permutation(n_available)[:size]
     return np.sort(order).astype(np.int64)
 

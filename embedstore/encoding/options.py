@@ -15,6 +15,7 @@ encoding option and its vectors get a key of their own (`quantized_fingerprint`)
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,7 +64,7 @@ class EncodeOptions:
     (as a saved pipeline records it) pins them, so different weights under the same name are refused."""
 
     model: str = DEFAULT_MODEL
-    pooling: str = "mean"
+    pooling: str | None = None  # None: the model's own (a sentence-transformers folder's), else mean
     layers: tuple[int, ...] = (-1,)
     max_length: int = 512
     prefix: str | None = None  # None: the model's own default ("query: " for e5)
@@ -76,7 +77,7 @@ class EncodeOptions:
             object.__setattr__(self, "layers", tuple(self.layers))
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f"model: {self.model!r}; expected a model name or a model directory")
-        if self.pooling not in POOLINGS:
+        if self.pooling is not None and self.pooling not in POOLINGS:
             raise ConfigError(f"pooling: {self.pooling!r} is not supported; expected one of {', '.join(POOLINGS)}")
         if not isinstance(self.layers, tuple) or not self.layers or not all(map(_is_int, self.layers)):
             raise ConfigError(f"layers: {self.layers!r}; expected at least one whole layer index")
@@ -107,10 +108,13 @@ class EncodeOptions:
         spec = self.resolve() if spec is None else self._checked(spec)
         prefix = spec.prefix if self.prefix is None else self.prefix
         layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in self.layers)
+        if spec.folder.transforms and set(layers) != {spec.num_layers}:
+            raise ConfigError(f"layers: {list(self.layers)}; {spec.path}'s Dense/Normalize modules were made for its "
+                              f"last layer's vectors; expected -1 (or another model directory without them)")
         model, fingerprint = spec.name, spec.fingerprint
         if self.quantize is not None:
             model, fingerprint = f"{spec.name}+{self.quantize}", quantized_fingerprint(spec.fingerprint, self.quantize)
-        return [StoreKey(model=model, fingerprint=fingerprint, pooling=self.pooling, layer=layer,
+        return [StoreKey(model=model, fingerprint=fingerprint, pooling=self.pooling or spec.pooling, layer=layer,
                          max_length=self.max_length, prefix=prefix, dtype=self.dtype) for layer in layers]
 
     def key(self, spec: ModelSpec | None = None) -> StoreKey:
@@ -125,7 +129,8 @@ class EncodeOptions:
         layers), as a saved pipeline keeps them: loaded later, they mean the same vectors or are refused."""
         spec = spec or self.resolve()
         keys = self.keys(spec)
-        return replace(self, fingerprint=spec.fingerprint, prefix=keys[0].prefix, layers=tuple(k.layer for k in keys))
+        return replace(self, fingerprint=spec.fingerprint, prefix=keys[0].prefix, pooling=keys[0].pooling,
+                       layers=tuple(k.layer for k in keys))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layers": list(self.layers)}
@@ -181,3 +186,26 @@ def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:
     if options.quantize is not None and compute.backend == "torch":
         raise ConfigError(f"quantize: {options.quantize} runs on ONNX Runtime; expected --backend onnx (or auto), "
                           "not torch")
+
+
+ENCODING_FIELDS = tuple(f.name for f in fields(EncodeOptions) if f.name not in ("layers", "fingerprint"))
+"""The encoding options a call names by keyword (`layer` apart: one layer or several)."""
+
+
+def options_with_settings(given: Mapping[str, Any]) -> EncodeOptions:
+    """`EncodeOptions` from the values given (flags or keywords; `layer` an int or a list), the project settings
+    filling in the rest: the one place the CLI and the API resolve encoding options."""
+    from embedstore.base.settings import project_settings
+
+    settings = project_settings()
+    values = {name: given[name] if given.get(name) is not None else settings.get(name)
+              for name in (*ENCODING_FIELDS, "layer")}
+    layer = values.pop("layer")
+    chosen = {} if layer is None else {"layers": (layer,) if isinstance(layer, int) else tuple(layer)}
+    return EncodeOptions(**{k: v for k, v in values.items() if v is not None}, **chosen)
+
+
+def model_with_settings(model: str | os.PathLike[str] | None) -> str:
+    """The model a call names, else the project's (EMBEDSTORE_MODEL, embedstore.toml), else the default: what
+    the commands that take only a model (tune, finetune, adapt, encoder gradients, demo, models pull) use."""
+    return options_with_settings({"model": None if model is None else os.fspath(model)}).model

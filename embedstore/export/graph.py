@@ -48,11 +48,11 @@ def load_parts(pipe) -> tuple[Parts, "Reference"]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from embedstore.encoding.models import load_once
+    from embedstore.encoding.models import load_once, plain_encoder
 
     hf_logging.disable_progress_bar()  # its stderr bars would garble --json output
 
-    spec = pipe.encode_options.resolve()
+    spec = plain_encoder(pipe.encode_options.resolve(), "export")
     key = pipe.key
     try:
         model = AutoModel.from_pretrained(spec.path, dtype=torch.float32, attn_implementation="eager").eval()

@@ -22,7 +22,7 @@ from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.base.settings import project_settings
+from embedstore.base.settings import is_model_path, project_settings
 from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
 from embedstore.encoding.options import EncodeOptions, default_store
@@ -122,20 +122,17 @@ def _encoding(manifest: Mapping[str, Any], path: Path, model: str | os.PathLike[
                           "trained with")
     if len(options.layers) != 1:
         raise ConfigError(f"{path}: encoding.layers: {list(options.layers)}; expected exactly one layer")
-    if model is None and _is_path(options.model):  # named again by the project's settings (env or file)?
+    if model is None and is_model_path(options.model):  # named again by the project's settings (env or file)?
         model = project_settings().get("model")
     if model is not None:
         return replace(options, model=os.fspath(model))
-    if _is_path(options.model):
+    if is_model_path(options.model):
         raise ConfigError(f"{path}: encoding.model: {options.model!r} is a path, and paths in a saved pipeline are "
                           f"not followed; name the model directory with the model parameter or EMBEDSTORE_MODEL "
                           f"(its fingerprint must be {options.fingerprint})")
     return options
 
 
-def _is_path(model: str) -> bool:
-    """A model written as a path rather than a registry name or hub id (`org/name`), by `resolve_model`'s rules."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
 @dataclass

@@ -101,6 +101,11 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     if aligner_dir and not share:  # the aligner's pairs and the task rows stay disjoint unless asked
         clash = overlap_mask(text_ids(rows.texts), load_pair_ids(aligner_dir))
         keep, dropped = np.flatnonzero(~clash), int(clash.sum())
+        if not len(keep):
+            raise ConfigError(f"{train.file}: all {dropped:,} task rows were taken as pairs by the aligner "
+                              f"{aligner_dir} (task rows and aligner pairs are kept apart); choose other task rows "
+                              "with --where (e.g. fold=6,7; where= in Python), or keep them with --share (share=True: "
+                              "the data-share ablation)")
     keep = keep[subsample(len(keep), size, seed, f"{train.file} (after dropping {dropped} aligner-pair rows)")]
     texts, labels = [rows.texts[i] for i in keep], [rows.labels[i] for i in keep]
     x = embed(texts, store=store, options=options, progress=progress)

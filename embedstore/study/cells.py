@@ -9,8 +9,9 @@ Config file shape::
 
     name = "shared-ko-topic"                      # optional; default: the file's stem
     results = "results/shared-ko-topic.jsonl"     # optional; default: results/<name>.jsonl
-    store = "cache/store.zarr"                    # required
-    model = "multilingual-e5-small"               # required: a model name, or a "./" / "../" / absolute path
+    store = "cache/store.zarr"                    # optional: default the project's (EMBEDSTORE_STORE, ...)
+    model = "multilingual-e5-small"               # optional: a model name or a path (`is_model_path`);
+                                                  # default the project's (EMBEDSTORE_MODEL, embedstore.toml)
 
     [grid]
     languages = ["ko"]
@@ -43,7 +44,9 @@ Config file shape::
     pooling = "mean"
 
 Relative paths (results, store, a path-like model) are resolved against the config file's directory, so a
-config means the same thing whichever directory the sweep is started from.
+config means the same thing whichever directory the sweep is started from. The store, the model and the
+`[encoding]` keys a config leaves out come from the project settings (`embedstore.base.settings`: environment,
+then `embedstore.toml`), then the defaults, as for every other command.
 """
 from __future__ import annotations
 
@@ -64,7 +67,9 @@ from embedstore.estimators.aligners import ALIGNERS as aligner_registry
 from embedstore.estimators.aligners.inputs import uses_no_pairs
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
-from embedstore.encoding.options import EncodeOptions
+from embedstore.base.settings import ENCODING_KEYS as ENCODING_SETTING_KEYS, ProjectSettings, is_model_path, \
+    project_settings
+from embedstore.encoding.options import EncodeOptions, default_store, model_with_settings
 
 METHODS: tuple[str, ...] = (
     "english",
@@ -327,17 +332,15 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"name: {name!r} must be a non-empty string of letters, digits, '.', '_' or '-'")
-    for key in ("store", "model"):
-        if key not in raw:
-            raise ConfigError(f"{key}: missing; every sweep must say which {key} it uses")
+    settings = project_settings()
     results = _path_value(raw, "results", base, default=f"results/{name}.jsonl")
-    store = _path_value(raw, "store", base)
-    model = raw["model"]
+    store = _path_value(raw, "store", base) if "store" in raw else default_store()
+    model = raw["model"] if "model" in raw else model_with_settings(None)
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model: {model!r} must be a model name or a path to a model directory")
     if "\x00" in model:
         raise ConfigError(f"model: {model!r} contains a NUL character; expected a model name or a path")
-    if model.startswith(("./", "../", "~")) or Path(model).is_absolute():
+    if is_model_path(model):
         model = str((base / Path(model).expanduser()).resolve())
 
     tasks = raw.get("tasks")
@@ -361,7 +364,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
         raise ConfigError(f"adapt: must be a table ([adapt]), got {adapt!r}")
     _check_keys("adapt.", adapt, ADAPT_KEYS)
     _check_adapt(adapt)
-    encoding = _parse_encoding(raw.get("encoding", {}), model)
+    encoding = _parse_encoding(_with_settings(raw.get("encoding", {}), settings), model)
     head_params = _parse_heads(raw.get("heads", {}))
     return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), dict(adapt),
                        encoding_settings=encoding, head_params=head_params)
@@ -410,6 +413,14 @@ def _check_e2e(e2e: dict[str, Any]) -> None:
         TrainOptions(**{k: v for k, v in e2e.items() if k not in ("freeze_lm", "train_aligner")})
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"e2e.{e}") from None
+
+
+def _with_settings(table: object, settings: ProjectSettings) -> object:
+    """The `[encoding]` table with the keys it leaves out taken from the project settings."""
+    if not isinstance(table, dict):
+        return table
+    chosen = {name: settings.get(name) for name in ENCODING_SETTING_KEYS if settings.get(name) is not None}
+    return {**chosen, **table}
 
 
 def _parse_encoding(table: object, model: str) -> dict[str, Any]:

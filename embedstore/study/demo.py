@@ -16,8 +16,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from embedstore.base.atomic import write_text
-from embedstore.encoding.models import DEFAULT_MODEL, cache_dir
-from embedstore.encoding.options import default_store
+from embedstore.encoding.models import cache_dir
+from embedstore.encoding.options import default_store, model_with_settings
 from embedstore.study.cells import load_config
 from embedstore.study.report import ReportFiles
 from embedstore.study.run import run_study
@@ -88,12 +88,12 @@ def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str,
     return config
 
 
-def run_demo(out_dir: Path | None = None, *, model: str = DEFAULT_MODEL, store: Path | None = None,
+def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Path | None = None,
              aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True,
              seeds: tuple[int, ...] = SEEDS) -> DemoResult:
     t0 = time.perf_counter()
     out_dir = out_dir or cache_dir() / "demo"
-    config = load_config(write_config(out_dir, model=model, store=store or default_store(),
+    config = load_config(write_config(out_dir, model=model_with_settings(model), store=store or default_store(),
                                       aligners=aligners, seeds=seeds))
     study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, ModelSpec, resolve_model
+from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.models import TUNE_FILE, ModelSpec, plain_encoder, resolve_model
 from embedstore.text_training.data import TaskFile, training_rows
 from embedstore.text_training.model import SentenceEncoder
 from embedstore.text_training.objectives import TEMPERATURE, Contrastive, embed_all
@@ -96,12 +97,12 @@ class AdaptRecipe:
 
 
 def adapt(recipe: AdaptRecipe, data: TaskFile | ContrastFile, out: str | os.PathLike[str], *,
-          model: str = DEFAULT_MODEL, options: TrainOptions | None = None, progress: bool = False) -> TuneResult:
+          model: str | None = None, options: TrainOptions | None = None, progress: bool = False) -> TuneResult:
     """Adapt the encoder by `recipe.method` on `data` (task rows for lora, texts for simcse, translation pairs
     for align) and save it in `out` as an ordinary Hugging Face model directory."""
     out = Path(out)
     options = options if options is not None else method_options(recipe.method)
-    spec = resolve_model(model)
+    spec = plain_encoder(resolve_model(model_with_settings(model)), "adapt")  # None: the project's model
     _check_data(recipe.method, data)
     ident = identity("adapt", spec, data, options, recipe=recipe.to_record())
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.models import DEFAULT_MODEL, resolve_model
+from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.models import plain_encoder, resolve_model
 from embedstore.estimators.aligners import load_aligner
 from embedstore.estimators.artifacts import read_config
 from embedstore.text_training.data import Split, TaskFile, read_task, training_rows
@@ -43,7 +44,7 @@ class FinetuneResult:
 
 
 def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], out: str | os.PathLike[str], *,
-             model: str = DEFAULT_MODEL, train_aligner: bool = False, freeze_lm: bool = False,
+             model: str | None = None, train_aligner: bool = False, freeze_lm: bool = False,
              aligner_at_test: bool = False, options: TrainOptions = TrainOptions(),
              pairs: ContrastFile | None = None, align_weight: float = 0.0,
              progress: bool = False) -> FinetuneResult:
@@ -62,7 +63,7 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
     batch of pairs, the companion study's "align while fine-tuning". λ = 0 is the task loss alone.
     """
     out, aligner_dir = Path(out), Path(aligner)
-    spec = resolve_model(model)
+    spec = plain_encoder(resolve_model(model_with_settings(model)), "finetune")  # None: the project's model
     fitted = load_aligner(aligner_dir)
     if fitted.reverse:  # the head is trained on aligned English, so only English → target maps fit the graph
         raise ConfigError(f"aligner: {aligner_dir} holds a {type(fitted).__name__} trained with reverse=True "

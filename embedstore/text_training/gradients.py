@@ -24,7 +24,8 @@ import torch
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.provenance import stamp
-from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_device, resolve_model
+from embedstore.encoding.models import load_model, plain_encoder, resolve_device, resolve_model
+from embedstore.encoding.options import model_with_settings
 from embedstore.estimators.heads import make_head
 from embedstore.text_training.data import TaskFile, tokenize_splits, training_rows
 from embedstore.text_training.model import TextClassifier
@@ -47,12 +48,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-30))
 
 
-def encoder_gradients(task: TaskFile, pairs: ContrastFile, *, model: str = DEFAULT_MODEL,
+def encoder_gradients(task: TaskFile, pairs: ContrastFile, *, model: str | None = None,
                       options: TrainOptions = TrainOptions(), batches: int = 8) -> dict[str, Any]:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the LM's parameters (see module)."""
     if batches < 1:
         raise ConfigError(f"batches: {batches}; expected at least 1")
-    spec = resolve_model(model)
+    spec = plain_encoder(resolve_model(model_with_settings(model)), "encoder gradients")  # None: the project's model
     device = resolve_device(options.device)
     encoder, tokenizer = load_model(spec, str(device))
     rows = training_rows(task, options)

@@ -11,7 +11,8 @@ from typing import Any
 from torch import nn
 
 from embedstore.base.atomic import publish
-from embedstore.encoding.models import DEFAULT_MODEL, TUNE_FILE, ModelSpec, model_fingerprint, resolve_model
+from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.models import TUNE_FILE, ModelSpec, model_fingerprint, plain_encoder, resolve_model
 from embedstore.text_training.data import TaskFile, training_rows
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
@@ -58,7 +59,7 @@ def publish_encoder(encoder: nn.Module, trained: Trained, out: Path, spec: Model
         "model_fingerprint": model_fingerprint(out), "prefix": spec.prefix, "data": data, **trained.runtime()}}
 
 
-def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_MODEL,
+def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str | None = None,
          options: TrainOptions = TrainOptions(), progress: bool = False) -> TuneResult:
     """Step 1: fine-tune the LM with a classification head on English task data and save the LM alone as an
     ordinary Hugging Face model directory, which `embedstore encode --model OUT` then encodes with.
@@ -67,7 +68,7 @@ def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str = DEFAULT_M
     too: tuned and untuned vectors never mix. The head is discarded: step 3 trains its own.
     """
     out = Path(out)
-    spec = resolve_model(model)
+    spec = plain_encoder(resolve_model(model_with_settings(model)), "tune")  # None: the project's model
     rows = training_rows(train, options)
     ident = identity("tune", spec, train, options)
 

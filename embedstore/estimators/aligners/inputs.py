@@ -74,7 +74,8 @@ def fit_rows(cls: type[Aligner] | None, n_rows: int, size: int | None, seed: int
         pick = subsample(n_rows, size, seed, what)
         return FitRows(pick, pick, len(pick))
     if size is not None and size > n_rows:
-        raise ConfigError(f"asked for {size:,} rows but {what} holds {n_rows:,}")
+        raise ConfigError(f"asked for {size:,} rows but {what} holds {n_rows:,}; ask for at most {n_rows:,} "
+                          "(or all)")
     order = np.random.default_rng([seed, 14]).permutation(n_rows)
     if is_seeded(cls):
         n_pairs = n_rows if size is None else size

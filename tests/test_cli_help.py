@@ -1,0 +1,48 @@
+"""`embedstore --help` lists every command without importing any of them (nor torch, transformers, sklearn or
+the store), and what it lists is what each command's own help says; `--version` prints the package's."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "sklearn", "zarr", "embedstore.encoding.options")
+
+PROBE = """
+import sys
+from typer.testing import CliRunner
+from embedstore.cli.app import app
+imported_by_app = [m for m in {heavy!r} if m in sys.modules]
+result = CliRunner().invoke(app, ["--help"])
+assert result.exit_code == 0, result.output
+print(imported_by_app, [m for m in {heavy!r} if m in sys.modules])
+"""
+
+
+def test_the_top_level_help_imports_no_heavy_library():
+    out = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[] []"
+
+
+def test_the_listing_is_each_commands_own_help():
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import COMMANDS, app, summary
+
+    listing = " ".join(CliRunner().invoke(app, ["--help"]).output.replace("│", " ").split())
+    for name in COMMANDS:
+        own = CliRunner().invoke(app, [name, "--help"])
+        assert own.exit_code == 0, own.output
+        first = summary(name).split("\n\n")[0]
+        assert first and " ".join(first.split()) in " ".join(own.output.replace("│", " ").split()), name
+        assert " ".join(first.split()) in listing, name
+
+
+def test_version():
+    from typer.testing import CliRunner
+
+    import embedstore
+    from embedstore.cli.app import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"embedstore {embedstore.__version__}"
