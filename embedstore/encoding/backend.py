@@ -56,7 +56,7 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
                                            compute.batch_tokens, compute.batch_size, device)
 
     choice, encoder = engine_choice.choose(
-        spec, layers, options.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
+        spec, layers, options.keys(spec)[0].pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
         lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure)
     if choice.backend == "onnx":
         unload()  # the probe's PyTorch model is not needed any more
