@@ -70,34 +70,7 @@ from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_reg
 from embedstore.base.settings import ENCODING_KEYS as ENCODING_SETTING_KEYS, ProjectSettings, is_model_path, \
     project_settings
 from embedstore.encoding.options import EncodeOptions, default_store, model_with_settings
-
-METHODS: tuple[str, ...] = (
-    "english",
-    "native",
-    "translated",
-    "translate-test",
-    "langalign",
-    "reverse",
-    "ablation-omit",
-    "ablation-share",
-    "langalign-e2e",
-    "adapt-lora",
-    "adapt-simcse",
-    "adapt-align",
-    "adapt-align+langalign",
-)
-"""Every method, in the order tables list them (baselines first, then LangAlign and its variants)."""
-
-ALIGNER_METHODS: frozenset[str] = frozenset(
-    {"langalign", "reverse", "ablation-share", "langalign-e2e", "adapt-align+langalign"}
-)
-"""Methods that train an aligner, so a grid multiplies them by `aligners`. `ablation-omit` is the LangAlign
-procedure with the aligner left out, so it has no aligner (and no pairs) and runs once per task size."""
-
-PAIR_METHODS: frozenset[str] = frozenset({"langalign", "reverse", "langalign-e2e", "adapt-simcse", "adapt-align",
-                                          "adapt-align+langalign"})
-"""Methods whose aligner is trained on a separate parallel set, so a grid multiplies them by `pair_sizes`.
-`ablation-share` trains its aligner on the task rows themselves: its data size is the task size."""
+from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS
 
 ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
@@ -112,12 +85,6 @@ RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
-ADAPT_METHODS: dict[str, str] = {"adapt-lora": "lora", "adapt-simcse": "simcse", "adapt-align": "align",
-                                  "adapt-align+langalign": "align"}
-"""Methods that first adapt the encoder (`embedstore adapt`'s method each runs), then run a cached method on it:
-English-only, or LangAlign for "adapt-align+langalign". SimCSE and align train on the cell's pairs (SimCSE on
-their texts of both languages, unpaired), LoRA on `[adapt] size` English task rows, so one adapted encoder
-serves every task size."""
 _TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "adapt", "encoding", "heads")
 ADAPT_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "grad_accum", "max_length", "checkpoint_every",
                                "device", "precision", "size", "identity_weight")

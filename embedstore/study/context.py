@@ -15,8 +15,8 @@ from typing import Any
 from embedstore.encoding.models import resolve_model
 from embedstore.estimators.aligners import is_trained
 from embedstore.estimators.training import resolve_recipe
-from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
-from embedstore.text_training.finetune import METHOD as E2E_METHOD
+from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.methods import TABLE
 
 
 def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
@@ -26,12 +26,11 @@ def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
     payload: dict[str, Any] = {"model": config.model, "fingerprint": fingerprint, "task": config.tasks.get(cell.task)}
     if config.encoding_changes:  # vectors of another key: earlier results do not hold
         payload["encoding"] = config.encoding_changes
-    if cell.method == E2E_METHOD and config.e2e:
-        payload["e2e"] = config.e2e
+    table = TABLE[cell.method].options  # `[e2e]` or `[adapt]`: its options shape the method's result
+    if table is not None and getattr(config, table):
+        payload[table] = getattr(config, table)
     if config.head_params.get(cell.head):  # the head's own settings; absent when defaults, so old ids hold
         payload["head_params"] = config.head_params[cell.head]
-    if cell.method in ADAPT_METHODS and config.adapt:
-        payload["adapt"] = config.adapt
     if cell.aligner is not None and is_trained(cell.aligner):
         payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -22,7 +22,8 @@ from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.adapted import adapted_context
-from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
+from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.methods import TABLE
 from embedstore.study.context import context_id
 from embedstore.study.predictions import RowPredictions, index_digest, rows_digest
 from embedstore.study.verdicts import degeneracy
@@ -186,9 +187,9 @@ def _draws(ctx: Context, picked: np.ndarray, pairs: tuple[list, list, int] | Non
 
 def _baseline_inputs(ctx: Context) -> HeadInputs:
     """english / native / translated / translate-test / ablation-omit: a head on one kind of rows, no aligner."""
-    method = ctx.cell.method
-    test = ctx.task.rows("en_test" if method == "translate-test" else "test")
-    role = {"native": "native_train", "translated": "translated_train"}.get(method, "en_train")
+    method = TABLE[ctx.cell.method]
+    test = ctx.task.rows(method.test_role)
+    role = method.train_role
     texts, labels, picked = _train_rows(ctx, role, set(test.labels))
     return HeadInputs(ctx.vectors(texts), labels, ctx.vectors(test.texts), test.labels,
                       {"n_train": len(texts), "n_test": len(test.texts), "train_role": role}, _draws(ctx, picked))
@@ -200,8 +201,8 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
     forward ones trained with the identity term, as the paper keeps them in the model)."""
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, picked = _train_rows(ctx, "en_train", set(test.labels))
-    reverse = cell.method == "reverse"
-    if cell.method == "ablation-share":
+    reverse = TABLE[cell.method].reverse
+    if TABLE[cell.method].share:
         translated = ctx.task.rows("translated_train")
         if len(translated.texts) != len(ctx.task.rows("en_train").texts):
             raise ConfigError(f"task {ctx.task.name}: ablation-share needs translated_train row-parallel to en_train")
@@ -226,7 +227,7 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
 def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
     """The arrays a cached (non-e2e) cell fits and scores its head on, without fitting the head."""
     ctx = _context(cell, config)
-    return (_langalign_inputs if METHOD_RUNNERS[cell.method] is run_langalign else _baseline_inputs)(ctx)
+    return (_langalign_inputs if TABLE[cell.method].runner == "langalign" else _baseline_inputs)(ctx)
 
 
 def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head, dict, RowPredictions]:
@@ -257,7 +258,7 @@ def run_langalign(ctx: Context) -> MethodResult:
     metrics["aligner_at_test"] = aligner.aligns_target_at_test
     metrics["accuracy_with_aligner"] = float(np.mean(head.predict(aligner.transform(test_x)) == truth))
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
-    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, ctx.cell.method == "reverse")
+    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, TABLE[ctx.cell.method].reverse)
     return MethodResult(metrics, inputs.sizes, inputs.draws, rows)
 
 
@@ -325,7 +326,7 @@ def run_adapted(ctx: Context) -> MethodResult:
     pairs' texts of both languages, align on its pairs), then the cached English-only cell on it, or for
     adapt-align+langalign the cached LangAlign cell."""
     cell, test = ctx.cell, ctx.task.rows("test")
-    method = ADAPT_METHODS[cell.method]
+    method = TABLE[cell.method].adapt
     if method == "lora":
         sized = replace(ctx, cell=replace(cell, task_size=parse_size(ctx.config.adapt.get("size", "all"))))
         texts, labels, _ = _train_rows(sized, "en_train", set(test.labels))
@@ -336,7 +337,7 @@ def run_adapted(ctx: Context) -> MethodResult:
                 else [{"text": s, "target": t} for s, t in zip(src, tgt)])
         ids = text_ids(src + tgt)
     needed = _train_rows(ctx, "en_train", set(test.labels))[0] + list(test.texts)
-    langalign = cell.method == "adapt-align+langalign"
+    langalign = TABLE[cell.method].aligner  # adapt-align+langalign: the LangAlign cell on the adapted encoder
     if langalign:
         needed += sum(_pairs(ctx, _task_texts(ctx))[:2], [])
         needed += ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
@@ -345,12 +346,9 @@ def run_adapted(ctx: Context) -> MethodResult:
     return replace(result, sizes={**result.sizes, "adapt": info})
 
 
-METHOD_RUNNERS: dict[str, Callable[[Context], MethodResult]] = {
-    "english": run_baseline, "native": run_baseline, "translated": run_baseline, "translate-test": run_baseline,
-    "ablation-omit": run_baseline, "langalign": run_langalign, "reverse": run_langalign,
-    "ablation-share": run_langalign, "langalign-e2e": run_e2e,
-    **dict.fromkeys(ADAPT_METHODS, run_adapted),
-}
+RUNNERS: dict[str, Callable[[Context], MethodResult]] = {
+    "baseline": run_baseline, "langalign": run_langalign, "e2e": run_e2e, "adapted": run_adapted}
+"""The runner of each kind in `methods.TABLE` (`Method.runner`)."""
 
 
 def run_cell(cell: Cell, config: SweepConfig) -> dict:
@@ -358,7 +356,7 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     t0 = time.perf_counter()
     ctx = _context(cell, config)
     spec, key = ctx.spec, ctx.key
-    result = METHOD_RUNNERS[cell.method](ctx)
+    result = RUNNERS[TABLE[cell.method].runner](ctx)
     out = {"metrics": result.metrics, "provenance": {
         "cell": asdict(cell), "seed": cell.seed, "sizes": result.sizes, "draws": result.draws,
         "files": ctx.task.files(),

@@ -27,8 +27,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from embedstore.study.cells import (ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, METHODS, PAIR_METHODS, format_size,
-                                    method_label)
+from embedstore.study.cells import ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, format_size, method_label
+from embedstore.study.methods import METHODS, PAIR_METHODS, REFERENCE_METHODS
 from embedstore.base.atomic import write_text
 from embedstore.base.errors import InputError
 from embedstore.base.stats import mean_ci
@@ -407,8 +407,8 @@ def _csv_float(value: float) -> str:
     return "" if math.isnan(value) else repr(value)
 
 
-#: Methods drawn as reference lines (what a transfer method must beat, or the in-language ceiling), not bars.
-_REFERENCE_METHODS = ("english", "native", "translated", "translate-test")
+# reference methods (`methods.REFERENCE_METHODS`: what a transfer method must beat, or the in-language ceiling)
+# are drawn as lines, not bars
 _REFERENCE_STYLES = {"english": ("black", "--"), "native": ("tab:green", "-"), "translated": ("tab:purple", ":"),
                      "translate-test": ("tab:brown", "-.")}
 
@@ -428,8 +428,8 @@ def _plot_scores(table: _Table, path: Path, title: str, metric: str) -> Path:
     in-language baselines as vertical reference lines, so each method reads against what it must beat (one
     line plot of every series was unreadable: 14 lines, their intervals overlapping)."""
     sizes = sorted({size for stats in table.values() for size in stats}, key=_size_key)
-    bars = [row for row in table if row.method not in _REFERENCE_METHODS]
-    refs = [row for row in table if row.method in _REFERENCE_METHODS]
+    bars = [row for row in table if row.method not in REFERENCE_METHODS]
+    refs = [row for row in table if row.method in REFERENCE_METHODS]
     show_recipe = len({row.recipe for row in table}) > 1
     show_head = len({row.head for row in table}) > 1
     height = max(2.5, 0.32 * len(bars) + 1.5)

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from embedstore.study.cells import ADAPT_METHODS, Cell, SweepConfig
-
-TEXT_METHODS: frozenset[str] = frozenset({"langalign-e2e", *ADAPT_METHODS})
-"""Methods that train or run the transformer on text, not on cached vectors."""
-
+from embedstore.study.cells import Cell, SweepConfig
+from embedstore.study.methods import TABLE
 
 @dataclass(frozen=True)
 class CellResources:
@@ -23,8 +20,8 @@ class CellResources:
 
 def cell_resources(cell: Cell, config: SweepConfig) -> CellResources:
     """A text-training cell wants a GPU unless its `[e2e]`/`[adapt]` table sets `device = "cpu"`; others one core."""
-    if cell.method not in TEXT_METHODS:
+    table = TABLE[cell.method].options  # methods that train on text take their device from their table
+    if table is None:
         return CellResources()
-    section = config.e2e if cell.method == "langalign-e2e" else config.adapt
-    device = str((section or {}).get("device", "auto"))
+    device = str((getattr(config, table) or {}).get("device", "auto"))
     return CellResources(wants_gpu=not device.startswith("cpu"))

@@ -1,0 +1,68 @@
+"""A sweep method's facts, in one table: what grids multiply it by, which rows it trains and tests on, which
+config table shapes its result, how it runs and how a report draws it.
+
+Config validation and grid expansion (`cells`), the runners (`experiments`), what makes a result stale
+(`context`), where a cell runs (`resources`) and the report read their answers here, so a new method is one row
+of `TABLE` plus, when no runner kind fits, its runner in `experiments.RUNNERS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Runner = Literal["baseline", "langalign", "e2e", "adapted"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One sweep method.
+
+    `aligner`: it trains an aligner, so a grid multiplies it by `aligners`. `pairs`: that aligner trains on a
+    separate parallel set, so a grid multiplies it by `pair_sizes`. `runner`: the runner kind in
+    `experiments.RUNNERS`. `train_role`/`test_role`: the task roles its head trains and is scored on.
+    `reverse`: its aligner maps target vectors into English space. `share`: its aligner trains on the task rows
+    and their translations. `adapt`: the `embedstore adapt` method it runs first. `options`: the config table
+    (`e2e`, `adapt`) whose options change its result. `reference`: a baseline without alignment (drawn as a
+    line in plots)."""
+
+    name: str
+    runner: Runner
+    aligner: bool = False
+    pairs: bool = False
+    train_role: str = "en_train"
+    test_role: str = "test"
+    reverse: bool = False
+    share: bool = False
+    adapt: str | None = None
+    options: Literal["e2e", "adapt"] | None = None
+    reference: bool = False
+
+
+_ALL = (
+    Method("english", "baseline", reference=True),
+    Method("native", "baseline", train_role="native_train", reference=True),
+    Method("translated", "baseline", train_role="translated_train", reference=True),
+    Method("translate-test", "baseline", test_role="en_test", reference=True),
+    Method("langalign", "langalign", aligner=True, pairs=True),
+    Method("reverse", "langalign", aligner=True, pairs=True, reverse=True),
+    # the LangAlign procedure with the aligner left out: no aligner, no pairs, once per task size
+    Method("ablation-omit", "baseline"),
+    # the aligner trains on the task rows themselves: its data size is the task size
+    Method("ablation-share", "langalign", aligner=True, share=True),
+    Method("langalign-e2e", "e2e", aligner=True, pairs=True, options="e2e"),
+    # adapt-*: LoRA on `[adapt] size` English task rows; SimCSE and align on the cell's pairs, so one adapted
+    # encoder serves every task size; then English-only, or LangAlign for adapt-align+langalign
+    Method("adapt-lora", "adapted", adapt="lora", options="adapt"),
+    Method("adapt-simcse", "adapted", pairs=True, adapt="simcse", options="adapt"),
+    Method("adapt-align", "adapted", pairs=True, adapt="align", options="adapt"),
+    Method("adapt-align+langalign", "adapted", aligner=True, pairs=True, adapt="align", options="adapt"),
+)
+
+TABLE: dict[str, Method] = {m.name: m for m in _ALL}
+"""Every method by name, in the order tables list them (baselines first, then LangAlign and its variants)."""
+
+METHODS: tuple[str, ...] = tuple(TABLE)
+ALIGNER_METHODS: frozenset[str] = frozenset(m.name for m in _ALL if m.aligner)
+PAIR_METHODS: frozenset[str] = frozenset(m.name for m in _ALL if m.pairs)
+ADAPT_METHODS: dict[str, str] = {m.name: m.adapt for m in _ALL if m.adapt is not None}
+REFERENCE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.reference)
