@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -31,16 +32,52 @@ from typing import Any
 from embedstore.base.errors import ConfigError
 
 PARTIAL_MARK = ".partial-"
-STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial belongs to a killed process
+STALE_PARTIAL_SECONDS = 3600  # a build takes ~10 s; an older partial of unknown owner belongs to a killed process
+SCRATCH_MARK = ".encoder-"  # a scratch directory beside an export's output (export.st)
+OWNED_TEMP = re.compile(r"\..+\.partial-(\d+)-.*|\.encoder-(\d+)-.*|.+\.(?:h5|hdf5)\.partial-(\d+)"
+                        r"|.+\.merging-(\d+)\.(?:zarr|h5|hdf5)(?:\.lock)?", re.IGNORECASE)
+"""Temporary names that carry their owner's pid: `.<name>.partial-<pid>-*` (this module), `.encoder-<pid>-*`
+(an export's scratch), `<store>.h5.partial-<pid>` (the HDF5 writer), `<store>.merging-<pid>.<suffix>` (a merge)."""
 
 
-def _remove_stale_partials(out: Path) -> None:
-    """Delete partial files and directories next to `out` left by killed processes (kill -9 skips cleanup)."""
+def owned_temp_prefix(mark: str) -> str:
+    """The prefix of a temporary name that `remove_dead_temps` can trace to this process."""
+    return f"{mark}{os.getpid()}-"
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_dead_temps(directory: Path) -> None:
+    """Delete the temporary files and folders in `directory` that killed processes left (kill -9 skips every
+    cleanup): those whose name carries a pid no process has now, and partials of unknown owner (named before
+    names carried one) older than STALE_PARTIAL_SECONDS. Every writer calls this for the directory it writes in,
+    so leftovers go with the next run of any command that writes there, not only a re-run of the same output.
+    (A pid is this host's: temporaries on a filesystem shared with other hosts are kept unless they are old.)"""
     now = time.time()
-    for p in out.parent.glob(f".{out.name}{PARTIAL_MARK}*"):
-        with contextlib.suppress(OSError):
-            if now - p.lstat().st_mtime > STALE_PARTIAL_SECONDS:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = OWNED_TEMP.fullmatch(entry.name)
+        if match:
+            stale = _dead(int(next(g for g in match.groups() if g)))
+        elif entry.name.startswith(".") and PARTIAL_MARK in entry.name:
+            with contextlib.suppress(OSError):
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_PARTIAL_SECONDS
+        else:
+            continue
+        if stale:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
 
 
 def _fsync(path: Path, flags: int = 0) -> None:
@@ -87,7 +124,7 @@ def publish(tmp: Path, out: Path) -> None:
     _ordinary_modes(tmp)
     _fsync_tree(tmp)
     if out.is_dir() and not out.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}old-", dir=out.parent))
         os.replace(out, old / out.name)
         os.rename(tmp, out)
         fsync_dir(out.parent)
@@ -103,8 +140,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     published at `path` when the block succeeds and removed when it fails."""
     out = Path(path).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out)
-    tmp = out.with_name(f".{out.name}{PARTIAL_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    remove_dead_temps(out.parent)
+    tmp = out.with_name(f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}{secrets.token_hex(4)}")
     try:
         yield tmp
         publish(tmp, out)
@@ -139,7 +176,7 @@ def check_writable(out_dir: str | os.PathLike[str]) -> None:
     while not parent.exists():
         parent = parent.parent
     try:
-        Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}probe-", dir=parent)).rmdir()
+        Path(tempfile.mkdtemp(prefix=f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}probe-", dir=parent)).rmdir()
     except OSError as e:
         raise ConfigError(f"{out}: cannot write in {parent} ({e.strerror or e}); expected a writable directory") \
             from None
@@ -158,8 +195,8 @@ def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Ite
     if out.exists() and not replace and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not empty; remove it or choose another directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_MARK}", dir=out.parent))
+    remove_dead_temps(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}", dir=out.parent))
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it 0700

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedstore.base.atomic import SCRATCH_MARK, owned_temp_prefix
 from embedstore.base.errors import ConfigError
 from embedstore.export.graph import Parts, Reference, check_close
 from embedstore.export.head import load_exported_head, save_exported_head
@@ -40,7 +41,7 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
 
     aligner_steps = dense_steps(parts.aligner, "aligner") if parts.aligner is not None else []
     head_steps = dense_steps(parts.head, "head")
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".encoder-") as scratch:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=owned_temp_prefix(SCRATCH_MARK)) as scratch:
         parts.model.save_pretrained(scratch)
         parts.tokenizer.save_pretrained(scratch)
         modules = [Transformer(scratch, max_seq_length=parts.max_length),

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedstore.base.atomic import publish
+from embedstore.base.atomic import publish, remove_dead_temps
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
 from .backend import ARRAYS, REPAIR_BLOCK_ROWS, Damage, RowReads, chunk_ranges
@@ -128,6 +128,7 @@ class HDF5Writer:
 
     def __enter__(self) -> "HDF5Writer":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_temps(self.path.parent)  # what killed writers of any store or artifact here left
         self.created_lock = not self.lock.lock_path.exists()
         self.lock.acquire()
         try:

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from embedstore.base.atomic import publish
+from embedstore.base.atomic import publish, remove_dead_temps
 from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES
 from .key import StoreKey
@@ -84,6 +84,7 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
         raise StoreError(f"{out_path}: already exists; choose a new out path or pass force=True to replace it")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(out_path.parent)  # what killed writers of any store or artifact here left
     lock = store_lock(out_path)
     created_lock = not lock.lock_path.exists()
     with contextlib.ExitStack() as held:

@@ -36,6 +36,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from embedstore.base.atomic import remove_dead_temps
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import ID_BYTES
 from . import chunk_files, row_check
@@ -356,6 +357,7 @@ class ZarrWriter:
 
     def __enter__(self) -> "ZarrWriter":
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_dead_temps(self.path.parent)  # what killed writers of any store or artifact here left
         self.lock.acquire()
         try:
             _remove_temp_files(self.path)
