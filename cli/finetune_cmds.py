@@ -43,7 +43,8 @@ def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter
         option("seed", int, "Seed of the split, the sample, the head's init and dropout."),
         option("checkpoint_every", int, "Checkpoint every N optimizer steps (0: at epoch ends only)."),
         option("device", str, "auto (CUDA when present), cpu, cuda, cuda:N."),
-        option("precision", str, f"{', '.join(PRECISIONS)} (autocast on CUDA only; CPU is fp32)."),
+        option("precision", str, f"{', '.join(PRECISIONS)}: fp32 unless asked; bf16/fp16 autocast on CUDA only; "
+               "auto = bf16 or fp16 on CUDA, fp32 on CPU."),
     ]
 
 

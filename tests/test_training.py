@@ -108,12 +108,43 @@ def test_bf16_steps_train_as_well_and_say_so():
     assert bf16.epochs != plain.epochs  # the steps really ran in bf16
 
 
-def test_auto_precision_is_bf16_only_where_the_hardware_computes_it():
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert autocast_dtype("auto", "cpu") == (torch.bfloat16 if native else None)
-    assert autocast_dtype("fp32", "cpu") is None and autocast_dtype("bf16", "cpu") is torch.bfloat16
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU that computes bf16 natively (AVX512-BF16), whatever this machine has."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+
+
+@pytest.fixture
+def plain_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+@pytest.mark.parametrize("cpu", ["bf16_cpu", "plain_cpu"])
+def test_the_default_precision_is_fp32_whatever_the_cpu(cpu, request):
+    """The aligner recipe's `auto` trained FC/AE in bf16 on AVX512-BF16 CPUs and in fp32 elsewhere, so one cell
+    was two different fits depending on the host. Every recipe and the text trainer now default to fp32."""
+    request.getfixturevalue(cpu)
+    from embedstore.study.cells import Cell
+    from embedstore.study.context import training_precisions
+    from embedstore.text_training.options import TrainOptions
+    from embedstore.text_training.precision import amp_dtype
+
+    for kinds in RECIPES.values():
+        for recipe in kinds.values():
+            assert autocast_dtype(recipe.precision, "cpu") is None
+    assert amp_dtype(TrainOptions().precision, torch.device("cpu")) is None
+    _, history = run(replace(RECIPES["default"]["aligner"], lr=1e-2, max_epochs=1, min_steps=0, batch_size=32))
+    assert history.precision == "fp32"
+    config = type("Config", (), {"e2e": {}, "adapt": {}})()
+    cell = Cell("ko", "t", "langalign-e2e", 100, 500, "fc", 0, "default", "mlp")
+    assert training_precisions(config, cell) == {"aligner": "fp32", "head": "fp32", "text": "fp32"}
+    # only asking for it changes the arithmetic: auto follows the (patched) CPU, bf16 is bf16 anywhere
+    assert autocast_dtype("auto", "cpu") == (torch.bfloat16 if cpu == "bf16_cpu" else None)
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
     _, history = run(replace(RECIPE, precision="auto", max_epochs=1))
-    assert history.precision == ("bf16" if native else "fp32")
+    assert history.precision == ("bf16" if cpu == "bf16_cpu" else "fp32")
 
 
 def test_restored_module_is_in_eval_mode():

@@ -38,10 +38,15 @@ _EVAL_CHUNK = 8192
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+#: What a record calls each training dtype (None: no autocast, fp32 arithmetic).
+_PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
-    """The dtype training steps autocast to, or None for fp32 (`Recipe.precision`)."""
+    """The dtype training steps autocast to, or None for fp32 (`Recipe.precision`).
+
+    Only "auto" lets the machine decide (bf16 where it computes it natively): a result fitted under it depends on
+    the host, which is why no recipe defaults to it."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -50,6 +55,11 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     native = (torch.cuda.is_bf16_supported() if dev.type == "cuda"
               else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return torch.bfloat16 if native else None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name records give the arithmetic a training ran in (fp32, bf16, fp16), for aligners and text alike."""
+    return _PRECISION_NAMES[dtype]
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,9 @@ class Recipe:
     #: Validation-loss improvement an epoch must make to reset patience (scikit-learn's `tol`): without it a
     #: convex head creeps down by 1e-6 per epoch and always runs to max_epochs.
     min_delta: float = 0.0
-    #: Training-step arithmetic: fp32, bf16 (autocast), or auto = bf16 where the device computes it natively
-    #: (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32. Validation and inference stay fp32.
+    #: Training-step arithmetic: fp32 (every recipe's), bf16 (autocast) only when asked, or auto = bf16 where the
+    #: device computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX), else fp32: auto makes the fit
+    #: depend on the host's CPU, so it is never a default. Validation and inference stay fp32.
     precision: str = "fp32"
 
     def epoch_cap(self, n_train: int) -> int:
@@ -100,8 +111,7 @@ class Recipe:
 
 RECIPES: dict[str, dict[Kind, Recipe]] = {
     "default": {
-        "aligner": Recipe(lr=1e-3, batch_size=512, max_epochs=15, patience=10, weight_decay=0.0, min_steps=795,
-                          precision="auto"),
+        "aligner": Recipe(lr=1e-3, batch_size=512, max_epochs=15, patience=10, weight_decay=0.0, min_steps=795),
         "head": Recipe(lr=1e-3, batch_size=256, max_epochs=200, patience=10, weight_decay=1e-4, min_delta=1e-4),
     },
     # weight decay is not stated in the paper; 0.01 is torch's AdamW default
@@ -211,7 +221,7 @@ def train(
         max_epochs = recipe.epoch_cap(len(x_train))
         amp = autocast_dtype(recipe.precision, device)
         device_type = torch.device(device).type
-        history.precision = "bf16" if amp is torch.bfloat16 else "fp32"
+        history.precision = precision_name(amp)
         bar, task = _progress_bar(description, max_epochs) if progress else (None, None)
         if bar is not None:
             bar.start()

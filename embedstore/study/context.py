@@ -14,7 +14,8 @@ from typing import Any
 
 from embedstore.encoding.models import resolve_model
 from embedstore.estimators.aligners import is_trained
-from embedstore.estimators.training import resolve_recipe
+from embedstore.estimators.heads import head_class
+from embedstore.estimators.training import autocast_dtype, precision_name, resolve_recipe
 from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.methods import TABLE
 
@@ -22,7 +23,7 @@ from embedstore.study.methods import TABLE
 def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
     """A hash of the model (name and weights' fingerprint), the task's table, the encoding options that differ
     from the defaults, the cell's `[heads.<kind>]` parameters, and, for end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE),
-    the recipe's settings."""
+    the recipe's settings; and the arithmetic each part the cell trains in torch runs in (`training_precisions`)."""
     payload: dict[str, Any] = {"model": config.model, "fingerprint": fingerprint, "task": config.tasks.get(cell.task)}
     if config.encoding_changes:  # vectors of another key: earlier results do not hold
         payload["encoding"] = config.encoding_changes
@@ -33,8 +34,32 @@ def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
         payload["head_params"] = config.head_params[cell.head]
     if cell.aligner is not None and is_trained(cell.aligner):
         payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
+    if precisions := training_precisions(config, cell):
+        payload["precision"] = precisions
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def training_precisions(config: SweepConfig, cell: Cell) -> dict[str, str]:
+    """What each part of the cell that torch trains computes in (fp32, or bf16/fp16 where the config asks), as
+    this machine resolves it: part of the cell's identity and of its record, since fits in fp32 and in bf16 differ
+    and a result must not depend on which CPU it ran on. Empty for a cell that trains nothing in torch."""
+    from embedstore.encoding.models import resolve_device
+    from embedstore.text_training.options import TrainOptions
+    from embedstore.text_training.precision import amp_dtype
+
+    cpu = "cpu"  # aligners and heads train where a sweep's cells run: on the CPU
+    out: dict[str, str] = {}
+    if cell.aligner is not None and is_trained(cell.aligner):
+        out["aligner"] = precision_name(autocast_dtype(resolve_recipe(cell.recipe, "aligner").precision, cpu))
+    if head_class(cell.head).uses_recipe:
+        out["head"] = precision_name(autocast_dtype(resolve_recipe(cell.recipe, "head").precision, cpu))
+    table = TABLE[cell.method].options  # `[e2e]` or `[adapt]`: the method trains on text
+    if table is not None:
+        text, defaults = getattr(config, table), TrainOptions()
+        device = resolve_device(text.get("device", defaults.device))
+        out["text"] = precision_name(amp_dtype(text.get("precision", defaults.precision), device))
+    return out
 
 
 @dataclass(frozen=True)

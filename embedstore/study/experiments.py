@@ -24,7 +24,7 @@ from embedstore.analysis.measures import cosine_report, retrieval_report
 from embedstore.study.adapted import adapted_context
 from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.methods import TABLE
-from embedstore.study.context import context_id
+from embedstore.study.context import context_id, training_precisions
 from embedstore.study.predictions import RowPredictions, index_digest, rows_digest
 from embedstore.study.verdicts import degeneracy
 from embedstore.encoding.report import EncodeReport
@@ -265,7 +265,7 @@ def run_langalign(ctx: Context) -> MethodResult:
 def training_summary(aligner: Aligner) -> dict:
     """How a trained aligner's fit went (precision it actually ran in, epochs, best validation loss), kept in
     the cell record: the saved aligner beside the results holds the full history, but it is not shipped with
-    the results file, and the recipe alone says "auto" where the machine chose the precision."""
+    the results file."""
     history = getattr(aligner, "history_", None)
     if not history:
         return {}
@@ -362,6 +362,7 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
         "files": ctx.task.files(),
         "model_fingerprint": spec.fingerprint, "store_key": key.to_dict(), "store": str(config.store),
         "head_recipe": asdict(resolve_recipe(cell.recipe, "head")), "head_params": config.head_params.get(cell.head, {}),
+        "precision": training_precisions(config, cell),
         "cell_seconds": round(time.perf_counter() - t0, 3)}}
     if result.rows is not None:
         out["predictions"] = result.rows.to_payload()

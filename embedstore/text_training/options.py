@@ -35,7 +35,9 @@ class TrainOptions:
     head: str = DEFAULT_HEAD
     checkpoint_every: int = 0  # optimizer steps; 0 = only at the end of each epoch
     device: str = "auto"
-    precision: str = "auto"  # auto = bf16 autocast on CUDA when supported, else fp16; always fp32 on CPU
+    #: fp32 unless asked: bf16/fp16 autocast run on CUDA only; auto = bf16 on CUDA where supported, else fp16, and
+    #: fp32 on CPU (so its result depends on the device: never a default)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "patience"):

@@ -27,6 +27,7 @@ from embedstore.text_training.loop import Job, Outcome, differences, train
 from embedstore.text_training.model import TextClassifier, head_module
 from embedstore.text_training.objectives import Classification, Contrastive, Objective
 from embedstore.text_training.options import TrainOptions
+from embedstore.estimators.training import precision_name
 from embedstore.text_training.precision import amp_dtype
 from embedstore.text_training.rundir import check_run_dir, claim_run_dir
 
@@ -44,7 +45,7 @@ class Trained:
     def runtime(self) -> dict[str, Any]:
         """Where and how long it ran: provenance that does not change what was computed."""
         return {"wall_time_s": self.outcome.seconds, **stamp(libraries=True), "device": str(self.device),
-                "precision": str(self.amp).replace("torch.", "") if self.amp else "float32"}
+                "precision": precision_name(self.amp)}
 
 
 def identity(command: str, spec: ModelSpec, train_file: TaskFile, options: TrainOptions,
@@ -80,6 +81,7 @@ def run_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec
     run's record: what `finish` makes of the trained graph, plus identity, history and steps."""
     device = resolve_device(options.device)
     amp = amp_dtype(options.precision, device)
+    ident = {**ident, "precision": precision_name(amp)}  # what it runs in: "auto" resolved, as results differ by it
     checkpoints = Checkpoints(out)
     check_run_dir(out, ident)  # before the lock, which writes into `out`
     with run_lock(out):
