@@ -120,6 +120,22 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
     assert len(again.skipped) == len(cells) and not again.to_run
 
 
+def test_methods_that_fit_the_same_head_share_one_fit(tiny_model_dir, tmp_path):
+    """English-only, translate-test, ablation-omit and reverse all train one head on the same English vectors
+    under one seed: the first cell fits it, the others reuse it from `<results>.heads`, and score as a fresh fit."""
+    config = load_config(write_config(tmp_path, tiny_model_dir, ["english", "translate-test", "ablation-omit",
+                                                                  "reverse"], aligners=("procrustes",)))
+    assert not run_study(config, workers=1, progress=False).summary.errors
+    records = read_results(config.results)
+    for size in (40, None):
+        at = {r["cell"]["method"]: r["metrics"] for r in records if r["cell"]["task_size"] == size}
+        assert at["english"]["head"]["reused"] is False
+        assert all(at[m]["head"]["reused"] is True for m in ("translate-test", "ablation-omit", "reverse"))
+        assert at["ablation-omit"]["confusion"] == at["english"]["confusion"]  # the same head on the same test rows
+        assert at["reverse"]["accuracy_without_aligner"] == at["english"]["accuracy"]
+    assert len(list(config.results.with_suffix(".heads").iterdir())) == 2  # one head per task size
+
+
 def test_missing_role_is_a_clear_error(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, tiny_model_dir, ["native"])
     text = cfg.read_text().replace("native_train", "#native_train")

@@ -32,7 +32,7 @@ from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE
-from embedstore.estimators.heads import Head, build_head
+from embedstore.estimators.heads import Head, build_head, load_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
@@ -127,6 +127,33 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
         aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": n_pairs, "n_source": len(src),
                                       "n_target": len(tgt), "store_key": ctx.key.to_dict()})
     return aligner, path, False
+
+
+def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: list[str]) -> tuple[Head, bool]:
+    """The cell's head fitted on these rows, fitted once per sweep and kept beside the results (`<results>.heads`);
+    returns it and whether it was reused.
+
+    Several methods fit the very same head: English-only, translate-test, ablation-omit and every reverse
+    aligner all train on the same English vectors under one seed, so each of those fits repeats the first.
+    The key hashes the head's class and settings and the training arrays themselves, so a reused head is the
+    one this cell would fit. A head whose learned state cannot be saved without pickling (some scikit-learn
+    classifiers) is fitted every time."""
+    head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=config.head_params.get(cell.head))
+    params = head.get_params(deep=False)
+    if head.uses_recipe:
+        params["recipe"] = asdict(resolve_recipe(params.get("recipe"), "head"))
+    x = np.ascontiguousarray(train_x, dtype=np.float32)
+    digest = hashlib.sha256(json.dumps({"class": type(head).__name__, "params": params, "shape": x.shape,
+                                        "labels": list(map(str, train_y))}, sort_keys=True, default=str).encode())
+    digest.update(x.tobytes())
+    path = config.results.with_suffix(".heads") / digest.hexdigest()[:20]
+    if (path / CONFIG_FILE).is_file():
+        return load_head(path), True
+    head.fit(x, train_y)
+    if head.saveable:
+        with atomic_dir(path, replace=True) as tmp:
+            head.save(tmp, provenance={"cell": asdict(cell), "n_train": len(x)})
+    return head, False
 
 
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
@@ -231,14 +258,14 @@ def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
 
 
 def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head, dict, RowPredictions]:
-    """The cell's head (kind, its `[heads.<kind>]` params from the config, seed, recipe) fitted on `inputs`; the
-    metrics on the primary test arrays with the head's fit report (did it converge, what it chose) and whether
-    it is degenerate (`verdicts.degeneracy`: then its cell is left out of verdicts); and its per-row predictions."""
-    head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=config.head_params.get(cell.head))
-    head.fit(inputs.train_x, inputs.train_y)
+    """The cell's head (kind, its `[heads.<kind>]` params from the config, seed, recipe) fitted on `inputs` (or
+    reused: `fitted_head`); the metrics on the primary test arrays with the head's fit report (did it converge,
+    what it chose, whether it was reused) and whether it is degenerate (`verdicts.degeneracy`: then its cell is
+    left out of verdicts); and its per-row predictions."""
+    head, reused = fitted_head(cell, config, inputs.train_x, inputs.train_y)
     predicted = head.predict(inputs.test_x)
     metrics = classification_metrics(inputs.test_y, predicted, labels=sorted(set(inputs.test_y)))
-    metrics["head"] = head.fit_report
+    metrics["head"] = {**head.fit_report, "reused": reused}
     metrics["degenerate"] = degeneracy(metrics)
     return head, metrics, RowPredictions.of(inputs.test_y, list(predicted), inputs.draws["test"])
 

@@ -151,6 +151,11 @@ class Head(ClassifierMixin, Estimator):
         return dict(self.fit_report_)
 
     @property
+    def saveable(self) -> bool:
+        """Whether `save` can write this fitted head without pickling (a sweep reuses only heads it can save)."""
+        return True
+
+    @property
     def converged(self) -> bool:
         """Whether the fit stopped by its convergence criterion rather than a cap."""
         return bool(self.fit_report.get("converged"))

@@ -134,7 +134,7 @@ class SklearnHead(Head):
     def _model(self) -> Any:
         """The fitted estimator: the one from `fit`, or rebuilt from the saved parameters and arrays."""
         if getattr(self, "model_", None) is None:
-            unsaveable = [k for k, v in self.json_attrs_.items() if isinstance(v, dict) and "unsaveable" in v]
+            unsaveable = self._unsaveable()
             if unsaveable:
                 raise InputError(f"sklearn head {self.estimator}: learned attribute {unsaveable[0]!r} was not saved")
             model = self._build()
@@ -147,8 +147,15 @@ class SklearnHead(Head):
             self.model_ = model
         return self.model_
 
+    @property
+    def saveable(self) -> bool:
+        return not self._unsaveable()
+
+    def _unsaveable(self) -> list[str]:
+        return [k for k, v in self.json_attrs_.items() if isinstance(v, dict) and "unsaveable" in v]
+
     def save(self, directory: Any, provenance: Any = None) -> Any:
-        unsaveable = [k for k, v in self.json_attrs_.items() if isinstance(v, dict) and "unsaveable" in v]
+        unsaveable = self._unsaveable()
         if unsaveable:
             raise ConfigError(f"sklearn head {self.estimator}: learned attribute {unsaveable[0]!r} "
                               f"({self.json_attrs_[unsaveable[0]]['unsaveable']}) cannot be saved without pickling; "
