@@ -85,6 +85,6 @@ def demo(
                       aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
     console.print(result.report.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(str(result.summary), highlight=False)
-    console.print(f"encoded {result.encoded:,} new texts in {result.encode_seconds:.1f} s; whole demo "
-                  f"{result.seconds:.1f} s; config {result.config}; plots: "
-                  + ", ".join(str(p) for p in result.report.plots))
+    console.print(f"config {result.config}; plots: " + ", ".join(str(p) for p in result.report.plots),
+                  highlight=False)
+    console.print(result.timing(), highlight=False)

@@ -1,18 +1,32 @@
-"""`embedstore demo` on the tiny model: the study runs through `run_study`, and a second run reuses everything."""
+"""`embedstore demo` on the tiny model: the study runs through `run_study`, says what it spent its time on, and a
+second run reuses everything (vectors, cells, the report itself)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from embedstore.study.demo import run_demo
+from embedstore.study.sweep import read_results
 
 
-def test_demo_runs_the_study_then_reuses_vectors_and_cells(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir: Path, tmp_path: Path) -> None:
     kwargs = {"model": str(tiny_model_dir), "store": tmp_path / "s.zarr", "aligners": ("procrustes",), "workers": 1,
               "progress": False, "seeds": (0, 1)}
     first = run_demo(tmp_path / "demo", **kwargs)
     assert first.encoded > 0 and not first.summary.errors and len(first.summary.ok) == len(first.summary.cells)
     assert first.report.table_md.is_file() and "langalign" in first.report.markdown
+    assert set(first.steps) == {"model", "encode", "cells", "report"} and first.engine in ("torch", "onnx")
+    assert 0 < sum(first.steps.values()) <= first.seconds
+    line = first.timing()
+    assert line.startswith(f"demo took {first.seconds:.1f} s: model ") and "cells run" in line
+    reused = {(r["cell"]["method"], r["metrics"]["head"]["reused"])
+              for r in read_results(first.config.parent / "results.jsonl")}
+    # English-only fits the head that translate-test, ablation-omit and reverse reuse
+    assert reused >= {("english", False), ("translate-test", True), ("ablation-omit", True), ("reverse", True)}
+    assert not reused & {("translate-test", False), ("ablation-omit", False), ("reverse", False)}
+    built = first.report.table_md.stat().st_mtime_ns
+
     second = run_demo(tmp_path / "demo", **kwargs)
-    assert second.encoded == 0 and second.summary.to_run == ()
+    assert second.encoded == 0 and second.engine is None and second.summary.to_run == ()
     assert len(second.summary.skipped) == len(first.summary.cells)
-    assert second.report.markdown == first.report.markdown
+    assert second.report.markdown == first.report.markdown and second.report.plots == first.report.plots
+    assert second.report.table_md.stat().st_mtime_ns == built  # the unchanged results' report is kept, not redrawn

@@ -16,7 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from embedstore.base.atomic import write_text
-from embedstore.encoding.models import cache_dir
+from embedstore.encoding.models import cache_dir, resolve_model
 from embedstore.encoding.options import default_store, model_with_settings
 from embedstore.study.cells import load_config
 from embedstore.study.report import ReportFiles
@@ -66,8 +66,20 @@ class DemoResult:
     summary: SweepSummary
     report: ReportFiles
     encoded: int
-    encode_seconds: float
+    #: The encode's engine and why it was chosen (`--backend auto`'s record), None when nothing was encoded.
+    engine: str | None
+    #: Wall seconds per step: "model" (built on first use), "encode", "cells", "report".
+    steps: dict[str, float]
     seconds: float
+
+    def timing(self) -> str:
+        """One line: the demo's own time and what it spent it on (the unnamed rest is reading the config and
+        expanding the grid)."""
+        parts = [f"{name} {self.steps[name]:.1f} s" for name in ("model", "encode", "cells", "report")]
+        other = self.seconds - sum(self.steps.values())
+        encoded = f"{self.encoded:,} texts encoded" + (f" on {self.engine}" if self.engine else "")
+        ran = f"{len(self.summary.to_run)} cells run, {len(self.summary.skipped)} reused"
+        return f"demo took {self.seconds:.1f} s: {', '.join(parts)}, other {other:.1f} s ({encoded}; {ran})"
 
 
 def sample_path() -> Path:
@@ -92,10 +104,14 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
              aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True,
              seeds: tuple[int, ...] = SEEDS) -> DemoResult:
     t0 = time.perf_counter()
+    model = model_with_settings(model)
+    resolve_model(model)  # builds the default model on first use: timed apart from the encode that loads it
+    model_seconds = time.perf_counter() - t0
     out_dir = out_dir or cache_dir() / "demo"
-    config = load_config(write_config(out_dir, model=model_with_settings(model), store=store or default_store(),
+    config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                       aligners=aligners, seeds=seeds))
     study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
-    return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, study.encoded.seconds,
-                      time.perf_counter() - t0)
+    engine = study.encoded.provenance.get("backend") if study.encoded.encoded else None
+    return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, engine,
+                      {"model": model_seconds, **study.seconds}, time.perf_counter() - t0)

@@ -4,8 +4,14 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from embedstore import __version__
+from embedstore.base.atomic import write_json
 
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.report import EncodeReport
@@ -28,6 +34,8 @@ class StudyResult:
     summary: SweepSummary
     encoded: EncodeReport | None
     report: ReportFiles | None
+    #: Wall seconds of each step ("encode", "cells", "report"): what a user waited for, and on what.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def make_executor(kind: str, *, workers: int = 2, address: str | None = None) -> Executor:
@@ -56,8 +64,39 @@ def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | Non
         texts_needed(cells, config)
     else:
         check_results_writable(config.results)  # before anything is encoded, not after
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     encoded = None if dry_run else prepare(cells, config, progress=progress)
+    seconds["encode"] = time.perf_counter() - t0
     summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, executor=executor,
                         dry_run=dry_run, progress=progress)
-    report = build_report(config.results, report_dir) if report_dir is not None and not dry_run else None
-    return StudyResult(summary, encoded, report)
+    seconds["cells"] = time.perf_counter() - t0 - seconds["encode"]
+    report = current_report(config.results, report_dir) if report_dir is not None and not dry_run else None
+    seconds["report"] = time.perf_counter() - t0 - seconds["encode"] - seconds["cells"]
+    return StudyResult(summary, encoded, report, seconds)
+
+
+REPORT_STAMP = ".report-of.json"
+"""Beside a report: the digest of the results file it was built from (and by which embedstore), so an unchanged
+study does not draw its tables and plots again."""
+
+
+def current_report(results: Path, report_dir: Path) -> ReportFiles:
+    """The report of `results` in `report_dir`: the one already there when it was built from these very results
+    by this version of embedstore, else a new one. Why: a re-run of a finished study changes nothing, and the
+    plots alone cost seconds. The digest covers every byte of the results, and the sweep writes a cell's
+    predictions (what a verdict reads) only with a new record naming them, so any new cell builds it again."""
+    digest = hashlib.sha256(results.read_bytes()).hexdigest()
+    stamp = report_dir / REPORT_STAMP
+    expected = {"results_sha256": digest, "embedstore": __version__}
+    if stamp.is_file():
+        kept = json.loads(stamp.read_text(encoding="utf-8"))
+        files = [report_dir / name for name in kept.get("files", [])]
+        if {k: kept.get(k) for k in expected} == expected and all(f.is_file() for f in files):
+            table_md = report_dir / "table.md"
+            return ReportFiles(table_md.read_text(encoding="utf-8"), table_md, report_dir / "table.csv",
+                               tuple(f for f in files if f.suffix == ".png"))
+    report = build_report(results, report_dir)
+    written = [report.table_md, report.table_csv, *report.plots]
+    write_json(stamp, {**expected, "files": [f.name for f in written]})
+    return report
