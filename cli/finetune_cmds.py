@@ -6,46 +6,30 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from embedstore.estimators.heads import HEADS
-from embedstore.text_training.options import PRECISIONS, TrainOptions
+from embedstore.base.schema import Option, options_of
+from embedstore.text_training.options import TrainOptions
 
 from .common import console, inject_options, model_flag, model_option, print_json, user_errors
 
-_D = TrainOptions()  # the library's defaults: the CLI shows them, it does not restate them
 _TRAINING_PANEL = "Training options"
 
 
 def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter]:
-    """The typer declarations of `TrainOptions`' fields that tune, finetune and adapt take; with
-    `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value)."""
-    def option(name: str, annotation: Any, help: str) -> inspect.Parameter:
-        default = None if recipe_defaults else getattr(_D, name)
-        if recipe_defaults:
-            annotation = Optional[annotation]
-        declared = typer.Option(str(default) if name == "size" and default is not None else default,
-                                f"--{name.replace('_', '-')}", help=help, rich_help_panel=_TRAINING_PANEL)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
+    """The typer declarations of `TrainOptions`' fields (names, types, defaults and help from the dataclass);
+    with `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value)."""
+    def parameter(option: Option) -> inspect.Parameter:
+        default = None if recipe_defaults else option.default
+        annotation = Optional[option.type] if recipe_defaults else option.type
+        declared = typer.Option(default, f"--{option.name.replace('_', '-')}", help=option.help,
+                                rich_help_panel=_TRAINING_PANEL)
+        return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                 default=declared)
 
-    return [
-        option("epochs", int, "Maximum epochs (early stopping may end sooner)."),
-        option("batch_size", int, "Rows per forward pass."),
-        option("grad_accum", int, "Forward passes per optimizer step (effective batch = batch size x this)."),
-        option("lr", float, "Learning rate of the LM (and of the aligner, when it is trained)."),
-        option("head_lr", float, "Learning rate of the task head."),
-        option("head", str, f"Task head: {', '.join(HEADS)}."),
-        option("patience", int, "Epochs without a lower validation loss before stopping."),
-        option("max_length", int, "Tokens per text (longer texts are truncated)."),
-        option("size", str, "English rows to train on: a number, 1k-style, or all (seeded sample)."),
-        option("seed", int, "Seed of the split, the sample, the head's init and dropout."),
-        option("checkpoint_every", int, "Checkpoint every N optimizer steps (0: at epoch ends only)."),
-        option("device", str, "auto (CUDA when present), cpu, cuda, cuda:N."),
-        option("precision", str, f"{', '.join(PRECISIONS)}: fp32 unless asked; bf16/fp16 autocast on CUDA only; "
-               "auto = bf16 or fp16 on CUDA, fp32 on CPU."),
-    ]
+    return [parameter(option) for option in options_of(TrainOptions)]
 
 
 training_options = inject_options(training_parameters(), lambda values: TrainOptions(**values), "options")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.schema import check_keys
 from embedstore.base.settings import project_settings
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size
@@ -62,10 +63,7 @@ def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequ
                      **options: Any) -> EncodeOptions:
     """One `EncodeOptions` from either a built value or keywords (model, layer, pooling, max_length, prefix, dtype);
     what neither sets comes from the project settings, then the defaults."""
-    unknown = set(options) - set(ENCODING_FIELDS)
-    if unknown:
-        raise ConfigError(f"{', '.join(sorted(unknown))}: unknown encoding option; expected "
-                          f"{', '.join(ENCODING_FIELDS)} or layer")
+    check_keys("encoding option ", options, ENCODING_FIELDS)  # `layer` is a keyword of its own
     if encoding is not None:
         if options or layer is not None:
             raise ConfigError("give the encoding options either as encoding=EncodeOptions(...) or as keywords, "

@@ -161,7 +161,7 @@ def test_a_pipeline_refuses_an_aligner_fitted_under_another_key(saved_pipeline, 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: "{not json", r"pipeline.json: not valid JSON"),
     (lambda m: json.dumps([m]), r"pipeline.json: expected a JSON object, got list"),
-    (lambda m: json.dumps({**m, "stor": "x"}), r"pipeline.json: stor: unknown field"),
+    (lambda m: json.dumps({**m, "stor": "x"}), r"pipeline.json: stor: unknown key \(did you mean 'store'\?\)"),
     (lambda m: json.dumps({k: v for k, v in m.items() if k != "encoding"}), r"pipeline.json: encoding: missing"),
     (lambda m: json.dumps({**m, "seed": "0"}), r"pipeline.json: seed: '0'; expected int"),
     (lambda m: json.dumps({**m, "aligner": "../elsewhere"}), r"pipeline.json: aligner: '../elsewhere'; expected"),

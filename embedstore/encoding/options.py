@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.schema import check_keys, names_of
 from embedstore.encoding.models import DEFAULT_MODEL, ModelSpec, cache_dir, resolve_model
 from embedstore.encoding.smoothing import ALPHA as SMOOTHING_ALPHA
 from embedstore.store import StoreKey
@@ -140,10 +141,7 @@ class EncodeOptions:
         """Strict: unknown keys and wrong types are refused with one line naming `where` and the field."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: {data!r}; expected a table of encoding options")
-        allowed = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in allowed]
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
+        check_keys(f"{where}.", data, names_of(cls))
         try:
             return cls(**data)
         except ConfigError as e:
@@ -188,7 +186,7 @@ def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:
                           "not torch")
 
 
-ENCODING_FIELDS = tuple(f.name for f in fields(EncodeOptions) if f.name not in ("layers", "fingerprint"))
+ENCODING_FIELDS = names_of(EncodeOptions, exclude=("layers", "fingerprint"))
 """The encoding options a call names by keyword (`layer` apart: one layer or several)."""
 
 

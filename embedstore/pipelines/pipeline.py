@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.schema import check_keys
 from embedstore.base.settings import is_model_path, project_settings
 from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
@@ -98,9 +99,8 @@ def _check_manifest(manifest: object, path: Path) -> None:
     if not isinstance(manifest, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     fields = {**_REQUIRED, **_OPTIONAL, **_LEGACY}
+    check_keys(f"{path}: ", manifest, fields)
     for name, value in manifest.items():
-        if name not in fields:
-            raise ConfigError(f"{path}: {name}: unknown field; expected only {', '.join(fields)}")
         if isinstance(value, bool) and bool not in fields[name] or not isinstance(value, fields[name]):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in fields[name])
             raise ConfigError(f"{path}: {name}: {value!r}; expected {expected}")

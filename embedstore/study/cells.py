@@ -51,7 +51,6 @@ then `embedstore.toml`), then the defaults, as for every other command.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import re
@@ -63,6 +62,7 @@ from typing import Any
 
 from embedstore.data import selection
 from embedstore.base.errors import ConfigError
+from embedstore.base.schema import check_keys, did_you_mean, names_of
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
 from embedstore.estimators.aligners.inputs import uses_no_pairs
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
@@ -71,6 +71,7 @@ from embedstore.base.settings import ENCODING_KEYS as ENCODING_SETTING_KEYS, Pro
     project_settings
 from embedstore.encoding.options import EncodeOptions, default_store, model_with_settings
 from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS
+from embedstore.text_training.options import TrainOptions
 
 ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
@@ -86,14 +87,17 @@ HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
 _TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "adapt", "encoding", "heads")
-ADAPT_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "grad_accum", "max_length", "checkpoint_every",
-                               "device", "precision", "size", "identity_weight")
-"""`[adapt]` keys: `embedstore adapt`'s options for adapt-* cells (seed from the cell)."""
-ENCODING_KEYS: tuple[str, ...] = ("pooling", "layer", "max_length", "prefix", "dtype", "quantize")
-"""`[encoding]` keys: the encoding options besides the model (which is the top-level `model`)."""
-E2E_KEYS: tuple[str, ...] = ("epochs", "batch_size", "lr", "head_lr", "grad_accum", "max_length", "patience",
-                             "checkpoint_every", "device", "precision", "freeze_lm", "train_aligner")
-"""`[e2e]` keys: `embedstore finetune`'s options for langalign-e2e cells."""
+_CELL_OWNED = ("seed", "head")  # a cell's own seed and head, never a table's
+ADAPT_KEYS: tuple[str, ...] = (*names_of(TrainOptions, exclude=_CELL_OWNED), "identity_weight")
+"""`[adapt]` keys: `embedstore adapt`'s training options (`TrainOptions`' fields) and the align method's
+identity weight, for adapt-* cells."""
+ENCODING_KEYS: tuple[str, ...] = tuple("layer" if name == "layers" else name
+                                       for name in names_of(EncodeOptions, exclude=("model", "fingerprint")))
+"""`[encoding]` keys: `EncodeOptions`' fields but the model (the top-level `model`) and the fingerprint (the
+weights'), one `layer`."""
+E2E_KEYS: tuple[str, ...] = (*names_of(TrainOptions, exclude=(*_CELL_OWNED, "size")), "freeze_lm", "train_aligner")
+"""`[e2e]` keys: `embedstore finetune`'s options for langalign-e2e cells (the training rows are the cell's
+task size)."""
 _GRID_KEYS = (
     "languages",
     "tasks",
@@ -294,7 +298,7 @@ def expand(config: SweepConfig) -> list[Cell]:
 
 def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     """Validate the parsed TOML document; raises ConfigError naming the key (the caller adds the file)."""
-    _check_keys("", raw, _TOP_KEYS)
+    check_keys("", raw, _TOP_KEYS)
     base = path.parent
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -324,12 +328,12 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     e2e = raw.get("e2e", {})
     if not isinstance(e2e, dict):
         raise ConfigError(f"e2e: must be a table ([e2e]), got {e2e!r}")
-    _check_keys("e2e.", e2e, E2E_KEYS)
+    check_keys("e2e.", e2e, E2E_KEYS)
     _check_e2e(e2e)
     adapt = raw.get("adapt", {})
     if not isinstance(adapt, dict):
         raise ConfigError(f"adapt: must be a table ([adapt]), got {adapt!r}")
-    _check_keys("adapt.", adapt, ADAPT_KEYS)
+    check_keys("adapt.", adapt, ADAPT_KEYS)
     _check_adapt(adapt)
     encoding = _parse_encoding(_with_settings(raw.get("encoding", {}), settings), model)
     head_params = _parse_heads(raw.get("heads", {}))
@@ -356,8 +360,6 @@ def _parse_heads(table: object) -> dict[str, dict[str, Any]]:
 
 def _check_adapt(adapt: dict[str, Any]) -> None:
     """`[adapt]` values as `TrainOptions` and the recipe validate them, when the config loads."""
-    from embedstore.text_training.options import TrainOptions
-
     if "identity_weight" in adapt and not (isinstance(adapt["identity_weight"], (int, float))
                                            and not isinstance(adapt["identity_weight"], bool)
                                            and adapt["identity_weight"] >= 0):
@@ -371,8 +373,6 @@ def _check_adapt(adapt: dict[str, Any]) -> None:
 def _check_e2e(e2e: dict[str, Any]) -> None:
     """`[e2e]` values as `TrainOptions` validates them, now rather than in every end-to-end cell after hours of
     others; the two switches must be real booleans (a string "false" would read as true)."""
-    from embedstore.text_training.options import TrainOptions  # torch-free, validation only
-
     for flag in ("freeze_lm", "train_aligner"):
         if flag in e2e and not isinstance(e2e[flag], bool):
             raise ConfigError(f"e2e.{flag}: {e2e[flag]!r}; expected true or false")
@@ -395,7 +395,7 @@ def _parse_encoding(table: object, model: str) -> dict[str, Any]:
     settings as `EncodeOptions` fields."""
     if not isinstance(table, dict):
         raise ConfigError(f"encoding: must be a table ([encoding]), got {table!r}")
-    _check_keys("encoding.", table, ENCODING_KEYS)
+    check_keys("encoding.", table, ENCODING_KEYS)
     settings = {k: v for k, v in table.items() if k != "layer"}
     if "layer" in table:
         layer = table["layer"]
@@ -411,7 +411,7 @@ def _parse_encoding(table: object, model: str) -> dict[str, Any]:
 
 def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
     """Validate `[grid]`: known keys, non-empty lists, allowed values, no repeats, required axes present."""
-    _check_keys("grid.", raw, _GRID_KEYS)
+    check_keys("grid.", raw, _GRID_KEYS)
     languages = _string_list(raw, "languages")
     for i, language in enumerate(languages):
         if not _LANGUAGE_RE.match(language):
@@ -479,28 +479,14 @@ def _axis_wanted(raw: dict[str, Any], key: str, users: list[str], need: str) -> 
     return key in raw
 
 
-def _check_keys(prefix: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    """Unknown keys are errors: a misspelt key would otherwise be ignored and its default silently used."""
-    for key in table:
-        if key not in allowed:
-            hint = _did_you_mean(key, allowed)
-            raise ConfigError(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(allowed)}")
-
-
 def _check_choice(key: str, value: object, allowed: tuple[str, ...], what: str | None = None) -> None:
     """Raise a ConfigError naming `key`, the bad value, a close match and every allowed value."""
     if value in allowed:
         return
     what = what or key.rsplit(".", 1)[-1].split("[", 1)[0].removesuffix("s")
-    hint = _did_you_mean(value, allowed) if isinstance(value, str) else ""
+    hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
     article = "an" if what[0] in "aeiou" else "a"
     raise ConfigError(f"{key}: {value!r} is not {article} {what}{hint}; allowed: {', '.join(allowed)}")
-
-
-def _did_you_mean(value: str, allowed: tuple[str, ...]) -> str:
-    """A ' (did you mean ...?)' hint for typos, or '' when nothing is close."""
-    close = difflib.get_close_matches(value, allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _as_list(raw: dict[str, Any], key: str) -> list[Any]:

@@ -4,7 +4,7 @@ Errors name the parameter (`grad_accum`), not a CLI flag: sweeps build these opt
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from embedstore.base.errors import ConfigError
@@ -14,30 +14,38 @@ from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _option(default: Any, help: str) -> Any:
+    """A field with its help, which the CLI flags and config docs read (`base.schema.options_of`)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """How to train on text. `batch_size` rows go through the LM per forward pass and `grad_accum` passes
     make one optimizer step, so the effective batch is their product (accumulation lets a GPU that fits 8
     rows train with the paper's batch of 16)."""
 
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 2e-5  # LM and aligner: small, so task tuning does not wash out what they learned
-    head_lr: float = 1e-3  # the head starts from random weights and must move far in few steps
-    weight_decay: float = 0.01  # torch's AdamW default; not applied to biases and LayerNorm weights
-    grad_accum: int = 1
-    max_length: int = 128
-    val_fraction: float = 0.1
-    patience: int = 2  # epochs without a lower validation loss before stopping
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    size: str | int = "all"  # English training rows to use (seeded subsample), e.g. "1k"
-    head: str = DEFAULT_HEAD
-    checkpoint_every: int = 0  # optimizer steps; 0 = only at the end of each epoch
-    device: str = "auto"
-    #: fp32 unless asked: bf16/fp16 autocast run on CUDA only; auto = bf16 on CUDA where supported, else fp16, and
-    #: fp32 on CPU (so its result depends on the device: never a default)
-    precision: str = "fp32"
+    epochs: int = _option(3, "Maximum epochs (early stopping may end sooner).")
+    batch_size: int = _option(16, "Rows per forward pass.")
+    # LM and aligner: small, so task tuning does not wash out what they learned
+    lr: float = _option(2e-5, "Learning rate of the LM (and of the aligner, when it is trained).")
+    # the head starts from random weights and must move far in few steps
+    head_lr: float = _option(1e-3, "Learning rate of the task head.")
+    weight_decay: float = _option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    grad_accum: int = _option(1, "Forward passes per optimizer step (effective batch = batch size x this).")
+    max_length: int = _option(128, "Tokens per text (longer texts are truncated).")
+    val_fraction: float = _option(0.1, "Share of the training rows held out for early stopping.")
+    patience: int = _option(2, "Epochs without a lower validation loss before stopping.")
+    max_grad_norm: float = _option(1.0, "Gradient norm clip.")
+    seed: int = _option(0, "Seed of the split, the sample, the head's init and dropout.")
+    size: str | int = _option("all", "English rows to train on: a number, 1k-style, or all (seeded sample).")
+    head: str = _option(DEFAULT_HEAD, f"Task head: {', '.join(HEADS)}.")
+    checkpoint_every: int = _option(0, "Checkpoint every N optimizer steps (0: at epoch ends only).")
+    device: str = _option("auto", "auto (CUDA when present), cpu, cuda, cuda:N.")
+    # fp32 unless asked: bf16/fp16 autocast run on CUDA only; auto = bf16 on CUDA where supported, else fp16, and
+    # fp32 on CPU (so its result depends on the device: never a default)
+    precision: str = _option("fp32", f"{', '.join(PRECISIONS)}: fp32 unless asked; bf16/fp16 autocast on CUDA "
+                             "only; auto = bf16 or fp16 on CUDA, fp32 on CPU.")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "patience"):
