@@ -105,12 +105,20 @@ def store_info(
     if as_json:
         print_json(info)
         return
+    columns = ("model", "fingerprint", "pooling", "layer", "max_len", "prefix", "dtype", "rows", "dim")
+    rows = [(k["model"], k["fingerprint"][:12], k["pooling"], str(k["layer"]), str(k["max_length"]),
+             repr(k["prefix"]), k["dtype"], f"{k['rows']:,}", str(k["dim"])) for k in info["keys"]]
+    if not console.is_terminal:  # piped: whole values, one key per line (a table would cut model names to fit)
+        typer.echo(f"{info['path']}\t{info['backend']}\t{human_bytes(info['size_bytes'])}")
+        for row in [columns, *rows]:
+            typer.echo("\t".join(row))
+        return
     table = Table(title=f"{info['path']} ({info['backend']}, {human_bytes(info['size_bytes'])})")
-    for col in ("model", "fingerprint", "pooling", "layer", "max_len", "prefix", "dtype", "rows", "dim"):
-        table.add_column(col, justify="right" if col in ("layer", "max_len", "rows", "dim") else "left")
-    for k in info["keys"]:
-        table.add_row(k["model"], k["fingerprint"][:12], k["pooling"], str(k["layer"]), str(k["max_length"]),
-                      repr(k["prefix"]), k["dtype"], f"{k['rows']:,}", str(k["dim"]))
+    for col in columns:  # fold, never truncate: the int8 and fp32 keys differ in the model name's end
+        table.add_column(col, justify="right" if col in ("layer", "max_len", "rows", "dim") else "left",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

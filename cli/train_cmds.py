@@ -163,7 +163,8 @@ def evaluate(
 @user_errors
 def predict(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
-    texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file)."),
+    texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file); - reads one text per line "
+                                      "from standard input."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
     column: str = typer.Option("text", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
@@ -174,6 +175,10 @@ def predict(
     from embedstore.base.errors import ConfigError
     from embedstore.data.texts import read_texts
 
+    if texts == ["-"]:
+        import sys
+
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for text in texts or []:  # `predict -p P data.tsv` would otherwise classify the string "data.tsv"
         if Path(text).exists():
             raise ConfigError(f"predict: {text!r} is a file; pass it with --file {text} (arguments are texts)")

@@ -320,9 +320,13 @@ def resolve_device(device: str):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"device: '{device}' is not a torch device; expected auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():  # else a raw AssertionError deep inside torch
+        why = "has no CUDA device" if torch.backends.cuda.is_built() else "is a CPU build"
+        raise ConfigError(f"device: '{device}': this torch ({torch.__version__}) {why}; expected cpu or auto")
+    return chosen
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:
