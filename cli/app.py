@@ -88,7 +88,7 @@ class LazyCommands(TyperGroup):
             command = typer.main.get_group(target)
             command.name = name
             return command
-        holder = typer.Typer()
+        holder = typer.Typer(add_completion=False)
         holder.command(name)(target)
         return typer.main.get_command(holder)
 

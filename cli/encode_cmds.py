@@ -23,7 +23,7 @@ store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspec
 def encode(
     files: list[Path] = typer.Argument(..., help="TSV (no quoting), CSV, JSONL, .txt (one text per line), Parquet or "
                                       "Arrow files, or datasets save_to_disk directories."),
-    column: list[str] = typer.Option([], "--column", "-c", help="Text column (default: 'text'); repeat to encode "
+    column: list[str] = typer.Option([], "--text-column", "--column", "-c", help="Text column (default: 'text'); repeat to encode "
                                      "several columns (e.g. -c en -c ko) in one pass."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2."),

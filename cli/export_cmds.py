@@ -15,7 +15,7 @@ from .common import console, print_json, user_errors
 def export(
     out: Path = typer.Argument(..., help="Directory to create (new or empty)."),
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
-    format: str = typer.Option(..., "--format", "-f", help=" | ".join(FORMATS) + "."),
+    format: str = typer.Option(..., "--format", help=" | ".join(FORMATS) + "."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline "
                                         "recorded its model as a path (its fingerprint must match)."),
     tolerance: float = typer.Option(TOLERANCE, help="Largest accepted difference between the export's vectors "

@@ -131,7 +131,7 @@ def evaluate(
     test: Path = typer.Option(..., "--test", help="Labelled target-language rows."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
     where: list[str] = WHERE, single_label: bool = SINGLE_LABEL,
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     as_json: bool = typer.Option(False, "--json"), store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix of the pipeline's method (what predict does);
@@ -166,7 +166,7 @@ def predict(
     texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file); - reads one text per line "
                                       "from standard input."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
-    column: str = typer.Option("text", help="Text column of --file."),
+    column: str = typer.Option("text", "--text-column", "--column", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
     store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:

@@ -46,3 +46,24 @@ def test_version():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"embedstore {embedstore.__version__}"
+
+
+def test_docs_cli_md_is_what_the_commands_declare_and_a_short_flag_means_one_thing():
+    """docs/cli.md is generated from the commands; a short flag (-f, -o, ...) stands for one long option."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "make_cli.py"
+    spec = importlib.util.spec_from_file_location("make_cli", script)
+    make_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_cli)
+    assert make_cli.PAGE.read_text(encoding="utf-8") == make_cli.page(), "run python docs/make_cli.py"
+    longs_of_short: dict[str, set[str]] = {}
+    for spelling in make_cli.options():
+        names = spelling.split(", ")
+        for short in (n for n in names if not n.startswith("--")):
+            longs_of_short.setdefault(short, set()).update(n for n in names if n.startswith("--"))
+    clashes = {short: longs for short, longs in longs_of_short.items()
+               if not any(all(n in group for group in [set(s.split(", ")) for s in make_cli.options() if short in
+                                                        s.split(", ")]) for n in longs)}
+    assert not clashes, clashes
