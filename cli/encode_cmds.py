@@ -67,8 +67,8 @@ def encode(
     console.print(f"{report.store}: {report.texts:,} texts, {report.unique:,} unique, {report.present:,} already "
                   f"stored, {report.encoded:,} encoded{ranks} in {report.seconds:.1f} s{rate}")
     for key in report.keys:
-        console.print(f"  key: {key['model']} pooling={key['pooling']} layer={key['layer']} "
-                      f"max_length={key['max_length']} prefix={key['prefix']!r} dtype={key['dtype']}")
+        console.print(f"  key: {key.model} pooling={key.pooling} layer={key.layer} "
+                      f"max_length={key.max_length} prefix={key.prefix!r} dtype={key.dtype}")
     if report.provenance:
         onnx = report.provenance.get("onnx")
         check = f" (graph checked: max |diff| to PyTorch {onnx['max_abs_diff']:.1e}, min cosine " \

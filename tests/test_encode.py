@@ -57,7 +57,7 @@ def test_rerun_skips_everything_without_loading_the_model(tiny_model_dir, tmp_pa
 def test_several_layers_in_one_pass_each_its_own_key(tiny_model_dir, tmp_path):
     store = tmp_path / "s.h5"
     report = encode(SENTENCES, store=store, compute=COMPUTE, options=opts(tiny_model_dir, layers=(-1, 1, 2)))
-    layers = sorted(k["layer"] for k in report.keys)
+    layers = sorted(k.layer for k in report.keys)
     assert layers == [1, 2]  # -1 and 2 are the same hidden state of a 2-layer model
     st = Store.open(store)
     by_layer = {k.layer: st.get(k, SENTENCES) for k in st.keys()}

@@ -30,7 +30,7 @@ from embedstore.base.provenance import file_identity, stamp
 from embedstore.base.retrieval import check_options
 from embedstore.estimators.heads import DEFAULT_HEAD, make_head
 from embedstore.data.selection import parse_size
-from embedstore.store import Store, StoreKey
+from embedstore.store import Store
 from embedstore.data.texts import read_table
 
 #: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
@@ -137,9 +137,8 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     src_texts = [table[source_column][i] for i in rows]
     tgt_texts = [table[target_column][i] for i in rows]
     spec = options.resolve()
-    report = encode(src_texts + tgt_texts, store=store, options=options, progress=progress)
-    st = Store.open(report.store)
-    keys = [StoreKey.from_dict(k) for k in report.keys]
+    report = encode(src_texts + tgt_texts, store=store, options=options, progress=progress, spec=spec)
+    st, keys = Store.open(report.store), report.keys
     source = {key.layer: st.get(key, src_texts) for key in keys}
     target = {key.layer: st.get(key, tgt_texts) for key in keys}
     at = {int(row): i for i, row in enumerate(fit)}

@@ -325,7 +325,7 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
         _raise_broadcast_error(header[0]["error"])
     found = _Header(header[0], len(ids))
     todo = found.todo
-    report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=n_texts, unique=len(unique),
+    report = EncodeReport(store=str(st.path), keys=list(keys), texts=n_texts, unique=len(unique),
                           present=found.present, encoded=0, tokens=0, seconds=0.0, model_loaded=False,
                           rank=me.rank, world_size=me.world_size)
     if not len(todo):

@@ -35,14 +35,17 @@ def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
            compute: ComputeOptions = ComputeOptions(), progress: bool = False,
-           distributed: bool = False) -> EncodeReport:
-    """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done.
+           distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
+    """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done, with the
+    keys as `StoreKey`s for the caller to read with.
 
-    `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share.
+    `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share. `spec`:
+    the model as the caller already resolved it (checked against a pinned fingerprint), so a command resolves
+    its model once.
     """
     t0 = time.perf_counter()
     check_combination(options, compute)
-    spec = options.resolve()
+    spec = options.resolve() if spec is None else spec
     keys = options.keys(spec)
     st = Store.open(store or default_store())
     unique, ids = _unique(texts)
@@ -53,7 +56,7 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
         report.seconds = time.perf_counter() - t0
         return report
     lacking = lacking_matrix(st, keys, ids)
-    report = EncodeReport(store=str(st.path), keys=[k.to_dict() for k in keys], texts=len(texts), unique=len(unique),
+    report = EncodeReport(store=str(st.path), keys=keys, texts=len(texts), unique=len(unique),
                           present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
     if lacking.any():
         st.check_writable()  # a read-only or unwritable store fails before the model loads
@@ -146,7 +149,9 @@ def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | 
 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-          compute: ComputeOptions = ComputeOptions(), progress: bool = False) -> np.ndarray:
-    """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks."""
-    report = encode(texts, store=store, options=options, compute=compute, progress=progress)
-    return Store.open(report.store).get(StoreKey.from_dict(report.keys[0]), texts)
+          compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+          spec: ModelSpec | None = None) -> np.ndarray:
+    """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks;
+    `spec` as in `encode`."""
+    report = encode(texts, store=store, options=options, compute=compute, progress=progress, spec=spec)
+    return Store.open(report.store).get(report.keys[0], texts)

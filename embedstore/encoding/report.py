@@ -15,7 +15,7 @@ from embedstore.store import Store, StoreKey
 @dataclass
 class EncodeReport:
     store: str
-    keys: list[dict]
+    keys: list[StoreKey]  # typed to every caller; `to_dict` writes them as dicts
     texts: int
     unique: int
     present: int
@@ -33,7 +33,7 @@ class EncodeReport:
         return self.encoded / self.seconds if self.seconds > 0 and self.encoded else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "texts_per_second": self.texts_per_second}
+        return {**asdict(self), "keys": [k.to_dict() for k in self.keys], "texts_per_second": self.texts_per_second}
 
 
 def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, choice: EngineChoice,

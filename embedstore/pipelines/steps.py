@@ -61,7 +61,7 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     rows = load_rows(pairs)
     picked = fit_rows(cls, len(rows.texts), size, seed, f"{pairs.file}")
     src, tgt = [rows.texts[i] for i in picked.source], [rows.targets[i] for i in picked.target]
-    both = embed(src + tgt, store=store, options=options, progress=progress)  # one pass, one bar for both sides
+    both = embed(src + tgt, store=store, options=options, progress=progress, spec=spec)  # one pass, one bar for both sides
     x, y = both[:len(src)], both[len(src):]
     aligner = aligner_for_run(cls, picked.n_pairs, seed=seed, reverse=reverse, recipe=recipe,
                               progress=progress).fit(x, y)
@@ -108,7 +108,7 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
                               "the data-share ablation)")
     keep = keep[subsample(len(keep), size, seed, f"{train.file} (after dropping {dropped} aligner-pair rows)")]
     texts, labels = [rows.texts[i] for i in keep], [rows.labels[i] for i in keep]
-    x = embed(texts, store=store, options=options, progress=progress)
+    x = embed(texts, store=store, options=options, progress=progress, spec=spec)
     if aligner is not None and not aligner.reverse:
         x = aligner.transform(x)
     fitted.fit(x, labels)
