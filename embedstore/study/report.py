@@ -149,7 +149,7 @@ def build_report(
     verdicts = {key: against_english(arms[key], rows, metric) for key in tables}
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = (_header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
-             + degenerate_counts(scored) + _interval_note(verdicts))
+             + degenerate_counts(scored) + _interval_note(verdicts) + _draws_note(scored))
     plots: list[Path] = []
     for (language, task), table in tables.items():
         lines += _markdown_table(language, task, table) + noise_note(verdicts[(language, task)])
@@ -224,6 +224,19 @@ def degenerate_counts(records: list[dict[str, Any]]) -> list[str]:
              "of test rows, or accuracy within noise of always answering the majority class); their cells are "
              "left out of the verdicts" for head, c in sorted(counts.items()) if c[True]]
     return lines + ([""] if lines else [])
+
+
+def _draws_note(records: list[dict[str, Any]]) -> list[str]:
+    """Whether the verdicts could check that their arms share draws (records carry digests of their test rows,
+    training rows and pairs since per-row predictions were kept), or had to take it on trust."""
+    missing = sum(not r.get("provenance", {}).get("draws") for r in records)
+    if not records:
+        return []
+    if not missing:
+        return ["- draws: every record carries the digests of its test rows, training rows and pairs; a comparison "
+                "of arms whose test or training draws differ at a seed is refused", ""]
+    return [f"- draws: {missing} of {len(records)} records predate the draws' digests: for them the same seed is taken "
+            "to draw the same task rows and pairs for every method (the sweep seeds its draws by the seed alone)", ""]
 
 
 def _interval_note(verdicts: dict[tuple[str, str], _Verdicts]) -> list[str]:
