@@ -11,7 +11,7 @@ import typer
 
 from embedstore.text_training.adapt import METHODS
 
-from .common import console, inject_options, model_flag, model_option, print_json, user_errors
+from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
 from .finetune_cmds import _print_history, training_parameters
 
 recipe_options = inject_options(training_parameters(recipe_defaults=True),
@@ -30,6 +30,7 @@ def adapt(
     text_column: str = typer.Option("text", help="Column of the (English) texts."),
     label_column: str = typer.Option("label", help="lora: column of the class labels."),
     target_column: Optional[str] = typer.Option(None, help="align: column of the translations (e.g. ko)."),
+    where: list[str] = WHERE,
     model: Optional[str] = model_flag(),
     lora_r: int = typer.Option(8, help="lora: adapter rank."),
     lora_alpha: float = typer.Option(8, help="lora: adapter scale numerator (scale = alpha / r)."),
@@ -50,12 +51,13 @@ def adapt(
     """
     from embedstore.text_training.adapt import AdaptRecipe, adapt as run_adapt, method_options
     from embedstore.text_training.data import TaskFile
+    from embedstore.data.tasks import parse_where
     from embedstore.text_training.pairs import ContrastFile
 
     recipe = AdaptRecipe(method, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                          lora_targets=tuple(lora_target), temperature=temperature, identity_weight=identity_weight)
-    source = (TaskFile(data, text_column, label_column) if method == "lora"
-              else ContrastFile(data, text_column, target_column))
+    source = (TaskFile(data, text_column, label_column, where=parse_where(where)) if method == "lora"
+              else ContrastFile(data, text_column, target_column, parse_where(where)))
     result = run_adapt(recipe, source, out, model=model_option(model), options=method_options(method, **overrides),
                        progress=not as_json)
     if as_json:

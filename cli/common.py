@@ -193,6 +193,10 @@ def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable
     return inject_options(_encoding_parameters(layers), resolve_encoding, "encoding")
 
 
+WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5; rows "
+                     "pass when every filter holds.")
+
+
 def model_flag() -> Any:
     """`--model` of the commands that take a model but no other encoding option (they resolve it with
     `model_option`)."""

@@ -13,7 +13,7 @@ import typer
 from embedstore.base.schema import Option, options_of
 from embedstore.text_training.options import TrainOptions
 
-from .common import console, inject_options, model_flag, model_option, print_json, user_errors
+from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
 
 _TRAINING_PANEL = "Training options"
 
@@ -55,16 +55,18 @@ def tune(
     text_column: str = typer.Option("text", help="Column holding the text."),
     label_column: str = typer.Option("label", help="Column holding the class label."),
     pair_column: Optional[str] = typer.Option(None, help="Second text of a pair (NLI hypothesis)."),
+    where: list[str] = WHERE,
     model: Optional[str] = model_flag(),
     as_json: bool = _AS_JSON,
     *,
     options: TrainOptions,
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
+    from embedstore.data.tasks import parse_where
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.tune import tune as run_tune
 
-    result = run_tune(TaskFile(train, text_column, label_column, pair_column), out, model=model_option(model), options=options,
+    result = run_tune(TaskFile(train, text_column, label_column, pair_column, parse_where(where)), out, model=model_option(model), options=options,
                       progress=not as_json)
     if as_json:
         print_json(result.to_dict())
@@ -89,6 +91,8 @@ def finetune(
     test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
                                                                 "(default: --label-column)."),
     test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file (default: --pair-column)."),
+    where: list[str] = WHERE,
+    test_where: list[str] = typer.Option([], "--test-where", help="Row filter of the test file, as --where."),
     model: Optional[str] = model_flag(),
     train_aligner: bool = typer.Option(False, "--train-aligner", help="Train the aligner too (frozen by default)."),
     freeze_lm: bool = typer.Option(False, "--freeze-lm", help="Keep the LM fixed; train the head (and aligner)."),
@@ -106,13 +110,15 @@ def finetune(
     options: TrainOptions,
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
+    from embedstore.data.tasks import parse_where
     from embedstore.text_training.data import TaskFile
     from embedstore.text_training.finetune import finetune as run_finetune
     from embedstore.text_training.pairs import ContrastFile
 
     test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
-                         test_pair_column or pair_column)
-    result = run_finetune(TaskFile(train, text_column, label_column, pair_column), test_file, aligner, out,
+                         test_pair_column or pair_column, parse_where(test_where))
+    result = run_finetune(TaskFile(train, text_column, label_column, pair_column, parse_where(where)), test_file,
+                          aligner, out,
                           model=model_option(model), train_aligner=train_aligner, freeze_lm=freeze_lm,
                           aligner_at_test=aligner_at_test, options=options,
                           pairs=ContrastFile(pairs, pairs_source_column, pairs_target_column) if pairs else None,

@@ -12,13 +12,12 @@ from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
 from embedstore.estimators.heads import DEFAULT_HEAD, NORMALIZATIONS, head_kinds
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES
 
-from .common import console, encoding_options, print_json, user_errors
+from .common import WHERE, console, encoding_options, print_json, user_errors
 
 STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 _RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimisation settings of trained estimators.")
 PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline recorded its model "
                               "as a path (paths in a pipeline are not followed; the fingerprint must match).")
-WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5.")
 SINGLE_LABEL = typer.Option(False, "--single-label", help="Drop rows whose label holds a comma (multi-label rows), "
                             "as a sweep task's single_label does.")
 

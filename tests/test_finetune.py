@@ -145,7 +145,7 @@ def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only_on_pairs(tiny
                    for t in (data["train"], data["test"]))
     result = finetune(train, test, aligner_dir, tmp_path / "run", model=str(tiny_model_dir), freeze_lm=True,
                       train_aligner=True, aligner_at_test=True, options=TrainOptions(**FAST, lr=1e-2))
-    assert result.provenance["data"]["train"]["pair_column"] == "en2" and result.provenance["aligner_at_test"]
+    assert result.provenance["data"]["train"]["pair"] == "en2" and result.provenance["aligner_at_test"]
     assert result.metrics["n"] == 15
     weights = load_file(str(result.out / WEIGHTS_FILE))
     assert {k.split(".")[0] for k in weights} == {"aligner", "head"}

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 
 from embedstore.base.errors import InputError
-from embedstore.base.provenance import file_identity
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size, subsample
-from embedstore.data.texts import read_table
+from embedstore.data.tasks import Source, Where, load_rows
 from embedstore.encoding.encoder import Tokenized, tokenize
 from embedstore.estimators.training import split_indices
 from embedstore.text_training.options import TrainOptions
@@ -26,18 +25,25 @@ class TaskFile:
     text_column: str = "text"
     label_column: str = "label"
     pair_column: str | None = None
+    where: Where = ()  # row filters, as every command that reads rows takes them (`data.tasks.parse_where`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
 
     @property
-    def columns(self) -> list[str | None]:
-        return [self.text_column, self.label_column, self.pair_column]
+    def source(self) -> Source:
+        """These rows as the one rows-of-a-file value (`data.tasks.Source`), read by `load_rows`."""
+        return Source(self.path, self.text_column, pair=self.pair_column, label=self.label_column, where=self.where)
+
+    @property
+    def columns(self) -> list[Any]:
+        """What a run's identity names of the rows: the columns, and the filters when there are any (so runs
+        made before filters existed keep their identity)."""
+        return [self.text_column, self.label_column, self.pair_column, *([dict(self.where)] if self.where else [])]
 
     def record(self, rows: int) -> dict[str, Any]:
         """Provenance: which file (by content hash) and columns, and how many of its rows were used."""
-        return file_identity(self.path, rows=rows, text_column=self.text_column, label_column=self.label_column,
-                             pair_column=self.pair_column)
+        return self.source.identity(rows=rows)
 
 
 @dataclass
@@ -57,11 +63,8 @@ class TrainingRows:
 
 
 def read_task(task: TaskFile) -> tuple[list[Text], list[str]]:
-    columns = [task.text_column, task.label_column] + ([task.pair_column] if task.pair_column else [])
-    table = read_table(task.path, columns)
-    texts: list[Text] = (list(zip(table[task.text_column], table[task.pair_column])) if task.pair_column
-                         else list(table[task.text_column]))
-    return texts, list(table[task.label_column])
+    rows = load_rows(task.source)
+    return rows.texts, rows.labels
 
 
 def training_rows(task: TaskFile, options: TrainOptions) -> TrainingRows:

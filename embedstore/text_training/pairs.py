@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.base.errors import InputError
-from embedstore.base.provenance import file_identity
 from embedstore.data.selection import parse_size, subsample
-from embedstore.data.texts import read_table
+from embedstore.data.tasks import Source, Where, load_rows
 from embedstore.encoding.encoder import tokenize
 from embedstore.estimators.training import split_indices
 from embedstore.text_training.objectives import Contrastive, TextPairs
@@ -24,16 +23,22 @@ class ContrastFile:
     path: Path
     column: str = "en"
     positive_column: str | None = None
+    where: Where = ()  # row filters (`data.tasks.parse_where`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
 
     @property
-    def columns(self) -> list[str | None]:
-        return [self.column, self.positive_column]
+    def source(self) -> Source:
+        """These rows as the one rows-of-a-file value (`data.tasks.Source`), read by `load_rows`."""
+        return Source(self.path, self.column, target=self.positive_column, where=self.where)
+
+    @property
+    def columns(self) -> list[Any]:
+        return [self.column, self.positive_column, *([dict(self.where)] if self.where else [])]
 
     def record(self, rows: int) -> dict[str, Any]:
-        return file_identity(self.path, rows=rows, column=self.column, positive_column=self.positive_column)
+        return self.source.identity(rows=rows)
 
 
 @dataclass
@@ -54,10 +59,9 @@ class ContrastRows:
 def contrast_rows(source: ContrastFile, options: TrainOptions, size: str | int | None = None) -> ContrastRows:
     """A seeded subsample of `size` rows (default: `options.size`), split into train and validation by the
     run's seed and `val_fraction`. Rows with an empty text or positive are an error naming the row."""
-    columns = [source.column] + ([source.positive_column] if source.positive_column else [])
-    table = read_table(source.path, columns)
-    left = list(table[source.column])
-    right = list(table[source.positive_column]) if source.positive_column else None
+    read = load_rows(source.source)
+    left = list(read.texts)
+    right = list(read.targets) if source.positive_column else None
     for name, texts in ((source.column, left), (source.positive_column, right)):
         for i, text in enumerate(texts or []):
             if not str(text).strip():

@@ -1,0 +1,45 @@
+"""Issue 30.6: the text-training files read their rows through the one rows-of-a-file reader, so `tune`,
+`finetune` and `adapt` take `--where` as `train-head` does."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from embedstore.base.errors import ConfigError
+from embedstore.cli.app import app
+from embedstore.data.tasks import parse_where
+from embedstore.text_training.data import TaskFile, read_task
+from embedstore.text_training.options import TrainOptions
+from embedstore.text_training.pairs import ContrastFile, contrast_rows
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "rows.tsv"
+    rows = [f"text {i}\tko {i}\t{'ab'[i % 2]}\t{i % 3}" for i in range(12)]
+    path.write_text("en\tko\tlabel\tfold\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_task_and_contrast_files_keep_only_the_rows_their_filters_pass(table):
+    texts, labels = read_task(TaskFile(table, "en", "label", where=parse_where(["fold=0,1"])))
+    assert texts == [f"text {i}" for i in range(12) if i % 3 != 2] and len(labels) == 8
+    rows = contrast_rows(ContrastFile(table, "en", "ko", parse_where(["fold=2"])), TrainOptions(val_fraction=0.25))
+    left = rows.train[0] + rows.val[0]
+    assert sorted(left) == sorted(f"text {i}" for i in (2, 5, 8, 11))
+    assert all(r == t.replace("text", "ko") for t, r in zip(rows.train[0], rows.train[1]))
+    with pytest.raises(ConfigError, match=r"rows.tsv: no rows pass the filters \{'fold': \('7',\)\}"):
+        read_task(TaskFile(table, "en", "label", where=parse_where(["fold=7"])))
+
+
+def test_a_filter_enters_the_runs_identity_and_provenance_and_no_filter_keeps_the_old_identity(table):
+    plain, filtered = TaskFile(table, "en", "label"), TaskFile(table, "en", "label", where=parse_where(["fold=0"]))
+    assert plain.columns == ["en", "label", None]  # as before filters existed: old runs resume
+    assert filtered.columns == ["en", "label", None, {"fold": ("0",)}]
+    record = filtered.record(4)
+    assert record["where"] == {"fold": ["0"]} and record["rows"] == 4 and len(record["sha256"]) == 64
+
+
+@pytest.mark.parametrize("command", ["tune", "finetune", "adapt", "train-head"])
+def test_every_command_that_reads_training_rows_takes_where(command):
+    assert "--where" in CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
