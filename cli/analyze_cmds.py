@@ -106,7 +106,7 @@ def cosine(
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
     test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
@@ -142,7 +142,7 @@ def retrieval(
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
     test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
     *, encoding: EncodeOptions,
 ) -> None:
@@ -185,7 +185,7 @@ def layers(
     arch: Optional[str] = _ARCH, size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE,
     test_fraction: float = _TEST_FRACTION, fold_column: Optional[str] = _FOLD_COLUMN,
     fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS,
-    store: Optional[Path] = _STORE,
+    store: Optional[str] = _STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
                                          help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
     seed: int = _SEED, k: list[int] = _KS,
@@ -228,7 +228,7 @@ def gradients(
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
     size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
     fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[Path] = _STORE, seed: int = _SEED,
+    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).

@@ -27,7 +27,8 @@ def encode(
                                      "several columns (e.g. -c en -c ko) in one pass."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2."),
-    store: Optional[Path] = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file (default: cache/store.zarr)."),
+    store: Optional[str] = typer.Option(None, "--store", "-s", help="A .zarr directory, .h5 file or object-store URL "
+                                        "(s3://bucket/prefix/store.zarr; pip install 'embedstore[s3]') (default: cache/store.zarr)."),
     batch_size: int = typer.Option(ComputeOptions.batch_size, help="At most this many texts per forward pass."),
     batch_tokens: int = typer.Option(ComputeOptions.batch_tokens,
                                      help="Padded tokens per forward pass: batches of length-sorted texts are cut "
@@ -97,7 +98,7 @@ def models_pull(
 @store_app.command("info")
 @user_errors
 def store_info(
-    path: Path = typer.Argument(..., help="A .zarr directory or .h5 file."),
+    path: str = typer.Argument(..., help="A .zarr directory, .h5 file or object-store URL (s3://...)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Keys, rows, dimension and size on disk of a store."""
@@ -125,7 +126,7 @@ def store_info(
 @store_app.command("verify")
 @user_errors
 def store_verify(
-    path: Path = typer.Argument(..., help="A .zarr directory or .h5 file."),
+    path: str = typer.Argument(..., help="A .zarr directory, .h5 file or object-store URL (s3://...)."),
     repair: bool = typer.Option(False, "--repair", help="Drop the damaged rows from the store, so that the next "
                                                          "`encode` of their texts recomputes them."),
 ) -> None:
@@ -162,8 +163,8 @@ def store_verify(
 @store_app.command("merge")
 @user_errors
 def store_merge(
-    inputs: list[Path] = typer.Argument(..., help="Stores to merge (.zarr or .h5); the first holding a text wins."),
-    out: Path = typer.Option(..., "--out", "-o", help="The merged store to create (.zarr or .h5)."),
+    inputs: list[str] = typer.Argument(..., help="Stores to merge (.zarr, .h5 or s3://... URLs); the first holding a text wins."),
+    out: str = typer.Option(..., "--out", "-o", help="The merged store to create (.zarr, .h5 or an s3://... URL)."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
     tolerance: float = typer.Option(1e-5, help="Largest accepted difference between two stores' vectors of one "
                                                 "text under one key; beyond it the merge stops."),

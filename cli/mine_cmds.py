@@ -27,7 +27,7 @@ def mine(
     min_margin: Optional[float] = typer.Option(None, "--min-margin", help="Keep pairs with at least this margin "
                                                "(LASER's bitext filtering used about 1.06); default: every mutual pair."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 on both files (repeatable)."),
-    store: Optional[Path] = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr)."),
+    store: Optional[str] = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr)."),
     as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Mine translation pairs between two unpaired files: mutual best candidates by ratio margin (LASER)."""

@@ -33,7 +33,7 @@ def train_aligner(
     reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
     where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = _RECIPE,
-    store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
+    store: Optional[str] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
     from embedstore.api import train_aligner as run
@@ -74,7 +74,7 @@ def train_head(
                                     "max_iter=2000; for an sklearn: head, params={\"C\": 0.5}."),
     out: Path = typer.Option(..., "--out", "-o", help="Output pipeline directory."),
     where: list[str] = WHERE, single_label: bool = SINGLE_LABEL, seed: int = typer.Option(0), recipe: str = _RECIPE,
-    store: Optional[Path] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
+    store: Optional[str] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 3: train a task head (behind the aligner when given) → a pipeline directory."""
     from embedstore.api import train_head as run
@@ -131,7 +131,7 @@ def evaluate(
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
     where: list[str] = WHERE, single_label: bool = SINGLE_LABEL,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
-    as_json: bool = typer.Option(False, "--json"), store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
+    as_json: bool = typer.Option(False, "--json"), store: Optional[str] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix of the pipeline's method (what predict does);
     then, for a pipeline with an aligner, the other way of applying it, labelled as a diagnostic."""
@@ -167,7 +167,7 @@ def predict(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
     column: str = typer.Option("text", "--text-column", "--column", help="Text column of --file."),
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
-    store: Optional[Path] = STORE, model: Optional[str] = PIPELINE_MODEL,
+    store: Optional[str] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
     from embedstore.api import load_pipeline

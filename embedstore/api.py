@@ -33,6 +33,7 @@ from embedstore.data.tasks import Source, Where, parse_where, where_from_table
 from embedstore.encoding.options import ENCODING_FIELDS, ComputeOptions, EncodeOptions, default_store, \
     options_with_settings
 from embedstore.encoding.report import EncodeReport
+from embedstore.store.object_backend import is_url
 
 if TYPE_CHECKING:
     from embedstore.pipelines.pipeline import Pipeline
@@ -54,9 +55,12 @@ def as_where(where: WhereLike) -> Where:
     return parse_where(list(where))
 
 
-def store_path(store: PathLike | None) -> Path:
-    """The store to use: the one named, else `default_store()`."""
-    return Path(store) if store is not None else default_store()
+def store_path(store: PathLike | None) -> Path | str:
+    """The store to use: the one named (a path, or a URL such as s3://bucket/prefix/store.zarr), else
+    `default_store()`."""
+    if store is None:
+        return default_store()
+    return str(store) if is_url(store) else Path(store)
 
 
 def encoding_options(encoding: EncodeOptions | None = None, *, layer: int | Sequence[int] | None = None,

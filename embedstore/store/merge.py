@@ -33,6 +33,7 @@ from embedstore.base.errors import ConfigError, StoreError
 from embedstore.data.hashing import ID_BYTES
 from .key import StoreKey
 from .lock import release_store_lock, store_lock
+from .object_backend import is_url
 from .store import Store, StoreWriter
 
 BLOCK_ROWS = 65536  # rows copied per read: bounds memory whatever the store size
@@ -71,15 +72,18 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
     if tolerance < 0:
         raise ConfigError(f"tolerance: {tolerance}; expected a non-negative number")
     stores = [Store.open(p) for p in inputs]
-    out_path = Store.open(out).path  # validates the suffix before any work
-    resolved = [st.path.resolve() for st in stores]
+    out_store = Store.open(out)  # validates the suffix before any work
+    out_path = out_store.path
+    resolved = [_identity(st.path) for st in stores]
     for st, path in zip(stores, resolved):
         if resolved.count(path) > 1:
             raise ConfigError(f"{st.path}: given twice; expected distinct input stores")
         if not st.exists():
             raise StoreError(f"{st.path}: no store here; expected an existing .zarr directory or .h5 file")
-        if path == out_path.resolve():
+        if path == _identity(out_path):
             raise StoreError(f"{out_path}: is also an input; write the merge to a new path")
+    if is_url(out_path):
+        return _merge_to_objects(out_store, stores, tolerance, t0)
     if out_path.exists() and not force:
         raise StoreError(f"{out_path}: already exists; choose a new out path or pass force=True to replace it")
 
@@ -101,6 +105,23 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path, *, force: bool =
             _remove(tmp)
             tmp.with_name(tmp.name + ".lock").unlink(missing_ok=True)
     return MergeReport(out=str(out_path), inputs=[str(st.path) for st in stores], keys=merged,
+                       seconds=time.perf_counter() - t0)
+
+
+def _identity(path: Path | str) -> Path | str:
+    return path if is_url(path) else Path(path).resolve()
+
+
+def _merge_to_objects(out: Store, stores: list[Store], tolerance: float, t0: float) -> MergeReport:
+    """A merge into object storage writes the new store in place, under its writer's lease: there is no rename
+    to publish it with, but readers trust only committed rows (manifests), so an interrupted merge leaves a
+    store with fewer rows, never wrong ones. A store already at that URL is refused (no `force`: deleting a
+    prefix of a bucket is left to the user)."""
+    if out.exists():
+        raise StoreError(f"{out.path}: a store already exists at this URL; choose a new one (or delete it first)")
+    with out.writer() as writer:
+        merged = [_merge_key(writer, stores, key, tolerance) for key in _keys_in_order(stores)]
+    return MergeReport(out=str(out.path), inputs=[str(st.path) for st in stores], keys=merged,
                        seconds=time.perf_counter() - t0)
 
 

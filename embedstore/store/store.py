@@ -21,13 +21,17 @@ from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter
 from .hdf5_backend import HDF5Backend
 from .index import SAVE_MIN_ROWS, IdIndex, discard, save, saved
 from .key import StoreKey
+from .object_backend import ObjectBackend, is_url
 from .zarr_backend import ZarrBackend
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 GATHER_BLOCK_ROWS = 65536  # rows per step of a gather: the memory a read needs beyond its result
 
 
-def backend_for(path: Path) -> Backend:
+def backend_for(path: Path | str) -> Backend:
+    if is_url(path):
+        return ObjectBackend(str(path))
+    path = Path(path)
     if path.suffix.lower() in HDF5_SUFFIXES:
         return HDF5Backend(path)
     if path.suffix.lower() != ".zarr":
@@ -82,14 +86,14 @@ def _disk_errors(path: Path) -> Iterator[None]:
 class Store:
     """Read access to a store; `writer()` for the single writer. Open with `Store.open(path)`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str) -> None:
+        self.path = path  # a URL (str) for a store on object storage
         self.backend: Backend = backend_for(path)
         self._index_cache: dict[str, tuple[tuple[int, int], IdIndex]] = {}  # by key: (generation, rows), index
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
-        return cls(Path(path))
+        return cls(str(path) if is_url(path) else Path(path))
 
     def exists(self) -> bool:
         return self.backend.exists()
@@ -232,7 +236,10 @@ class Store:
     def check_writable(self) -> None:
         """Refuse a store that cannot be written before any expensive work (loading a model, encoding): create
         and delete a file where the writer will (the store directory, and beside it, where the lock lives).
-        A real write rather than permission bits: these do not show a read-only mount, nor apply to root."""
+        A real write rather than permission bits: these do not show a read-only mount, nor apply to root.
+        A store on object storage is checked by its writer's first request (the lease)."""
+        if is_url(self.path):
+            return
         places = [self.path.parent] + ([self.path] if self.path.is_dir() else [])
         for place in places:
             existing = next(p for p in (place, *place.parents) if p.exists())

@@ -72,6 +72,7 @@ from embedstore.base.settings import ENCODING_KEYS as ENCODING_SETTING_KEYS, Pro
 from embedstore.encoding.options import EncodeOptions, default_store, model_with_settings
 from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS
 from embedstore.text_training.options import TrainOptions
+from embedstore.store.object_backend import is_url
 
 ALIGNERS: tuple[str, ...] = tuple(aligner_registry)
 """Aligner architectures, in the registry's order (`embedstore.estimators.aligners.ALIGNERS`)."""
@@ -233,7 +234,7 @@ class SweepConfig:
     name: str
     path: Path
     results: Path
-    store: Path
+    store: Path | str  # a URL (s3://...) for a store on object storage
     model: str
     grid: Grid
     tasks: dict[str, dict[str, Any]] = field(hash=False)
@@ -305,7 +306,8 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
         raise ConfigError(f"name: {name!r} must be a non-empty string of letters, digits, '.', '_' or '-'")
     settings = project_settings()
     results = _path_value(raw, "results", base, default=f"results/{name}.jsonl")
-    store = _path_value(raw, "store", base) if "store" in raw else default_store()
+    store = (raw["store"] if is_url(raw.get("store")) else _path_value(raw, "store", base)) if "store" in raw \
+        else default_store()  # a URL stays one
     model = raw["model"] if "model" in raw else model_with_settings(None)
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"model: {model!r} must be a model name or a path to a model directory")
