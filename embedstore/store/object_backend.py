@@ -429,6 +429,11 @@ class ObjectWriter:
     def chunk_rows(self, name: str) -> int:
         return self.backend.chunk_rows(name)
 
+    def rebuild_digests(self, name: str, committed_rows: int, damage: list[Damage]) -> list[Damage]:
+        """Nothing to mend alone: a segment's row digests travel in the same object as its rows, under one
+        crc32c, so damage there is damage of the segment."""
+        return []
+
     def drop_rows(self, name: str, committed_rows: int, damage: list[Damage]) -> int:
         """Uncommit every row from the first damaged one on, by deleting their manifests last first (so a kill
         meanwhile leaves a shorter chain, never a gap with rows after it); encode recomputes them all."""
