@@ -128,10 +128,14 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
                help="Tokens per text (longer texts are truncated)"),
         option("prefix", Optional[str], "the model's own, 'query: ' for e5", "--prefix", help="Text prefix"),
         option("dtype", Optional[str], _DEFAULT.dtype, "--dtype",
-               help="Storage precision: float32 or float16 (compute is always fp32)"),
+               help="Storage precision: float32 or float16 (compute: fp32 unless --precision)"),
         option("quantize", Optional[str], _DEFAULT.quantize, "--quantize",
                help="int8: ONNX Runtime with int8 weights (faster on CPU, cosine ~0.97-0.99 to fp32 vectors, "
                     "stored under a key of its own); default: none (fp32)"),
+        option("precision", Optional[str], "fp32", "--precision",
+               help="fp16 or bf16: PyTorch under autocast (for GPUs), stored under a key of its own and checked "
+                    "against fp32 on first use (min cosine and P@1; refused below the bound in "
+                    "embedstore.encoding.precision)"),
     ]
 
 
@@ -167,6 +171,8 @@ def resolve_encoding(values: dict[str, Any]) -> EncodeOptions:
     given = {name: value for name, value in values.items() if value is not None and value != []}
     if given.get("quantize") == "none":  # the flag's spelled-out default
         given["quantize"] = None
+    if given.get("precision") == "fp32":  # likewise
+        given["precision"] = None
     mark_explicit(given)
     note_settings()
     return options_with_settings(given)

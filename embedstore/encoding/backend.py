@@ -29,6 +29,8 @@ def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.
             raise ConfigError(f"quantize: {options.quantize} is a CPU path (ONNX Runtime's dynamic int8 kernels); "
                               f"expected --device cpu, not {device}")
         return EngineChoice("onnx", f"quantize {options.quantize} runs on ONNX Runtime")
+    if options.precision is not None:
+        return EngineChoice("torch", f"precision {options.precision} runs on PyTorch (autocast)")
     if compute.backend != "auto":
         return EngineChoice(compute.backend, f"--backend {compute.backend}")
     if device.type == "cuda" and not cuda_available():
@@ -46,6 +48,12 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
 
     threads = torch.get_num_threads()
     choice = fixed_choice(options, compute, device)
+    if choice is not None and options.precision is not None:  # autocast, after its check against fp32
+        from embedstore.encoding.precision import checked_encoder
+
+        encoder, check = checked_encoder(_load_torch(spec, device), spec, options.precision, layers,
+                                         options.pooling, options.keys(spec)[0].prefix)
+        return encoder, choice, check
     if choice is not None:
         encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
             _load_torch(spec, device)

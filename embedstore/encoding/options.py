@@ -33,6 +33,9 @@ QUANTIZATION_RECIPES = {"int8": f"onnxruntime quantize_dynamic: MatMul weights Q
 """What each quantization does to the weights. It is part of the quantized key's fingerprint: vectors of another
 recipe are other vectors."""
 QUANTIZATIONS = tuple(QUANTIZATION_RECIPES)
+PRECISIONS = ("fp16", "bf16")
+"""Reduced compute precisions (PyTorch autocast; `encoding.precision`): their vectors differ from fp32 beyond noise,
+so each gets a key of its own, and is fidelity-checked against fp32 on first use."""
 BACKENDS = ("auto", "torch", "onnx")
 """auto: the faster of the two lossless engines for this model, layers, device and threads, measured on this machine
 on first use and cached (`encoding.engine_choice`); a first graph export only when the job can earn it back; on a
@@ -72,6 +75,7 @@ class EncodeOptions:
     dtype: str = "float32"
     fingerprint: str | None = None
     quantize: str | None = None  # "int8": ONNX Runtime with int8 weights; None: fp32
+    precision: str | None = None  # "fp16" or "bf16": PyTorch under autocast; None: fp32
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):  # JSON and TOML give lists; the value stays hashable
@@ -93,6 +97,12 @@ class EncodeOptions:
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise ConfigError(f"quantize: {self.quantize!r} is not supported; expected one of "
                               f"{', '.join(QUANTIZATIONS)} or none")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not supported; expected one of "
+                              f"{', '.join(PRECISIONS)} or none (fp32)")
+        if self.precision is not None and self.quantize is not None:
+            raise ConfigError(f"precision: {self.precision} and quantize: {self.quantize} are two engines' "
+                              "reductions (PyTorch autocast, ONNX Runtime int8); expected one of them")
 
     def resolve(self) -> ModelSpec:
         """The model as it resolves now, refused when a pinned fingerprint names other weights."""
@@ -115,6 +125,8 @@ class EncodeOptions:
         model, fingerprint = spec.name, spec.fingerprint
         if self.quantize is not None:
             model, fingerprint = f"{spec.name}+{self.quantize}", quantized_fingerprint(spec.fingerprint, self.quantize)
+        if self.precision is not None:
+            model, fingerprint = f"{spec.name}+{self.precision}", precision_fingerprint(spec.fingerprint, self.precision)
         return [StoreKey(model=model, fingerprint=fingerprint, pooling=self.pooling or spec.pooling, layer=layer,
                          max_length=self.max_length, prefix=prefix, dtype=self.dtype) for layer in layers]
 
@@ -154,6 +166,11 @@ def quantized_fingerprint(fingerprint: str, quantize: str) -> str:
     return hashlib.sha256(f"{fingerprint}+{QUANTIZATION_RECIPES[quantize]}".encode()).hexdigest()[:16]
 
 
+def precision_fingerprint(fingerprint: str, precision: str) -> str:
+    """The identity of a model run at a reduced precision: its vectors never share the fp32 key."""
+    return hashlib.sha256(f"{fingerprint}+autocast-{precision}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class ComputeOptions:
     """How to compute vectors: none of it changes a vector beyond fp32 noise, so none of it is in a store key.
@@ -181,6 +198,9 @@ class ComputeOptions:
 
 def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:
     """Refuse at once (before the store is read or a model loads) what cannot run together."""
+    if options.precision is not None and compute.backend == "onnx":
+        raise ConfigError(f"precision: {options.precision} runs on PyTorch (autocast); expected --backend torch "
+                          "(or auto), not onnx")
     if options.quantize is not None and compute.backend == "torch":
         raise ConfigError(f"quantize: {options.quantize} runs on ONNX Runtime; expected --backend onnx (or auto), "
                           "not torch")
