@@ -51,8 +51,9 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
     if choice is not None and options.precision is not None:  # autocast, after its check against fp32
         from embedstore.encoding.precision import checked_encoder
 
-        encoder, check = checked_encoder(_load_torch(spec, device), spec, options.precision, layers,
-                                         options.pooling, options.keys(spec)[0].prefix)
+        key = options.keys(spec)[0]
+        encoder, check = checked_encoder(_load_torch(spec, device), spec, options.precision, layers, key.pooling,
+                                         key.prefix)
         return encoder, choice, check
     if choice is not None:
         encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
