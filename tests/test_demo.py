@@ -17,7 +17,7 @@ def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir
     assert set(first.steps) == {"model", "encode", "cells", "report"} and first.engine in ("torch", "onnx")
     assert 0 < sum(first.steps.values()) <= first.seconds
     line = first.timing()
-    assert line.startswith(f"demo took {first.seconds:.1f} s: model ") and "cells run" in line
+    assert line.startswith(f"demo took {first.seconds:.1f} s: model ") and f"{len(first.summary.cells)} cells run" in line
     reused = {(r["cell"]["method"], r["metrics"]["head"]["reused"])
               for r in read_results(first.config.parent / "results.jsonl")}
     # English-only fits the head that translate-test, ablation-omit and reverse reuse

@@ -78,7 +78,8 @@ class DemoResult:
         parts = [f"{name} {self.steps[name]:.1f} s" for name in ("model", "encode", "cells", "report")]
         other = self.seconds - sum(self.steps.values())
         encoded = f"{self.encoded:,} texts encoded" + (f" on {self.engine}" if self.engine else "")
-        ran = f"{len(self.summary.to_run)} cells run, {len(self.summary.skipped)} reused"
+        ran = (f"{len(self.summary.ok) + len(self.summary.errors)} cells run, {len(self.summary.skipped)} reused"
+               + (", interrupted" if self.summary.interrupted else ""))
         return f"demo took {self.seconds:.1f} s: {', '.join(parts)}, other {other:.1f} s ({encoded}; {ran})"
 
 
