@@ -64,14 +64,27 @@ def _header(result: dict[str, Any]) -> None:
          f"({prov['split']}); model {prov['model']} (fingerprint {prov['model_fingerprint'][:8]})")
 
 
-def _collapse_line(collapse: Optional[dict[str, Any]]) -> None:
+def _collapse_line(collapse: Optional[dict[str, Any]], space: str = "") -> None:
     if collapse is None:
         return
     if collapse["collapsed"]:
-        console.print(f"[bold red]COLLAPSED:[/bold red] {escape(collapse['reason'])}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]COLLAPSED{escape(space)}:[/bold red] {escape(collapse['reason'])}", highlight=False,
+                      soft_wrap=True)
     else:
-        _say(f"not collapsed: output variance {collapse['variance_ratio']:.2f}× the target's, "
+        _say(f"not collapsed{space}: output variance {collapse['variance_ratio']:.2f}× the target's, "
              f"NN P@1 {collapse['p1']:.3f} (raw {collapse['identity_p1']:.3f})")
+
+
+def _checks(result: dict[str, Any], tgt: str) -> None:
+    """The collapse check against raw target vectors and, for an aligner the head also puts target text through,
+    in the head's space (against aligned target vectors); and whether the held-out rows were checked against a
+    loaded aligner's fit pairs."""
+    _collapse_line(result["collapse"], f" (against raw {tgt})" if "collapse_head_space" in result else "")
+    _collapse_line(result.get("collapse_head_space"), f" in the head's space (against aligned {tgt})")
+    held_out = result.get("held_out")
+    if held_out and not held_out["checked"]:
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(held_out['warning'])}", highlight=False,
+                      soft_wrap=True)
 
 
 def _retrieval_table(retrieval: dict[str, dict[str, Any]], src: str, tgt: str) -> Table:
@@ -80,8 +93,11 @@ def _retrieval_table(retrieval: dict[str, dict[str, Any]], src: str, tgt: str) -
     table = Table(title=f"retrieval on {raw['rows']:,} held-out pairs (CSLS k={raw['csls_k']})")
     for col in ("vectors", "direction", "method", *ks):
         table.add_column(col, justify="right" if col.startswith("p@") else "left")
-    for space, label in (("raw", src), ("aligned", f"aligned {src}")):
-        for direction, arrow in (("forward", f"{label}→{tgt}"), ("backward", f"{tgt}→{label}")):
+    spaces = [("raw", src, tgt), ("aligned", f"aligned {src}", tgt)]
+    if "head_space" in retrieval:  # the aligner also maps target text at test time: the head's own space
+        spaces.append(("head_space", f"aligned {src}", f"aligned {tgt}"))
+    for space, label, keys in spaces:
+        for direction, arrow in (("forward", f"{label}→{keys}"), ("backward", f"{keys}→{label}")):
             for method in ("nn", "csls"):
                 scores = retrieval[space][direction][method]
                 table.add_row(space, arrow, method.upper(), *(f"{scores[k]:.3f}" for k in ks))
@@ -131,7 +147,7 @@ def cosine(
     raw, aligned = result["retrieval"]["raw"]["forward"], result["retrieval"]["aligned"]["forward"]
     _say(f"retrieval {src}→{tgt} P@1 (NN / CSLS): raw {raw['nn']['p@1']:.3f} / {raw['csls']['p@1']:.3f}, "
          f"aligned {aligned['nn']['p@1']:.3f} / {aligned['csls']['p@1']:.3f}")
-    _collapse_line(result["collapse"])
+    _checks(result, tgt)
 
 
 @analyze_app.command("retrieval")
@@ -160,7 +176,7 @@ def retrieval(
     cos = result["cosine"]
     _say(f"mean cosine: {source_column}↔{target_column} {cos['en_tr']:.3f}, aligned↔{target_column} "
          f"{cos['aligned_tr']:.3f}, aligned↔shuffled {cos['shuffled']:.3f}")
-    _collapse_line(result["collapse"])
+    _checks(result, target_column)
 
 
 def _parse_layers(values: list[str]) -> tuple[int, ...]:

@@ -33,6 +33,8 @@ def train_aligner(
     reverse: bool = typer.Option(False, "--reverse", help="Map target-language vectors into English space."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for the aligner."),
     where: list[str] = WHERE, seed: int = typer.Option(0), recipe: str = _RECIPE,
+    check_size: str = typer.Option("all", help="Pairs of the file the aligner is not fitted on that retrieval and "
+                                   "the collapse check run on: all, or a number (seeded sample)."),
     store: Optional[str] = STORE, as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Step 2: fit an aligner on parallel pairs."""
@@ -40,7 +42,7 @@ def train_aligner(
 
     record = run(pairs, target_column=target_column, source_column=source_column, arch=arch, out=out, size=size,
                  reverse=reverse, where=where, seed=seed, recipe=recipe, store=store, encoding=encoding,
-                 progress=not as_json)
+                 progress=not as_json, check_size=check_size)
     if as_json:
         return print_json(record)
     diag = record["diagnostics"]
@@ -51,9 +53,17 @@ def train_aligner(
                   f"in {record['seconds']:.1f} s → {out}")
     if diag:
         console.print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in diag.items()))
-    if diag.get("collapsed"):
-        console.print("[red]warning:[/red] the aligner collapsed (outputs near the target mean); "
-                      "retrieval is near zero even if cosine looks fine: train longer or use procrustes")
+    held_out = record["held_out"]
+    checks = {k: held_out[k] for k in ("collapse", "collapse_head_space") if k in held_out}
+    if checks:
+        p1 = held_out["p1"]
+        spaces = ", ".join(f"{space.replace('_', ' ')} {p1[space]['nn']:.3f} / {p1[space]['csls']:.3f}" for space in p1)
+        console.print(f"  on {held_out['pairs']:,} held-out pairs, P@1 (NN / CSLS): {spaces}", highlight=False)
+    else:
+        console.print(f"  {held_out['note']}", highlight=False)
+    if any(check["collapsed"] for check in checks.values()) or (not checks and diag.get("collapsed")):
+        console.print("[red]warning:[/red] the aligner collapsed (outputs near the target mean, or retrieval far "
+                      "below the raw vectors'), even if cosine looks fine: train longer or use procrustes")
 
 
 @user_errors

@@ -116,8 +116,9 @@ def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_
                   arch: str | None = None, size: str | int = "all", reverse: bool = False,
                   where: WhereLike = None, seed: int = 0, recipe: str | None = None,
                   store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool = False,
-                  **options: Any) -> dict:
-    """`embedstore train-aligner`: fit an aligner on the pairs file's rows → `out`; returns its record."""
+                  check_size: str | int = "all", **options: Any) -> dict:
+    """`embedstore train-aligner`: fit an aligner on the pairs file's rows → `out`; returns its record (its
+    `held_out`: retrieval and collapse on `check_size` of the file's pairs it was not fitted on)."""
     from embedstore.estimators.aligners import DEFAULT_ALIGNER
     from embedstore.estimators.training import DEFAULT_RECIPE
     from embedstore.pipelines.steps import train_aligner as run
@@ -125,7 +126,7 @@ def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_
     src = Source(file=Path(pairs), text=source_column, target=target_column, where=as_where(where))
     record = run(src, arch=arch or DEFAULT_ALIGNER, out=Path(out), size=parse_size(size), reverse=reverse, seed=seed,
                  recipe=recipe or DEFAULT_RECIPE, store=store_path(store),
-                 options=encoding_options(encoding, **options), progress=progress)
+                 options=encoding_options(encoding, **options), progress=progress, check_size=parse_size(check_size))
     return {**record, "settings": _settings(store, options)}
 
 

@@ -208,3 +208,21 @@ def test_gradient_alignment_differentiates_a_trained_aligner_network_and_drops_u
     expected_ce = float(-np.mean(np.log(proba[np.arange(len(kept)), odd[kept]])))
     assert report["task_loss"] == pytest.approx(expected_ce, rel=1e-3)
     assert report["parameters"]["n"] == -(-(N - 7) // 100) and report["parameters"]["alignment_grad_norm"] > 0
+
+
+def test_an_aligner_applied_to_target_text_is_also_judged_in_the_heads_space():
+    """FC with the identity term maps target text at test time, so the head compares A(en) with A(tr): retrieval
+    and the collapse check there sit beside A(en) against raw tr (which alone was measured before)."""
+    en, tr = rotated_pairs(noise=0.3)
+    split = A.random_split(N, 0.25, seed=0)
+    quick = Recipe(lr=1e-3, batch_size=64, max_epochs=3, patience=3, weight_decay=0.0)
+    fc = make_aligner("fc", recipe=quick, seed=0)
+    report = A.held_out_alignment(en, tr, split, fc)
+    test_en, test_tr = en[split.test], tr[split.test]
+    head_space = report["retrieval"]["head_space"]["forward"]["nn"]["p@1"]
+    assert head_space == A.retrieval_report(fc.transform(test_en), fc.transform(test_tr), ks=(1,))["forward"]["nn"]["p@1"]
+    assert report["collapse_head_space"]["p1"] == head_space
+    # the identity map it is judged against is still raw en against raw tr
+    assert report["collapse_head_space"]["identity_p1"] == report["retrieval"]["raw"]["forward"]["nn"]["p@1"]
+    closed_form = A.held_out_alignment(en, tr, split, make_aligner("procrustes"))
+    assert "head_space" not in closed_form["retrieval"] and "collapse_head_space" not in closed_form

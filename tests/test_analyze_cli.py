@@ -77,6 +77,28 @@ def test_analyses_fit_an_aligner_on_the_rows_and_seed_train_aligner_would_give_i
     assert rec["pair_size"] == 0 and rec["provenance"]["aligner_params"]["seed"] == 2
 
 
+def test_a_loaded_aligner_is_scored_only_on_rows_it_was_not_fitted_on(pairs, common, tmp_path):
+    """`analyze retrieval --aligner` scored an aligner on the pairs it was fitted on and called them held out."""
+    from embedstore.cli.app import app
+
+    fitted = tmp_path / "al"
+    r = runner.invoke(app, [str(a) for a in ("train-aligner", "--pairs", pairs, "--target-column", "ko", "--where",
+                                             "fold=0,1,2,3,4,5", "--out", fitted, "--json", *common)])
+    assert r.exit_code == 0, r.output
+    r = invoke("retrieval", pairs, "--aligner", fitted, "--test-folds", "4-9", "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["held_out"] == {"checked": True, "dropped_as_fit_pairs": 8}  # folds 4 and 5: 4 rows each
+    assert rec["provenance"]["test_rows"] == 16 and "8 rows dropped as the aligner's fit pairs" in rec["provenance"]["split"]
+    r = invoke("retrieval", pairs, "--aligner", fitted, "--test-folds", "0-5", *common)
+    assert r.exit_code == 1 and "24 of the 24 held-out rows" in r.output and len(r.output.strip().splitlines()) == 1
+    bare = tmp_path / "bare"  # saved through the Python API: no pair hashes, so the record says it could not check
+    make_aligner("procrustes").fit(*np.random.default_rng(0).standard_normal((2, 20, 32))).save(bare)
+    r = invoke("retrieval", pairs, "--aligner", bare, "--test-folds", "8-9", *common)
+    assert r.exit_code == 0, r.output
+    assert "records no pair hashes" in r.output
+
+
 def test_retrieval_table_with_fold_split_and_sizes(pairs, common):
     r = invoke("retrieval", pairs, "--fit-folds", "0-5", "--test-folds", "8-9", "--size", 10, "--test-size", 6,
                *common)

@@ -81,6 +81,15 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
         training = r["provenance"]["sizes"]["aligner_training"]
         assert training["precision"] == "fp32" and 1 <= training["best_epoch"] <= training["epochs_run"]
         assert r["provenance"]["precision"]["aligner"] == "fp32"
+        diag = r["metrics"]["aligner"]  # FC maps target text at test time: judged in the head's space too
+        if r["cell"]["method"] == "langalign":
+            assert {"p1_head_space", "p1_head_space_csls", "collapse_check_head_space"} <= set(diag)
+            assert diag["collapse_check_head_space"]["identity_p1"] == diag["p1_raw"]
+    for r in records:  # the default (logistic) head also at C one decade either side of the C it chose
+        regularisation = r["metrics"]["head_regularisation"]
+        assert regularisation["C/10"]["C"] == pytest.approx(regularisation["C"] / 10)
+        assert regularisation["C*10"]["C"] == pytest.approx(regularisation["C"] * 10)
+        assert 0 <= regularisation["C/10"]["accuracy"] <= 1 and "macro_f1" in regularisation["C*10"]
     closed_form = [r for r in records if r["cell"]["aligner"] == "procrustes"]
     assert closed_form and not any("aligner_training" in r["provenance"]["sizes"] for r in closed_form)
     by_method = {r["cell"]["method"]: r for r in records}
@@ -218,3 +227,22 @@ def test_other_weights_under_the_same_model_directory_rerun_finished_cells(tiny_
     assert len(second.ok) == 2 and second.skipped == ()
     after = {r["provenance"]["model_fingerprint"] for r in read_results(config.results)}
     assert len(before) == len(after) == 1 and after != before  # every record now from the new weights
+
+
+def test_regularisation_neighbours_refit_the_head_a_decade_either_side_of_its_C():
+    """What the verdict code calls to re-check a claim at C/10 and C×10: the same rows, predictions in test order."""
+    from embedstore.estimators.heads import make_head
+    from embedstore.study.experiments import HeadInputs, regularisation_neighbours
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 6)).astype(np.float32)
+    y = np.where(x[:, 0] + 0.5 * rng.standard_normal(120) > 0, "a", "b").tolist()
+    inputs = HeadInputs(x[:80], y[:80], x[80:], y[80:], {}, {"test": "rows"})
+    head = make_head("logistic", C=0.05).fit(inputs.train_x, inputs.train_y)
+    around = regularisation_neighbours(head, inputs)
+    assert [around[k]["C"] for k in ("C/10", "C*10")] == pytest.approx([0.005, 0.5])
+    strong = make_head("logistic", C=0.005).fit(inputs.train_x, inputs.train_y).predict(inputs.test_x)
+    np.testing.assert_array_equal(around["C/10"]["predicted"], strong)
+    rows = around["C/10"]["rows"]  # as fit_head's per-row predictions: what the verdict code pairs
+    assert rows.test_ids == "rows" and rows.correct.mean() == pytest.approx(np.mean(strong == np.array(y[80:])))
+    assert regularisation_neighbours(make_head("linear").fit(inputs.train_x, inputs.train_y), inputs) == {}

@@ -2,6 +2,7 @@
 import csv
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from embedstore.cli.app import app
@@ -65,3 +66,27 @@ def test_mine_writes_a_pair_file_with_margins_atomically(tiny_model_dir, tmp_pat
     r = invoke("mine", data, data, "--out", tmp_path / "mined.txt", *common)
     assert r.exit_code == 1 and "must end in .tsv or .jsonl" in r.output
     assert not (tmp_path / "mined.txt").exists()
+
+
+@pytest.mark.filterwarnings("ignore::embedstore.estimators.aligners.CollapseWarning")  # a tiny model
+def test_train_aligner_checks_collapse_on_every_pair_it_did_not_fit(tiny_model_dir, tmp_path):
+    """The collapse check ran on a tenth of the fit pairs (50 of 500) and passed FC where `analyze retrieval`
+    said collapsed: it now runs on all the file's pairs the aligner never saw, in the head's space too."""
+    data = pair_file(tmp_path)
+    common = ["--model", tiny_model_dir, "--store", tmp_path / "s.zarr", "--json"]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--arch", "fc", "--size", 30,
+               "--out", tmp_path / "fc", *common)
+    assert r.exit_code == 0, r.output
+    held_out = json.loads(r.stdout)["held_out"]
+    assert held_out["pairs"] == 50 and set(held_out["p1"]) == {"raw", "aligned", "head_space"}
+    assert set(held_out["p1"]["head_space"]) == {"nn", "csls"}
+    assert held_out["collapse_head_space"]["identity_p1"] == held_out["p1"]["raw"]["nn"]
+    assert held_out["collapse"]["p1"] == held_out["p1"]["aligned"]["nn"]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--size", 30, "--check-size", 12,
+               "--out", tmp_path / "pr", *common)
+    assert r.exit_code == 0, r.output
+    held_out = json.loads(r.stdout)["held_out"]
+    assert held_out["pairs"] == 12 and "head_space" not in held_out["p1"]  # Procrustes leaves target text alone
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--out", tmp_path / "all", *common)
+    assert r.exit_code == 0, r.output
+    assert "no held-out pairs" in json.loads(r.stdout)["held_out"]["note"]

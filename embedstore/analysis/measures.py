@@ -180,20 +180,47 @@ def retrieval_report(queries: np.ndarray, keys: np.ndarray, ks: Sequence[int] = 
     return retrieval(q, k, ks, csls_k)
 
 
-def collapse_report(aligned: np.ndarray, en: np.ndarray, tr: np.ndarray) -> dict[str, Any]:
-    """`aligners.detect_collapse` as a dict: low output spread or NN P@1 far below the raw (identity) map's."""
-    return asdict(detect_collapse(as_matrix(aligned, "aligned"), as_matrix(en, "en"), as_matrix(tr, "tr")))
+def collapse_report(aligned: np.ndarray, en: np.ndarray, tr: np.ndarray,
+                    raw_tr: np.ndarray | None = None) -> dict[str, Any]:
+    """`aligners.detect_collapse` as a dict: low output spread or NN P@1 far below the raw (identity) map's
+    (`raw_tr`: the target vectors before the aligner, when `tr` went through it)."""
+    return asdict(detect_collapse(as_matrix(aligned, "aligned"), as_matrix(en, "en"), as_matrix(tr, "tr"),
+                                  None if raw_tr is None else as_matrix(raw_tr, "raw_tr")))
 
 
-def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, ks: Sequence[int] = (1, 5),
-                       csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Cosine, retrieval (raw EN↔TR and aligned EN↔TR) and the collapse flag for one set of held-out pairs."""
-    return {
+def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, aligned_tr: np.ndarray | None = None,
+                       ks: Sequence[int] = (1, 5), csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Cosine, retrieval (raw EN↔TR and aligned EN↔TR) and the collapse flag for one set of held-out pairs.
+
+    `aligned_tr`: the target vectors through the aligner too, for an aligner applied to target text at test time
+    (FC and AE with the identity term): the head then compares A(en) with A(tr), not with raw tr, so retrieval
+    and the collapse check in that space (`head_space`) are what says whether the head can transfer."""
+    report = {
         "cosine": cosine_report(en, tr, aligned, seed),
         "retrieval": {"raw": retrieval_report(en, tr, ks, csls_k),
                       "aligned": retrieval_report(aligned, tr, ks, csls_k)},
         "collapse": collapse_report(aligned, en, tr),
     }
+    if aligned_tr is not None:
+        report["retrieval"]["head_space"] = retrieval_report(aligned, aligned_tr, ks, csls_k)
+        report["collapse_head_space"] = collapse_report(aligned, en, aligned_tr, raw_tr=tr)
+    return report
+
+
+def fitted_alignment(aligner: Aligner, en: np.ndarray, tr: np.ndarray, *, ks: Sequence[int] = (1, 5),
+                     csls_k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """`evaluate_alignment` of a fitted aligner on pairs its caller knows it never saw: in the direction it maps
+    (a reverse aligner maps tr into English space and is judged against en), and in the head's space when it is
+    applied to target text at test time."""
+    src, tgt = (tr, en) if aligner.reverse else (en, tr)
+    return evaluate_alignment(src, tgt, aligner.transform(src), aligned_tr=head_space_target(aligner, tgt), ks=ks,
+                              csls_k=csls_k, seed=seed)
+
+
+def head_space_target(aligner: Aligner, tr: np.ndarray) -> np.ndarray | None:
+    """The target vectors as the head sees them at test time, A(tr), for a forward aligner applied to target text
+    (None otherwise: then the head sees raw tr, which `evaluate_alignment` already compares with)."""
+    return aligner.transform(tr) if aligner.aligns_target_at_test and not aligner.reverse else None
 
 
 def check_forward(aligner: Aligner) -> None:
@@ -212,8 +239,7 @@ def held_out_alignment(en: np.ndarray, tr: np.ndarray, split: Split, aligner: Al
     en, tr = _paired(en, tr, ("en", "tr"))
     check_forward(aligner)
     aligner.fit(en[split.fit], tr[split.target_fit])
-    aligned = aligner.transform(en[split.test])
-    return evaluate_alignment(en[split.test], tr[split.test], aligned, ks=ks, csls_k=csls_k, seed=seed)
+    return fitted_alignment(aligner, en[split.test], tr[split.test], ks=ks, csls_k=csls_k, seed=seed)
 
 
 def layer_report(en_by_layer: Mapping[int, np.ndarray], tr_by_layer: Mapping[int, np.ndarray], split: Split,

@@ -20,8 +20,11 @@ import numpy as np
 from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER, Aligner, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
-from embedstore.analysis.measures import (Split, check_forward, collapse_report, evaluate_alignment, fold_split,
+from embedstore.analysis.measures import (Split, check_forward, collapse_report, fitted_alignment, fold_split,
                                  gradient_alignment, held_out_alignment, layer_report, limit_split, random_split)
+from embedstore.data.hashing import text_ids
+from embedstore.data.selection import overlap_mask
+from embedstore.pipelines.pipeline import PAIR_IDS, load_pair_ids
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
@@ -113,13 +116,14 @@ class _Pairs:
 def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, extra_columns: Sequence[str],
                 split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
                 config: dict[str, Any], progress: bool, max_k: int = 1, include_fit: bool = True,
-                aligner_cls: type[Aligner] | None = None) -> _Pairs:
+                aligner_cls: type[Aligner] | None = None, seen: np.ndarray | None = None) -> _Pairs:
     """Read, split, and encode only the rows the analysis uses (both languages in one encode pass).
 
     The fit rows are those `fit_rows` gives `aligner_cls` (None: pairs) out of the fit split, as `train-aligner`
     and the sweep pick them. The held-out rows must allow P@`max_k`; this is checked before anything is encoded.
     Without `include_fit` (a loaded aligner needs no fit rows) only the held-out rows are encoded and `split` is
-    None.
+    None. `seen`: text ids a loaded aligner was fitted on; held-out rows with either side among them are dropped
+    (and counted), since retrieval on an aligner's own pairs flatters it.
     """
     if source_column == target_column:
         raise ConfigError(f"source_column and target_column are both '{source_column}'; expected two columns")
@@ -127,6 +131,18 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     table = read_table(pairs_file, columns)
     n_rows = len(table[source_column])
     split = make_split(table, n_rows, split_options, seed)
+    dropped = 0
+    if seen is not None:
+        test = split.test
+        clash = (overlap_mask(text_ids([table[source_column][i] for i in test]), seen)
+                 | overlap_mask(text_ids([table[target_column][i] for i in test]), seen))
+        dropped = int(clash.sum())
+        if len(test) - dropped < max(max_k, 2):
+            raise ConfigError(f"{pairs_file}: {dropped:,} of the {len(test):,} held-out rows ({split.how}) were "
+                              f"among the aligner's fit pairs, leaving {len(test) - dropped}; choose rows it was not "
+                              "fitted on (test folds or another file)")
+        split = replace(split, test=test[~clash], how=split.how + (
+            f"; {dropped:,} rows dropped as the aligner's fit pairs" if dropped else ""))
     if len(split.test) < max_k:
         raise ConfigError(f"P@{max_k} needs at least {max_k} held-out rows; the split leaves "
                           f"{len(split.test)} ({split.how})")
@@ -155,6 +171,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
         "split": how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
         "fit_rows": len(fit) if include_fit else 0,
         "fit_pairs": picked.n_pairs if include_fit else 0,
+        "held_out_dropped_as_fit_pairs": dropped,
         "test_rows": len(split.test),
         "model": spec.name,
         "model_fingerprint": spec.fingerprint,
@@ -176,6 +193,11 @@ def _saved_aligner(arch: str | None, aligner_dir: str | Path | None) -> Aligner 
     aligner = load_aligner(aligner_dir)
     check_forward(aligner)
     return aligner
+
+
+def _fit_pair_ids(aligner_dir: str | Path) -> np.ndarray | None:
+    """The text ids of the pairs a saved aligner was fitted on (both sides), or None when it recorded none."""
+    return load_pair_ids(Path(aligner_dir)) if (Path(aligner_dir) / PAIR_IDS).is_file() else None
 
 
 def _aligner_info(aligner: Aligner, aligner_dir: str | Path | None) -> dict[str, Any]:
@@ -235,13 +257,19 @@ def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_col
     check_options(ks, csls_k)  # before the model runs, not after
     saved = _saved_aligner(arch, aligner_dir)
     cls = None if saved is not None else lookup(ALIGNERS, arch or DEFAULT_ALIGNER, "aligner")
+    seen = _fit_pair_ids(aligner_dir) if saved is not None else None
     pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks), include_fit=saved is None, aligner_cls=cls)
+                        max(ks), include_fit=saved is None, aligner_cls=cls, seen=seen)
     (layer,) = pairs.source
     en, tr = pairs.source[layer], pairs.target[layer]
     if saved is not None:
         aligner = saved
-        result = evaluate_alignment(en, tr, aligner.transform(en), ks=ks, csls_k=csls_k, seed=seed)
+        result = {**fitted_alignment(aligner, en, tr, ks=ks, csls_k=csls_k, seed=seed),
+                  "held_out": {"checked": True,
+                               "dropped_as_fit_pairs": pairs.provenance["held_out_dropped_as_fit_pairs"]}
+                  if seen is not None else
+                  {"checked": False, "warning": f"{aligner_dir} records no pair hashes ({PAIR_IDS}): whether these "
+                                                "rows were among its fit pairs is unknown"}}
     else:
         aligner = aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress)
         result = held_out_alignment(en, tr, pairs.split, aligner, ks=ks, csls_k=csls_k, seed=seed)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstore.estimators.aligners import ALIGNERS, load_aligner
+from embedstore.analysis.measures import fitted_alignment
+from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
 from embedstore.encoding.options import EncodeOptions
@@ -27,7 +28,7 @@ from embedstore.pipelines.pipeline import (ALIGNER_DIR, HEAD_DIR, MANIFEST, PAIR
                                            save_pair_ids, save_pipeline)
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.base.provenance import stamp
-from embedstore.data.tasks import Source, load_rows
+from embedstore.data.tasks import Rows, Source, load_rows
 
 
 _ALIGNER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PAIR_IDS})
@@ -46,11 +47,15 @@ def _check_out(out: Path, ours: frozenset[str], what: str) -> None:
 
 
 def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reverse: bool, seed: int,
-                  recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True) -> dict:
+                  recipe: str, store: str | Path, options: EncodeOptions, progress: bool = True,
+                  check_size: int | None = None) -> dict:
     """Step 2: fit an aligner on parallel pairs (source → target; target → source with `reverse`).
 
     An aligner that needs no pairs gets unpaired texts of each side from the file, and a seeded one `size` pairs
-    plus unpaired texts (`aligners.inputs.fit_rows`): the record says how many of each."""
+    plus unpaired texts (`aligners.inputs.fit_rows`): the record says how many of each. The record's `held_out`
+    is retrieval and the collapse check on the file's pairs the aligner never saw (`check_size` of them, all by
+    default): a trained aligner's own check runs on its validation split, a tenth of its pairs (50 of 500), too
+    few to tell a collapsed map from a sound one."""
     t0 = time.perf_counter()
     _check_out(out, _ALIGNER_FILES, "a saved aligner")
     spec = options.resolve()  # before any reading: the model resolves and the options name one layer
@@ -65,15 +70,36 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     x, y = both[:len(src)], both[len(src):]
     aligner = aligner_for_run(cls, picked.n_pairs, seed=seed, reverse=reverse, recipe=recipe,
                               progress=progress).fit(x, y)
+    held_out = _held_out_check(aligner, rows, src, tgt, check_size, seed, store, options, progress)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": picked.n_pairs, "source_texts": len(src), "target_texts": len(tgt),
                         "available": len(rows.texts)}, "pairs": pairs.identity(),
               **encoding, **stamp(),
-              "diagnostics": aligner.diagnostics(), "seconds": round(time.perf_counter() - t0, 3)}
+              "diagnostics": aligner.diagnostics(), "held_out": held_out,
+              "seconds": round(time.perf_counter() - t0, 3)}
     with atomic_dir(out, replace=True) as tmp:
         aligner.save(tmp, provenance=record)
         save_pair_ids(tmp, text_ids(src), text_ids(tgt))
     return {**record, "out": str(out)}
+
+
+def _held_out_check(aligner: Aligner, rows: Rows, src: list[str], tgt: list[str], size: int | None, seed: int,
+                    store: str | Path, options: EncodeOptions, progress: bool) -> dict:
+    """Retrieval (NN and CSLS P@1) and the collapse check on the file's pairs neither of whose texts the aligner
+    was fitted on, in the head's space too for an aligner applied to target text at test time."""
+    clash = overlap_mask(text_ids(rows.texts), text_ids(src)) | overlap_mask(text_ids(rows.targets), text_ids(tgt))
+    unseen = np.flatnonzero(~clash)
+    if len(unseen) < 2:
+        return {"pairs": len(unseen), "note": "no held-out pairs (every row of the file was fitted on): the "
+                                              "collapse check ran only on the aligner's validation split"}
+    unseen = unseen[subsample(len(unseen), min(size, len(unseen)) if size else None, seed, "the held-out pairs")]
+    en_texts, tr_texts = [rows.texts[i] for i in unseen], [rows.targets[i] for i in unseen]
+    both = embed(en_texts + tr_texts, store=store, options=options, progress=progress)
+    report = fitted_alignment(aligner, both[:len(unseen)], both[len(unseen):], ks=(1,))
+    p1 = {space: {method: scores["forward"][method]["p@1"] for method in ("nn", "csls")}
+          for space, scores in report["retrieval"].items()}
+    return {"pairs": len(unseen), "p1": p1,
+            **{k: report[k] for k in ("collapse", "collapse_head_space") if k in report}}
 
 
 def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner_dir: Path | None, share: bool,

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from sklearn.base import clone
 
 from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
-from embedstore.estimators.aligners.collapse import detect_collapse
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.base.atomic import atomic_dir, write_text
-from embedstore.analysis.measures import cosine_report, retrieval_report
+from embedstore.analysis.measures import fitted_alignment
 from embedstore.study.adapted import adapted_context
 from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.methods import TABLE
@@ -37,6 +37,7 @@ from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
 from embedstore.data.tasks import Task
+from embedstore.pipelines.pipeline import save_pair_ids
 from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
     with atomic_dir(path, replace=True) as tmp:
         aligner.save(tmp, provenance={"cell": asdict(ctx.cell), "n_pairs": n_pairs, "n_source": len(src),
                                       "n_target": len(tgt), "store_key": ctx.key.to_dict()})
+        save_pair_ids(tmp, text_ids(src), text_ids(tgt))  # so an analysis of it can keep to rows it never saw
     return aligner, path, False
 
 
@@ -156,22 +158,25 @@ def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: l
     return head, False
 
 
-def _aligner_diagnostics(ctx: Context, aligner: Aligner, reverse: bool) -> dict:
+def _aligner_diagnostics(ctx: Context, aligner: Aligner) -> dict:
     """Cosine and retrieval of aligned vs raw on the test rows' translations, when the task has them: cosine
-    alone can look fine while an aligner has collapsed, so retrieval is always reported next to it."""
+    alone can look fine while an aligner has collapsed, so retrieval is always reported next to it. These rows
+    are disjoint from the aligner's pairs (`_pairs`). For an aligner applied to target text at test time the
+    head compares A(en) with A(tr): `p1_head_space*` and `collapse_check_head_space` measure that space, beside
+    the A(en)-against-raw-tr figures. (A reverse aligner maps the test rows, "tr", into English space.)"""
     out = {k: v for k, v in aligner.diagnostics().items()
            if k in ("collapsed", "val_retrieval_p1", "identity_retrieval_p1")}
     if ctx.task.has("en_test"):
         en = ctx.vectors(ctx.task.rows("en_test").texts)
         tr = ctx.vectors(ctx.task.rows("test").texts)
-        if len(en) == len(tr):  # for a reverse aligner the roles swap: "en" is the target side, "tr" English
-            src, tgt = (tr, en) if reverse else (en, tr)
-            aligned = aligner.transform(src)
-            out["cosine"] = cosine_report(src, tgt, aligned, seed=ctx.cell.seed)
-            raw, mapped = retrieval_report(src, tgt, ks=(1,))["forward"], retrieval_report(aligned, tgt, ks=(1,))["forward"]
-            out["p1_raw"], out["p1_raw_csls"] = raw["nn"]["p@1"], raw["csls"]["p@1"]
-            out["p1_aligned"], out["p1_aligned_csls"] = mapped["nn"]["p@1"], mapped["csls"]["p@1"]
-            out["collapse_check"] = asdict(detect_collapse(aligned, src, tgt))
+        if len(en) == len(tr):
+            report = fitted_alignment(aligner, en, tr, ks=(1,), seed=ctx.cell.seed)
+            out["cosine"] = report["cosine"]
+            for space, forward in ((k, v["forward"]) for k, v in report["retrieval"].items()):
+                out[f"p1_{space}"], out[f"p1_{space}_csls"] = forward["nn"]["p@1"], forward["csls"]["p@1"]
+            out["collapse_check"] = report["collapse"]
+            if "collapse_head_space" in report:
+                out["collapse_check_head_space"] = report["collapse_head_space"]
     return out
 
 
@@ -267,7 +272,34 @@ def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head,
     metrics = classification_metrics(inputs.test_y, predicted, labels=sorted(set(inputs.test_y)))
     metrics["head"] = {**head.fit_report, "reused": reused}
     metrics["degenerate"] = degeneracy(metrics)
+    if neighbours := regularisation_neighbours(head, inputs):
+        metrics["head_regularisation"] = {"C": head.fit_report["C"], **{
+            name: {"C": refit["C"], "accuracy": float(refit["rows"].correct.mean()),
+                   "macro_f1": classification_metrics(inputs.test_y, refit["predicted"],
+                                                      labels=sorted(set(inputs.test_y)))["macro_f1"]}
+            for name, refit in neighbours.items()}}
     return head, metrics, RowPredictions.of(inputs.test_y, list(predicted), inputs.draws["test"])
+
+
+#: A head with a C is also fitted one decade either side of the C it used: a claim that flips within that range
+#: rests on the choice of C (cross-validation and a plain grid pick C a half-decade apart), not only on the method.
+C_DECADES: dict[str, float] = {"C/10": 0.1, "C*10": 10.0}
+
+
+def regularisation_neighbours(head: Head, inputs: HeadInputs) -> dict[str, dict]:
+    """`head` refitted on the same rows with C one decade either side of the C it used (chosen by cross-
+    validation or given), each with its predictions on the same test rows (`rows`: as `fit_head`'s, so a verdict
+    can pair two cells at C/10, and at C×10, as it pairs them at the chosen C). Empty for a head without a C
+    (the torch heads; sklearn heads keep their own parameters)."""
+    C = head.fit_report.get("C")
+    if C is None or "C" not in head.get_params():
+        return {}
+    out = {}
+    for name, factor in C_DECADES.items():
+        predicted = list(clone(head).set_params(C=C * factor).fit(inputs.train_x, inputs.train_y).predict(inputs.test_x))
+        out[name] = {"C": C * factor, "predicted": predicted,
+                     "rows": RowPredictions.of(inputs.test_y, predicted, inputs.draws["test"])}
+    return out
 
 
 def run_baseline(ctx: Context) -> MethodResult:
@@ -285,7 +317,7 @@ def run_langalign(ctx: Context) -> MethodResult:
     metrics["aligner_at_test"] = aligner.aligns_target_at_test
     metrics["accuracy_with_aligner"] = float(np.mean(head.predict(aligner.transform(test_x)) == truth))
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
-    metrics["aligner"] = _aligner_diagnostics(ctx, aligner, TABLE[ctx.cell.method].reverse)
+    metrics["aligner"] = _aligner_diagnostics(ctx, aligner)
     return MethodResult(metrics, inputs.sizes, inputs.draws, rows)
 
 
@@ -339,7 +371,7 @@ def run_e2e(ctx: Context) -> MethodResult:
     result = finetune(_write_rows(work / "train.jsonl", texts, labels),
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)
-    metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, False)}
+    metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner)}
     metrics["degenerate"] = degeneracy(metrics)
     sizes = {"n_train": len(texts), "n_pairs": n_pairs, "n_test": len(test.texts),
              "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),

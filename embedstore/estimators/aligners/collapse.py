@@ -28,15 +28,18 @@ class CollapseCheck:
     reason: str
 
 
-def detect_collapse(aligned: np.ndarray, source: np.ndarray, target: np.ndarray) -> CollapseCheck:
+def detect_collapse(aligned: np.ndarray, source: np.ndarray, target: np.ndarray,
+                    raw_target: np.ndarray | None = None) -> CollapseCheck:
     """Judge aligned held-out rows against their targets.
 
     Mean cosine and MSE can look fine for a map that sends everything near the target mean (an undertrained FC
     aligner did exactly that), so this looks at what such a map destroys: spread and pairwise retrieval. P@1 is
     the nearest-neighbour P@1 of `base.retrieval` on every row, the figure `analysis.retrieval_report` prints.
+    `raw_target`: the target vectors before the aligner, when `target` went through it too (an aligner applied to
+    target text at test time: A(en) is judged against A(tr), and the identity map still against raw tr).
     """
     p1 = nn_p_at_1(aligned, target)
-    identity_p1 = nn_p_at_1(source, target)
+    identity_p1 = nn_p_at_1(source, target if raw_target is None else raw_target)
     target_var = float(target.var(axis=0).sum())
     ratio = float(aligned.var(axis=0).sum()) / target_var if target_var > 0 else float("inf")
     reasons = []
