@@ -228,3 +228,31 @@ def test_torchrun_ranks_write_disjoint_segments_of_one_s3_store(tiny_model_dir, 
         writers |= {m.writer for m in got.backend.chain(key.group_name)}
     assert len(writers) == 2  # both ranks committed segments of their own
     assert got.verify() == []
+
+
+def test_a_ray_sweep_reads_its_vectors_from_s3(tiny_model_dir, tmp_path, moto_server):
+    """docs/distributed.md's cluster recipe in miniature: the config's store is a URL, the cells run as Ray tasks
+    and read the vectors from it; the records equal a local sweep's on a local store."""
+    pytest.importorskip("ray")
+    from embedstore.study.cells import load_config
+    from embedstore.study.ray_executor import RayExecutor
+    from embedstore.study.run import run_study
+    from embedstore.study.sweep import read_results
+    from test_experiments import write_config
+    from test_ray_sweep import _comparable
+
+    path = write_config(tmp_path, tiny_model_dir, ["english", "langalign"], aligners=("procrustes",))
+    local = load_config(path)
+    assert not run_study(local, workers=1, progress=False).summary.errors
+    url = _url(moto_server)
+    path.write_text(path.read_text().replace('store = "s.zarr"', f'store = "{url}"')
+                    .replace('results = "results.jsonl"', 'results = "on-ray.jsonl"'))
+    remote = load_config(path)
+    assert remote.store == url
+    summary = run_study(remote, executor=RayExecutor(init_options=(("num_cpus", 2),)), progress=False).summary
+    assert not summary.errors and len(summary.ok) == len(read_results(local.results))
+    assert Store.open(url).keys() and all(Store.open(url).rows(k) > 0 for k in Store.open(url).keys())
+    want = {r["cell_id"]: _comparable(r) for r in read_results(local.results)}
+    for record in read_results(remote.results):
+        got = _comparable(record)
+        assert got["metrics"] == want[record["cell_id"]]["metrics"], record["cell"]
