@@ -20,12 +20,22 @@ def export(
                                         "recorded its model as a path (its fingerprint must match)."),
     tolerance: float = typer.Option(TOLERANCE, help="Largest accepted difference between the export's vectors "
                                                     "(and probabilities) and the torch pipeline's."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="An `embedstore evaluate --out` JSON: its figures "
+                                           "go into the model card (README.md)."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Then upload the export to this Hugging "
+                                              "Face model repo (ORG/NAME; created if missing)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="--push-to-hub: the branch to upload to."),
+    token: Optional[str] = typer.Option(None, "--token", help="--push-to-hub: a hub token (default: HF_TOKEN or "
+                                        "the saved login)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
 ) -> None:
     """Export a pipeline; the export is run on probe texts and checked against the torch pipeline first."""
-    from embedstore.export.export import export_pipeline
+    from embedstore.export.export import export_pipeline, push_to_hub as push
 
-    record = export_pipeline(pipeline, out, format=format, model=model, tolerance=tolerance)
+    record = export_pipeline(pipeline, out, format=format, model=model, tolerance=tolerance, metrics=metrics,
+                             progress=True)
+    if push_to_hub:
+        record["pushed"] = push(out, push_to_hub, revision=revision, token=token)
     if as_json:
         return print_json(record)
     check = record["check"]
@@ -33,3 +43,5 @@ def export(
     console.print(f"{format} export{aligner} → {out}: on {check['texts']} probe texts, vectors within "
                   f"{check['max_vector_difference']:.1e} and the same predictions as the torch pipeline",
                   highlight=False, soft_wrap=True)
+    if push_to_hub:
+        console.print(f"pushed to {push_to_hub}: {record['pushed']}", highlight=False, soft_wrap=True)

@@ -5,7 +5,8 @@ Encode once into a content-addressed vector store; train aligners, heads and who
 #: The Python API (`embedstore.api`), imported on first use: `import embedstore` stays cheap for the CLI, which
 #: must not pay for torch and scikit-learn before it knows the command.
 _API = {"Pipeline": "embedstore.pipelines.pipeline", **dict.fromkeys(
-    ("encode", "encode_files", "evaluate", "train_aligner", "train_head", "load_pipeline"), "embedstore.api")}
+    ("encode", "encode_files", "evaluate", "train_aligner", "train_head", "load_pipeline"), "embedstore.api"),
+    **dict.fromkeys(("export_pipeline", "push_to_hub"), "embedstore.export.export")}
 
 
 def _version() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TextIO
+from typing import Callable, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -109,3 +109,19 @@ def progress_bar(unit: str, *, enabled: bool = True) -> Progress:
     """Items of `unit` processed: count, rate, elapsed time, ETA."""
     return make_progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                          RateColumn(unit), TimeElapsedColumn(), TimeRemainingColumn(), enabled=enabled)
+
+
+def step_lines(*, enabled: bool = True) -> Callable[[str], None]:
+    """A function printing one stderr line as each step of a job starts, with the seconds since the first: for
+    jobs made of a few long steps without a countable unit (an export, a graph build), where a bar would sit at
+    0 % for minutes."""
+    import sys
+    import time
+
+    start = time.perf_counter()
+
+    def step(message: str) -> None:
+        if enabled:
+            print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    return step

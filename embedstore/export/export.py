@@ -16,10 +16,15 @@ TOLERANCE = 1e-5
 
 
 def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
-                    model: str | os.PathLike[str] | None = None, tolerance: float = TOLERANCE) -> dict:
+                    model: str | os.PathLike[str] | None = None, tolerance: float = TOLERANCE,
+                    metrics: str | os.PathLike[str] | None = None, progress: bool = False) -> dict:
     """Export the pipeline at `pipeline_dir` to `out` (new or empty); returns the export record (also written as
     `out/embedstore-export.json`): format, the pipeline's manifest, the largest vector and probability
-    differences from the torch pipeline on the probe texts. `model` as in `Pipeline.load`."""
+    differences from the torch pipeline on the probe texts. `model` as in `Pipeline.load`; `metrics`: an
+    `embedstore evaluate --out` JSON for the model card (README.md); `progress`: a line on stderr as each step
+    (loading, writing, checking: each can take minutes on a CPU) starts."""
+    from embedstore.base.progress import step_lines
+    from embedstore.export.card import CARD_FILE, model_card, onnx_metadata
     from embedstore.export.graph import load_parts
     from embedstore.pipelines.pipeline import Pipeline
 
@@ -29,10 +34,14 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"out: {out} exists and is not empty; choose a new or empty directory")
     check_writable(out)
+    evaluation = _read_metrics(metrics) if metrics is not None else None
+    step = step_lines(enabled=progress)
     t0 = time.perf_counter()
+    step("loading the pipeline and its model, computing the reference outputs")
     pipe = Pipeline.load(pipeline_dir, model=model)
     parts, reference = load_parts(pipe)
     with atomic_dir(out) as tmp:
+        step(f"writing the {format} export and checking it against the torch pipeline")
         if format == "onnx":
             from embedstore.export.onnx_graph import write_onnx
 
@@ -47,4 +56,40 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
                             **check},
                   "pipeline_manifest": pipe.manifest, "seconds": round(time.perf_counter() - t0, 3)}
         (tmp / MANIFEST).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(record, Path(pipeline_dir), evaluation), encoding="utf-8")
+        if format == "onnx":
+            from embedstore.export.onnx_graph import GRAPH_FILE
+
+            onnx_metadata(tmp / GRAPH_FILE, record)
+    step("done")
     return {**record, "out": str(out)}
+
+
+def _read_metrics(path: str | os.PathLike[str]) -> dict:
+    """An `embedstore evaluate --out` record, read before any work (a wrong file fails at once)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"metrics: {path}: not a readable JSON record ({' '.join(str(e).split())})") from None
+    if not isinstance(record, dict) or "primary" not in record or record["primary"] not in record:
+        raise ConfigError(f"metrics: {path}: expected the JSON `embedstore evaluate --out` writes (with 'primary')")
+    return record
+
+
+def push_to_hub(out: str | Path, repo: str, *, revision: str | None = None, token: str | None = None,
+                private: bool = False) -> str:
+    """Upload an export directory to the Hugging Face hub as model repo `repo` (created if missing); returns the
+    commit URL. The hub cannot be reached from every machine: its errors come back as one line."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo, branch=revision, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(folder_path=str(out), repo_id=repo, repo_type="model", revision=revision,
+                                   commit_message="embedstore export")
+    except Exception as e:  # noqa: BLE001 - network, auth and hub errors all become one line
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"push to hub {repo!r}: {type(e).__name__}: {reason}; the export is kept in {out}") from None
+    return str(getattr(commit, "commit_url", commit))

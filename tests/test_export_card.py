@@ -1,0 +1,106 @@
+"""Exports ready to ship (issue 29.5): a filled model card beside each export (data, aligner, head, the exact
+prompt, the evaluation with its intervals, the check), the ONNX graph's inputs, outputs and prefix in its own
+metadata, `embedstore.export_pipeline` at the top level, and `--push-to-hub` against a local fake of the hub API."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from embedstore.cli.app import app
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("onnxruntime")
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("card")
+    rows = "".join(f"the {w} number {i}\t{w} {i} (ko)\t{'calc' if w in ('cell', 'formula') else 'writer'}\t{i % 10}\n"
+                   for i, w in enumerate(["cell", "page", "formula", "font"] * 15))
+    data = tmp / "d.tsv"
+    data.write_text("en\tko\tapps\tfold\n" + rows)
+    common = ["--model", tiny_model_dir, "--store", tmp / "s.zarr", "--prefix", "query: "]
+    r = invoke("train-aligner", "--pairs", data, "--target-column", "ko", "--arch", "procrustes", "--reverse",
+               "--where", "fold=0,1,2,3,4,5", "--out", tmp / "al", *common)
+    assert r.exit_code == 0, r.output
+    r = invoke("train-head", "--train", data, "--text-column", "en", "--label-column", "apps", "--aligner",
+               tmp / "al", "--where", "fold=6,7", "--out", tmp / "pipe", *common)
+    assert r.exit_code == 0, r.output
+    r = invoke("evaluate", "--pipeline", tmp / "pipe", "--test", data, "--text-column", "ko", "--label-column",
+               "apps", "--where", "fold=8,9", "--out", tmp / "eval.json", "--model", tiny_model_dir, "--store",
+               tmp / "s.zarr")
+    assert r.exit_code == 0, r.output
+    return tmp, data
+
+
+def test_the_sentence_transformers_export_carries_a_filled_card(pipeline, tiny_model_dir):
+    tmp, data = pipeline
+    r = invoke("export", tmp / "st", "--pipeline", tmp / "pipe", "--format", "sentence-transformers", "--model",
+               tiny_model_dir, "--metrics", tmp / "eval.json")
+    assert r.exit_code == 0, r.output
+    card = (tmp / "st" / "README.md").read_text()
+    evaluation = json.loads((tmp / "eval.json").read_text())
+    primary = evaluation["primary"]
+    assert "'query: '" in card and str(data) in card and "procrustes (reverse" in card
+    assert f"{evaluation[primary]['accuracy']:.4f}" in card and "probe texts" in card
+    assert "encode_document(" not in card and "{{" not in card  # not sentence-transformers' template
+
+
+def test_the_onnx_graph_says_how_to_feed_it(pipeline, tiny_model_dir):
+    import onnx
+
+    tmp, _ = pipeline
+    r = invoke("export", tmp / "onnx", "--pipeline", tmp / "pipe", "--format", "onnx", "--model", tiny_model_dir)
+    assert r.exit_code == 0, r.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp / "onnx" / "model.onnx")).metadata_props}
+    assert meta["embedstore.prefix"] == "query: " and meta["embedstore.inputs"].startswith("input_ids,attention_mask")
+    assert json.loads(meta["embedstore.classes"]) == ["calc", "writer"]
+    assert "input_ids" in (tmp / "onnx" / "README.md").read_text() and "No evaluation was given" in \
+        (tmp / "onnx" / "README.md").read_text()
+
+
+def test_push_to_hub_uploads_the_export_to_the_repo_and_revision(pipeline, tiny_model_dir, monkeypatch):
+    import huggingface_hub
+
+    import embedstore
+
+    calls = []
+
+    class FakeHub:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo, **kw):
+            calls.append(("create_repo", repo))
+
+        def create_branch(self, repo, branch, **kw):
+            calls.append(("create_branch", repo, branch))
+
+        def upload_folder(self, folder_path, repo_id, revision=None, **kw):
+            from pathlib import Path
+
+            calls.append(("upload", repo_id, revision, sorted(p.name for p in Path(folder_path).iterdir())))
+            return type("Commit", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    tmp, _ = pipeline
+    r = invoke("export", tmp / "pushed", "--pipeline", tmp / "pipe", "--format", "sentence-transformers", "--model",
+               tiny_model_dir, "--push-to-hub", "me/langalign-ko", "--revision", "v1", "--token", "t0k")
+    assert r.exit_code == 0, r.output
+    assert calls[0] == ("token", "t0k") and ("create_branch", "me/langalign-ko", "v1") in calls
+    upload = [c for c in calls if c[0] == "upload"][0]
+    assert upload[1:3] == ("me/langalign-ko", "v1") and {"README.md", "modules.json", "head"} <= set(upload[3])
+    assert "https://hub.example/me/langalign-ko/commit/1" in r.output
+    assert embedstore.export_pipeline is __import__("embedstore.export.export", fromlist=["x"]).export_pipeline
+
+
+def test_the_card_s_accuracy_interval_is_wilson_s():
+    from embedstore.export.card import _wilson
+
+    low, high = _wilson(0.5, 100)  # the textbook value: 0.5 over 100 rows -> [0.4038, 0.5962]
+    assert abs(low - 0.4038) < 1e-4 and abs(high - 0.5962) < 1e-4
