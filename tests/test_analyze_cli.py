@@ -10,7 +10,7 @@ from embedstore.cli.analyze_cmds import analyze_app
 from embedstore.estimators.aligners import make_aligner
 from embedstore.analysis.runs import SplitOptions, run_cosine, run_gradients
 from embedstore.encoding.options import EncodeOptions
-from embedstore.study.report import COSINE_FIELDS
+from embedstore.study.report_data import COSINE_FIELDS
 
 runner = CliRunner()
 #: The real test's vectors are kept across sessions, as conftest keeps e5-small: the store is content-addressed

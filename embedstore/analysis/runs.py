@@ -5,7 +5,7 @@ and held-out rows (`analysis.measures.Split`), encodes only the selected rows (`
 store holds is reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
 a JSON-ready dict whose `provenance` says exactly what was measured: options, seed, row counts, the input
 file's sha256, the model fingerprint, the store key and the embedstore version. Cosine results are records with
-"kind": "cosine" and the fields `embedstore.study.report` plots (`report.COSINE_FIELDS`).
+"kind": "cosine" and the fields `embedstore.study.report` plots (`report_data.COSINE_FIELDS`).
 """
 from __future__ import annotations
 
@@ -293,7 +293,7 @@ def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column:
                out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Mean cosines EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines on held-out pairs (paper Table 9).
 
-    The record carries the four `report.COSINE_FIELDS` at top level (plus `shuffled_en_tr`) and, because cosine
+    The record carries the four `report_data.COSINE_FIELDS` at top level (plus `shuffled_en_tr`) and, because cosine
     alone can hide a collapsed map, the held-out retrieval and the collapse flag too.
     """
     check_record_writable(out)  # before anything is encoded

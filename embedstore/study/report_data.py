@@ -1,0 +1,194 @@
+"""A sweep report's numbers: results grouped into tables (language, task → row → task size → mean, CI, seeds),
+the records behind each entry for the verdicts, and cosine records gathered and averaged. No text, no figures:
+`report_markdown` and `report_plots` draw what this module computes, `report.build_report` ties them together.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedstore.base.errors import InputError
+from embedstore.base.stats import mean_ci
+from embedstore.study.cells import ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, format_size, method_label
+from embedstore.study.methods import METHODS, PAIR_METHODS
+from embedstore.study.predictions import PredictionReader
+from embedstore.study.verdicts import Comparison, compare
+
+
+COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a method and the choices that split it (aligner, pair size, recipe, head)."""
+
+    method: str
+    aligner: str | None
+    pair_size: int | None
+    recipe: str
+    head: str
+
+    def sort_key(self) -> tuple[Any, ...]:
+        """Paper order: baselines, then LangAlign and variants; aligners in ALIGNERS order; 'all' pairs last."""
+        return (
+            METHODS.index(self.method) if self.method in METHODS else len(METHODS),
+            self.method,
+            ALIGNERS.index(self.aligner) if self.aligner in ALIGNERS else -1,
+            size_key(self.pair_size),
+            self.recipe,
+            self.head,
+        )
+
+    def label(self, show_recipe: bool, show_head: bool) -> str:
+        """e.g. "langalign fc 5k"; the recipe/head only when a table mixes several."""
+        parts = [method_label(self.method, self.aligner, self.pair_size)]
+        if show_recipe:
+            parts.append(f"recipe={self.recipe}")
+        if show_head:
+            parts.append(f"head={self.head}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, CI half-width (NaN for one seed), sample std (NaN for one seed) and seed count of one entry."""
+
+    mean: float
+    ci95: float
+    std: float
+    n: int
+
+
+Table = dict[Row, dict[int | None, Stat]]
+Arms = dict[Row, dict[int | None, list[dict[str, Any]]]]
+"""The records behind each table entry: what a verdict compares."""
+Verdicts = dict[tuple[Row, int | None], Comparison]
+"""Each row's comparison with English-only under the same head, at each task size."""
+
+
+def group_tables(
+    records: Iterable[dict[str, Any]], metric: str
+) -> tuple[dict[tuple[str, str], Table], dict[tuple[str, str], Arms]]:
+    """Group records by (language, task) → row → task size; summarise each group over seeds (the tables) and
+    keep its records (the verdicts)."""
+    grouped: dict[tuple[str, str], Arms] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for record in records:
+        cell = record["cell"]
+        row = Row(
+            cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", DEFAULT_RECIPE),
+            cell.get("head", DEFAULT_HEAD),
+        )
+        grouped[(cell["language"], cell["task"])][row][cell.get("task_size")].append(record)
+    tables: dict[tuple[str, str], Table] = {}
+    arms: dict[tuple[str, str], Arms] = {}
+    for key in sorted(grouped):
+        rows = grouped[key]
+        order = sorted(rows, key=Row.sort_key)
+        arms[key] = {row: {size: rows[row][size] for size in sorted(rows[row], key=size_key)} for row in order}
+        tables[key] = {row: {size: summarise([float(r["metrics"][metric]) for r in recs])
+                             for size, recs in arms[key][row].items()} for row in order}
+    return tables, arms
+
+
+def against_english(arms: Arms, rows: PredictionReader | None, metric: str) -> Verdicts:
+    """Every row compared with English-only under its own head (never another head's English row), at each
+    task size, through the one verdict rule."""
+    english = {row.head: sizes for row, sizes in arms.items() if row.method == "english"}
+    out: Verdicts = {}
+    for row, sizes in arms.items():
+        base = english.get(row.head, {})
+        for size, records in sizes.items():
+            if row.method != "english" and size in base:
+                out[(row, size)] = compare(records, base[size], rows=rows, metric=metric,
+                                           labels=(method_label(row.method, row.aligner, row.pair_size), "english"))
+    return out
+
+
+def summarise(values: Sequence[float]) -> Stat:
+    mean, half_width, n = mean_ci(values)
+    std = math.nan if n == 1 else math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return Stat(mean, half_width, std, n)
+
+
+def per_head(table: Table) -> list[tuple[str | None, Table]]:
+    """The table split by head family, the default head first (None: one head, no split). One figure per head:
+    with two heads in one panel every method had two bars, and the figure read as a list, not a comparison (the
+    head comparison is the robustness table's job)."""
+    heads = sorted({row.head for row in table}, key=lambda h: (h != DEFAULT_HEAD, h))
+    if len(heads) == 1:
+        return [(None, table)]
+    return [(head, {row: stats for row, stats in table.items() if row.head == head}) for head in heads]
+
+
+def check_cosine(records: list[dict[str, Any]], source: str) -> None:
+    """Every cosine record needs the four numbers; name the record that lacks one."""
+    for index, record in enumerate(records):
+        for name in COSINE_FIELDS:
+            value = record.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(
+                    f"{source}: cosine record {index}: {name!r} is {value!r}; a cosine record needs numbers "
+                    f"{', '.join(COSINE_FIELDS)}"
+                )
+
+
+def read_cosine(path: Path) -> list[dict[str, Any]]:
+    """A separate cosine file: a JSON list of records, one record, or JSONL (one record per line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such cosine file") from None
+    try:
+        if path.suffix == ".jsonl":
+            data: object = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    records = data if isinstance(data, list) else [data]
+    if not all(isinstance(record, dict) for record in records):
+        raise InputError(f"{path}: expected JSON objects with {', '.join(COSINE_FIELDS)}")
+    check_cosine(records, str(path))
+    return records
+
+
+def cosine_from_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LangAlign cells measure cosine on their held-out test translations (metrics.aligner.cosine); the task
+    size does not change the aligner, so only the largest task size of each (aligner, pair size, seed) is kept."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        cell, cos = r["cell"], r.get("metrics", {}).get("aligner", {}).get("cosine")
+        if cell.get("method") != "langalign" or not cos:
+            continue
+        key = (cell["language"], cell["task"], cell["aligner"], size_key(cell["pair_size"]), cell["seed"])
+        if key not in out or size_key(cell["task_size"]) > size_key(out[key]["cell"]["task_size"]):
+            out[key] = {"kind": "cosine", "cell": cell, **{name: cos[name] for name in COSINE_FIELDS}}
+    return list(out.values())
+
+
+def cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
+    """Average cosine records over seeds, grouped by language, aligner and pair size where recorded."""
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        where = record.get("cell", record)
+        key = (where.get("language") or "", where.get("aligner") or "", size_key(where.get("pair_size")))
+        grouped[key].append(record)
+    result: dict[str, dict[str, Stat]] = {}
+    for key in sorted(grouped):
+        where = grouped[key][0].get("cell", grouped[key][0])
+        parts = [p for p in (where.get("language"), where.get("aligner")) if p]
+        if where.get("aligner") and where.get("method", "langalign") in PAIR_METHODS:
+            parts.append(format_size(where.get("pair_size")))
+        label = " ".join(parts) or "all records"
+        result[label] = {name: summarise([float(r[name]) for r in grouped[key]]) for name in COSINE_FIELDS}
+    return result
+
+
+def size_key(size: int | None) -> tuple[int, int]:
+    """Sort sizes ascending with None ('all') last."""
+    return (1, 0) if size is None else (0, size)
