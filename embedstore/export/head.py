@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from embedstore.base.errors import ConfigError
-from embedstore.export.layers import DenseStep
+from embedstore.export.layers import NUMPY_ACTIVATIONS, DenseStep
 
 HEAD_FORMAT = "embedstore.exported_head"
 WEIGHTS, CONFIG = "head.safetensors", "head.json"
@@ -68,5 +68,36 @@ def load_exported_head(directory: str | Path) -> ExportedHead:
     if not isinstance(activations, list) or set(arrays) != {f"{i}.{p}" for i in range(len(activations))
                                                           for p in ("weight", "bias")}:
         raise ConfigError(f"{directory}: {WEIGHTS} does not hold one weight and bias per listed layer")
-    steps = [DenseStep(arrays[f"{i}.weight"], arrays[f"{i}.bias"], str(a)) for i, a in enumerate(activations)]
-    return ExportedHead(steps, list(config["classes"]))
+    classes = checked_classes(config.get("classes"), directory / CONFIG)
+    steps = [DenseStep(arrays[f"{i}.weight"], arrays[f"{i}.bias"], a) for i, a in enumerate(activations)]
+    _check_steps(steps, len(classes), directory)
+    return ExportedHead(steps, classes)
+
+
+def checked_classes(classes: object, where: Path) -> list[Any]:
+    """The class names of an exported config: a non-empty list of distinct strings or integers."""
+    if not isinstance(classes, list) or not classes or any(
+            not isinstance(c, (str, int)) or isinstance(c, bool) for c in classes) or \
+            len({str(c) for c in classes}) != len(classes):
+        raise ConfigError(f"{where}: classes: {str(classes)[:80]}; expected a non-empty list of distinct names")
+    return classes
+
+
+def _check_steps(steps: list[DenseStep], n_classes: int, directory: Path) -> None:
+    """Layers that chain (each one's input width the previous one's output), end in one output per class, hold
+    finite numbers (a NaN weight made every prediction class 0) and use activations the numpy head applies."""
+    width = None
+    for i, step in enumerate(steps):
+        where = f"{directory / WEIGHTS}: layer {i}"
+        if step.activation not in NUMPY_ACTIVATIONS:
+            raise ConfigError(f"{directory / CONFIG}: activations[{i}]: {str(step.activation)[:40]!r}; expected one "
+                              f"of {', '.join(NUMPY_ACTIVATIONS)}")
+        if step.weight.ndim != 2 or step.bias.shape != (step.weight.shape[0],) or \
+                (width is not None and step.weight.shape[1] != width):
+            raise ConfigError(f"{where}: weight {list(step.weight.shape)} and bias {list(step.bias.shape)} do not "
+                              f"chain; expected (out, {width if width is not None else 'in'}) and (out,)")
+        if not (np.isfinite(step.weight).all() and np.isfinite(step.bias).all()):
+            raise ConfigError(f"{where}: holds NaN or infinite values; expected finite weights")
+        width = step.weight.shape[0]
+    if width != n_classes:
+        raise ConfigError(f"{directory / WEIGHTS}: the last layer gives {width} outputs for {n_classes} classes")

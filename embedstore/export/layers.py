@@ -18,6 +18,8 @@ from embedstore.base.errors import ConfigError
 
 #: Activations sentence-transformers' Dense loads by their torch class path (no custom code).
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid)
+#: The activations `DenseStep.apply` computes (an exported head's numpy loader accepts these only).
+NUMPY_ACTIVATIONS = ("Identity", "ReLU", "Tanh", "Sigmoid")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import normalize_text
+from embedstore.export.head import checked_classes
 
 GRAPH_FILE, CONFIG_FILE = "model.onnx", "embedstore-onnx.json"
 ONNX_FORMAT = "embedstore.onnx_pipeline"
@@ -82,12 +83,28 @@ class OnnxPipeline:
                 from None
         if not isinstance(config, dict) or config.get("format") != ONNX_FORMAT:
             raise ConfigError(f"{directory / CONFIG_FILE}: format is not {ONNX_FORMAT!r}")
+        where = directory / CONFIG_FILE
+        prefix, max_length = config.get("prefix"), config.get("max_length")
+        if not isinstance(prefix, str):
+            raise ConfigError(f"{where}: prefix: {str(prefix)[:40]}; expected a string")
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+            raise ConfigError(f"{where}: max_length: {str(max_length)[:40]}; expected an integer >= 2")
+        classes = checked_classes(config.get("classes"), where)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(directory / GRAPH_FILE), options, providers=["CPUExecutionProvider"])
-        return cls(session, AutoTokenizer.from_pretrained(directory), str(config["prefix"]),
-                   int(config["max_length"]), list(config["classes"]))
+        try:
+            session = ort.InferenceSession(str(directory / GRAPH_FILE), options, providers=["CPUExecutionProvider"])
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's and transformers' many ways to refuse a file
+            raise ConfigError(f"{directory}: not a loadable ONNX export ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:160]})") from None
+        outputs = {o.name: o.shape for o in session.get_outputs()}
+        width = (outputs.get(OUTPUTS[1]) or [None])[-1]  # a symbolic width is checked by the first prediction
+        if any(name not in outputs for name in OUTPUTS) or (isinstance(width, int) and width != len(classes)):
+            raise ConfigError(f"{directory / GRAPH_FILE}: outputs {outputs}; expected {', '.join(OUTPUTS)} with "
+                              f"{len(classes)} probabilities (one per class of {where.name})")
+        return cls(session, tokenizer, prefix, max_length, classes)
 
     def run(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, probabilities) in input order; batches formed over texts sorted by length."""

@@ -55,6 +55,16 @@ class _Arrays(nn.Module):
         return x
 
 
+def _check_learned_name(model: Any, attr: object, estimator: str) -> None:
+    """Only what `fit` saved is restored: a learned attribute's name (`coef_`: an identifier ending in `_`, not
+    private) that the estimator's class does not define (a method, a property). The names come from a JSON file,
+    and `setattr` with any name would let that file replace the estimator's behaviour."""
+    if not (isinstance(attr, str) and attr.isidentifier() and attr.endswith("_") and not attr.startswith("_")
+            and attr != "classes_" and not hasattr(type(model), attr)):
+        raise InputError(f"sklearn head {estimator}: saved attribute {str(attr)[:60]!r} is not a learned attribute "
+                         f"of {type(model).__name__}; the head's files were altered")
+
+
 class SklearnHead(Head):
     """A scikit-learn classifier (`estimator`, built with `params`) behind the head's normalisation.
 
@@ -138,6 +148,8 @@ class SklearnHead(Head):
             if unsaveable:
                 raise InputError(f"sklearn head {self.estimator}: learned attribute {unsaveable[0]!r} was not saved")
             model = self._build()
+            for attr in [*self.array_shapes_, *self.json_attrs_]:
+                _check_learned_name(model, attr, self.estimator)
             holder = self.module_[-1] if isinstance(self.module_, nn.Sequential) else self.module_
             for attr in self.array_shapes_:
                 setattr(model, attr, getattr(holder, attr).cpu().numpy().astype(np.float64))
