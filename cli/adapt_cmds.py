@@ -4,11 +4,13 @@ Resumes like `tune`: rerun the same command after an interruption and it continu
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from embedstore.base.schema import options_of
 from embedstore.text_training.adapt import METHODS
 
 from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
@@ -18,8 +20,21 @@ recipe_options = inject_options(training_parameters(recipe_defaults=True),
                                 lambda values: {k: v for k, v in values.items() if v is not None}, "overrides")
 
 
+def _method_parameters() -> list[inspect.Parameter]:
+    """The typer declarations of `AdaptRecipe`'s fields (names, types, defaults, help from the dataclass)."""
+    from embedstore.text_training.adapt import AdaptRecipe
+
+    return [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=o.type,
+                              default=typer.Option(o.default, o.flag, help=o.help))
+            for o in options_of(AdaptRecipe, exclude=("method",))]
+
+
+method_options = inject_options(_method_parameters(), lambda values: values, "method_fields")
+
+
 @user_errors
 @recipe_options
+@method_options
 def adapt(
     method: str = typer.Argument(..., help=f"{', '.join(METHODS)}: LoRA task adaptation on labelled English rows, "
                                  "unsupervised SimCSE on texts, or contrastive alignment on translation pairs."),
@@ -32,16 +47,10 @@ def adapt(
     target_column: Optional[str] = typer.Option(None, help="align: column of the translations (e.g. ko)."),
     where: list[str] = WHERE,
     model: Optional[str] = model_flag(),
-    lora_r: int = typer.Option(8, help="lora: adapter rank."),
-    lora_alpha: float = typer.Option(8, help="lora: adapter scale numerator (scale = alpha / r)."),
-    lora_dropout: float = typer.Option(0.1, help="lora: dropout on the adapters' input."),
-    lora_target: list[str] = typer.Option(["query", "key"], help="lora: module names to adapt; repeat for several."),
-    temperature: float = typer.Option(0.05, help="simcse, align: InfoNCE temperature (similarities x 1/t)."),
-    identity_weight: float = typer.Option(0.0, help="align: weight of the term keeping target-language vectors "
-                                          "near the base model's."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
     *,
     overrides: dict[str, Any],
+    method_fields: dict[str, Any],
 ) -> None:
     """Adapt the encoder; `encode --model OUT` then stores its vectors under their own key.
 
@@ -54,8 +63,7 @@ def adapt(
     from embedstore.data.tasks import parse_where
     from embedstore.text_training.pairs import ContrastFile
 
-    recipe = AdaptRecipe(method, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                         lora_targets=tuple(lora_target), temperature=temperature, identity_weight=identity_weight)
+    recipe = AdaptRecipe(method, **method_fields)
     source = (TaskFile(data, text_column, label_column, where=parse_where(where)) if method == "lora"
               else ContrastFile(data, text_column, target_column, parse_where(where)))
     result = run_adapt(recipe, source, out, model=model_option(model), options=method_options(method, **overrides),

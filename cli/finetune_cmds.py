@@ -24,8 +24,7 @@ def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter
     def parameter(option: Option) -> inspect.Parameter:
         default = None if recipe_defaults else option.default
         annotation = Optional[option.type] if recipe_defaults else option.type
-        declared = typer.Option(default, f"--{option.name.replace('_', '-')}", help=option.help,
-                                rich_help_panel=_TRAINING_PANEL)
+        declared = typer.Option(default, option.flag, help=option.help, rich_help_panel=_TRAINING_PANEL)
         return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                  default=declared)
 

@@ -38,3 +38,16 @@ def test_an_unknown_key_names_where_the_nearest_name_and_every_allowed_one():
     check_keys("e2e.", {"epochs": 1}, E2E_KEYS)  # known keys pass
     with pytest.raises(ConfigError, match=r"encoding option poolling: unknown key \(did you mean 'pooling'\?\)"):
         encoding_options(poolling="cls")
+
+
+def test_adapt_takes_every_recipe_field_with_the_recipes_default_and_help():
+    from embedstore.text_training.adapt import AdaptRecipe
+
+    text = CliRunner().invoke(app, ["adapt", "--help"], terminal_width=200).output
+    recipe = options_of(AdaptRecipe, exclude=("method",))
+    assert [o.flag for o in recipe] == ["--lora-r", "--lora-alpha", "--lora-dropout", "--lora-target", "--temperature",
+                                        "--identity-weight"]
+    assert all(o.flag in text and o.help for o in recipe)
+    targets = next(o for o in recipe if o.name == "lora_targets")
+    assert targets.default == ["query", "key"] and AdaptRecipe("lora", lora_targets=targets.default).lora_targets == (
+        "query", "key")

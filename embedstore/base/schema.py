@@ -23,13 +23,14 @@ from embedstore.base.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One option as every surface shows it: its name, the scalar type a flag or a TOML value takes, its default
-    and its help."""
+    """One option as every surface shows it: its name, the type a flag or a TOML value takes (a tuple field: a
+    list of its items), its default, its help, and its flag (`metadata["flag"]`, else `--name-with-dashes`)."""
 
     name: str
-    type: type
+    type: Any
     default: Any
     help: str
+    flag: str
 
 
 def options_of(cls: type, exclude: Iterable[str] = ()) -> tuple[Option, ...]:
@@ -45,7 +46,10 @@ def options_of(cls: type, exclude: Iterable[str] = ()) -> tuple[Option, ...]:
         if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         default = f.default if f.default is not dataclasses.MISSING else None
-        out.append(Option(f.name, kind, default, f.metadata.get("help", "")))
+        if typing.get_origin(kind) is tuple:  # tuple[str, ...]: a repeatable flag, a TOML list
+            kind, default = list[typing.get_args(kind)[0]], list(default or ())
+        out.append(Option(f.name, kind, default, f.metadata.get("help", ""),
+                          f.metadata.get("flag", f"--{f.name.replace('_', '-')}")))
     return tuple(out)
 
 

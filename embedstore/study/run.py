@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedstore import __version__
+from embedstore.base.provenance import VERSION
 from embedstore.base.atomic import write_json
 
 from embedstore.base.errors import ConfigError
@@ -88,7 +89,7 @@ def current_report(results: Path, report_dir: Path) -> ReportFiles:
     predictions (what a verdict reads) only with a new record naming them, so any new cell builds it again."""
     digest = hashlib.sha256(results.read_bytes()).hexdigest()
     stamp = report_dir / REPORT_STAMP
-    expected = {"results_sha256": digest, "embedstore": __version__}
+    expected = {"results_sha256": digest, VERSION: __version__}
     if stamp.is_file():
         kept = json.loads(stamp.read_text(encoding="utf-8"))
         files = [report_dir / name for name in kept.get("files", [])]

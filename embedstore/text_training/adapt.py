@@ -64,12 +64,15 @@ class AdaptRecipe:
     identity term's weight. Only the fields of the chosen method enter its identity and provenance."""
 
     method: str
-    lora_r: int = 8
-    lora_alpha: float = 8
-    lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = field(default=("query", "key"))
-    temperature: float = TEMPERATURE
-    identity_weight: float = 0.0
+    lora_r: int = field(default=8, metadata={"help": "lora: adapter rank."})
+    lora_alpha: float = field(default=8, metadata={"help": "lora: adapter scale numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "lora: dropout on the adapters' input."})
+    lora_targets: tuple[str, ...] = field(default=("query", "key"), metadata={
+        "help": "lora: module names to adapt; repeat for several.", "flag": "--lora-target"})
+    temperature: float = field(default=TEMPERATURE, metadata={
+        "help": "simcse, align: InfoNCE temperature (similarities x 1/t)."})
+    identity_weight: float = field(default=0.0, metadata={
+        "help": "align: weight of the term keeping target-language vectors near the base model's."})
 
     def __post_init__(self) -> None:
         check_method(self.method)
