@@ -62,7 +62,7 @@ LOADERS = {"aligner": load_aligner, "head": load_head}
     ("aligner", lambda c: {**c, "state": {"W_": 0}}, r"state: unknown key 'W_'"),
     ("aligner", lambda c: {**c, "params": {**c["params"], "reverse": "no"}}, r"params.reverse: 'no'; expected bool"),
     ("head", lambda c: {**c, "params": {**c["params"], "recipe": {"__recipe__": {"lr": -1}}}}, r"params:"),
-    ("head", lambda c: {**c, "extra": 1}, r"unknown field 'extra'"),
+    ("head", lambda c: {**c, "extra": 1}, r"extra: unknown key; allowed: format, "),
     ("head", lambda c: {**c, "format_version": True}, r"format_version True"),
 ])
 def test_a_config_that_does_not_fit_is_refused(saved, tmp_path, name, edit, message):

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from embedstore.base.errors import ConfigError
+from embedstore.base.errors import ConfigError, EmbedstoreError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +63,12 @@ def did_you_mean(value: str, allowed: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
+def check_keys(where: str, table: Mapping[str, Any], allowed: Iterable[str], *,
+               error: type[EmbedstoreError] = ConfigError) -> None:
     """Unknown keys are errors, never ignored (a misspelt key would leave its default silently in force):
     `{where}{key}: unknown key (did you mean ...?); allowed: ...`. `where` ends with its own separator
-    ("e2e.", "pipeline.json: ")."""
+    ("e2e.", "pipeline.json: "); `error`: `InputError` for files the package wrote and reads back."""
     allowed = tuple(allowed)
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{where}{key}: unknown key{did_you_mean(str(key), allowed)}; allowed: "
-                              f"{', '.join(allowed)}")
+            raise error(f"{where}{key}: unknown key{did_you_mean(str(key), allowed)}; allowed: {', '.join(allowed)}")

@@ -29,6 +29,7 @@ from torch import nn
 
 from embedstore.base.atomic import atomic_path
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError
+from embedstore.base.schema import check_keys
 from embedstore.estimators.training import Recipe
 
 WEIGHTS_FILE = "model.safetensors"
@@ -205,9 +206,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in _CONFIG_FIELDS if key not in config]
     if missing:
         raise InputError(f"{where} lacks {', '.join(missing)}")
-    unknown = sorted(set(config) - set(_CONFIG_FIELDS))
-    if unknown:
-        raise InputError(f"{where}: unknown field {unknown[0]!r}; expected only {', '.join(_CONFIG_FIELDS)}")
+    check_keys(f"{where}: ", config, _CONFIG_FIELDS, error=InputError)
     version = config["format_version"]
     if type(version) is not int or version != FORMAT_VERSION:
         raise InputError(f"{where} has format_version {version!r}; this embedstore reads {FORMAT_VERSION}")
