@@ -91,6 +91,7 @@ def test_meanshift_reverse_shifts_back():
     np.testing.assert_allclose(aligner.transform(x + 3.0), x, atol=1e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("cls", [FCAligner, AEAligner, ALIGNERS["resmlp"]])
 def test_trained_aligners_recover_a_rotation_under_the_default_recipe(cls):
     # measured: validation MSE 2.3% (FC) / 2.7% (AE) of the identity map's, P@1 0.99 where identity's is ~0
@@ -121,6 +122,7 @@ def test_standardization_is_learned_from_training_rows_and_undone_on_output():
     assert not raw.shift_.any() and raw.scale_.tolist() == [1.0]
 
 
+@pytest.mark.heavy
 def test_torch_reverse_maps_target_back_to_source():
     x, y, _ = rotated_pairs(3000, shift=3.0)
     aligner = AEAligner(reverse=True).fit(x, y)

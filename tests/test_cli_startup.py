@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 RERUN = """
 import sys
 from typer.testing import CliRunner
@@ -15,6 +17,7 @@ print("torch" in sys.modules, "sklearn" in sys.modules)
 """
 
 
+@pytest.mark.heavy
 def test_a_finished_encode_reruns_without_importing_torch_or_sklearn(tiny_model_dir, tmp_path):
     texts = tmp_path / "t.txt"
     texts.write_text("first sentence\nsecond sentence\n")

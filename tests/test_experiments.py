@@ -168,6 +168,7 @@ def test_sweep_and_report_cli(tiny_model_dir, tmp_path):
     assert any(p.suffix == ".png" for p in (tmp_path / "rep").iterdir())
 
 
+@pytest.mark.heavy
 def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, tiny_model_dir, ["langalign", "langalign-e2e"], aligners=("procrustes",))
     cfg.write_text(cfg.read_text() + "[e2e]\nepochs = 1\nbatch_size = 8\nmax_length = 32\n")

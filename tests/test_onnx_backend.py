@@ -35,6 +35,7 @@ def test_export_is_checked_against_pytorch_and_cached(tiny_model_dir):
     assert ensure_graph(spec, (2, 1)).path == graph.path and graph.path.stat().st_mtime_ns == mtime  # reused
 
 
+@pytest.mark.heavy
 def test_a_graph_that_deviates_beyond_fp32_noise_is_refused(tiny_model_dir, tmp_path):
     """The check itself, fed a graph that adds 1e-3 to every hidden state: refused, nothing written."""
     script = f"""
@@ -62,6 +63,7 @@ def test_onnx_vectors_equal_torch_vectors_within_1e_5_and_share_their_key(tiny_m
     assert provenance["backend"] == "onnx" and provenance["onnx"]["max_abs_diff"] <= 1e-5
 
 
+@pytest.mark.heavy
 def test_int8_vectors_get_their_own_key_and_never_mix_with_fp32(tiny_model_dir, tmp_path):
     spec = resolve_model(tiny_model_dir)
     fp32 = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
@@ -119,6 +121,7 @@ def test_token_budget_batches_give_the_vectors_of_one_text_at_a_time(tiny_model_
     np.testing.assert_allclose(budget, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.heavy
 def test_cli_encode_takes_backend_and_quantize(tiny_model_dir, tmp_path):
     data = tmp_path / "t.txt"
     data.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")

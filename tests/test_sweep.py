@@ -303,6 +303,7 @@ def test_lambda_runner_with_workers_is_refused_early(tmp_path: Path) -> None:
         run_sweep(config, fake_runner, same_context, workers=0, progress=False)
 
 
+@pytest.mark.heavy
 def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
     serial_dir, parallel_dir = tmp_path / "serial", tmp_path / "parallel"
     serial_dir.mkdir()
@@ -321,6 +322,7 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
     assert {r["provenance"]["omp_threads"] for r in parallel_records} == {share}
 
 
+@pytest.mark.heavy
 def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     summary = run_sweep(config, crashing_runner, same_context, workers=2, progress=False)
