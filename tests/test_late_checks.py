@@ -11,7 +11,7 @@ from embedstore.base.errors import ConfigError
 from embedstore.study.run import run_study
 
 from test_frontier_cli import invoke, pair_file
-from test_steps_cli import read_only_dir  # noqa: F401 - a fixture
+from test_steps_cli import read_only_dir, saved_pipeline  # noqa: F401 - fixtures
 from test_sweep import make_config
 
 
@@ -90,3 +90,20 @@ def test_mine_names_its_columns_after_the_columns_it_read(tiny_model_dir, tmp_pa
     r = invoke("mine", txt, txt, "--source-column", "text", "--target-column", "text", "--out", tmp_path / "m.tsv",
                "--model", tiny_model_dir, "--store", tmp_path / "s.zarr")
     assert r.exit_code == 1 and "--names SOURCE,TARGET" in r.stderr
+
+
+def test_evaluate_against_labels_the_head_never_saw_says_so(saved_pipeline, tiny_model_dir, tmp_path):
+    """Issue 28 item 10: it reported accuracy 0 without a word."""
+    import json
+    rows = [(f"the cell number {i}", f"셀 번호 {i}", "calc" if i % 2 else "unknown") for i in range(12)]
+    data = tmp_path / "test.tsv"
+    data.write_text("en\tko\tapps\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    common = ["--pipeline", saved_pipeline, "--test", data, "--text-column", "ko", "--label-column", "apps",
+              "--model", tiny_model_dir, "--store", tmp_path / "s.zarr"]
+    with pytest.warns(UserWarning, match=r"6 test rows carry labels the head never saw \(unknown\)"):
+        r = invoke("evaluate", *common, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["labels_the_head_never_saw"] == {"unknown": 6}
+    data.write_text("en\tko\tapps\n" + "".join(f"{a}\t{b}\tother\n" for a, b, _ in rows), encoding="utf-8")
+    r = invoke("evaluate", *common)
+    assert r.exit_code == 1 and "none of the test labels (other) is a class the head was trained on" in r.stderr

@@ -7,6 +7,7 @@ directory and renamed into place only when complete.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,10 +158,19 @@ def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = Non
     rows = load_rows(test, single_label=single_label)
     if not rows.labels:
         raise ConfigError(f"{test.file}: label_column is required to evaluate")
+    known = {str(c) for c in pipe.head.classes_}
+    unseen = sorted(set(rows.labels) - known)
+    if len(unseen) == len(set(rows.labels)):
+        raise ConfigError(f"{test.file}: none of the test labels ({', '.join(unseen[:5])}) is a class the head "
+                          f"was trained on ({', '.join(sorted(known)[:5])}); expected the same label column")
+    if unseen:
+        warnings.warn(f"{test.file}: {sum(label in unseen for label in rows.labels):,} test rows carry labels the "
+                      f"head never saw ({', '.join(unseen[:5])}); they count as errors", stacklevel=2)
     x = pipe.vectors(rows.texts, progress=progress)
-    labels = sorted(set(rows.labels) | {str(c) for c in pipe.head.classes_})
+    labels = sorted(set(rows.labels) | known)
     result = {"kind": "evaluation", "pipeline": str(pipeline_dir), "test": test.identity(single_label=single_label),
               "n": len(rows.texts), **stamp(), "pipeline_manifest": pipe.manifest, "aligner_at_test": pipe.aligner_at_test,
+              "labels_the_head_never_saw": {label: rows.labels.count(label) for label in unseen},
               "without_aligner": classification_metrics(rows.labels, pipe.head.predict(x), labels)}
     if pipe.aligner is not None:
         result["with_aligner"] = classification_metrics(rows.labels, pipe.head.predict(pipe.aligner.transform(x)), labels)
