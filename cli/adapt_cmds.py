@@ -29,12 +29,12 @@ def _method_parameters() -> list[inspect.Parameter]:
             for o in options_of(AdaptRecipe, exclude=("method",))]
 
 
-method_options = inject_options(_method_parameters(), lambda values: values, "method_fields")
+recipe_fields = inject_options(_method_parameters(), lambda values: values, "method_fields")
 
 
 @user_errors
 @recipe_options
-@method_options
+@recipe_fields
 def adapt(
     method: str = typer.Argument(..., help=f"{', '.join(METHODS)}: LoRA task adaptation on labelled English rows, "
                                  "unsupervised SimCSE on texts, or contrastive alignment on translation pairs."),

@@ -52,7 +52,7 @@ def load_parts(pipe) -> tuple[Parts, "Reference"]:
 
     hf_logging.disable_progress_bar()  # its stderr bars would garble --json output
 
-    spec = plain_encoder(pipe.encode_options.resolve(), "export")
+    spec = plain_encoder(pipe.spec, "export")
     key = pipe.key
     try:
         model = AutoModel.from_pretrained(spec.path, dtype=torch.float32, attn_implementation="eager").eval()

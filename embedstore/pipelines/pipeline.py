@@ -26,6 +26,7 @@ from embedstore.base.schema import check_keys
 from embedstore.base.settings import is_model_path, project_settings
 from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
+from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions, default_store
 from embedstore.estimators.aligners import Aligner, load_aligner
 from embedstore.estimators.artifacts import read_arrays
@@ -143,6 +144,7 @@ class Pipeline:
     aligner: Aligner | None
     head: Head
     manifest: dict
+    spec: ModelSpec  # the model as loading resolved it: predictions and exports do not resolve it again
 
     @classmethod
     def load(cls, directory: str | Path, *, store: str | Path | None = None,
@@ -155,7 +157,8 @@ class Pipeline:
         manifest = _read_manifest(directory)
         options = _encoding(manifest, path, model)
         try:
-            key = options.key()
+            spec = options.resolve()
+            key = options.key(spec)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         check_fitted_key(directory / HEAD_DIR, key, "head")
@@ -163,10 +166,11 @@ class Pipeline:
         if manifest["aligner"]:
             check_fitted_key(directory / ALIGNER_DIR, key, "aligner")
             aligner = load_aligner(directory / ALIGNER_DIR)
-        return cls(options, key, str(store or default_store()), aligner, load_head(directory / HEAD_DIR), manifest)
+        return cls(options, key, str(store or default_store()), aligner, load_head(directory / HEAD_DIR), manifest,
+                   spec)
 
     def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        return embed(texts, store=self.store, options=self.encode_options, progress=progress)
+        return embed(texts, store=self.store, options=self.encode_options, progress=progress, spec=self.spec)
 
     @property
     def aligner_at_test(self) -> bool:
