@@ -48,7 +48,7 @@ def test_environment_beats_the_file_and_arguments_beat_both(tmp_path, clean_env)
 
 
 @pytest.mark.parametrize("content, message", [
-    ('stor = "x"\n', r"embedstore.toml: stor: unknown key; expected store, model and an \[encoding\] table"),
+    ('stor = "x"\n', r"embedstore.toml: stor: unknown key \(did you mean 'store'\?\); allowed: store, model, encoding"),
     ('[encoding]\nlayers = 3\n', r"embedstore.toml: encoding.layers: unknown key"),
     ('[encoding]\nmax_length = "long"\n', r"embedstore.toml: encoding.max_length: 'long'; expected a whole number"),
     ('store = \n', r"embedstore.toml: not readable TOML"),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.schema import check_keys
 
 CONFIG_NAME = "embedstore.toml"
 TOP_KEYS = ("store", "model")
@@ -89,12 +90,8 @@ def _from_file(path: Path) -> dict[str, Setting]:
     encoding = data.pop("encoding", {})
     if not isinstance(encoding, dict):
         raise ConfigError(f"{path}: encoding: expected a table of {', '.join(ENCODING_KEYS)}")
-    for key in data:
-        if key not in TOP_KEYS:
-            raise ConfigError(f"{path}: {key}: unknown key; expected {', '.join(TOP_KEYS)} and an [encoding] table")
-    for key in encoding:
-        if key not in ENCODING_KEYS:
-            raise ConfigError(f"{path}: encoding.{key}: unknown key; expected {', '.join(ENCODING_KEYS)}")
+    check_keys(f"{path}: ", data, (*TOP_KEYS, "encoding"))
+    check_keys(f"{path}: encoding.", encoding, ENCODING_KEYS)
     for key, value in data.items():
         out[key] = Setting(_relative(_checked(key, value, f"{path}: {key}"), path.parent, key), source)
     for key, value in encoding.items():
