@@ -160,7 +160,9 @@ def evaluate(
     others = [n for n in ("with_aligner", "without_aligner") if n in result and n != primary]
     for name in [primary, *others]:
         m, how = result[name], name.replace("_", " ")
-        title = (f"result ({how}: the method, what predict uses)" if name == primary else
+        if name == primary:
+            console.print(f"{result['method']}: {result['method_description']}", highlight=False, soft_wrap=True)
+        title = (f"result: {result['method']} (what predict does)" if name == primary else
                  f"diagnostic only ({how}: not how this pipeline predicts)")
         console.print(_metrics_table(title, m))
         if name == primary:

@@ -46,6 +46,7 @@ def test_the_sentence_transformers_export_carries_a_filled_card(pipeline, tiny_m
     card = (tmp / "st" / "README.md").read_text()
     evaluation = json.loads((tmp / "eval.json").read_text())
     primary = evaluation["primary"]
+    assert evaluation["method"] == "reverse" and primary == "with_aligner"
     assert "'query: '" in card and str(data) in card and "procrustes (reverse" in card
     assert f"{evaluation[primary]['accuracy']:.4f}" in card and "probe texts" in card
     assert "encode_document(" not in card and "{{" not in card  # not sentence-transformers' template

@@ -318,8 +318,9 @@ def test_head_options_single_label_and_the_method_result_first(tiny_model_dir, t
     r = invoke("evaluate", "--pipeline", tmp_path / "pipe", "--test", data, "--text-column", "ko",
                "--label-column", "apps", "--single-label", *common)
     assert r.exit_code == 0, r.output
-    first, diagnostic = r.output.index("result (without aligner"), r.output.index("diagnostic only (with aligner")
+    first, diagnostic = r.output.index("result: langalign"), r.output.index("diagnostic only (with aligner")
     assert first < diagnostic
     r = invoke("evaluate", "--pipeline", tmp_path / "pipe", "--test", data, "--text-column", "ko",
                "--label-column", "apps", "--single-label", "--json", *common)
     assert json.loads(r.stdout)["n"] == 119 and json.loads(r.stdout)["primary"] == "without_aligner"
+    assert json.loads(r.stdout)["method"] == "langalign"  # the main result named for what it is

@@ -148,6 +148,18 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
     return {**manifest, "store_key": key.to_dict(), "out": str(out), "head": fitted.fit_report}
 
 
+def _method(pipe: Pipeline) -> tuple[str, str]:
+    """What the pipeline's own result is, by name: a LangAlign pipeline's main figure is the head trained on
+    aligned English applied to native text as it is, which `primary` alone labels "without_aligner"."""
+    if pipe.aligner is None:
+        return "english-only", "the head trained on English vectors, applied to target-language vectors"
+    if getattr(pipe.aligner, "reverse", False):
+        return "reverse", "target-language vectors mapped into English space by the reverse aligner, then the head"
+    if pipe.aligner_at_test:
+        return "langalign", "the head trained on aligned English; target-language vectors through the aligner too"
+    return "langalign", "the head trained on aligned English vectors, applied to target-language vectors as they are"
+
+
 def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = None, model: str | Path | None = None,
              progress: bool = True, single_label: bool = False) -> dict:
     """Metrics on labelled target-language rows, with the aligner in front of the head and without it;
@@ -175,6 +187,7 @@ def evaluate(pipeline_dir: Path, test: Source, *, store: str | Path | None = Non
     if pipe.aligner is not None:
         result["with_aligner"] = classification_metrics(rows.labels, pipe.head.predict(pipe.aligner.transform(x)), labels)
     result["primary"] = "with_aligner" if pipe.aligner_at_test else "without_aligner"
+    result["method"], result["method_description"] = _method(pipe)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
