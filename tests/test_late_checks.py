@@ -107,3 +107,15 @@ def test_evaluate_against_labels_the_head_never_saw_says_so(saved_pipeline, tiny
     data.write_text("en\tko\tapps\n" + "".join(f"{a}\t{b}\tother\n" for a, b, _ in rows), encoding="utf-8")
     r = invoke("evaluate", *common)
     assert r.exit_code == 1 and "none of the test labels (other) is a class the head was trained on" in r.stderr
+
+
+def test_a_max_length_beyond_the_models_positions_is_refused_before_encoding(tiny_model_dir, tmp_path):
+    """Issue 28 item 10: it was accepted until the forward pass (the tiny XLM-R allows 512 tokens)."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\ntwo\n")
+    store = tmp_path / "s.zarr"
+    r = invoke("encode", texts, "--model", tiny_model_dir, "--store", store, "--max-length", 600)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert "max_length: 600 tokens" in r.stderr and "expected at most 512" in r.stderr and not store.exists()
+    r = invoke("encode", texts, "--model", tiny_model_dir, "--store", store, "--max-length", 512)
+    assert r.exit_code == 0, r.output

@@ -65,6 +65,7 @@ class ModelSpec:
     hidden_size: int
     model_type: str
     folder: FolderSettings = FolderSettings()  # what the folder's own files say (pooling, prompt, Dense, ...)
+    max_positions: int | None = None  # tokens per text the position embeddings allow (None: the config says not)
 
     @property
     def pooling(self) -> str:
@@ -310,7 +311,19 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> ModelSpec:
         hidden_size=_config_int(cfg, cfg_path, "hidden_size", "dim", "d_model", "n_embd"),
         model_type=str(cfg.get("model_type", "")),
         folder=folder,
+        max_positions=_max_positions(cfg),
     )
+
+
+def _max_positions(cfg: dict[str, Any]) -> int | None:
+    """`max_position_embeddings`, less the positions RoBERTa-style models keep for padding (their positions
+    start after `pad_token_id`: XLM-R's 514 allow 512 tokens)."""
+    positions = cfg.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") and isinstance(cfg.get("pad_token_id"), int):
+        return positions - cfg["pad_token_id"] - 1
+    return positions
 
 
 def resolve_device(device: str):

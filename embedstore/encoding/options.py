@@ -117,6 +117,9 @@ class EncodeOptions:
     def keys(self, spec: ModelSpec | None = None) -> list[StoreKey]:
         """The store key of each requested layer (a layer named twice, e.g. -1 and 12, is one key)."""
         spec = self.resolve() if spec is None else self._checked(spec)
+        if spec.max_positions is not None and self.max_length > spec.max_positions:
+            raise ConfigError(f"max_length: {self.max_length} tokens; {spec.path} has position embeddings for "
+                              f"{spec.max_positions}; expected at most {spec.max_positions}")
         prefix = spec.prefix if self.prefix is None else self.prefix
         layers = dict.fromkeys(absolute_layer(layer, spec.num_layers) for layer in self.layers)
         if spec.folder.transforms and set(layers) != {spec.num_layers}:
