@@ -331,3 +331,21 @@ def test_kill_9_during_key_creation_leaves_a_store_the_next_run_completes(tmp_pa
                            prefix="")
             w.key(nxt, 3, {}).append(text_ids(["a"]), np.ones((1, 3), np.float32))
         assert Store.open(path).verify() == []
+
+
+@pytest.mark.parametrize("metadata", [b"not json", b'{"zarr_format": 3, "node_type": "array"}'])
+def test_damaged_array_metadata_names_the_file_and_verify_lists_it_and_goes_on(tmp_path, metadata):
+    other = StoreKey(model="m", fingerprint="f" * 16, pooling="cls", layer=2, max_length=128, prefix="")
+    path = tmp_path / "s.zarr"
+    append(path, TEXTS)
+    with Store.open(path).writer() as w:
+        w.key(other, 3, {}, chunk_rows=8).append(text_ids(TEXTS), vectors_of(TEXTS))
+    meta = path / KEY.group_name / "vectors" / "zarr.json"
+    meta.write_bytes(metadata)
+    st = Store.open(path)
+    damage = st.verify()
+    assert [(d.group, d.array, d.start, d.stop) for d in damage] == [(KEY.group_name, "vectors", 0, 30)]
+    assert str(meta) in damage[0].reason
+    with pytest.raises(StoreError, match=str(meta)):
+        st.get(KEY, TEXTS)
+    np.testing.assert_array_equal(st.get(other, TEXTS), vectors_of(TEXTS))  # the other key reads on
