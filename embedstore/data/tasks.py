@@ -17,6 +17,7 @@ import numpy as np
 from embedstore.base.errors import ConfigError
 from embedstore.base.files import input_mtime_ns
 from embedstore.base.provenance import file_identity
+from embedstore.base.schema import check_keys, did_you_mean, names_of
 from embedstore.data.texts import read_table
 
 #: Row filters: (column, allowed values) pairs; a row passes when every column holds one of its values.
@@ -124,13 +125,11 @@ class Task:
             if role == "single_label":
                 continue
             if role not in ROLES:
-                raise ConfigError(f"tasks.{name}.{role}: unknown role; allowed: {', '.join(ROLES)}, single_label")
+                raise ConfigError(f"tasks.{name}.{role}: unknown role{did_you_mean(role, ROLES)}; allowed: "
+                                  f"{', '.join(ROLES)}, single_label")
             if not isinstance(spec, dict) or "file" not in spec or "text" not in spec:
                 raise ConfigError(f"tasks.{name}.{role}: expected a table with at least 'file' and 'text'")
-            unknown = set(spec) - {"file", "text", "pair", "label", "target", "where"}
-            if unknown:
-                raise ConfigError(f"tasks.{name}.{role}: unknown keys {', '.join(sorted(unknown))}; "
-                                  "allowed: file, text, pair, label, target, where")
+            check_keys(f"tasks.{name}.{role}.", spec, names_of(Source))
             for key in ("file", "text", "pair", "label", "target"):
                 if key in spec and not (isinstance(spec[key], str) and spec[key] and "\x00" not in spec[key]):
                     raise ConfigError(f"tasks.{name}.{role}.{key}: {spec[key]!r}; expected a non-empty string "
