@@ -129,7 +129,7 @@ def long_text(n_chars: int, seed: int = 0) -> str:
 
 def test_a_1mb_text_is_cut_before_tokenizing_and_gives_its_prefix_vector(tiny_model_dir, tmp_path):
     """Issue 13 D8: one 1 MB text was tokenized whole (2 minutes, ~1 GB) to keep max_length tokens of it."""
-    from embedstore.encoding.encoder import CHARS_PER_TOKEN, tokenize
+    from embedstore.encoding.batching import CHARS_PER_TOKEN, tokenize
 
     text, max_length = long_text(1_000_000), 64
     head = text[:20_000]  # far more than 64 tokens

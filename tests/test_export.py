@@ -28,6 +28,8 @@ TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "pa
 NEW_TEXTS = ["수식을 셀에 넣는 방법", "a page with a new font", "the formula in column B", "문단 서식",
              "sheet", "the document and its paragraph styles, fonts and page numbers, at some length"]
 
+LONG_TEXTS = ["the formula in a cell of the sheet " * 40, "문단 서식과 페이지 번호 " * 60 + "끝",
+              "x" * 3000 + " tail"]
 
 FAST = Recipe(lr=1e-3, batch_size=32, max_epochs=2, patience=1, weight_decay=0.0)
 
@@ -58,11 +60,11 @@ def train(tmp_path, tiny_model_dir, data, arch, reverse, extra=()):
     return Pipeline.load(tmp_path / "pipe", store=tmp_path / "s.zarr", model=tiny_model_dir)
 
 
-def expected(pipe):
-    x = pipe.vectors(NEW_TEXTS)
+def expected(pipe, texts=NEW_TEXTS):
+    x = pipe.vectors(texts)
     if pipe.aligner_at_test:
         x = pipe.aligner.transform(x)
-    return x, pipe.predict(NEW_TEXTS)
+    return x, pipe.predict(texts)
 
 
 @pytest.mark.parametrize("arch, reverse, extra", [
@@ -109,6 +111,31 @@ def test_onnx_export_serves_the_pipelines_vectors_and_predictions(tiny_model_dir
                "--model", tiny_model_dir, "--store", tmp_path / "s.zarr")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)) == 120
+
+
+def test_the_onnx_pipeline_cuts_and_truncates_long_texts_as_encode_does(tiny_model_dir, tmp_path):
+    """Issue 30.2: a max length of 24 tokens and texts far longer (a 3,000-character word too): the served
+    pipeline tokenizes, cuts and batches with encode's own code, so it gives the pipeline's vectors; the graph's
+    sha256 is recorded and verified on load."""
+    from embedstore.encoding.onnx_runtime import GraphDamaged
+    from embedstore.export.onnx_graph import OnnxPipeline
+
+    pq.write_table(table(), tmp_path / "data.parquet")
+    pipe = train(tmp_path, tiny_model_dir, tmp_path / "data.parquet", "procrustes", False, ("--max-length", "24"))
+    r = invoke("export", tmp_path / "onnx", "--pipeline", tmp_path / "pipe", "--format", "onnx", "--model",
+               tiny_model_dir, "--json")
+    assert r.exit_code == 0, r.output
+    texts = [*NEW_TEXTS, *LONG_TEXTS]
+    vectors, labels = expected(pipe, texts)
+    served = OnnxPipeline.load(tmp_path / "onnx")
+    got_vectors, proba = served.run(texts)
+    assert np.abs(got_vectors - vectors).max() <= 1e-5 and served.predict(texts) == labels
+    graph = tmp_path / "onnx" / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(GraphDamaged, match=r"model\.onnx: its bytes do not match the sha256"):
+        OnnxPipeline.load(tmp_path / "onnx")
 
 
 def test_export_refuses_a_non_empty_output_and_an_unknown_format(tmp_path):

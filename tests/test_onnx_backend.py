@@ -9,7 +9,7 @@ import pytest
 
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.encode import embed, encode
-from embedstore.encoding.encoder import token_budget_cuts
+from embedstore.encoding.batching import token_budget_cuts
 from embedstore.encoding.models import resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.store import Store
@@ -41,8 +41,8 @@ def test_a_graph_that_deviates_beyond_fp32_noise_is_refused(tiny_model_dir, tmp_
     script = f"""
 import torch
 import embedstore.encoding.onnx_backend as ob
-real = ob.KeywordForward.forward
-ob.KeywordForward.forward = lambda self, *t: tuple(h + 1e-3 for h in real(self, *t)) if torch.jit.is_tracing() \\
+real = ob.HiddenStates.forward
+ob.HiddenStates.forward = lambda self, *t: tuple(h + 1e-3 for h in real(self, *t)) if torch.jit.is_tracing() \\
     else real(self, *t)
 ob._export_and_check("export", {str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)!r}, None, None)
 """

@@ -45,7 +45,8 @@ from embedstore.base import errors
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.encoding.backend import load_encoder, planned_choice
-from embedstore.encoding.encoder import collate, length_order, token_budget_cuts, tokenize
+from embedstore.encoding.batching import length_order, token_budget_cuts, tokenize
+from embedstore.encoding.encoder import collate
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.data.hashing import Text
 from embedstore.encoding.models import ModelSpec, resolve_device

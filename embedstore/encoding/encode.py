@@ -68,7 +68,8 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
 def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
                     options: EncodeOptions, compute: ComputeOptions, report: EncodeReport, progress: bool) -> None:
     from embedstore.encoding.backend import load_encoder
-    from embedstore.encoding.encoder import collate, length_sorted_batches, tokenize
+    from embedstore.encoding.batching import length_sorted_batches, tokenize
+    from embedstore.encoding.encoder import collate
     from embedstore.encoding.models import load_tokenizer, resolve_device
 
     device = resolve_device(compute.device)

@@ -30,7 +30,6 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -132,11 +131,13 @@ def probe_batches(tokenizer, prefix: str, max_length: int, batch_tokens: int, ba
     """The probe's batches, made as encode makes them (`encoder.tokenize`, token budget, `collate`), and their
     token count."""
     from embedstore.data.hashing import text_ids
-    from embedstore.data.texts import read_texts
-    from embedstore.encoding.encoder import collate, length_sorted_batches, tokenize
+    from embedstore.encoding.batching import length_sorted_batches, tokenize
+    from embedstore.encoding.encoder import collate
+    from embedstore.encoding.onnx_backend import CALIBRATION_TEXTS
+    from embedstore.encoding.onnx_backend import PROBE_TEXTS as CHECK_TEXTS
+    from embedstore.encoding.onnx_backend import sample_texts
 
-    sample = Path(str(files("embedstore") / "data" / "libreoffice_help.en-ko.sample.tsv"))
-    texts = read_texts(sample, "en")[-PROBE_TEXTS:] + read_texts(sample, "ko")[-PROBE_TEXTS:]
+    texts = sample_texts((CHECK_TEXTS + CALIBRATION_TEXTS) // 2, PROBE_TEXTS)  # none of the check's texts
     tok = tokenize(tokenizer, texts, prefix, max_length)
     lengths = tok.lengths
     rows = length_sorted_batches(lengths, text_ids(texts), batch_tokens, batch_size)
@@ -186,7 +187,8 @@ class EngineRecords:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if isinstance(data, dict) and data.get("version") == PROBE_VERSION and isinstance(data.get("entries"), dict):
+            if isinstance(data, dict) and data.get("version") == PROBE_VERSION \
+                    and isinstance(data.get("entries"), dict):
                 return data["entries"]
         return {}
 

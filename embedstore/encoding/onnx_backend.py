@@ -1,11 +1,12 @@
 """The ONNX Runtime backend: the project's own export of the model, checked against PyTorch, cached, and run.
 
 Why ONNX Runtime: on CPU its kernels run e5-small's forward pass faster than PyTorch's over the same batches
-(1.2-1.3x on 2 cores, against an fp32 ceiling of 1.7x there; docs/performance.md), with vectors equal to fp32 noise; `optimum`, the usual exporter, pins transformers below 5, so
-the project exports with `torch.onnx.export` itself.
+(1.2-1.3x on 2 cores of an AMD EPYC, against an fp32 ceiling of 1.7x there; docs/performance.md; not on every
+machine, hence `engine_choice`), with vectors equal to fp32 noise; `optimum`, the usual exporter, pins transformers
+below 5, so the project exports with torch's own exporter (`onnx_export`, the one call of it).
 
 Why the export runs in a child process: in one measured process the PyTorch model ran 1.5x slower and gave
-different vectors after `torch.onnx.export` had traced it (see ../shared/research/pitfalls.md). A fresh spawned
+different vectors after torch's ONNX exporter had traced it (see ../shared/research/pitfalls.md). A fresh spawned
 process loads the model, computes the PyTorch reference on real, padded batches *before* exporting, exports,
 runs the graph under ONNX Runtime on the same batches and compares; the parent never traces anything.
 
@@ -45,11 +46,11 @@ import torch
 from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
 from embedstore.encoding.models import ModelSpec, cache_dir
+from embedstore.encoding.onnx_export import OPSET, HiddenStates, export_graph, largest_difference
 from embedstore.encoding.onnx_runtime import GraphDamaged, open_session, runtime_version, sha256_bytes, \
     verified_bytes
 from embedstore.encoding.options import QUANTIZATION_RECIPES, QUANTIZATIONS
 
-OPSET = 17
 EXPORT_RECIPE = 2  # bump when the export or its check changes, so cached graphs are rebuilt
 FP32_TOLERANCE = 1e-5
 """Largest accepted absolute difference of a hidden state between the graph and PyTorch. fp32 reordering noise
@@ -80,7 +81,8 @@ class Graph:
 
 def _recipe_digest(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None) -> str:
     """What makes the graph's bytes: the fp32 graph is torch's export, whatever runtime runs it (a new onnxruntime
-    re-checks it, `ensure_graph`); the int8 graph is written by onnxruntime's quantizer, so its version is part of it."""
+    re-checks it, `ensure_graph`); the int8 graph is written by onnxruntime's quantizer, so its version is part of
+    it."""
     recipe = {"fingerprint": spec.fingerprint, "layers": list(layers), "quantize": quantize, "opset": OPSET,
               "recipe": EXPORT_RECIPE, "torch": torch.__version__}
     if quantize is not None:
@@ -174,7 +176,8 @@ def _run_in_child(*args: Any) -> None:
                           text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise EmbedstoreError(f"ONNX {args[0]} of {args[1]} failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+        reason = lines[-1] if lines else f"exit {done.returncode}"
+        raise EmbedstoreError(f"ONNX {args[0]} of {args[1]} failed: {reason}")
 
 
 def probe_batches(tokenizer, prefix: str) -> list[dict[str, np.ndarray]]:
@@ -182,13 +185,20 @@ def probe_batches(tokenizer, prefix: str) -> list[dict[str, np.ndarray]]:
     return sample_batches(tokenizer, prefix, 0, PROBE_TEXTS // 2)
 
 
-def sample_batches(tokenizer, prefix: str, start: int, per_language: int) -> list[dict[str, np.ndarray]]:
-    """Sentences start..start+per_language of each language of the bundled sample, in padded batches."""
+def sample_texts(start: int, per_language: int) -> list[str]:
+    """Sentences start..start+per_language of each language (English, then Korean) of the bundled sample: the
+    real texts every check and probe runs on. 0-23: the graph checks' probe texts; 24-151: int8 calibration;
+    152-183: the engine probe (`engine_choice`)."""
     from embedstore.data.texts import read_texts
 
     sample = Path(str(files("embedstore") / "data" / "libreoffice_help.en-ko.sample.tsv"))
     stop = start + per_language
-    texts = read_texts(sample, "en")[start:stop] + read_texts(sample, "ko")[start:stop]
+    return read_texts(sample, "en")[start:stop] + read_texts(sample, "ko")[start:stop]
+
+
+def sample_batches(tokenizer, prefix: str, start: int, per_language: int) -> list[dict[str, np.ndarray]]:
+    """`sample_texts` in padded batches."""
+    texts = sample_texts(start, per_language)
     batches = []
     for i in range(0, len(texts), PROBE_BATCH):
         enc = tokenizer([prefix + t for t in texts[i:i + PROBE_BATCH]], truncation=True,
@@ -219,7 +229,7 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     batches = probe_batches(tokenizer, prefix)
     inputs = tuple(batches[0])
-    wrapper = KeywordForward(model, layers, inputs).eval()
+    wrapper = HiddenStates(model, layers, inputs).eval()
     with torch.inference_mode():
         reference = [[h.numpy() for h in wrapper(*(torch.from_numpy(b[k]) for k in inputs))] for b in batches]
     graph = Path(out_dir) / GRAPH_FILE
@@ -227,7 +237,9 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
         recorded = _read_check(Path(out_dir))
         data = verified_bytes(graph, recorded["sha256"] if recorded else None)
     elif quantize is None:
-        _export(wrapper, batches[0], inputs, layers, graph)
+        outputs = [f"hidden_{layer}" for layer in layers]
+        export_graph(wrapper, [torch.from_numpy(batches[0][k]) for k in inputs], inputs, outputs, graph,
+                     token_outputs=outputs)
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -248,9 +260,8 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     max_diff, cosines = 0.0, []
     for batch, ref in zip(batches, reference):
         got = session.run(None, {k: batch[k] for k in inputs})
-        real = batch["attention_mask"].astype(bool)
         for g, r in zip(got, ref):
-            max_diff = max(max_diff, float(np.abs(g[real] - r[real]).max()))
+            max_diff = max(max_diff, largest_difference(g, r, batch["attention_mask"]))
             cosines.append(_cosines(_mean_pool(g, batch["attention_mask"]), _mean_pool(r, batch["attention_mask"])))
     cos = np.concatenate(cosines)
     check = {"model_path": model_path, "layers": list(layers), "inputs": list(inputs), "quantize": quantize,
@@ -266,36 +277,6 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
         raise EmbedstoreError(f"{model_path}: the {quantize} graph's vectors reach a cosine of only {cos.min():.3f} "
                               f"to PyTorch's on {PROBE_TEXTS} probe texts; expected at least {INT8_MIN_COSINE}")
     write_json(Path(out_dir) / CHECK_FILE, check)
-
-
-class KeywordForward(torch.nn.Module):
-    """The model called with keywords (transformers 5's BertModel.forward rejects the attention mask as its
-    third positional argument, which is how the exporter passes inputs), returning the requested hidden states."""
-
-    def __init__(self, model, layers: tuple[int, ...], inputs: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model, self.layers, self.inputs = model, layers, inputs
-        self.need_all = any(layer != model.config.num_hidden_layers for layer in layers)
-
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(**dict(zip(self.inputs, tensors)), output_hidden_states=self.need_all)
-        if not self.need_all:
-            return (out.last_hidden_state,)
-        return tuple(out.hidden_states[layer] for layer in self.layers)
-
-
-def _export(wrapper, example: dict[str, np.ndarray], inputs: tuple[str, ...], layers: tuple[int, ...],
-            graph: Path) -> None:
-    """TorchScript-based export with dynamic batch and sequence axes (the dynamo exporter needs onnxscript)."""
-    import warnings
-
-    outputs = [f"hidden_{layer}" for layer in layers]
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*inputs, *outputs)}
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings are not the user's
-        torch.onnx.export(wrapper, tuple(torch.from_numpy(example[k]) for k in inputs), str(graph),
-                          input_names=list(inputs), output_names=outputs, dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
 class OnnxEncoder:

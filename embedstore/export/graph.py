@@ -5,9 +5,10 @@ so an export cannot disagree with `Pipeline.predict` about any of them.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,11 +16,15 @@ from torch import nn
 
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import normalize_text
-from embedstore.encoding.encoder import Encoder, collate, pool, tokenize
+from embedstore.encoding.batching import tokenize
+from embedstore.encoding.encoder import Encoder, collate, pool
 from embedstore.encoding.models import ModelSpec
+from embedstore.encoding.onnx_backend import PROBE_TEXTS as CHECK_TEXTS
+from embedstore.encoding.onnx_backend import sample_texts
+from embedstore.encoding.onnx_export import HiddenStates, largest_difference
 
-#: Texts every export is checked on (different scripts and lengths, so one batch pads): the exported
-#: artifact must give the torch pipeline's vectors and predictions on them.
+#: Texts every export is checked on (different scripts and lengths, so one batch pads), with the 48 real sentences
+#: the engine's graphs are checked on: the exported artifact must give the torch pipeline's vectors and predictions.
 PROBE_TEXTS = ("새 문서를 여는 방법", "How do I insert a page number into the footer of a document?", "表の列を並べ替える",
                "在电子表格中输入公式", "ok",
                "A longer text about formulas, cells, spreadsheets, page styles and paragraph formatting, written to "
@@ -28,24 +33,25 @@ PROBE_TEXTS = ("새 문서를 여는 방법", "How do I insert a page number int
 
 @dataclass
 class Parts:
-    """The pipeline as modules: `model` already cut at the key's layer (its last hidden state is that layer)."""
+    """The pipeline as modules."""
 
-    model: Any
+    model: Any                 # the whole model (shared with encode: never changed, never copied)
     tokenizer: Any
     spec: ModelSpec
     pooling: str
     prefix: str
     max_length: int
+    layer: int                 # the hidden state the pipeline's vectors pool
     aligner: nn.Module | None  # applied to the pooled vector (only when the pipeline applies it at test)
     head: nn.Module            # vector → logits
     classes: list
 
 
 def load_parts(pipe) -> tuple[Parts, "Reference"]:
-    """The modules of a loaded `Pipeline`, and the torch pipeline's outputs on `PROBE_TEXTS` (computed as `encode`
-    computes them: the model `load_once` gives, through `Encoder.forward`). The exported model is loaded apart
-    with eager attention, which exports to ONNX as plain operators."""
-    from transformers import AutoModel, AutoTokenizer
+    """The modules of a loaded `Pipeline`, and the torch pipeline's outputs on `PROBE_TEXTS`, computed as `encode`
+    computes them, before anything is traced. One copy of the model: the one `load_once` shares with encode (the
+    ONNX graph takes the key's layer as an output, `HiddenStates`; the sentence-transformers writer saves the
+    first blocks through `truncated`)."""
     from transformers.utils import logging as hf_logging
 
     from embedstore.encoding.models import load_once, plain_encoder
@@ -54,18 +60,12 @@ def load_parts(pipe) -> tuple[Parts, "Reference"]:
 
     spec = plain_encoder(pipe.spec, "export")
     key = pipe.key
-    try:
-        model = AutoModel.from_pretrained(spec.path, dtype=torch.float32, attn_implementation="eager").eval()
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"could not load model from {spec.path}: {str(e).strip().splitlines()[0]}") from None
+    model, tokenizer = load_once(spec, torch.device("cpu"))
     aligner = pipe.aligner.to_torch().eval() if pipe.aligner_at_test else None
     classes = [c.item() if hasattr(c, "item") else c for c in pipe.head.classes_]
-    parts = Parts(model, tokenizer, spec, key.pooling, key.prefix, key.max_length, aligner, _head_module(pipe.head),
-                  classes)
-    reference = Reference.of(pipe, load_once(spec, torch.device("cpu")), parts, PROBE_TEXTS, key.layer)
-    parts.model = cut_at_layer(model, key.layer)
-    return parts, reference
+    parts = Parts(model, tokenizer, spec, key.pooling, key.prefix, key.max_length, key.layer, aligner,
+                  _head_module(pipe.head), classes)
+    return parts, Reference.of(pipe, parts, [*PROBE_TEXTS, *sample_texts(0, CHECK_TEXTS // 2)])
 
 
 def _head_module(head) -> nn.Module:
@@ -75,20 +75,24 @@ def _head_module(head) -> nn.Module:
     return copy.deepcopy(module).float().cpu().eval()
 
 
-def cut_at_layer(model: Any, layer: int) -> Any:
-    """The model whose last hidden state is hidden state `layer` of `model`: its first `layer` transformer
-    blocks (BERT-family encoders have no norm after the last block, so nothing else changes)."""
+@contextlib.contextmanager
+def truncated(model: Any, layer: int) -> Iterator[Any]:
+    """`model` whose last hidden state is hidden state `layer`, for as long as the block runs: its first `layer`
+    transformer blocks (BERT-family encoders have no norm after the last block, so nothing else changes). The
+    blocks are shared, not copied, and put back after."""
     total = model.config.num_hidden_layers
     if layer == total:
-        return model
+        yield model
+        return
     blocks = getattr(getattr(model, "encoder", None), "layer", None)
     if not isinstance(blocks, nn.ModuleList) or layer < 1:
         raise ConfigError(f"layer {layer} of {total}: only the last layer, or a layer >= 1 of a BERT-family "
                           "encoder (XLM-R, BERT, e5), can be exported")
-    cut = copy.deepcopy(model)
-    cut.encoder.layer = nn.ModuleList(list(blocks)[:layer])
-    cut.config.num_hidden_layers = layer
-    return cut
+    model.encoder.layer, model.config.num_hidden_layers = nn.ModuleList(list(blocks)[:layer]), layer
+    try:
+        yield model
+    finally:
+        model.encoder.layer, model.config.num_hidden_layers = blocks, total
 
 
 @dataclass
@@ -98,13 +102,12 @@ class Reference:
     probabilities: np.ndarray
 
     @classmethod
-    def of(cls, pipe, loaded: tuple, parts: Parts, texts: Sequence[str], layer: int) -> "Reference":
-        model, tokenizer = loaded
+    def of(cls, pipe, parts: Parts, texts: Sequence[str]) -> "Reference":
         texts = [normalize_text(t) for t in texts]
-        tok = tokenize(tokenizer, texts, parts.prefix, parts.max_length)
-        batch = collate(tok, np.arange(len(texts)), tokenizer.pad_token_id, torch.device("cpu"))
-        vectors = Encoder(model, tokenizer, torch.device("cpu")).forward(batch, [layer], parts.pooling)
-        x = vectors[layer]
+        tok = tokenize(parts.tokenizer, texts, parts.prefix, parts.max_length)
+        batch = collate(tok, np.arange(len(texts)), parts.tokenizer.pad_token_id, torch.device("cpu"))
+        x = Encoder(parts.model, parts.tokenizer, torch.device("cpu")).forward(batch, [parts.layer],
+                                                                               parts.pooling)[parts.layer]
         if pipe.aligner_at_test:
             x = pipe.aligner.transform(x)
         return cls(texts, x, pipe.head.predict_proba(x))
@@ -115,20 +118,21 @@ class ExportGraph(nn.Module):
 
     def __init__(self, parts: Parts) -> None:
         super().__init__()
-        self.model = parts.model
+        self.hidden = HiddenStates(parts.model, [parts.layer], ("input_ids", "attention_mask"))
         self.pooling = parts.pooling
         self.aligner = parts.aligner if parts.aligner is not None else nn.Identity()
         self.head = parts.head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.hidden(input_ids, attention_mask)[0]
         vector = self.aligner(pool(hidden, attention_mask, self.pooling))
         return vector, torch.softmax(self.head(vector), dim=-1)
 
 
 def check_close(what: str, got: np.ndarray, expected: np.ndarray, tolerance: float) -> float:
-    """The largest difference, or a ConfigError when it exceeds `tolerance` (nothing is published then)."""
-    diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))))
+    """The largest difference (`onnx_export.largest_difference`), or a ConfigError when it exceeds `tolerance`
+    (nothing is published then)."""
+    diff = largest_difference(got, expected)
     if not diff <= tolerance:
         raise ConfigError(f"export check: {what} differ from the torch pipeline's by {diff:.2e} (tolerance "
                           f"{tolerance:.0e}); the export was not written")

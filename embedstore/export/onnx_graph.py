@@ -1,16 +1,16 @@
 """`--format onnx`: encoder, pooling, aligner and head as one ONNX graph, and the runtime that serves it.
 
 The graph takes `input_ids` and `attention_mask` (int64, dynamic batch and length) and gives `embedding` (the
-vector the head reads) and `probabilities`. Exported with torch's TorchScript exporter (`dynamo=False`: the
-dynamo exporter needs onnxscript, which nothing else here does) from a wrapper that calls the model with
-keywords (transformers 5's positional order is not (input_ids, attention_mask)). Tokenization stays outside
-the graph: the tokenizer files and the prefix travel beside it, and `OnnxPipeline` applies them as `encode`
-does (NFC, prefix, truncation at max_length), so a product needs onnxruntime and a tokenizer, not torch.
+vector the head reads) and `probabilities`. Exported by the encode engine's exporter (`encoding.onnx_export`), run
+in sessions from its session factory (`encoding.onnx_runtime`, which verifies the graph's sha256 recorded in the
+config), and fed by its batching code (`encoding.batching`: NFC, prefix, the cut of long texts, truncation at
+max_length, length-sorted token-budget batches), so the exported pipeline tokenizes, cuts and pads exactly as
+`encode` does. Tokenization stays outside the graph: the tokenizer files and the prefix travel beside it, so a
+product needs onnxruntime and a tokenizer, not torch.
 """
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,29 +29,21 @@ INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("embedding", "probabilities"
 def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
     """Export the graph into `out` (an empty staging directory), run it with onnxruntime on the reference texts
     and check it; returns what the check measured."""
-    import torch
-
+    from embedstore.base.files import file_sha256
+    from embedstore.encoding.onnx_export import export_graph
     from embedstore.export.graph import ExportGraph, check_close
 
     graph = ExportGraph(parts).eval()
     example = parts.tokenizer(["a b c d e", "a"], padding=True, return_tensors="pt")
-    # the tracer warns about values it fixes as constants (transformers' mask padding length, always 0 here) and
-    # the exporter about negative indices; the check below runs the graph on other batch sizes and lengths
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-        torch.onnx.export(graph, (example["input_ids"], example["attention_mask"]), str(out / GRAPH_FILE),
-                          input_names=list(INPUTS), output_names=list(OUTPUTS), dynamo=False, opset_version=17,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "length"},
-                                        "attention_mask": {0: "batch", 1: "length"},
-                                        "embedding": {0: "batch"}, "probabilities": {0: "batch"}})
+    export_graph(graph, (example["input_ids"], example["attention_mask"]), INPUTS, OUTPUTS, out / GRAPH_FILE)
     parts.tokenizer.save_pretrained(out)
     config = {"format": ONNX_FORMAT, "prefix": parts.prefix, "max_length": parts.max_length,
-              "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
+              "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS),
+              "sha256": file_sha256(out / GRAPH_FILE)}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
     served = OnnxPipeline.load(out)
-    vectors, probabilities = served.run(reference.texts, batch_size=4)  # two batches of other shapes
+    vectors, probabilities = served.run(reference.texts, batch_size=4)  # batches of other shapes
     vector_diff = check_close("ONNX vectors", vectors, reference.vectors, tolerance)
     proba_diff = check_close("ONNX probabilities", probabilities, reference.probabilities, tolerance)
     if not np.array_equal(probabilities.argmax(1), reference.probabilities.argmax(1)):
@@ -72,8 +64,9 @@ class OnnxPipeline:
 
     @classmethod
     def load(cls, directory: str | Path, *, threads: int | None = None) -> "OnnxPipeline":
-        import onnxruntime as ort
         from transformers import AutoTokenizer
+
+        from embedstore.encoding.onnx_runtime import open_session, verified_bytes
 
         directory = Path(directory)
         try:
@@ -90,11 +83,11 @@ class OnnxPipeline:
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
             raise ConfigError(f"{where}: max_length: {str(max_length)[:40]}; expected an integer >= 2")
         classes = checked_classes(config.get("classes"), where)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        graph = directory / GRAPH_FILE
+        # the export's own check runs before `seal`, and exports written before the digest was recorded load unverified
+        source = verified_bytes(graph, str(config["sha256"])) if "sha256" in config else graph
         try:
-            session = ort.InferenceSession(str(directory / GRAPH_FILE), options, providers=["CPUExecutionProvider"])
+            session = open_session(source, threads=threads)
             tokenizer = AutoTokenizer.from_pretrained(directory)
         except Exception as e:  # noqa: BLE001 - onnxruntime's and transformers' many ways to refuse a file
             raise ConfigError(f"{directory}: not a loadable ONNX export ({type(e).__name__}: "
@@ -106,23 +99,23 @@ class OnnxPipeline:
                               f"{len(classes)} probabilities (one per class of {where.name})")
         return cls(session, tokenizer, prefix, max_length, classes)
 
-    def run(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors, probabilities) in input order; batches formed over texts sorted by length."""
+    def run(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, probabilities) in input order; texts normalised, cut, tokenized and batched by encode's own
+        code (`encoding.batching`), at encode's default token budget (`batch_size`: at most that many per batch)."""
+        from embedstore.data.hashing import text_ids
+        from embedstore.encoding.batching import length_sorted_batches, pad_batch, tokenize
+        from embedstore.encoding.options import ComputeOptions
+
         if not texts:
             return np.zeros((0, 0), np.float32), np.zeros((0, len(self.classes)), np.float32)
-        inputs = [self.prefix + normalize_text(t) for t in texts]
-        ids = self.tokenizer(inputs, truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        vectors, probabilities = [None] * len(ids), [None] * len(ids)
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(ids[r]) for r in rows)
-            input_ids = np.full((len(rows), width), self.tokenizer.pad_token_id, np.int64)
-            mask = np.zeros((len(rows), width), np.int64)
-            for i, r in enumerate(rows):
-                input_ids[i, :len(ids[r])] = ids[r]
-                mask[i, :len(ids[r])] = 1
-            vec, proba = self.session.run(list(OUTPUTS), {"input_ids": input_ids, "attention_mask": mask})
+        compute = ComputeOptions()
+        normalized = [normalize_text(t) for t in texts]
+        tok = tokenize(self.tokenizer, normalized, self.prefix, self.max_length)
+        vectors, probabilities = [None] * len(texts), [None] * len(texts)
+        for rows in length_sorted_batches(tok.lengths, text_ids(normalized), compute.batch_tokens,
+                                          batch_size or compute.batch_size):
+            batch = pad_batch(tok, rows, self.tokenizer.pad_token_id)
+            vec, proba = self.session.run(list(OUTPUTS), {name: batch[name] for name in INPUTS})
             for i, r in enumerate(rows):
                 vectors[r], probabilities[r] = vec[i], proba[i]
         return np.stack(vectors), np.stack(probabilities)

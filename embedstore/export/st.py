@@ -16,7 +16,7 @@ import torch
 
 from embedstore.base.atomic import SCRATCH_MARK, owned_temp_prefix
 from embedstore.base.errors import ConfigError
-from embedstore.export.graph import Parts, Reference, check_close
+from embedstore.export.graph import Parts, Reference, check_close, truncated
 from embedstore.export.head import load_exported_head, save_exported_head
 from embedstore.export.layers import dense_steps
 
@@ -42,7 +42,8 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
     aligner_steps = dense_steps(parts.aligner, "aligner") if parts.aligner is not None else []
     head_steps = dense_steps(parts.head, "head")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=owned_temp_prefix(SCRATCH_MARK)) as scratch:
-        parts.model.save_pretrained(scratch)
+        with truncated(parts.model, parts.layer) as model:  # the first blocks, saved, never copied in memory
+            model.save_pretrained(scratch)
         parts.tokenizer.save_pretrained(scratch)
         modules = [Transformer(scratch, max_seq_length=parts.max_length),
                    Pooling(parts.model.config.hidden_size, pooling_mode=parts.pooling)]

@@ -11,7 +11,7 @@ from embedstore.base.errors import InputError
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size, subsample
 from embedstore.data.tasks import Source, Where, load_rows
-from embedstore.encoding.encoder import Tokenized, tokenize
+from embedstore.encoding.batching import Tokenized, tokenize
 from embedstore.estimators.training import split_indices
 from embedstore.text_training.options import TrainOptions
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from embedstore.base.errors import InputError
 from embedstore.base.retrieval import nn_p_at_1
-from embedstore.encoding.encoder import Tokenized, collate
+from embedstore.encoding.batching import Tokenized
+from embedstore.encoding.encoder import collate
 from embedstore.text_training.data import Split
 from embedstore.text_training.precision import autocast
 

@@ -9,7 +9,7 @@ from typing import Any
 from embedstore.base.errors import InputError
 from embedstore.data.selection import parse_size, subsample
 from embedstore.data.tasks import Source, Where, load_rows
-from embedstore.encoding.encoder import tokenize
+from embedstore.encoding.batching import tokenize
 from embedstore.estimators.training import split_indices
 from embedstore.text_training.objectives import Contrastive, TextPairs
 from embedstore.text_training.options import TrainOptions
