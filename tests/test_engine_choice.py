@@ -39,11 +39,12 @@ def fake_engines(monkeypatch, tmp_path):
 
 
 def _spec(tiny_model_dir, tmp_path):
-    """The tiny model, copied so the record written beside it is this test's own."""
+    """The tiny model, copied without the measurements other tests recorded beside it, so the record is this
+    test's own."""
     import shutil
 
     model = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns(engine_choice.ENGINES_SIDECAR))
     return resolve_model(model)
 
 
