@@ -58,9 +58,10 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
         (tmp / MANIFEST).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / CARD_FILE).write_text(model_card(record, Path(pipeline_dir), evaluation), encoding="utf-8")
         if format == "onnx":
-            from embedstore.export.onnx_graph import GRAPH_FILE
+            from embedstore.export.onnx_graph import GRAPH_FILE, seal
 
             onnx_metadata(tmp / GRAPH_FILE, record)
+            seal(tmp)
     step("done")
     return {**record, "out": str(out)}
 

@@ -29,7 +29,6 @@ INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("embedding", "probabilities"
 def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
     """Export the graph into `out` (an empty staging directory), run it with onnxruntime on the reference texts
     and check it; returns what the check measured."""
-    from embedstore.base.files import file_sha256
     from embedstore.encoding.onnx_export import export_graph
     from embedstore.export.graph import ExportGraph, check_close
 
@@ -38,8 +37,7 @@ def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
     export_graph(graph, (example["input_ids"], example["attention_mask"]), INPUTS, OUTPUTS, out / GRAPH_FILE)
     parts.tokenizer.save_pretrained(out)
     config = {"format": ONNX_FORMAT, "prefix": parts.prefix, "max_length": parts.max_length,
-              "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS),
-              "sha256": file_sha256(out / GRAPH_FILE)}
+              "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
     served = OnnxPipeline.load(out)
@@ -50,6 +48,16 @@ def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
         raise ConfigError("export check: the ONNX graph predicts another class than the torch pipeline; "
                           "the export was not written")
     return {"max_vector_difference": vector_diff, "max_probability_difference": proba_diff}
+
+
+def seal(out: Path) -> None:
+    """Record the graph's sha256 in its config once the file is final (`export.card.onnx_metadata` rewrites it after
+    the check): `OnnxPipeline.load` verifies the bytes it runs against it."""
+    from embedstore.base.files import file_sha256
+
+    config = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    config["sha256"] = file_sha256(out / GRAPH_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 @dataclass
@@ -84,7 +92,7 @@ class OnnxPipeline:
             raise ConfigError(f"{where}: max_length: {str(max_length)[:40]}; expected an integer >= 2")
         classes = checked_classes(config.get("classes"), where)
         graph = directory / GRAPH_FILE
-        # the export's own check runs before `seal`, and exports written before the digest was recorded load unverified
+        # the export's own check runs before `seal`; exports written before digests were recorded load unverified
         source = verified_bytes(graph, str(config["sha256"])) if "sha256" in config else graph
         try:
             session = open_session(source, threads=threads)
