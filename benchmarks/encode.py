@@ -1,35 +1,40 @@
-"""Encode throughput and quality of every backend against the bare PyTorch forward pass (issue 16).
+"""Encode throughput and quality of every engine against the bare PyTorch and ONNX Runtime passes (issues 16, 27).
 
-    python benchmarks/encode.py [--texts 2000] [--repeats 3] [--threads 2] [--quick]
+    python benchmarks/encode.py [--texts 2000] [--repeats 3] [--threads 2] [--quick] [--model NAME_OR_DIR]
 
 All paths run the same model (the default e5-small) over the same real sentences (the bundled LibreOffice help
-sample, English and Korean) in one process, so the ratios are comparable:
-  bare        the PyTorch forward pass over pre-tokenized, length-sorted, pre-padded batches of 32 (the old
-              limit)
+sample, English and Korean), so the ratios are comparable:
+  bare        the PyTorch forward pass over pre-tokenized, length-sorted, pre-padded batches of 32
+  bare-onnx   ONNX Runtime running the project's checked fp32 graph over the same batches (the session made as
+              the engine makes it, `encoding.onnx_runtime.open_session`)
+  auto        embedstore's encode with the default `--backend auto` (the row the targets judge); its probe of both
+              engines happens in the untimed warm-up (the graph exists by then: bare-onnx runs first)
   torch       embedstore's encode with --backend torch (tokenize, sort, token-budget batches, pool, write, commit)
-  onnx        embedstore's encode with ONNX Runtime fp32 (the default on CPU)
+  onnx        embedstore's encode with --backend onnx (ONNX Runtime fp32)
   int8        embedstore's encode with --quantize int8
   st          sentence-transformers' `encode` (batch 32, mean pooling) on the same model directory
-  rerun       encode again into the finished store (everything present)
+  rerun       the default encode again into its finished store (everything present)
 Each path runs in its own fresh process, as a user's `embedstore encode` does, once per repeat, the repeats
-interleaved: in one shared process the paths slowed each other (measured 2026-12-03: ONNX Runtime fp32 23.4 s
-there against 16.5-17.4 s alone, int8 15.5 s against 7.2-7.6 s; PyTorch's and ONNX Runtime's thread pools
-compete for the two cores). Timing excludes loading (the model and the ONNX session load, and the graphs are
-exported, in an untimed warm-up); it includes everything an encode does after that.
+interleaved: in one shared process the paths slowed each other (PyTorch's and ONNX Runtime's thread pools compete
+for the cores). Timing excludes loading (the model, the ONNX session, the graph exports); it includes everything an
+encode does after that.
 
 Quality, per path, against the vectors of embedstore's torch path: min and mean cosine over the timed texts;
 EN->KO retrieval P@1 on 1,000 held-out help pairs (folds 8-9 of ../shared/data/parallel/libreoffice_help.en-ko.tsv);
 the Korean accuracy of a LangAlign Procrustes cell (aligner on 1,500 pairs of folds 0-5, a head on 600
-English rows of folds 6-7 labelled by help area, the default head, tested on 300 Korean rows of folds 8-9). Without ../shared the quality rows are skipped (and said so).
+English rows of folds 6-7 labelled by help area, the default head, tested on 300 Korean rows of folds 8-9). Without
+../shared the quality rows are skipped (and said so).
 
-The fp32 ceiling: the FLOPs of the pass's weight matrix products (the tokens of the timed batches through every
-layer's six projections) divided by the best fp32 matrix-product rate measured on this machine in the same run
-(torch and numpy, the model's own shapes) give the least time any fp32 path can take, so the ratio to the bare
-pass that no lossless (fp32) path can beat here.
+The fp32 peak: the best fp32 matrix-product rate measured here in the same run on the model's own shapes
+(`encoding.engine_choice.fp32_peak`, torch and numpy); the pass's weight products (`weight_gflop_per_token` x the
+timed tokens) divided by a path's time is the rate it achieved, and its share of the peak is printed.
 
-Targets: the default (lossless) path >= 1.9x bare with min cosine >= 0.99999; int8 >= 3x bare with P@1 and cell
-accuracy each within 1 point of the torch path's; both >= 2x sentence-transformers; rerun <= 2% of encode.
---quick: 300 texts, 1 repeat, 300 retrieval pairs, a smaller cell: checks the script works, not the targets.
+Targets (issue 27): the default path >= 0.95x the faster of the two bare passes and >= 80% of the fp32 peak;
+>= 1.3x sentence-transformers; int8 >= 2x the faster bare pass with P@1 and the cell within 1 point of the torch
+path's; the re-run <= 2% of the encode. No verdict is printed ("noisy machine, no verdict") when the machine was
+not quiet: a path's repeats spread by more than 10% ((max - min) / median), or the peak probe falls below the rate
+a bare pass achieved (the probe was disturbed, so no share of it means anything).
+--quick: 300 texts, 2 repeats, 300 retrieval pairs, a smaller cell: checks the script works, not the targets.
 """
 from __future__ import annotations
 
@@ -51,12 +56,15 @@ from rich.table import Table
 from embedstore.base.retrieval import nn_p_at_1
 from embedstore.data.texts import read_texts
 from embedstore.encoding.encode import embed, encode
-from embedstore.encoding.models import DEFAULT_MODEL, load_model, resolve_model
+from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions, weight_gflop_per_token
+from embedstore.encoding.models import DEFAULT_MODEL, load_model, load_tokenizer, resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 
 BARE_BATCH = 32
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "parallel" / "libreoffice_help.en-ko.tsv"
+NOISY_SPREAD = 0.10
 PATHS = {  # name -> (encoding options, compute options) of embedstore's paths
+    "auto": ({}, {"backend": "auto"}),
     "torch": ({}, {"backend": "torch"}),
     "onnx": ({}, {"backend": "onnx"}),
     "int8": ({"quantize": "int8"}, {"backend": "onnx"}),
@@ -117,22 +125,6 @@ def quality(vec, sizes: dict[str, int]) -> dict[str, float]:
     return {"p1": float(p1), "cell": float(accuracy)}
 
 
-def fp32_ceiling(config, tokens: int, threads: int) -> tuple[float, float]:
-    """(GFLOP of the weight products for `tokens`, best fp32 GFLOP/s of those shapes here): see the docstring."""
-    h, ffn = config.hidden_size, config.intermediate_size
-    gflop = 2 * tokens * config.num_hidden_layers * (4 * h * h + 2 * h * ffn) / 1e9
-    best = 0.0
-    for k, n in ((h, h), (h, ffn), (ffn, h)):
-        a, b = torch.randn(2048, k), torch.randn(k, n)
-        for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
-            mul(a, b)
-            t0 = time.perf_counter()
-            for _ in range(10):
-                mul(a, b)
-            best = max(best, 10 * 2 * 2048 * k * n / (time.perf_counter() - t0) / 1e9)
-    return gflop, best
-
-
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
@@ -141,19 +133,36 @@ def verdict(ok: bool, target: str) -> str:
     return f"{'PASS' if ok else 'FAIL'} ({target})"
 
 
-def _batches(tokenizer, texts: list[str]) -> tuple[list[dict], int]:
+def _batches(tokenizer, texts: list[str], tensors: str = "pt") -> tuple[list[dict], int]:
     enc = tokenizer(texts, truncation=True, max_length=512)
     lengths = np.array([len(x) for x in enc["input_ids"]])
     order = np.argsort(-lengths, kind="stable")
-    return [tokenizer.pad({k: [enc[k][i] for i in order[j:j + BARE_BATCH]] for k in enc}, return_tensors="pt")
+    return [tokenizer.pad({k: [enc[k][i] for i in order[j:j + BARE_BATCH]] for k in enc}, return_tensors=tensors)
             for j in range(0, len(order), BARE_BATCH)], int(lengths.sum())
 
 
-def child(name: str, n: int, threads: int, out: Path | None, sizes: dict[str, int] | None) -> dict:
+def bare_onnx(spec, raw: list[str], threads: int) -> dict:
+    """The checked fp32 graph of the last layer under ONNX Runtime, over the bare pass's batches."""
+    from embedstore.encoding.onnx_backend import load_graph
+    from embedstore.encoding.onnx_runtime import open_session
+
+    graph, data = load_graph(spec, (spec.num_layers,))
+    session = open_session(data, threads=threads)
+    batches, tokens = _batches(load_tokenizer(spec), [spec.prefix + t for t in raw], "np")
+    feeds = [{k: np.asarray(b[k], np.int64) for k in graph.inputs} for b in batches]
+    for feed in feeds[-2:]:
+        session.run(None, feed)
+    t0 = time.perf_counter()
+    for feed in feeds:
+        session.run(None, feed)
+    return {"seconds": time.perf_counter() - t0, "tokens": tokens}
+
+
+def child(name: str, model: str, n: int, threads: int, out: Path | None, sizes: dict[str, int] | None) -> dict:
     """One path, timed once in this fresh process (loading and the warm-up not timed); with `out`, its vectors
     of the texts are saved there; with `sizes`, its quality is measured too."""
     torch.set_num_threads(threads)
-    spec = resolve_model(DEFAULT_MODEL)
+    spec = resolve_model(model)
     raw = sample_texts(n)
     result: dict = {}
     if name == "bare":
@@ -162,17 +171,22 @@ def child(name: str, n: int, threads: int, out: Path | None, sizes: dict[str, in
         bare_forward(model, batches[-2:])
         result["seconds"] = bare_forward(model, batches)
         return result
+    if name == "bare-onnx":
+        return bare_onnx(spec, raw, threads)
     if name == "st":
         st = st_model(spec)
         st.encode([spec.prefix + t for t in raw[:64]], batch_size=BARE_BATCH)
         result["seconds"], vectors = st_encode(st, [spec.prefix + t for t in raw])
     else:
-        options = EncodeOptions(**PATHS[name][0])
+        options = EncodeOptions(model=model, **PATHS[name][0])
         compute = ComputeOptions(device="cpu", **PATHS[name][1])
         with tempfile.TemporaryDirectory() as tmp:
-            encode(raw[:64], store=Path(tmp) / "warm.zarr", options=options, compute=compute)  # export, load
+            # loading, exports and auto's probe (bare-onnx, run before, exported the graph, so auto measures both
+            # engines here whatever the warm-up's size: the timed row is the steady state a user's later encodes see)
+            encode(raw[:64], store=Path(tmp) / "warm.zarr", options=options, compute=compute)
             store = Path(tmp) / "timed.zarr"
-            result["seconds"] = encode(raw, store=store, options=options, compute=compute).seconds
+            timed = encode(raw, store=store, options=options, compute=compute)
+            result["seconds"], result["engine"] = timed.seconds, timed.provenance["engine"]["reason"]
             result["rerun"] = encode(raw, store=store, options=options, compute=compute).seconds
             vectors = embed(raw, store=store, options=options, compute=compute)
             if sizes:
@@ -184,7 +198,8 @@ def child(name: str, n: int, threads: int, out: Path | None, sizes: dict[str, in
 
 
 def run_child(name: str, args, out: Path | None, quality_sizes: dict[str, int] | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", name, "--texts", str(args.texts), "--threads", str(args.threads)]
+    cmd = [sys.executable, __file__, "--child", name, "--model", args.model, "--texts", str(args.texts),
+           "--threads", str(args.threads)]
     if out is not None:
         cmd += ["--out", str(out)]
     if quality_sizes:
@@ -200,34 +215,38 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="300 texts, 1 repeat, small quality sets")
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help="the targets are e5-small's; another model (a small local one) only checks the script runs")
+    ap.add_argument("--quick", action="store_true", help="300 texts, 2 repeats, small quality sets")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--quality", type=json.loads, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.texts, args.threads, args.out, args.quality)))
+        print(json.dumps(child(args.child, args.model, args.texts, args.threads, args.out, args.quality)))
         return
     if args.quick:
-        args.texts, args.repeats = 300, 1
+        args.texts, args.repeats = 300, 2
     sizes = ({"retrieval": 300, "pairs": 500, "train": 300, "test": 200} if args.quick else
              {"retrieval": 1000, "pairs": 1500, "train": 600, "test": 300})
     console = Console(width=200)  # the table stays whole in a log file
 
-    names = ("bare", *PATHS, "st")
+    names = ("bare", "bare-onnx", *PATHS, "st")
     times: dict[str, list[float]] = {name: [] for name in (*names, "rerun")}
     scores: dict[str, dict[str, float]] = {}
+    engines: set[str] = set()
     tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):  # repeats interleaved, so a drift of the machine touches every path alike
             for name in names:
-                first = r == 0 and name != "bare"
+                first = r == 0 and not name.startswith("bare")
                 got = run_child(name, args, Path(tmp) if first else None,
                                 sizes if first and name in PATHS and SHARED.is_file() else None)
                 times[name].append(got["seconds"])
                 tokens = got.get("tokens", tokens)
-                if name == "onnx":
+                if name == "auto":
                     times["rerun"].append(got["rerun"])
+                    engines.add(got["engine"])
                 if "quality" in got:
                     scores[name] = got["quality"]
             console.print(f"run {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
@@ -235,41 +254,58 @@ def main() -> None:
     for name, s in scores.items():
         console.print(f"quality {name}: P@1 {s['p1']:.4f}, cell accuracy {s['cell']:.4f}")
 
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model(args.model).path)
+    peak = fp32_peak(config, args.threads, rows=2048, repeats=10)
+    gflop = weight_gflop_per_token(config) * tokens
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = {k: med["bare"] / med[k] for k in med}
+    spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in times.items() if k != "rerun"}
+    bare = min(med["bare"], med["bare-onnx"])
+    share = {k: gflop / med[k] / peak for k in med if k != "rerun"}
     cos = {k: cosines(vectors[k], vectors["torch"]) for k in vectors}
-    table = Table(title=f"{args.texts} texts, {tokens:,} tokens, e5-small, {args.threads} threads, median of "
+    noise = [f"{k} repeats spread {100 * v:.0f}%" for k, v in spread.items() if v > NOISY_SPREAD]
+    noise += [f"the peak probe ({peak:.0f} GFLOP/s) is below what {k} achieved ({gflop / med[k]:.0f} GFLOP/s)"
+              for k in ("bare", "bare-onnx") if gflop / med[k] > peak]
+    if args.repeats < 2:
+        noise.append("one repeat: no spread to judge the machine by")
+
+    console.print(f"CPU: {cpu_name()}; vector extensions: {' '.join(vector_extensions()) or 'none found'}")
+    table = Table(title=f"{args.texts} texts, {tokens:,} tokens, {args.model}, {args.threads} threads, median of "
                         f"{args.repeats}, each path in its own process (loading not timed)")
-    for col in ("path", "seconds", "texts/s", "vs bare", "vs st", "min cos", "mean cos", "P@1 en-ko",
-                "cell acc", "target"):
+    for col in ("path", "seconds", "spread", "texts/s", "vs faster bare", "vs st", "of fp32 peak", "min cos",
+                "mean cos", "P@1 en-ko", "cell acc", "target"):
         table.add_column(col, justify="left" if col in ("path", "target") else "right")
     ref = scores.get("torch")
     for name in names:
         target = []
-        if name == "onnx":  # the default on CPU: lossless and faster
-            target.append(verdict(ratio[name] >= 1.9 and cos[name].min() >= 0.99999,
-                                  ">= 1.9x bare, min cos >= 0.99999"))
+        if name == "auto":  # the default path
+            target.append(verdict(bare / med[name] >= 0.95 and share[name] >= 0.80,
+                                  ">= 0.95x the faster bare pass and >= 80% of the fp32 peak"))
+            target.append(verdict(med["st"] / med[name] >= 1.3, ">= 1.3x st"))
         if name == "int8":
-            ok = ratio[name] >= 3.0
+            ok = bare / med[name] >= 2.0
             if ref is not None:
-                ok = ok and abs(scores[name]["p1"] - ref["p1"]) <= 0.01 and abs(scores[name]["cell"] - ref["cell"]) <= 0.01
-            target.append(verdict(ok, ">= 3x bare, P@1 and cell within 1 point" + ("" if ref else "; quality NOT checked")))
-        if name in ("onnx", "int8"):
-            target.append(verdict(med["st"] / med[name] >= 2.0, ">= 2x st"))
+                ok = ok and all(abs(scores[name][m] - ref[m]) <= 0.01 for m in ("p1", "cell"))
+            target.append(verdict(ok, ">= 2x the faster bare pass, P@1 and cell within 1 point"
+                                  + ("" if ref else "; quality NOT checked")))
         s = scores.get(name)
-        table.add_row(name, f"{med[name]:.2f}", f"{args.texts / med[name]:.1f}", f"{ratio[name]:.3f}x",
-                      f"{med['st'] / med[name]:.2f}x",
+        table.add_row(name, f"{med[name]:.2f}", f"{100 * spread[name]:.0f}%", f"{args.texts / med[name]:.1f}",
+                      f"{bare / med[name]:.3f}x", f"{med['st'] / med[name]:.2f}x", f"{100 * share[name]:.0f}%",
                       f"{cos[name].min():.6f}" if name in cos else "", f"{cos[name].mean():.6f}" if name in cos else "",
-                      f"{s['p1']:.4f}" if s else "", f"{s['cell']:.4f}" if s else "", "; ".join(target))
-    rerun_share = med["rerun"] / med["onnx"]
-    table.add_row("rerun", f"{med['rerun']:.3f}", "", "", "", "", "", "", "",
+                      f"{s['p1']:.4f}" if s else "", f"{s['cell']:.4f}" if s else "",
+                      "; ".join(target) if not noise else ("noisy machine, no verdict" if target else ""))
+    rerun_share = med["rerun"] / med["auto"]
+    table.add_row("rerun", f"{med['rerun']:.3f}", "", "", "", "", "", "", "", "", "",
+                  "noisy machine, no verdict" if noise else
                   verdict(rerun_share <= 0.02, f"<= 2% of encode: {100 * rerun_share:.2f}%"))
     console.print(table)
-    torch.set_num_threads(args.threads)
-    gflop, rate = fp32_ceiling(load_model(resolve_model(DEFAULT_MODEL), "cpu")[0].config, tokens, args.threads)
-    console.print(f"fp32 ceiling: {gflop:.0f} GFLOP of weight products at the best fp32 rate measured here, "
-                  f"{rate:.0f} GFLOP/s: at least {gflop / rate:.2f}s, so at most {med['bare'] * rate / gflop:.2f}x "
-                  f"the bare pass for any fp32 path on this machine")
+    console.print(f"fp32 peak: {peak:.0f} GFLOP/s on the model's shapes; the pass's weight products are {gflop:.0f} "
+                  f"GFLOP, so no fp32 path can take less than {gflop / peak:.2f}s "
+                  f"({bare * peak / gflop:.2f}x the faster bare pass)")
+    console.print("auto chose: " + " | ".join(sorted(engines)))
+    if noise:
+        console.print("noisy machine, no verdict: " + "; ".join(noise))
     if not SHARED.is_file():
         console.print(f"quality not measured: {SHARED} not found")
     if args.quick:
