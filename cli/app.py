@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("encode_cmds", "encode"),
     "models": ("encode_cmds", "models_app"),
     "store": ("encode_cmds", "store_app"),
+    "cache": ("encode_cmds", "cache_app"),
     "train-aligner": ("train_cmds", "train_aligner"),
     "train-head": ("train_cmds", "train_head"),
     "evaluate": ("train_cmds", "evaluate"),

@@ -15,6 +15,8 @@ from .common import console, encoding_options, human_bytes, model_option, print_
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False,
                          help="Encoder models (the offline default is built locally).")
+cache_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="See and prune the cache (models, ONNX graphs, stores): $EMBEDSTORE_CACHE or ./cache.")
 store_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inspect, verify, repair and merge vector stores.")
 
 
@@ -183,3 +185,33 @@ def store_merge(
         taken = ", ".join(f"{n:,} from {path}" for path, n in k.rows_from.items())
         console.print(f"  {k.group}: {k.rows:,} rows ({taken}; {k.duplicates:,} duplicates dropped, "
                       f"max difference {k.max_difference:.1e})")
+
+
+@cache_app.command("list")
+@user_errors
+def cache_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Every entry of the cache with its kind and size, largest first."""
+    from embedstore.encoding.cache import cache_entries
+
+    entries = cache_entries()
+    if as_json:
+        return print_json([e.to_dict() for e in entries])
+    for e in entries:
+        typer.echo(f"{human_bytes(e.size_bytes):>10}  {e.kind:<10}  {e.path}")
+    typer.echo(f"{human_bytes(sum(e.size_bytes for e in entries)):>10}  total")
+
+
+@cache_app.command("prune")
+@user_errors
+def cache_prune(
+    kind: list[str] = typer.Option(["onnx"], "--kind", help="What to remove: onnx (exported graphs) and/or models "
+                                   "(built or downloaded models); both rebuild on next use. Stores are never pruned."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+) -> None:
+    """Remove cached entries that rebuild on next use (by default the ONNX graphs)."""
+    from embedstore.encoding.cache import prune
+
+    removed = prune(tuple(kind), dry_run=dry_run)
+    for e in removed:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {human_bytes(e.size_bytes):>10}  {e.path}")
+    typer.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.size_bytes for e in removed))}")

@@ -52,3 +52,25 @@ def test_a_cuda_device_on_a_cpu_torch_is_one_line():
     with pytest.raises(ConfigError, match=r"device: 'cuda:0': this torch .* expected cpu or auto") as caught:
         resolve_device("cuda:0")
     assert "\n" not in str(caught.value)
+
+
+def test_cache_list_and_prune(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path))
+    graph = tmp_path / "onnx" / "m.fp32.abc"
+    graph.mkdir(parents=True)
+    (graph / "model.onnx").write_bytes(b"x" * 3000)
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "config.json").write_text("{}")
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "store.zarr" / "zarr.json").write_text("{}")
+    r = runner.invoke(app, ["cache", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    assert {(e["kind"], e["path"]) for e in json.loads(r.stdout)} == {
+        ("ONNX graph", str(graph)), ("model", str(tmp_path / "models" / "m")), ("store", str(tmp_path / "store.zarr"))}
+    r = runner.invoke(app, ["cache", "prune", "--dry-run"])
+    assert r.exit_code == 0 and graph.exists() and "would remove" in r.output
+    r = runner.invoke(app, ["cache", "prune"])
+    assert r.exit_code == 0, r.output
+    assert not graph.exists() and (tmp_path / "models" / "m").exists() and (tmp_path / "store.zarr").exists()
+    r = runner.invoke(app, ["cache", "prune", "--kind", "stores"])
+    assert r.exit_code == 1 and "never pruned" in r.output
