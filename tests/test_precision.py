@@ -23,15 +23,15 @@ def test_precision_has_its_own_key_and_records_its_check(tiny_model_dir, tmp_pat
     store = tmp_path / "s.zarr"
     full = encode(TEXTS, store=store, options=EncodeOptions(model=str(tiny_model_dir)))
     low = encode(TEXTS, store=store, options=EncodeOptions(model=str(tiny_model_dir), precision=name))
-    assert low.encoded == 3 and low.keys[0]["model"].endswith(f"+{name}")
-    assert low.keys[0]["fingerprint"] != full.keys[0]["fingerprint"]
+    assert low.encoded == 3 and low.keys[0].model.endswith(f"+{name}")
+    assert low.keys[0].fingerprint != full.keys[0].fingerprint
     check = low.provenance["precision_check"]
     assert low.provenance["compute_dtype"] == name and low.provenance["backend"] == "torch"
     assert check["texts"] == 2 * precision.CHECK_TEXTS and check["min_cosine"] >= precision.MIN_COSINE
     assert check["p_at_1"] >= precision.MIN_P_AT_1
     st = Store.open(store)
-    a, b = (st.get(next(k for k in st.keys() if k.model == m), TEXTS) for m in (full.keys[0]["model"],
-                                                                              low.keys[0]["model"]))
+    a, b = (st.get(next(k for k in st.keys() if k.model == m), TEXTS) for m in (full.keys[0].model,
+                                                                              low.keys[0].model))
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= precision.MIN_COSINE and not np.array_equal(a, b)  # close, yet computed otherwise
 
