@@ -247,3 +247,23 @@ def test_regularisation_neighbours_refit_the_head_a_decade_either_side_of_its_C(
     rows = around["C/10"]["rows"]  # as fit_head's per-row predictions: what the verdict code pairs
     assert rows.test_ids == "rows" and rows.correct.mean() == pytest.approx(np.mean(strong == np.array(y[80:])))
     assert regularisation_neighbours(make_head("linear").fit(inputs.train_x, inputs.train_y), inputs) == {}
+
+
+@pytest.mark.heavy
+def test_lora_ta_cells_train_on_translated_rows_and_keep_row_predictions(tiny_model_dir, tmp_path):
+    """The paper's LoRA-TA as a method of its own: its cell trains on the translated rows (not English ones),
+    scores the native test rows with its own head, records how far the encoder moved, and keeps row predictions."""
+    cfg = write_config(tmp_path, tiny_model_dir, ["translated", "lora-ta"])
+    text = cfg.read_text().replace('task_sizes = ["40", "all"]', 'task_sizes = ["40"]')
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("aligners =", "pair_sizes =")))
+    cfg.write_text(text + "\n[adapt]\nepochs = 1\nbatch_size = 8\nmax_length = 24\n")
+    config = load_config(cfg)
+    summary = run_study(config, workers=1, progress=False).summary
+    assert not summary.errors, summary.errors
+    records = {r["cell"]["method"]: r for r in read_results(config.results)}
+    lora, translated = records["lora-ta"], records["translated"]
+    assert lora["metrics"]["n"] == 56 and lora["provenance"]["sizes"]["n_train"] == 40
+    assert lora["provenance"]["draws"] == translated["provenance"]["draws"]  # the same rows as `translated`
+    assert lora["provenance"]["sizes"]["finetune_config"]["lr"] == 1e-5  # the paper's recipe, [adapt] on top
+    assert set(lora["metrics"]["adaptation"]) == {"relative_weight_change", "mean_cosine_base_adapted"}
+    assert "predictions" in lora and lora["provenance"]["precision"] == {"text": "fp32"}

@@ -405,8 +405,32 @@ def run_adapted(ctx: Context) -> MethodResult:
     return replace(result, sizes={**result.sizes, "adapt": info})
 
 
+def run_lora_ta(ctx: Context) -> MethodResult:
+    """lora-ta: LoRA adapters and a task head fine-tuned together on the cell's translated task rows, that head
+    scoring the native test rows (`text_training.lora_ta`, the paper's recipe with `[adapt]`'s options on top).
+    Like langalign-e2e, an ordinary resumable run under `<results>.e2e/<cell>-<context>/`."""
+    from embedstore.text_training.adapt import method_options
+    from embedstore.text_training.lora_ta import lora_ta
+
+    cell, test = ctx.cell, ctx.task.rows("test")
+    texts, labels, picked = _train_rows(ctx, "translated_train", set(test.labels))
+    work = ctx.config.results.with_suffix(".e2e") / f"{cell.id}-{context_id(ctx.config, cell, ctx.key.fingerprint)}"
+    settings = {k: v for k, v in ctx.config.adapt.items() if k not in ("identity_weight", "size")}
+    options = method_options("lora", seed=cell.seed, head=cell.head, **settings)
+    result = lora_ta(_write_rows(work / "train.jsonl", texts, labels),
+                     _write_rows(work / "test.jsonl", test.texts, test.labels), work / "run",
+                     model=ctx.config.model, options=options)
+    metrics = {**result.metrics, "degenerate": degeneracy(result.metrics)}
+    draws = _draws(ctx, picked)
+    sizes = {"n_train": len(texts), "n_test": len(test.texts), "finetune_dir": str(work),
+             "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
+             "finetune_wall_time_s": result.provenance["wall_time_s"], "finetune_config": result.provenance["config"]}
+    return MethodResult(metrics, sizes, draws, RowPredictions.of(test.labels, result.predicted, draws["test"]))
+
+
 RUNNERS: dict[str, Callable[[Context], MethodResult]] = {
-    "baseline": run_baseline, "langalign": run_langalign, "e2e": run_e2e, "adapted": run_adapted}
+    "baseline": run_baseline, "langalign": run_langalign, "e2e": run_e2e, "adapted": run_adapted,
+    "lora_ta": run_lora_ta}
 """The runner of each kind in `methods.TABLE` (`Method.runner`)."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Runner = Literal["baseline", "langalign", "e2e", "adapted"]
+Runner = Literal["baseline", "langalign", "e2e", "adapted", "lora_ta"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ _ALL = (
     Method("adapt-simcse", "adapted", pairs=True, adapt="simcse", options="adapt"),
     Method("adapt-align", "adapted", pairs=True, adapt="align", options="adapt"),
     Method("adapt-align+langalign", "adapted", aligner=True, pairs=True, adapt="align", options="adapt"),
+    # the paper's LoRA-TA (its Appendix G): adapters and a task head fine-tuned together on the translated task
+    # rows (task_size of them), that head scoring the native test rows; `[adapt]` options as for adapt-lora.
+    # adapt-lora above is another method: adapters on English rows, merged, then a new head on frozen vectors
+    Method("lora-ta", "lora_ta", train_role="translated_train", options="adapt"),
 )
 
 TABLE: dict[str, Method] = {m.name: m for m in _ALL}

@@ -120,7 +120,7 @@ def adapt(recipe: AdaptRecipe, data: TaskFile | ContrastFile, out: str | os.Path
         rows = training_rows(data, options)
         data_rows = data_record(data, ident, rows)
         record = train_once(out, TUNE_FILE, ident, spec, options, rows, finish, description="adapt lora",
-                            progress=progress, wrap_encoder=lambda encoder: _with_lora(encoder, recipe, options.seed))
+                            progress=progress, wrap_encoder=lambda encoder: with_lora(encoder, recipe, options.seed))
     else:
         contrast = contrast_rows(data, options)
         data_rows = {"train": data.record(len(contrast.train[0])),
@@ -142,7 +142,7 @@ def _check_data(method: str, data: TaskFile | ContrastFile) -> None:
         raise ConfigError("method align needs translation pairs: name the target-language column")
 
 
-def _with_lora(encoder: nn.Module, recipe: AdaptRecipe, seed: int) -> nn.Module:
+def with_lora(encoder: nn.Module, recipe: AdaptRecipe, seed: int) -> nn.Module:
     """The encoder with LoRA adapters on `lora_targets`; only the adapters train. Their initialisation draws
     from the run's seed without touching the caller's RNG."""
     from peft import LoraConfig, get_peft_model

@@ -38,6 +38,8 @@ class FinetuneResult:
     steps: int
     resumed_from_step: int
     method: str = METHOD
+    #: The label predicted for each test row, in the test file's order (kept by `lora_ta`; finetune keeps none).
+    predicted: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out": str(self.out)}
