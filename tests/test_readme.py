@@ -112,10 +112,11 @@ def run_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path) -> 
 def _check_outputs(tmp_path: Path, lines: list[str]) -> None:
     assert re.fullmatch(r"\S+ 0\.\d+", lines[0])  # the primary result's name and its accuracy
     assert re.fullmatch(r"\S+ \(1, \d+\)", lines[1])  # a label; the probabilities' shape
-    for made in ("cache/al/aligner.json", "cache/pipe/pipeline.json", "cache/pipe-st/modules.json",
+    for made in ("cache/al/config.json", "cache/pipe/pipeline.json", "cache/pipe-st/modules.json",
                  "cache/sample-ko.jsonl", "cache/tuned/config.json", "cache/aligned/config.json",
                  "cache/merged.zarr", "mined.en-ko.tsv"):
         assert (tmp_path / made).exists(), made
+    assert not (tmp_path / "cache" / "models").exists()  # every command took the project's model, none the default
 
 
 def test_the_readme_runs_as_written(tour_model_dir, tmp_path, monkeypatch):
