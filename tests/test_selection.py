@@ -30,7 +30,7 @@ def test_subsample_is_seeded_sorted_and_nested():
 
 
 def test_subsample_refuses_more_rows_than_available():
-    with pytest.raises(ConfigError, match="^asked for 20,000 rows but train.tsv holds 14,871$"):
+    with pytest.raises(ConfigError, match="^asked for 20,000 rows but train.tsv holds 14,871; ask for at most 14,871 \\(or all\\)$"):
         subsample(14_871, 20_000, seed=0, what="train.tsv")
 
 

@@ -168,12 +168,14 @@ def _build(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None, out: 
 
 def _run_in_child(*args: Any) -> None:
     """`_export_and_check(*args)` in a fresh interpreter (`python -m`, not multiprocessing's spawn, which would
-    re-run a user's script that lacks a `__main__` guard); its one-line error becomes ours."""
+    re-run a user's script that lacks a `__main__` guard); its one-line error becomes ours. `-P`: the working
+    directory is not put first on the child's path, so a folder named `embedstore` there (a copy of the sample's
+    layout, say) cannot shadow an editable install's package (which its finder serves after the path)."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", __name__, json.dumps([os.getpid(), *args])], capture_output=True,
-                          text=True)
+    done = subprocess.run([sys.executable, "-P", "-m", __name__, json.dumps([os.getpid(), *args])],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit {done.returncode}"
