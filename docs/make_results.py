@@ -22,6 +22,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from repo_python import use_project_python
+
+use_project_python()
+
 from embedstore.base.atomic import write_text
 from embedstore.estimators.aligners import is_trained
 from embedstore.estimators.heads import DEFAULT_HEAD

@@ -16,6 +16,10 @@ import json
 import os
 from pathlib import Path
 
+from repo_python import use_project_python
+
+use_project_python()
+
 import numpy as np
 
 from embedstore.base.atomic import write_json, write_text

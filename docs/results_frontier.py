@@ -17,6 +17,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from repo_python import use_project_python
+
+use_project_python()
+
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
