@@ -25,10 +25,15 @@ LEGACY_NAMES = {"embedstore": VERSION, "host": "hostname", "timestamp": "written
 """Names older records used for the stamp's facts → the names used now."""
 
 
+def hostname() -> str:
+    """The host a record names: the driver's in `stamp`, a worker's in a sweep cell's outcome."""
+    return platform.node()
+
+
 def stamp(*, libraries: bool = False) -> dict[str, Any]:
     """Which embedstore wrote the record, on which host, when (UTC, ISO 8601 to the second); with `libraries`
     the torch and transformers versions too (for records whose numbers came out of a forward pass)."""
-    record: dict[str, Any] = {VERSION: __version__, "hostname": platform.node(),
+    record: dict[str, Any] = {VERSION: __version__, "hostname": hostname(),
                               "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if libraries:
         import torch

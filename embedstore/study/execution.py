@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.parent import exit_with_parent
+from embedstore.base.provenance import hostname
 from embedstore.study.cells import Cell, SweepConfig
 
 Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
@@ -62,7 +62,7 @@ def execute(runner: Runner, cell: Cell, config: SweepConfig) -> dict[str, Any]:
     except Exception as exc:
         outcome = error_outcome(exc)
     outcome["wall_time_s"] = round(time.perf_counter() - start, 3)
-    outcome["hostname"] = socket.gethostname()
+    outcome["hostname"] = hostname()
     return outcome
 
 
