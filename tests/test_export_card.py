@@ -52,6 +52,37 @@ def test_the_sentence_transformers_export_carries_a_filled_card(pipeline, tiny_m
     assert "encode_document(" not in card and "{{" not in card  # not sentence-transformers' template
 
 
+#: mteb 2.x's ModelMeta fields (mteb/models/model_meta.py; pydantic, extra="forbid": no field more, none less).
+MTEB_FIELDS = {"loader", "loader_kwargs", "name", "revision", "release_date", "languages", "n_parameters",
+               "memory_usage_mb", "max_tokens", "embed_dim", "license", "open_weights", "public_training_code",
+               "public_training_data", "framework", "reference", "similarity_fn_name", "use_instructions",
+               "training_datasets", "adapted_from", "superseded_by", "modalities", "is_cross_encoder", "citation",
+               "contacts"}
+
+
+def test_the_sentence_transformers_export_carries_mteb_model_metadata(pipeline, tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    tmp, data = pipeline
+    out = tmp / "st-mteb"
+    r = invoke("export", out, "--pipeline", tmp / "pipe", "--format", "sentence-transformers", "--model",
+               tiny_model_dir)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "mteb_model_meta.json").read_text())
+    assert set(meta) == MTEB_FIELDS
+    model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    assert meta["embed_dim"] == model.get_embedding_dimension()
+    assert meta["n_parameters"] == sum(p.numel() for p in model.parameters())
+    assert meta["max_tokens"] == model.max_seq_length and meta["similarity_fn_name"] == "cosine"
+    assert meta["languages"] == ["eng-Latn", "kor-Hang"]  # English task rows, the pairs' target column 'ko'
+    assert meta["name"] == "local/pipe" and "/" in meta["name"]  # MTEB's 'organization/model_name'
+    record = json.loads((out / "embedstore-export.json").read_text())
+    assert meta["use_instructions"] is True  # the 'query: ' prompt
+    assert meta["adapted_from"] == record["pipeline_manifest"]["encoding"]["model"] and meta["adapted_from"]
+    assert meta["training_datasets"] == [data.name] and meta["framework"] == ["Sentence Transformers", "PyTorch"]
+    assert "mteb_model_meta.json" in (out / "README.md").read_text()
+
+
 def test_the_onnx_graph_says_how_to_feed_it(pipeline, tiny_model_dir):
     import onnx
 

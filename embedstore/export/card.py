@@ -109,7 +109,10 @@ def model_card(record: Mapping[str, Any], pipeline_dir: Path, metrics: Mapping[s
         f"{check.get('max_probability_difference', float('nan')):.1e} (tolerance {check['tolerance']}), the same "
         "predicted class for every text.", "",
         "## Provenance", "", "`embedstore-export.json` beside this card holds the full record: the pipeline's "
-        "manifest (input file hashes, model fingerprint, store key, seed), the export check and the versions.", ""]
+        "manifest (input file hashes, model fingerprint, store key, seed), the export check and the versions."
+        + (" `mteb_model_meta.json` holds MTEB's model metadata (`mteb.ModelMeta(**json.load(f))`); set its "
+           "`name` and `revision` to the hub repository and commit once pushed." if record["format"] != "onnx"
+           else ""), ""]
     return "\n".join(lines)
 
 

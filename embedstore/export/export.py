@@ -50,6 +50,7 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
             from embedstore.export.st import write_sentence_transformers
 
             check = write_sentence_transformers(parts, reference, tmp, tolerance)
+        model_facts = check.pop("model", None)  # what the written model reported, for MTEB's metadata
         record = {"kind": "export", "format": format, "pipeline": str(pipeline_dir), **stamp(),
                   "aligner_in_model": parts.aligner is not None, "classes": parts.classes,
                   "check": {"texts": len(reference.texts), "tolerance": tolerance, "predictions_equal": True,
@@ -57,6 +58,11 @@ def export_pipeline(pipeline_dir: str | Path, out: str | Path, *, format: str,
                   "pipeline_manifest": pipe.manifest, "seconds": round(time.perf_counter() - t0, 3)}
         (tmp / MANIFEST).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / CARD_FILE).write_text(model_card(record, Path(pipeline_dir), evaluation), encoding="utf-8")
+        if model_facts is not None:
+            from embedstore.export.mteb_meta import META_FILE, mteb_model_meta
+
+            (tmp / META_FILE).write_text(json.dumps(mteb_model_meta(record, Path(pipeline_dir), model_facts),
+                                                    indent=2, ensure_ascii=False), encoding="utf-8")
         if format == "onnx":
             from embedstore.export.onnx_graph import GRAPH_FILE, seal
 

@@ -65,7 +65,10 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
     proba_diff = check_close("exported head probabilities", probabilities, reference.probabilities, tolerance)
     _check_labels(probabilities, reference)
     return {"max_vector_difference": vector_diff, "max_probability_difference": proba_diff,
-            "aligner_layers": len(aligner_steps), "prompt": parts.prefix}
+            "aligner_layers": len(aligner_steps), "prompt": parts.prefix,
+            "model": {"embed_dim": loaded.get_embedding_dimension(),
+                      "n_parameters": sum(p.numel() for p in loaded.parameters()),
+                      "similarity_fn_name": loaded.similarity_fn_name}}
 
 
 def _check_labels(probabilities: np.ndarray, reference: Reference) -> None:
