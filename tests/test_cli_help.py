@@ -24,6 +24,18 @@ def test_the_top_level_help_imports_no_heavy_library():
     assert out == "[] []"
 
 
+def test_the_installed_entry_point_help_imports_no_heavy_library():
+    """What the user runs (`embedstore --help`, the console script's `main`, here as `python -m embedstore`): every
+    module the process imports, as `-X importtime` lists it, is free of the heavy libraries: the help is lazy."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedstore", "--help"], capture_output=True,
+                          text=True, check=True)
+    assert "train-aligner" in done.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "embedstore.cli.app" in imported  # the probe saw the app's imports
+    heavy = {m for m in imported if m.split(".")[0] in {"torch", "transformers", "sklearn", "scipy", "numpy", "zarr"}}
+    assert not heavy, sorted(heavy)[:10]
+
+
 def test_the_listing_is_each_commands_own_help():
     from typer.testing import CliRunner
 
