@@ -7,8 +7,10 @@ item with its wall time and figures:
 
 1. encode fp32 on CUDA through PyTorch, and through ONNX Runtime's CUDA provider (onnxruntime-gpu; without it the
    item FAILs naming the package); the two stores' vectors must agree within 1e-4 (fp32 kernels differ a little);
-2. encode `--precision fp16` and `--precision bf16` (PyTorch autocast): the fidelity check's min cosine and P@1
-   against fp32 are printed, and the item FAILs if the precision was refused (below the bound);
+2. encode `--precision fp16` and `--precision bf16` (PyTorch autocast) and `--precision onnx-fp16` (ONNX Runtime's
+   fp16 graph on its CUDA provider): the fidelity check's min cosine and P@1 against fp32 are printed, and the item
+   FAILs if the precision was refused (below the bound, or no CUDA provider). bf16 has no ONNX Runtime path
+   (`encoding.options.PRECISION_ENGINES`);
 3. a 1-GPU `torchrun` encode (nccl): same vectors as item 1's PyTorch store within 1e-5;
 4. a `finetune` end-to-end cell (LangAlign behind a Procrustes aligner, 1 epoch) and 5. an `adapt align` run (1
    epoch), both with `--device cuda`, whose records must say they ran on CUDA.
@@ -16,7 +18,8 @@ item with its wall time and figures:
 Budget: at most 8 minutes on one GPU with the default e5-small and 512 rows (most of it model loading; each item
 is a fresh process). Without a GPU it prints one line and exits 0. `run_checks(device="cpu", ...)` runs the same
 items on CPU (gloo for torchrun, ONNX Runtime's CPU provider, bf16 autocast on CPU): that is what the heavy test
-tier runs, so the script cannot rot between GPU runs.
+tier runs, so the script cannot rot between GPU runs (fp16 autocast is left out there: a GPU path; onnx-fp16 runs
+on the CPU provider, which casts around the operators it has no fp16 kernel for).
 """
 from __future__ import annotations
 
@@ -119,12 +122,12 @@ def run_checks(device: str, model: str, rows: int, out: Path) -> list[Item]:
         diff = float(np.abs(_vectors(stores["torch"], texts) - _vectors(stores["onnx"], texts)).max())
         items.append(Item("fp32 torch = onnx", diff <= 1e-4, 0.0, "", {"max |diff|": f"{diff:.1e}"}))
 
-    for precision in ("fp16", "bf16"):
+    for precision, engine in (("fp16", "autocast"), ("bf16", "autocast"), ("onnx-fp16", "ONNX Runtime")):
         if device == "cpu" and precision == "fp16":
             continue  # fp16 autocast is a GPU path; on CPU only bf16 is worth checking
         done, seconds = _run(_cli(*encode, "--store", stores["torch"], "--precision", precision), env)
         check = _json(done).get("provenance", {}).get("precision_check", {})
-        items.append(Item(f"encode {precision} (autocast)", done.returncode == 0 and bool(check), seconds,
+        items.append(Item(f"encode {precision} ({engine})", done.returncode == 0 and bool(check), seconds,
                           _last_line(done.stderr) if done.returncode else "",
                           {"min cosine": check.get("min_cosine"), "P@1": check.get("p_at_1")}))
 

@@ -133,7 +133,8 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
                help="int8: ONNX Runtime with int8 weights (faster on CPU, cosine ~0.97-0.99 to fp32 vectors, "
                     "stored under a key of its own); default: none (fp32)"),
         option("precision", Optional[str], "fp32", "--precision",
-               help="fp16 or bf16: PyTorch under autocast (for GPUs), stored under a key of its own and checked "
+               help="fp16 or bf16: PyTorch under autocast (for GPUs); onnx-fp16: ONNX Runtime on the graph "
+                    "converted to fp16 (its CUDA provider on a GPU); each stored under a key of its own and checked "
                     "against fp32 on first use (min cosine and P@1; refused below the bound in "
                     "embedstore.encoding.precision)"),
     ]

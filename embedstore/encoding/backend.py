@@ -14,7 +14,7 @@ from embedstore.base.errors import ConfigError
 from embedstore.encoding.encoder import Encoder, check_right_padding
 from embedstore.encoding.engine_choice import EngineChoice
 from embedstore.encoding.models import ModelSpec, load_once, load_tokenizer, unload
-from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination
+from embedstore.encoding.options import PRECISION_ENGINES, ComputeOptions, EncodeOptions, check_combination
 
 
 def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.device) -> EngineChoice | None:
@@ -29,6 +29,12 @@ def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.
             raise ConfigError(f"quantize: {options.quantize} is a CPU path (ONNX Runtime's dynamic int8 kernels); "
                               f"expected --device cpu, not {device}")
         return EngineChoice("onnx", f"quantize {options.quantize} runs on ONNX Runtime")
+    if options.precision is not None and PRECISION_ENGINES[options.precision] == "onnx":
+        if device.type == "cuda" and not cuda_available():
+            raise ConfigError(f"precision: {options.precision} on {device} needs ONNX Runtime's CUDA provider "
+                              "(pip install onnxruntime-gpu); expected --precision fp16 (PyTorch autocast) or "
+                              "--device cpu")
+        return EngineChoice("onnx", f"precision {options.precision} runs on ONNX Runtime (the graph in fp16)")
     if options.precision is not None:
         return EngineChoice("torch", f"precision {options.precision} runs on PyTorch (autocast)")
     if compute.backend != "auto":
@@ -48,13 +54,8 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
 
     threads = torch.get_num_threads()
     choice = fixed_choice(options, compute, device)
-    if choice is not None and options.precision is not None:  # autocast, after its check against fp32
-        from embedstore.encoding.precision import checked_encoder
-
-        key = options.keys(spec)[0]
-        encoder, check = checked_encoder(_load_torch(spec, device), spec, options.precision, layers, key.pooling,
-                                         key.prefix)
-        return encoder, choice, check
+    if choice is not None and options.precision is not None:  # after its check against fp32
+        return _load_reduced(spec, options, layers, device, choice)
     if choice is not None:
         encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
             _load_torch(spec, device)
@@ -85,10 +86,31 @@ def _load_torch(spec: ModelSpec, device: torch.device) -> Encoder:
     return Encoder(model, tokenizer, device)
 
 
+def _load_reduced(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], device: torch.device,
+                  choice: EngineChoice):
+    """The encoder of a reduced precision after its fidelity check against PyTorch fp32 (`precision.checked`):
+    autocast around the PyTorch model, or the fp16 graph (whose record keeps its graph check under "graph")."""
+    from embedstore.encoding import precision
+    from embedstore.encoding.onnx_runtime import runtime_version
+
+    key = options.keys(spec)[0]
+    if choice.backend == "torch":
+        encoder, check = precision.checked_encoder(_load_torch(spec, device), spec, options.precision, layers,
+                                                   key.pooling, key.prefix)
+        return encoder, choice, check
+    encoder = _load_onnx(spec, options, layers, device)
+    runtime = f"onnxruntime-{runtime_version()}-{encoder.graph.check['sha256'][:12]}"
+    check = precision.checked(encoder, lambda: _load_torch(spec, device), spec, options.precision, layers,
+                              key.pooling, key.prefix, runtime)
+    unload()  # the PyTorch reference (loaded only if the check ran) is not needed any more
+    return encoder, choice, {**check, "graph": encoder.graph.check}
+
+
 def _load_onnx(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], device: torch.device):
     from embedstore.encoding.onnx_backend import OnnxEncoder, load_graph
 
-    graph, data = load_graph(spec, layers, options.quantize)
+    graph_kind = "fp16" if options.precision is not None else options.quantize
+    graph, data = load_graph(spec, layers, graph_kind)
     cache_key = (str(graph.path), graph.check["sha256"], str(device), torch.get_num_threads())
     if cache_key not in _SESSIONS:
         _SESSIONS.clear()  # one graph in memory, as load_once keeps one model

@@ -17,6 +17,9 @@ beside the graph; beyond `FP32_TOLERANCE` the graph is refused and nothing is ca
 smoothing of `smoothing.py`) is lossy by design: it
 is checked by the cosine of its pooled vectors to PyTorch's (recorded; refused below `INT8_MIN_COSINE`, which
 only catches a broken graph) and its vectors live under their own store key (see `options.EncodeOptions.keys`).
+The fp16 graph (`--precision onnx-fp16`: onnxruntime's own `convert_float_to_float16` of the fp32 graph, fp32 inputs
+and outputs kept) is checked the same way here, and as a precision on the device it runs on at first use
+(`precision.checked`); its vectors have a key of their own too.
 
 Graphs are cached under cache_dir()/onnx/, one directory per (model fingerprint, output layers, quantization,
 export recipe), published whole (base.atomic.atomic_dir), so a killed export leaves nothing that looks finished.
@@ -49,16 +52,20 @@ from embedstore.encoding.models import ModelSpec, cache_dir
 from embedstore.encoding.onnx_export import OPSET, HiddenStates, export_graph, largest_difference
 from embedstore.encoding.onnx_runtime import GraphDamaged, open_session, runtime_version, sha256_bytes, \
     verified_bytes
-from embedstore.encoding.options import QUANTIZATION_RECIPES, QUANTIZATIONS
+from embedstore.encoding.options import HALF_GRAPH_RECIPE, QUANTIZATION_RECIPES
 
 EXPORT_RECIPE = 2  # bump when the export or its check changes, so cached graphs are rebuilt
 FP32_TOLERANCE = 1e-5
 """Largest accepted absolute difference of a hidden state between the graph and PyTorch. fp32 reordering noise
 of e5-small's 12 layers measures ~1.3e-6 on its hidden states; a wrong graph (a dropped mask,
 a mistraced branch) differs by 0.1 or more."""
-INT8_MIN_COSINE = 0.9
-"""An int8 graph whose pooled vectors fall below this cosine to PyTorch's is broken, not merely quantized
-(the int8 recipe measures 0.998 at worst on e5-small's probe texts)."""
+REDUCED_MIN_COSINE = 0.9
+"""An int8 or fp16 graph whose pooled vectors fall below this cosine to PyTorch's is broken, not merely reduced
+(the int8 recipe measures 0.998 at worst on e5-small's probe texts). The fp16 graph's bound as a precision (0.99
+cosine and P@1, on the device it runs on) is `precision.checked`'s, on first use."""
+REDUCED_RECIPES = {**QUANTIZATION_RECIPES, "fp16": HALF_GRAPH_RECIPE}
+"""The graphs made from the fp32 one: int8 weights (`--quantize int8`) and fp16 throughout (`--precision
+onnx-fp16`)."""
 GRAPH_FILE = "model.onnx"
 CHECK_FILE = "check.json"
 PROBE_TEXTS = 48  # real sentences (English and Korean) of the bundled sample, in padded batches
@@ -81,12 +88,12 @@ class Graph:
 
 def _recipe_digest(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None) -> str:
     """What makes the graph's bytes: the fp32 graph is torch's export, whatever runtime runs it (a new onnxruntime
-    re-checks it, `ensure_graph`); the int8 graph is written by onnxruntime's quantizer, so its version is part of
-    it."""
+    re-checks it, `ensure_graph`); the int8 and fp16 graphs are written by onnxruntime's quantizer and converter,
+    so its version is part of them."""
     recipe = {"fingerprint": spec.fingerprint, "layers": list(layers), "quantize": quantize, "opset": OPSET,
               "recipe": EXPORT_RECIPE, "torch": torch.__version__}
     if quantize is not None:
-        recipe["quantization"] = QUANTIZATION_RECIPES[quantize]
+        recipe["quantization"] = REDUCED_RECIPES[quantize]
         recipe["onnxruntime"] = runtime_version()
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -101,15 +108,16 @@ def ensure_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = 
     """The checked graph computing hidden states `layers` (absolute indices) of `spec`, exported on first use and
     checked again under a new onnxruntime. Its bytes are verified where they are loaded (`load_graph`).
 
-    The int8 graph is quantized from the fp32 one, so the fp32 graph is exported (and checked) first."""
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ConfigError(f"quantize: {quantize!r}; expected one of {', '.join(QUANTIZATIONS)} or none")
+    `quantize`: None (fp32) or a graph made from the fp32 one (`REDUCED_RECIPES`: int8, fp16), so the fp32 graph
+    is exported (and checked) first."""
+    if quantize is not None and quantize not in REDUCED_RECIPES:
+        raise ConfigError(f"quantize: {quantize!r}; expected one of {', '.join(REDUCED_RECIPES)} or none")
     layers = tuple(sorted(set(layers)))
     out = graph_dir(spec, layers, quantize)
     check = _read_check(out)
     if check is None:
         _build(spec, layers, quantize, out)
-    elif check.get("onnxruntime") != runtime_version():  # only fp32: the int8 directory is per runtime
+    elif check.get("onnxruntime") != runtime_version():  # only fp32: a reduced graph's directory is per runtime
         try:
             verified_bytes(out / GRAPH_FILE, check["sha256"])
         except GraphDamaged:
@@ -238,6 +246,15 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     if mode == "recheck":
         recorded = _read_check(Path(out_dir))
         data = verified_bytes(graph, recorded["sha256"] if recorded else None)
+    elif quantize == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # fp32 inputs and outputs kept (the pooling reads fp32 hidden states); constants beyond fp16's range
+        # (the attention mask's large negatives) are clipped by the converter to +-1e4, still far below softmax's
+        # reach
+        half = convert_float_to_float16(onnx.load(fp32_graph), keep_io_types=True)
+        onnx.save(half, graph)
     elif quantize is None:
         outputs = [f"hidden_{layer}" for layer in layers]
         export_graph(wrapper, [torch.from_numpy(batches[0][k]) for k in inputs], inputs, outputs, graph,
@@ -269,15 +286,15 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     check = {"model_path": model_path, "layers": list(layers), "inputs": list(inputs), "quantize": quantize,
              "max_abs_diff": max_diff, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
              "probe_texts": PROBE_TEXTS, "tolerance": FP32_TOLERANCE if quantize is None else None,
-             "min_cosine_floor": INT8_MIN_COSINE if quantize else None, "opset": OPSET, "recipe": EXPORT_RECIPE,
+             "min_cosine_floor": REDUCED_MIN_COSINE if quantize else None, "opset": OPSET, "recipe": EXPORT_RECIPE,
              "torch": torch.__version__, "onnxruntime": runtime_version(), "sha256": sha256_bytes(data)}
     if quantize is None and not max_diff <= FP32_TOLERANCE:
         raise EmbedstoreError(f"{model_path}: the exported ONNX graph differs from the PyTorch model by up to "
                               f"{max_diff:.2e} (hidden states of {PROBE_TEXTS} probe texts); expected at most "
                               f"{FP32_TOLERANCE:.0e} (fp32 noise); use --backend torch")
-    if quantize is not None and not cos.min() >= INT8_MIN_COSINE:
+    if quantize is not None and not cos.min() >= REDUCED_MIN_COSINE:
         raise EmbedstoreError(f"{model_path}: the {quantize} graph's vectors reach a cosine of only {cos.min():.3f} "
-                              f"to PyTorch's on {PROBE_TEXTS} probe texts; expected at least {INT8_MIN_COSINE}")
+                              f"to PyTorch's on {PROBE_TEXTS} probe texts; expected at least {REDUCED_MIN_COSINE}")
     write_json(Path(out_dir) / CHECK_FILE, check)
 
 

@@ -33,9 +33,20 @@ QUANTIZATION_RECIPES = {"int8": f"onnxruntime quantize_dynamic: MatMul weights Q
 """What each quantization does to the weights. It is part of the quantized key's fingerprint: vectors of another
 recipe are other vectors."""
 QUANTIZATIONS = tuple(QUANTIZATION_RECIPES)
-PRECISIONS = ("fp16", "bf16")
-"""Reduced compute precisions (PyTorch autocast; `encoding.precision`): their vectors differ from fp32 beyond noise,
-so each gets a key of its own, and is fidelity-checked against fp32 on first use."""
+HALF_GRAPH_RECIPE = ("onnxruntime.transformers.float16.convert_float_to_float16 of the checked fp32 graph, "
+                     "keep_io_types, default op block list; v1")
+"""How ONNX Runtime's fp16 graph is made from the fp32 one. Part of its key's fingerprint: another recipe makes other
+vectors."""
+PRECISION_ENGINES = {"fp16": "torch", "bf16": "torch", "onnx-fp16": "onnx"}
+"""Reduced compute precisions and the engine each runs on (`encoding.precision`): fp16 and bf16 are PyTorch under
+autocast; onnx-fp16 is ONNX Runtime running the graph converted to fp16 (`HALF_GRAPH_RECIPE`; its CUDA provider on
+a GPU). Their vectors differ from fp32 beyond noise, and from each other (autocast keeps layer norms, softmax and
+sums in fp32, the fp16 graph does not), so each gets a key of its own and is fidelity-checked against fp32 on first
+use. Why the engine is in the value rather than taken from `--backend`: the key must follow from these options
+alone, so a command that only reads vectors names the same key without knowing how they were computed. bf16 has no
+ONNX Runtime path: onnxruntime ships no bf16 converter and its CPU provider no bf16 kernels, so nothing here could
+check one."""
+PRECISIONS = tuple(PRECISION_ENGINES)
 BACKENDS = ("auto", "torch", "onnx")
 """auto: the faster of the two lossless engines for this model, layers, device and threads, measured on this machine
 on first use and cached (`encoding.engine_choice`); a first graph export only when the job can earn it back; on a
@@ -75,7 +86,7 @@ class EncodeOptions:
     dtype: str = "float32"
     fingerprint: str | None = None
     quantize: str | None = None  # "int8": ONNX Runtime with int8 weights; None: fp32
-    precision: str | None = None  # "fp16" or "bf16": PyTorch under autocast; None: fp32
+    precision: str | None = None  # "fp16"/"bf16": PyTorch under autocast; "onnx-fp16": ONNX Runtime; None: fp32
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):  # JSON and TOML give lists; the value stays hashable
@@ -170,8 +181,10 @@ def quantized_fingerprint(fingerprint: str, quantize: str) -> str:
 
 
 def precision_fingerprint(fingerprint: str, precision: str) -> str:
-    """The identity of a model run at a reduced precision: its vectors never share the fp32 key."""
-    return hashlib.sha256(f"{fingerprint}+autocast-{precision}".encode()).hexdigest()[:16]
+    """The identity of a model run at a reduced precision: its vectors never share the fp32 key, nor another
+    precision's or engine's."""
+    recipe = HALF_GRAPH_RECIPE if PRECISION_ENGINES[precision] == "onnx" else f"autocast-{precision}"
+    return hashlib.sha256(f"{fingerprint}+{recipe}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -201,9 +214,15 @@ class ComputeOptions:
 
 def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:
     """Refuse at once (before the store is read or a model loads) what cannot run together."""
-    if options.precision is not None and compute.backend == "onnx":
+    engine = PRECISION_ENGINES.get(options.precision or "")
+    if engine == "torch" and compute.backend == "onnx":
+        hint = " or --precision onnx-fp16 (ONNX Runtime's fp16 graph, a key of its own)" \
+            if options.precision == "fp16" else " (ONNX Runtime has no bf16 path: no converter, no CPU kernels)"
         raise ConfigError(f"precision: {options.precision} runs on PyTorch (autocast); expected --backend torch "
-                          "(or auto), not onnx")
+                          f"(or auto){hint}, not onnx")
+    if engine == "onnx" and compute.backend == "torch":
+        raise ConfigError(f"precision: {options.precision} runs on ONNX Runtime; expected --backend onnx (or auto), "
+                          "not torch, or --precision fp16 (PyTorch autocast)")
     if options.quantize is not None and compute.backend == "torch":
         raise ConfigError(f"quantize: {options.quantize} runs on ONNX Runtime; expected --backend onnx (or auto), "
                           "not torch")

@@ -1,19 +1,24 @@
-"""Encoding at reduced precision (`--precision fp16|bf16`): PyTorch under autocast, checked against fp32 first.
+"""Encoding at reduced precision (`--precision fp16|bf16|onnx-fp16`), checked against fp32 first.
 
-Why autocast rather than casting the weights: matrix products run in the reduced type (what makes a GPU fast)
-while layer norms, softmax and the pooling's sums stay in fp32, which is what keeps vectors close to fp32's.
-Why a check: fp16 and bf16 move vectors by more than fp32 noise (bf16 keeps 8 bits of mantissa), and how much
-depends on the model and device. So on first use of a (model, precision, device type) the bundled sample's
-sentences (English and Korean, real lengths, padded batches) are encoded both ways; the minimum cosine between a
-text's two vectors and P@1 (is each reduced vector's nearest fp32 vector its own?) are recorded beside the model
-and reported in the encode's provenance, and the precision is refused (one line naming both figures) when they
-fall below `MIN_COSINE` or `MIN_P_AT_1`. The vectors go under a key of their own (`options.precision_fingerprint`),
-so they are never mixed with fp32 ones.
+Two engines. PyTorch under autocast (fp16, bf16): matrix products run in the reduced type (what makes a GPU fast)
+while layer norms, softmax and the pooling's sums stay in fp32, which is what keeps vectors close to fp32's. ONNX
+Runtime (onnx-fp16): the checked fp32 graph converted to fp16 by onnxruntime's own converter (`onnx_backend`), run
+by its CUDA provider on a GPU; on a CPU it runs too (the CPU provider casts around the operators it has no fp16
+kernel for: expect fp16's rounding without its speed), so the path is checked where there is no GPU.
+
+Why a check: half precision moves vectors by more than fp32 noise (bf16 keeps 8 bits of mantissa), and how much
+depends on the model, the engine and the device. So on first use of a (model, precision, device type, runtime) the
+bundled sample's sentences (English and Korean, real lengths, padded batches) are encoded both ways, fp32 being the
+model in PyTorch (the reference every graph is checked against); the minimum cosine between a text's two vectors
+and P@1 (is each reduced vector's nearest fp32 vector its own?) are recorded beside the model and reported in the
+encode's provenance, and the precision is refused (one line naming both figures) when they fall below
+`MIN_COSINE` or `MIN_P_AT_1`. The vectors go under a key of their own (`options.precision_fingerprint`), so they are
+never mixed with fp32 ones, nor with another precision's or engine's.
 """
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,36 +53,51 @@ class AutocastEncoder:
 
 def checked_encoder(encoder: Encoder, spec: ModelSpec, precision: str, layers: Sequence[int], pooling: str,
                     prefix: str) -> tuple[AutocastEncoder, dict]:
-    """`encoder` under autocast, after the fidelity check (run once per model, precision and device type, then
-    read back); raises ConfigError when the precision is below the bound. Returns it with the check's record."""
-    device = encoder.device
-    path = cache_dir() / "precision" / f"{spec.fingerprint}.{precision}.{device.type}.{torch.__version__}.json"
+    """`encoder` under autocast, after the fidelity check (`checked`). Returns it with the check's record."""
+    reduced = AutocastEncoder(encoder, precision)
+    return reduced, checked(reduced, lambda: encoder, spec, precision, layers, pooling, prefix,
+                            f"torch-{torch.__version__}")
+
+
+def checked(reduced, reference: Callable[[], Encoder], spec: ModelSpec, precision: str, layers: Sequence[int],
+            pooling: str, prefix: str, runtime: str) -> dict:
+    """The fidelity record of `reduced` (any encoder: same batches in, pooled vectors out) against `reference()`
+    (the model in PyTorch fp32 on the same device, loaded only when the check runs), run once per model,
+    precision, device type and `runtime` (what computes the reduced vectors: the torch version, or onnxruntime's
+    and the graph's digest), then read back. Raises ConfigError when the precision is beyond the bound."""
+    device = reduced.device
+    path = cache_dir() / "precision" / f"{spec.fingerprint}.{precision}.{device.type}.{runtime}.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = None
     if not isinstance(record, dict) or record.get("layers") != list(layers) or record.get("pooling") != pooling:
-        record = fidelity(encoder, precision, layers, pooling, prefix)
+        record = {**fidelity(reference(), reduced, precision, layers, pooling, prefix), "runtime": runtime}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, record)
-    if record["min_cosine"] < MIN_COSINE or record["p_at_1"] < MIN_P_AT_1:
-        raise ConfigError(f"precision: {precision} on {device.type} moves {spec.name}'s vectors too far from fp32 "
-                          f"(min cosine {record['min_cosine']:.4f}, P@1 {record['p_at_1']:.3f} on "
+    refuse_beyond_bound(record, spec.name)
+    return record
+
+
+def refuse_beyond_bound(record: dict, model: str) -> None:
+    """ConfigError naming both figures when a fidelity record falls below either bound (NaN fails too)."""
+    if not (record["min_cosine"] >= MIN_COSINE and record["p_at_1"] >= MIN_P_AT_1):
+        raise ConfigError(f"precision: {record['precision']} on {record['device']} moves {model}'s vectors too far "
+                          f"from fp32 (min cosine {record['min_cosine']:.4f}, P@1 {record['p_at_1']:.3f} on "
                           f"{record['texts']} sample texts; the bound is {MIN_COSINE} and {MIN_P_AT_1}); encode "
                           "in fp32 (no --precision)")
-    return AutocastEncoder(encoder, precision), record
 
 
-def fidelity(encoder: Encoder, precision: str, layers: Sequence[int], pooling: str, prefix: str) -> dict:
-    """min cosine and P@1 of `precision` against fp32 on the bundled sample, per requested layer (worst kept)."""
+def fidelity(reference: Encoder, reduced, precision: str, layers: Sequence[int], pooling: str, prefix: str) -> dict:
+    """min cosine and P@1 of `reduced`'s vectors against `reference`'s (fp32) on the bundled sample, per requested
+    layer (worst kept)."""
     from embedstore.encoding.onnx_backend import sample_batches
 
-    reduced = AutocastEncoder(encoder, precision)
     full: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     low: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    for batch in sample_batches(encoder.tokenizer, prefix, 0, CHECK_TEXTS):
-        tensors = {k: torch.as_tensor(v, device=encoder.device) for k, v in batch.items()}
-        for out, runner in ((full, encoder), (low, reduced)):
+    for batch in sample_batches(reference.tokenizer, prefix, 0, CHECK_TEXTS):
+        tensors = {k: torch.as_tensor(v, device=reference.device) for k, v in batch.items()}
+        for out, runner in ((full, reference), (low, reduced)):
             for layer, vectors in runner.forward(tensors, layers, pooling).items():
                 out[layer].append(vectors)
     cosines, p_at_1 = [], []
@@ -85,7 +105,7 @@ def fidelity(encoder: Encoder, precision: str, layers: Sequence[int], pooling: s
         a, b = np.concatenate(full[layer]), np.concatenate(low[layer])
         cosines.append(float((unit_rows(a) * unit_rows(b)).sum(1).min()))
         p_at_1.append(nn_p_at_1(b, a))
-    return {"precision": precision, "device": encoder.device.type, "torch": torch.__version__, "layers": list(layers),
+    return {"precision": precision, "device": reference.device.type, "torch": torch.__version__, "layers": list(layers),
             "pooling": pooling, "texts": int(sum(len(v) for v in full[layers[0]])),
             "min_cosine": round(min(cosines), 6), "p_at_1": round(min(p_at_1), 4),
             "bound": {"min_cosine": MIN_COSINE, "p_at_1": MIN_P_AT_1}}

@@ -44,10 +44,11 @@ def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, cho
               "model_fingerprint": spec.fingerprint, "compute_dtype": "float32", "batch_size": compute.batch_size,
               "batch_tokens": compute.batch_tokens, "device": device, "backend": choice.backend,
               "engine": {"reason": choice.reason, "measured": choice.measured}}
-    if graph_check is not None and "precision" in graph_check:  # autocast's fidelity check (encoding.precision)
+    if graph_check is not None and "precision" in graph_check:  # a precision's fidelity check (encoding.precision)
         record["compute_dtype"] = graph_check["precision"]
-        record["precision_check"] = graph_check
-    elif graph_check is not None:
+        record["precision_check"] = {k: v for k, v in graph_check.items() if k != "graph"}
+        graph_check = graph_check.get("graph")  # the fp16 graph's own check, when ONNX Runtime ran it
+    if graph_check is not None:
         keep = ("quantize", "max_abs_diff", "min_cosine", "mean_cosine", "probe_texts", "onnxruntime", "opset",
                 "sha256", "rebuilt")
         record["onnx"] = {k: graph_check[k] for k in keep if k in graph_check}
