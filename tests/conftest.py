@@ -16,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The fault cases' tally (issue 28's count of faults tried and silent wrong answers): `fault_tally`."""
+    import fault_tally
+
+    config.pluginmanager.register(fault_tally, "fault_tally")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that needs the real model is heavy: the marker selection (`-m "not heavy"` by default) runs after

@@ -14,6 +14,8 @@ from embedstore.estimators.heads import load_head, make_head
 from embedstore.export.head import load_exported_head, save_exported_head
 from embedstore.export.layers import DenseStep
 
+pytestmark = pytest.mark.fault('crafted artifacts: exported heads and pipelines, sklearn attributes')
+
 RNG = np.random.default_rng(0)
 STEPS = [DenseStep(RNG.normal(size=(4, 6)).astype(np.float32), np.zeros(4, np.float32), "ReLU"),
          DenseStep(RNG.normal(size=(2, 4)).astype(np.float32), np.zeros(2, np.float32))]

@@ -54,6 +54,26 @@ def test_rerun_skips_everything_without_loading_the_model(tiny_model_dir, tmp_pa
     assert Store.open(store).rows(Store.open(store).keys()[0]) == 9
 
 
+def test_encode_decides_what_to_encode_from_the_ids_alone(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 28: what is already stored is decided by the ids; encode reads no stored vector or row digest (a stale
+    vectors shard is for reads and `verify` to find, each of which checks the digests)."""
+    from embedstore.store import zarr_backend
+
+    store = tmp_path / "s.zarr"
+    encode(SENTENCES, store=store, compute=COMPUTE, options=opts(tiny_model_dir))
+    arrays_read = []
+    real = zarr_backend.ZarrBackend._read
+
+    def recording(self, name, which, *args, **kwargs):
+        arrays_read.append(which)
+        return real(self, name, which, *args, **kwargs)
+
+    monkeypatch.setattr(zarr_backend.ZarrBackend, "_read", recording)
+    again = encode(SENTENCES + ["one new text"], store=store, compute=COMPUTE, options=opts(tiny_model_dir))
+    assert (again.encoded, again.present) == (1, 8)
+    assert "ids" in arrays_read and set(arrays_read) == {"ids"}, arrays_read
+
+
 def test_several_layers_in_one_pass_each_its_own_key(tiny_model_dir, tmp_path):
     store = tmp_path / "s.h5"
     report = encode(SENTENCES, store=store, compute=COMPUTE, options=opts(tiny_model_dir, layers=(-1, 1, 2)))

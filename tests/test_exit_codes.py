@@ -68,12 +68,14 @@ def test_every_command_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.fault('errors and Ctrl-C: the exit-code contract')
 def test_an_error_is_exit_1_with_one_error_line(name, monkeypatch):
     r = invoke_raising(name, EmbedstoreError("the file x: expected y"), monkeypatch)
     assert (r.exit_code, r.stderr) == (1, "error: the file x: expected y\n"), r.output
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.fault('errors and Ctrl-C: the exit-code contract')
 def test_ctrl_c_is_exit_130_with_one_line(name, monkeypatch):
     r = invoke_raising(name, KeyboardInterrupt(), monkeypatch)
     assert r.exit_code == 130, r.output
@@ -81,11 +83,13 @@ def test_ctrl_c_is_exit_130_with_one_line(name, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
+@pytest.mark.fault('errors and Ctrl-C: the exit-code contract')
 def test_an_explicit_exit_keeps_its_code_and_adds_no_error_line(name, monkeypatch):
     r = invoke_raising(name, typer.Exit(3), monkeypatch)
     assert r.exit_code == 3 and "error:" not in r.output, r.output
 
 
+@pytest.mark.fault('errors and Ctrl-C: the exit-code contract')
 def test_verify_of_a_damaged_store_is_exit_1_with_one_error_line(tmp_path):
     from embedstore.data.hashing import text_ids
     from embedstore.store import Store, StoreKey
@@ -100,6 +104,7 @@ def test_verify_of_a_damaged_store_is_exit_1_with_one_error_line(tmp_path):
     assert "Exit" not in r.output
 
 
+@pytest.mark.fault('errors and Ctrl-C: the exit-code contract')
 def test_ctrl_c_while_a_command_module_is_imported_is_exit_130(monkeypatch):
     """The lazy import of a command (torch, scikit-learn: seconds) runs before the command's own wrapper."""
     import importlib

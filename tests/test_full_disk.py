@@ -16,6 +16,8 @@ from embedstore.base.errors import StoreError
 from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey
 
+pytestmark = pytest.mark.fault('full disk and read-only targets')
+
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 
 

@@ -7,10 +7,13 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 from hypothesis import given, strategies as st
+import pytest
 
 from embedstore.base.errors import EmbedstoreError
 from embedstore.data.hashing import normalize
 from embedstore.data.texts import read_table
+
+pytestmark = pytest.mark.fault('fuzz: random columnar files (some valid)')
 
 SUFFIXES = [".parquet", ".feather", ".arrow"]
 cells = st.one_of(st.none(), st.text(max_size=6), st.integers(-5, 5), st.booleans(), st.floats(allow_nan=True),

@@ -65,6 +65,7 @@ LOADERS = {"aligner": load_aligner, "head": load_head}
     ("head", lambda c: {**c, "extra": 1}, r"extra: unknown key; allowed: format, "),
     ("head", lambda c: {**c, "format_version": True}, r"format_version True"),
 ])
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_a_config_that_does_not_fit_is_refused(saved, tmp_path, name, edit, message):
     directory = copy_of(saved, name, tmp_path)
     edit_config(directory, edit)
@@ -79,6 +80,7 @@ def test_a_config_that_does_not_fit_is_refused(saved, tmp_path, name, edit, mess
     ("aligner", lambda a: a.update(extra=np.zeros(D, np.float32)), r"unknown array 'extra'"),
     ("head", lambda a: a.update({k: v[:1].copy() for k, v in a.items()}), r"network weights do not fit"),
 ])
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_arrays_that_do_not_fit_are_refused(saved, tmp_path, name, edit, message):
     directory = copy_of(saved, name, tmp_path)
     edit_arrays(directory, edit)
@@ -87,6 +89,7 @@ def test_arrays_that_do_not_fit_are_refused(saved, tmp_path, name, edit, message
 
 
 @pytest.mark.parametrize("name", ["aligner", "head"])
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_a_truncated_safetensors_file_is_one_line(saved, tmp_path, name):
     directory = copy_of(saved, name, tmp_path)
     path = directory / "model.safetensors"
@@ -117,6 +120,7 @@ def load_or_refuse(name, directory):
 
 @given(name=st.sampled_from(["aligner", "head"]), field=st.sampled_from(FIELDS + ["W_", "classes_", "recipe"]),
        value=json_values)
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_fuzz_config_fields(saved, tmp_path, name, field, value):
     """One field (or one parameter / state value) of a valid config.json replaced by any JSON value."""
     directory = copy_of(saved, name, tmp_path)
@@ -133,6 +137,7 @@ def test_fuzz_config_fields(saved, tmp_path, name, field, value):
 
 
 @given(name=st.sampled_from(["aligner", "head"]), text=st.text(max_size=200) | json_values.map(json.dumps))
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_fuzz_config_text(saved, tmp_path, name, text):
     directory = copy_of(saved, name, tmp_path)
     (directory / "config.json").write_text(text)
@@ -141,6 +146,7 @@ def test_fuzz_config_text(saved, tmp_path, name, text):
 
 @given(name=st.sampled_from(["aligner", "head"]), cut=st.integers(0, 10_000),
        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4))
+@pytest.mark.fault('crafted or random saved estimators (the fuzzed ones partly valid)')
 def test_fuzz_safetensors_bytes(saved, tmp_path, name, cut, flips):
     """A valid weights file cut short and with some bytes overwritten (header and data alike)."""
     directory = copy_of(saved, name, tmp_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fuzz_profiles  # noqa: F401  (the hypothesis profile)
 from hypothesis import example, given, strategies as st
+import pytest
 
 from embedstore.base.errors import EmbedstoreError
 from embedstore.data.tasks import Task, load_rows
@@ -36,6 +37,7 @@ def refused_or(fn, *args, **kwargs):
 @example(suffix=".jsonl", text="[" * 100_000, columns=["text"])
 @example(suffix=".csv", text="text\n\x00\n", columns=["text"])
 @example(suffix=".csv", text="text\n" + "x" * 200_000 + "\n", columns=["text"])
+@pytest.mark.fault('fuzz: random text tables, sweep configs and results files (some valid)')
 def test_fuzz_text_tables(tmp_path_factory, suffix, text, columns):
     path = tmp_path_factory.mktemp("t") / f"input{suffix}"
     path.write_text(text, encoding="utf-8")
@@ -46,6 +48,7 @@ def test_fuzz_text_tables(tmp_path_factory, suffix, text, columns):
 
 
 @given(suffix=st.sampled_from(sorted(FORMATS)), data=st.binary(max_size=200))
+@pytest.mark.fault('fuzz: random text tables, sweep configs and results files (some valid)')
 def test_fuzz_text_table_bytes(tmp_path_factory, suffix, data):
     path = tmp_path_factory.mktemp("b") / f"input{suffix}"
     path.write_bytes(data)
@@ -117,6 +120,7 @@ def check_sweep_config(path: Path) -> None:
 @example(path=[1], value="a\x00b")  # store
 @example(path=[2], value="./model\x00")  # model
 @example(path=[4, 0, 0, 0], value="data\x00.tsv")  # tasks.topic.en_train.file
+@pytest.mark.fault('fuzz: random text tables, sweep configs and results files (some valid)')
 def test_fuzz_sweep_config_fields(tmp_path_factory, path, value):
     """One value of a valid sweep config, at any depth, replaced by any TOML value."""
     root = tmp_path_factory.mktemp("sweep")
@@ -127,6 +131,7 @@ def test_fuzz_sweep_config_fields(tmp_path_factory, path, value):
 
 @given(text=st.lists(SYNTAX | st.sampled_from(["=", "[grid]", "[tasks.x]", '"""', "'''"]) | st.text(max_size=5),
                      max_size=30).map("".join))
+@pytest.mark.fault('fuzz: random text tables, sweep configs and results files (some valid)')
 def test_fuzz_sweep_config_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("sweep") / "sweep.toml"
     path.write_text(text, encoding="utf-8")
@@ -141,6 +146,7 @@ result_lines = st.lists(st.sampled_from([CELL_LINE, "{", "[]", '{"kind": 1}', '{
 
 @given(lines=result_lines, end=st.sampled_from(["", "\n"]))
 @example(lines=["[" * 100_000], end="\n")
+@pytest.mark.fault('fuzz: random text tables, sweep configs and results files (some valid)')
 def test_fuzz_results_file(tmp_path_factory, lines, end):
     path = tmp_path_factory.mktemp("results") / "results.jsonl"
     path.write_text("\n".join(lines) + end, encoding="utf-8", errors="surrogateescape")

@@ -5,10 +5,13 @@ import shutil
 
 import fuzz_profiles  # noqa: F401  (the hypothesis profile)
 from hypothesis import given, strategies as st
+import pytest
 
 from embedstore.base.errors import EmbedstoreError
 from embedstore.pipelines.pipeline import Pipeline
 from test_steps_cli import saved_pipeline  # noqa: F401  (the module-scoped fixture: a pipeline with an aligner)
+
+pytestmark = pytest.mark.fault('fuzz: random pipeline manifests (some valid)')
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)

@@ -13,6 +13,8 @@ from embedstore.base.errors import EmbedstoreError
 from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey
 
+pytestmark = pytest.mark.fault('fuzz: random store attributes (some valid)')
+
 TEXTS = [f"text {i}" for i in range(5)]
 KEY = StoreKey(model="m", fingerprint="0" * 16, pooling="mean", layer=1, max_length=8, prefix="")
 

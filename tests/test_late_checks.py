@@ -14,6 +14,8 @@ from test_frontier_cli import invoke, pair_file
 from test_steps_cli import read_only_dir, saved_pipeline  # noqa: F401 - fixtures
 from test_sweep import make_config
 
+pytestmark = pytest.mark.fault('unwritable or clashing outputs and inputs the model cannot take')
+
 
 def test_mine_refuses_an_unwritable_out_before_encoding(tiny_model_dir, tmp_path, read_only_dir):
     data, store = pair_file(tmp_path), tmp_path / "s.zarr"

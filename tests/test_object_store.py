@@ -94,6 +94,7 @@ def test_encode_read_info_verify_on_s3_equal_a_local_store(tiny_model_dir, tmp_p
     assert _encode(texts, url, tiny_model_dir).encoded == 0  # a second run finds everything
 
 
+@pytest.mark.fault('object store: kill -9, two writers, changed bytes')
 def test_kill_9_mid_write_then_resume_is_bit_identical(tiny_model_dir, tmp_path, moto_server):
     texts = make_texts(3000)
     data = tmp_path / "texts.txt"
@@ -132,6 +133,7 @@ def test_kill_9_mid_write_then_resume_is_bit_identical(tiny_model_dir, tmp_path,
         np.testing.assert_array_equal(got.get(key, texts), want.get(key, texts))
 
 
+@pytest.mark.fault('object store: kill -9, two writers, changed bytes')
 def test_two_writers_one_is_refused(tiny_model_dir, moto_server):
     url = _url(moto_server)
     texts = make_texts(50)
@@ -145,6 +147,7 @@ def test_two_writers_one_is_refused(tiny_model_dir, moto_server):
         pass
 
 
+@pytest.mark.fault('object store: kill -9, two writers, changed bytes')
 def test_two_commits_of_the_same_rows_one_is_refused(tiny_model_dir, moto_server):
     """Below the lease, the manifest's conditional create: rows from one start are committed once."""
     url = _url(moto_server)
@@ -178,6 +181,7 @@ def test_merge_s3_to_local_and_back(tiny_model_dir, tmp_path, moto_server):
         np.testing.assert_array_equal(Store.open(other).get(key, texts), Store.open(url).get(key, texts))
 
 
+@pytest.mark.fault('object store: kill -9, two writers, changed bytes')
 def test_a_row_whose_bytes_changed_fails_its_digest(tiny_model_dir, moto_server):
     """A segment altered and its manifest's checksum forged to match: only the row digest can tell."""
     import google_crc32c

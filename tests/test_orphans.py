@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fault("kill -9 of a sweep or its parent")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SWEEP = """

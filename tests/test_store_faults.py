@@ -15,6 +15,8 @@ from embedstore.encoding.encode import encode
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.store import Store, StoreKey, merge_stores
 
+pytestmark = pytest.mark.fault('store: stale shards, half-made keys, damaged metadata, kills during key creation')
+
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 
 

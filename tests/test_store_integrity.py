@@ -85,6 +85,7 @@ def zarr_layout(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_path):
     st = fill(store_path)
     damage(st, "vectors", 1)
@@ -98,6 +99,7 @@ def test_a_damaged_vectors_chunk_is_an_error_naming_store_key_and_rows(store_pat
         np.testing.assert_array_equal(st.get(KEY, ["text 0", "text 9"]), VECS[[0, 9]])
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_missing_vectors_file_is_found_when_the_ids_are_read(tmp_path, zarr_layout):
     """encode's "already stored" check reads only ids: it said every text was stored and repaired nothing.
     A sharded key loses the rows of the whole shard with its file."""
@@ -113,6 +115,7 @@ def test_a_missing_vectors_file_is_found_when_the_ids_are_read(tmp_path, zarr_la
     assert [(d.array, d.start, d.stop) for d in st.verify()] == [("vectors", 0 if zarr_layout > 1 else 16, 20)]
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path, zarr_layout):
     st = fill(tmp_path / "s.zarr")
     if zarr_layout > 1:
@@ -126,6 +129,7 @@ def test_a_flipped_byte_in_a_zarr_chunk_fails_its_crc32c(tmp_path, zarr_layout):
         st.get(KEY, TEXTS)
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_damaged_shard_index_spoils_its_shard_and_repair_drops_only_that_shard(tmp_path):
     """The shard's own index of its chunks is crc32c-checked too: damaged, every chunk of the shard is
     unreadable (and named as such); a repair deletes that shard and keeps the rows of the others."""
@@ -159,6 +163,7 @@ def old_zarr_store(path: Path) -> Store:
     return Store.open(path)
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_stores_without_checksums_still_read_and_their_truncated_or_missing_chunks_are_errors(tmp_path):
     st = old_zarr_store(tmp_path / "old.zarr")
     np.testing.assert_array_equal(st.get(KEY, TEXTS), VECS)
@@ -172,6 +177,7 @@ def test_stores_without_checksums_still_read_and_their_truncated_or_missing_chun
     assert [(d.array, d.start, d.stop) for d in st.verify()] == [("ids", 0, 4), ("vectors", 12, 16)]
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_merge_refuses_an_input_whose_ids_chunk_is_missing(tmp_path, zarr_layout):
     a = fill(tmp_path / "a.zarr")
     b = fill(tmp_path / "b.zarr")
@@ -188,6 +194,7 @@ def test_merge_refuses_an_input_whose_ids_chunk_is_missing(tmp_path, zarr_layout
     ({"committed_rows": 4, "key": "m", "dim": 3}, "key"), ({"committed_rows": 4, "key": {"model": "m"}}, "key"),
     ({"committed_rows": 4, "key": KEY.to_dict(), "dim": -3}, "dim"),
 ])
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_nonsense_group_attributes_are_a_one_line_store_error(tmp_path, attributes, field):
     st = fill(tmp_path / "s.zarr")
     meta_path = st.path / KEY.group_name / "zarr.json"
@@ -201,6 +208,7 @@ def test_nonsense_group_attributes_are_a_one_line_store_error(tmp_path, attribut
     assert result.exit_code == 1 and result.output.startswith("error:") and KEY.group_name in result.output
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_verify_reports_every_damaged_chunk_and_the_cli_exits_non_zero(store_path):
     st = fill(store_path)
     result = CliRunner().invoke(app, ["store", "verify", str(store_path)])
@@ -215,6 +223,7 @@ def test_verify_reports_every_damaged_chunk_and_the_cli_exits_non_zero(store_pat
     assert "8 committed rows damaged" in result.output
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_repair_keeps_every_undamaged_row(store_path):
     st = fill(store_path)
     damage(st, "vectors", 1)
@@ -231,6 +240,7 @@ def test_repair_keeps_every_undamaged_row(store_path):
     np.testing.assert_array_equal(Store.open(store_path).get(KEY, ["new", "text 19"]), [[9] * 3, VECS[19]])
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_repair_then_encode_recomputes_exactly_the_dropped_texts(tiny_model_dir, tmp_path, store_path):
     opts, compute = EncodeOptions(model=str(tiny_model_dir)), ComputeOptions(batch_size=4, chunk_rows=8)
     texts = [f"sentence number {i} " + "word " * (i % 5) for i in range(30)]
@@ -287,6 +297,7 @@ def test_files_a_write_covers_whole_are_written_directly_and_read_back_by_zarr_i
     assert [(d.array, d.start) for d in st.verify()] == [("vectors", 4)]
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_flipped_byte(tmp_path, monkeypatch):
     """Vector rows are read by their row digests (issue 28: a chunk's crc32c cannot tell a stale file), sparse or
     dense; a byte flipped in one is still an error naming the key and the rows of its chunk."""
@@ -315,6 +326,7 @@ def test_a_sparse_read_checks_the_rows_it_takes_by_their_digests_and_finds_a_fli
     np.testing.assert_array_equal(Store.open(st.path).get(KEY, [texts[i] for i in whole]), vecs[whole])
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
     """Chunks that pass their own checksums but a row that does not match its digest (a writer's bug, not a disk
     fault): a one-line StoreError naming the key and the row, never the row's bytes."""
@@ -327,6 +339,7 @@ def test_a_row_whose_digest_disagrees_is_an_error_naming_the_row(tmp_path):
         Store.open(st.path).get(KEY, [texts[i] for i in (5, 70, 200)])
 
 
+@pytest.mark.fault('store: deleted, truncated and flipped chunks, damaged digests and attributes')
 def test_a_damaged_digest_chunk_is_named_when_a_sparse_read_meets_it(tmp_path):
     """Sparse reads do not check the digests' chunks whole (each digest is compared with its row instead), so a
     flipped digest byte shows as a row that disagrees; the error then names the damaged digests chunk."""

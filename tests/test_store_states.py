@@ -10,7 +10,9 @@ known. Invariants after every step:
 - a merge never copies a damaged row (it refuses), and a repair followed by a write of every text restores
   every vector bit for bit.
 
-The fast tier runs a few examples; the heavy-marked variant many more."""
+The fast tier runs a few examples; the heavy-marked variant many more. Each kill that fired and each restore that
+changed a shard is a fault case of `fault_tally` (issue 28's count), with the outcome its reads had right after it:
+refused, right, or silent wrong (recorded, then failed)."""
 from __future__ import annotations
 
 import os
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from zarr.storage import LocalStore
 
+import fault_tally
 from embedstore.base.errors import StoreError
 from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey, chunk_files, merge_stores, zarr_backend
@@ -134,11 +137,13 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(count=st.integers(1, 12), step=st.integers(1, 30))
     def write_killed(self, count, step):
-        with KillAt(step):
+        with KillAt(step) as kill:
             try:
                 self._write(count)
             except StoreError:
                 assert self.truly_damaged(), "a write refused an undamaged store"
+        if kill.seen >= step:  # the kill fired
+            fault_tally.record("kill at a file operation of a write", self.read_outcome())
 
     @precondition(lambda self: self.committed())
     @rule(which=st.sampled_from(ARRAYS), shard=st.integers(0, 4))
@@ -152,7 +157,10 @@ class StoreMachine(RuleBasedStateMachine):
     def restore_shard(self, index):
         path, data = self.backups[index % len(self.backups)]
         if path.parent.is_dir():
+            changed = not path.is_file() or path.read_bytes() != data
             path.write_bytes(data)
+            if changed:
+                fault_tally.record(f"stale {path.parent.parent.parent.name} shard restored", self.read_outcome())
 
     @rule()
     def verify(self):
@@ -192,8 +200,13 @@ class StoreMachine(RuleBasedStateMachine):
     # invariants ---------------------------------------------------------------------------------------------
     @invariant()
     def reads_are_right_or_refused(self):
-        if not hasattr(self, "path") or not self.committed():
-            return
+        if hasattr(self, "path"):
+            self.read_outcome()
+
+    def read_outcome(self) -> str:
+        """"refused" or "right": what reading every stored text gives now (fails on anything else)."""
+        if not self.committed():
+            return "right"
         st = Store.open(self.path)
         damaged = self.truly_damaged()
         try:
@@ -201,15 +214,21 @@ class StoreMachine(RuleBasedStateMachine):
             got = st.get_ids(KEY, IDS[present])
         except StoreError:
             assert damaged, "a read refused an undamaged store"
-            return
+            return "refused"
+        if not np.array_equal(got, vectors_of(IDS[present])):
+            fault_tally.record("a read after a fault", "silent wrong")
         np.testing.assert_array_equal(got, vectors_of(IDS[present]))
         for row in sorted(damaged)[:3]:  # each damaged row, read alone, is refused or right
             ids = zarr.open_array(str(self.path / KEY.group_name / "ids"), mode="r")[row:row + 1]
             if bytes(ids[0]) in EXPECTED:
                 try:
-                    np.testing.assert_array_equal(st.get_ids(KEY, ids), vectors_of(ids))
+                    alone = st.get_ids(KEY, ids)
                 except StoreError:
-                    pass
+                    continue
+                if not np.array_equal(alone, vectors_of(ids)):
+                    fault_tally.record("a damaged row read alone", "silent wrong")
+                np.testing.assert_array_equal(alone, vectors_of(ids))
+        return "right"
 
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

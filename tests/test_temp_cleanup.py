@@ -17,6 +17,8 @@ from embedstore.base import atomic
 from embedstore.data.hashing import text_ids
 from embedstore.store import Store, StoreKey
 
+pytestmark = pytest.mark.fault('leftovers of killed runs')
+
 KEY = StoreKey(model="m", fingerprint="f" * 16, pooling="mean", layer=2, max_length=128, prefix="")
 
 
