@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Iterable, Iterator, Sequence
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.files import input_mtime_ns
 from embedstore.base.provenance import file_identity
 from embedstore.base.schema import check_keys, did_you_mean, names_of
-from embedstore.data.texts import read_table
+from embedstore.data.texts import iter_rows, read_table
 
 #: Row filters: (column, allowed values) pairs; a row passes when every column holds one of its values.
 Where = tuple[tuple[str, tuple[str, ...]], ...]
@@ -67,23 +65,42 @@ def parse_where(items: Sequence[str]) -> Where:
     return tuple(out)
 
 
-def filtered_columns(file: Path, columns: Sequence[str], where: Where = (), *,
-                     single_label_column: str | None = None) -> dict[str, list[str]]:
-    """The named columns of the rows of `file` that pass every `where` filter (and, with `single_label_column`,
-    whose label is not a comma-joined list); a filter that keeps no row is an error, not an empty result."""
-    columns = tuple(dict.fromkeys((*columns, *(w for w, _ in where))))
+def _passing(rows: Iterable[dict[str, str]], file: Path, where: Where,
+             single_label_column: str | None = None) -> Iterator[dict[str, str]]:
+    """The rows that pass every `where` filter (and, with `single_label_column`, whose label is not a comma-joined
+    list); a filter that keeps no row is an error, not an empty result."""
+    allowed = [(col, frozenset(values)) for col, values in where]
+    kept = False
+    for row in rows:
+        if all(row[col] in values for col, values in allowed) and \
+                not (single_label_column and "," in row[single_label_column]):
+            kept = True
+            yield row
+    if not kept:
+        raise ConfigError(f"{file}: no rows pass the filters {dict(where)}")
+
+
+def _with_filter_columns(file: Path, columns: Sequence[str], where: Where) -> tuple[str, ...]:
     if not file.exists():
         raise ConfigError(f"{file}: no such file")
+    return tuple(dict.fromkeys((*columns, *(w for w, _ in where))))
+
+
+def filtered_columns(file: Path, columns: Sequence[str], where: Where = (), *,
+                     single_label_column: str | None = None) -> dict[str, list[str]]:
+    """The named columns of the rows of `file` that pass `where` (`_passing`), from the file's cached table."""
+    columns = _with_filter_columns(file, columns, where)
     table = _table(file, columns, input_mtime_ns(file))
-    keep = np.ones(len(table[columns[0]]), dtype=bool)
-    for col, allowed in where:
-        keep &= np.isin(np.asarray(table[col]), allowed)
-    if single_label_column:
-        keep &= np.char.find(np.asarray(table[single_label_column], dtype=str), ",") < 0
-    idx = np.flatnonzero(keep)
-    if not len(idx):
-        raise ConfigError(f"{file}: no rows pass the filters {dict(where)}")
-    return {col: [table[col][i] for i in idx] for col in columns}
+    rows = (dict(zip(columns, values)) for values in zip(*(table[c] for c in columns)))
+    kept = list(_passing(rows, file, where, single_label_column))
+    return {col: [row[col] for row in kept] for col in columns}
+
+
+def iter_filtered(file: Path, columns: Sequence[str], where: Where = ()) -> Iterator[dict[str, str]]:
+    """The rows `filtered_columns` gives, one at a time as the file is read (`data.texts.iter_rows`): for inputs
+    too large to hold, which `embedstore encode` streams."""
+    columns = _with_filter_columns(file, columns, where)
+    return _passing(iter_rows(file, columns), file, where)
 
 
 def load_rows(src: Source, *, single_label: bool = False) -> Rows:

@@ -7,16 +7,17 @@ over the ranks of a torch.distributed job (see `embedstore.encoding.distributed`
 """
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from embedstore.base.progress import progress_bar
-from embedstore.data.hashing import Text, normalize_text, text_ids
-from embedstore.base.errors import ConfigError
-from embedstore.data.tasks import Where, filtered_columns
+from embedstore.base.errors import ConfigError, InputError
+from embedstore.data.hashing import ID_BYTES, Text, normalize_text, text_ids
+from embedstore.data.tasks import Where, iter_filtered
 from embedstore.data.texts import TXT_COLUMN
 from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination, default_store
@@ -24,13 +25,65 @@ from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_
 from embedstore.store import Store, StoreKey
 
 
-def _unique(texts: Sequence[Text]) -> tuple[list[Text], np.ndarray]:
-    """First occurrence of each distinct normalised text: duplicates are encoded once."""
-    normalized = [normalize_text(t) for t in texts]
-    ids = text_ids(normalized)
+#: Distinct texts read, tokenized, batched and encoded together. An encode holds its input a chunk at a time, plus
+#: 24 bytes per text (its id and position), so its memory does not grow with the input: tokenizing a 200k-line
+#: file up front once took 2.75 GB. Batches are length-sorted within a chunk; 8,192 texts still fill the
+#: token-budget batches of each length as a whole-input sort did.
+CHUNK_TEXTS = 8192
+
+#: A fresh pass over the texts at each call: an encode reads its input twice (ids and checks, then the texts to
+#: encode), never holding it whole.
+TextSource = Callable[[], Iterable[Text]]
+
+
+_CHANGED = ("the input changed while it was being encoded ({}); the vectors written so far are right and kept: "
+            "run the encode again")
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _scan(source: TextSource) -> tuple[int, np.ndarray, np.ndarray]:
+    """(number of texts, ids of the distinct normalised texts in order of first appearance, the input positions of
+    those first appearances): the first pass, which also checks every row before anything is encoded."""
+    ids = [text_ids([normalize_text(t) for t in chunk]) for chunk in _batched(source(), CHUNK_TEXTS)]
+    ids = np.concatenate(ids) if ids else np.zeros((0, ID_BYTES), np.uint8)
     _, first = np.unique(ids, axis=0, return_index=True)
     first.sort()
-    return [normalized[i] for i in first], ids[first]
+    return len(ids), ids[first], first
+
+
+def _chunks(source: TextSource, n_texts: int, first: np.ndarray,
+            wanted: np.ndarray) -> Iterator[tuple[np.ndarray, list[Text]]]:
+    """(ranks, normalised texts) of the distinct texts `wanted` marks (by rank: order of first appearance), read
+    in a fresh pass, CHUNK_TEXTS ranks at a time. Chunks are fixed ranges of ranks whatever is still wanted, so a
+    resumed run forms the same chunks, and (commits on batch boundaries) the same batches, as an uninterrupted one."""
+    rank = np.full(n_texts, -1, np.int64)
+    rank[first] = np.arange(len(first))
+    ranks: list[int] = []
+    texts: list[Text] = []
+    boundary, read = CHUNK_TEXTS, 0
+    for position, text in enumerate(source()):
+        read = position + 1
+        if position >= n_texts:
+            raise InputError(_CHANGED.format(f"it now has more than {n_texts:,} texts"))
+        r = int(rank[position])
+        if r < 0:
+            continue
+        if r >= boundary:
+            if ranks:
+                yield np.asarray(ranks), texts
+            ranks, texts, boundary = [], [], (r // CHUNK_TEXTS + 1) * CHUNK_TEXTS
+        if wanted[r]:
+            ranks.append(r)
+            texts.append(normalize_text(text))
+    if read < n_texts:
+        raise InputError(_CHANGED.format(f"it now has {read:,} texts, not {n_texts:,}"))
+    if ranks:
+        yield np.asarray(ranks), texts
 
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
@@ -43,30 +96,45 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
     the model as the caller already resolved it (checked against a pinned fingerprint), so a command resolves
     its model once.
     """
+    return encode_source(lambda: texts, store=store, options=options, compute=compute, progress=progress,
+                         distributed=distributed, spec=spec)
+
+
+def encode_source(source: TextSource, *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
+                  compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+                  distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
+    """`encode` over texts read from `source` in chunks (`CHUNK_TEXTS`), never whole (but for a distributed
+    encode, whose ranks share out the distinct texts)."""
     t0 = time.perf_counter()
     check_combination(options, compute)
     spec = options.resolve() if spec is None else spec
     keys = options.keys(spec)
     st = Store.open(store or default_store())
-    unique, ids = _unique(texts)
+    n_texts, ids, first = _scan(source)
     if distributed:
         from embedstore.encoding.distributed import encode_distributed
 
-        report = encode_distributed(st, spec, keys, len(texts), unique, ids, options, compute, progress)
+        is_first = np.zeros(n_texts, bool)
+        is_first[first] = True
+        unique = [normalize_text(t) for t, keep in zip(source(), is_first) if keep]
+        report = encode_distributed(st, spec, keys, n_texts, unique, ids, options, compute, progress)
         report.seconds = time.perf_counter() - t0
         return report
     lacking = lacking_matrix(st, keys, ids)
-    report = EncodeReport(store=str(st.path), keys=keys, texts=len(texts), unique=len(unique),
+    report = EncodeReport(store=str(st.path), keys=keys, texts=n_texts, unique=len(ids),
                           present=int((~lacking.any(0)).sum()), encoded=0, tokens=0, seconds=0.0, model_loaded=False)
     if lacking.any():
         st.check_writable()  # a read-only or unwritable store fails before the model loads
-        _encode_missing(st, spec, keys, unique, ids, options, compute, report, progress)
+        chunks = _chunks(source, n_texts, first, lacking.any(0))
+        _encode_missing(st, spec, keys, chunks, ids, int(lacking.any(0).sum()), options, compute, report, progress)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: list[Text], ids: np.ndarray,
-                    options: EncodeOptions, compute: ComputeOptions, report: EncodeReport, progress: bool) -> None:
+def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: Iterator[tuple[np.ndarray, list[Text]]],
+                    ids: np.ndarray, todo: int, options: EncodeOptions, compute: ComputeOptions,
+                    report: EncodeReport, progress: bool) -> None:
+    """Encode the chunks' texts (`todo` of them) and append their vectors to every key that lacks them."""
     from embedstore.encoding.backend import load_encoder
     from embedstore.encoding.batching import length_sorted_batches, tokenize
     from embedstore.encoding.encoder import collate
@@ -74,26 +142,26 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
 
     device = resolve_device(compute.device)
     tokenizer = load_tokenizer(spec)
-    # tokenized before the engine loads: the job's size decides whether `--backend auto` exports a graph
-    todo = np.flatnonzero(lacking_matrix(st, keys, ids).any(0))
-    tok = tokenize(tokenizer, [unique[i] for i in todo], keys[0].prefix, options.max_length)
+
+    def tokenized(ranks: np.ndarray, texts: list[Text]):
+        if not np.array_equal(text_ids(texts), ids[ranks]):
+            raise InputError(_CHANGED.format("a text differs from its first reading"))
+        return tokenize(tokenizer, texts, keys[0].prefix, options.max_length)
+
+    # the first chunk is tokenized before the engine loads: the job's size (its tokens per text times the texts
+    # to encode) decides whether `--backend auto` exports a graph
+    head_ranks, head_texts = next(chunks)  # there is one: `todo` > 0, and `_chunks` raises if the input shrank
+    head = tokenized(head_ranks, head_texts)
     t0 = time.perf_counter()
     encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], device,
-                                          job_tokens=int(tok.lengths.sum()))
+                                          job_tokens=int(head.lengths.sum() * todo / len(head_ranks)))
     report.load_seconds = time.perf_counter() - t0
     provenance = encode_provenance(spec, compute, str(device), choice, check)
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
-        # re-check under the lock: another writer may have finished some of these meanwhile
+        # re-checked under the lock: another writer may have finished some of these meanwhile
         lacking = lacking_matrix(st, keys, ids)
-        still = np.flatnonzero(lacking.any(0))
-        if not np.array_equal(still, todo):
-            tok = tok.take(np.searchsorted(todo, still)) if np.isin(still, todo).all() else \
-                tokenize(tokenizer, [unique[i] for i in still], keys[0].prefix, options.max_length)
-            todo = still
         writers = [writer.key(k, spec.dim, provenance, compute.chunk_rows) for k in keys]
-        lengths = tok.lengths
-        batches = length_sorted_batches(lengths, ids[todo], compute.batch_tokens, compute.batch_size)
         buffered: list[tuple[np.ndarray, dict[int, np.ndarray]]] = []
         buffered_rows = 0
 
@@ -101,52 +169,64 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], unique: li
             nonlocal buffered, buffered_rows
             if not buffered:
                 return
-            rows = np.concatenate([r for r, _ in buffered])
+            ranks = np.concatenate([r for r, _ in buffered])
             for key, kw, lack in zip(keys, writers, lacking):
                 vecs = np.concatenate([v[key.layer] for _, v in buffered])
-                need = lack[todo[rows]]
+                need = lack[ranks]
                 if need.any():
-                    kw.append(ids[todo[rows[need]]], vecs[need])
-            report.encoded += len(rows)
+                    kw.append(ids[ranks[need]], vecs[need])
+            report.encoded += len(ranks)
             buffered, buffered_rows = [], 0
 
         with progress_bar("texts", enabled=progress) as bar:
-            task = bar.add_task("encoding", total=len(todo))
-            for rows in batches:
-                batch = collate(tok, rows, tokenizer.pad_token_id, device)
-                pooled = encoder.forward(batch, [k.layer for k in keys], keys[0].pooling)
-                buffered.append((rows, {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
-                buffered_rows += len(rows)
-                report.tokens += int(lengths[rows].sum())
-                if buffered_rows >= compute.chunk_rows:
-                    flush()
-                bar.advance(task, len(rows))
+            task = bar.add_task("encoding", total=todo)
+            for ranks, texts in itertools.chain([(head_ranks, head_texts)], chunks):
+                need = lacking[:, ranks].any(0)
+                tok = head if ranks is head_ranks and need.all() else \
+                    tokenized(ranks[need], [t for t, keep in zip(texts, need) if keep])
+                bar.advance(task, int((~need).sum()))  # finished by another writer meanwhile
+                ranks = ranks[need]
+                lengths = tok.lengths
+                for rows in length_sorted_batches(lengths, ids[ranks], compute.batch_tokens, compute.batch_size):
+                    batch = collate(tok, rows, tokenizer.pad_token_id, device)
+                    pooled = encoder.forward(batch, [k.layer for k in keys], keys[0].pooling)
+                    buffered.append((ranks[rows], {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
+                    buffered_rows += len(rows)
+                    report.tokens += int(lengths[rows].sum())
+                    if buffered_rows >= compute.chunk_rows:
+                        flush()
+                    bar.advance(task, len(rows))
             flush()
 
 
-def read_inputs(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
-                pair_column: str | None = None, where: Where = ()) -> list[Text]:
-    """The texts of every named column (or (column, pair_column) pairs) of the rows passing `where`, file by
-    file and column by column; every file is read and checked before any is encoded."""
+def _input_columns(columns: Sequence[str] | str | None, pair_column: str | None) -> list[str]:
     columns = [columns] if isinstance(columns, str) else list(columns or [TXT_COLUMN])
     if pair_column is not None and len(columns) > 1:
         raise ConfigError(f"pair_column {pair_column!r} with {len(columns)} columns; a pair is one text column and "
                           "its pair column")
-    texts: list[Text] = []
+    return columns
+
+
+def iter_inputs(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
+                pair_column: str | None = None, where: Where = ()) -> Iterator[Text]:
+    """The texts of every named column (or (column, pair_column) pairs) of the rows passing `where`, file by
+    file and column by column, read as they are consumed (`data.tasks.iter_filtered`)."""
+    columns = _input_columns(columns, pair_column)
     for path in map(Path, paths):
-        table = filtered_columns(path, [*columns, *([pair_column] if pair_column else [])], where)
         for column in columns:
-            texts.extend(zip(table[column], table[pair_column]) if pair_column else table[column])
-    return texts
+            for row in iter_filtered(path, [column, *([pair_column] if pair_column else [])], where):
+                yield (row[column], row[pair_column]) if pair_column else row[column]
 
 
 def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
                  pair_column: str | None = None, where: Where = (), store: str | Path | None = None,
                  options: EncodeOptions = EncodeOptions(), compute: ComputeOptions = ComputeOptions(),
                  progress: bool = False, distributed: bool = False) -> EncodeReport:
-    """Every file is read and validated before the model is touched: a bad row costs no encoding."""
-    texts = read_inputs(paths, columns=columns, pair_column=pair_column, where=where)
-    return encode(texts, store=store, options=options, compute=compute, progress=progress, distributed=distributed)
+    """Every file is read and checked (the first pass) before the model is touched: a bad row costs no encoding;
+    the texts to encode are read again, a chunk at a time."""
+    _input_columns(columns, pair_column)
+    return encode_source(lambda: iter_inputs(paths, columns=columns, pair_column=pair_column, where=where),
+                         store=store, options=options, compute=compute, progress=progress, distributed=distributed)
 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
