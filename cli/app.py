@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("finetune_cmds", "tune"),
     "finetune": ("finetune_cmds", "finetune"),
     "adapt": ("adapt_cmds", "adapt"),
+    "lora-ta": ("adapt_cmds", "lora_ta"),
 }
 
 

@@ -131,7 +131,7 @@ def collect(records: list[dict], lang: str) -> tuple[dict, dict, dict]:
 def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: str) -> None:
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
-    panels = [("accuracy", "task accuracy on native test"), ("p1_aligned_csls", "EN→TR P@1 (CSLS), held-out pairs"),
+    panels = [("accuracy", "task accuracy on target-language test"), ("p1_aligned_csls", "EN→TR P@1 (CSLS), held-out pairs"),
               ("p1_aligned", "EN→TR P@1 (NN), held-out pairs")]
     aligners = sorted({a for a, _ in cells}, key=lambda a: (a in ZERO_PAIR, a))
     colours = matplotlib.colormaps["tab20"].colors  # 11 aligners: the default 10-colour cycle would repeat one
@@ -146,9 +146,10 @@ def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: 
             style = dict(marker="s", linestyle="none") if aligner in ZERO_PAIR else dict(marker="o")
             ax.errorbar(xs, ys, yerr=hs, label=aligner, color=colour, capsize=2, linewidth=1, markersize=4, **style)
         if metric == "accuracy":
-            for ref, colour in (("english", "grey"), ("native", "black")):
+            # the config's `native` rows are the human translation of the English training rows: named as such
+            for ref, colour, shown in (("english", "grey", "English rows"), ("native", "black", "translated rows")):
                 if refs.get(ref):
-                    ax.axhline(np.mean(refs[ref]), color=colour, linestyle="--", linewidth=1, label=f"{ref} head")
+                    ax.axhline(np.mean(refs[ref]), color=colour, linestyle="--", linewidth=1, label=f"head on {shown}")
         else:
             raw = [v for (_, _), g in cells.items() for v in g.get(metric.replace("aligned", "raw"), [])]
             if raw:

@@ -90,6 +90,9 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
         assert regularisation["C/10"]["C"] == pytest.approx(regularisation["C"] / 10)
         assert regularisation["C*10"]["C"] == pytest.approx(regularisation["C"] * 10)
         assert 0 <= regularisation["C/10"]["accuracy"] <= 1 and "macro_f1" in regularisation["C*10"]
+        assert "degenerate" in regularisation["C/10"]
+        kept = PredictionReader(config.results)(r).at("C/10")  # the refit's rows, kept for verdicts
+        assert kept.correct.mean() == pytest.approx(regularisation["C/10"]["accuracy"])
     closed_form = [r for r in records if r["cell"]["aligner"] == "procrustes"]
     assert closed_form and not any("aligner_training" in r["provenance"]["sizes"] for r in closed_form)
     by_method = {r["cell"]["method"]: r for r in records}
@@ -244,8 +247,6 @@ def test_regularisation_neighbours_refit_the_head_a_decade_either_side_of_its_C(
     assert [around[k]["C"] for k in ("C/10", "C*10")] == pytest.approx([0.005, 0.5])
     strong = make_head("logistic", C=0.005).fit(inputs.train_x, inputs.train_y).predict(inputs.test_x)
     np.testing.assert_array_equal(around["C/10"]["predicted"], strong)
-    rows = around["C/10"]["rows"]  # as fit_head's per-row predictions: what the verdict code pairs
-    assert rows.test_ids == "rows" and rows.correct.mean() == pytest.approx(np.mean(strong == np.array(y[80:])))
     assert regularisation_neighbours(make_head("linear").fit(inputs.train_x, inputs.train_y), inputs) == {}
 
 

@@ -47,3 +47,21 @@ def test_lora_ta_trains_adapters_and_head_on_translated_rows_and_scores_native_o
 def test_the_papers_recipe_is_the_default():
     options = method_options("lora")
     assert (options.batch_size, options.lr, options.max_length) == (16, 1e-5, 256)
+
+
+def test_the_lora_ta_command_runs_the_papers_method_and_prints_how_far_the_encoder_moved(tiny_model_dir, files,
+                                                                                          tmp_path):
+    from typer.testing import CliRunner
+
+    from embedstore.cli.app import app
+
+    translated, native = files
+    args = ["lora-ta", "--train", str(translated), "--test", str(native), "--text-column", "ko", "--label-column",
+            "apps", "--out", str(tmp_path / "run"), "--model", str(tiny_model_dir), "--epochs", "1",
+            "--batch-size", "8", "--max-length", "24", "--lr", "1e-3", "--lora-r", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "lora-ta on" in result.output and "‖ΔW‖/‖W‖" in result.output and "mean cosine base vs adapted" in result.output
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["provenance"]["recipe"]["lora_r"] == 4 and saved["provenance"]["config"]["batch_size"] == 8
+    assert saved["provenance"]["config"]["lr"] == 1e-3 and saved["metrics"]["n"] == 12

@@ -25,57 +25,137 @@ def make_results():
         sys.path.remove(str(DOCS))
 
 
-def write_study(results_dir: Path) -> None:
-    """English-only and LangAlign FC at 5k pairs, 2 task sizes, 3 seeds, 400 test rows, per-row predictions kept."""
+STUDY = "shared-topic-ko-seeds"  # a study the README's headline cites
+CONFIG = """
+name = "shared-topic-ko-seeds"
+[grid]
+languages = ["ko"]
+tasks = ["libreoffice-apps"]
+methods = ["english", "langalign"]
+task_sizes = ["500", "2k"]
+pair_sizes = ["5k"]
+aligners = ["fc", "procrustes"]
+seeds = [0, 1, 2]
+{claims}
+[tasks.libreoffice-apps]
+test = {{ file = "unused.tsv", text = "ko", label = "apps" }}
+"""
+NAMED = '[claims]\nlangalign = { aligner = "fc", pairs = "5k" }\n'
+
+
+def write_study(results_dir: Path, configs: Path, claims: str = NAMED) -> None:
+    """English-only, LangAlign FC and Procrustes at 5k pairs, 2 task sizes, 3 seeds, 400 test rows, per-row
+    predictions kept with the heads' refits at C/10 and C×10, and the study's config. Procrustes scores highest
+    on the test rows; the config names FC. FC's head refitted at C/10 predicts what English-only's does."""
     rng = np.random.default_rng(0)
     truth = [("calc", "writer")[i % 2] for i in range(400)]
     records = []
-    for method, accuracy in (("english", 0.55), ("langalign", 0.70)):
+    english: dict[tuple[int, int], list[str]] = {}
+    for method, aligner, accuracy in (("english", None, 0.55), ("langalign", "fc", 0.70),
+                                      ("langalign", "procrustes", 0.80)):
         for task_size in (500, 2000):
             for seed in range(3):
                 right = rng.random(400) < accuracy
                 predicted = [t if ok else ("writer" if t == "calc" else "calc") for t, ok in zip(truth, right)]
-                rows = RowPredictions.of(truth, predicted, "test-rows")
-                aligner, pairs = ("fc", 5000) if method == "langalign" else (None, None)
+                if method == "english":
+                    english[(task_size, seed)] = predicted
+                at_c = english[(task_size, seed)] if aligner == "fc" else predicted
+                rows = RowPredictions.of(truth, predicted, "test-rows", {"C/10": at_c, "C*10": predicted})
+                pairs = 5000 if aligner else None
                 cell = {"language": "ko", "task": "libreoffice-apps", "method": method, "task_size": task_size,
                         "pair_size": pairs, "aligner": aligner, "seed": seed, "recipe": "default", "head": "logistic"}
-                cell_id = f"{method}{task_size}{seed}"
+                cell_id = f"{method}{aligner}{task_size}{seed}"
                 confusion = [[sum(t == a and p == b for t, p in zip(truth, predicted)) for b in ("calc", "writer")]
                              for a in ("calc", "writer")]
+                refits = {name: {"C": c, "accuracy": float(rows.at(name).correct.mean()), "macro_f1": 0.0,
+                                 "degenerate": None} for name, c in (("C/10", 0.001), ("C*10", 0.1))}
                 records.append({"cell": cell, "cell_id": cell_id, "context": "ctx", "status": "ok",
                                 "metrics": {"accuracy": float(right.mean()), "n": 400, "labels": ["calc", "writer"],
-                                            "confusion": confusion, "degenerate": None},
-                                "predictions": predictions.write(results_dir / "shared-topic-ko.jsonl", cell_id, "ctx",
+                                            "confusion": confusion, "degenerate": None,
+                                            "head_regularisation": {"C": 0.01, **refits}},
+                                "predictions": predictions.write(results_dir / f"{STUDY}.jsonl", cell_id, "ctx",
                                                                  rows.to_payload()),
                                 "provenance": {"sizes": {"n_train": task_size, "n_test": 400,
                                                          **({"n_pairs": pairs} if pairs else {})}}})
-    (results_dir / "shared-topic-ko.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (results_dir / f"{STUDY}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    configs.mkdir(exist_ok=True)
+    (configs / f"{STUDY}.toml").write_text(CONFIG.format(claims=claims), encoding="utf-8")
 
 
 def test_the_check_passes_on_generated_text_and_fails_on_a_doctored_figure(make_results, tmp_path):
-    results = tmp_path / "results"
+    results, configs = tmp_path / "results", tmp_path / "configs"
     results.mkdir()
-    write_study(results)
+    write_study(results, configs)
     page_path, readme_path = tmp_path / "results.md", tmp_path / "README.md"
-    page_path.write_text(make_results.page(results, tmp_path / "plots"), encoding="utf-8")
+    page_path.write_text(make_results.page(results, tmp_path / "plots", configs), encoding="utf-8")
     block = make_results.BLOCK.format(name="studies")
     readme = f"# tool\n\nResults:\n{block}\n{make_results.END}\nMore text.\n"
-    readme_path.write_text(make_results._with_blocks(readme, make_results.headlines(results)), encoding="utf-8")
+    readme_path.write_text(make_results._with_blocks(readme, make_results.headlines(results, configs)),
+                           encoding="utf-8")
     sentence = readme_path.read_text(encoding="utf-8").splitlines()[4]
-    assert sentence.startswith("In short, with the default `logistic` head, LangAlign (fc, 5k pairs")
+    assert sentence.startswith("In short, with the default `logistic` head and e5-small (3 seeds), LangAlign (fc, "
+                               "5k pairs")
     assert "ko 0.695 vs 0.579, clearly better, Δ +0.116 [" in sentence and "†" not in sentence  # paired interval
-    assert "LangAlign fc 5k clearly better" in page_path.read_text(encoding="utf-8")
-    assert make_results.check(results, page_path, readme_path) == []
+    page = page_path.read_text(encoding="utf-8")
+    assert "LangAlign fc 5k clearly better" in page
+    assert make_results.check(results, page_path, readme_path, configs) == []
 
     doctored = sentence.replace("ko 0.695", "ko 0.696", 1)
     readme_path.write_text(readme_path.read_text(encoding="utf-8").replace(sentence, doctored), encoding="utf-8")
-    problems = make_results.check(results, page_path, readme_path)
+    problems = make_results.check(results, page_path, readme_path, configs)
     assert len(problems) == 1 and problems[0].startswith(f"{readme_path}: differs from the records")
     assert "ko 0.696" in problems[0]
 
-    page = page_path.read_text(encoding="utf-8")
     page_path.write_text(page.replace("LangAlign fc 5k clearly better", "within noise", 1), encoding="utf-8")
-    assert [p.split(":")[0] for p in make_results.check(results, page_path, readme_path)] == [
+    assert [p.split(":")[0] for p in make_results.check(results, page_path, readme_path, configs)] == [
         str(page_path), str(readme_path)]
     readme_path.write_text("# tool\n", encoding="utf-8")
-    assert any("no generated block 'studies'" in p for p in make_results.check(results, page_path, readme_path))
+    assert any("no generated block 'studies'" in p
+               for p in make_results.check(results, page_path, readme_path, configs))
+
+
+def test_a_claim_that_flips_one_decade_of_C_away_is_marked_on_the_page_and_in_the_readme(make_results, tmp_path):
+    """FC's heads refitted at C/10 predict what English-only's do: "LangAlign above English-only" is clearly
+    better at the chosen C and within noise at C/10, so the page and the README mark it C-sensitive; the
+    Procrustes/FC claim, alike at every C, is not marked."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    page = make_results.page(results, tmp_path / "plots", configs)
+    marked = [line for line in page.splitlines() if "**C-sensitive**: at C/10 within noise, Δ +0.000" in line]
+    assert [line.split(":")[0] for line in marked] == ["- LangAlign (fc 5k pairs) above English-only, task size 500",
+                                                       "- LangAlign (fc 5k pairs) above English-only, task size 2k"]
+    assert not any("C-sensitive" in line for line in page.splitlines() if line.startswith("- closed-form"))
+    assert "2 change (marked **C-sensitive**)" in page
+    assert "ko 0.695 vs 0.579, clearly better" in make_results.headlines(results, configs)["studies"]
+    assert "(**C-sensitive**: at C/10 within noise" in make_results.headlines(results, configs)["studies"]
+    report = (tmp_path / "plots" / STUDY / "table.md").read_text(encoding="utf-8")  # `embedstore report` too
+    assert "- **C-sensitive**: langalign fc 5k against english at 500 (head `logistic`)" in report
+
+
+def test_langalign_claims_read_the_arm_the_config_names_never_the_best_by_test_mean(make_results, tmp_path):
+    """Procrustes scores highest on the test rows, the config names FC: every "LangAlign" claim reads FC. A
+    config that names no arm gets no LangAlign claim at all (the page says why), not the best arm by test mean;
+    and a config cannot name an arm its grid does not run."""
+    from embedstore.base.errors import ConfigError
+    from embedstore.study.cells import load_config
+
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    page = make_results.page(results, tmp_path / "plots", configs)
+    assert "LangAlign (fc 5k pairs) above English-only" in page and "LangAlign (procrustes" not in page
+    assert "(fc, 5k pairs, the arm each study's config names" in make_results.headlines(results, configs)["studies"]
+
+    (configs / f"{STUDY}.toml").write_text(CONFIG.format(claims=""), encoding="utf-8")
+    page = make_results.page(results, tmp_path / "plots", configs)
+    assert "no LangAlign arm named in the config's `[claims]`" in page
+    assert "above English-only, task size" not in page
+    assert "studies" not in make_results.headlines(results, configs)
+
+    for wrong, message in (('{ aligner = "ae", pairs = "5k" }', "'ae' is not in the grid's aligners"),
+                           ('{ aligner = "fc", pairs = "1k" }', "'1k' is not among the grid's pair sizes"),
+                           ('{ aligner = "fc" }', "needs both aligner and pairs")):
+        (configs / f"{STUDY}.toml").write_text(CONFIG.format(claims=f"[claims]\nlangalign = {wrong}\n"))
+        with pytest.raises(ConfigError, match=message):
+            load_config(configs / f"{STUDY}.toml")

@@ -216,3 +216,67 @@ def test_predictions_round_trip_beside_the_results_file(tmp_path):
         PredictionReader(results)({**record, "cell_id": "cell2"})
     with pytest.raises(InputError, match="missing; record cell3 names it"):
         PredictionReader(results)({"cell_id": "cell3", "context": "c", "predictions": {**entry, "file": "no"}})
+
+
+def with_refits(rows: RowPredictions, **at_C: np.ndarray) -> RowPredictions:
+    """`rows` with the head's refits at other C ("C/10", "C*10") right exactly where each mask says."""
+    truth = [rows.labels[t] for t in rows.truth]
+    predicted = [rows.labels[p] for p in rows.predicted]
+    refits = {name.replace("_", "/").replace("x", "*"): [t if ok else LABELS[(LABELS.index(t) + 1) % 3]
+                                                          for t, ok in zip(truth, mask)]
+              for name, mask in at_C.items()}
+    return RowPredictions.of(truth, predicted, rows.test_ids, refits)
+
+
+def refit_arm(rows_by_seed: list[RowPredictions], name: str) -> list[dict[str, Any]]:
+    """`arm`, with each record's `head_regularisation` as a sweep writes it (accuracy and degeneracy per refit)."""
+    out = arm(rows_by_seed, name=name)
+    for record, rows in zip(out, rows_by_seed):
+        record["metrics"]["head_regularisation"] = {"C": 0.01, **{
+            at: {"C": 0.01 * f, "accuracy": float(rows.at(at).correct.mean()), "macro_f1": 0.0, "degenerate": None}
+            for at, f in (("C/10", 0.1), ("C*10", 10.0))}}
+    return out
+
+
+def test_a_claim_whose_verdict_changes_one_decade_of_C_away_is_marked(truth):
+    """A beats B clearly at the chosen C and at C×10, but at C/10 (a stronger penalty) A's head loses its edge:
+    the claim rests on the choice of C, and `c_sensitivity` says so, naming C/10 and the verdict there."""
+    rng = np.random.default_rng(3)
+    a_rows, b_rows = [], []
+    for _ in range(5):
+        b_ok = correct_at(1000, 0.5, rng)
+        a_ok = b_ok | (rng.random(1000) < 0.2)  # about +0.10 at the chosen C
+        a_rows.append(with_refits(make_rows(truth, a_ok), C_10=b_ok, Cx10=a_ok))  # at C/10 A predicts as B
+        b_rows.append(with_refits(make_rows(truth, b_ok), C_10=b_ok, Cx10=b_ok))
+    a, b = refit_arm(a_rows, "a"), refit_arm(b_rows, "b")
+    claim = compare(a, b, rows=in_memory, labels=("a", "b"))
+    around = verdicts.across_C(a, b, rows=in_memory, labels=("a", "b"))
+    assert claim.verdict == CLEARLY_A and around["C*10"].verdict == CLEARLY_A
+    assert around["C/10"].verdict == WITHIN_NOISE and around["C/10"].interval == PAIRED
+    assert around["C/10"].diff == 0 and around["C/10"].low == around["C/10"].high == 0  # identical predictions
+    flip = verdicts.c_sensitivity(claim, around)
+    assert flip is not None and flip.startswith("at C/10 within noise, Δ +0.000") and "C*10" not in flip
+    # the same arms with refits that agree with the chosen C: nothing to mark
+    steady = [refit_arm([with_refits(r, C_10=r.correct, Cx10=r.correct) for r in rows], name)
+              for rows, name in ((a_rows, "a"), (b_rows, "b"))]
+    assert verdicts.c_sensitivity(claim, verdicts.across_C(*steady, rows=in_memory, labels=("a", "b"))) is None
+
+
+def test_records_without_refits_are_not_checked_at_other_C_rather_than_approximated(truth):
+    """An older record kept no refits' per-row predictions: its claim is refused at C/10 and C×10 (an approximate,
+    wider interval there would flip "clearly" to "within noise" by arithmetic alone) and never marked."""
+    rng = np.random.default_rng(4)
+    a = arm([make_rows(truth, correct_at(1000, 0.7, rng)) for _ in range(3)], name="a")
+    b = arm([make_rows(truth, correct_at(1000, 0.5, rng)) for _ in range(3)], name="b")
+    claim = compare(a, b, rows=in_memory)
+    around = verdicts.across_C(a, b, rows=in_memory)
+    assert all(c.verdict == REFUSED and "kept no per-row predictions" in c.refused for c in around.values())
+    assert verdicts.c_sensitivity(claim, around) is None
+
+
+def test_refit_predictions_survive_the_file_round_trip(tmp_path):
+    rows = RowPredictions.of(["x", "y", "x"], ["x", "x", "x"], "rows", {"C/10": ["y", "y", "x"], "C*10": ["x", "y", "x"]})
+    entry = predictions.write(tmp_path / "r.jsonl", "cell", "ctx", rows.to_payload())
+    loaded = PredictionReader(tmp_path / "r.jsonl")({"cell_id": "cell", "context": "ctx", "predictions": entry})
+    assert loaded.at("C/10").correct.tolist() == [False, True, True]
+    assert loaded.at("C*10").correct.tolist() == [True, True, True] and loaded.at("C/100") is None

@@ -29,6 +29,9 @@ Config file shape::
     [tasks.libreoffice-apps]
     # free-form: read by the cell runner, not here
 
+    [claims]                                      # optional: the arm the study's "LangAlign ..." claims
+    langalign = { aligner = "fc", pairs = "5k" }  # read, named before the run (never the best by test mean)
+
     [heads.logistic]                              # optional: parameters of a head kind (here: fixed C,
     C = 1.0                                       # L2-normalised rows); any `sklearn:<Class>` kind too
     normalize = "l2"
@@ -87,7 +90,9 @@ RECIPES: tuple[str, ...] = tuple(recipe_registry)
 HEADS: tuple[str, ...] = tuple(head_registry)
 """Task heads, in the registry's order (`embedstore.estimators.heads.HEADS`)."""
 
-_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "adapt", "encoding", "heads")
+_TOP_KEYS = ("name", "results", "store", "model", "grid", "tasks", "e2e", "adapt", "encoding", "heads", "claims")
+CLAIM_KEYS = ("langalign",)
+"""`[claims]` keys: the arms a study's claims are read at, named in the config before the run."""
 _CELL_OWNED = ("seed", "head")  # a cell's own seed and head, never a table's
 ADAPT_KEYS: tuple[str, ...] = (*names_of(TrainOptions, exclude=_CELL_OWNED), "identity_weight")
 """`[adapt]` keys: `embedstore adapt`'s training options (`TrainOptions`' fields) and the align method's
@@ -228,6 +233,15 @@ class Grid:
 
 
 @dataclass(frozen=True)
+class NamedArm:
+    """An arm of the grid named in `[claims]`: what a claim about "LangAlign" reads, fixed before any result
+    exists, so it cannot be the arm that happened to score best on the test rows."""
+
+    aligner: str
+    pair_size: int | None
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """A loaded sweep config: paths already absolute, grid validated, task tables kept raw for the runner."""
 
@@ -242,6 +256,7 @@ class SweepConfig:
     adapt: dict[str, Any] = field(default_factory=dict, hash=False)
     encoding_settings: dict[str, Any] = field(default_factory=dict, hash=False)  # validated [encoding], as given
     head_params: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)  # [heads.<kind>] tables
+    claims: dict[str, NamedArm] = field(default_factory=dict, hash=False)  # [claims]: arms named before the run
 
     @property
     def encoding(self) -> EncodeOptions:
@@ -340,7 +355,34 @@ def _parse(raw: dict[str, Any], path: Path) -> SweepConfig:
     encoding = _parse_encoding(_with_settings(raw.get("encoding", {}), settings), model)
     head_params = _parse_heads(raw.get("heads", {}))
     return SweepConfig(name, path, results, store, model, grid, copy.deepcopy(tasks), dict(e2e), dict(adapt),
-                       encoding_settings=encoding, head_params=head_params)
+                       encoding_settings=encoding, head_params=head_params,
+                       claims=_parse_claims(raw.get("claims", {}), grid))
+
+
+def _parse_claims(table: object, grid: Grid) -> dict[str, NamedArm]:
+    """`[claims]`: each named arm must be one the grid runs (`langalign` needs the method, the aligner and the
+    pair budget in the grid), so a claim can never fall back on another arm."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"claims: must be a table ([claims]), got {table!r}")
+    check_keys("claims.", table, CLAIM_KEYS)
+    out = {}
+    for key, arm in table.items():
+        if not isinstance(arm, dict):
+            raise ConfigError(f"claims.{key}: must be a table like {{ aligner = \"fc\", pairs = \"5k\" }}, got {arm!r}")
+        check_keys(f"claims.{key}.", arm, ("aligner", "pairs"))
+        if "aligner" not in arm or "pairs" not in arm:
+            raise ConfigError(f"claims.{key}: needs both aligner and pairs")
+        if key not in grid.methods:
+            raise ConfigError(f"claims.{key}: the grid runs no {key!r} cells (methods: {', '.join(grid.methods)})")
+        if arm["aligner"] not in grid.aligners:
+            raise ConfigError(f"claims.{key}.aligner: {arm['aligner']!r} is not in the grid's aligners "
+                              f"({', '.join(grid.aligners)})")
+        pairs = parse_size(arm["pairs"], f"claims.{key}.pairs")
+        if pairs not in grid.sizes_for(arm["aligner"]):
+            raise ConfigError(f"claims.{key}.pairs: {arm['pairs']!r} is not among the grid's pair sizes for "
+                              f"{arm['aligner']} ({', '.join(format_size(p) for p in grid.sizes_for(arm['aligner']))})")
+        out[key] = NamedArm(arm["aligner"], pairs)
+    return out
 def _parse_heads(table: object) -> dict[str, dict[str, Any]]:
     """`[heads.<kind>]` tables: the parameters of each head kind (`normalize`, `C`, `hidden`, ...), checked by
     building the head now, so a typo fails before the sweep runs."""

@@ -272,13 +272,15 @@ def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head,
     metrics = classification_metrics(inputs.test_y, predicted, labels=sorted(set(inputs.test_y)))
     metrics["head"] = {**head.fit_report, "reused": reused}
     metrics["degenerate"] = degeneracy(metrics)
-    if neighbours := regularisation_neighbours(head, inputs):
-        metrics["head_regularisation"] = {"C": head.fit_report["C"], **{
-            name: {"C": refit["C"], "accuracy": float(refit["rows"].correct.mean()),
-                   "macro_f1": classification_metrics(inputs.test_y, refit["predicted"],
-                                                      labels=sorted(set(inputs.test_y)))["macro_f1"]}
-            for name, refit in neighbours.items()}}
-    return head, metrics, RowPredictions.of(inputs.test_y, list(predicted), inputs.draws["test"])
+    neighbours = regularisation_neighbours(head, inputs)
+    if neighbours:
+        metrics["head_regularisation"] = {"C": head.fit_report["C"]}
+        for name, refit in neighbours.items():
+            at = classification_metrics(inputs.test_y, refit["predicted"], labels=sorted(set(inputs.test_y)))
+            metrics["head_regularisation"][name] = {"C": refit["C"], "accuracy": at["accuracy"],
+                                                    "macro_f1": at["macro_f1"], "degenerate": degeneracy(at)}
+    return head, metrics, RowPredictions.of(inputs.test_y, list(predicted), inputs.draws["test"],
+                                            {name: refit["predicted"] for name, refit in neighbours.items()})
 
 
 #: A head with a C is also fitted one decade either side of the C it used: a claim that flips within that range
@@ -288,17 +290,16 @@ C_DECADES: dict[str, float] = {"C/10": 0.1, "C*10": 10.0}
 
 def regularisation_neighbours(head: Head, inputs: HeadInputs) -> dict[str, dict]:
     """`head` refitted on the same rows with C one decade either side of the C it used (chosen by cross-
-    validation or given), each with its predictions on the same test rows (`rows`: as `fit_head`'s, so a verdict
-    can pair two cells at C/10, and at C×10, as it pairs them at the chosen C). Empty for a head without a C
-    (the torch heads; sklearn heads keep their own parameters)."""
+    validation or given), each with its predictions on the same test rows, in order (kept with the cell's
+    per-row predictions, so a verdict can pair two cells at C/10, and at C×10, as it pairs them at the chosen
+    C). Empty for a head without a C (the torch heads; sklearn heads keep their own parameters)."""
     C = head.fit_report.get("C")
     if C is None or "C" not in head.get_params():
         return {}
     out = {}
     for name, factor in C_DECADES.items():
         predicted = list(clone(head).set_params(C=C * factor).fit(inputs.train_x, inputs.train_y).predict(inputs.test_x))
-        out[name] = {"C": C * factor, "predicted": predicted,
-                     "rows": RowPredictions.of(inputs.test_y, predicted, inputs.draws["test"])}
+        out[name] = {"C": C * factor, "predicted": predicted}
     return out
 
 

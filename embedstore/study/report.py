@@ -23,10 +23,10 @@ from embedstore.base.atomic import write_text
 from embedstore.base.errors import InputError
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.sweep import read_results
-from embedstore.study.report_data import (Table, against_english, check_cosine, cosine_from_cells, cosine_groups,
-                                          group_tables, per_head, read_cosine)
-from embedstore.study.report_markdown import (cosine_markdown, degenerate_counts, draws_note, header,
-                                              head_convergence, interval_note, markdown_table, noise_note,
+from embedstore.study.report_data import (Table, against_english, against_english_across_C, check_cosine,
+                                          cosine_from_cells, cosine_groups, group_tables, per_head, read_cosine)
+from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
+                                              header, head_convergence, interval_note, markdown_table, noise_note,
                                               robustness_markdown, write_csv)
 from embedstore.study.report_plots import plot_cosine, plot_scores
 
@@ -76,6 +76,7 @@ def build_report(
     tables, arms = group_tables(scored, metric)
     rows = PredictionReader(results_path)
     verdicts = {key: against_english(arms[key], rows, metric) for key in tables}
+    around = {key: against_english_across_C(arms[key], rows, metric) for key in tables}
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = (header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
              + degenerate_counts(scored) + interval_note(verdicts) + draws_note(scored))
@@ -91,7 +92,7 @@ def build_report(
                 ablations = {row: stats for row, stats in part.items() if row.method in _ABLATION_METHODS}
                 plots.append(plot_scores(ablations, out_dir / f"ablations_{stem}.png", f"{title}: ablations",
                                           metric))
-    lines += robustness_markdown(tables, verdicts)
+    lines += robustness_markdown(tables, verdicts) + c_sensitivity_markdown(verdicts, around)
     if cosine:
         groups = cosine_groups(cosine)
         lines += cosine_markdown(groups)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from embedstore.base.stats import mean_ci
 from embedstore.study.cells import ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, format_size, method_label
 from embedstore.study.methods import METHODS, PAIR_METHODS
 from embedstore.study.predictions import PredictionReader
-from embedstore.study.verdicts import Comparison, compare
+from embedstore.study.verdicts import Comparison, across_C, compare
 
 
 COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
@@ -69,6 +69,8 @@ Arms = dict[Row, dict[int | None, list[dict[str, Any]]]]
 """The records behind each table entry: what a verdict compares."""
 Verdicts = dict[tuple[Row, int | None], Comparison]
 """Each row's comparison with English-only under the same head, at each task size."""
+AroundC = dict[tuple[Row, int | None], dict[str, Comparison]]
+"""The same comparisons with every head refitted at C/10 and at C×10 (`verdicts.across_C`)."""
 
 
 def group_tables(
@@ -98,14 +100,23 @@ def group_tables(
 def against_english(arms: Arms, rows: PredictionReader | None, metric: str) -> Verdicts:
     """Every row compared with English-only under its own head (never another head's English row), at each
     task size, through the one verdict rule."""
+    return _each_against_english(arms, lambda a, b, labels: compare(a, b, rows=rows, metric=metric, labels=labels))
+
+
+def against_english_across_C(arms: Arms, rows: PredictionReader, metric: str) -> AroundC:
+    """`against_english`'s comparisons again at C one decade either side of each head's own."""
+    return _each_against_english(arms, lambda a, b, labels: across_C(a, b, rows=rows, metric=metric, labels=labels))
+
+
+def _each_against_english(arms: Arms, judge: Callable[[list, list, tuple[str, str]], Any]) -> dict:
     english = {row.head: sizes for row, sizes in arms.items() if row.method == "english"}
-    out: Verdicts = {}
+    out = {}
     for row, sizes in arms.items():
         base = english.get(row.head, {})
         for size, records in sizes.items():
             if row.method != "english" and size in base:
-                out[(row, size)] = compare(records, base[size], rows=rows, metric=metric,
-                                           labels=(method_label(row.method, row.aligner, row.pair_size), "english"))
+                out[(row, size)] = judge(records, base[size],
+                                         (method_label(row.method, row.aligner, row.pair_size), "english"))
     return out
 
 

@@ -1,5 +1,6 @@
 """A sweep report's text: the header with the provenance shown, Table-3-shaped markdown tables, the notes on
-heads, draws and intervals, the head-robustness table, the cosine table, and the same numbers as CSV.
+heads, draws and intervals, the head-robustness table, the claims that change with the head's C, the cosine table,
+and the same numbers as CSV.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 
 from embedstore.study.cells import DEFAULT_HEAD, format_size, method_label
 from embedstore.study.methods import PAIR_METHODS
-from embedstore.study.verdicts import APPROXIMATE, PAIRED, REFUSED, WITHIN_NOISE, Comparison, degenerate
-from embedstore.study.report_data import COSINE_FIELDS, Row, Stat, Table, Verdicts, size_key
+from embedstore.study.verdicts import APPROXIMATE, PAIRED, REFUSED, WITHIN_NOISE, Comparison, c_sensitivity, \
+    degenerate
+from embedstore.study.report_data import COSINE_FIELDS, AroundC, Row, Stat, Table, Verdicts, size_key
 
 
 _CSV_COLUMNS = (
@@ -150,7 +152,8 @@ def header(
         f"- results file: `{path}`",
         f"- records: {counts}; only ok records with the metric are in the tables",
         f"- metric: {metric}; entries are mean ± 95% CI half-width over seeds (t-distribution; a bare mean is a "
-        "single seed); best mean per column in **bold** (higher is better)",
+        "single seed); the highest mean per column in **bold** (higher is better): a description of these test rows, "
+        "not a verdict, and no claim picks its arm by it",
     ]
     for key, title in _PROVENANCE_SHOWN:
         lines.append(f"- {title}: {_distinct(r.get('provenance', {}).get(key) for r in ok)}")
@@ -248,6 +251,36 @@ def noise_note(verdicts: Verdicts) -> list[str]:
             notes.append(f"At {format_size(size)} task rows {where}no method is clearly apart from English-only "
                          "(paired 95% intervals): the differences in this column are within the noise.")
     return notes + ([""] if notes else [])
+
+
+def c_sensitivity_markdown(verdicts: dict[tuple[str, str], Verdicts],
+                           around: dict[tuple[str, str], AroundC]) -> list[str]:
+    """Each comparison with English-only re-decided with the heads refitted one decade of C either side: the ones
+    whose verdict changes are listed (they rest on the choice of C), the rest counted, and so are the ones that
+    could not be checked (records that kept no refits)."""
+    lines = ["## Sensitivity to the head's C", ""]
+    for key, found in verdicts.items():
+        changed, same, unchecked = [], 0, 0
+        for (row, size), claim in found.items():
+            if claim.refused:
+                continue
+            refits = around.get(key, {}).get((row, size), {})
+            if not refits or all(c.refused for c in refits.values()):
+                unchecked += 1
+                continue
+            flip = c_sensitivity(claim, refits)
+            if flip:
+                changed.append(f"- **C-sensitive**: {method_label(row.method, row.aligner, row.pair_size)} against "
+                               f"english at {format_size(size)} (head `{row.head}`): {claim.statement} at the chosen "
+                               f"C; {flip}")
+            else:
+                same += 1
+        lines.append(f"{key[0]} · {key[1]}: {same} comparison{'s' if same != 1 else ''} with English-only decided "
+                     f"alike at C/10, the chosen C and C×10; {len(changed)} not"
+                     + (f"; {unchecked} not checked (their records kept no refits at C/10 and C×10)" if unchecked
+                        else "") + ".")
+        lines += changed
+    return lines + [""]
 
 
 def cosine_markdown(groups: dict[str, dict[str, Stat]]) -> list[str]:

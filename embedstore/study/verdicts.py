@@ -24,6 +24,10 @@ The 2.5th and 97.5th percentiles of the replicates are the interval. The generat
 records give the same figures every time (the docs' `--check` relies on it). One seed and deterministic cells
 reduce it to a paired bootstrap over test rows; it is never ±0 unless the two arms predict every row alike.
 
+A claim is also re-decided with every head refitted at C one decade either side of its own (`across_C`: each
+cell keeps those refits' per-row predictions); a claim whose verdict changes there rests on the choice of C,
+not only on the method (`c_sensitivity` says where).
+
 Records written before per-row predictions were kept get an `APPROXIMATE` interval instead: the seeds' t-interval
 combined with the test-set noise of the two accuracies as if their errors were independent (two methods' errors
 on the same rows are usually positively correlated, which makes this wider than the paired interval, not
@@ -53,6 +57,8 @@ SEEDS_ONLY = "seeds only (no per-row predictions: test-set noise not counted)"
 REPLICATES = 4000
 _RNG_SEED = 26
 _Z95 = 1.959963984540054
+C_NEIGHBOURS = ("C/10", "C*10")
+"""The refits of a cell's head kept beside the one it used (`study.experiments.regularisation_neighbours`)."""
 DEGENERATE_SHARE = 0.95
 """A head that predicts one class for at least this share of the test rows is degenerate."""
 
@@ -178,6 +184,58 @@ def compare(
     verdict = CLEARLY_A if low > 0 else CLEARLY_B if high < 0 else WITHIN_NOISE
     return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, len(seeds), n_rows,
                       interval, None, tuple(notes))
+
+
+def across_C(
+    a: Sequence[dict[str, Any]],
+    b: Sequence[dict[str, Any]],
+    *,
+    rows: RowSource,
+    metric: str = "accuracy",
+    labels: tuple[str, str] = ("A", "B"),
+    allow_mismatched_budgets: bool = False,
+) -> dict[str, Comparison]:
+    """`compare` of the same two arms with every head refitted at C/10 and at C×10 (same rows, same draws).
+
+    Each is decided only on the refits' per-row predictions, so its interval is the paired one, like the claim's
+    at the chosen C: an approximate (wider) interval there would turn "clearly" into "within noise" by
+    arithmetic alone. Refused, with the reason, where a record kept no refit at that C (a head without a C,
+    or a record older than the refits' predictions) or the refit's head is degenerate."""
+    out = {}
+    for name in C_NEIGHBOURS:
+        moved = [[_at_C(r, name) for r in arm] for arm in (a, b)]
+        def reader(record: dict[str, Any], name: str = name) -> RowPredictions | None:
+            found = rows(record)
+            return found.at(name) if found is not None else None
+
+        missing = next((label for arm, label in zip(moved, labels) for r in arm
+                        if r is None or reader(r) is None), None)
+        if missing:
+            out[name] = Comparison(labels[0], labels[1], metric, REFUSED,
+                                   refused=f"{missing} kept no per-row predictions of its head at {name}")
+            continue
+        out[name] = compare(*moved, rows=reader, metric=metric, labels=labels,
+                            allow_mismatched_budgets=allow_mismatched_budgets)
+    return out
+
+
+def c_sensitivity(claim: Comparison, around: dict[str, Comparison]) -> str | None:
+    """Where a claim's verdict changes at a neighbouring C: "at C/10 within noise, Δ +0.004 [-0.010, +0.018]"
+    (None: the same verdict at every C it could be decided at). A refusal there is not a change of verdict."""
+    if claim.refused:
+        return None
+    changed = [f"at {name} {c.statement}, Δ {c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+               for name, c in around.items() if not c.refused and c.verdict != claim.verdict]
+    return "; ".join(changed) or None
+
+
+def _at_C(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The record as its head refitted at C `name` scored (metrics and degeneracy), or None if none was kept."""
+    refit = record.get("metrics", {}).get("head_regularisation", {}).get(name)
+    if not isinstance(refit, dict) or "degenerate" not in refit:
+        return None
+    metrics = {key: value for key, value in record["metrics"].items() if key != "confusion"}
+    return {**record, "metrics": {**metrics, **{k: refit[k] for k in ("accuracy", "macro_f1", "degenerate")}}}
 
 
 def select(records: Sequence[dict[str, Any]], **cell: Any) -> list[dict[str, Any]]:
