@@ -27,9 +27,8 @@ from rich.table import Table
 from embedstore.data.texts import read_table
 from embedstore.encoding.models import DEFAULT_MODEL
 from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
-from embedstore.text_training.data import TaskFile
+from embedstore.data.tasks import Source
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.pairs import ContrastFile
 from embedstore.text_training.tune import tune
 
 
@@ -64,11 +63,11 @@ def main() -> None:
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = sample_rows(rows, Path(tmp) / "rows.tsv")
-        full = tune(TaskFile(data, "en", "label"), Path(tmp) / "tune", model=args.model,
+        full = tune(Source(data, "en", label="label"), Path(tmp) / "tune", model=args.model,
                     options=TrainOptions(**common), progress=True)
         timings["full fine-tune (tune)"] = per_1k(full)
-        sources = {"lora": TaskFile(data, "en", "label"), "simcse": ContrastFile(data, "en"),
-                   "align": ContrastFile(data, "en", "ko")}
+        sources = {"lora": Source(data, "en", label="label"), "simcse": Source(data, "en"),
+                   "align": Source(data, "en", target="ko")}
         for method, source in sources.items():
             result = adapt(AdaptRecipe(method), source, Path(tmp) / method, model=args.model,
                            options=method_options(method, **common), progress=True)

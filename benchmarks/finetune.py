@@ -27,7 +27,7 @@ from rich.table import Table
 from embedstore.encoding.options import EncodeOptions
 
 from embedstore.encoding.encode import embed
-from embedstore.text_training.data import TaskFile
+from embedstore.data.tasks import Source
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.tune import tune
 from embedstore.estimators.heads import LinearHead
@@ -71,7 +71,7 @@ def main() -> None:
             per_epoch.append(fits[-1] / len(head.history_["epochs"]))
             console.print(f"head fit: {fits[-1]:.3f} s, {len(head.history_['epochs'])} epochs")
 
-        result = tune(TaskFile(task), Path(tmp) / "tuned", model=DEFAULT_MODEL,
+        result = tune(Source(task, "text", label="label"), Path(tmp) / "tuned", model=DEFAULT_MODEL,
                       options=TrainOptions(epochs=1, max_length=args.max_length, device="cpu"), progress=True)
         e2e_s = result.history["epochs"][1]["train_seconds"]
 

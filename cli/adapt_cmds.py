@@ -10,8 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from embedstore.base.schema import options_of
-from embedstore.text_training.adapt import METHODS
+from embedstore.api import ADAPT_METHODS, options_of
 
 from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
 from .finetune_cmds import _print_history, training_parameters
@@ -22,7 +21,7 @@ recipe_options = inject_options(training_parameters(recipe_defaults=True),
 
 def _method_parameters() -> list[inspect.Parameter]:
     """The typer declarations of `AdaptRecipe`'s fields (names, types, defaults, help from the dataclass)."""
-    from embedstore.text_training.adapt import AdaptRecipe
+    from embedstore.api import AdaptRecipe
 
     return [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=o.type,
                               default=typer.Option(o.default, o.flag, help=o.help))
@@ -36,7 +35,7 @@ recipe_fields = inject_options(_method_parameters(), lambda values: values, "met
 @recipe_options
 @recipe_fields
 def adapt(
-    method: str = typer.Argument(..., help=f"{', '.join(METHODS)}: LoRA task adaptation on labelled English rows, "
+    method: str = typer.Argument(..., help=f"{', '.join(ADAPT_METHODS)}: LoRA task adaptation on labelled English rows, "
                                  "unsupervised SimCSE on texts, or contrastive alignment on translation pairs."),
     data: Path = typer.Option(..., "--data", help="TSV (no quoting), CSV or JSONL: task rows (lora), texts (simcse) "
                               "or translation pairs (align)."),
@@ -58,16 +57,11 @@ def adapt(
     max length 256; simcse batch 16, lr 3e-5, max length 128, 1 epoch; align batch 16, lr 2e-5, max length 128,
     1 epoch.
     """
-    from embedstore.text_training.adapt import AdaptRecipe, adapt as run_adapt, method_options
-    from embedstore.text_training.data import TaskFile
-    from embedstore.data.tasks import parse_where
-    from embedstore.text_training.pairs import ContrastFile
+    from embedstore.api import adapt as run
 
-    recipe = AdaptRecipe(method, **method_fields)
-    source = (TaskFile(data, text_column, label_column, where=parse_where(where)) if method == "lora"
-              else ContrastFile(data, text_column, target_column, parse_where(where)))
-    result = run_adapt(recipe, source, out, model=model_option(model), options=method_options(method, **overrides),
-                       progress=not as_json)
+    result = run(method, data, out=out, text_column=text_column, label_column=label_column,
+                 target_column=target_column, where=where, model=model_option(model), progress=not as_json,
+                 **method_fields, **overrides)
     if as_json:
         print_json(result.to_dict())
         return

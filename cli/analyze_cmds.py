@@ -9,10 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from embedstore.analysis.runs import NO_ALIGNER
-from embedstore.encoding.options import EncodeOptions
-from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
-from embedstore.estimators.heads import DEFAULT_HEAD, HEADS
+from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions
 
 from .common import console, encoding_options, model_flag, model_option, print_json, user_errors
 
@@ -41,14 +38,6 @@ _OUT = typer.Option(None, "--out", "-o", help="Write the result as JSON (.jsonl 
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _KS = typer.Option([1, 5], "--k", help="P@k cut-offs; repeat for several.")
 _CSLS_K = typer.Option(10, "--csls-k", help="Neighbours in CSLS's hubness term.")
-
-
-def _split(test_fraction: float, fold_column: Optional[str], fit_folds: Optional[str], test_folds: Optional[str],
-           size: Optional[str], test_size: Optional[str]):
-    from embedstore.analysis.runs import SplitOptions
-
-    return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
-                        test_folds=test_folds, size=size, test_size=test_size)
 
 
 def _say(text: str) -> None:
@@ -126,12 +115,12 @@ def cosine(
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
-    from embedstore.analysis.runs import run_cosine
+    from embedstore.api import analyze_cosine
 
-    result = run_cosine(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
-                        split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                        store=store, options=encoding, seed=seed,
-                        out=out, progress=not as_json)
+    result = analyze_cosine(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
+                            aligner=aligner, test_fraction=test_fraction, fold_column=fold_column,
+                            fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size, store=store,
+                            encoding=encoding, seed=seed, out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -163,12 +152,13 @@ def retrieval(
     *, encoding: EncodeOptions,
 ) -> None:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
-    from embedstore.analysis.runs import run_retrieval
+    from embedstore.api import analyze_retrieval
 
-    result = run_retrieval(pairs_file, source_column, target_column, arch=arch, aligner_dir=aligner,
-                           split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                           store=store, options=encoding, seed=seed,
-                           ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
+    result = analyze_retrieval(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
+                               aligner=aligner, test_fraction=test_fraction, fold_column=fold_column,
+                               fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size,
+                               store=store, encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out,
+                               progress=not as_json)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -180,8 +170,6 @@ def retrieval(
 
 
 def _parse_layers(values: list[str]) -> tuple[int, ...]:
-    from embedstore.base.errors import ConfigError
-
     layers: list[int] = []
     for value in values:
         for token in value.split(","):
@@ -208,12 +196,12 @@ def layers(
     csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
 ) -> None:
     """Cosine and retrieval per hidden layer, with a fresh aligner fitted on each layer's vectors."""
-    from embedstore.analysis.runs import run_layers
+    from embedstore.api import analyze_layers
 
-    result = run_layers(pairs_file, source_column, target_column, arch=arch, layers=_parse_layers(layer_list),
-                        split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                        store=store, options=encoding, seed=seed,
-                        ks=tuple(k), csls_k=csls_k, out=out, progress=not as_json)
+    result = analyze_layers(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
+                            layers=_parse_layers(layer_list), test_fraction=test_fraction, fold_column=fold_column,
+                            fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size, store=store,
+                            encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -251,13 +239,13 @@ def gradients(
 
     Near 0: the objectives are orthogonal (better alignment does little for the task); negative: they conflict.
     """
-    from embedstore.analysis.runs import run_gradients
+    from embedstore.api import analyze_gradients
 
-    result = run_gradients(pairs_file, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
-                           head=head, batch_size=batch_size,
-                           split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                           store=store, options=encoding, seed=seed,
-                           out=out, progress=not as_json)
+    result = analyze_gradients(pairs_file, label_column=label_column, source_column=source_column,
+                               target_column=target_column, arch=arch, aligner=aligner, head=head,
+                               batch_size=batch_size, test_fraction=test_fraction, fold_column=fold_column,
+                               fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size,
+                               store=store, encoding=encoding, seed=seed, out=out, progress=not as_json)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -304,18 +292,12 @@ def encoder_gradients(
     The companion study's measurement for joint alignment + task fine-tuning: near 0, the objectives are
     orthogonal. (`analyze gradients` measures the same on cached vectors, through an aligner.)
     """
-    from embedstore.analysis.runs import check_record_writable, write_record
-    from embedstore.text_training.data import TaskFile
-    from embedstore.text_training.gradients import encoder_gradients as measure
-    from embedstore.text_training.options import TrainOptions
-    from embedstore.text_training.pairs import ContrastFile
+    from embedstore.api import analyze_encoder_gradients
 
-    check_record_writable(out)  # before the encoder is trained, not after
-    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
-    result = measure(TaskFile(train, text_column, label_column), ContrastFile(pairs_file, source_column, target_column),
-                     model=model_option(model), options=options, batches=batches)
-    if out is not None:
-        write_record(result, out)
+    result = analyze_encoder_gradients(train, pairs_file, text_column=text_column, label_column=label_column,
+                                       source_column=source_column, target_column=target_column,
+                                       model=model_option(model), batch_size=batch_size, batches=batches,
+                                       max_length=max_length, size=size, head=head, seed=seed, out=out)
     if not _finish(result, as_json, out):
         return
     prov = result["provenance"]

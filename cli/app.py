@@ -100,9 +100,9 @@ app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False, 
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from embedstore import __version__
+        from embedstore.api import version
 
-        typer.echo(f"embedstore {__version__}")
+        typer.echo(f"embedstore {version()}")
         raise typer.Exit()
 
 
@@ -112,7 +112,7 @@ def embedstore(debug: bool = typer.Option(
         version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                      help="Print the version and exit.")) -> None:
     """Cross-lingual transfer with embedding LMs: encode once, align and train in seconds."""
-    from embedstore.base.settings import mark_explicit
+    from embedstore.api import mark_explicit
 
     set_debug(debug)
     mark_explicit(())  # no flag of an earlier command in this process counts for this one

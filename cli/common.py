@@ -1,5 +1,9 @@
 """Shared CLI plumbing: one console, every error turned into one line and a non-zero exit (a traceback only
-when asked for), and the encoding options every command that reads vectors takes, declared once."""
+when asked for), and the encoding options every command that reads vectors takes, declared once.
+
+The rule of the CLI's modules (checked by tests/test_api.py): they import the library only through
+`embedstore.api` (each command calls its function there, `embedstore.api.COMMANDS`), besides each other,
+the standard library, typer, click and rich."""
 from __future__ import annotations
 
 import functools
@@ -14,10 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from embedstore.base.errors import EmbedstoreError
-
-if TYPE_CHECKING:  # imported when a command declares its options: `embedstore --help` must not pay for the store
-    from embedstore.encoding.options import EncodeOptions
+if TYPE_CHECKING:  # `embedstore --help` must not pay for the API's imports (the store, the encoding options)
+    from embedstore.api import EncodeOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -63,6 +65,8 @@ def user_errors(fn: Callable) -> Callable:
         except Exception as e:  # noqa: BLE001 - the one place every error becomes one line
             if debugging():
                 raise
+            from embedstore.api import EmbedstoreError
+
             if isinstance(e, EmbedstoreError):
                 message = _one_line(str(e))
             else:
@@ -105,7 +109,7 @@ def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect
     """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
     ("none": the command declares its own layer selection). Their defaults are None: an option not given comes
     from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from `EncodeOptions`' defaults."""
-    from embedstore.encoding.options import EncodeOptions
+    from embedstore.api import EncodeOptions
 
     _DEFAULT = EncodeOptions()
 
@@ -166,8 +170,7 @@ def inject_options(parameters: list[inspect.Parameter], build: Callable[[dict[st
 def resolve_encoding(values: dict[str, Any]) -> EncodeOptions:
     """Flags given win; the rest come from the project settings, then the defaults (`options_with_settings`,
     which the Python API uses too). The flags given are noted, so the run's record says "flag" for them."""
-    from embedstore.encoding.options import options_with_settings
-    from embedstore.base.settings import mark_explicit
+    from embedstore.api import mark_explicit, options_with_settings
 
     given = {name: value for name, value in values.items() if value is not None and value != []}
     if given.get("quantize") == "none":  # the flag's spelled-out default
@@ -182,7 +185,7 @@ def resolve_encoding(values: dict[str, Any]) -> EncodeOptions:
 def note_settings() -> None:
     """One stderr line naming the settings an environment variable or embedstore.toml set, so a value nobody
     typed on this command line is never a surprise (stdout stays clean for --json)."""
-    from embedstore.base.settings import project_settings
+    from embedstore.api import project_settings
 
     settings = project_settings()
     chosen = [f"{name}={settings.get(name)!r} ({source})" for name, source in settings.record().items()
@@ -207,7 +210,7 @@ WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), 
 def model_flag() -> Any:
     """`--model` of the commands that take a model but no other encoding option (they resolve it with
     `model_option`)."""
-    from embedstore.encoding.options import EncodeOptions
+    from embedstore.api import EncodeOptions
 
     return typer.Option(None, "--model", "-m", help=f"Hub name or local model directory (default: "
                         f"{EncodeOptions.model}; EMBEDSTORE_MODEL or embedstore.toml may set it).")

@@ -7,9 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from embedstore.base.errors import StoreError
-from embedstore.encoding.options import ComputeOptions, EncodeOptions
-from embedstore.store import Store, damaged_rows
+from embedstore.api import ComputeOptions, EncodeOptions, StoreError
 
 from .common import console, encoding_options, human_bytes, model_option, print_json, user_errors
 
@@ -49,21 +47,16 @@ def encode(
     *, encoding: EncodeOptions,
 ) -> None:
     """Encode texts into the store; what the store already holds is skipped."""
-    from embedstore.api import encode_files
-    from embedstore.encoding.launch import launched_distributed
+    from embedstore.api import encode_files, settings_record
 
     compute = ComputeOptions(batch_size=batch_size, batch_tokens=batch_tokens, device=device, chunk_rows=chunk_rows,
                              backend=backend)
     report = encode_files(files, columns=column or None, pair_column=pair_column, where=where, store=store,
-                          encoding=encoding,
-                          compute=compute, progress=not as_json,
-                          distributed=launched_distributed() if distributed is None else distributed)
+                          encoding=encoding, compute=compute, progress=not as_json, distributed=distributed)
     if report.rank != 0:  # every rank has the job's totals; print them once
         return
     if as_json:
-        from embedstore.base.settings import project_settings
-
-        print_json({**report.to_dict(), "settings": project_settings().record({"store"} if store else ())})
+        print_json({**report.to_dict(), "settings": settings_record(store)})
         return
     rate = f", {report.texts_per_second:,.1f} texts/s" if report.encoded else ""
     ranks = f" on {report.world_size} ranks" if report.world_size > 1 else ""
@@ -88,13 +81,13 @@ def models_pull(
     force: bool = typer.Option(False, help="Rebuild even if present."),
 ) -> None:
     """Build (or download) a model into cache/models."""
-    from embedstore.encoding.models import model_fingerprint, pull
+    from embedstore.api import pull_model
 
     name = model_option(name)
-    result = pull(name, force=force)
+    result = pull_model(name, force=force)
     action = f"built in {result.seconds:.1f} s" if result.fetched else "already present"
     console.print(f"{name}: {result.path} ({human_bytes(result.size_bytes)}, {action}), "
-                  f"fingerprint {model_fingerprint(result.path)}", highlight=False)
+                  f"fingerprint {result.fingerprint}", highlight=False)
 
 
 @store_app.command("info")
@@ -104,7 +97,9 @@ def store_info(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Keys, rows, dimension and size on disk of a store."""
-    info = Store.open(path).info()
+    from embedstore.api import store_info
+
+    info = store_info(path)
     if as_json:
         print_json(info)
         return
@@ -135,11 +130,10 @@ def store_verify(
     """Read every committed chunk of every key (ids, vectors and row digests) and check every row against its
     digest; print what is missing or damaged and exit 1 if anything is (after --repair, 0: damaged rows are
     dropped, digests damaged alone are rebuilt)."""
-    st = Store.open(path)
-    if not st.exists():
-        raise StoreError(f"{path}: no store here")
+    from embedstore.api import damaged_rows, verify_store
+
     if repair:
-        done = st.repair()
+        done = verify_store(path, repair=True)
         for d in done.dropped:
             console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
         for d in done.rebuilt:
@@ -152,7 +146,7 @@ def store_verify(
                           "recomputes them" if done.dropped else f"{path}: every committed row reads back intact",
                           highlight=False, soft_wrap=True)
         return
-    damage = st.verify()
+    damage = verify_store(path)
     for d in damage:
         console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
     if not damage:
@@ -174,7 +168,7 @@ def store_merge(
 ) -> None:
     """Merge stores (e.g. encoded on machines without a shared filesystem): identical keys are combined and
     deduplicated by text, other keys are copied side by side. One input converts between .zarr and .h5."""
-    from embedstore.store import merge_stores
+    from embedstore.api import merge_stores
 
     report = merge_stores(inputs, out, force=force, tolerance=tolerance)
     if as_json:
@@ -191,9 +185,9 @@ def store_merge(
 @user_errors
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Every entry of the cache with its kind and size, largest first."""
-    from embedstore.encoding.cache import cache_entries
+    from embedstore.api import list_cache
 
-    entries = cache_entries()
+    entries = list_cache()
     if as_json:
         return print_json([e.to_dict() for e in entries])
     for e in entries:
@@ -209,9 +203,9 @@ def cache_prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
 ) -> None:
     """Remove cached entries that rebuild on next use (by default the ONNX graphs)."""
-    from embedstore.encoding.cache import prune
+    from embedstore.api import prune_cache
 
-    removed = prune(tuple(kind), dry_run=dry_run)
+    removed = prune_cache(kind, dry_run=dry_run)
     for e in removed:
         typer.echo(f"{'would remove' if dry_run else 'removed'} {human_bytes(e.size_bytes):>10}  {e.path}")
     typer.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.size_bytes for e in removed))}")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from embedstore.base.errors import EmbedstoreError
+from embedstore.api import EmbedstoreError
 
 from .common import console, model_flag, model_option, note_settings, print_json, user_errors
 
@@ -26,12 +26,10 @@ def sweep(
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
     from dataclasses import asdict
 
-    from embedstore.study.cells import load_config
-    from embedstore.study.run import make_executor, run_study
+    from embedstore.api import sweep as run
 
     note_settings()
-    where = make_executor(executor, workers=workers, address=address)
-    study = run_study(load_config(config), executor=where, dry_run=dry_run, progress=not as_json)
+    study = run(config, workers=workers, executor=executor, address=address, dry_run=dry_run, progress=not as_json)
     if dry_run:
         summary = study.summary
         finished = {cell.id for cell in summary.skipped}
@@ -61,9 +59,9 @@ def report(
     cosine: Optional[Path] = typer.Option(None, help="Cosine records (from `analyze cosine --out`) for the bar plot."),
 ) -> None:
     """Markdown table shaped like the paper's Table 3 (mean ± 95% CI over seeds), CSV and PNG plots."""
-    from embedstore.study.report import build_report
+    from embedstore.api import report as run
 
-    files = build_report(results, out or results.parent / "report", metric=metric, cosine_path=cosine)
+    files = run(results, out=out, metric=metric, cosine=cosine)
     console.print(files.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(f"wrote {files.table_md}, {files.table_csv}" + "".join(f", {p}" for p in files.plots))
 
@@ -79,10 +77,9 @@ def demo(
 ) -> None:
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →
     heads → evaluation; prints the table and writes the plots. A second run reuses everything."""
-    from embedstore.study.demo import run_demo
+    from embedstore.api import demo as run
 
-    result = run_demo(out, model=model_option(model), store=store, workers=workers,
-                      aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"))
+    result = run(out, model=model_option(model), store=store, workers=workers, fc=fc)
     console.print(result.report.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(str(result.summary), highlight=False)
     console.print(f"config {result.config}; plots: " + ", ".join(str(p) for p in result.report.plots),

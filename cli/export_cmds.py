@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from embedstore.export.export import FORMATS, TOLERANCE
+from embedstore.api import EXPORT_FORMATS, EXPORT_TOLERANCE
 
 from .common import console, print_json, user_errors
 
@@ -15,10 +15,10 @@ from .common import console, print_json, user_errors
 def export(
     out: Path = typer.Argument(..., help="Directory to create (new or empty)."),
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
-    format: str = typer.Option(..., "--format", help=" | ".join(FORMATS) + "."),
+    format: str = typer.Option(..., "--format", help=" | ".join(EXPORT_FORMATS) + "."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline "
                                         "recorded its model as a path (its fingerprint must match)."),
-    tolerance: float = typer.Option(TOLERANCE, help="Largest accepted difference between the export's vectors "
+    tolerance: float = typer.Option(EXPORT_TOLERANCE, help="Largest accepted difference between the export's vectors "
                                                     "(and probabilities) and the torch pipeline's."),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="An `embedstore evaluate --out` JSON: its figures "
                                            "go into the model card (README.md)."),
@@ -30,12 +30,10 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the export record as JSON."),
 ) -> None:
     """Export a pipeline; the export is run on probe texts and checked against the torch pipeline first."""
-    from embedstore.export.export import export_pipeline, push_to_hub as push
+    from embedstore.api import export_pipeline
 
     record = export_pipeline(pipeline, out, format=format, model=model, tolerance=tolerance, metrics=metrics,
-                             progress=True)
-    if push_to_hub:
-        record["pushed"] = push(out, push_to_hub, revision=revision, token=token)
+                             push_to_hub=push_to_hub, revision=revision, token=token, progress=True)
     if as_json:
         return print_json(record)
     check = record["check"]

@@ -10,8 +10,7 @@ from typing import Optional
 
 import typer
 
-from embedstore.base.schema import Option, options_of
-from embedstore.text_training.options import TrainOptions
+from embedstore.api import Option, TrainOptions, options_of
 
 from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
 
@@ -31,7 +30,7 @@ def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter
     return [parameter(option) for option in options_of(TrainOptions)]
 
 
-training_options = inject_options(training_parameters(), lambda values: TrainOptions(**values), "options")
+training_options = inject_options(training_parameters(), lambda values: values, "options")
 _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and a label column."
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
 
@@ -58,15 +57,13 @@ def tune(
     model: Optional[str] = model_flag(),
     as_json: bool = _AS_JSON,
     *,
-    options: TrainOptions,
+    options: dict,
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
-    from embedstore.data.tasks import parse_where
-    from embedstore.text_training.data import TaskFile
-    from embedstore.text_training.tune import tune as run_tune
+    from embedstore.api import tune as run
 
-    result = run_tune(TaskFile(train, text_column, label_column, pair_column, parse_where(where)), out, model=model_option(model), options=options,
-                      progress=not as_json)
+    result = run(train, out=out, text_column=text_column, label_column=label_column, pair_column=pair_column,
+                 where=where, model=model_option(model), progress=not as_json, **options)
     if as_json:
         print_json(result.to_dict())
         return
@@ -106,22 +103,17 @@ def finetune(
                                        "the LM's vectors (0: the task loss alone)."),
     as_json: bool = _AS_JSON,
     *,
-    options: TrainOptions,
+    options: dict,
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
-    from embedstore.data.tasks import parse_where
-    from embedstore.text_training.data import TaskFile
-    from embedstore.text_training.finetune import finetune as run_finetune
-    from embedstore.text_training.pairs import ContrastFile
+    from embedstore.api import finetune as run
 
-    test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
-                         test_pair_column or pair_column, parse_where(test_where))
-    result = run_finetune(TaskFile(train, text_column, label_column, pair_column, parse_where(where)), test_file,
-                          aligner, out,
-                          model=model_option(model), train_aligner=train_aligner, freeze_lm=freeze_lm,
-                          aligner_at_test=aligner_at_test, options=options,
-                          pairs=ContrastFile(pairs, pairs_source_column, pairs_target_column) if pairs else None,
-                          align_weight=align_weight, progress=not as_json)
+    result = run(train, test, aligner=aligner, out=out, text_column=text_column, label_column=label_column,
+                 pair_column=pair_column, test_text_column=test_text_column, test_label_column=test_label_column,
+                 test_pair_column=test_pair_column, where=where, test_where=test_where, model=model_option(model),
+                 train_aligner=train_aligner, freeze_lm=freeze_lm, aligner_at_test=aligner_at_test, pairs=pairs,
+                 pairs_source_column=pairs_source_column, pairs_target_column=pairs_target_column,
+                 align_weight=align_weight, progress=not as_json, **options)
     if as_json:
         print_json(result.to_dict())
         return

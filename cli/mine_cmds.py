@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from embedstore.base.errors import ConfigError
-from embedstore.encoding.options import EncodeOptions
+from embedstore.api import ConfigError, EncodeOptions
 
 from .common import console, encoding_options, print_json, user_errors
 
@@ -31,18 +30,14 @@ def mine(
     as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Mine translation pairs between two unpaired files: mutual best candidates by ratio margin (LASER)."""
-    from embedstore.analysis.mining import run_mine
-    from embedstore.data.tasks import Source, parse_where
-    from embedstore.encoding.options import default_store
+    from embedstore.api import mine as run
 
-    filters = parse_where(where)
     pair = tuple(n.strip() for n in names.split(",")) if names is not None else None
     if pair is not None and len(pair) != 2:
         raise ConfigError(f"--names: {names!r}; expected two column names, SOURCE,TARGET")
-    record = run_mine(Source(file=source_file, text=source_column, where=filters),
-                      Source(file=target_file, text=target_column, where=filters), out, names=pair, k=k,
-                      min_margin=min_margin,
-                      store=store or default_store(), options=encoding, progress=not as_json)
+    record = run(source_file, target_file, out=out, source_column=source_column, target_column=target_column,
+                 names=pair, k=k, min_margin=min_margin, where=where, store=store, encoding=encoding,
+                 progress=not as_json)
     if as_json:
         return print_json(record)
     sizes = record["sizes"]

@@ -7,10 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from embedstore.encoding.options import EncodeOptions
-from embedstore.estimators.aligners import ALIGNERS, DEFAULT_ALIGNER
-from embedstore.estimators.heads import DEFAULT_HEAD, NORMALIZATIONS, head_kinds
-from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES
+from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, DEFAULT_RECIPE, NORMALIZATIONS, RECIPES, \
+    ConfigError, EncodeOptions, head_kinds
 
 from .common import WHERE, console, encoding_options, print_json, user_errors
 
@@ -111,8 +109,6 @@ def _head_params(items: list[str], **named: object) -> dict:
     each head keeps its own defaults (and a parameter a head does not take is an error naming its parameters)."""
     import json
 
-    from embedstore.base.errors import ConfigError
-
     params = {k: v for k, v in named.items() if v is not None}
     for item in items:
         name, sep, value = item.partition("=")
@@ -145,15 +141,10 @@ def evaluate(
 ) -> None:
     """Accuracy, macro-F1, per class and the confusion matrix of the pipeline's method (what predict does);
     then, for a pipeline with an aligner, the other way of applying it, labelled as a diagnostic."""
-    from embedstore.base.atomic import check_writable, write_json
     from embedstore.api import evaluate as run
 
-    if out:
-        check_writable(out)  # before the model loads, not after the evaluation
     result = run(pipeline, test, text_column=text_column, label_column=label_column, where=where, store=store,
-                 model=model, progress=not as_json, single_label=single_label)
-    if out:
-        write_json(out, result, indent=2)
+                 model=model, progress=not as_json, single_label=single_label, out=out)
     if as_json:
         return print_json(result)
     primary = result["primary"]
@@ -182,9 +173,7 @@ def predict(
     store: Optional[str] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
     """Labels and probabilities for new target-language texts (encoding what the store lacks)."""
-    from embedstore.api import load_pipeline
-    from embedstore.base.errors import ConfigError
-    from embedstore.data.texts import read_texts
+    from embedstore.api import predict as run
 
     if texts == ["-"]:
         import sys
@@ -193,10 +182,9 @@ def predict(
     for text in texts or []:  # `predict -p P data.tsv` would otherwise classify the string "data.tsv"
         if Path(text).exists():
             raise ConfigError(f"predict: {text!r} is a file; pass it with --file {text} (arguments are texts)")
-    items = list(texts or []) + (read_texts(file, column) if file else [])
-    if not items:
+    if not texts and file is None:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = load_pipeline(pipeline, store=store, model=model).predict_records(items)
+    results = run(pipeline, texts or [], file=file, text_column=column, store=store, model=model)
     if as_json:
         return print_json(results)
     for r in results:

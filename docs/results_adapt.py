@@ -76,17 +76,16 @@ def analyses(retrieval_only: bool = False) -> None:
     P@1 EN→KO on the test rows under the base model and each finished adapt-align cell's encoder."""
     from embedstore.encoding.encode import embed
     from embedstore.encoding.options import EncodeOptions
-    from embedstore.text_training.data import TaskFile
+    from embedstore.data.tasks import Source
     from embedstore.text_training.gradients import encoder_gradients
     from embedstore.text_training.options import TrainOptions
-    from embedstore.text_training.pairs import ContrastFile
 
     saved = json.loads(ANALYSES.read_text(encoding="utf-8")) if ANALYSES.is_file() else {}
     if retrieval_only and "gradients" in saved:
         gradients = saved["gradients"]
     else:
-        gradients = {**encoder_gradients(TaskFile(STUDY / "train.tsv", "en", "apps"),
-                                         ContrastFile(STUDY / "pairs.tsv", "en", "ko"),
+        gradients = {**encoder_gradients(Source(STUDY / "train.tsv", "en", label="apps"),
+                                         Source(STUDY / "pairs.tsv", "en", target="ko"),
                                          options=TrainOptions(batch_size=16, max_length=MAX_LENGTH, seed=0),
                                          batches=8),
                      "task_rows": ROLES["train"][1], "pairs": ROLES["pairs"][1]}

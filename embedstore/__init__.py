@@ -2,11 +2,9 @@
 
 Encode once into a content-addressed vector store; train aligners, heads and whole ablation sweeps from it.
 """
-#: The Python API (`embedstore.api`), imported on first use: `import embedstore` stays cheap for the CLI, which
-#: must not pay for torch and scikit-learn before it knows the command.
-_API = {"Pipeline": "embedstore.pipelines.pipeline", **dict.fromkeys(
-    ("encode", "encode_files", "evaluate", "train_aligner", "train_head", "load_pipeline"), "embedstore.api"),
-    **dict.fromkeys(("export_pipeline", "push_to_hub"), "embedstore.export.export")}
+#: The Python API (`embedstore.api`: every command's function, `Pipeline`, the vocabulary) is reached as
+#: `embedstore.<name>`, imported on first use: `import embedstore` stays cheap for the CLI, which must not pay for
+#: the store, torch or scikit-learn before it knows the command.
 
 
 def _version() -> str:
@@ -23,12 +21,17 @@ def __getattr__(name: str):
     if name == "__version__":
         globals()["__version__"] = _version()
         return globals()["__version__"]
-    if name in _API:
+    if not name.startswith("_") and name != "api":  # `api` itself is a submodule, found by the import system
         import importlib
 
-        return getattr(importlib.import_module(_API[name]), name)
+        api = importlib.import_module("embedstore.api")
+        if name in api.__all__:
+            return getattr(api, name)
     raise AttributeError(f"module 'embedstore' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API, "__version__"])
+    import importlib
+
+    api = importlib.import_module("embedstore.api")
+    return sorted([*globals(), *api.__all__, "__version__"])

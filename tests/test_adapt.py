@@ -23,9 +23,8 @@ from embedstore.encoding.encode import embed
 from embedstore.encoding.models import TUNE_FILE, model_fingerprint, resolve_model
 from embedstore.encoding.options import EncodeOptions
 from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
-from embedstore.text_training.data import TaskFile
+from embedstore.data.tasks import Source
 from embedstore.store import Store
-from embedstore.text_training.pairs import ContrastFile
 
 WORDS = {"calc": ("cell formula sheet sum column", "셀 수식 시트 합계 열"),
          "writer": ("paragraph font page text style", "단락 글꼴 페이지 텍스트 스타일"),
@@ -46,9 +45,9 @@ def write_rows(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def source(method: str, path: Path) -> TaskFile | ContrastFile:
-    return {"lora": TaskFile(path, "en", "apps"), "simcse": ContrastFile(path, "en"),
-            "align": ContrastFile(path, "en", "ko")}[method]
+def source(method: str, path: Path) -> Source:
+    return {"lora": Source(path, "en", label="apps"), "simcse": Source(path, "en"),
+            "align": Source(path, "en", target="ko")}[method]
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +119,9 @@ def test_wrong_data_or_options_are_one_line_errors(tiny_model_dir, rows, tmp_pat
     with pytest.raises(ConfigError, match="only method align"):
         AdaptRecipe("simcse", identity_weight=0.5)
     with pytest.raises(ConfigError, match="align needs translation pairs"):
-        adapt(AdaptRecipe("align"), ContrastFile(rows, "en"), tmp_path / "a", model=str(tiny_model_dir))
+        adapt(AdaptRecipe("align"), Source(rows, "en"), tmp_path / "a", model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="trains on task rows"):
-        adapt(AdaptRecipe("lora"), ContrastFile(rows, "en"), tmp_path / "b", model=str(tiny_model_dir))
+        adapt(AdaptRecipe("lora"), Source(rows, "en"), tmp_path / "b", model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="lora_targets: nothing_here not found"):
         adapt(AdaptRecipe("lora", lora_targets=("nothing_here",)), source("lora", rows), tmp_path / "c",
               model=str(tiny_model_dir), options=method_options("lora", **FAST))
@@ -183,8 +182,8 @@ def test_joint_finetune_adds_the_weighted_alignment_loss_and_records_it(tiny_mod
     from embedstore.text_training.finetune import finetune
     from embedstore.text_training.options import TrainOptions
 
-    train, test = TaskFile(rows, "en", "apps"), TaskFile(rows, "ko", "apps")
-    pairs = ContrastFile(rows, "en", "ko")
+    train, test = Source(rows, "en", label="apps"), Source(rows, "ko", label="apps")
+    pairs = Source(rows, "en", target="ko")
     options = TrainOptions(**FAST)
     plain = finetune(train, test, procrustes, tmp_path / "plain", model=str(tiny_model_dir), options=options)
     joint = finetune(train, test, procrustes, tmp_path / "joint", model=str(tiny_model_dir), options=options,
@@ -208,7 +207,7 @@ def test_encoder_gradients_report_a_cosine_per_layer(tiny_model_dir, rows):
 
     assert layer_of("encoder.layer.11.attention.self.query.weight") == "layer.11"
     assert layer_of("embeddings.word_embeddings.weight") == "embeddings"
-    result = encoder_gradients(TaskFile(rows, "en", "apps"), ContrastFile(rows, "en", "ko"), model=str(tiny_model_dir),
+    result = encoder_gradients(Source(rows, "en", label="apps"), Source(rows, "en", target="ko"), model=str(tiny_model_dir),
                                options=TrainOptions(batch_size=8, max_length=24), batches=3)
     assert list(result["layers"]) == ["embeddings", "layer.0", "layer.1"]
     for spread in [*result["layers"].values(), result["all_parameters"]]:

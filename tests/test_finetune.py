@@ -24,7 +24,7 @@ from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import TUNE_FILE, model_fingerprint, resolve_model
-from embedstore.text_training.data import TaskFile
+from embedstore.data.tasks import Source
 from embedstore.text_training.finetune import METHOD, RESULTS_FILE, WEIGHTS_FILE, finetune
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.tune import tune
@@ -62,10 +62,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, TaskFile]:
+def data(tmp_path_factory) -> dict[str, Source]:
     root = tmp_path_factory.mktemp("task")
-    return {"train": TaskFile(write_task(root / "train.tsv", 48, 0, "en"), "en", "apps"),
-            "test": TaskFile(write_task(root / "test.tsv", 15, 1, "ko"), "ko", "apps")}
+    return {"train": Source(write_task(root / "train.tsv", 48, 0, "en"), "en", label="apps"),
+            "test": Source(write_task(root / "test.tsv", 15, 1, "ko"), "ko", label="apps")}
 
 
 def fitted_aligner(kind: str, out: Path, dim: int = 32, **params) -> Path:
@@ -142,7 +142,7 @@ def test_finetune_writes_sweep_ready_results_and_keeps_the_aligner_frozen(finetu
 @pytest.mark.heavy
 def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only_on_pairs(tiny_model_dir, data, tmp_path):
     aligner_dir = fitted_aligner("procrustes", tmp_path / "aligner")
-    train, test = (TaskFile(t.path, t.text_column, t.label_column, t.text_column + "2")
+    train, test = (Source(t.file, t.text, pair=t.text + "2", label=t.label)
                    for t in (data["train"], data["test"]))
     result = finetune(train, test, aligner_dir, tmp_path / "run", model=str(tiny_model_dir), freeze_lm=True,
                       train_aligner=True, aligner_at_test=True, options=TrainOptions(**FAST, lr=1e-2))
@@ -197,7 +197,7 @@ def test_gradient_accumulation_equals_one_large_batch(tiny_model_dir, data, fc_a
 
 def test_user_errors_are_one_line_and_name_the_problem(tiny_model_dir, data, fc_aligner, tmp_path):
     cases = [
-        (lambda: tune(TaskFile(data["train"].path, "text", "apps"), tmp_path / "a", model=str(tiny_model_dir)),
+        (lambda: tune(Source(data["train"].file, "text", label="apps"), tmp_path / "a", model=str(tiny_model_dir)),
          InputError, r"train.tsv: no column 'text'; columns present: en, en2, apps"),
         (lambda: finetune(data["train"], data["test"], fitted_aligner("linear", tmp_path / "rev", reverse=True),
                           tmp_path / "b", model=str(tiny_model_dir)), ConfigError, r"reverse=True"),
@@ -220,11 +220,11 @@ def test_cli_reports_a_user_error_in_one_line_and_exits_1(tiny_model_dir, data, 
 
     from embedstore.cli.app import app
 
-    result = CliRunner().invoke(app, ["tune", "--train", str(data["train"].path), "--text-column", "en", "--label-column",
+    result = CliRunner().invoke(app, ["tune", "--train", str(data["train"].file), "--text-column", "en", "--label-column",
                                       "label", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"error: {data['train'].path}: no column 'label'; columns present: en, en2, apps"]
+        f"error: {data['train'].file}: no column 'label'; columns present: en, en2, apps"]
 
 
 def test_finetune_refuses_a_directory_it_does_not_own_and_touches_nothing_in_it(tiny_model_dir, data, fc_aligner,
@@ -238,7 +238,7 @@ def test_finetune_refuses_a_directory_it_does_not_own_and_touches_nothing_in_it(
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "notes.txt").write_text("my notes")
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    result = CliRunner().invoke(app, ["finetune", "--train", str(data["train"].path), "--test", str(data["test"].path),
+    result = CliRunner().invoke(app, ["finetune", "--train", str(data["train"].file), "--test", str(data["test"].file),
                                       "--aligner", str(fc_aligner), "--out", str(out), "--text-column", "en",
                                       "--label-column", "apps", "--test-text-column", "ko", "--model",
                                       str(tiny_model_dir), "--epochs", "1", "--max-length", "24"])
@@ -301,8 +301,8 @@ def test_classification_metrics_count_unseen_labels_as_classes():
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 0.0) / 3)
 
 
-def finetune_cmd(model: Path, data: dict[str, TaskFile], aligner: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "embedstore", "finetune", "--train", str(data["train"].path), "--test", str(data["test"].path),
+def finetune_cmd(model: Path, data: dict[str, Source], aligner: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "embedstore", "finetune", "--train", str(data["train"].file), "--test", str(data["test"].file),
             "--text-column", "en", "--test-text-column", "ko", "--label-column", "apps", "--aligner", str(aligner),
             "--out", str(out), "--model", str(model), "--epochs", "1", "--batch-size", "8", "--max-length", "24",
             "--checkpoint-every", "2", "--head", "mlp", "--json"]
@@ -362,7 +362,7 @@ def test_real_e5_small_en_to_ko_loss_falls_and_korean_accuracy_beats_majority(sh
                for lang in ("en", "ko")}
     make_aligner("meanshift").fit(vectors["en"], vectors["ko"]).save(tmp_path / "aligner")
     # one short epoch (9 steps): the randomly initialised head needs a larger step than the default to learn in it
-    result = finetune(TaskFile(tmp_path / "en.tsv"), TaskFile(tmp_path / "ko.tsv"), tmp_path / "aligner",
+    result = finetune(Source(tmp_path / "en.tsv", label="label"), Source(tmp_path / "ko.tsv", label="label"), tmp_path / "aligner",
                       tmp_path / "run", model=str(e5_small_dir),
                       options=TrainOptions(epochs=1, max_length=64, head_lr=1e-2))
     epochs = result.history["epochs"]

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from embedstore.text_training.adapt import AdaptRecipe, method_options
-from embedstore.text_training.data import TaskFile
+from embedstore.data.tasks import Source
 from embedstore.text_training.lora_ta import METHOD, lora_ta
 from test_adapt import write_rows  # the adapt tests' rows: label words in English and "Korean"
 
@@ -24,7 +24,7 @@ def files(tmp_path_factory):
 def test_lora_ta_trains_adapters_and_head_on_translated_rows_and_scores_native_ones(tiny_model_dir, files, tmp_path):
     translated, native = files
     options = method_options("lora", **FAST, lr=1e-3)  # a tiny random model needs a larger step to move at all
-    result = lora_ta(TaskFile(translated, "ko", "apps"), TaskFile(native, "ko", "apps"), tmp_path / "run",
+    result = lora_ta(Source(translated, "ko", label="apps"), Source(native, "ko", label="apps"), tmp_path / "run",
                      model=str(tiny_model_dir), options=options)
     assert result.method == METHOD and result.metrics["n"] == 12 and 0 <= result.metrics["accuracy"] <= 1
     change, cosine = (result.metrics["adaptation"][k] for k in ("relative_weight_change", "mean_cosine_base_adapted"))
@@ -39,7 +39,7 @@ def test_lora_ta_trains_adapters_and_head_on_translated_rows_and_scores_native_o
         "method": "lora", "lora_r": 8, "lora_alpha": 8, "lora_dropout": 0.1, "lora_targets": ["query", "key"]}
     assert prov["config"]["batch_size"] == 8 and prov["data"]["val_rows"] > 0  # early stopping on a split
     assert json.loads((tmp_path / "run" / "results.json").read_text())["metrics"] == result.metrics
-    again = lora_ta(TaskFile(translated, "ko", "apps"), TaskFile(native, "ko", "apps"), tmp_path / "run",
+    again = lora_ta(Source(translated, "ko", label="apps"), Source(native, "ko", label="apps"), tmp_path / "run",
                     model=str(tiny_model_dir), options=options)
     assert again.metrics == result.metrics  # a finished run returns its result
 

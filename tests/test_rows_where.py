@@ -1,5 +1,5 @@
-"""Issue 30.6: the text-training files read their rows through the one rows-of-a-file reader, so `tune`,
-`finetune` and `adapt` take `--where` as `train-head` does."""
+"""Issue 30.6: one rows-of-a-file value (`data.tasks.Source`) with `where` for every command that reads rows, so
+`tune`, `finetune` and `adapt` take `--where` as `train-head` does."""
 from __future__ import annotations
 
 import pytest
@@ -8,9 +8,10 @@ from typer.testing import CliRunner
 from embedstore.base.errors import ConfigError
 from embedstore.cli.app import app
 from embedstore.data.tasks import parse_where
-from embedstore.text_training.data import TaskFile, read_task
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import read_task
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.pairs import ContrastFile, contrast_rows
+from embedstore.text_training.pairs import contrast_rows
 
 
 @pytest.fixture
@@ -22,18 +23,18 @@ def table(tmp_path):
 
 
 def test_task_and_contrast_files_keep_only_the_rows_their_filters_pass(table):
-    texts, labels = read_task(TaskFile(table, "en", "label", where=parse_where(["fold=0,1"])))
+    texts, labels = read_task(Source(table, "en", label="label", where=parse_where(["fold=0,1"])))
     assert texts == [f"text {i}" for i in range(12) if i % 3 != 2] and len(labels) == 8
-    rows = contrast_rows(ContrastFile(table, "en", "ko", parse_where(["fold=2"])), TrainOptions(val_fraction=0.25))
+    rows = contrast_rows(Source(table, "en", target="ko", where=parse_where(["fold=2"])), TrainOptions(val_fraction=0.25))
     left = rows.train[0] + rows.val[0]
     assert sorted(left) == sorted(f"text {i}" for i in (2, 5, 8, 11))
     assert all(r == t.replace("text", "ko") for t, r in zip(rows.train[0], rows.train[1]))
     with pytest.raises(ConfigError, match=r"rows.tsv: no rows pass the filters \{'fold': \('7',\)\}"):
-        read_task(TaskFile(table, "en", "label", where=parse_where(["fold=7"])))
+        read_task(Source(table, "en", label="label", where=parse_where(["fold=7"])))
 
 
 def test_a_filter_enters_the_runs_identity_and_provenance_and_no_filter_keeps_the_old_identity(table):
-    plain, filtered = TaskFile(table, "en", "label"), TaskFile(table, "en", "label", where=parse_where(["fold=0"]))
+    plain, filtered = Source(table, "en", label="label"), Source(table, "en", label="label", where=parse_where(["fold=0"]))
     assert plain.columns == ["en", "label", None]  # as before filters existed: old runs resume
     assert filtered.columns == ["en", "label", None, {"fold": ("0",)}]
     record = filtered.record(4)
@@ -43,3 +44,29 @@ def test_a_filter_enters_the_runs_identity_and_provenance_and_no_filter_keeps_th
 @pytest.mark.parametrize("command", ["tune", "finetune", "adapt", "train-head"])
 def test_every_command_that_reads_training_rows_takes_where(command):
     assert "--where" in CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+
+
+def test_texts_and_positives_keep_the_identity_their_runs_began_with(table):
+    assert Source(table, "en", target="ko").columns == ["en", "ko"]
+    assert Source(table, "en").columns == ["en", None]
+    assert Source(table, "en", target="ko", where=parse_where(["fold=2"])).columns == ["en", "ko", {"fold": ("2",)}]
+
+
+def test_every_library_function_that_reads_rows_takes_the_one_rows_value():
+    import inspect
+
+    from embedstore.analysis.mining import run_mine
+    from embedstore.pipelines.steps import evaluate, train_aligner, train_head
+    from embedstore.text_training.adapt import adapt
+    from embedstore.text_training.finetune import finetune
+    from embedstore.text_training.gradients import encoder_gradients
+    from embedstore.text_training.lora_ta import lora_ta
+    from embedstore.text_training.tune import tune
+
+    readers = {tune: ["train"], finetune: ["train", "test", "pairs"], adapt: ["data"], lora_ta: ["train", "test"],
+               encoder_gradients: ["task", "pairs"], train_aligner: ["pairs"], train_head: ["train"],
+               evaluate: ["test"], run_mine: ["source", "target"]}
+    for function, names in readers.items():
+        parameters = inspect.signature(function).parameters
+        for name in names:
+            assert parameters[name].annotation in ("Source", "Source | None"), (function.__qualname__, name)

@@ -26,20 +26,36 @@ ROLES = ("en_train", "translated_train", "native_train", "test", "en_test", "pai
 
 @dataclass(frozen=True)
 class Source:
-    """Rows of one file: a text column (plus `pair`, the second text of an NLI input), and a label column
-    (task data) or a target column (aligner pairs)."""
+    """Rows of one file, the one value every command that reads rows takes: a text column (plus `pair`, the
+    second text of an NLI input), a label column (task data) or a target column (aligner pairs, a contrastive
+    objective's positives), and the row filters `where` (`parse_where`)."""
 
     file: Path
-    text: str
+    text: str = "text"
     pair: str | None = None
     label: str | None = None
     target: str | None = None
     where: Where = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "file", Path(self.file))
+
     def identity(self, **extra: Any) -> dict[str, Any]:
         """The file as provenance names it (`base.provenance.file_identity`), with the columns and filter read."""
         return file_identity(self.file, **extra, text=self.text, pair=self.pair, label=self.label,
                              target=self.target, where={c: list(v) for c, v in self.where})
+
+    def record(self, rows: int) -> dict[str, Any]:
+        """Provenance of a run on `rows` of these rows."""
+        return self.identity(rows=rows)
+
+    @property
+    def columns(self) -> list[Any]:
+        """What a text-training run's identity names of its rows: task rows [text, label, pair], texts and
+        positives [text, target], then the filters when there are any. The lists the two row classes this
+        value replaced wrote, so runs begun before it (and before filters) keep resuming."""
+        named = [self.text, self.label, self.pair] if self.label is not None else [self.text, self.target]
+        return [*named, *([dict(self.where)] if self.where else [])]
 
 
 @dataclass

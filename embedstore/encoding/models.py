@@ -88,6 +88,10 @@ class PullResult:
     seconds: float
     fetched: bool  # False when the model was already present
 
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.path)
+
 
 def cache_dir() -> Path:
     """Root of models and stores: $EMBEDSTORE_CACHE, else ./cache (the project's layout keeps both there)."""

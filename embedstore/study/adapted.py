@@ -33,8 +33,7 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
     that message; a rerun of the sweep retries it."""
     from embedstore.encoding.encode import embed
     from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
-    from embedstore.text_training.data import TaskFile
-    from embedstore.text_training.pairs import ContrastFile
+    from embedstore.data.tasks import Source
 
     cell, config = ctx.cell, ctx.config
     spec = config.encoding.resolve()
@@ -52,8 +51,8 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
     data_file = work / "data.jsonl"
     if not data_file.is_file():  # written atomically, so a present file is complete (and hashed by the run)
         write_text(data_file, "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    data = (TaskFile(data_file) if method == "lora"
-            else ContrastFile(data_file, "text", "target" if method == "align" else None))
+    data = (Source(data_file, "text", label="label") if method == "lora"
+            else Source(data_file, "text", target="target" if method == "align" else None))
     adapted = adapt(recipe, data, work / "model", model=config.model, options=options)
 
     encoding = replace(config.encoding, model=str(adapted.out))

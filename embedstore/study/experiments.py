@@ -36,13 +36,12 @@ from embedstore.estimators.heads import Head, build_head, load_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
-from embedstore.data.tasks import Task
+from embedstore.data.tasks import Source, Task
 from embedstore.pipelines.pipeline import save_pair_ids
 from embedstore.estimators.training import resolve_recipe
 
 if TYPE_CHECKING:
     from embedstore.encoding.models import ModelSpec
-    from embedstore.text_training.data import TaskFile
 
 
 @dataclass
@@ -334,16 +333,14 @@ def training_summary(aligner: Aligner) -> dict:
                                  "epochs_run": len(history.get("epochs", []))}}
 
 
-def _write_rows(path: Path, texts: list, labels: list[str]) -> TaskFile:
+def _write_rows(path: Path, texts: list, labels: list[str]) -> Source:
     """Rows as JSONL (any text survives it, tabs and newlines included), replaced atomically so a kill never
     leaves a half-written file for a resumed finetune to hash."""
-    from embedstore.text_training.data import TaskFile
-
     paired = bool(texts) and isinstance(texts[0], tuple)
     lines = [json.dumps({"text": t[0], "pair": t[1], "label": lab} if paired else {"text": t, "label": lab},
                         ensure_ascii=False) for t, lab in zip(texts, labels)]
     write_text(path, "\n".join(lines) + "\n")
-    return TaskFile(path, pair_column="pair" if paired else None)
+    return Source(path, "text", pair="pair" if paired else None, label="label")
 
 
 def run_e2e(ctx: Context) -> MethodResult:

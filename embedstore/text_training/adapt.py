@@ -28,11 +28,12 @@ from torch import nn
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.options import model_with_settings
 from embedstore.encoding.models import TUNE_FILE, ModelSpec, plain_encoder, resolve_model
-from embedstore.text_training.data import TaskFile, training_rows
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import training_rows
 from embedstore.text_training.model import SentenceEncoder
 from embedstore.text_training.objectives import TEMPERATURE, Contrastive, embed_all
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.pairs import ContrastFile, ContrastRows, contrast_rows
+from embedstore.text_training.pairs import ContrastRows, contrast_rows
 from embedstore.text_training.run import Built, Trained, data_record, identity, run_once, train_once
 from embedstore.text_training.tune import TuneResult, publish_encoder
 
@@ -99,7 +100,7 @@ class AdaptRecipe:
         return {"method": self.method, **{k: (list(record[k]) if k == "lora_targets" else record[k]) for k in fields}}
 
 
-def adapt(recipe: AdaptRecipe, data: TaskFile | ContrastFile, out: str | os.PathLike[str], *,
+def adapt(recipe: AdaptRecipe, data: Source, out: str | os.PathLike[str], *,
           model: str | None = None, options: TrainOptions | None = None, progress: bool = False) -> TuneResult:
     """Adapt the encoder by `recipe.method` on `data` (task rows for lora, texts for simcse, translation pairs
     for align) and save it in `out` as an ordinary Hugging Face model directory."""
@@ -130,15 +131,16 @@ def adapt(recipe: AdaptRecipe, data: TaskFile | ContrastFile, out: str | os.Path
     return TuneResult.from_record(out, record)
 
 
-def _check_data(method: str, data: TaskFile | ContrastFile) -> None:
-    wanted = {"lora": TaskFile, "simcse": ContrastFile, "align": ContrastFile}[method]
-    if not isinstance(data, wanted):
-        raise ConfigError(f"method {method} trains on {'task rows with labels' if wanted is TaskFile else 'texts'}"
-                          f", got {type(data).__name__}")
-    if method == "simcse" and data.positive_column is not None:
+def _check_data(method: str, data: Source) -> None:
+    if method == "lora" and data.label is None:
+        raise ConfigError(f"method lora trains on task rows with labels: name {data.file}'s label column")
+    if method != "lora" and data.label is not None:
+        raise ConfigError(f"method {method} trains on texts, not labelled task rows: a label column "
+                          f"({data.label!r}) was given")
+    if method == "simcse" and data.target is not None:
         raise ConfigError("method simcse: a positive column was given; SimCSE's positive is the text itself "
                           "(use method align for translation pairs)")
-    if method == "align" and data.positive_column is None:
+    if method == "align" and data.target is None:
         raise ConfigError("method align needs translation pairs: name the target-language column")
 
 

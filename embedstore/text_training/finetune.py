@@ -13,13 +13,14 @@ from embedstore.encoding.options import model_with_settings
 from embedstore.encoding.models import plain_encoder, resolve_model
 from embedstore.estimators.aligners import load_aligner
 from embedstore.estimators.artifacts import read_config
-from embedstore.text_training.data import Split, TaskFile, read_task, training_rows
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import Split, read_task, training_rows
 from embedstore.text_training.files import dir_hash, file_hash, save_tensors_atomic
 from embedstore.text_training.objectives import predict_logits
 from embedstore.text_training.model import trainable
 from embedstore.text_training.objectives import Contrastive
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.pairs import ContrastFile, alignment_term
+from embedstore.text_training.pairs import alignment_term
 from embedstore.text_training.run import Trained, data_record, identity, train_once
 
 METHOD = "langalign-e2e"
@@ -45,10 +46,10 @@ class FinetuneResult:
         return {**asdict(self), "out": str(self.out)}
 
 
-def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], out: str | os.PathLike[str], *,
+def finetune(train: Source, test: Source, aligner: str | os.PathLike[str], out: str | os.PathLike[str], *,
              model: str | None = None, train_aligner: bool = False, freeze_lm: bool = False,
              aligner_at_test: bool = False, options: TrainOptions = TrainOptions(),
-             pairs: ContrastFile | None = None, align_weight: float = 0.0,
+             pairs: Source | None = None, align_weight: float = 0.0,
              progress: bool = False) -> FinetuneResult:
     """Step 3 on text: train LM → aligner → head on English rows, then score native target-language rows.
 
@@ -78,7 +79,7 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
     rows = training_rows(train, options)
     test_texts, test_labels = read_task(test)
     test_split = Split(test_texts)
-    ident = identity("finetune", spec, train, options, test_hash=file_hash(test.path),
+    ident = identity("finetune", spec, train, options, test_hash=file_hash(test.file),
                      aligner_hash=dir_hash(aligner_dir), test_columns=test.columns, train_aligner=train_aligner,
                      freeze_lm=freeze_lm, aligner_at_test=aligner_at_test, **_joint_identity(pairs, align_weight))
 
@@ -120,7 +121,7 @@ def finetune(train: TaskFile, test: TaskFile, aligner: str | os.PathLike[str], o
                           resumed_from_step=record["resumed_from_step"])
 
 
-def _check_joint(pairs: ContrastFile | None, align_weight: float, freeze_lm: bool) -> None:
+def _check_joint(pairs: Source | None, align_weight: float, freeze_lm: bool) -> None:
     if not align_weight >= 0:
         raise ConfigError(f"align_weight: {align_weight!r}; expected a number >= 0")
     if align_weight and pairs is None:
@@ -131,8 +132,8 @@ def _check_joint(pairs: ContrastFile | None, align_weight: float, freeze_lm: boo
         raise ConfigError("align_weight with freeze_lm: the alignment term acts on the LM, which would not train")
 
 
-def _joint_identity(pairs: ContrastFile | None, align_weight: float) -> dict[str, Any]:
+def _joint_identity(pairs: Source | None, align_weight: float) -> dict[str, Any]:
     """λ and the pairs enter a run's identity only when the joint term is on: λ = 0 runs keep their identity."""
     if not align_weight:
         return {}
-    return {"align_weight": align_weight, "pairs_hash": file_hash(pairs.path), "pairs_columns": pairs.columns}
+    return {"align_weight": align_weight, "pairs_hash": file_hash(pairs.file), "pairs_columns": pairs.columns}

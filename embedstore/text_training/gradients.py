@@ -27,11 +27,12 @@ from embedstore.base.provenance import stamp
 from embedstore.encoding.models import load_model, plain_encoder, resolve_device, resolve_model
 from embedstore.encoding.options import model_with_settings
 from embedstore.estimators.heads import make_head
-from embedstore.text_training.data import TaskFile, tokenize_splits, training_rows
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import tokenize_splits, training_rows
 from embedstore.text_training.model import TextClassifier
 from embedstore.text_training.objectives import Classification, embed_all
 from embedstore.text_training.options import TrainOptions
-from embedstore.text_training.pairs import ContrastFile, alignment_term
+from embedstore.text_training.pairs import alignment_term
 
 _LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 
@@ -48,7 +49,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-30))
 
 
-def encoder_gradients(task: TaskFile, pairs: ContrastFile, *, model: str | None = None,
+def encoder_gradients(task: Source, pairs: Source, *, model: str | None = None,
                       options: TrainOptions = TrainOptions(), batches: int = 8) -> dict[str, Any]:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the LM's parameters (see module)."""
     if batches < 1:

@@ -28,7 +28,8 @@ from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import plain_encoder, resolve_model
 from embedstore.encoding.options import model_with_settings
 from embedstore.text_training.adapt import AdaptRecipe, method_options, with_lora
-from embedstore.text_training.data import Split, TaskFile, read_task, training_rows
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import Split, read_task, training_rows
 from embedstore.text_training.files import file_hash, save_tensors_atomic
 from embedstore.text_training.finetune import RESULTS_FILE, WEIGHTS_FILE, FinetuneResult
 from embedstore.text_training.model import trainable
@@ -39,7 +40,7 @@ from embedstore.text_training.run import Trained, data_record, identity, train_o
 METHOD = "lora-ta"
 
 
-def lora_ta(train: TaskFile, test: TaskFile, out: str | os.PathLike[str], *, model: str | None = None,
+def lora_ta(train: Source, test: Source, out: str | os.PathLike[str], *, model: str | None = None,
             recipe: AdaptRecipe = AdaptRecipe("lora"), options: TrainOptions | None = None,
             progress: bool = False) -> FinetuneResult:
     """Fine-tune LoRA adapters and a task head on `train` (translated task rows), score `test` (native rows)
@@ -51,7 +52,7 @@ def lora_ta(train: TaskFile, test: TaskFile, out: str | os.PathLike[str], *, mod
     rows = training_rows(train, options)
     test_texts, test_labels = read_task(test)
     test_split = Split(test_texts)
-    ident = identity(METHOD, spec, train, options, test_hash=file_hash(test.path), test_columns=test.columns,
+    ident = identity(METHOD, spec, train, options, test_hash=file_hash(test.file), test_columns=test.columns,
                      recipe=recipe.to_record())
 
     def score(trained: Trained) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from embedstore.base.errors import ConfigError
 from embedstore.base.provenance import stamp
 from embedstore.encoding.models import ModelSpec, load_model, resolve_device
 from embedstore.text_training.checkpoints import Checkpoints
-from embedstore.text_training.data import Split, TaskFile, TrainingRows, tokenize_splits
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import Split, TrainingRows, tokenize_splits
 from embedstore.base.atomic import write_json
 from embedstore.text_training.files import file_hash, read_json_object, run_lock
 from embedstore.text_training.loop import Job, Outcome, differences, train
@@ -48,14 +49,14 @@ class Trained:
                 "precision": precision_name(self.amp)}
 
 
-def identity(command: str, spec: ModelSpec, train_file: TaskFile, options: TrainOptions,
+def identity(command: str, spec: ModelSpec, train_file: Source, options: TrainOptions,
              **extra: Any) -> dict[str, Any]:
     """What decides a run's result: a checkpoint or a result with another identity belongs to another run."""
-    return {"command": command, "base_fingerprint": spec.fingerprint, "train_hash": file_hash(train_file.path),
+    return {"command": command, "base_fingerprint": spec.fingerprint, "train_hash": file_hash(train_file.file),
             "columns": train_file.columns, "prefix": spec.prefix, **extra, **options.to_record()}
 
 
-def data_record(train_file: TaskFile, ident: dict[str, Any], rows: TrainingRows,
+def data_record(train_file: Source, ident: dict[str, Any], rows: TrainingRows,
                 **test: dict[str, Any]) -> dict[str, Any]:
     """Provenance of the rows a run trained (and, for finetune, was scored) on."""
     return {"train": train_file.record(len(rows.train.texts)), "val_rows": len(rows.val.texts),

@@ -13,7 +13,8 @@ from torch import nn
 from embedstore.base.atomic import publish
 from embedstore.encoding.options import model_with_settings
 from embedstore.encoding.models import TUNE_FILE, ModelSpec, model_fingerprint, plain_encoder, resolve_model
-from embedstore.text_training.data import TaskFile, training_rows
+from embedstore.data.tasks import Source
+from embedstore.text_training.data import training_rows
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.run import Trained, data_record, identity, train_once
 
@@ -59,7 +60,7 @@ def publish_encoder(encoder: nn.Module, trained: Trained, out: Path, spec: Model
         "model_fingerprint": model_fingerprint(out), "prefix": spec.prefix, "data": data, **trained.runtime()}}
 
 
-def tune(train: TaskFile, out: str | os.PathLike[str], *, model: str | None = None,
+def tune(train: Source, out: str | os.PathLike[str], *, model: str | None = None,
          options: TrainOptions = TrainOptions(), progress: bool = False) -> TuneResult:
     """Step 1: fine-tune the LM with a classification head on English task data and save the LM alone as an
     ordinary Hugging Face model directory, which `embedstore encode --model OUT` then encodes with.

@@ -1,0 +1,129 @@
+"""Analyses and mining: `analyze cosine|retrieval|layers|gradients|encoder-gradients`, `mine`.
+
+The held-out split of the `analyze` functions: with `fit_folds` and/or `test_folds` ("0-5", "8,9") rows are
+chosen by `fold_column` (default "fold"), otherwise a seeded `test_fraction` is held out; `size` caps the fit rows
+and `test_size` the held-out rows. Each returns its record, also written to `out` (JSON; .jsonl appends) when given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from embedstore.api.commands import command
+from embedstore.api.values import PathLike, WhereLike, encoding_options, rows, store_path
+from embedstore.encoding.options import EncodeOptions
+
+
+def _split(test_fraction: float, fold_column: str | None, fit_folds: str | None, test_folds: str | None,
+           size: str | int | None, test_size: str | int | None):
+    from embedstore.analysis.runs import SplitOptions
+
+    return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
+                        test_folds=test_folds, size=size, test_size=test_size)
+
+
+@command("analyze cosine")
+def analyze_cosine(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
+                   arch: str | None = None, aligner: PathLike | None = None, test_fraction: float = 0.2,
+                   fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
+                   size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
+                   seed: int = 0, out: PathLike | None = None, progress: bool = False,
+                   encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+    """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1 and
+    the collapse check, on held-out pairs; `aligner`: a saved aligner directory instead of fitting `arch`."""
+    from embedstore.analysis.runs import run_cosine
+
+    return run_cosine(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
+                      split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                      store=store_path(store), options=encoding_options(encoding, **options), seed=seed, out=out,
+                      progress=progress)
+
+
+@command("analyze retrieval")
+def analyze_retrieval(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
+                      arch: str | None = None, aligner: PathLike | None = None, test_fraction: float = 0.2,
+                      fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
+                      size: str | int | None = None, test_size: str | int | None = None,
+                      store: PathLike | None = None, seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10,
+                      out: PathLike | None = None, progress: bool = False, encoding: EncodeOptions | None = None,
+                      **options: Any) -> dict[str, Any]:
+    """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
+    from embedstore.analysis.runs import run_retrieval
+
+    return run_retrieval(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
+                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                         store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                         ks=tuple(ks), csls_k=csls_k, out=out, progress=progress)
+
+
+@command("analyze layers")
+def analyze_layers(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
+                   arch: str | None = None, layers: Sequence[int] | None = None, test_fraction: float = 0.2,
+                   fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
+                   size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
+                   seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10, out: PathLike | None = None,
+                   progress: bool = False, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+    """Cosine and retrieval per hidden layer (`layers`, default every one), a fresh aligner fitted on each."""
+    from embedstore.analysis.runs import run_layers
+
+    return run_layers(pairs, source_column, target_column, arch=arch, layers=tuple(layers or ()),
+                      split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                      store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                      ks=tuple(ks), csls_k=csls_k, out=out, progress=progress)
+
+
+@command("analyze gradients")
+def analyze_gradients(pairs: PathLike, *, label_column: str, source_column: str = "en", target_column: str = "ko",
+                      arch: str | None = None, aligner: PathLike | None = None, head: str | None = None,
+                      batch_size: int = 64, test_fraction: float = 0.2, fold_column: str | None = None,
+                      fit_folds: str | None = None, test_folds: str | None = None, size: str | int | None = None,
+                      test_size: str | int | None = None, store: PathLike | None = None, seed: int = 0,
+                      out: PathLike | None = None, progress: bool = False, encoding: EncodeOptions | None = None,
+                      **options: Any) -> dict[str, Any]:
+    """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows);
+    `arch` "none": raw vectors through an identity linear map."""
+    from embedstore.analysis.runs import run_gradients
+    from embedstore.estimators.heads import DEFAULT_HEAD
+
+    return run_gradients(pairs, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
+                         head=head or DEFAULT_HEAD, batch_size=batch_size,
+                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
+                         store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                         out=out, progress=progress)
+
+
+@command("analyze encoder-gradients")
+def analyze_encoder_gradients(train: PathLike, pairs: PathLike, *, text_column: str = "text",
+                              label_column: str = "label", source_column: str = "en", target_column: str = "ko",
+                              model: PathLike | None = None, batch_size: int = 16, batches: int = 8,
+                              max_length: int = 128, size: str | int = "all", head: str = "linear", seed: int = 0,
+                              out: PathLike | None = None) -> dict[str, Any]:
+    """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters
+    (`model` None: the project's), on `batches` minibatches of task rows and pairs."""
+    from embedstore.analysis.runs import check_record_writable, write_record
+    from embedstore.text_training.gradients import encoder_gradients
+    from embedstore.text_training.options import TrainOptions
+
+    check_record_writable(out)  # before the encoder is trained, not after
+    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
+    result = encoder_gradients(rows(train, text_column, label=label_column),
+                               rows(pairs, source_column, target=target_column), model=model, options=options,
+                               batches=batches)
+    if out is not None:
+        write_record(result, out)
+    return result
+
+
+@command("mine")
+def mine(source_file: PathLike, target_file: PathLike, *, out: PathLike, source_column: str = "en",
+         target_column: str = "ko", names: tuple[str, str] | None = None, k: int | None = None,
+         min_margin: float | None = None, where: WhereLike = None, store: PathLike | None = None,
+         progress: bool = False, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+    """Translation pairs mined between two unpaired files (mutual best candidates by LASER's ratio margin, `k`
+    neighbours, default 4), written with their margins to `out` (.tsv or .jsonl) under the column `names`
+    (default: the two columns'); `where` filters both files. Returns the run's record."""
+    from embedstore.analysis.mining import MARGIN_K, run_mine
+
+    return run_mine(rows(source_file, source_column, where=where), rows(target_file, target_column, where=where),
+                    Path(out), names=names, k=MARGIN_K if k is None else k, min_margin=min_margin,
+                    store=store_path(store), options=encoding_options(encoding, **options), progress=progress)

@@ -1,0 +1,47 @@
+"""Studies: `sweep` (a grid of cells from cached vectors), `report` (its tables and plots), `demo` (the
+paper's study in miniature on the bundled data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedstore.api.commands import command
+from embedstore.api.values import PathLike
+
+
+@command("sweep")
+def sweep(config: PathLike, *, workers: int = 2, executor: str = "local", address: str | None = None,
+          dry_run: bool = False, progress: bool = False):
+    """`embedstore sweep`: encode what the store lacks, then run every unfinished cell of the config (TOML) on
+    `executor` ("local": `workers` processes; "ray": the cluster at `address`); each result is appended as it
+    finishes. Returns the `StudyResult` (its `summary` says what ran, was skipped, failed)."""
+    from embedstore.study.cells import load_config
+    from embedstore.study.run import make_executor, run_study
+
+    return run_study(load_config(config), executor=make_executor(executor, workers=workers, address=address),
+                     dry_run=dry_run, progress=progress)
+
+
+@command("report")
+def report(results: PathLike, *, out: PathLike | None = None, metric: str = "accuracy",
+           cosine: PathLike | None = None):
+    """`embedstore report`: the results file's table shaped like the paper's Table 3 (mean ± 95% CI over seeds)
+    as markdown and CSV, and PNG plots, in `out` (default: <results dir>/report); returns what was written
+    (`ReportFiles`, with the markdown)."""
+    from embedstore.study.report import build_report
+
+    results = Path(results)
+    return build_report(results, Path(out) if out is not None else results.parent / "report", metric=metric,
+                        cosine_path=cosine)
+
+
+@command("demo")
+def demo(out: PathLike | None = None, *, model: PathLike | None = None, store: PathLike | None = None,
+         workers: int = 2, fc: bool = False, progress: bool = True):
+    """`embedstore demo`: encode → aligners (procrustes and linear; with `fc` the paper's FC too) → heads →
+    evaluation on the bundled en-ko sample with `model` (None: the project's), the report in `out` (default
+    cache/demo); a second run reuses everything. Returns the `DemoResult`."""
+    from embedstore.study.demo import run_demo
+
+    return run_demo(Path(out) if out is not None else None, model=None if model is None else str(model),
+                    store=Path(store) if store is not None else None, workers=workers,
+                    aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress)
