@@ -99,16 +99,11 @@ def lora_ta(
     Unset options take the paper's recipe (r 8, alpha 8, dropout 0.1 on query and key; batch 16, lr 1e-5, max
     length 256, AdamW), with early stopping on a validation split of the training rows.
     """
-    from embedstore.data.tasks import parse_where
-    from embedstore.text_training.adapt import AdaptRecipe, method_options
-    from embedstore.text_training.data import TaskFile
-    from embedstore.text_training.lora_ta import lora_ta as run_lora_ta
+    from embedstore.api import lora_ta as run
 
-    test_file = TaskFile(test, test_text_column or text_column, test_label_column or label_column,
-                         where=parse_where(test_where))
-    result = run_lora_ta(TaskFile(train, text_column, label_column, where=parse_where(where)), test_file, out,
-                         model=model_option(model), recipe=AdaptRecipe("lora", **method_fields),
-                         options=method_options("lora", **overrides), progress=not as_json)
+    result = run(train, test, out=out, text_column=text_column, label_column=label_column,
+                 test_text_column=test_text_column, test_label_column=test_label_column, where=where,
+                 test_where=test_where, model=model_option(model), progress=not as_json, **method_fields, **overrides)
     if as_json:
         print_json(result.to_dict())
         return

@@ -31,7 +31,7 @@ from embedstore.api.encoding import encode, encode_files, list_cache, merge_stor
     store_info, verify_store
 from embedstore.api.steps import evaluate, export_pipeline, load_pipeline, predict, train_aligner, train_head
 from embedstore.api.studies import demo, report, sweep
-from embedstore.api.text import adapt, finetune, tune
+from embedstore.api.text import adapt, finetune, lora_ta, tune
 from embedstore.api.values import as_where, encoding_options, mark_explicit, model_with_settings, \
     options_with_settings, project_settings, rows, settings_record, store_path
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
@@ -42,7 +42,7 @@ from embedstore.encoding.options import ComputeOptions, EncodeOptions
 __all__ = ["COMMANDS", "ComputeOptions", "ConfigError", "EmbedstoreError", "EncodeOptions", "InputError", "Option",
            "Source", "StoreError", "adapt", "analyze_cosine", "analyze_encoder_gradients", "analyze_gradients",
            "analyze_layers", "analyze_retrieval", "as_where", "demo", "encode", "encode_files", "encoding_options",
-           "evaluate", "export_pipeline", "finetune", "list_cache", "load_pipeline", "mark_explicit",
+           "evaluate", "export_pipeline", "finetune", "list_cache", "load_pipeline", "lora_ta", "mark_explicit",
            "merge_stores", "mine", "model_with_settings", "options_of", "options_with_settings", "predict",
            "project_settings", "prune_cache", "pull_model", "report", "rows", "settings_record", "store_info",
            "store_path", "sweep", "train_aligner", "train_head", "tune", "verify_store", *(

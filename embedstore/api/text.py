@@ -1,4 +1,5 @@
-"""Training on text: `tune` (step 1), `finetune` (step 3 end to end) and `adapt` (the encoder itself).
+"""Training on text: `tune` (step 1), `finetune` (step 3 end to end), `adapt` (the encoder itself) and
+`lora-ta` (the paper's LoRA task adaptation).
 
 Training options come as keywords named as `TrainOptions`' fields (epochs, batch_size, lr, ...: names and
 defaults from the dataclass) or as one `options=TrainOptions(...)`; `model` None is the project's model. Each run
@@ -80,4 +81,26 @@ def adapt(method: str, data: PathLike, *, out: PathLike, text_column: str = "tex
                      target=target_column if method != "lora" else None, where=where)
     return run(recipe, data_rows, out, model=None if model is None else str(model),
                options=method_options(method, **{k: v for k, v in settings.items() if k not in recipe_names}),
+               progress=progress)
+
+
+@command("lora-ta")
+def lora_ta(train: PathLike, test: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
+            test_text_column: str | None = None, test_label_column: str | None = None, where: WhereLike = None,
+            test_where: WhereLike = None, model: PathLike | None = None, progress: bool = False, **settings: Any):
+    """`embedstore lora-ta`: the paper's LoRA-TA, LoRA adapters and a task head fine-tuned together on translated
+    task rows, that head scoring the `test` rows (its columns default to the training file's). `settings`: LoRA's
+    (`AdaptRecipe`'s lora_* fields) and training options, defaulting to the paper's recipe. Returns the
+    `FinetuneResult` (results.json in `out`)."""
+    from embedstore.text_training.adapt import AdaptRecipe, method_options
+    from embedstore.text_training.lora_ta import lora_ta as run
+    from embedstore.text_training.options import TrainOptions
+
+    recipe_names = names_of(AdaptRecipe, exclude=("method",))
+    check_keys("lora-ta option ", settings, (*recipe_names, *names_of(TrainOptions)))
+    recipe = AdaptRecipe("lora", **{k: v for k, v in settings.items() if k in recipe_names and v is not None})
+    return run(rows(train, text_column, label=label_column, where=where),
+               rows(test, test_text_column or text_column, label=test_label_column or label_column, where=test_where),
+               out, model=None if model is None else str(model), recipe=recipe,
+               options=method_options("lora", **{k: v for k, v in settings.items() if k not in recipe_names}),
                progress=progress)
