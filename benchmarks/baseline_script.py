@@ -54,7 +54,7 @@ def tool_pipeline(model: str, work: Path) -> np.ndarray:
 
 def main() -> None:
     from embedstore.encoding.models import resolve_model
-    from embedstore.encoding.options import model_with_settings
+    from embedstore.encoding.settings import model_with_settings
 
     model = str(resolve_model(model_with_settings(sys.argv[1] if len(sys.argv) > 1 else None)).path)
     truth = np.asarray([r[2] for r in rows({"8", "9"})])

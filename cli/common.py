@@ -173,10 +173,6 @@ def resolve_encoding(values: dict[str, Any]) -> EncodeOptions:
     from embedstore.api import mark_explicit, options_with_settings
 
     given = {name: value for name, value in values.items() if value is not None and value != []}
-    if given.get("quantize") == "none":  # the flag's spelled-out default
-        given["quantize"] = None
-    if given.get("precision") == "fp32":  # likewise
-        given["precision"] = None
     mark_explicit(given)
     note_settings()
     return options_with_settings(given)

@@ -7,9 +7,8 @@ from typer.testing import CliRunner
 
 from embedstore.api import options_with_settings
 from embedstore.base.errors import ConfigError
-from embedstore.base.settings import ENV, project_settings
+from embedstore.encoding.settings import ENV, default_store, project_settings
 from embedstore.cli.app import app
-from embedstore.encoding.options import default_store
 
 
 @pytest.fixture
@@ -81,3 +80,28 @@ def test_commands_take_store_and_model_from_the_project_file(tiny_model_dir, tmp
     r = CliRunner().invoke(app, ["encode", "texts.txt", "--store", str(tmp_path / "flag.zarr"), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["settings"]["store"] == "flag" and (tmp_path / "flag.zarr").is_dir()
+
+
+def test_the_settings_names_and_types_are_the_encoding_options_fields():
+    from dataclasses import fields
+
+    from embedstore.encoding.options import EncodeOptions
+    from embedstore.encoding.settings import ENCODING_KEYS, NAMES
+
+    assert set(ENCODING_KEYS) == {f.name for f in fields(EncodeOptions)} - {"model", "fingerprint", "layers"} | {"layer"}
+    assert NAMES == ("store", "model", *ENCODING_KEYS) and set(ENV) == set(NAMES)
+
+
+def test_every_encoding_option_is_a_setting_and_its_spelled_out_default_wins_over_one(tmp_path, clean_env):
+    (tmp_path / "embedstore.toml").write_text('[encoding]\nquantize = "int8"\n')
+    clean_env.chdir(tmp_path)
+    assert options_with_settings({}).quantize == "int8"
+    assert options_with_settings({"quantize": "none"}).quantize is None  # the flag's default beats the file
+    clean_env.setenv("EMBEDSTORE_PRECISION", "bf16")
+    with pytest.raises(ConfigError, match="precision: bf16 and quantize: int8"):
+        options_with_settings({})
+    assert options_with_settings({"quantize": "none"}).precision == "bf16"
+    assert options_with_settings({"quantize": "none", "precision": "fp32"}).precision is None
+    clean_env.setenv("EMBEDSTORE_MAX_LENGTH", "many")
+    with pytest.raises(ConfigError, match="EMBEDSTORE_MAX_LENGTH='many': expected a whole number"):
+        options_with_settings({})

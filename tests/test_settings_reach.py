@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from embedstore.base.errors import EmbedstoreError
-from embedstore.base.settings import ENV, is_model_path
+from embedstore.encoding.models import is_model_path
+from embedstore.encoding.settings import ENV
 from embedstore.cli.app import app
 
 
@@ -115,7 +116,7 @@ def test_a_sweep_config_s_own_model_wins(project, monkeypatch):
 
 
 def test_the_library_functions_take_the_project_model_when_given_none(project, monkeypatch):
-    from embedstore.encoding.options import model_with_settings
+    from embedstore.encoding.settings import model_with_settings
 
     assert model_with_settings(None) == "multilingual-e5-small"
     (project / "embedstore.toml").write_text('model = "./models/from-file"\n')

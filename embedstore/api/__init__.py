@@ -12,7 +12,7 @@ Every CLI command parses its options, calls its function here (`COMMANDS`: comma
 it returns, so a command and its function cannot drift apart; the CLI imports nothing of the library but this
 package. This is where keyword options become the library's values (rows of a file, encoding options, sizes,
 the store). What a call leaves unset (the store, the model, the encoding options) comes from the project
-settings (`embedstore.toml`, `EMBEDSTORE_*` variables: `embedstore.base.settings`), then the defaults, and the
+settings (`embedstore.toml`, `EMBEDSTORE_*` variables: `embedstore.encoding.settings`), then the defaults, and the
 records returned say under "settings" where each value came from.
 
 Functions import the estimators (torch, scikit-learn) they need when called, so `encode_files` (and a re-run of

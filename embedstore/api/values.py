@@ -9,10 +9,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.schema import check_keys
-from embedstore.base.settings import mark_explicit, project_settings
 from embedstore.data.tasks import Source, Where, parse_where, where_from_table
-from embedstore.encoding.options import ENCODING_FIELDS, EncodeOptions, default_store, model_with_settings, \
-    options_with_settings
+from embedstore.encoding.options import ENCODING_FIELDS, EncodeOptions
+from embedstore.encoding.settings import default_store, mark_explicit, model_with_settings, \
+    options_with_settings, project_settings
 from embedstore.store.object_backend import is_url
 
 __all__ = ["PathLike", "WhereLike", "as_where", "encoding_options", "mark_explicit", "model_with_settings",

@@ -20,7 +20,8 @@ from embedstore.data.hashing import ID_BYTES, Text, normalize_text, text_ids
 from embedstore.data.tasks import Where, iter_filtered
 from embedstore.data.texts import TXT_COLUMN
 from embedstore.encoding.models import ModelSpec
-from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination, default_store
+from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination
+from embedstore.encoding.settings import default_store
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.store import Store, StoreKey
 

@@ -18,7 +18,6 @@ from typing import Any
 from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
 from embedstore.base.files import update_with_file
-from embedstore.base.settings import is_model_path
 from embedstore.encoding.folder import FolderSettings, read_folder
 
 DEFAULT_MODEL = "multilingual-e5-small"
@@ -91,6 +90,13 @@ class PullResult:
     @property
     def fingerprint(self) -> str:
         return model_fingerprint(self.path)
+
+
+def is_model_path(model: str) -> bool:
+    """The one rule for whether a model string names a directory rather than a registry name or a hub id
+    (`name` or `org/name`): it starts with ".", "/" or "~", holds more than one "/", or holds the platform's own
+    separator. A hub id that is also a directory here is a directory (`resolve_model` checks that first)."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
 def cache_dir() -> Path:

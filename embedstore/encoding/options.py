@@ -15,24 +15,23 @@ encoding option and its vectors get a key of their own (`quantized_fingerprint`)
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Mapping
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.schema import check_keys, names_of
-from embedstore.encoding.models import DEFAULT_MODEL, ModelSpec, cache_dir, resolve_model
+from embedstore.encoding.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from embedstore.encoding.smoothing import ALPHA as SMOOTHING_ALPHA
 from embedstore.store import StoreKey
 from embedstore.store.key import DTYPES, POOLINGS
 
-DEFAULT_STORE_NAME = "store.zarr"
 QUANTIZATION_RECIPES = {"int8": f"onnxruntime quantize_dynamic: MatMul weights QInt8 per channel; inputs smoothed "
                                 f"(alpha {SMOOTHING_ALPHA}, powers of two, the bundled sample's calibration texts); v2"}
 """What each quantization does to the weights. It is part of the quantized key's fingerprint: vectors of another
 recipe are other vectors."""
 QUANTIZATIONS = tuple(QUANTIZATION_RECIPES)
+NO_QUANTIZATION, FULL_PRECISION = "none", "fp32"
+"""`quantize` and `precision` as a flag or a setting spell their defaults (None: fp32 weights and compute)."""
 HALF_GRAPH_RECIPE = ("onnxruntime.transformers.float16.convert_float_to_float16 of the checked fp32 graph, "
                      "keep_io_types, default op block list; v1")
 """How ONNX Runtime's fp16 graph is made from the fp32 one. Part of its key's fingerprint: another recipe makes other
@@ -51,14 +50,6 @@ BACKENDS = ("auto", "torch", "onnx")
 """auto: the faster of the two lossless engines for this model, layers, device and threads, measured on this machine
 on first use and cached (`encoding.engine_choice`); a first graph export only when the job can earn it back; on a
 CUDA device ONNX Runtime is a candidate only when its CUDA provider is installed (onnxruntime-gpu)."""
-
-
-def default_store() -> Path:
-    """The project's store (`embedstore.base.settings`: EMBEDSTORE_STORE, embedstore.toml), else the cache's."""
-    from embedstore.base.settings import project_settings
-
-    configured = project_settings().get("store")
-    return Path(configured) if configured is not None else cache_dir() / DEFAULT_STORE_NAME
 
 
 def absolute_layer(layer: int, num_layers: int) -> int:
@@ -91,6 +82,11 @@ class EncodeOptions:
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):  # JSON and TOML give lists; the value stays hashable
             object.__setattr__(self, "layers", tuple(self.layers))
+        # the defaults spelled out (a flag, a setting): given, they win over a setting of another value
+        if self.quantize == NO_QUANTIZATION:
+            object.__setattr__(self, "quantize", None)
+        if self.precision == FULL_PRECISION:
+            object.__setattr__(self, "precision", None)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f"model: {self.model!r}; expected a model name or a model directory")
         if self.pooling is not None and self.pooling not in POOLINGS:
@@ -230,22 +226,3 @@ def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:
 
 ENCODING_FIELDS = names_of(EncodeOptions, exclude=("layers", "fingerprint"))
 """The encoding options a call names by keyword (`layer` apart: one layer or several)."""
-
-
-def options_with_settings(given: Mapping[str, Any]) -> EncodeOptions:
-    """`EncodeOptions` from the values given (flags or keywords; `layer` an int or a list), the project settings
-    filling in the rest: the one place the CLI and the API resolve encoding options."""
-    from embedstore.base.settings import project_settings
-
-    settings = project_settings()
-    values = {name: given[name] if given.get(name) is not None else settings.get(name)
-              for name in (*ENCODING_FIELDS, "layer")}
-    layer = values.pop("layer")
-    chosen = {} if layer is None else {"layers": (layer,) if isinstance(layer, int) else tuple(layer)}
-    return EncodeOptions(**{k: v for k, v in values.items() if v is not None}, **chosen)
-
-
-def model_with_settings(model: str | os.PathLike[str] | None) -> str:
-    """The model a call names, else the project's (EMBEDSTORE_MODEL, embedstore.toml), else the default: what
-    the commands that take only a model (tune, finetune, adapt, encoder gradients, demo, models pull) use."""
-    return options_with_settings({"model": None if model is None else os.fspath(model)}).model

@@ -23,11 +23,12 @@ from safetensors.numpy import save_file
 from embedstore.base.atomic import atomic_dir
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.schema import check_keys
-from embedstore.base.settings import is_model_path, project_settings
+from embedstore.encoding.models import is_model_path
+from embedstore.encoding.settings import default_store, project_settings
 from embedstore.data.hashing import ID_BYTES
 from embedstore.encoding.encode import embed
 from embedstore.encoding.models import ModelSpec
-from embedstore.encoding.options import EncodeOptions, default_store
+from embedstore.encoding.options import EncodeOptions
 from embedstore.estimators.aligners import Aligner, load_aligner
 from embedstore.estimators.artifacts import read_arrays
 from embedstore.estimators.heads import Head, load_head

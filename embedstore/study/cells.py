@@ -48,7 +48,7 @@ Config file shape::
 
 Relative paths (results, store, a path-like model) are resolved against the config file's directory, so a
 config means the same thing whichever directory the sweep is started from. The store, the model and the
-`[encoding]` keys a config leaves out come from the project settings (`embedstore.base.settings`: environment,
+`[encoding]` keys a config leaves out come from the project settings (`embedstore.encoding.settings`: environment,
 then `embedstore.toml`), then the defaults, as for every other command.
 """
 from __future__ import annotations
@@ -70,9 +70,10 @@ from embedstore.estimators.aligners import ALIGNERS as aligner_registry
 from embedstore.estimators.aligners.inputs import uses_no_pairs
 from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
-from embedstore.base.settings import ENCODING_KEYS as ENCODING_SETTING_KEYS, ProjectSettings, is_model_path, \
+from embedstore.encoding.models import is_model_path
+from embedstore.encoding.options import EncodeOptions
+from embedstore.encoding.settings import ENCODING_KEYS, ProjectSettings, default_store, model_with_settings, \
     project_settings
-from embedstore.encoding.options import EncodeOptions, default_store, model_with_settings
 from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS
 from embedstore.text_training.options import TrainOptions
 from embedstore.store.object_backend import is_url
@@ -97,10 +98,6 @@ _CELL_OWNED = ("seed", "head")  # a cell's own seed and head, never a table's
 ADAPT_KEYS: tuple[str, ...] = (*names_of(TrainOptions, exclude=_CELL_OWNED), "identity_weight")
 """`[adapt]` keys: `embedstore adapt`'s training options (`TrainOptions`' fields) and the align method's
 identity weight, for adapt-* cells."""
-ENCODING_KEYS: tuple[str, ...] = tuple("layer" if name == "layers" else name
-                                       for name in names_of(EncodeOptions, exclude=("model", "fingerprint")))
-"""`[encoding]` keys: `EncodeOptions`' fields but the model (the top-level `model`) and the fingerprint (the
-weights'), one `layer`."""
 E2E_KEYS: tuple[str, ...] = (*names_of(TrainOptions, exclude=(*_CELL_OWNED, "size")), "freeze_lm", "train_aligner")
 """`[e2e]` keys: `embedstore finetune`'s options for langalign-e2e cells (the training rows are the cell's
 task size)."""
@@ -430,7 +427,7 @@ def _with_settings(table: object, settings: ProjectSettings) -> object:
     """The `[encoding]` table with the keys it leaves out taken from the project settings."""
     if not isinstance(table, dict):
         return table
-    chosen = {name: settings.get(name) for name in ENCODING_SETTING_KEYS if settings.get(name) is not None}
+    chosen = {name: settings.get(name) for name in ENCODING_KEYS if settings.get(name) is not None}
     return {**chosen, **table}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from embedstore.base.atomic import write_text
 from embedstore.encoding.models import cache_dir, resolve_model
-from embedstore.encoding.options import default_store, model_with_settings
+from embedstore.encoding.settings import default_store, model_with_settings
 from embedstore.study.cells import load_config
 from embedstore.study.report import ReportFiles
 from embedstore.study.run import run_study

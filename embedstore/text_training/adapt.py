@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.settings import model_with_settings
 from embedstore.encoding.models import TUNE_FILE, ModelSpec, plain_encoder, resolve_model
 from embedstore.data.tasks import Source
 from embedstore.text_training.data import training_rows

@@ -9,7 +9,7 @@ from typing import Any
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.metrics import classification_metrics
-from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.settings import model_with_settings
 from embedstore.encoding.models import plain_encoder, resolve_model
 from embedstore.estimators.aligners import load_aligner
 from embedstore.estimators.artifacts import read_config

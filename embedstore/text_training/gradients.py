@@ -25,7 +25,7 @@ import torch
 from embedstore.base.errors import ConfigError
 from embedstore.base.provenance import stamp
 from embedstore.encoding.models import load_model, plain_encoder, resolve_device, resolve_model
-from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.settings import model_with_settings
 from embedstore.estimators.heads import make_head
 from embedstore.data.tasks import Source
 from embedstore.text_training.data import tokenize_splits, training_rows

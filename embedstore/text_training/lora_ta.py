@@ -26,7 +26,7 @@ from torch import nn
 
 from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import plain_encoder, resolve_model
-from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.settings import model_with_settings
 from embedstore.text_training.adapt import AdaptRecipe, method_options, with_lora
 from embedstore.data.tasks import Source
 from embedstore.text_training.data import Split, read_task, training_rows

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from embedstore.base.atomic import publish
-from embedstore.encoding.options import model_with_settings
+from embedstore.encoding.settings import model_with_settings
 from embedstore.encoding.models import TUNE_FILE, ModelSpec, model_fingerprint, plain_encoder, resolve_model
 from embedstore.data.tasks import Source
 from embedstore.text_training.data import training_rows

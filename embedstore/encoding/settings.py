@@ -1,9 +1,9 @@
 """Project settings: the store, model and encoding options a project sets once instead of on every command.
 
 Sources, strongest first: a command-line flag (or a keyword of the Python API), an environment variable
-(`EMBEDSTORE_STORE`, `EMBEDSTORE_MODEL`, `EMBEDSTORE_POOLING`, `EMBEDSTORE_LAYER`, `EMBEDSTORE_MAX_LENGTH`,
-`EMBEDSTORE_PREFIX`, `EMBEDSTORE_DTYPE`), the nearest `embedstore.toml` in the working directory or above it,
-and the built-in defaults. The file:
+(`EMBEDSTORE_STORE`, `EMBEDSTORE_MODEL`, and `EMBEDSTORE_<OPTION>` for each encoding option: `_POOLING`,
+`_LAYER`, `_MAX_LENGTH`, `_PREFIX`, `_DTYPE`, `_QUANTIZE`, `_PRECISION`), the nearest `embedstore.toml` in the
+working directory or above it, and the built-in defaults. The file:
 
     store = "vectors/store.zarr"        # relative paths are relative to the file
     model = "multilingual-e5-small"     # a name, or a directory ("./models/tuned" is relative to the file)
@@ -14,6 +14,9 @@ and the built-in defaults. The file:
     prefix = "query: "
     dtype = "float16"
 
+The names and types are `EncodeOptions`' fields (one `layer`; the fingerprint is the weights', never a
+setting), so an encoding option added there is a setting, an environment variable and a key of the file at once.
+
 Why sources are kept: a vector's store key depends on these values, so a run whose model came from a file the
 user forgot about must say so; `record(explicit)` is what results carry. Read on every call (a few stats and a
 small file), because a cached value would outlive a changed directory or environment in a long process.
@@ -22,19 +25,28 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from embedstore.base.errors import ConfigError
-from embedstore.base.schema import check_keys
+from embedstore.base.schema import check_keys, options_of
+from embedstore.encoding.models import cache_dir, is_model_path
+from embedstore.encoding.options import ENCODING_FIELDS, EncodeOptions
 
+DEFAULT_STORE_NAME = "store.zarr"
 CONFIG_NAME = "embedstore.toml"
+#: Each encoding option as a setting names it, with the type of its value: `EncodeOptions`' fields but the model
+#: (a top-level setting) and the fingerprint, `layers` as one whole `layer`.
+_ENCODING_TYPES: dict[str, type] = {
+    ("layer" if o.name == "layers" else o.name): (typing.get_args(o.type)[0] if o.name == "layers" else o.type)
+    for o in options_of(EncodeOptions, exclude=("model", "fingerprint"))}
 TOP_KEYS = ("store", "model")
-ENCODING_KEYS = ("pooling", "layer", "max_length", "prefix", "dtype")
+ENCODING_KEYS = tuple(_ENCODING_TYPES)
 NAMES = TOP_KEYS + ENCODING_KEYS
 ENV = {name: f"EMBEDSTORE_{name.upper()}" for name in NAMES}
-_INTS = ("layer", "max_length")
+_INTS = tuple(name for name, kind in _ENCODING_TYPES.items() if kind is int)
 
 #: Names a command line set with flags in this process (`mark_explicit`), so records say "flag" for them.
 _explicit: set[str] = set()
@@ -63,13 +75,6 @@ def _checked(name: str, value: Any, where: str) -> Any:
     elif not isinstance(value, str) or (name != "prefix" and not value.strip()):
         raise ConfigError(f"{where}: {value!r}; expected a {'string' if name == 'prefix' else 'non-empty string'}")
     return value
-
-
-def is_model_path(model: str) -> bool:
-    """The one rule for whether a model string names a directory rather than a registry name or a hub id
-    (`name` or `org/name`): it starts with ".", "/" or "~", holds more than one "/", or holds the platform's own
-    separator. A hub id that is also a directory here is a directory (`resolve_model` checks that first)."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
 def _relative(value: str, base: Path, name: str) -> str:
@@ -151,3 +156,26 @@ def mark_explicit(names: Iterable[str]) -> None:
     same process (tests, a notebook running the CLI) marked."""
     _explicit.clear()
     _explicit.update(names)
+
+
+def default_store() -> Path:
+    """The project's store (EMBEDSTORE_STORE, embedstore.toml), else the cache's."""
+    configured = project_settings().get("store")
+    return Path(configured) if configured is not None else cache_dir() / DEFAULT_STORE_NAME
+
+
+def options_with_settings(given: Mapping[str, Any]) -> EncodeOptions:
+    """`EncodeOptions` from the values given (flags or keywords; `layer` an int or a list), the project settings
+    filling in the rest: the one place the CLI and the API resolve encoding options."""
+    settings = project_settings()
+    values = {name: given[name] if given.get(name) is not None else settings.get(name)
+              for name in (*ENCODING_FIELDS, "layer")}
+    layer = values.pop("layer")
+    chosen = {} if layer is None else {"layers": (layer,) if isinstance(layer, int) else tuple(layer)}
+    return EncodeOptions(**{k: v for k, v in values.items() if v is not None}, **chosen)
+
+
+def model_with_settings(model: str | os.PathLike[str] | None) -> str:
+    """The model a call names, else the project's (EMBEDSTORE_MODEL, embedstore.toml), else the default: what
+    the commands that take only a model (tune, finetune, adapt, encoder gradients, demo, models pull) use."""
+    return options_with_settings({"model": None if model is None else os.fspath(model)}).model
