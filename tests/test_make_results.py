@@ -127,6 +127,9 @@ def test_a_claim_that_flips_one_decade_of_C_away_is_marked_on_the_page_and_in_th
                                                        "- LangAlign (fc 5k pairs) above English-only, task size 2k"]
     assert not any("C-sensitive" in line for line in page.splitlines() if line.startswith("- closed-form"))
     assert "2 change (marked **C-sensitive**)" in page
+    side = [line for line in page.splitlines() if line.startswith("| LangAlign (fc 5k pairs) above English-only, "
+                                                                    "task size 500 | ")]  # the studies side by side
+    assert len(side) == 1 and "(3 seeds so far) (C-sensitive) | one corpus (help topic, 1 language) |" in side[0]
     assert "ko 0.695 vs 0.579, clearly better" in make_results.headlines(results, configs)["studies"]
     assert "(**C-sensitive**: at C/10 within noise" in make_results.headlines(results, configs)["studies"]
     report = (tmp_path / "plots" / STUDY / "table.md").read_text(encoding="utf-8")  # `embedstore report` too
