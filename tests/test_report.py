@@ -150,6 +150,22 @@ def test_plots_are_valid_pngs(results: Path, tmp_path: Path) -> None:
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
 
 
+def test_the_ablations_figure_keeps_the_reference_lines(results: Path, tmp_path: Path, monkeypatch) -> None:
+    from embedstore.study import report as report_module
+
+    drawn: dict[str, set[str]] = {}
+    real = report_module.plot_scores
+
+    def spy(table, path: Path, title, metric):
+        drawn[path.name] = {r.method for r in table}
+        return real(table, path, title, metric)
+
+    monkeypatch.setattr(report_module, "plot_scores", spy)
+    report_module.build_report(results, tmp_path / "report")
+    assert "english" in drawn["ablations_ko_topic.png"]
+    assert {"langalign", "ablation-omit", "ablation-share"} <= drawn["ablations_ko_topic.png"]
+
+
 def test_cosine_table_from_results_and_separate_file(results: Path, tmp_path: Path) -> None:
     cosine_file = tmp_path / "cosine.json"
     cosine_file.write_text(json.dumps([

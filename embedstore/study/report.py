@@ -28,6 +28,7 @@ from embedstore.study.report_data import (Table, against_english, against_englis
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
                                               header, head_convergence, interval_note, markdown_table, noise_note,
                                               robustness_markdown, write_csv)
+from embedstore.study.methods import REFERENCE_METHODS
 from embedstore.study.report_plots import plot_cosine, plot_scores
 
 
@@ -89,7 +90,8 @@ def build_report(
             plots.append(plot_scores(part, out_dir / f"scores_{stem}.png", title, metric))
             methods = {row.method for row in part}
             if "langalign" in methods and methods & {"ablation-omit", "ablation-share"}:
-                ablations = {row: stats for row, stats in part.items() if row.method in _ABLATION_METHODS}
+                ablations = {row: stats for row, stats in part.items()
+                             if row.method in _ABLATION_METHODS or row.method in REFERENCE_METHODS}
                 plots.append(plot_scores(ablations, out_dir / f"ablations_{stem}.png", f"{title}: ablations",
                                           metric))
     lines += robustness_markdown(tables, verdicts) + c_sensitivity_markdown(verdicts, around)

@@ -21,6 +21,8 @@ from embedstore.study.verdicts import Comparison, across_C, compare
 
 
 COSINE_FIELDS: tuple[str, ...] = ("en_tr", "aligned_tr", "aligned_en", "shuffled")
+#: Retrieval P@1 of the same held-out pairs, as LangAlign cells record it (metrics.aligner), plotted beside cosine.
+RETRIEVAL_FIELDS: tuple[str, ...] = ("p1_raw", "p1_aligned", "p1_head_space")
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,14 @@ def cosine_from_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     size does not change the aligner, so only the largest task size of each (aligner, pair size, seed) is kept."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in records:
-        cell, cos = r["cell"], r.get("metrics", {}).get("aligner", {}).get("cosine")
+        cell, aligner = r["cell"], r.get("metrics", {}).get("aligner", {})
+        cos = aligner.get("cosine")
         if cell.get("method") != "langalign" or not cos:
             continue
         key = (cell["language"], cell["task"], cell["aligner"], size_key(cell["pair_size"]), cell["seed"])
         if key not in out or size_key(cell["task_size"]) > size_key(out[key]["cell"]["task_size"]):
-            out[key] = {"kind": "cosine", "cell": cell, **{name: cos[name] for name in COSINE_FIELDS}}
+            out[key] = {"kind": "cosine", "cell": cell, **{name: cos[name] for name in COSINE_FIELDS},
+                        **{name: aligner[name] for name in RETRIEVAL_FIELDS if name in aligner}}
     return list(out.values())
 
 
@@ -197,6 +201,8 @@ def cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
             parts.append(format_size(where.get("pair_size")))
         label = " ".join(parts) or "all records"
         result[label] = {name: summarise([float(r[name]) for r in grouped[key]]) for name in COSINE_FIELDS}
+        result[label].update({name: summarise([float(r[name]) for r in grouped[key]]) for name in RETRIEVAL_FIELDS
+                              if all(isinstance(r.get(name), (int, float)) for r in grouped[key])})
     return result
 
 
