@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Callable, TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -47,6 +50,14 @@ class LogProgress(Progress):
         self.unit = next((c.unit for c in columns if isinstance(c, RateColumn)), "")
         self._stopped = threading.Event()
         self._ticker: threading.Thread | None = None
+
+    def add_task(self, *args, **kwargs) -> TaskID:
+        """A task's first line is printed as it starts (a step that runs minutes must not wait `interval` to show
+        life), then every `interval` seconds."""
+        task = super().add_task(*args, **kwargs)
+        if self._ticker is not None:
+            self._print_lines()
+        return task
 
     def start(self) -> None:
         if self._ticker is None:
@@ -125,3 +136,26 @@ def step_lines(*, enabled: bool = True) -> Callable[[str], None]:
             print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     return step
+
+
+_STEP: ContextVar[Callable[[str], None] | None] = ContextVar("embedstore_step", default=None)
+
+
+@contextmanager
+def reporting_steps(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Inside, `note_step` prints a `step_lines` line: a job with progress on lets the slow steps deep in what it
+    calls (an ONNX graph's export and check, the engines' measurement) say they have started, without a progress
+    argument through every signature between them."""
+    step = step_lines(enabled=enabled)
+    token = _STEP.set(step if enabled else None)
+    try:
+        yield step
+    finally:
+        _STEP.reset(token)
+
+
+def note_step(message: str) -> None:
+    """One stderr line as a slow step starts, when a caller is `reporting_steps`; nothing otherwise."""
+    step = _STEP.get()
+    if step is not None:
+        step(message)

@@ -40,6 +40,7 @@ import numpy as np
 
 from embedstore.base.atomic import write_json
 from embedstore.base.errors import EmbedstoreError
+from embedstore.base.progress import note_step
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
@@ -275,6 +276,7 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
     if not measure or {"torch", "onnx"} <= set(rates) or entry.get("onnx_refused"):
         plan = planned(spec, layers, device, threads)
         return plan, load_onnx() if plan.backend == "onnx" else load_torch()
+    note_step(f"measuring the engines for --backend auto on {spec.name} (once per model and machine)")
     torch_encoder = load_torch()
     batches, tokens = probe_texts(torch_encoder.tokenizer)
     layers = list(layers)

@@ -48,6 +48,7 @@ import torch
 
 from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
+from embedstore.base.progress import note_step
 from embedstore.encoding.models import ModelSpec, cache_dir
 from embedstore.encoding.onnx_export import OPSET, HiddenStates, export_graph, largest_difference
 from embedstore.encoding.onnx_runtime import GraphDamaged, open_session, runtime_version, sha256_bytes, \
@@ -123,6 +124,8 @@ def ensure_graph(spec: ModelSpec, layers: Sequence[int], quantize: str | None = 
         except GraphDamaged:
             _build(spec, layers, quantize, out, replace=True)
         else:
+            note_step(f"checking the cached ONNX graph of {spec.name} again under onnxruntime "
+                      f"{runtime_version()} (once per runtime)")
             _run_in_child("recheck", str(spec.path), spec.prefix, list(layers), str(out), None, None)
     check = _read_check(out)
     if check is None:
@@ -169,6 +172,9 @@ def _read_check(out: Path) -> dict[str, Any] | None:
 def _build(spec: ModelSpec, layers: tuple[int, ...], quantize: str | None, out: Path, replace: bool = False) -> None:
     """Export (or quantize) and check in a child, then publish `out` whole (replacing a damaged one)."""
     fp32 = load_graph(spec, layers)[0] if quantize else None  # quantize verified fp32 bytes only
+    note_step(f"{'quantizing' if quantize else 'exporting'} the ONNX graph of {spec.name} ({quantize or 'fp32'}, "
+              f"layers {', '.join(map(str, layers))}) and checking it against PyTorch: once per model, about a "
+              "minute on a CPU")
     with atomic_dir(out, replace=replace or out.exists()) as tmp:  # a concurrent export that publishes first wins
         _run_in_child("export", str(spec.path), spec.prefix, list(layers), str(tmp),
                       quantize, str(fp32.path) if fp32 else None)

@@ -29,9 +29,11 @@ INPUTS, OUTPUTS = ("input_ids", "attention_mask"), ("embedding", "probabilities"
 def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
     """Export the graph into `out` (an empty staging directory), run it with onnxruntime on the reference texts
     and check it; returns what the check measured."""
+    from embedstore.base.progress import note_step
     from embedstore.encoding.onnx_export import export_graph
     from embedstore.export.graph import ExportGraph, check_close
 
+    note_step("tracing the pipeline into an ONNX graph (minutes for a full-size model on a CPU)")
     graph = ExportGraph(parts).eval()
     example = parts.tokenizer(["a b c d e", "a"], padding=True, return_tensors="pt")
     export_graph(graph, (example["input_ids"], example["attention_mask"]), INPUTS, OUTPUTS, out / GRAPH_FILE)
@@ -40,6 +42,7 @@ def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
               "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS)}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
+    note_step(f"checking the ONNX graph against the torch pipeline on {len(reference.texts)} texts")
     served = OnnxPipeline.load(out)
     vectors, probabilities = served.run(reference.texts, batch_size=4)  # batches of other shapes
     vector_diff = check_close("ONNX vectors", vectors, reference.vectors, tolerance)

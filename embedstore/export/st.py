@@ -16,6 +16,7 @@ import torch
 
 from embedstore.base.atomic import SCRATCH_MARK, owned_temp_prefix
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import note_step
 from embedstore.export.graph import Parts, Reference, check_close, truncated
 from embedstore.export.head import load_exported_head, save_exported_head
 from embedstore.export.layers import dense_steps
@@ -57,6 +58,7 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
         model.save(str(out))
     save_exported_head(out / "head", head_steps, parts.classes)
 
+    note_step(f"loading the sentence-transformers export back and checking it on {len(reference.texts)} texts")
     loaded = st.SentenceTransformer(str(out), device="cpu", local_files_only=True)
     vectors = loaded.encode(reference.texts, convert_to_numpy=True, batch_size=len(reference.texts))
     head = load_exported_head(out / "head")

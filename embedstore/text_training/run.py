@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import step_lines
 from embedstore.base.provenance import stamp
 from embedstore.encoding.models import ModelSpec, load_model, resolve_device
 from embedstore.text_training.checkpoints import Checkpoints
@@ -95,6 +96,8 @@ def run_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec
         built = build(encoder, tokenizer, device)
         outcome = train(Job(built.graph, built.objective, options, device, amp, checkpoints, ident, progress,
                             description))
+        # after the bar reaches 100 %, scoring the test rows can take minutes on a CPU: say so as it starts
+        step_lines(enabled=progress)(f"{description}: training finished; scoring and saving the result")
         record = {**finish(Trained(built.graph, tokenizer, device, amp, outcome)), "identity": ident,
                   "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
         write_json(out / result_file, record)  # written last: its presence means "finished"
