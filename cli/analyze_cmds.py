@@ -11,7 +11,8 @@ from rich.table import Table
 
 from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions
 
-from .common import console, encoding_options, model_flag, model_option, print_json, user_errors
+from .common import DEVICE_HELP, compute_options, console, encoding_options, model_flag, model_option, print_json, \
+    user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
@@ -106,6 +107,7 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
 @analyze_app.command("cosine")
 @user_errors
 @encoding_options()
+@compute_options()
 def cosine(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
@@ -142,6 +144,7 @@ def cosine(
 @analyze_app.command("retrieval")
 @user_errors
 @encoding_options()
+@compute_options()
 def retrieval(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
@@ -184,6 +187,7 @@ def _parse_layers(values: list[str]) -> tuple[int, ...]:
 @analyze_app.command("layers")
 @user_errors
 @encoding_options(layers="none")
+@compute_options()
 def layers(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE,
@@ -222,6 +226,7 @@ def layers(
 @analyze_app.command("gradients")
 @user_errors
 @encoding_options()
+@compute_options(batch_size=False)
 def gradients(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     label_column: str = typer.Option(..., "--label-column", help="Column of task labels for the English rows."),
@@ -281,6 +286,7 @@ def encoder_gradients(
     source_column: str = _SOURCE, target_column: str = _TARGET,
     model: Optional[str] = model_flag(),
     batch_size: int = typer.Option(16, "--batch-size", help="Task rows and pairs per minibatch."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     batches: int = typer.Option(8, "--batches", help="Minibatches to measure on."),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per text."),
     size: str = typer.Option("all", "--size", help="Task rows to sample (head fit and task batches)."),
@@ -297,7 +303,8 @@ def encoder_gradients(
     result = analyze_encoder_gradients(train, pairs_file, text_column=text_column, label_column=label_column,
                                        source_column=source_column, target_column=target_column,
                                        model=model_option(model), batch_size=batch_size, batches=batches,
-                                       max_length=max_length, size=size, head=head, seed=seed, out=out)
+                                       max_length=max_length, size=size, head=head, seed=seed, out=out,
+                                       device=device)
     if not _finish(result, as_json, out):
         return
     prov = result["provenance"]

@@ -199,6 +199,43 @@ def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable
     return inject_options(_encoding_parameters(layers), resolve_encoding, "encoding")
 
 
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:N."
+BATCH_SIZE_HELP = "At most this many texts per forward pass."
+
+
+def compute_options(batch_size: bool = True) -> Callable[[Callable], Callable]:
+    """`--device` and `--batch-size` for a command whose steps encode texts: every encode the command runs computes
+    with them (`encoding.options.computing`). `batch_size=False` for a command whose `--batch-size` means its own
+    minibatches (`analyze gradients`); its encodes then batch by the default."""
+    from embedstore.encoding.options import ComputeOptions
+
+    parameters = [inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                    default=typer.Option(ComputeOptions.device, "--device", help=DEVICE_HELP))]
+    if batch_size:
+        parameters.append(inspect.Parameter("batch_size", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                                            default=typer.Option(ComputeOptions.batch_size, "--batch-size",
+                                                                 help=BATCH_SIZE_HELP)))
+
+    def build(values: dict[str, Any]) -> Any:
+        return ComputeOptions(**values)
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def within(*args: Any, compute: Any, **kwargs: Any) -> Any:
+            from embedstore.encoding.options import computing
+
+            with computing(compute):
+                return fn(*args, **kwargs)
+
+        signature = inspect.signature(fn)
+        within.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(),
+                        inspect.Parameter("compute", inspect.Parameter.KEYWORD_ONLY)])
+        return inject_options(parameters, build, "compute")(within)
+
+    return decorate
+
+
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5; rows "
                      "pass when every filter holds.")
 

@@ -79,12 +79,16 @@ def models_pull(
                                          "project's model: EMBEDSTORE_MODEL, embedstore.toml, else "
                                          f"{EncodeOptions.model})."),
     force: bool = typer.Option(False, help="Rebuild even if present."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Build (or download) a model into cache/models."""
     from embedstore.api import pull_model
 
     name = model_option(name)
     result = pull_model(name, force=force)
+    if as_json:
+        return print_json({"name": name, "path": str(result.path), "size_bytes": result.size_bytes,
+                           "fetched": result.fetched, "seconds": result.seconds, "fingerprint": result.fingerprint})
     action = f"built in {result.seconds:.1f} s" if result.fetched else "already present"
     console.print(f"{name}: {result.path} ({human_bytes(result.size_bytes)}, {action}), "
                   f"fingerprint {result.fingerprint}", highlight=False)
@@ -126,6 +130,7 @@ def store_verify(
     path: str = typer.Argument(..., help="A .zarr directory, .h5 file or object-store URL (s3://...)."),
     repair: bool = typer.Option(False, "--repair", help="Drop the damaged rows from the store, so that the next "
                                                          "`encode` of their texts recomputes them."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was found (and repaired) as JSON."),
 ) -> None:
     """Read every committed chunk of every key (ids, vectors and row digests) and check every row against its
     digest; print what is missing or damaged and exit 1 if anything is (after --repair, 0: damaged rows are
@@ -134,6 +139,10 @@ def store_verify(
 
     if repair:
         done = verify_store(path, repair=True)
+        if as_json:
+            return print_json({"path": path, "dropped": [d.describe() for d in done.dropped],
+                               "dropped_rows": done.dropped_rows, "rebuilt": [d.describe() for d in done.rebuilt],
+                               "rebuilt_rows": done.rebuilt_rows})
         for d in done.dropped:
             console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
         for d in done.rebuilt:
@@ -147,8 +156,12 @@ def store_verify(
                           highlight=False, soft_wrap=True)
         return
     damage = verify_store(path)
-    for d in damage:
+    if as_json:
+        print_json({"path": path, "damaged": [d.describe() for d in damage], "damaged_rows": damaged_rows(damage)})
+    for d in damage if not as_json else ():
         console.print(f"damaged: {d.describe()}", highlight=False, soft_wrap=True)
+    if not damage and as_json:
+        return
     if not damage:
         console.print(f"{path}: every committed row reads back intact", highlight=False, soft_wrap=True)
         return
@@ -201,11 +214,15 @@ def cache_prune(
     kind: list[str] = typer.Option(["onnx"], "--kind", help="What to remove: onnx (exported graphs) and/or models "
                                    "(built or downloaded models); both rebuild on next use. Stores are never pruned."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Remove cached entries that rebuild on next use (by default the ONNX graphs)."""
     from embedstore.api import prune_cache
 
     removed = prune_cache(kind, dry_run=dry_run)
+    if as_json:
+        return print_json({"dry_run": dry_run, "removed": [e.to_dict() for e in removed],
+                           "freed_bytes": sum(e.size_bytes for e in removed)})
     for e in removed:
         typer.echo(f"{'would remove' if dry_run else 'removed'} {human_bytes(e.size_bytes):>10}  {e.path}")
     typer.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.size_bytes for e in removed))}")

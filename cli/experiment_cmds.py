@@ -8,10 +8,11 @@ import typer
 
 from embedstore.api import EmbedstoreError
 
-from .common import console, model_flag, model_option, note_settings, print_json, user_errors
+from .common import compute_options, console, model_flag, model_option, note_settings, print_json, user_errors
 
 
 @user_errors
+@compute_options()
 def sweep(
     config: Path = typer.Argument(..., help="A sweep config (TOML), e.g. configs/sample-ko.toml (the bundled "
                                   "sample) or configs/shared-topic-ko.toml."),
@@ -21,7 +22,7 @@ def sweep(
     address: Optional[str] = typer.Option(None, help="--executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); "
                                                      "default RAY_ADDRESS, else a local Ray for this sweep."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
-    as_json: bool = typer.Option(False, "--json", help="With --dry-run: the cells as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (with --dry-run: the cells)."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
     from dataclasses import asdict
@@ -39,11 +40,15 @@ def sweep(
         for cell in summary.cells:
             console.print(f"{'done' if cell.id in finished else 'todo'}  {cell.describe()}", highlight=False,
                           markup=False, soft_wrap=True)
-    if study.encoded is not None:
+    if as_json and not dry_run:
+        print_json({**study.summary.to_dict(),
+                    "encoded": study.encoded.to_dict() if study.encoded is not None else None})
+    elif study.encoded is not None:
         report = study.encoded
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")
     summary = study.summary
-    console.print(str(summary), highlight=False)
+    if not as_json:
+        console.print(str(summary), highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.errors:
@@ -57,16 +62,20 @@ def report(
     out: Path = typer.Option(None, "--out", "-o", help="Output directory (default: <results dir>/report)."),
     metric: str = typer.Option("accuracy", help="accuracy or macro_f1."),
     cosine: Optional[Path] = typer.Option(None, help="Cosine records (from `analyze cosine --out`) for the bar plot."),
+    as_json: bool = typer.Option(False, "--json", help="Print the files written (and the table) as JSON."),
 ) -> None:
     """Markdown table shaped like the paper's Table 3 (mean ± 95% CI over seeds), CSV and PNG plots."""
     from embedstore.api import report as run
 
     files = run(results, out=out, metric=metric, cosine=cosine)
+    if as_json:
+        return print_json(_report_files(files))
     console.print(files.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(f"wrote {files.table_md}, {files.table_csv}" + "".join(f", {p}" for p in files.plots))
 
 
 @user_errors
+@compute_options()
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: cache/demo)."),
     workers: int = typer.Option(2, help="Parallel processes for the cells."),
@@ -74,14 +83,24 @@ def demo(
     model: Optional[str] = model_flag(),
     store: Optional[Path] = typer.Option(None, "--store", "-s", help="Vector store (default: the project's, "
                                          "cache/store.zarr)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary, the report's files and the timing as JSON."),
 ) -> None:
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →
     heads → evaluation; prints the table and writes the plots. A second run reuses everything."""
     from embedstore.api import demo as run
 
-    result = run(out, model=model_option(model), store=store, workers=workers, fc=fc)
+    result = run(out, model=model_option(model), store=store, workers=workers, fc=fc, progress=not as_json)
+    if as_json:
+        return print_json({"config": str(result.config), **result.summary.to_dict(),
+                           "report": _report_files(result.report), "encoded": result.encoded, "engine": result.engine,
+                           "steps": result.steps, "seconds": result.seconds})
     console.print(result.report.markdown, highlight=False, soft_wrap=True)  # never wrap a markdown table
     console.print(str(result.summary), highlight=False)
     console.print(f"config {result.config}; plots: " + ", ".join(str(p) for p in result.report.plots),
                   highlight=False)
     console.print(result.timing(), highlight=False)
+
+
+def _report_files(files) -> dict:
+    return {"markdown": files.markdown, "table_md": str(files.table_md), "table_csv": str(files.table_csv),
+            "plots": [str(p) for p in files.plots]}

@@ -8,11 +8,12 @@ import typer
 
 from embedstore.api import ConfigError, EncodeOptions
 
-from .common import console, encoding_options, print_json, user_errors
+from .common import compute_options, console, encoding_options, print_json, user_errors
 
 
 @user_errors
 @encoding_options()
+@compute_options()
 def mine(
     source_file: Path = typer.Argument(..., help="Texts of the source language (TSV, CSV, JSONL or .txt)."),
     target_file: Path = typer.Argument(..., help="Texts of the target language, unrelated rows."),

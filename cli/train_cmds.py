@@ -10,7 +10,7 @@ from rich.table import Table
 from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, DEFAULT_RECIPE, NORMALIZATIONS, RECIPES, \
     ConfigError, EncodeOptions, head_kinds
 
-from .common import WHERE, console, encoding_options, print_json, user_errors
+from .common import WHERE, compute_options, console, encoding_options, print_json, user_errors
 
 STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 _RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimisation settings of trained estimators.")
@@ -22,6 +22,7 @@ SINGLE_LABEL = typer.Option(False, "--single-label", help="Drop rows whose label
 
 @user_errors
 @encoding_options()
+@compute_options()
 def train_aligner(
     pairs: Path = typer.Option(..., "--pairs", help="Parallel file (TSV/CSV/JSONL/Parquet/Arrow or a datasets directory) with source and target columns."),
     source_column: str = typer.Option("en", help="English (source) column."),
@@ -66,6 +67,7 @@ def train_aligner(
 
 @user_errors
 @encoding_options()
+@compute_options()
 def train_head(
     train: Path = typer.Option(..., "--train", help="English task data with text and label columns."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
@@ -131,6 +133,7 @@ def _metrics_table(title: str, m: dict) -> Table:
 
 
 @user_errors
+@compute_options()
 def evaluate(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     test: Path = typer.Option(..., "--test", help="Labelled target-language rows."),
@@ -163,6 +166,7 @@ def evaluate(
 
 
 @user_errors
+@compute_options()
 def predict(
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     texts: list[str] = typer.Argument(None, help="Texts to classify (or use --file); - reads one text per line "

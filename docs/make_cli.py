@@ -21,8 +21,10 @@ the commands disagree.
 Conventions: files are arguments or `--train`/`--test`/`--pairs`/`--data`; columns are `--text-column`,
 `--label-column`, `--pair-column`, `--source-column`, `--target-column`; `-o/--out` is what a command writes,
 `-s/--store` the vector store, `-m/--model` the encoder (EMBEDSTORE_MODEL or embedstore.toml when not given),
-`-p/--pipeline` a trained pipeline, `-f/--file` a file of texts; `--json` prints the result as JSON on stdout
-(progress and notes go to stderr); `--where COLUMN=V1,V2` keeps rows, `--size` subsamples them (`--seed`).
+`-p/--pipeline` a trained pipeline, `-f/--file` a file of texts; `--json` (every command) prints the result as
+JSON on stdout (progress and notes go to stderr); `--device` and `--batch-size` (every command that encodes texts)
+say where and how many texts per forward pass every encode of the command runs; `--where COLUMN=V1,V2` keeps
+rows, `--size` subsamples them (`--seed`).
 `embedstore --version` prints the version; `predict -` reads texts from standard input.
 
 | option | commands | meaning |

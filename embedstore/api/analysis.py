@@ -97,15 +97,16 @@ def analyze_encoder_gradients(train: PathLike, pairs: PathLike, *, text_column: 
                               label_column: str = "label", source_column: str = "en", target_column: str = "ko",
                               model: PathLike | None = None, batch_size: int = 16, batches: int = 8,
                               max_length: int = 128, size: str | int = "all", head: str = "linear", seed: int = 0,
-                              out: PathLike | None = None) -> dict[str, Any]:
+                              out: PathLike | None = None, device: str = "auto") -> dict[str, Any]:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters
-    (`model` None: the project's), on `batches` minibatches of task rows and pairs."""
+    (`model` None: the project's), on `batches` minibatches of task rows and pairs, on `device`."""
     from embedstore.analysis.runs import check_record_writable, write_record
     from embedstore.text_training.gradients import encoder_gradients
     from embedstore.text_training.options import TrainOptions
 
     check_record_writable(out)  # before the encoder is trained, not after
-    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head)
+    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head,
+                           device=device)
     result = encoder_gradients(rows(train, text_column, label=label_column),
                                rows(pairs, source_column, target=target_column), model=model, options=options,
                                batches=batches)

@@ -14,13 +14,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from embedstore.base.progress import progress_bar
+from embedstore.base.progress import progress_bar, reporting_steps
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.data.hashing import ID_BYTES, Text, normalize_text, text_ids
 from embedstore.data.tasks import Where, iter_filtered
 from embedstore.data.texts import TXT_COLUMN
 from embedstore.encoding.models import ModelSpec
-from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination
+from embedstore.encoding.options import ComputeOptions, EncodeOptions, check_combination, compute_in_force
 from embedstore.encoding.settings import default_store
 from embedstore.encoding.report import EncodeReport, encode_provenance, lacking_matrix
 from embedstore.store import Store, StoreKey
@@ -88,7 +88,7 @@ def _chunks(source: TextSource, n_texts: int, first: np.ndarray,
 
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-           compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+           compute: ComputeOptions | None = None, progress: bool = False,
            distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
     """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done, with the
     keys as `StoreKey`s for the caller to read with.
@@ -102,11 +102,12 @@ def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: E
 
 
 def encode_source(source: TextSource, *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-                  compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+                  compute: ComputeOptions | None = None, progress: bool = False,
                   distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
     """`encode` over texts read from `source` in chunks (`CHUNK_TEXTS`), never whole (but for a distributed
     encode, whose ranks share out the distinct texts)."""
     t0 = time.perf_counter()
+    compute = compute_in_force(compute)
     check_combination(options, compute)
     spec = options.resolve() if spec is None else spec
     keys = options.keys(spec)
@@ -154,8 +155,9 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
     head_ranks, head_texts = next(chunks)  # there is one: `todo` > 0, and `_chunks` raises if the input shrank
     head = tokenized(head_ranks, head_texts)
     t0 = time.perf_counter()
-    encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], device,
-                                          job_tokens=int(head.lengths.sum() * todo / len(head_ranks)))
+    with reporting_steps(progress):  # a graph export or the engines' measurement says when it starts
+        encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], device,
+                                              job_tokens=int(head.lengths.sum() * todo / len(head_ranks)))
     report.load_seconds = time.perf_counter() - t0
     provenance = encode_provenance(spec, compute, str(device), choice, check)
     report.model_loaded, report.provenance = True, provenance
@@ -221,7 +223,7 @@ def iter_inputs(paths: Sequence[str | Path], *, columns: Sequence[str] | str | N
 
 def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | None = None,
                  pair_column: str | None = None, where: Where = (), store: str | Path | None = None,
-                 options: EncodeOptions = EncodeOptions(), compute: ComputeOptions = ComputeOptions(),
+                 options: EncodeOptions = EncodeOptions(), compute: ComputeOptions | None = None,
                  progress: bool = False, distributed: bool = False) -> EncodeReport:
     """Every file is read and checked (the first pass) before the model is touched: a bad row costs no encoding;
     the texts to encode are read again, a chunk at a time."""
@@ -231,7 +233,7 @@ def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | 
 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
-          compute: ComputeOptions = ComputeOptions(), progress: bool = False,
+          compute: ComputeOptions | None = None, progress: bool = False,
           spec: ModelSpec | None = None) -> np.ndarray:
     """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks;
     `spec` as in `encode`."""

@@ -15,8 +15,10 @@ encoding option and its vectors get a key of their own (`quantized_fingerprint`)
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.schema import check_keys, names_of
@@ -206,6 +208,28 @@ class ComputeOptions:
                 raise ConfigError(f"{name}: {value!r}; expected a positive integer")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: {self.backend!r} is not supported; expected one of {', '.join(BACKENDS)}")
+
+
+_COMPUTE: ContextVar[ComputeOptions | None] = ContextVar("embedstore_compute", default=None)
+
+
+@contextmanager
+def computing(compute: ComputeOptions) -> Iterator[None]:
+    """Every encode inside that is not given its own `ComputeOptions` computes with `compute`.
+
+    Why: a command's `--device` and `--batch-size` must reach every encode its steps run (an aligner's pairs, a
+    head's rows, a pipeline's test texts, a sweep's texts), and none of them changes a vector, so they travel
+    beside the encoding options rather than through every step's signature."""
+    token = _COMPUTE.set(compute)
+    try:
+        yield
+    finally:
+        _COMPUTE.reset(token)
+
+
+def compute_in_force(compute: ComputeOptions | None = None) -> ComputeOptions:
+    """`compute` when given, else the one `computing` set, else the defaults."""
+    return compute if compute is not None else (_COMPUTE.get() or ComputeOptions())
 
 
 def check_combination(options: EncodeOptions, compute: ComputeOptions) -> None:

@@ -83,6 +83,13 @@ class SweepSummary:
         lines += [f"failed: {cell.describe()}: {message}" for cell, message in self.errors]
         return "\n".join(lines)
 
+    def to_dict(self) -> dict:
+        """The summary as `--json` prints it: the counts, the results file, each failure with its cell."""
+        return {"name": self.name, "results": str(self.results), "cells": len(self.cells),
+                "already_finished": len(self.skipped), "to_run": len(self.to_run), "ok": len(self.ok),
+                "failed": [{"id": cell.id, "cell": cell.describe(), "error": message} for cell, message in self.errors],
+                "interrupted": self.interrupted, "dry_run": self.dry_run}
+
 
 def run_sweep(
     config: SweepConfig,
