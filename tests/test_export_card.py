@@ -89,6 +89,8 @@ def test_the_onnx_graph_says_how_to_feed_it(pipeline, tiny_model_dir):
     tmp, _ = pipeline
     r = invoke("export", tmp / "onnx", "--pipeline", tmp / "pipe", "--format", "onnx", "--model", tiny_model_dir)
     assert r.exit_code == 0, r.output
+    for step in ("loading the pipeline", "tracing the pipeline into an ONNX graph", "checking the ONNX graph"):
+        assert step in r.output  # a line on stderr as each step of minutes starts
     meta = {p.key: p.value for p in onnx.load(str(tmp / "onnx" / "model.onnx")).metadata_props}
     assert meta["embedstore.prefix"] == "query: " and meta["embedstore.inputs"].startswith("input_ids,attention_mask")
     assert json.loads(meta["embedstore.classes"]) == ["calc", "writer"]
@@ -128,7 +130,7 @@ def test_push_to_hub_uploads_the_export_to_the_repo_and_revision(pipeline, tiny_
     upload = [c for c in calls if c[0] == "upload"][0]
     assert upload[1:3] == ("me/langalign-ko", "v1") and {"README.md", "modules.json", "head"} <= set(upload[3])
     assert "https://hub.example/me/langalign-ko/commit/1" in r.output
-    assert embedstore.export_pipeline is __import__("embedstore.export.export", fromlist=["x"]).export_pipeline
+    assert embedstore.export_pipeline is embedstore.api.export_pipeline  # the API's, at the top level
 
 
 def test_the_card_s_accuracy_interval_is_wilson_s():

@@ -91,9 +91,11 @@ def finetuned(tiny_model_dir, data, fc_aligner, tmp_path_factory):
     return result, options
 
 
-def test_tune_writes_a_hf_model_with_its_own_fingerprint_that_encode_uses(tiny_model_dir, data, tmp_path):
+def test_tune_writes_a_hf_model_with_its_own_fingerprint_that_encode_uses(tiny_model_dir, data, tmp_path, capsys):
     out = tmp_path / "tuned"
-    result = tune(data["train"], out, model=str(tiny_model_dir), options=TrainOptions(**FAST))
+    result = tune(data["train"], out, model=str(tiny_model_dir), options=TrainOptions(**FAST), progress=True)
+    # after the bar's 100 %, the step that scores and saves (minutes on a real model) says it has started
+    assert "tune: training finished; scoring and saving the result" in capsys.readouterr().err
 
     assert result.fingerprint == model_fingerprint(out) != model_fingerprint(tiny_model_dir)
     assert result.base_fingerprint == model_fingerprint(tiny_model_dir)

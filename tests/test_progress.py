@@ -41,3 +41,73 @@ def test_every_bar_built_here_logs_when_its_stream_is_not_a_terminal(capsys):
         bar.add_task("encoding", total=4, completed=4)
     assert capsys.readouterr().out.startswith("encoding: 4/4 texts (100%), ")
     assert type(progress_bar("texts", enabled=False)) is Progress  # disabled bars stay silent
+
+
+def test_a_log_bar_prints_its_first_line_as_the_task_starts():
+    """A step of minutes must show life at once, not after the first interval (issue 29.3)."""
+    out = io.StringIO()
+    with make_progress(RateColumn("texts"), file=out, interval=60) as bar:
+        bar.add_task("scoring", total=10)
+        assert out.getvalue().startswith("scoring: 0/10 texts (0%)")
+
+
+def test_steps_deep_in_a_job_print_a_line_only_when_the_job_reports_them(capsys):
+    from embedstore.base.progress import note_step, reporting_steps
+
+    note_step("silent: nobody asked")
+    with reporting_steps(False):
+        note_step("silent too")
+    with reporting_steps(True):
+        note_step("exporting the graph")
+    err = capsys.readouterr().err
+    assert "silent" not in err and re.fullmatch(r"\[\s*\d+\.\d s\] exporting the graph\n", err), err
+
+
+def test_the_api_shows_progress_by_default_only_to_a_watcher(monkeypatch):
+    import inspect
+
+    import embedstore.api as api
+    from embedstore.base import progress
+
+    class Screen:
+        is_terminal, is_jupyter = True, False
+
+    with_progress = [fn for fn in {*api.COMMANDS.values(), api.encode}
+                     if "progress" in inspect.signature(fn).parameters]
+    assert len(with_progress) >= 15  # every API function with a progress option leaves it to `watched`
+    assert not [fn.__name__ for fn in with_progress if inspect.signature(fn).parameters["progress"].default is not None]
+    monkeypatch.setattr(progress, "Console", Screen)
+    assert progress.watched(None) is True and progress.watched(False) is False
+    monkeypatch.setattr(Screen, "is_terminal", False)
+    assert progress.watched(None) is False and progress.watched(True) is True
+
+    import embedstore.encoding.encode as encode_module
+
+    seen = []
+    monkeypatch.setattr(encode_module, "embed", lambda texts, **kw: seen.append(kw["progress"]))
+    monkeypatch.setattr(Screen, "is_terminal", True)
+    api.encode(["a text"])
+    monkeypatch.setattr(Screen, "is_terminal", False)
+    api.encode(["a text"])
+    assert seen == [True, False]
+
+
+def test_an_encode_says_when_it_starts_exporting_a_graph(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """The first ONNX encode of a model exports and checks a graph (a minute on a real model): a line says so
+    before it starts. (The export itself is stopped here: its line is what is tested.)"""
+    import pytest
+
+    from embedstore.base.errors import EmbedstoreError
+    from embedstore.encoding import onnx_backend
+    from embedstore.encoding.encode import encode
+    from embedstore.encoding.options import ComputeOptions, EncodeOptions
+
+    def stop(*args):
+        raise EmbedstoreError("stopped after the line")
+
+    monkeypatch.setattr(onnx_backend, "_run_in_child", stop)
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(EmbedstoreError, match="stopped after the line"):
+        encode(["a text", "another"], store=tmp_path / "s.zarr", options=EncodeOptions(model=str(tiny_model_dir)),
+               compute=ComputeOptions(backend="onnx"), progress=True)
+    assert "exporting the ONNX graph of" in capsys.readouterr().err

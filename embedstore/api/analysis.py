@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, encoding_options, rows, store_path
+from embedstore.base.progress import watched
 from embedstore.encoding.options import EncodeOptions
 
 
@@ -27,12 +28,13 @@ def analyze_cosine(pairs: PathLike, *, source_column: str = "en", target_column:
                    arch: str | None = None, aligner: PathLike | None = None, test_fraction: float = 0.2,
                    fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
                    size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
-                   seed: int = 0, out: PathLike | None = None, progress: bool = False,
+                   seed: int = 0, out: PathLike | None = None, progress: bool | None = None,
                    encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1 and
     the collapse check, on held-out pairs; `aligner`: a saved aligner directory instead of fitting `arch`."""
     from embedstore.analysis.runs import run_cosine
 
+    progress = watched(progress)
     return run_cosine(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
                       split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
                       store=store_path(store), options=encoding_options(encoding, **options), seed=seed, out=out,
@@ -45,11 +47,12 @@ def analyze_retrieval(pairs: PathLike, *, source_column: str = "en", target_colu
                       fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
                       size: str | int | None = None, test_size: str | int | None = None,
                       store: PathLike | None = None, seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10,
-                      out: PathLike | None = None, progress: bool = False, encoding: EncodeOptions | None = None,
+                      out: PathLike | None = None, progress: bool | None = None, encoding: EncodeOptions | None = None,
                       **options: Any) -> dict[str, Any]:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
     from embedstore.analysis.runs import run_retrieval
 
+    progress = watched(progress)
     return run_retrieval(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
                          split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
                          store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
@@ -62,10 +65,11 @@ def analyze_layers(pairs: PathLike, *, source_column: str = "en", target_column:
                    fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
                    size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
                    seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10, out: PathLike | None = None,
-                   progress: bool = False, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+                   progress: bool | None = None, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """Cosine and retrieval per hidden layer (`layers`, default every one), a fresh aligner fitted on each."""
     from embedstore.analysis.runs import run_layers
 
+    progress = watched(progress)
     return run_layers(pairs, source_column, target_column, arch=arch, layers=tuple(layers or ()),
                       split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
                       store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
@@ -78,13 +82,14 @@ def analyze_gradients(pairs: PathLike, *, label_column: str, source_column: str 
                       batch_size: int = 64, test_fraction: float = 0.2, fold_column: str | None = None,
                       fit_folds: str | None = None, test_folds: str | None = None, size: str | int | None = None,
                       test_size: str | int | None = None, store: PathLike | None = None, seed: int = 0,
-                      out: PathLike | None = None, progress: bool = False, encoding: EncodeOptions | None = None,
+                      out: PathLike | None = None, progress: bool | None = None, encoding: EncodeOptions | None = None,
                       **options: Any) -> dict[str, Any]:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows);
     `arch` "none": raw vectors through an identity linear map."""
     from embedstore.analysis.runs import run_gradients
     from embedstore.estimators.heads import DEFAULT_HEAD
 
+    progress = watched(progress)
     return run_gradients(pairs, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
                          head=head or DEFAULT_HEAD, batch_size=batch_size,
                          split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
@@ -119,12 +124,13 @@ def analyze_encoder_gradients(train: PathLike, pairs: PathLike, *, text_column: 
 def mine(source_file: PathLike, target_file: PathLike, *, out: PathLike, source_column: str = "en",
          target_column: str = "ko", names: tuple[str, str] | None = None, k: int | None = None,
          min_margin: float | None = None, where: WhereLike = None, store: PathLike | None = None,
-         progress: bool = False, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+         progress: bool | None = None, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """Translation pairs mined between two unpaired files (mutual best candidates by LASER's ratio margin, `k`
     neighbours, default 4), written with their margins to `out` (.tsv or .jsonl) under the column `names`
     (default: the two columns'); `where` filters both files. Returns the run's record."""
     from embedstore.analysis.mining import MARGIN_K, run_mine
 
+    progress = watched(progress)
     return run_mine(rows(source_file, source_column, where=where), rows(target_file, target_column, where=where),
                     Path(out), names=names, k=MARGIN_K if k is None else k, min_margin=min_margin,
                     store=store_path(store), options=encoding_options(encoding, **options), progress=progress)

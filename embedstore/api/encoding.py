@@ -13,6 +13,7 @@ import numpy as np
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, as_where, encoding_options, model_with_settings, store_path
 from embedstore.base.errors import StoreError
+from embedstore.base.progress import watched
 from embedstore.data.hashing import Text
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 from embedstore.encoding.report import EncodeReport
@@ -20,12 +21,13 @@ from embedstore.encoding.report import EncodeReport
 
 def encode(texts: Sequence[Text], *, store: PathLike | None = None, encoding: EncodeOptions | None = None,
            batch_size: int = ComputeOptions.batch_size, device: str = ComputeOptions.device,
-           progress: bool = False, **options: Any) -> np.ndarray:
+           progress: bool | None = None, **options: Any) -> np.ndarray:
     """Vectors of `texts` (strings, or (premise, hypothesis) pairs) in input order, float32; what the store lacks
     is encoded and kept, so asking again costs a lookup. `options`: model, layer, pooling, max_length, prefix,
     dtype (as `embedstore encode`)."""
     from embedstore.encoding.encode import embed
 
+    progress = watched(progress)
     return embed(list(texts), store=store_path(store), options=encoding_options(encoding, **options),
                  compute=ComputeOptions(batch_size=batch_size, device=device), progress=progress)
 
@@ -34,13 +36,14 @@ def encode(texts: Sequence[Text], *, store: PathLike | None = None, encoding: En
 def encode_files(files: PathLike | Sequence[PathLike], *, columns: str | Sequence[str] | None = None,
                  pair_column: str | None = None, where: WhereLike = None, store: PathLike | None = None,
                  encoding: EncodeOptions | None = None, compute: ComputeOptions = ComputeOptions(),
-                 progress: bool = False, distributed: bool | None = None, **options: Any) -> EncodeReport:
+                 progress: bool | None = None, distributed: bool | None = None, **options: Any) -> EncodeReport:
     """`embedstore encode FILES`: the named columns of the rows passing `where` go into the store; returns the
     report (texts, unique, already stored, encoded, seconds, keys). `distributed` None: on when this process is
     one rank of a torchrun job (WORLD_SIZE > 1)."""
     from embedstore.encoding.encode import encode_files as run
     from embedstore.encoding.launch import launched_distributed
 
+    progress = watched(progress)
     paths = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     return run(paths, columns=columns, pair_column=pair_column, where=as_where(where), store=store_path(store),
                options=encoding_options(encoding, **options), compute=compute, progress=progress,

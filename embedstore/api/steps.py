@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, encoding_options, rows, settings_record, store_path
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import watched
 from embedstore.data.hashing import Text
 from embedstore.data.selection import parse_size
 from embedstore.encoding.options import EncodeOptions
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_column: str = "en",
                   arch: str | None = None, size: str | int = "all", reverse: bool = False,
                   where: WhereLike = None, seed: int = 0, recipe: str | None = None,
-                  store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool = False,
+                  store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool | None = None,
                   check_size: str | int = "all", **options: Any) -> dict:
     """`embedstore train-aligner`: fit an aligner on the pairs file's rows → `out`; returns its record (its
     `held_out`: retrieval and collapse on `check_size` of the file's pairs it was not fitted on)."""
@@ -28,6 +29,7 @@ def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_
     from embedstore.estimators.training import DEFAULT_RECIPE
     from embedstore.pipelines.steps import train_aligner as run
 
+    progress = watched(progress)
     record = run(rows(pairs, source_column, target=target_column, where=where), arch=arch or DEFAULT_ALIGNER,
                  out=Path(out), size=parse_size(size), reverse=reverse, seed=seed, recipe=recipe or DEFAULT_RECIPE,
                  store=store_path(store), options=encoding_options(encoding, **options), progress=progress,
@@ -39,7 +41,7 @@ def train_aligner(pairs: PathLike, *, target_column: str, out: PathLike, source_
 def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
                size: str | int = "all", aligner: PathLike | None = None, share: bool = False,
                head: str | None = None, where: WhereLike = None, seed: int = 0, recipe: str | None = None,
-               store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool = False,
+               store: PathLike | None = None, encoding: EncodeOptions | None = None, progress: bool | None = None,
                head_params: Mapping[str, Any] | None = None, single_label: bool = False, **options: Any) -> dict:
     """`embedstore train-head`: a head on the English rows (behind `aligner` when given) → the pipeline
     directory `out`; returns its manifest. Load it with `Pipeline.load(out)`."""
@@ -47,6 +49,7 @@ def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", lab
     from embedstore.estimators.training import DEFAULT_RECIPE
     from embedstore.pipelines.steps import train_head as run
 
+    progress = watched(progress)
     record = run(rows(train, text_column, label=label_column, where=where), out=Path(out), size=parse_size(size),
                  head=head or DEFAULT_HEAD, aligner_dir=Path(aligner) if aligner else None, share=share, seed=seed,
                  recipe=recipe or DEFAULT_RECIPE, store=store_path(store),
@@ -58,12 +61,13 @@ def train_head(train: PathLike, *, out: PathLike, text_column: str = "text", lab
 @command("evaluate")
 def evaluate(pipeline: PathLike, test: PathLike, *, text_column: str = "text", label_column: str = "label",
              where: WhereLike = None, store: PathLike | None = None, model: PathLike | None = None,
-             progress: bool = False, single_label: bool = False, out: PathLike | None = None) -> dict:
+             progress: bool | None = None, single_label: bool = False, out: PathLike | None = None) -> dict:
     """`embedstore evaluate`: accuracy, macro-F1, per class and confusion, the pipeline's own result first and
     the other (with or without the aligner) as a diagnostic; written to `out` (JSON) too when given."""
     from embedstore.base.atomic import check_writable, write_json
     from embedstore.pipelines.steps import evaluate as run
 
+    progress = watched(progress)
     if out is not None:
         check_writable(Path(out))  # before the model loads, not after the evaluation
     result = run(Path(pipeline), rows(test, text_column, label=label_column, where=where), store=store_path(store),
@@ -98,12 +102,13 @@ def predict(pipeline: PathLike, texts: Sequence[Text] = (), *, file: PathLike | 
 @command("export")
 def export_pipeline(pipeline: PathLike, out: PathLike, *, format: str, model: PathLike | None = None,
                     tolerance: float | None = None, metrics: PathLike | None = None, push_to_hub: str | None = None,
-                    revision: str | None = None, token: str | None = None, progress: bool = False) -> dict:
+                    revision: str | None = None, token: str | None = None, progress: bool | None = None) -> dict:
     """`embedstore export`: the pipeline as a sentence-transformers directory or one ONNX graph in `out`, checked
     against the torch pipeline on probe texts first; with `push_to_hub` ("ORG/NAME") then uploaded, its commit
     URL under "pushed". Returns the export record."""
     from embedstore.export.export import TOLERANCE, export_pipeline as run, push_to_hub as push
 
+    progress = watched(progress)
     record = run(pipeline, out, format=format, model=model, tolerance=TOLERANCE if tolerance is None else tolerance,
                  metrics=metrics, progress=progress)
     if push_to_hub:

@@ -6,17 +6,19 @@ from pathlib import Path
 
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike
+from embedstore.base.progress import watched
 
 
 @command("sweep")
 def sweep(config: PathLike, *, workers: int = 2, executor: str = "local", address: str | None = None,
-          dry_run: bool = False, progress: bool = False):
+          dry_run: bool = False, progress: bool | None = None):
     """`embedstore sweep`: encode what the store lacks, then run every unfinished cell of the config (TOML) on
     `executor` ("local": `workers` processes; "ray": the cluster at `address`); each result is appended as it
     finishes. Returns the `StudyResult` (its `summary` says what ran, was skipped, failed)."""
     from embedstore.study.cells import load_config
     from embedstore.study.run import make_executor, run_study
 
+    progress = watched(progress)
     return run_study(load_config(config), executor=make_executor(executor, workers=workers, address=address),
                      dry_run=dry_run, progress=progress)
 
@@ -36,12 +38,13 @@ def report(results: PathLike, *, out: PathLike | None = None, metric: str = "acc
 
 @command("demo")
 def demo(out: PathLike | None = None, *, model: PathLike | None = None, store: PathLike | None = None,
-         workers: int = 2, fc: bool = False, progress: bool = True):
+         workers: int = 2, fc: bool = False, progress: bool | None = None):
     """`embedstore demo`: encode → aligners (procrustes and linear; with `fc` the paper's FC too) → heads →
     evaluation on the bundled en-ko sample with `model` (None: the project's), the report in `out` (default
     cache/demo); a second run reuses everything. Returns the `DemoResult`."""
     from embedstore.study.demo import run_demo
 
+    progress = watched(progress)
     return run_demo(Path(out) if out is not None else None, model=None if model is None else str(model),
                     store=Path(store) if store is not None else None, workers=workers,
                     aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, rows
 from embedstore.base.errors import ConfigError
+from embedstore.base.progress import watched
 from embedstore.base.schema import check_keys, names_of
 
 if TYPE_CHECKING:  # its module imports the heads' registry (scikit-learn): on call, not on `import embedstore.api`
@@ -30,11 +31,12 @@ def _train_options(options: TrainOptions | None, given: dict[str, Any]) -> Train
 @command("tune")
 def tune(train: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
          pair_column: str | None = None, where: WhereLike = None, model: PathLike | None = None,
-         options: TrainOptions | None = None, progress: bool = False, **training: Any):
+         options: TrainOptions | None = None, progress: bool | None = None, **training: Any):
     """`embedstore tune`: fine-tune the encoder on English task rows and save it in `out` as an ordinary Hugging
     Face model directory (`encode(model=out)` then encodes with it); returns the `TuneResult`."""
     from embedstore.text_training.tune import tune as run
 
+    progress = watched(progress)
     return run(rows(train, text_column, pair=pair_column, label=label_column, where=where), out,
                model=None if model is None else str(model), options=_train_options(options, training),
                progress=progress)
@@ -47,12 +49,13 @@ def finetune(train: PathLike, test: PathLike, *, aligner: PathLike, out: PathLik
              test_where: WhereLike = None, model: PathLike | None = None, train_aligner: bool = False,
              freeze_lm: bool = False, aligner_at_test: bool = False, pairs: PathLike | None = None,
              pairs_source_column: str = "en", pairs_target_column: str = "ko", align_weight: float = 0.0,
-             options: TrainOptions | None = None, progress: bool = False, **training: Any):
+             options: TrainOptions | None = None, progress: bool | None = None, **training: Any):
     """`embedstore finetune`: LM → aligner → head trained end to end on English rows, scored on the
     target-language `test` rows (its columns default to the training file's); with `pairs` and `align_weight`
     the joint objective. Results, weights and checkpoints go to `out`; returns the `FinetuneResult`."""
     from embedstore.text_training.finetune import finetune as run
 
+    progress = watched(progress)
     train_rows = rows(train, text_column, pair=pair_column, label=label_column, where=where)
     test_rows = rows(test, test_text_column or text_column, pair=test_pair_column or pair_column,
                      label=test_label_column or label_column, where=test_where)
@@ -66,7 +69,7 @@ def finetune(train: PathLike, test: PathLike, *, aligner: PathLike, out: PathLik
 @command("adapt")
 def adapt(method: str, data: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
           target_column: str | None = None, where: WhereLike = None, model: PathLike | None = None,
-          progress: bool = False, **settings: Any):
+          progress: bool | None = None, **settings: Any):
     """`embedstore adapt`: change the encoder by `method` (lora on labelled task rows, simcse on texts, align
     on translation pairs: `target_column`) and save it in `out`; returns the `TuneResult`. `settings`: the
     method's own (`AdaptRecipe`'s fields: lora_r, temperature, ...) and training options, which default to the
@@ -74,6 +77,7 @@ def adapt(method: str, data: PathLike, *, out: PathLike, text_column: str = "tex
     from embedstore.text_training.adapt import AdaptRecipe, adapt as run, method_options
     from embedstore.text_training.options import TrainOptions
 
+    progress = watched(progress)
     recipe_names = names_of(AdaptRecipe, exclude=("method",))
     check_keys(f"adapt {method} option ", settings, (*recipe_names, *names_of(TrainOptions)))
     recipe = AdaptRecipe(method, **{k: v for k, v in settings.items() if k in recipe_names and v is not None})
@@ -87,7 +91,7 @@ def adapt(method: str, data: PathLike, *, out: PathLike, text_column: str = "tex
 @command("lora-ta")
 def lora_ta(train: PathLike, test: PathLike, *, out: PathLike, text_column: str = "text", label_column: str = "label",
             test_text_column: str | None = None, test_label_column: str | None = None, where: WhereLike = None,
-            test_where: WhereLike = None, model: PathLike | None = None, progress: bool = False, **settings: Any):
+            test_where: WhereLike = None, model: PathLike | None = None, progress: bool | None = None, **settings: Any):
     """`embedstore lora-ta`: the paper's LoRA-TA, LoRA adapters and a task head fine-tuned together on translated
     task rows, that head scoring the `test` rows (its columns default to the training file's). `settings`: LoRA's
     (`AdaptRecipe`'s lora_* fields) and training options, defaulting to the paper's recipe. Returns the
@@ -96,6 +100,7 @@ def lora_ta(train: PathLike, test: PathLike, *, out: PathLike, text_column: str 
     from embedstore.text_training.lora_ta import lora_ta as run
     from embedstore.text_training.options import TrainOptions
 
+    progress = watched(progress)
     recipe_names = names_of(AdaptRecipe, exclude=("method",))
     check_keys("lora-ta option ", settings, (*recipe_names, *names_of(TrainOptions)))
     recipe = AdaptRecipe("lora", **{k: v for k, v in settings.items() if k in recipe_names and v is not None})

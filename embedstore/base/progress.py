@@ -116,6 +116,16 @@ def make_progress(*columns: ProgressColumn | str, enabled: bool = True, stderr: 
     return Progress(*columns, console=console, disable=not enabled, expand=expand)
 
 
+def watched(progress: bool | None) -> bool:
+    """The Python API's `progress=None`: bars and step lines when a person is watching (standard output is a
+    terminal, or a notebook), none in a script whose output goes to a file or a pipe. The README's Python example
+    once ran for minutes without a line because every function defaulted to silence."""
+    if progress is not None:
+        return progress
+    console = Console()
+    return console.is_terminal or console.is_jupyter
+
+
 def progress_bar(unit: str, *, enabled: bool = True) -> Progress:
     """Items of `unit` processed: count, rate, elapsed time, ETA."""
     return make_progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
