@@ -207,7 +207,7 @@ def compute_options(batch_size: bool = True) -> Callable[[Callable], Callable]:
     """`--device` and `--batch-size` for a command whose steps encode texts: every encode the command runs computes
     with them (`encoding.options.computing`). `batch_size=False` for a command whose `--batch-size` means its own
     minibatches (`analyze gradients`); its encodes then batch by the default."""
-    from embedstore.encoding.options import ComputeOptions
+    from embedstore.api import ComputeOptions
 
     parameters = [inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                                     default=typer.Option(ComputeOptions.device, "--device", help=DEVICE_HELP))]
@@ -222,7 +222,7 @@ def compute_options(batch_size: bool = True) -> Callable[[Callable], Callable]:
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def within(*args: Any, compute: Any, **kwargs: Any) -> Any:
-            from embedstore.encoding.options import computing
+            from embedstore.api import computing
 
             with computing(compute):
                 return fn(*args, **kwargs)

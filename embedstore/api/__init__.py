@@ -37,11 +37,11 @@ from embedstore.api.values import as_where, encoding_options, mark_explicit, mod
 from embedstore.base.errors import ConfigError, EmbedstoreError, InputError, StoreError
 from embedstore.base.schema import Option, options_of
 from embedstore.data.tasks import Source
-from embedstore.encoding.options import ComputeOptions, EncodeOptions
+from embedstore.encoding.options import ComputeOptions, EncodeOptions, computing
 
 __all__ = ["COMMANDS", "ComputeOptions", "ConfigError", "EmbedstoreError", "EncodeOptions", "InputError", "Option",
            "Source", "StoreError", "adapt", "analyze_cosine", "analyze_encoder_gradients", "analyze_gradients",
-           "analyze_layers", "analyze_retrieval", "as_where", "demo", "encode", "encode_files", "encoding_options",
+           "analyze_layers", "analyze_retrieval", "as_where", "computing", "demo", "encode", "encode_files", "encoding_options",
            "evaluate", "export_pipeline", "finetune", "list_cache", "load_pipeline", "lora_ta", "mark_explicit",
            "merge_stores", "mine", "model_with_settings", "options_of", "options_with_settings", "predict",
            "project_settings", "prune_cache", "pull_model", "report", "rows", "settings_record", "store_info",
