@@ -15,6 +15,7 @@ from embedstore.encoding.encoder import Encoder, check_right_padding
 from embedstore.encoding.engine_choice import EngineChoice
 from embedstore.encoding.models import ModelSpec, load_once, load_tokenizer, unload
 from embedstore.encoding.options import PRECISION_ENGINES, ComputeOptions, EncodeOptions, check_combination
+from embedstore.store import StoreKey
 
 
 def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.device) -> EngineChoice | None:
@@ -44,29 +45,30 @@ def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.
     return None
 
 
-def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOptions, layers: Sequence[int],
+def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOptions, keys: Sequence[StoreKey],
                  device: torch.device, job_tokens: int | None = None, measure: bool = True):
-    """The encoder for hidden states `layers` (absolute), by `fixed_choice` or else measured (`engine_choice`:
+    """The encoder for the hidden states of `keys` (the encode's store keys: their layers, pooling and prefix), by `fixed_choice` or else measured (`engine_choice`:
     `job_tokens`, the job's size, decides whether a first graph export pays). Returns (encoder, EngineChoice,
     graph check record or None)."""
     from embedstore.encoding import engine_choice
     from embedstore.encoding.onnx_backend import graph_cached
 
     threads = torch.get_num_threads()
+    layers, key = [k.layer for k in keys], keys[0]
     choice = fixed_choice(options, compute, device)
     if choice is not None and options.precision is not None:  # after its check against fp32
-        return _load_reduced(spec, options, layers, device, choice)
+        return _load_reduced(spec, options, layers, key, device, choice)
     if choice is not None:
         encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
             _load_torch(spec, device)
         return encoder, choice, encoder.graph.check if choice.backend == "onnx" else None
 
     def probe_texts(tokenizer):
-        return engine_choice.probe_batches(tokenizer, options.keys(spec)[0].prefix, options.max_length,
+        return engine_choice.probe_batches(tokenizer, key.prefix, options.max_length,
                                            compute.batch_tokens, compute.batch_size, device)
 
     choice, encoder = engine_choice.choose(
-        spec, layers, options.keys(spec)[0].pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
+        spec, layers, key.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
         lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure)
     if choice.backend == "onnx":
         unload()  # the probe's PyTorch model is not needed any more
@@ -86,14 +88,13 @@ def _load_torch(spec: ModelSpec, device: torch.device) -> Encoder:
     return Encoder(model, tokenizer, device)
 
 
-def _load_reduced(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], device: torch.device,
-                  choice: EngineChoice):
+def _load_reduced(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], key: StoreKey,
+                  device: torch.device, choice: EngineChoice):
     """The encoder of a reduced precision after its fidelity check against PyTorch fp32 (`precision.checked`):
     autocast around the PyTorch model, or the fp16 graph (whose record keeps its graph check under "graph")."""
     from embedstore.encoding import precision
     from embedstore.encoding.onnx_runtime import runtime_version
 
-    key = options.keys(spec)[0]
     if choice.backend == "torch":
         encoder, check = precision.checked_encoder(_load_torch(spec, device), spec, options.precision, layers,
                                                    key.pooling, key.prefix)

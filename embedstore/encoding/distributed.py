@@ -333,7 +333,7 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
         return report
 
     t0 = time.perf_counter()
-    encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], me.device, measure=False)
+    encoder, choice, check = load_encoder(spec, options, compute, keys, me.device, measure=False)
     tokenizer = encoder.tokenizer
     load_seconds = time.perf_counter() - t0
     provenance = {**encode_provenance(spec, compute, str(me.device), choice, check), "world_size": me.world_size}

@@ -89,28 +89,31 @@ def _chunks(source: TextSource, n_texts: int, first: np.ndarray,
 
 def encode(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
            compute: ComputeOptions | None = None, progress: bool = False,
-           distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
+           distributed: bool = False, spec: ModelSpec | None = None,
+           keys: Sequence[StoreKey] | None = None) -> EncodeReport:
     """Encode what `store` lacks of `texts` under every requested layer's key; returns what was done, with the
     keys as `StoreKey`s for the caller to read with.
 
     `distributed`: this process is one rank of a torch.distributed job (torchrun) and encodes its share. `spec`:
     the model as the caller already resolved it (checked against a pinned fingerprint), so a command resolves
-    its model once.
+    its model once; `keys`: `options.keys(spec)` as the caller already computed them, so a command computes its
+    store keys once and every step reads and writes under the same objects.
     """
     return encode_source(lambda: texts, store=store, options=options, compute=compute, progress=progress,
-                         distributed=distributed, spec=spec)
+                         distributed=distributed, spec=spec, keys=keys)
 
 
 def encode_source(source: TextSource, *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
                   compute: ComputeOptions | None = None, progress: bool = False,
-                  distributed: bool = False, spec: ModelSpec | None = None) -> EncodeReport:
+                  distributed: bool = False, spec: ModelSpec | None = None,
+                  keys: Sequence[StoreKey] | None = None) -> EncodeReport:
     """`encode` over texts read from `source` in chunks (`CHUNK_TEXTS`), never whole (but for a distributed
     encode, whose ranks share out the distinct texts)."""
     t0 = time.perf_counter()
     compute = compute_in_force(compute)
     check_combination(options, compute)
     spec = options.resolve() if spec is None else spec
-    keys = options.keys(spec)
+    keys = options.keys(spec) if keys is None else list(keys)
     st = Store.open(store or default_store())
     n_texts, ids, first = _scan(source)
     if distributed:
@@ -156,7 +159,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
     head = tokenized(head_ranks, head_texts)
     t0 = time.perf_counter()
     with reporting_steps(progress):  # a graph export or the engines' measurement says when it starts
-        encoder, choice, check = load_encoder(spec, options, compute, [k.layer for k in keys], device,
+        encoder, choice, check = load_encoder(spec, options, compute, keys, device,
                                               job_tokens=int(head.lengths.sum() * todo / len(head_ranks)))
     report.load_seconds = time.perf_counter() - t0
     provenance = encode_provenance(spec, compute, str(device), choice, check)
@@ -234,8 +237,8 @@ def encode_files(paths: Sequence[str | Path], *, columns: Sequence[str] | str | 
 
 def embed(texts: Sequence[Text], *, store: str | Path | None = None, options: EncodeOptions = EncodeOptions(),
           compute: ComputeOptions | None = None, progress: bool = False,
-          spec: ModelSpec | None = None) -> np.ndarray:
+          spec: ModelSpec | None = None, keys: Sequence[StoreKey] | None = None) -> np.ndarray:
     """Vectors of `texts` (first layer of `options.layers`) in input order, encoding what the store lacks;
-    `spec` as in `encode`."""
-    report = encode(texts, store=store, options=options, compute=compute, progress=progress, spec=spec)
+    `spec` and `keys` as in `encode`."""
+    report = encode(texts, store=store, options=options, compute=compute, progress=progress, spec=spec, keys=keys)
     return Store.open(report.store).get(report.keys[0], texts)

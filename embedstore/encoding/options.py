@@ -149,11 +149,12 @@ class EncodeOptions:
             raise ConfigError(f"layers: {list(self.layers)} name {len(keys)} layers; expected one")
         return keys[0]
 
-    def pinned(self, spec: ModelSpec | None = None) -> "EncodeOptions":
+    def pinned(self, spec: ModelSpec | None = None, keys: list[StoreKey] | None = None) -> "EncodeOptions":
         """The same options with everything the model decided written out (fingerprint, prefix, absolute
-        layers), as a saved pipeline keeps them: loaded later, they mean the same vectors or are refused."""
+        layers), as a saved pipeline keeps them: loaded later, they mean the same vectors or are refused.
+        `keys`: `self.keys(spec)` when the caller has them already."""
         spec = spec or self.resolve()
-        keys = self.keys(spec)
+        keys = self.keys(spec) if keys is None else keys
         return replace(self, fingerprint=spec.fingerprint, prefix=keys[0].prefix, pooling=keys[0].pooling,
                        layers=tuple(k.layer for k in keys))
 

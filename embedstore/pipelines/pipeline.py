@@ -171,7 +171,8 @@ class Pipeline:
                    spec)
 
     def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        return embed(texts, store=self.store, options=self.encode_options, progress=progress, spec=self.spec)
+        return embed(texts, store=self.store, options=self.encode_options, progress=progress, spec=self.spec,
+                     keys=[self.key])
 
     @property
     def aligner_at_test(self) -> bool:

@@ -16,6 +16,7 @@ from embedstore.analysis.measures import fitted_alignment
 from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
 from embedstore.estimators.artifacts import lookup
+from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError
@@ -30,6 +31,7 @@ from embedstore.pipelines.pipeline import (ALIGNER_DIR, HEAD_DIR, MANIFEST, PAIR
 from embedstore.data.selection import overlap_mask, subsample
 from embedstore.base.provenance import stamp
 from embedstore.data.tasks import Rows, Source, load_rows
+from embedstore.store import StoreKey
 
 
 _ALIGNER_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PAIR_IDS})
@@ -60,18 +62,19 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
     t0 = time.perf_counter()
     _check_out(out, _ALIGNER_FILES, "a saved aligner")
     spec = options.resolve()  # before any reading: the model resolves and the options name one layer
+    key = options.key(spec)  # the command's one store key: every read and write below goes through it
     # what the vectors were: the store key is what a later user of the aligner is checked against
     encoding = {"model": spec.name, "model_fingerprint": spec.fingerprint, "store": str(store),
-                "store_key": options.key(spec).to_dict()}
+                "store_key": key.to_dict()}
     cls = lookup(ALIGNERS, arch, "aligner")
     rows = load_rows(pairs)
     picked = fit_rows(cls, len(rows.texts), size, seed, f"{pairs.file}")
     src, tgt = [rows.texts[i] for i in picked.source], [rows.targets[i] for i in picked.target]
-    both = embed(src + tgt, store=store, options=options, progress=progress, spec=spec)  # one pass, one bar for both sides
+    both = embed(src + tgt, store=store, options=options, progress=progress, spec=spec, keys=[key])  # one pass, one bar
     x, y = both[:len(src)], both[len(src):]
     aligner = aligner_for_run(cls, picked.n_pairs, seed=seed, reverse=reverse, recipe=recipe,
                               progress=progress).fit(x, y)
-    held_out = _held_out_check(aligner, rows, src, tgt, check_size, seed, store, options, progress)
+    held_out = _held_out_check(aligner, rows, src, tgt, check_size, seed, store, options, spec, key, progress)
     record = {"kind": "aligner", "arch": arch, "reverse": reverse, "seed": seed, "recipe": recipe,
               "sizes": {"pairs": picked.n_pairs, "source_texts": len(src), "target_texts": len(tgt),
                         "available": len(rows.texts)}, "pairs": pairs.identity(),
@@ -85,7 +88,8 @@ def train_aligner(pairs: Source, *, arch: str, out: Path, size: int | None, reve
 
 
 def _held_out_check(aligner: Aligner, rows: Rows, src: list[str], tgt: list[str], size: int | None, seed: int,
-                    store: str | Path, options: EncodeOptions, progress: bool) -> dict:
+                    store: str | Path, options: EncodeOptions, spec: ModelSpec, key: StoreKey,
+                    progress: bool) -> dict:
     """Retrieval (NN and CSLS P@1) and the collapse check on the file's pairs neither of whose texts the aligner
     was fitted on, in the head's space too for an aligner applied to target text at test time."""
     clash = overlap_mask(text_ids(rows.texts), text_ids(src)) | overlap_mask(text_ids(rows.targets), text_ids(tgt))
@@ -95,7 +99,7 @@ def _held_out_check(aligner: Aligner, rows: Rows, src: list[str], tgt: list[str]
                                               "collapse check ran only on the aligner's validation split"}
     unseen = unseen[subsample(len(unseen), min(size, len(unseen)) if size else None, seed, "the held-out pairs")]
     en_texts, tr_texts = [rows.texts[i] for i in unseen], [rows.targets[i] for i in unseen]
-    both = embed(en_texts + tr_texts, store=store, options=options, progress=progress)
+    both = embed(en_texts + tr_texts, store=store, options=options, progress=progress, spec=spec, keys=[key])
     report = fitted_alignment(aligner, both[:len(unseen)], both[len(unseen):], ks=(1,))
     p1 = {space: {method: scores["forward"][method]["p@1"] for method in ("nn", "csls")}
           for space, scores in report["retrieval"].items()}
@@ -135,12 +139,12 @@ def train_head(train: Source, *, out: Path, size: int | None, head: str, aligner
                               "the data-share ablation)")
     keep = keep[subsample(len(keep), size, seed, f"{train.file} (after dropping {dropped} aligner-pair rows)")]
     texts, labels = [rows.texts[i] for i in keep], [rows.labels[i] for i in keep]
-    x = embed(texts, store=store, options=options, progress=progress, spec=spec)
+    x = embed(texts, store=store, options=options, progress=progress, spec=spec, keys=[key])
     if aligner is not None and not aligner.reverse:
         x = aligner.transform(x)
     fitted.fit(x, labels)
     manifest = {
-        **stamp(), "encoding": options.pinned(spec).to_dict(), "head_kind": head, "seed": seed,
+        **stamp(), "encoding": options.pinned(spec, [key]).to_dict(), "head_kind": head, "seed": seed,
         "recipe": recipe, "train": train.identity(single_label=single_label), "share": share,
         "sizes": {"train": len(texts), "dropped_as_aligner_pairs": dropped, "available": len(rows.texts)},
         "model": spec.name, "store": str(store), "seconds": round(time.perf_counter() - t0, 3)}

@@ -31,7 +31,7 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
     `ctx` is the cell's `experiments.Context` (not imported: experiments imports this module). Two cells of the
     same adapted encoder running at once: the second finds the adaptation's run directory locked and fails with
     that message; a rerun of the sweep retries it."""
-    from embedstore.encoding.encode import embed
+    from embedstore.encoding.encode import encode
     from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
     from embedstore.data.tasks import Source
 
@@ -57,11 +57,11 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
 
     encoding = replace(config.encoding, model=str(adapted.out))
     store_path = work / "store.zarr"
-    embed(list(dict.fromkeys(needed)), store=store_path, options=encoding)
+    report = encode(list(dict.fromkeys(needed)), store=store_path, options=encoding)
     best = adapted.history["best_epoch"]
     info = {"method": method, "dir": str(work), "fingerprint": adapted.fingerprint,
             "base_fingerprint": adapted.base_fingerprint, "steps": adapted.steps, "rows": len(rows),
             "recipe": recipe.to_record(), "config": adapted.provenance["config"],
             "wall_time_s": adapted.provenance["wall_time_s"], "best_epoch": best,
             "val_before": adapted.history["epochs"][0], "val_best": adapted.history["epochs"][best]}
-    return replace(ctx, store=Store.open(store_path), key=encoding.key()), info
+    return replace(ctx, store=Store.open(store_path), key=report.keys[0]), info

@@ -1,0 +1,58 @@
+"""The store key is computed once per command and passed on as a `StoreKey` (issue 30.6): encode, the steps that
+write (train-aligner, train-head) and the paths that read (evaluate, predict) each call `EncodeOptions.keys` once;
+every later step reads and writes under the objects computed then."""
+from __future__ import annotations
+
+import pytest
+
+import embedstore.api as api
+from embedstore.encoding.options import EncodeOptions
+from embedstore.store import StoreKey
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every computation of store keys, with the keys it returned."""
+    calls: list[list[StoreKey]] = []
+    original = EncodeOptions.keys
+
+    def keys(self, spec=None):
+        out = original(self, spec)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(EncodeOptions, "keys", keys)
+    return calls
+
+
+@pytest.fixture
+def rows(tmp_path):
+    path = tmp_path / "rows.tsv"
+    lines = [f"english text number {i}\t한국어 문장 {i}\t{'ab'[i % 2]}\t{i % 3}" for i in range(24)]
+    path.write_text("en\tko\tlabel\tfold\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("auto", marks=pytest.mark.heavy)])  # auto: measures
+def test_encode_computes_its_keys_once(counted, rows, tiny_model_dir, tmp_path, backend):
+    report = api.encode_files(rows, columns=["en", "ko"], store=tmp_path / "s.zarr", model=str(tiny_model_dir),
+                              layer=[-1, 1], compute=api.ComputeOptions(backend=backend))
+    assert report.encoded == 48 and report.model_loaded
+    assert len(counted) == 1 and report.keys == counted[0] and all(isinstance(k, StoreKey) for k in report.keys)
+
+
+def test_each_step_and_each_read_path_computes_the_key_once(counted, rows, tiny_model_dir, tmp_path):
+    store, model = tmp_path / "s.zarr", str(tiny_model_dir)
+    aligner = api.train_aligner(rows, target_column="ko", out=tmp_path / "al", where={"fold": [0, 1]}, store=store,
+                                model=model, arch="procrustes")
+    assert len(counted) == 1 and aligner["store_key"] == counted[0][0].to_dict()
+    counted.clear()
+    head = api.train_head(rows, text_column="en", out=tmp_path / "pipe", aligner=tmp_path / "al",
+                          where={"fold": [2]}, share=True, store=store, model=model)
+    assert len(counted) == 1 and head["store_key"] == counted[0][0].to_dict()
+    counted.clear()
+    result = api.evaluate(tmp_path / "pipe", rows, text_column="ko", where={"fold": [2]}, store=store, model=model)
+    assert len(counted) == 1 and result["n"] == 8
+    counted.clear()
+    assert len(api.predict(tmp_path / "pipe", ["새 문장"], store=store, model=model)) == 1
+    assert len(counted) == 1
