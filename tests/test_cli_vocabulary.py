@@ -62,3 +62,28 @@ def test_a_commands_device_and_batch_size_reach_its_encodes(tiny_model_dir, tmp_
                                  str(tmp_path / "s.zarr"), "--device", "cpu", "--batch-size", "5", "--json"])
     assert r.exit_code == 0, r.output
     assert seen and {(c.device, c.batch_size) for c in seen} == {("cpu", 5)}
+
+
+def test_json_output_is_whole_json_on_stdout(tmp_path, monkeypatch):
+    """Two of the commands that gained --json: what they print parses, and says what the human lines said."""
+    import json
+    from dataclasses import asdict
+
+    from embedstore.study.cells import Cell
+
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(app, ["cache", "prune", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"dry_run": True, "removed": [], "freed_bytes": 0}
+
+    results = tmp_path / "results.jsonl"
+    records = [{"cell": asdict(cell), "cell_id": cell.id, "status": "ok", "metrics": {"accuracy": acc},
+                "provenance": {"model": "tiny"}}
+               for cell, acc in ((Cell("ko", "topic", "english", 100, None, None, seed), 0.5 + seed / 10)
+                                 for seed in range(2))]
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    r = CliRunner().invoke(app, ["report", str(results), "--out", str(tmp_path / "report"), "--json"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.stdout)
+    assert printed["table_md"] == str(tmp_path / "report" / "table.md") and printed["plots"]
+    assert "| english" in printed["markdown"]
