@@ -307,6 +307,9 @@ def main() -> None:
 
     if args.quick:
         args.rows, args.repeats = [100_000, 200_000], 2
+    if min(args.rows) < LOOKUPS // 2:
+        ap.error(f"--rows {min(args.rows)}: expected at least {LOOKUPS // 2:,} (the lookups draw that many distinct "
+                 "stored ids)")
     from rich.console import Console
     from rich.table import Table
     console = Console(width=160)
