@@ -12,7 +12,7 @@ from embedstore.base.errors import ConfigError, InputError
 from embedstore.cli.app import app
 from embedstore.data.tasks import Source, load_rows
 from embedstore.data.texts import read_table, read_texts
-from embedstore.encoding.encode import read_inputs
+from embedstore.encoding.encode import iter_inputs
 
 TEXTS = ["He said \"hi\"", "둘째 문장", "third, with comma"]
 
@@ -120,6 +120,9 @@ def test_where_filters_and_task_sources_read_columnar_files(tmp_path):
 def test_encode_reads_several_columns_under_a_filter(tmp_path):
     table = pa.table({"en": ["a", "b", "c"], "ko": ["가", "나", "다"], "fold": [0, 1, 1]})
     pq.write_table(table, tmp_path / "p.parquet")
+    def read_inputs(*args, **kwargs) -> list:
+        return list(iter_inputs(*args, **kwargs))
+
     assert read_inputs([tmp_path / "p.parquet"], columns=["en", "ko"], where=(("fold", ("1",)),)) == \
         ["b", "c", "나", "다"]
     assert read_inputs([tmp_path / "p.parquet"], columns="en", pair_column="ko") == [("a", "가"), ("b", "나"),
