@@ -56,3 +56,21 @@ def test_an_input_that_changes_between_its_two_readings_is_refused(tiny_model_di
     with pytest.raises(InputError, match="the input changed while it was being encoded"):
         encode_source(lambda: next(readings), store=tmp_path / "s.zarr",
                       options=EncodeOptions(model=str(tiny_model_dir)))
+
+
+def test_columnar_inputs_are_read_a_batch_at_a_time(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from embedstore.data import columnar
+
+    monkeypatch.setattr(columnar, "BATCH_ROWS", 2)
+    converted: list[int] = []
+    values = columnar._values
+    monkeypatch.setattr(columnar, "_values", lambda path, col, column, first=0: converted.append(len(column))
+                        or values(path, col, column, first))
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d", ""]}), tmp_path / "t.parquet")
+    texts = iter_inputs([tmp_path / "t.parquet"])
+    assert [next(texts) for _ in range(3)] == ["a", "b", "c"] and converted == [2, 2]  # the third batch unread
+    with pytest.raises(InputError, match=r"t.parquet: row 4: field 'text' is empty"):  # its row in the file
+        list(texts)

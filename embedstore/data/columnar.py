@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from embedstore.base.errors import InputError
 
@@ -68,8 +68,14 @@ def _read_arrow(file: Path, columns: Sequence[str] | None):
     return table.select(list(columns)) if columns is not None else table
 
 
-def read_columnar(path: Path, columns: Sequence[str]) -> tuple[list[str], dict[str, list]]:
-    """(every column name, {column: Python values (None for nulls)} for `columns`)."""
+BATCH_ROWS = 8192
+"""Rows per record batch read: a columnar input is read a batch at a time, so a caller that keeps nothing holds one
+batch (a memory-mapped Arrow file is not even read until its batch is converted)."""
+
+
+def read_columnar(path: Path, columns: Sequence[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, list]]]]:
+    """(every column name, (first row number, {column: Python values (None for nulls)}) per batch of `columns`).
+    The header and the columns are checked at once; the batches are read as they are consumed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -77,20 +83,37 @@ def read_columnar(path: Path, columns: Sequence[str]) -> tuple[list[str], dict[s
         if path.is_dir():
             files = _dataset_files(path)
             header = list(_read_arrow(files[0], None).schema.names)
-            _check_columns(path, header, columns)
-            table = pa.concat_tables([_read_arrow(f, columns) for f in files])
         elif COLUMNAR_SUFFIXES[path.suffix.lower()] == "parquet":
             header = list(pq.read_schema(path).names)
-            _check_columns(path, header, columns)
-            table = pq.read_table(path, columns=list(columns))
         else:
             header = list(_read_arrow(path, None).schema.names)
-            _check_columns(path, header, columns)
-            table = _read_arrow(path, columns)
     except (pa.ArrowException, OSError) as e:
-        raise InputError(f"{path}: not a readable {path.suffix or 'Arrow'} table ({' '.join(str(e).split())})") \
-            from None
-    return header, {col: _values(path, col, table.column(col)) for col in columns}
+        raise _unreadable(path, e) from None
+    _check_columns(path, header, columns)
+    return header, _batches(path, columns)
+
+
+def _batches(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, list]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.is_dir():
+            batches = (b for f in _dataset_files(path) for b in _read_arrow(f, columns).to_batches(BATCH_ROWS))
+        elif COLUMNAR_SUFFIXES[path.suffix.lower()] == "parquet":
+            batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
+        else:
+            batches = _read_arrow(path, columns).to_batches(BATCH_ROWS)
+        first = 0
+        for batch in batches:
+            yield first, {col: _values(path, col, batch.column(col), first) for col in columns}
+            first += batch.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> InputError:
+    return InputError(f"{path}: not a readable {path.suffix or 'Arrow'} table ({' '.join(str(e).split())})")
 
 
 def _check_columns(path: Path, header: list[str], columns: Sequence[str]) -> None:
@@ -99,9 +122,10 @@ def _check_columns(path: Path, header: list[str], columns: Sequence[str]) -> Non
             raise InputError(f"{path}: no column '{col}'; columns present: {', '.join(header) or '(none)'}")
 
 
-def _values(path: Path, col: str, column) -> list:
+def _values(path: Path, col: str, column, first_row: int = 0) -> list:
     """Strings as they are; integers and booleans (labels, folds) as their text, as a JSONL reader sees them;
-    anything else (floats, lists, structs, bytes) is refused at its first row, never silently stringified."""
+    anything else (floats, lists, structs, bytes) is refused at its first row, never silently stringified.
+    `first_row`: the row number of the column's first value (a batch's offset in the file)."""
     import pyarrow.types as t
 
     kind = column.type
@@ -116,5 +140,5 @@ def _values(path: Path, col: str, column) -> list:
     first = next((i for i, v in enumerate(column.is_null().to_pylist()) if not v), None)
     if first is None:
         return [None] * len(column)
-    raise InputError(f"{path}: row {first}: field '{col}' holds a {kind} value; expected a string "
+    raise InputError(f"{path}: row {first_row + first}: field '{col}' holds a {kind} value; expected a string "
                      "(or an integer label)")

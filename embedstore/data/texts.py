@@ -138,9 +138,9 @@ def _located_rows(path: Path, columns: Sequence[str]) -> tuple[list[str] | None,
             raise InputError(f"{path}: a directory without state.json; expected a file ({ACCEPTED})")
         if not path.exists():
             raise InputError(f"{path}: no such file")
-        _, values = read_columnar(path, columns)
-        n = len(values[columns[0]]) if columns else 0
-        return list(columns), ((f"row {i}", {col: values[col][i] for col in columns}) for i in range(n))
+        _, batches = read_columnar(path, columns)
+        return list(columns), ((f"row {first + i}", {col: values[col][i] for col in columns})
+                               for first, values in batches for i in range(len(values[columns[0]]) if columns else 0))
     header, rows = _rows(path, file_format(path))
     if header is not None:
         _check_columns(path, columns, header)
