@@ -2,17 +2,19 @@
 held-out pairs; and whether alignment and task objectives agree (on cached vectors, or through the encoder)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions
+from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions, \
+    SplitOptions, options_of
 
-from .common import DEVICE_HELP, compute_options, console, encoding_options, model_flag, model_option, print_json, \
-    user_errors
+from .common import DEVICE_HELP, compute_options, console, encoding_options, inject_options, model_flag, model_option, \
+    print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
@@ -27,18 +29,36 @@ _TARGET = typer.Option("ko", "--target-column", help="Column of the language the
 _ARCH = typer.Option(None, "--arch", help=f"Aligner to fit on the fit rows: {_ARCH_NAMES}.")
 _ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one; "
                             "the held-out rows must be rows it was not fitted on (choose them with --test-folds).")
-_SIZE = typer.Option(None, "--size", help="Aligner fit rows to use (2000, 2k or all); default: all.")
-_TEST_SIZE = typer.Option(None, "--test-size", help="Held-out rows to report on (300, 1k or all); default: all.")
-_TEST_FRACTION = typer.Option(0.2, "--test-fraction", help="Random share of rows held out (without fold options).")
-_FOLD_COLUMN = typer.Option(None, "--fold-column", help="Column holding fold values; default: fold.")
-_FIT_FOLDS = typer.Option(None, "--fit-folds", help="Folds the aligner is fitted on, e.g. 0-5; default: the rest.")
-_TEST_FOLDS = typer.Option(None, "--test-folds", help="Folds reported on, e.g. 8-9; default: the rest.")
 _STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file; default: cache/store.zarr.")
 _SEED = typer.Option(0, "--seed", help="Seeds the split, subsamples, shuffled baseline and trained models.")
 _OUT = typer.Option(None, "--out", "-o", help="Write the result as JSON (.jsonl appends one line).")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _KS = typer.Option([1, 5], "--k", help="P@k cut-offs; repeat for several.")
 _CSLS_K = typer.Option(10, "--csls-k", help="Neighbours in CSLS's hubness term.")
+
+
+def _split_parameters() -> list[inspect.Parameter]:
+    """The typer declarations of the held-out split's options: `SplitOptions`' fields (names, defaults, help)."""
+    return [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
+                              annotation=Optional[o.type] if o.default is None else o.type,
+                              default=typer.Option(o.default, o.flag, help=o.help))
+            for o in options_of(SplitOptions)]
+
+
+split_options = inject_options(_split_parameters(), lambda values: values, "split")
+
+
+def _held_out_analysis(name: str, *, layers: Literal["one", "none"] = "one",
+                       batch_size: bool = True) -> Callable[[Callable], Callable]:
+    """An `analyze` command on held-out pairs: the split's, the encoding's and the compute options injected, errors
+    as one line. `layers="none"`: the command selects its layers itself; `batch_size=False`: its `--batch-size` is
+    its own."""
+    def decorate(fn: Callable) -> Callable:
+        command = compute_options(batch_size=batch_size)(fn)
+        command = split_options(encoding_options(layers=layers)(command))
+        return analyze_app.command(name)(user_errors(command))
+
+    return decorate
 
 
 def _say(text: str) -> None:
@@ -104,25 +124,19 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
     return True
 
 
-@analyze_app.command("cosine")
-@user_errors
-@encoding_options()
-@compute_options()
+@_held_out_analysis("cosine")
 def cosine(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
-    test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
-    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
-    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, store: Optional[str] = _STORE,
+    seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
     from embedstore.api import analyze_cosine
 
     result = analyze_cosine(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                            aligner=aligner, test_fraction=test_fraction, fold_column=fold_column,
-                            fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size, store=store,
-                            encoding=encoding, seed=seed, out=out, progress=not as_json)
+                            aligner=aligner, store=store,
+                            encoding=encoding, seed=seed, out=out, progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -141,27 +155,20 @@ def cosine(
     _checks(result, tgt)
 
 
-@analyze_app.command("retrieval")
-@user_errors
-@encoding_options()
-@compute_options()
+@_held_out_analysis("retrieval")
 def retrieval(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, size: Optional[str] = _SIZE,
-    test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
-    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, store: Optional[str] = _STORE,
+    seed: int = _SEED,
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
-    *, encoding: EncodeOptions,
+    *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
     from embedstore.api import analyze_retrieval
 
     result = analyze_retrieval(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                               aligner=aligner, test_fraction=test_fraction, fold_column=fold_column,
-                               fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size,
-                               store=store, encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out,
-                               progress=not as_json)
+                               aligner=aligner, store=store, encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out,
+                               progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -184,28 +191,23 @@ def _parse_layers(values: list[str]) -> tuple[int, ...]:
     return tuple(layers)
 
 
-@analyze_app.command("layers")
-@user_errors
-@encoding_options(layers="none")
-@compute_options()
+@_held_out_analysis("layers", layers="none")
 def layers(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE,
-    test_fraction: float = _TEST_FRACTION, fold_column: Optional[str] = _FOLD_COLUMN,
-    fit_folds: Optional[str] = _FIT_FOLDS, test_folds: Optional[str] = _TEST_FOLDS,
-    store: Optional[str] = _STORE,
+    arch: Optional[str] = _ARCH, store: Optional[str] = _STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
                                          help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
     seed: int = _SEED, k: list[int] = _KS,
-    csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
+    csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Cosine and retrieval per hidden layer, with a fresh aligner fitted on each layer's vectors."""
     from embedstore.api import analyze_layers
 
     result = analyze_layers(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                            layers=_parse_layers(layer_list), test_fraction=test_fraction, fold_column=fold_column,
-                            fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size, store=store,
-                            encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out, progress=not as_json)
+                            layers=_parse_layers(layer_list), store=store,
+                            encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out, progress=not as_json,
+                            **split)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -223,10 +225,7 @@ def layers(
     console.print(table)
 
 
-@analyze_app.command("gradients")
-@user_errors
-@encoding_options()
-@compute_options(batch_size=False)
+@_held_out_analysis("gradients", batch_size=False)
 def gradients(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     label_column: str = typer.Option(..., "--label-column", help="Column of task labels for the English rows."),
@@ -235,10 +234,8 @@ def gradients(
     aligner: Optional[Path] = _ALIGNER_DIR,
     head: str = typer.Option(DEFAULT_HEAD, "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
-    size: Optional[str] = _SIZE, test_size: Optional[str] = _TEST_SIZE, test_fraction: float = _TEST_FRACTION,
-    fold_column: Optional[str] = _FOLD_COLUMN, fit_folds: Optional[str] = _FIT_FOLDS,
-    test_folds: Optional[str] = _TEST_FOLDS, store: Optional[str] = _STORE, seed: int = _SEED,
-    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions,
+    store: Optional[str] = _STORE, seed: int = _SEED,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).
 
@@ -248,9 +245,8 @@ def gradients(
 
     result = analyze_gradients(pairs_file, label_column=label_column, source_column=source_column,
                                target_column=target_column, arch=arch, aligner=aligner, head=head,
-                               batch_size=batch_size, test_fraction=test_fraction, fold_column=fold_column,
-                               fit_folds=fit_folds, test_folds=test_folds, size=size, test_size=test_size,
-                               store=store, encoding=encoding, seed=seed, out=out, progress=not as_json)
+                               batch_size=batch_size, store=store, encoding=encoding, seed=seed, out=out,
+                               progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
     _header(result)

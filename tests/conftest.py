@@ -89,3 +89,16 @@ def shared_data() -> Path:
 def e5_store(e5_small_dir) -> Path:
     """One store for every real-signal test, kept in cache/ across runs: the same sentences are encoded once."""
     return Path(os.environ.get("EMBEDSTORE_CACHE") or REPO / "cache") / "tests-e5.zarr"
+
+
+@pytest.fixture
+def fold_table(tmp_path: Path):
+    """`fold_table(n)`: a TSV of n rows with en, ko, label (a/b alternating) and fold (i % 3) columns, for tests of
+    row filters and of the commands that read rows."""
+    def write(n: int) -> Path:
+        path = tmp_path / "rows.tsv"
+        rows = [f"text {i}\tko {i}\t{'ab'[i % 2]}\t{i % 3}" for i in range(n)]
+        path.write_text("en\tko\tlabel\tfold\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        return path
+
+    return write

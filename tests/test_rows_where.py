@@ -15,11 +15,8 @@ from embedstore.text_training.pairs import contrast_rows
 
 
 @pytest.fixture
-def table(tmp_path):
-    path = tmp_path / "rows.tsv"
-    rows = [f"text {i}\tko {i}\t{'ab'[i % 2]}\t{i % 3}" for i in range(12)]
-    path.write_text("en\tko\tlabel\tfold\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    return path
+def table(fold_table):
+    return fold_table(12)
 
 
 def test_task_and_contrast_files_keep_only_the_rows_their_filters_pass(table):

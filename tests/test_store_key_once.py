@@ -26,11 +26,8 @@ def counted(monkeypatch):
 
 
 @pytest.fixture
-def rows(tmp_path):
-    path = tmp_path / "rows.tsv"
-    lines = [f"english text number {i}\t한국어 문장 {i}\t{'ab'[i % 2]}\t{i % 3}" for i in range(24)]
-    path.write_text("en\tko\tlabel\tfold\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    return path
+def rows(fold_table):
+    return fold_table(24)
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("auto", marks=pytest.mark.heavy)])  # auto: measures

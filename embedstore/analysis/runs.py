@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,16 @@ class SplitOptions:
     fit rows (the aligner's pair count: "2k", 2000, "all") and `test_size` the held-out rows.
     """
 
-    test_fraction: float = 0.2
-    fold_column: str | None = None
-    fit_folds: str | None = None
-    test_folds: str | None = None
-    size: str | int | None = None
-    test_size: str | int | None = None
+    size: str | int | None = field(default=None, metadata={
+        "help": "Aligner fit rows to use (2000, 2k or all); default: all."})
+    test_size: str | int | None = field(default=None, metadata={
+        "help": "Held-out rows to report on (300, 1k or all); default: all."})
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "Random share of rows held out (without fold options)."})
+    fold_column: str | None = field(default=None, metadata={"help": "Column holding fold values; default: fold."})
+    fit_folds: str | None = field(default=None, metadata={
+        "help": "Folds the aligner is fitted on, e.g. 0-5; default: the rest."})
+    test_folds: str | None = field(default=None, metadata={"help": "Folds reported on, e.g. 8-9; default: the rest."})
 
     @property
     def by_folds(self) -> bool:

@@ -48,7 +48,7 @@ __all__ = ["COMMANDS", "ComputeOptions", "ConfigError", "EmbedstoreError", "Enco
            "store_path", "sweep", "train_aligner", "train_head", "tune", "verify_store", *(
                "ALIGNERS", "DEFAULT_ALIGNER", "HEADS", "DEFAULT_HEAD", "NORMALIZATIONS", "head_kinds", "RECIPES",
                "DEFAULT_RECIPE", "NO_ALIGNER", "ADAPT_METHODS", "AdaptRecipe", "TrainOptions", "EXPORT_FORMATS",
-               "EXPORT_TOLERANCE", "Pipeline", "damaged_rows", "version")]
+               "EXPORT_TOLERANCE", "Pipeline", "SplitOptions", "damaged_rows", "version")]
 
 #: The vocabulary whose modules import torch or scikit-learn: name → (module, attribute), imported on first use.
 _LAZY = {
@@ -67,6 +67,7 @@ _LAZY = {
     "EXPORT_FORMATS": ("embedstore.export.export", "FORMATS"),
     "EXPORT_TOLERANCE": ("embedstore.export.export", "TOLERANCE"),
     "Pipeline": ("embedstore.pipelines.pipeline", "Pipeline"),
+    "SplitOptions": ("embedstore.analysis.runs", "SplitOptions"),
     "damaged_rows": ("embedstore.store", "damaged_rows"),
 }
 

@@ -1,99 +1,102 @@
 """Analyses and mining: `analyze cosine|retrieval|layers|gradients|encoder-gradients`, `mine`.
 
-The held-out split of the `analyze` functions: with `fit_folds` and/or `test_folds` ("0-5", "8,9") rows are
-chosen by `fold_column` (default "fold"), otherwise a seeded `test_fraction` is held out; `size` caps the fit rows
-and `test_size` the held-out rows. Each returns its record, also written to `out` (JSON; .jsonl appends) when given.
+The held-out split of the `analyze` functions comes as `split=SplitOptions(...)` or as keywords named as its fields
+(`fit_folds`/`test_folds` "0-5", "8,9" by `fold_column`, else a seeded `test_fraction`; `size` caps the fit rows and
+`test_size` the held-out rows), beside the encoding options' keywords. Each returns its record, also written to
+`out` (JSON; .jsonl appends) when given.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, encoding_options, rows, store_path
+from embedstore.base.errors import ConfigError
 from embedstore.base.progress import watched
 from embedstore.encoding.options import EncodeOptions
 
-
-def _split(test_fraction: float, fold_column: str | None, fit_folds: str | None, test_folds: str | None,
-           size: str | int | None, test_size: str | int | None):
+if TYPE_CHECKING:  # its module imports the aligners (torch): on call, not on `import embedstore.api`
     from embedstore.analysis.runs import SplitOptions
 
-    return SplitOptions(test_fraction=test_fraction, fold_column=fold_column, fit_folds=fit_folds,
-                        test_folds=test_folds, size=size, test_size=test_size)
+
+def _split_and_encoding(split: SplitOptions | None, encoding: EncodeOptions | None,
+                        options: dict[str, Any]) -> tuple[SplitOptions, EncodeOptions]:
+    """The keywords of an analysis: the split's (`SplitOptions`' fields) and the encoding options'."""
+    from embedstore.analysis.runs import SplitOptions
+    from embedstore.base.schema import names_of
+
+    fields = {k: options.pop(k) for k in names_of(SplitOptions) if k in options}
+    if split is not None and fields:
+        raise ConfigError("give the split either as split=SplitOptions(...) or as keywords, not both")
+    return split if split is not None else SplitOptions(**fields), encoding_options(encoding, **options)
 
 
 @command("analyze cosine")
 def analyze_cosine(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
-                   arch: str | None = None, aligner: PathLike | None = None, test_fraction: float = 0.2,
-                   fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
-                   size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
+                   arch: str | None = None, aligner: PathLike | None = None, store: PathLike | None = None,
                    seed: int = 0, out: PathLike | None = None, progress: bool | None = None,
-                   encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+                   split: SplitOptions | None = None, encoding: EncodeOptions | None = None,
+                   **options: Any) -> dict[str, Any]:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1 and
     the collapse check, on held-out pairs; `aligner`: a saved aligner directory instead of fitting `arch`."""
     from embedstore.analysis.runs import run_cosine
 
+    split, encoding = _split_and_encoding(split, encoding, options)
     progress = watched(progress)
     return run_cosine(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
-                      split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                      store=store_path(store), options=encoding_options(encoding, **options), seed=seed, out=out,
+                      split=split, store=store_path(store), options=encoding, seed=seed, out=out,
                       progress=progress)
 
 
 @command("analyze retrieval")
 def analyze_retrieval(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
-                      arch: str | None = None, aligner: PathLike | None = None, test_fraction: float = 0.2,
-                      fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
-                      size: str | int | None = None, test_size: str | int | None = None,
-                      store: PathLike | None = None, seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10,
-                      out: PathLike | None = None, progress: bool | None = None, encoding: EncodeOptions | None = None,
-                      **options: Any) -> dict[str, Any]:
+                      arch: str | None = None, aligner: PathLike | None = None, store: PathLike | None = None,
+                      seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10, out: PathLike | None = None,
+                      progress: bool | None = None, split: SplitOptions | None = None,
+                      encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs."""
     from embedstore.analysis.runs import run_retrieval
 
+    split, encoding = _split_and_encoding(split, encoding, options)
     progress = watched(progress)
     return run_retrieval(pairs, source_column, target_column, arch=arch, aligner_dir=aligner,
-                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                         store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                         split=split, store=store_path(store), options=encoding, seed=seed,
                          ks=tuple(ks), csls_k=csls_k, out=out, progress=progress)
 
 
 @command("analyze layers")
 def analyze_layers(pairs: PathLike, *, source_column: str = "en", target_column: str = "ko",
-                   arch: str | None = None, layers: Sequence[int] | None = None, test_fraction: float = 0.2,
-                   fold_column: str | None = None, fit_folds: str | None = None, test_folds: str | None = None,
-                   size: str | int | None = None, test_size: str | int | None = None, store: PathLike | None = None,
+                   arch: str | None = None, layers: Sequence[int] | None = None, store: PathLike | None = None,
                    seed: int = 0, ks: Sequence[int] = (1, 5), csls_k: int = 10, out: PathLike | None = None,
-                   progress: bool | None = None, encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
+                   progress: bool | None = None, split: SplitOptions | None = None,
+                   encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """Cosine and retrieval per hidden layer (`layers`, default every one), a fresh aligner fitted on each."""
     from embedstore.analysis.runs import run_layers
 
+    split, encoding = _split_and_encoding(split, encoding, options)
     progress = watched(progress)
     return run_layers(pairs, source_column, target_column, arch=arch, layers=tuple(layers or ()),
-                      split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                      store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                      split=split, store=store_path(store), options=encoding, seed=seed,
                       ks=tuple(ks), csls_k=csls_k, out=out, progress=progress)
 
 
 @command("analyze gradients")
 def analyze_gradients(pairs: PathLike, *, label_column: str, source_column: str = "en", target_column: str = "ko",
                       arch: str | None = None, aligner: PathLike | None = None, head: str | None = None,
-                      batch_size: int = 64, test_fraction: float = 0.2, fold_column: str | None = None,
-                      fit_folds: str | None = None, test_folds: str | None = None, size: str | int | None = None,
-                      test_size: str | int | None = None, store: PathLike | None = None, seed: int = 0,
-                      out: PathLike | None = None, progress: bool | None = None, encoding: EncodeOptions | None = None,
-                      **options: Any) -> dict[str, Any]:
+                      batch_size: int = 64, store: PathLike | None = None, seed: int = 0,
+                      out: PathLike | None = None, progress: bool | None = None, split: SplitOptions | None = None,
+                      encoding: EncodeOptions | None = None, **options: Any) -> dict[str, Any]:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows);
     `arch` "none": raw vectors through an identity linear map."""
     from embedstore.analysis.runs import run_gradients
     from embedstore.estimators.heads import DEFAULT_HEAD
 
+    split, encoding = _split_and_encoding(split, encoding, options)
     progress = watched(progress)
     return run_gradients(pairs, source_column, target_column, label_column, arch=arch, aligner_dir=aligner,
                          head=head or DEFAULT_HEAD, batch_size=batch_size,
-                         split=_split(test_fraction, fold_column, fit_folds, test_folds, size, test_size),
-                         store=store_path(store), options=encoding_options(encoding, **options), seed=seed,
+                         split=split, store=store_path(store), options=encoding, seed=seed,
                          out=out, progress=progress)
 
 
