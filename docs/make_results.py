@@ -503,14 +503,15 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
             if n:
                 bad.append(f"{language} {corpus} `{head}` {n} of {len(select(every, head=head))}")
     if found:
-        parts = [f"on {CORPORA[corpus]}: " + "; ".join(f"{language} {_figures(c)}" + (f" (**C-sensitive**: {flip})"
-                                                                                       if flip else "")
-                                                        for language, c, flip in claims)
-                 for corpus, claims in found.items()]
+        parts = [f"On {CORPORA[corpus]}: " + "; ".join(
+            f"{language} {_figures(c)}" + (f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''} so far)"
+                                           if c.n_seeds < TEN_SEEDS else "")
+            + (f" (**C-sensitive**: {flip})" if flip else "") for language, c, flip in claims)
+            for corpus, claims in found.items()]
         figures = "".join(parts)
         out["studies"] = (
             f"In short, with the default `{DEFAULT_HEAD}` head and e5-small ({_seeds_text(seeds)}), LangAlign "
-            + " / ".join(sorted(shapes)) + ": " + ". ".join(parts) + ". " + _where_it_holds(found)
+            + " / ".join(sorted(shapes)) + ". " + ". ".join(parts) + ". " + _where_it_holds(found)
             + (" † marks approximate intervals (records without per-row predictions)." if "†" in figures else "")
             + (" The data-share ablation ran at pair counts no LangAlign cell had, so the page compares it with "
                "LangAlign at the next larger budget and names the mismatch." if mismatched else "")

@@ -95,7 +95,8 @@ def test_the_check_passes_on_generated_text_and_fails_on_a_doctored_figure(make_
     sentence = readme_path.read_text(encoding="utf-8").splitlines()[4]
     assert sentence.startswith("In short, with the default `logistic` head and e5-small (3 seeds), LangAlign (fc, "
                                "5k pairs")
-    assert "ko 0.695 vs 0.579, clearly better, Δ +0.116 [" in sentence and "†" not in sentence  # paired interval
+    assert "On LibreOffice help topic" in sentence and "ko 0.695 vs 0.579, clearly better, Δ +0.116 [" in sentence
+    assert "(3 seeds so far)" in sentence and "†" not in sentence  # fewer than 10 seeds named; a paired interval
     page = page_path.read_text(encoding="utf-8")
     assert "LangAlign fc 5k clearly better" in page
     assert make_results.check(results, page_path, readme_path, configs) == []
