@@ -4,12 +4,8 @@ equals an uninterrupted run, for every method."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +21,7 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.text_training.adapt import AdaptRecipe, adapt, method_options
 from embedstore.data.tasks import Source
 from embedstore.store import Store
+from kill_resume import reference_and_resumed
 
 WORDS = {"calc": ("cell formula sheet sum column", "셀 수식 시트 합계 열"),
          "writer": ("paragraph font page text style", "단락 글꼴 페이지 텍스트 스타일"),
@@ -140,24 +137,8 @@ def adapt_cmd(method: str, model: Path, data: Path, out: Path) -> list[str]:
 @pytest.mark.parametrize("method", ["lora", "simcse", "align"])
 def test_sigkill_then_rerun_resumes_and_equals_an_uninterrupted_run(method, tiny_model_dir, tmp_path):
     data = write_rows(tmp_path / "rows.tsv", 96)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(adapt_cmd(method, tiny_model_dir, data, tmp_path / "ref"), env=env, cwd=tmp_path,
-                         capture_output=True, text=True, check=True)
-    reference = json.loads(ref.stdout)
-
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(adapt_cmd(method, tiny_model_dir, data, out), env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / TUNE_FILE).exists(), "the run finished before it could be killed"
-
-    rerun = subprocess.run(adapt_cmd(method, tiny_model_dir, data, out), env=env, cwd=tmp_path,
-                           capture_output=True, text=True, check=True)
-    resumed = json.loads(rerun.stdout)
+    reference, resumed, _ = reference_and_resumed(lambda out: adapt_cmd(method, tiny_model_dir, data, out), tmp_path,
+                                                  TUNE_FILE)
     assert 0 < resumed["resumed_from_step"] < resumed["steps"] == reference["steps"]
     assert resumed["history"]["step_losses"] == reference["history"]["step_losses"]
     assert resumed["fingerprint"] == reference["fingerprint"]  # the very same weights, bit for bit

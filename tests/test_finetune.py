@@ -3,11 +3,8 @@ and one real-signal run of e5-small on LibreOffice help en → ko (skipped witho
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ from embedstore.text_training.finetune import METHOD, RESULTS_FILE, WEIGHTS_FILE
 from embedstore.text_training.options import TrainOptions
 from embedstore.text_training.tune import tune
 from embedstore.estimators.training import Recipe
+from kill_resume import reference_and_resumed
 
 VOCAB = {"calc": "cell formula sheet sum column", "writer": "paragraph font page text style",
          "draw": "shape line curve image arrow"}
@@ -313,25 +311,8 @@ def finetune_cmd(model: Path, data: dict[str, Source], aligner: Path, out: Path)
 @pytest.mark.heavy
 def test_sigkill_then_rerun_resumes_from_a_checkpoint_and_equals_an_uninterrupted_run(tiny_model_dir, data,
                                                                                         fc_aligner, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, tmp_path / "ref"), env=env, cwd=tmp_path,
-                         capture_output=True, text=True, check=True)
-    reference = json.loads(ref.stdout)
-
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / RESULTS_FILE).exists(), "the run finished before it could be killed"
-    assert list((out / "checkpoints").glob("step-*"))
-
-    rerun = subprocess.run(finetune_cmd(tiny_model_dir, data, fc_aligner, out), env=env, cwd=tmp_path,
-                           capture_output=True, text=True, check=True)
-    resumed = json.loads(rerun.stdout)
+    reference, resumed, out = reference_and_resumed(lambda out: finetune_cmd(tiny_model_dir, data, fc_aligner, out),
+                                                    tmp_path, RESULTS_FILE)
     assert 0 < resumed["resumed_from_step"] < resumed["steps"] == reference["steps"]
     assert resumed["history"]["step_losses"] == reference["history"]["step_losses"]
     assert resumed["metrics"] == reference["metrics"]
