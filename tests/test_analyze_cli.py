@@ -168,9 +168,11 @@ def test_bad_options_exit_1_with_one_line_naming_the_problem(pairs, common, args
 
 @pytest.mark.real
 def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_rows(shared_data, e5_small_dir, e5_store):
-    """Procrustes on 2,000 pairs of folds 0-5, reported on 300 rows of folds 8-9 (e5-small, last layer)."""
+    """Procrustes on 600 pairs of folds 0-5, reported on 200 rows of folds 8-9 (e5-small, last layer): 1,600 texts
+    to encode on a fresh clone (2,000 + 300 rows took ~4 min of the heavy tier; a 384-d Procrustes map is already
+    well determined by 600 pairs)."""
     pairs_file = shared_data / "parallel" / "libreoffice_help.en-ko.tsv"
-    kwargs = dict(split=SplitOptions(fit_folds="0-5", test_folds="8-9", size=2000, test_size=300),
+    kwargs = dict(split=SplitOptions(fit_folds="0-5", test_folds="8-9", size=600, test_size=200),
                   store=e5_store, options=EncodeOptions(model=str(e5_small_dir)), seed=0)
     rec = run_cosine(pairs_file, "en", "ko", arch="procrustes", **kwargs)
     raw, aligned = rec["retrieval"]["raw"], rec["retrieval"]["aligned"]
@@ -194,5 +196,5 @@ def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_row
           f"± {grad['parameters']['std']:.3f}, representation {grad['representation']['mean']:+.3f} "
           f"± {grad['representation']['std']:.3f}; head accuracy aligned en "
           f"{grad['head_accuracy']['english_aligned']:.3f}, ko {grad['head_accuracy']['target']:.3f}")
-    assert grad["map"] == "ProcrustesAligner.to_torch()" and grad["rows"] > 250
+    assert grad["map"] == "ProcrustesAligner.to_torch()" and grad["rows"] > 150
     assert grad["parameters"]["alignment_grad_norm"] > 0 and grad["parameters"]["task_grad_norm"] > 0

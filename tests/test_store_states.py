@@ -243,5 +243,5 @@ def test_the_store_state_machine():
 @pytest.mark.heavy
 def test_the_store_state_machine_at_length():
     run = StoreMachine.TestCase
-    run.settings = settings(max_examples=60, stateful_step_count=30, **SETTINGS)
+    run.settings = settings(max_examples=30, stateful_step_count=30, **SETTINGS)
     run().runTest()
