@@ -21,7 +21,7 @@ import embedstore.api as api
 from embedstore.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_DIR = REPO / "embedstore" / "cli"
+CLI_DIR = REPO / "cli"  # installed as embedstore.cli (pyproject package-dir); a clone has no embedstore/cli
 
 
 def _commands() -> dict[str, object]:
