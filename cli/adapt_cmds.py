@@ -13,7 +13,7 @@ import typer
 from embedstore.api import ADAPT_METHODS, options_of
 
 from .common import WHERE, console, inject_options, model_flag, model_option, print_json, user_errors
-from .finetune_cmds import _print_history, training_parameters
+from .finetune_cmds import _print_history, task_files, training_parameters
 
 recipe_options = inject_options(training_parameters(recipe_defaults=True),
                                 lambda values: {k: v for k, v in values.items() if v is not None}, "overrides")
@@ -74,22 +74,14 @@ def adapt(
 @user_errors
 @recipe_options
 @recipe_fields
+@task_files("Translated task rows: TSV (no quoting), CSV or JSONL with a text and a label column.", pair=False)
 def lora_ta(
-    train: Path = typer.Option(..., "--train", help="Translated task rows: TSV (no quoting), CSV or JSONL with a "
-                               "text and a label column."),
-    test: Path = typer.Option(..., "--test", help="Target-language test rows with the same labels."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json and the trained adapters and "
                              "head: new, empty, or this run's own to resume."),
-    text_column: str = typer.Option("text", help="Text column of the training file."),
-    label_column: str = typer.Option("label", help="Label column of the training file."),
-    test_text_column: Optional[str] = typer.Option(None, help="Text column of the test file (default: --text-column)."),
-    test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
-                                                                "(default: --label-column)."),
-    where: list[str] = WHERE,
-    test_where: list[str] = typer.Option([], "--test-where", help="Row filter of the test file, as --where."),
     model: Optional[str] = model_flag(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (no progress bar)."),
     *,
+    files: dict[str, Any],
     overrides: dict[str, Any],
     method_fields: dict[str, Any],
 ) -> None:
@@ -101,15 +93,14 @@ def lora_ta(
     """
     from embedstore.api import lora_ta as run
 
-    result = run(train, test, out=out, text_column=text_column, label_column=label_column,
-                 test_text_column=test_text_column, test_label_column=test_label_column, where=where,
-                 test_where=test_where, model=model_option(model), progress=not as_json, **method_fields, **overrides)
+    result = run(**files, out=out, model=model_option(model), progress=not as_json, **method_fields, **overrides)
     if as_json:
         print_json(result.to_dict())
         return
     _print_history(result.history, result.steps, result.resumed_from_step)
     m = result.metrics
     moved = m["adaptation"]
-    console.print(f"lora-ta on {test} ({m['n']:,} rows): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}; "
-                  f"‖ΔW‖/‖W‖ {moved['relative_weight_change']['overall']:.2e}, mean cosine base vs adapted "
-                  f"{moved['mean_cosine_base_adapted']:.3f}; results in {result.out / 'results.json'}", soft_wrap=True)
+    console.print(f"lora-ta on {files['test']} ({m['n']:,} rows): accuracy {m['accuracy']:.4f}, "
+                  f"macro-F1 {m['macro_f1']:.4f}; ‖ΔW‖/‖W‖ {moved['relative_weight_change']['overall']:.2e}, "
+                  f"mean cosine base vs adapted {moved['mean_cosine_base_adapted']:.3f}; "
+                  f"results in {result.out / 'results.json'}", soft_wrap=True)

@@ -13,8 +13,8 @@ from rich.table import Table
 from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions, \
     SplitOptions, options_of
 
-from .common import DEVICE_HELP, compute_options, console, encoding_options, inject_options, model_flag, model_option, \
-    print_json, user_errors
+from .common import DEVICE_HELP, WHERE, compute_options, console, encoding_options, inject_options, model_flag, \
+    model_option, print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
@@ -127,15 +127,15 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
 @_held_out_analysis("cosine")
 def cosine(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, store: Optional[str] = _STORE,
-    seed: int = _SEED,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, where: list[str] = WHERE,
+    store: Optional[str] = _STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
     from embedstore.api import analyze_cosine
 
     result = analyze_cosine(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                            aligner=aligner, store=store,
+                            aligner=aligner, where=where, store=store,
                             encoding=encoding, seed=seed, out=out, progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
@@ -158,8 +158,8 @@ def cosine(
 @_held_out_analysis("retrieval")
 def retrieval(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, store: Optional[str] = _STORE,
-    seed: int = _SEED,
+    arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, where: list[str] = WHERE,
+    store: Optional[str] = _STORE, seed: int = _SEED,
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
     *, encoding: EncodeOptions, split: dict,
 ) -> None:
@@ -167,8 +167,8 @@ def retrieval(
     from embedstore.api import analyze_retrieval
 
     result = analyze_retrieval(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                               aligner=aligner, store=store, encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out,
-                               progress=not as_json, **split)
+                               aligner=aligner, where=where, store=store, encoding=encoding, seed=seed, ks=k,
+                               csls_k=csls_k, out=out, progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -194,7 +194,7 @@ def _parse_layers(values: list[str]) -> tuple[int, ...]:
 @_held_out_analysis("layers", layers="none")
 def layers(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, store: Optional[str] = _STORE,
+    arch: Optional[str] = _ARCH, where: list[str] = WHERE, store: Optional[str] = _STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
                                          help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
     seed: int = _SEED, k: list[int] = _KS,
@@ -205,7 +205,7 @@ def layers(
     from embedstore.api import analyze_layers
 
     result = analyze_layers(pairs_file, source_column=source_column, target_column=target_column, arch=arch,
-                            layers=_parse_layers(layer_list), store=store,
+                            layers=_parse_layers(layer_list), where=where, store=store,
                             encoding=encoding, seed=seed, ks=k, csls_k=csls_k, out=out, progress=not as_json,
                             **split)
     if not _finish(result, as_json, out):
@@ -234,7 +234,7 @@ def gradients(
     aligner: Optional[Path] = _ALIGNER_DIR,
     head: str = typer.Option(DEFAULT_HEAD, "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
-    store: Optional[str] = _STORE, seed: int = _SEED,
+    where: list[str] = WHERE, store: Optional[str] = _STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).
@@ -245,8 +245,8 @@ def gradients(
 
     result = analyze_gradients(pairs_file, label_column=label_column, source_column=source_column,
                                target_column=target_column, arch=arch, aligner=aligner, head=head,
-                               batch_size=batch_size, store=store, encoding=encoding, seed=seed, out=out,
-                               progress=not as_json, **split)
+                               batch_size=batch_size, where=where, store=store, encoding=encoding, seed=seed,
+                               out=out, progress=not as_json, **split)
     if not _finish(result, as_json, out):
         return
     _header(result)
@@ -287,6 +287,8 @@ def encoder_gradients(
     max_length: int = typer.Option(128, "--max-length", help="Tokens per text."),
     size: str = typer.Option("all", "--size", help="Task rows to sample (head fit and task batches)."),
     head: str = typer.Option("linear", "--head", help=f"Head fitted on the LM's frozen vectors: {' or '.join(HEADS)}."),
+    where: list[str] = WHERE,
+    pairs_where: list[str] = typer.Option([], "--pairs-where", help="Row filter of --pairs, as --where."),
     seed: int = _SEED, out: Optional[Path] = _OUT, as_json: bool = _JSON,
 ) -> None:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters.
@@ -299,8 +301,8 @@ def encoder_gradients(
     result = analyze_encoder_gradients(train, pairs_file, text_column=text_column, label_column=label_column,
                                        source_column=source_column, target_column=target_column,
                                        model=model_option(model), batch_size=batch_size, batches=batches,
-                                       max_length=max_length, size=size, head=head, seed=seed, out=out,
-                                       device=device)
+                                       max_length=max_length, size=size, head=head, seed=seed, where=where,
+                                       pairs_where=pairs_where, out=out, device=device)
     if not _finish(result, as_json, out):
         return
     prov = result["provenance"]

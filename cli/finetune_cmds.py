@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -35,6 +35,33 @@ _TRAIN_HELP = "English task data: TSV (no quoting), CSV or JSONL with a text and
 _AS_JSON = typer.Option(False, "--json", help="Print the result as JSON (no progress bar).")
 
 
+def task_files(train_help: str = _TRAIN_HELP, *, test: bool = True,
+               pair: bool = True) -> Callable[[Callable], Callable]:
+    """The input-file options of a command that trains on task rows (and, with `test`, scores on another file's):
+    `--train` and its columns and `--where`, then `--test` with its own, which default to the training file's.
+    Declared once here and passed on as keywords named as the API's (`files`), so every such command spells and
+    explains them alike; `pair`: the files may hold a second text (NLI)."""
+    def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                 default=typer.Option(default, *decls, help=help))
+
+    train = [option("train", Path, ..., "--train", help=train_help),
+             option("text_column", str, "text", "--text-column", help="Text column of --train."),
+             option("label_column", str, "label", "--label-column", help="Label column of --train."),
+             *([option("pair_column", Optional[str], None, "--pair-column",
+                       help="Second text of a pair in --train (NLI hypothesis).")] if pair else []),
+             inspect.Parameter("where", inspect.Parameter.KEYWORD_ONLY, annotation=list[str], default=WHERE)]
+    scored = [option("test", Path, ..., "--test", help="Target-language test rows with the same labels."),
+              option("test_text_column", Optional[str], None, "--test-text-column",
+                     help="Text column of --test (default: --text-column)."),
+              option("test_label_column", Optional[str], None, "--test-label-column",
+                     help="Label column of --test (default: --label-column)."),
+              *([option("test_pair_column", Optional[str], None, "--test-pair-column",
+                        help="Pair column of --test (default: --pair-column).")] if pair else []),
+              option("test_where", list[str], [], "--test-where", help="Row filter of --test, as --where.")]
+    return inject_options(train + (scored if test else []), lambda values: values, "files")
+
+
 def _print_history(history: dict, steps: int, resumed_from: int) -> None:
     resumed = f", resumed from step {resumed_from}" if resumed_from else ""
     console.print(f"{steps} optimizer steps{resumed}; best epoch {history['best_epoch']} "
@@ -46,24 +73,20 @@ def _print_history(history: dict, steps: int, resumed_from: int) -> None:
 
 @user_errors
 @training_options
+@task_files(test=False)
 def tune(
-    train: Path = typer.Option(..., "--train", help=_TRAIN_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the tuned model (a Hugging Face model dir): new, "
                                                     "empty, or this run's own to resume."),
-    text_column: str = typer.Option("text", help="Column holding the text."),
-    label_column: str = typer.Option("label", help="Column holding the class label."),
-    pair_column: Optional[str] = typer.Option(None, help="Second text of a pair (NLI hypothesis)."),
-    where: list[str] = WHERE,
     model: Optional[str] = model_flag(),
     as_json: bool = _AS_JSON,
     *,
+    files: dict[str, Any],
     options: dict,
 ) -> None:
     """Step 1: fine-tune the encoder on English task data; `encode --model OUT` then uses the tuned model."""
     from embedstore.api import tune as run
 
-    result = run(train, out=out, text_column=text_column, label_column=label_column, pair_column=pair_column,
-                 where=where, model=model_option(model), progress=not as_json, **options)
+    result = run(**files, out=out, model=model_option(model), progress=not as_json, **options)
     if as_json:
         print_json(result.to_dict())
         return
@@ -74,21 +97,11 @@ def tune(
 
 @user_errors
 @training_options
+@task_files()
 def finetune(
-    train: Path = typer.Option(..., "--train", help=_TRAIN_HELP),
-    test: Path = typer.Option(..., "--test", help="Target-language test data with the same labels."),
     aligner: Path = typer.Option(..., "--aligner", help="A saved aligner directory (from `train-aligner`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, weights and checkpoints: new, "
                                                     "empty, or this run's own to resume."),
-    text_column: str = typer.Option("text", help="Text column of the training file."),
-    label_column: str = typer.Option("label", help="Label column of the training file."),
-    pair_column: Optional[str] = typer.Option(None, help="Second text of a pair in the training file."),
-    test_text_column: Optional[str] = typer.Option(None, help="Text column of the test file (default: --text-column)."),
-    test_label_column: Optional[str] = typer.Option(None, help="Label column of the test file "
-                                                                "(default: --label-column)."),
-    test_pair_column: Optional[str] = typer.Option(None, help="Pair column of the test file (default: --pair-column)."),
-    where: list[str] = WHERE,
-    test_where: list[str] = typer.Option([], "--test-where", help="Row filter of the test file, as --where."),
     model: Optional[str] = model_flag(),
     train_aligner: bool = typer.Option(False, "--train-aligner", help="Train the aligner too (frozen by default)."),
     freeze_lm: bool = typer.Option(False, "--freeze-lm", help="Keep the LM fixed; train the head (and aligner)."),
@@ -103,15 +116,14 @@ def finetune(
                                        "the LM's vectors (0: the task loss alone)."),
     as_json: bool = _AS_JSON,
     *,
+    files: dict[str, Any],
     options: dict,
 ) -> None:
     """Step 3 end to end: train LM -> aligner -> head on English text, score on target-language text."""
     from embedstore.api import finetune as run
 
-    result = run(train, test, aligner=aligner, out=out, text_column=text_column, label_column=label_column,
-                 pair_column=pair_column, test_text_column=test_text_column, test_label_column=test_label_column,
-                 test_pair_column=test_pair_column, where=where, test_where=test_where, model=model_option(model),
-                 train_aligner=train_aligner, freeze_lm=freeze_lm, aligner_at_test=aligner_at_test, pairs=pairs,
+    result = run(**files, aligner=aligner, out=out, model=model_option(model), train_aligner=train_aligner,
+                 freeze_lm=freeze_lm, aligner_at_test=aligner_at_test, pairs=pairs,
                  pairs_source_column=pairs_source_column, pairs_target_column=pairs_target_column,
                  align_weight=align_weight, progress=not as_json, **options)
     if as_json:
@@ -119,5 +131,5 @@ def finetune(
         return
     _print_history(result.history, result.steps, result.resumed_from_step)
     m = result.metrics
-    console.print(f"{result.method} on {test} ({m['n']:,} rows): accuracy {m['accuracy']:.4f}, "
+    console.print(f"{result.method} on {files['test']} ({m['n']:,} rows): accuracy {m['accuracy']:.4f}, "
                   f"macro-F1 {m['macro_f1']:.4f}; results in {result.out / 'results.json'}", soft_wrap=True)

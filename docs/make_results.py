@@ -32,6 +32,7 @@ from embedstore.base.atomic import write_text
 from embedstore.estimators.aligners import is_trained
 from embedstore.estimators.heads import DEFAULT_HEAD
 from embedstore.analysis.runs import SplitOptions, run_retrieval
+from embedstore.data.tasks import Source
 from embedstore.study.cells import NamedArm, expand, format_size, load_config
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.report import build_report
@@ -86,8 +87,9 @@ RETRIEVAL_ARCHS = ("meanshift", "procrustes", "linear", "fc", "ae")
 def run_retrieval_study() -> None:
     """Every aligner on Tatoeba en-ja (folds 0-7 fit, 8-9 held out), one record per line, replaced whole."""
     split = SplitOptions(fold_column="fold", fit_folds="0-7", test_folds="8-9")
-    records = [run_retrieval(RETRIEVAL_PAIRS, "en", "ja", arch=arch, split=split, store=REPO / "cache" / "store.zarr",
-                             seed=0, progress=True) for arch in RETRIEVAL_ARCHS]
+    pairs = Source(RETRIEVAL_PAIRS, "en", target="ja")
+    records = [run_retrieval(pairs, arch=arch, split=split, store=REPO / "cache" / "store.zarr", seed=0,
+                             progress=True) for arch in RETRIEVAL_ARCHS]
     tmp = RETRIEVAL_RESULTS.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     tmp.replace(RETRIEVAL_RESULTS)

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from embedstore.cli.analyze_cmds import analyze_app
 from embedstore.estimators.aligners import make_aligner
 from embedstore.analysis.runs import SplitOptions, run_cosine, run_gradients
+from embedstore.data.tasks import Source
 from embedstore.encoding.options import EncodeOptions
 from embedstore.study.report_data import COSINE_FIELDS
 
@@ -59,6 +60,25 @@ def test_cosine_json_record_has_report_fields_retrieval_collapse_and_provenance(
     assert prov["model_fingerprint"] and prov["store_key"]["layer"] == 2 and prov["embedstore_version"]
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [w["seed"] for w in written] == [0, 1] and written[1] == rec
+
+
+def test_the_pairs_are_read_as_every_command_reads_rows_with_where(pairs, common):
+    """The analyses read their pairs as the one rows value (`data.tasks.Source`): `--where` keeps rows before the
+    split divides them, and the record names the columns and filters it read; a filter keeping nothing is one
+    line naming the file."""
+    r = invoke("retrieval", pairs, "--where", "fold=0,1,2,3,4,5,6,7", "--test-folds", "6-7", "--json", *common)
+    assert r.exit_code == 0, r.output
+    prov = json.loads(r.stdout)["provenance"]
+    assert prov["input"]["rows"] == 32 and prov["test_rows"] == 8 and prov["fit_rows"] == 24  # folds 8-9 left out
+    assert prov["input"]["text"] == "en" and prov["input"]["target"] == "ko"
+    assert prov["input"]["where"] == {"fold": [str(f) for f in range(8)]} == prov["config"]["where"]
+    r = invoke("gradients", pairs, "--label-column", "apps", "--where", "fold=0,1,2,3,4", "--test-fraction", 0.25,
+               "--json", *common)
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["provenance"]["input"]["rows"] == 20 and rec["provenance"]["input"]["label"] == "apps"
+    r = invoke("cosine", pairs, "--where", "fold=42", *common)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and f"{pairs}: no rows pass the filters" in r.stderr
 
 
 def test_analyses_fit_an_aligner_on_the_rows_and_seed_train_aligner_would_give_it(pairs, common):
@@ -174,7 +194,7 @@ def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_row
     pairs_file = shared_data / "parallel" / "libreoffice_help.en-ko.tsv"
     kwargs = dict(split=SplitOptions(fit_folds="0-5", test_folds="8-9", size=600, test_size=200),
                   store=e5_store, options=EncodeOptions(model=str(e5_small_dir)), seed=0)
-    rec = run_cosine(pairs_file, "en", "ko", arch="procrustes", **kwargs)
+    rec = run_cosine(Source(pairs_file, "en", target="ko"), arch="procrustes", **kwargs)
     raw, aligned = rec["retrieval"]["raw"], rec["retrieval"]["aligned"]
     print(f"\nen-ko held-out {rec['rows']} rows, Procrustes on {rec['pair_size']} pairs "
           f"({rec['provenance']['encoded_now']} texts encoded)")
@@ -190,7 +210,7 @@ def test_procrustes_lifts_en_ko_retrieval_and_cosine_on_held_out_libreoffice_row
     assert not rec["collapse"]["collapsed"]
 
     # the same rows (already in the store): do alignment and the apps task pull the same way?
-    grad = run_gradients(pairs_file, "en", "ko", "apps", arch="procrustes", **kwargs)
+    grad = run_gradients(Source(pairs_file, "en", label="apps", target="ko"), arch="procrustes", **kwargs)
     assert grad["provenance"]["encoded_now"] == 0
     print(f"gradient cosine (alignment vs apps task): parameters {grad['parameters']['mean']:+.3f} "
           f"± {grad['parameters']['std']:.3f}, representation {grad['representation']['mean']:+.3f} "

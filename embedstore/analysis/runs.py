@@ -1,6 +1,8 @@
 """What `embedstore analyze ...` runs: pairs file → row split → vectors from the store → aligner → analysis.
 
-Each `run_*` reads a translation-pairs file (`data.texts.read_table`), splits its rows into aligner-fit rows
+Each `run_*` reads the rows of a translation-pairs file that its `data.tasks.Source` names (the source
+language's column as `text`, the target's as `target`, task labels as `label`, and the row filters `where`: read as
+every command reads rows, `data.tasks.filtered_columns`), splits them into aligner-fit rows
 and held-out rows (`analysis.measures.Split`), encodes only the selected rows (`encoding.encode.encode`: what the
 store holds is reused), fits the aligner on the fit rows (or loads a saved one) and reports on the held-out rows. The result is
 a JSON-ready dict whose `provenance` says exactly what was measured: options, seed, row counts, the input
@@ -29,12 +31,12 @@ from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.base.atomic import check_writable, write_json
-from embedstore.base.provenance import file_identity, stamp
+from embedstore.base.provenance import stamp
 from embedstore.base.retrieval import check_options
 from embedstore.estimators.heads import DEFAULT_HEAD, make_head
 from embedstore.data.selection import parse_size
 from embedstore.store import Store
-from embedstore.data.texts import read_table
+from embedstore.data.tasks import Source, filtered_columns
 
 #: `arch` value for the gradient analysis without an aligner (raw vectors through an identity linear map).
 NO_ALIGNER = "none"
@@ -117,11 +119,11 @@ class _Pairs:
     provenance: dict[str, Any]
 
 
-def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, extra_columns: Sequence[str],
-                split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
+def _load_pairs(pairs: Source, split_options: SplitOptions, store: str | Path | None, options: EncodeOptions, seed: int,
                 config: dict[str, Any], progress: bool, max_k: int = 1, include_fit: bool = True,
                 aligner_cls: type[Aligner] | None = None, seen: np.ndarray | None = None) -> _Pairs:
-    """Read, split, and encode only the rows the analysis uses (both languages in one encode pass).
+    """Read the rows of `pairs` that pass its filters (its label column too, when it names one), split them, and
+    encode only the rows the analysis uses (both languages in one encode pass).
 
     The fit rows are those `fit_rows` gives `aligner_cls` (None: pairs) out of the fit split, as `train-aligner`
     and the sweep pick them. The held-out rows must allow P@`max_k`; this is checked before anything is encoded.
@@ -129,10 +131,13 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     None. `seen`: text ids a loaded aligner was fitted on; held-out rows with either side among them are dropped
     (and counted), since retrieval on an aligner's own pairs flatters it.
     """
+    pairs_file, source_column, target_column = pairs.file, pairs.text, pairs.target
+    if target_column is None:
+        raise ConfigError(f"{pairs_file}: no target column named; expected the pairs' two columns (text and target)")
     if source_column == target_column:
         raise ConfigError(f"source_column and target_column are both '{source_column}'; expected two columns")
-    columns = list(dict.fromkeys([source_column, target_column, *extra_columns, *split_options.columns()]))
-    table = read_table(pairs_file, columns)
+    columns = [c for c in (source_column, target_column, pairs.label) if c is not None]
+    table = filtered_columns(pairs_file, [*columns, *split_options.columns()], pairs.where)
     n_rows = len(table[source_column])
     split = make_split(table, n_rows, split_options, seed)
     dropped = 0
@@ -171,7 +176,7 @@ def _load_pairs(pairs_file: str | Path, source_column: str, target_column: str, 
     provenance = {
         "config": config,
         "seed": seed,
-        "input": file_identity(pairs_file, rows=n_rows),
+        "input": pairs.record(n_rows),
         "split": how if include_fit else f"{split.how}; fit rows unused (aligner loaded)",
         "fit_rows": len(fit) if include_fit else 0,
         "fit_pairs": picked.n_pairs if include_fit else 0,
@@ -246,53 +251,62 @@ def write_record(record: dict[str, Any], out: str | Path) -> Path:
     return path
 
 
-def _alignment(kind: str, pairs_file: str | Path, source_column: str, target_column: str, arch: str | None,
-               aligner_dir: str | Path | None, split: SplitOptions, store: str | Path | None,
-               options: EncodeOptions, seed: int, ks: Sequence[int], csls_k: int, progress: bool) -> dict[str, Any]:
+def _config(command: str, pairs: Source, split: SplitOptions, options: EncodeOptions,
+            **settings: Any) -> dict[str, Any]:
+    """What an analysis was asked for, as its record's provenance keeps it: the rows of which file (its columns
+    and filters), the split, the encoding options and the analysis' own `settings`."""
+    label = {"label_column": pairs.label} if pairs.label is not None else {}
+    return {"command": command, "pairs_file": str(pairs.file), "source_column": pairs.text,
+            "target_column": pairs.target, **label, "where": {c: list(v) for c, v in pairs.where}, **settings,
+            "split": asdict(split), "encode": options.to_dict()}
+
+
+def _alignment(kind: str, pairs: Source, arch: str | None, aligner_dir: str | Path | None, split: SplitOptions,
+               store: str | Path | None, options: EncodeOptions, seed: int, ks: Sequence[int], csls_k: int,
+               progress: bool) -> dict[str, Any]:
     """Shared body of `run_cosine` and `run_retrieval`: both report cosine, retrieval and collapse together."""
     if arch == NO_ALIGNER:
         raise ConfigError(f"arch={NO_ALIGNER!r} is only for gradient analyses; cosine and retrieval compare an "
                           f"aligner's output with raw vectors: use one of {', '.join(ALIGNERS)}")
     if len(options.layers) != 1:
         raise ConfigError(f"{len(options.layers)} layers given; `analyze {kind}` takes one (use `analyze layers`)")
-    config = {"command": kind, "pairs_file": str(pairs_file), "source_column": source_column,
-              "target_column": target_column, "arch": arch, "aligner_dir": str(aligner_dir) if aligner_dir else None,
-              "split": asdict(split), "encode": options.to_dict(), "ks": list(ks), "csls_k": csls_k}
+    config = _config(kind, pairs, split, options, arch=arch, aligner_dir=str(aligner_dir) if aligner_dir else None,
+                     ks=list(ks), csls_k=csls_k)
     check_options(ks, csls_k)  # before the model runs, not after
     saved = _saved_aligner(arch, aligner_dir)
     cls = None if saved is not None else lookup(ALIGNERS, arch or DEFAULT_ALIGNER, "aligner")
     seen = _fit_pair_ids(aligner_dir) if saved is not None else None
-    pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks), include_fit=saved is None, aligner_cls=cls, seen=seen)
-    (layer,) = pairs.source
-    en, tr = pairs.source[layer], pairs.target[layer]
+    loaded = _load_pairs(pairs, split, store, options, seed, config, progress, max(ks), include_fit=saved is None,
+                         aligner_cls=cls, seen=seen)
+    (layer,) = loaded.source
+    en, tr = loaded.source[layer], loaded.target[layer]
     if saved is not None:
         aligner = saved
         result = {**fitted_alignment(aligner, en, tr, ks=ks, csls_k=csls_k, seed=seed),
                   "held_out": {"checked": True,
-                               "dropped_as_fit_pairs": pairs.provenance["held_out_dropped_as_fit_pairs"]}
+                               "dropped_as_fit_pairs": loaded.provenance["held_out_dropped_as_fit_pairs"]}
                   if seen is not None else
                   {"checked": False, "warning": f"{aligner_dir} records no pair hashes ({PAIR_IDS}): whether these "
                                                 "rows were among its fit pairs is unknown"}}
     else:
-        aligner = aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress)
-        result = held_out_alignment(en, tr, pairs.split, aligner, ks=ks, csls_k=csls_k, seed=seed)
+        aligner = aligner_for_run(cls, loaded.n_pairs, seed=seed, progress=progress)
+        result = held_out_alignment(en, tr, loaded.split, aligner, ks=ks, csls_k=csls_k, seed=seed)
     info = _aligner_info(aligner, aligner_dir)
     return {
         "kind": kind,
-        "language": target_column,
-        "source_language": source_column,
+        "language": pairs.target,
+        "source_language": pairs.text,
         "aligner": info["aligner"],
-        "pair_size": None if saved is not None else pairs.n_pairs,
+        "pair_size": None if saved is not None else loaded.n_pairs,
         "layer": layer,
         "seed": seed,
         **result,
-        "provenance": {**pairs.provenance, **info},
+        "provenance": {**loaded.provenance, **info},
     }
 
 
-def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
-               arch: str | None = None, aligner_dir: str | Path | None = None, split: SplitOptions = SplitOptions(),
+def run_cosine(pairs: Source, *, arch: str | None = None, aligner_dir: str | Path | None = None,
+               split: SplitOptions = SplitOptions(),
                store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
                out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Mean cosines EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines on held-out pairs (paper Table 9).
@@ -301,28 +315,25 @@ def run_cosine(pairs_file: str | Path, source_column: str = "en", target_column:
     alone can hide a collapsed map, the held-out retrieval and the collapse flag too.
     """
     check_record_writable(out)  # before anything is encoded
-    result = _alignment("cosine", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
-                        options, seed, (1, 5), 10, progress)
+    result = _alignment("cosine", pairs, arch, aligner_dir, split, store, options, seed, (1, 5), 10, progress)
     cosine = result.pop("cosine")
     record = {**{k: v for k, v in result.items() if k != "provenance"},
               **{k: v for k, v in cosine.items() if k != "seed"}, "provenance": result["provenance"]}
     return _kept(record, out)
 
 
-def run_retrieval(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
-                  arch: str | None = None, aligner_dir: str | Path | None = None,
+def run_retrieval(pairs: Source, *, arch: str | None = None, aligner_dir: str | Path | None = None,
                   split: SplitOptions = SplitOptions(), store: str | Path | None = None,
                   options: EncodeOptions = EncodeOptions(), seed: int = 0, ks: Sequence[int] = (1, 5),
                   csls_k: int = 10, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """P@k both ways, nearest neighbour and CSLS, raw and aligned, on held-out pairs (with cosine and collapse)."""
     check_record_writable(out)  # before anything is encoded
-    record = _alignment("retrieval", pairs_file, source_column, target_column, arch, aligner_dir, split, store,
-                        options, seed, ks, csls_k, progress)
+    record = _alignment("retrieval", pairs, arch, aligner_dir, split, store, options, seed, ks, csls_k, progress)
     return _kept(record, out)
 
 
-def run_layers(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko", *,
-               arch: str | None = None, layers: Sequence[int] | None = None, split: SplitOptions = SplitOptions(),
+def run_layers(pairs: Source, *, arch: str | None = None, layers: Sequence[int] | None = None,
+               split: SplitOptions = SplitOptions(),
                store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
                ks: Sequence[int] = (1, 5), csls_k: int = 10, out: str | Path | None = None,
                progress: bool = False) -> dict[str, Any]:
@@ -337,25 +348,21 @@ def run_layers(pairs_file: str | Path, source_column: str = "en", target_column:
     if layers is None or len(layers) == 0:
         layers = tuple(range(options.resolve().num_layers + 1))
     options = replace(options, layers=tuple(layers))
-    config = {"command": "layers", "pairs_file": str(pairs_file), "source_column": source_column,
-              "target_column": target_column, "arch": arch, "split": asdict(split), "encode": options.to_dict(),
-              "ks": list(ks), "csls_k": csls_k}
+    config = _config("layers", pairs, split, options, arch=arch, ks=list(ks), csls_k=csls_k)
     check_options(ks, csls_k)  # before the model runs, not after
     cls = lookup(ALIGNERS, arch, "aligner")  # before anything is encoded
-    pairs = _load_pairs(pairs_file, source_column, target_column, [], split, store, options, seed, config, progress,
-                        max(ks), aligner_cls=cls)
-    per_layer = layer_report(pairs.source, pairs.target, pairs.split,
-                             lambda: aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress), ks=ks,
+    loaded = _load_pairs(pairs, split, store, options, seed, config, progress, max(ks), aligner_cls=cls)
+    per_layer = layer_report(loaded.source, loaded.target, loaded.split,
+                             lambda: aligner_for_run(cls, loaded.n_pairs, seed=seed, progress=progress), ks=ks,
                              csls_k=csls_k, seed=seed)
-    info = _aligner_info(aligner_for_run(cls, pairs.n_pairs, seed=seed), None)
-    record = {"kind": "layers", "language": target_column, "source_language": source_column,
-              "aligner": arch, "pair_size": pairs.n_pairs, "seed": seed, "layers": per_layer,
-              "provenance": {**pairs.provenance, **info}}
+    info = _aligner_info(aligner_for_run(cls, loaded.n_pairs, seed=seed), None)
+    record = {"kind": "layers", "language": pairs.target, "source_language": pairs.text,
+              "aligner": arch, "pair_size": loaded.n_pairs, "seed": seed, "layers": per_layer,
+              "provenance": {**loaded.provenance, **info}}
     return _kept(record, out)
 
 
-def run_gradients(pairs_file: str | Path, source_column: str = "en", target_column: str = "ko",
-                  label_column: str = "label", *, arch: str | None = None, aligner_dir: str | Path | None = None,
+def run_gradients(pairs: Source, *, arch: str | None = None, aligner_dir: str | Path | None = None,
                   head: str = DEFAULT_HEAD, batch_size: int = 64, split: SplitOptions = SplitOptions(),
                   store: str | Path | None = None, options: EncodeOptions = EncodeOptions(), seed: int = 0,
                   out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
@@ -363,19 +370,19 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
 
     The aligner is fitted on the fit rows (unless `aligner_dir`, or `arch="none"` for raw vectors through an
     identity linear map); the head (`head`: linear or mlp) is trained on the fit rows' aligned English vectors
-    with `label_column`, as LangAlign trains it; `analysis.gradient_alignment` then measures on held-out rows.
-    The held-out accuracy of that head on aligned English and on target-language vectors (the transfer score)
+    with the pairs' `label` column, as LangAlign trains it; `analysis.gradient_alignment` then measures on held-out
+    rows. The held-out accuracy of that head on aligned English and on target-language vectors (the transfer score)
     and the aligner's collapse check are reported alongside, so the gradient cosine can be read against them.
     """
     check_record_writable(out)  # before anything is encoded
     if len(options.layers) != 1:
         raise ConfigError(f"{len(options.layers)} layers given; `analyze gradients` takes one")
-    if label_column in (source_column, target_column):
-        raise ConfigError(f"label_column '{label_column}' is also a text column; expected a column of labels")
-    config = {"command": "gradients", "pairs_file": str(pairs_file), "source_column": source_column,
-              "target_column": target_column, "label_column": label_column, "arch": arch,
-              "aligner_dir": str(aligner_dir) if aligner_dir else None, "head": head, "batch_size": batch_size,
-              "split": asdict(split), "encode": options.to_dict()}
+    if pairs.label is None:
+        raise ConfigError(f"{pairs.file}: no label column named; the gradient analysis trains a head on labelled rows")
+    if pairs.label in (pairs.text, pairs.target):
+        raise ConfigError(f"label_column '{pairs.label}' is also a text column; expected a column of labels")
+    config = _config("gradients", pairs, split, options, arch=arch,
+                     aligner_dir=str(aligner_dir) if aligner_dir else None, head=head, batch_size=batch_size)
     if arch == NO_ALIGNER:
         if aligner_dir is not None:
             raise ConfigError(f"both arch={NO_ALIGNER!r} and aligner_dir={str(aligner_dir)!r} given; use one")
@@ -384,16 +391,15 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
         saved = _saved_aligner(arch, aligner_dir)
         cls = None if saved is not None else lookup(ALIGNERS, arch or DEFAULT_ALIGNER, "aligner")
     task_head = make_head(head, seed=seed)
-    pairs = _load_pairs(pairs_file, source_column, target_column, [label_column], split, store, options, seed,
-                        config, progress, aligner_cls=cls)
-    (layer,) = pairs.source
-    en, tr = pairs.source[layer], pairs.target[layer]
-    labels = np.asarray([pairs.table[label_column][i] for i in pairs.rows])
-    fit, test = pairs.split.fit, pairs.split.test
+    loaded = _load_pairs(pairs, split, store, options, seed, config, progress, aligner_cls=cls)
+    (layer,) = loaded.source
+    en, tr = loaded.source[layer], loaded.target[layer]
+    labels = np.asarray([loaded.table[pairs.label][i] for i in loaded.rows])
+    fit, test = loaded.split.fit, loaded.split.test
     aligner = saved
     if cls is not None:
-        aligner = aligner_for_run(cls, pairs.n_pairs, seed=seed, progress=progress).fit(en[fit],
-                                                                                        tr[pairs.split.target_fit])
+        aligner = aligner_for_run(cls, loaded.n_pairs, seed=seed, progress=progress).fit(en[fit],
+                                                                                         tr[loaded.split.target_fit])
     info = _aligner_info(aligner, aligner_dir) if aligner is not None else {"aligner": NO_ALIGNER}
     project = aligner.transform if aligner is not None else (lambda x: x)
     task_head.fit(project(en[fit]), labels[fit])
@@ -402,10 +408,10 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
                                 seed=seed)
     record = {
         "kind": "gradients",
-        "language": target_column,
-        "source_language": source_column,
+        "language": pairs.target,
+        "source_language": pairs.text,
         "aligner": info["aligner"],
-        "pair_size": None if aligner_dir is not None else pairs.n_pairs,
+        "pair_size": None if aligner_dir is not None else loaded.n_pairs,
         "layer": layer,
         "seed": seed,
         **result,
@@ -413,6 +419,6 @@ def run_gradients(pairs_file: str | Path, source_column: str = "en", target_colu
         "head_accuracy": {"english_aligned": task_head.score(aligned_test, labels[test]),
                           "target": task_head.score(tr[test], labels[test])},
         "collapse": collapse_report(aligned_test, en[test], tr[test]) if aligner is not None else None,
-        "provenance": {**pairs.provenance, **info},
+        "provenance": {**loaded.provenance, **info},
     }
     return _kept(record, out)
