@@ -53,3 +53,35 @@ def test_each_step_and_each_read_path_computes_the_key_once(counted, rows, tiny_
     counted.clear()
     assert len(api.predict(tmp_path / "pipe", ["새 문장"], store=store, model=model)) == 1
     assert len(counted) == 1
+
+
+@pytest.mark.parametrize("method", ["langalign", pytest.param("adapt-simcse", marks=pytest.mark.heavy)])
+def test_a_sweep_cell_resolves_its_model_and_computes_its_key_once(counted, tiny_model_dir, tmp_path, monkeypatch,
+                                                                   method):
+    """A cell's context resolves the model and computes the key once; every step of the cell (vectors, the aligner's
+    cache key, the record) and an adapted encoder's check use them. An adapted cell computes one more: its adapted
+    model's, once."""
+    from embedstore.study.cells import expand, load_config
+    from embedstore.study.experiments import prepare, run_cell
+    from test_experiments import write_config
+
+    path = write_config(tmp_path, tiny_model_dir, [method], aligners=("procrustes",))
+    path.write_text(path.read_text() + "[adapt]\nepochs = 1\nbatch_size = 8\nmax_length = 24\n")
+    config = load_config(path)
+    cells = expand(config)
+    prepare(cells, config, progress=False)
+    resolved: list[str] = []
+    original = EncodeOptions.resolve
+
+    def resolve(self):
+        resolved.append(self.model)
+        return original(self)
+
+    monkeypatch.setattr(EncodeOptions, "resolve", resolve)
+    counted.clear()
+    record = run_cell(cells[0], config)
+    adapted = 1 if method.startswith("adapt-") else 0
+    assert len(counted) == len(resolved) == 1 + adapted and resolved[0] == str(tiny_model_dir)
+    assert record["provenance"]["store_key"] == counted[0][0].to_dict()
+    if adapted:
+        assert resolved[1] == record["provenance"]["sizes"]["adapt"]["dir"] + "/model"

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from embedstore.base.atomic import write_text
-from embedstore.base.errors import ConfigError
 from embedstore.store import Store
 
 
@@ -26,7 +25,7 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
                     needed: list[str]) -> tuple[Any, dict]:
     """Adapt the encoder by `method` on `rows` (JSON rows: text and label for lora, text for simcse, text and
     target for align; `ids` their text ids), encode `needed` with it into its own store, and return the cell's
-    context on that store and key, with what the record should say about the adaptation.
+    context on that store, with the adapted model and its key, and what the record should say about the adaptation.
 
     `ctx` is the cell's `experiments.Context` (not imported: experiments imports this module). Two cells of the
     same adapted encoder running at once: the second finds the adaptation's run directory locked and fails with
@@ -36,16 +35,12 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
     from embedstore.data.tasks import Source
 
     cell, config = ctx.cell, ctx.config
-    spec = config.encoding.resolve()
-    if (ctx.key.pooling, ctx.key.layer, ctx.key.prefix) != ("mean", spec.num_layers, spec.prefix):
-        raise ConfigError(f"{cell.method} adapts the model's mean-pooled last layer with its own prefix, but the "
-                          f"sweep's [encoding] makes vectors under {ctx.key.describe()}; drop those [encoding] "
-                          "settings or the method")
+    ctx.require_model_vectors("adapts")
     settings = {k: v for k, v in config.adapt.items() if k not in ("identity_weight", "size")}
     options = method_options(method, seed=cell.seed, **settings)
     recipe = AdaptRecipe(method, identity_weight=config.adapt.get("identity_weight", 0.0) if method == "align" else 0.0)
     digest = hashlib.sha256(json.dumps({"recipe": recipe.to_record(), "options": options.to_record(),
-                                        "base": spec.fingerprint}, sort_keys=True, default=str).encode())
+                                        "base": ctx.spec.fingerprint}, sort_keys=True, default=str).encode())
     digest.update(ids.tobytes())
     work = config.results.with_suffix(".adapt") / f"{method}-{digest.hexdigest()[:16]}"
     data_file = work / "data.jsonl"
@@ -56,12 +51,14 @@ def adapted_context(ctx: Any, method: str, rows: list[dict], ids: np.ndarray,
     adapted = adapt(recipe, data, work / "model", model=config.model, options=options)
 
     encoding = replace(config.encoding, model=str(adapted.out))
+    spec = encoding.resolve()  # the adapted model, resolved once: its key is computed once and the context keeps both
+    keys = encoding.keys(spec)
     store_path = work / "store.zarr"
-    report = encode(list(dict.fromkeys(needed)), store=store_path, options=encoding)
+    encode(list(dict.fromkeys(needed)), store=store_path, options=encoding, spec=spec, keys=keys)
     best = adapted.history["best_epoch"]
     info = {"method": method, "dir": str(work), "fingerprint": adapted.fingerprint,
             "base_fingerprint": adapted.base_fingerprint, "steps": adapted.steps, "rows": len(rows),
             "recipe": recipe.to_record(), "config": adapted.provenance["config"],
             "wall_time_s": adapted.provenance["wall_time_s"], "best_epoch": best,
             "val_before": adapted.history["epochs"][0], "val_best": adapted.history["epochs"][best]}
-    return replace(ctx, store=Store.open(store_path), key=report.keys[0]), info
+    return replace(ctx, store=Store.open(store_path), key=keys[0], spec=spec), info

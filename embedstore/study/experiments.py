@@ -46,14 +46,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
-    """What every method needs: the cell, its task for the cell's language, and a vector lookup."""
+    """What every method needs: the cell, its task for the cell's language, and a vector lookup: the model as
+    the cell resolved it (`spec`) and the store key computed from it once (`key`), which every step of the cell
+    reads, writes and records under."""
 
     cell: Cell
     config: SweepConfig
     task: Task
     store: Store
     key: StoreKey
-    spec: ModelSpec | None = None
+    spec: ModelSpec
 
     @property
     def aligner_cache(self) -> Path:
@@ -61,6 +63,15 @@ class Context:
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         return self.store.get(self.key, texts)
+
+    def require_model_vectors(self, does: str, why: str = "") -> None:
+        """Refuse a method that trains the model itself (`does` it) when the sweep's [encoding] makes other vectors
+        than the model's own mean-pooled last layer under its own prefix: what it trains would not be what the
+        cell's cached steps were fitted on."""
+        if (self.key.pooling, self.key.layer, self.key.prefix) != ("mean", self.spec.num_layers, self.spec.prefix):
+            raise ConfigError(f"{self.cell.method} {does} the model's last layer with mean pooling and its own "
+                              f"prefix, but the sweep's [encoding] makes vectors under {self.key.describe()}{why}; "
+                              "drop those [encoding] settings or the method")
 
 
 def task_for(cell: Cell, config: SweepConfig) -> Task:
@@ -351,11 +362,7 @@ def run_e2e(ctx: Context) -> MethodResult:
     from embedstore.text_training.finetune import finetune
     from embedstore.text_training.options import TrainOptions
 
-    spec = ctx.config.encoding.resolve()
-    if (ctx.key.pooling, ctx.key.layer, ctx.key.prefix) != ("mean", spec.num_layers, spec.prefix):
-        raise ConfigError(f"langalign-e2e trains through the model's last layer with mean pooling and its own prefix, "
-                          f"but the sweep's [encoding] makes vectors under {ctx.key.describe()}: its aligner would "
-                          "sit behind other vectors than it was fitted on; drop those [encoding] settings or the method")
+    ctx.require_model_vectors("trains through", ": its aligner would sit behind other vectors than it was fitted on")
     cell, test = ctx.cell, ctx.task.rows("test")
     texts, labels, picked = _train_rows(ctx, "en_train", set(test.labels))
     src, tgt, n_pairs = _pairs(ctx, _task_texts(ctx))
@@ -451,6 +458,7 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
 
 
 def _context(cell: Cell, config: SweepConfig) -> Context:
+    """The cell's context: its model resolved and its store key computed here, once for the whole cell."""
     spec = config.encoding.resolve()
     return Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store),
                    key=config.encoding.key(spec), spec=spec)
