@@ -188,7 +188,8 @@ def predict(
             raise ConfigError(f"predict: {text!r} is a file; pass it with --file {text} (arguments are texts)")
     if not texts and file is None:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = run(pipeline, texts or [], file=file, text_column=column, store=store, model=model)
+    results = run(pipeline, texts or [], file=file, text_column=column, store=store, model=model,
+                  progress=not as_json)  # on stderr: the results on stdout stay whole when piped
     if as_json:
         return print_json(results)
     for r in results:

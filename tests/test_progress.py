@@ -111,3 +111,45 @@ def test_an_encode_says_when_it_starts_exporting_a_graph(tiny_model_dir, tmp_pat
         encode(["a text", "another"], store=tmp_path / "s.zarr", options=EncodeOptions(model=str(tiny_model_dir)),
                compute=ComputeOptions(backend="onnx"), progress=True)
     assert "exporting the ONNX graph of" in capsys.readouterr().err
+
+
+def test_predictions_show_the_encode_bar_on_stderr_on_long_inputs(tiny_model_dir, fold_table, tmp_path, monkeypatch,
+                                                                 capsys):
+    """`Pipeline.predict` and `Pipeline.vectors` (issue 29.3): the encode's bar goes to stderr, so predictions piped
+    to a file stay whole; by default (progress=None) only to a person watching, and only on inputs of
+    `LONG_INPUT` texts or more; `progress=True` shows it whenever texts are encoded."""
+    import embedstore.api as api
+    from embedstore.pipelines import pipeline as module
+
+    store, model = tmp_path / "s.zarr", str(tiny_model_dir)
+    api.train_head(fold_table(12), text_column="en", out=tmp_path / "pipe", store=store, model=model, progress=False)
+    pipe = api.load_pipeline(tmp_path / "pipe", store=store, model=model)
+    capsys.readouterr()
+    assert len(pipe.predict([f"새 문장 {i}" for i in range(3)], progress=True)) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and "encoding: 3/3 texts (100%)" in err
+    monkeypatch.setattr(module, "LONG_INPUT", 4)
+    monkeypatch.setattr(module, "watched", lambda progress: True)  # a person watches
+    pipe.predict([f"짧은 입력 {i}" for i in range(3)])
+    assert capsys.readouterr() == ("", "")
+    assert pipe.vectors([f"긴 입력 {i}" for i in range(4)]).shape[0] == 4
+    out, err = capsys.readouterr()
+    assert out == "" and "encoding: 4/4 texts (100%)" in err
+    monkeypatch.setattr(module, "watched", lambda progress: False)  # output to a file or a pipe
+    pipe.predict([f"로그 입력 {i}" for i in range(4)])
+    assert capsys.readouterr() == ("", "")
+
+
+def test_cli_predict_keeps_its_results_alone_on_stdout(tiny_model_dir, fold_table, tmp_path):
+    from typer.testing import CliRunner
+
+    import embedstore.api as api
+    from embedstore.cli.app import app
+
+    store, model = tmp_path / "s.zarr", str(tiny_model_dir)
+    api.train_head(fold_table(12), text_column="en", out=tmp_path / "pipe", store=store, model=model, progress=False)
+    r = CliRunner().invoke(app, ["predict", "-p", str(tmp_path / "pipe"), "하나", "둘", "--store", str(store),
+                                 "--model", model])
+    assert r.exit_code == 0, r.output
+    assert [line.split()[-1] for line in r.stdout.splitlines()] == ["하나", "둘"], (r.stdout, r.stderr)
+    assert "encoding: 2/2 texts (100%)" in r.stderr

@@ -105,12 +105,28 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
+_ON_STDERR: ContextVar[bool] = ContextVar("embedstore_bars_on_stderr", default=False)
+
+
+@contextmanager
+def bars_on_stderr() -> Iterator[None]:
+    """Inside, every bar built here draws (or logs) on stderr: for a job whose results are its standard output
+    (`predict` prints a line per text), so that a pipe or a file of results never holds a progress line, and for
+    the bars deep in what it calls (an encode's) without a stream argument through every signature between."""
+    token = _ON_STDERR.set(True)
+    try:
+        yield
+    finally:
+        _ON_STDERR.reset(token)
+
+
 def make_progress(*columns: ProgressColumn | str, enabled: bool = True, stderr: bool = False,
                   expand: bool = False, file: TextIO | None = None, interval: float = LOG_INTERVAL) -> Progress:
-    """The one place a `Progress` is built; callers choose the columns. `stderr` keeps the bar out of stdout,
-    where a command may be printing JSON; `file` sends it elsewhere. When that stream is not a terminal the
-    bar is a `LogProgress` printing a line to it every `interval` seconds."""
-    console = Console(file=file) if file is not None else Console(stderr=stderr)
+    """The one place a `Progress` is built; callers choose the columns. `stderr` (or being inside
+    `bars_on_stderr`) keeps the bar out of stdout, where a command may be printing JSON; `file` sends it
+    elsewhere. When that stream is not a terminal the bar is a `LogProgress` printing a line to it every
+    `interval` seconds."""
+    console = Console(file=file) if file is not None else Console(stderr=stderr or _ON_STDERR.get())
     if enabled and not (console.is_terminal or console.is_jupyter):
         return LogProgress(*columns, console=console, interval=interval)
     return Progress(*columns, console=console, disable=not enabled, expand=expand)

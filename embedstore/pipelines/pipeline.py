@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
+from embedstore.base.progress import bars_on_stderr, watched
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.schema import check_keys
 from embedstore.encoding.models import is_model_path
@@ -47,6 +48,11 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "recipe": (str,), "train": (dict,), "share": (bool,), "sizes": (dict,), "model": (str,), "seconds": (int, float)}
 # written by older versions, still read (and ignored: `encoding` pins the fingerprint and gives the key)
 _LEGACY: dict[str, tuple[type, ...]] = {"embedstore": (str,), "model_fingerprint": (str,), "store_key": (dict,)}
+
+LONG_INPUT = 500
+"""Texts from which `progress=None` shows an encode's bar to a person watching: about 5 s of e5-small on two CPU
+cores (2,000 texts took 14-18 s in benchmarks/encode.py), the length of step that should say it is running;
+fewer are answered before a bar would tell anything."""
 
 
 def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarray) -> None:
@@ -170,17 +176,24 @@ class Pipeline:
         return cls(options, key, str(store or default_store()), aligner, load_head(directory / HEAD_DIR), manifest,
                    spec)
 
-    def vectors(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        return embed(texts, store=self.store, options=self.encode_options, progress=progress, spec=self.spec,
-                     keys=[self.key])
+    def vectors(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        """The vectors of `texts` under the pipeline's key, encoding what the store lacks. `progress`: the encode's
+        bar, on stderr (a bar on a terminal, a line every 30 s in a log); None shows it on inputs of `LONG_INPUT`
+        texts or more when a person watches (`base.progress.watched`)."""
+        show = progress if progress is not None else watched(None) and len(texts) >= LONG_INPUT
+        with bars_on_stderr():
+            return embed(texts, store=self.store, options=self.encode_options, progress=show, spec=self.spec,
+                         keys=[self.key])
 
     @property
     def aligner_at_test(self) -> bool:
         return self.aligner is not None and self.aligner.aligns_target_at_test
 
-    def predict_proba(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> np.ndarray:
-        """`use_aligner` None: as the aligner prescribes (`Aligner.aligns_target_at_test`)."""
-        x = self.vectors(texts)
+    def predict_proba(self, texts: Sequence[str], *, use_aligner: bool | None = None,
+                      progress: bool | None = None) -> np.ndarray:
+        """`use_aligner` None: as the aligner prescribes (`Aligner.aligns_target_at_test`); `progress` as for
+        `vectors`."""
+        x = self.vectors(texts, progress=progress)
         if self.aligner is not None and (self.aligner_at_test if use_aligner is None else use_aligner):
             x = self.aligner.transform(x)
         return self.head.predict_proba(x)
@@ -190,14 +203,17 @@ class Pipeline:
         """The labels the head knows, in the column order of `predict_proba` (scikit-learn's name)."""
         return [str(c) for c in self.head.classes_]
 
-    def predict(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[str]:
+    def predict(self, texts: Sequence[str], *, use_aligner: bool | None = None,
+                progress: bool | None = None) -> list[str]:
         """The predicted label of each text, as a scikit-learn classifier's `predict` gives it."""
-        proba = self.predict_proba(texts, use_aligner=use_aligner)
+        proba = self.predict_proba(texts, use_aligner=use_aligner, progress=progress)
         return [self.classes_[i] for i in proba.argmax(axis=1)]
 
-    def predict_records(self, texts: Sequence[str], *, use_aligner: bool | None = None) -> list[dict]:
+    def predict_records(self, texts: Sequence[str], *, use_aligner: bool | None = None,
+                        progress: bool | None = None) -> list[dict]:
         """Text, label and per-class probabilities for each text: what `embedstore predict --json` prints."""
-        return prediction_records(texts, self.classes_, self.predict_proba(texts, use_aligner=use_aligner))
+        return prediction_records(texts, self.classes_,
+                                  self.predict_proba(texts, use_aligner=use_aligner, progress=progress))
 
 
 def prediction_records(texts: Sequence[str], classes: Sequence[str], proba: np.ndarray) -> list[dict]:
