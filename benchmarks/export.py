@@ -66,7 +66,8 @@ def main() -> None:
 
         def torch_predict() -> list[dict]:  # what `embedstore predict` does for texts its store lacks
             store = tmp / f"predict-{next(fresh)}.zarr"
-            return embedstore.load_pipeline(tmp / "pipe", store=store, model=args.model).predict_records(texts)
+            return embedstore.load_pipeline(tmp / "pipe", store=store, model=args.model).predict_records(
+                texts, progress=False)  # timed as the ONNX path is: without a bar
 
         torch_predict(), served.predict_records(texts[:8])  # warm-up: models loaded, first-call costs paid
         torch_s, torch_out = median_seconds(torch_predict, args.repeats)
