@@ -64,6 +64,49 @@ def test_onnx_vectors_equal_torch_vectors_within_1e_5_and_share_their_key(tiny_m
     assert provenance["backend"] == "onnx" and provenance["onnx"]["max_abs_diff"] <= 1e-5
 
 
+def test_a_kept_session_serves_later_encodes_without_reading_the_graph_again(tiny_model_dir, tmp_path,
+                                                                             monkeypatch):
+    """Issue 27.4: every encode re-read and re-hashed the graph (470 MB for e5-small, ~1 s) only to find the
+    session it had already made. The kept session runs the bytes verified when it was made; a graph rebuilt on
+    disk (another digest in its record) gets a new session, verified again."""
+    from embedstore.encoding import backend, onnx_backend
+
+    monkeypatch.setattr(backend, "_SESSIONS", {})
+    options = EncodeOptions(model=str(tiny_model_dir))
+    first = embed(SENTENCES[:4], store=tmp_path / "a.zarr", options=options, compute=ONNX)
+    reads = []
+    real = onnx_backend.verified_bytes
+    monkeypatch.setattr(onnx_backend, "verified_bytes", lambda *a: reads.append(a[0]) or real(*a))
+    again = embed(SENTENCES[:4], store=tmp_path / "b.zarr", options=options, compute=ONNX)
+    assert reads == [] and len(backend._SESSIONS) == 1
+    np.testing.assert_array_equal(again, first)
+    graph = onnx_backend.ensure_graph(resolve_model(tiny_model_dir), (2,))
+    rebuilt = dataclasses.replace(graph, check={**graph.check, "sha256": "f" * 64})
+    recorded, real_ensure = iter([rebuilt]), onnx_backend.ensure_graph  # another digest recorded, once
+    monkeypatch.setattr(onnx_backend, "ensure_graph", lambda *a, **k: next(recorded, None) or real_ensure(*a, **k))
+    embed(SENTENCES[:4], store=tmp_path / "c.zarr", options=options, compute=ONNX)
+    assert reads == [graph.path]  # not the kept session's graph: its bytes are read and verified again
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_the_onnx_engines_numpy_pooling_equals_the_torch_pooling(pooling):
+    """`pool_array` (the ONNX engine's, so no torch thread wakes between session runs) against `pool`, on a
+    padded batch with rows of different lengths: equal to fp32 noise, padding never leaking in."""
+    import torch
+
+    from embedstore.encoding.encoder import pool, pool_array
+
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((4, 7, 16)).astype(np.float32)
+    mask = np.array([[1] * n + [0] * (7 - n) for n in (7, 3, 1, 5)], dtype=np.int64)
+    want = pool(torch.from_numpy(hidden), torch.from_numpy(mask), pooling).numpy()
+    got = pool_array(hidden, mask, pooling)
+    assert got.dtype == np.float32 and got.shape == (4, 16)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    hidden[mask == 0] = 1e6  # what padding carries must not move a vector
+    np.testing.assert_allclose(pool_array(hidden, mask, pooling), got, atol=1e-6, rtol=0)
+
+
 @pytest.mark.heavy
 def test_int8_vectors_get_their_own_key_and_never_mix_with_fp32(tiny_model_dir, tmp_path):
     spec = resolve_model(tiny_model_dir)

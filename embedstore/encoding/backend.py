@@ -108,18 +108,24 @@ def _load_reduced(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int]
 
 
 def _load_onnx(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], device: torch.device):
-    from embedstore.encoding.onnx_backend import OnnxEncoder, load_graph
+    """The process's session of the graph (`_SESSIONS`). Its bytes are read and verified only when a session is
+    made from them: a kept session runs the bytes verified when it was made, so hashing the file again on every
+    encode (470 MB for e5-small, ~0.5 s) would check nothing the session runs."""
+    from embedstore.encoding.onnx_backend import OnnxEncoder, ensure_graph, load_graph
 
     graph_kind = "fp16" if options.precision is not None else options.quantize
-    graph, data = load_graph(spec, layers, graph_kind)
+    graph = ensure_graph(spec, layers, graph_kind)  # its check record only: cheap
     cache_key = (str(graph.path), graph.check["sha256"], str(device), torch.get_num_threads())
     if cache_key not in _SESSIONS:
         _SESSIONS.clear()  # one graph in memory, as load_once keeps one model
+        graph, data = load_graph(spec, layers, graph_kind)  # a damaged graph is rebuilt here
         tokenizer = load_tokenizer(spec)
         check_right_padding(tokenizer)
+        cache_key = (str(graph.path), graph.check["sha256"], str(device), torch.get_num_threads())
         _SESSIONS[cache_key] = OnnxEncoder(graph, data, tokenizer, device, torch.get_num_threads())
     return _SESSIONS[cache_key]
 
 
 _SESSIONS: dict[tuple[str, str, str, int], object] = {}
-"""Library callers (trainers, sweeps, predict) encode many small sets: one ONNX Runtime session per process."""
+"""Library callers (trainers, sweeps, predict) encode many small sets: one ONNX Runtime session per process, keyed
+by the graph's recorded digest (a graph rebuilt on disk has another, so it gets a new session)."""

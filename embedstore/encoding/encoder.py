@@ -27,6 +27,21 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     raise ConfigError(f"pooling: '{pooling}' is not supported; expected one of {', '.join(POOLINGS)}")
 
 
+def pool_array(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """`pool` in numpy, for the ONNX Runtime engine, whose process must not wake torch's thread team between two
+    session runs: on 2 cores torch's OpenMP threads and ONNX Runtime's spinning pool then oversubscribe the cores,
+    and `pool` took ~20 ms a batch where these single-threaded loops take ~1 ms (cProfile of an encode,
+    docs/performance.md). The same sums in fp32, so the vectors equal `pool`'s to fp32 noise."""
+    if pooling == "cls":
+        return np.ascontiguousarray(hidden[:, 0])
+    m = mask[..., None].astype(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * m).sum(1) / np.maximum(m.sum(1), 1.0)
+    if pooling == "max":
+        return np.where(m == 0, np.finfo(hidden.dtype).min, hidden).max(1)
+    raise ConfigError(f"pooling: '{pooling}' is not supported; expected one of {', '.join(POOLINGS)}")
+
+
 def check_right_padding(tokenizer) -> None:
     if getattr(tokenizer, "padding_side", "right") != "right":
         raise ConfigError("tokenizer pads on the left; cls pooling needs right padding")

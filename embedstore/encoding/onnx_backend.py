@@ -314,13 +314,14 @@ class OnnxEncoder:
         self.graph, self.tokenizer, self.device = graph, tokenizer, device
 
     def forward(self, batch: dict, layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
-        from embedstore.encoding.encoder import pool
+        """Pooled in numpy (`encoder.pool_array`): no torch op runs between two session runs."""
+        from embedstore.encoding.encoder import pool_array
 
         feeds = {name: batch[name].cpu().numpy() for name in self.graph.inputs}
         wanted = [f"hidden_{layer}" for layer in layers]
         hidden = self.session.run(wanted, feeds)
-        mask = batch["attention_mask"].cpu()
-        return {layer: pool(torch.from_numpy(h), mask, pooling).numpy() for layer, h in zip(layers, hidden)}
+        mask = batch["attention_mask"].cpu().numpy()
+        return {layer: pool_array(h, mask, pooling) for layer, h in zip(layers, hidden)}
 
 
 if __name__ == "__main__":  # the child of `_run_in_child`
