@@ -22,6 +22,10 @@ def sweep(
     address: Optional[str] = typer.Option(None, help="--executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); "
                                                      "default RAY_ADDRESS, else a local Ray for this sweep."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),
+    backfill: bool = typer.Option(False, "--backfill", help="First re-run finished cells whose records lack what "
+                                  "this version records (head refits at C/10 and C×10, LangAlign's validation "
+                                  "score); a record is updated only where the re-run reproduces its test "
+                                  "predictions."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (with --dry-run: the cells)."),
 ) -> None:
     """Run a grid of cells from cached vectors; finished cells are skipped, each result is appended at once."""
@@ -30,7 +34,15 @@ def sweep(
     from embedstore.api import sweep as run
 
     note_settings()
-    study = run(config, workers=workers, executor=executor, address=address, dry_run=dry_run, progress=not as_json)
+    study = run(config, workers=workers, executor=executor, address=address, dry_run=dry_run, backfill=backfill,
+                progress=not as_json)
+    backfilled = study.backfilled
+    if backfilled is not None and not as_json:
+        console.print(str(backfilled), highlight=False, markup=False)
+    if backfilled is not None and backfilled.interrupted:
+        if as_json:
+            print_json({"backfill": backfilled.to_dict()})
+        raise typer.Exit(130)
     if dry_run:
         summary = study.summary
         finished = {cell.id for cell in summary.skipped}
@@ -42,7 +54,8 @@ def sweep(
                           markup=False, soft_wrap=True)
     if as_json and not dry_run:
         print_json({**study.summary.to_dict(),
-                    "encoded": study.encoded.to_dict() if study.encoded is not None else None})
+                    "encoded": study.encoded.to_dict() if study.encoded is not None else None,
+                    "backfill": backfilled.to_dict() if backfilled is not None else None})
     elif study.encoded is not None:
         report = study.encoded
         console.print(f"vectors: {report.unique:,} texts, {report.encoded:,} newly encoded ({report.seconds:.1f} s)")

@@ -43,10 +43,12 @@ test = {{ file = "unused.tsv", text = "ko", label = "apps" }}
 NAMED = '[claims]\nlangalign = { aligner = "fc", pairs = "5k" }\n'
 
 
-def write_study(results_dir: Path, configs: Path, claims: str = NAMED) -> None:
+def write_study(results_dir: Path, configs: Path, claims: str = NAMED,
+                validation: dict[str, list[float]] | None = None) -> None:
     """English-only, LangAlign FC and Procrustes at 5k pairs, 2 task sizes, 3 seeds, 400 test rows, per-row
     predictions kept with the heads' refits at C/10 and C×10, and the study's config. Procrustes scores highest
-    on the test rows; the config names FC. FC's head refitted at C/10 predicts what English-only's does."""
+    on the test rows; the config names FC. FC's head refitted at C/10 predicts what English-only's does.
+    `validation`: each aligner's validation kappa per seed (None: records written before they were kept)."""
     rng = np.random.default_rng(0)
     truth = [("calc", "writer")[i % 2] for i in range(400)]
     records = []
@@ -72,7 +74,11 @@ def write_study(results_dir: Path, configs: Path, claims: str = NAMED) -> None:
                 records.append({"cell": cell, "cell_id": cell_id, "context": "ctx", "status": "ok",
                                 "metrics": {"accuracy": float(right.mean()), "n": 400, "labels": ["calc", "writer"],
                                             "confusion": confusion, "degenerate": None,
-                                            "head_regularisation": {"C": 0.01, **refits}},
+                                            "head_regularisation": {"C": 0.01, **refits},
+                                            **({"validation": {"rows": 100, "kappa": validation[aligner][seed],
+                                                               "agreement": 0.9, "split": "held out"}}
+                                               if validation and aligner and seed < len(validation[aligner])
+                                               else {})},
                                 "predictions": predictions.write(results_dir / f"{STUDY}.jsonl", cell_id, "ctx",
                                                                  rows.to_payload()),
                                 "provenance": {"sizes": {"n_train": task_size, "n_test": 400,
@@ -154,7 +160,7 @@ def test_langalign_claims_read_the_arm_the_config_names_never_the_best_by_test_m
     (configs / f"{STUDY}.toml").write_text(CONFIG.format(claims=""), encoding="utf-8")
     page = make_results.page(results, tmp_path / "plots", configs)
     assert "no LangAlign arm named in the config's `[claims]`" in page
-    assert "above English-only, task size" not in page
+    assert "pairs) above English-only" not in page
     assert "studies" not in make_results.headlines(results, configs)
 
     for wrong, message in (('{ aligner = "ae", pairs = "5k" }', "'ae' is not in the grid's aligners"),
@@ -163,3 +169,43 @@ def test_langalign_claims_read_the_arm_the_config_names_never_the_best_by_test_m
         (configs / f"{STUDY}.toml").write_text(CONFIG.format(claims=f"[claims]\nlangalign = {wrong}\n"))
         with pytest.raises(ConfigError, match=message):
             load_config(configs / f"{STUDY}.toml")
+
+
+def test_the_arm_chosen_on_validation_is_decided_beside_the_named_one(make_results, tmp_path):
+    """Each seed's LangAlign arm is the one with the highest validation kappa, never the best on the test rows:
+    FC at seeds 0 and 1, Procrustes (the best on the test rows) at seed 2. The page and the README decide that
+    per-seed arm against English-only through the verdict rule, beside the named arm, and say what was chosen."""
+    from embedstore.study.predictions import PredictionReader
+    from embedstore.study.sweep import read_results
+    from embedstore.study.verdicts import compare, select
+
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs, validation={"fc": [0.7, 0.6, 0.3], "procrustes": [0.5, 0.5, 0.4]})
+    records = read_results(results / f"{STUDY}.jsonl")
+
+    def expected_at(task_size):
+        chosen = [r for r in select(records, method="langalign", task_size=task_size)
+                  if (r["cell"]["aligner"], r["cell"]["seed"]) in {("fc", 0), ("fc", 1), ("procrustes", 2)}]
+        return compare(chosen, select(records, method="english", task_size=task_size),
+                       rows=PredictionReader(results / f"{STUDY}.jsonl"),
+                       labels=("LangAlign (chosen on validation)", "English-only"))
+
+    expected = expected_at(500)
+    page = make_results.page(results, tmp_path / "plots", configs)
+    line = next(line for line in page.splitlines()
+                if line.startswith(f"- {make_results.CHOSEN} above English-only, task size 500: "))
+    assert expected.describe() in line
+    assert "chosen per seed by validation kappa among fc 5k, procrustes 5k: fc 5k × 2, procrustes 5k × 1" in line
+    assert line.endswith(f"**{expected.statement}**")
+    assert "LangAlign (fc 5k pairs) above English-only, task size 500" in page  # the named arm's claim stays
+    studies = make_results.headlines(results, configs)["studies"]
+    assert "With the arm chosen per seed on held-out translated pairs" in studies
+    headline = expected_at(2000)  # the README cites the largest task size
+    assert f"ko help topic {headline.mean_a:.3f} vs {headline.mean_b:.3f}" in studies
+
+    write_study(results, configs, validation={"fc": [0.7, 0.6, 0.3], "procrustes": [0.5, 0.5]})  # one seed short
+    page = make_results.page(results, tmp_path / "plots", configs)
+    line = next(line for line in page.splitlines()
+                if line.startswith(f"- {make_results.CHOSEN} above English-only, task size 500: "))
+    assert "among fc 5k: fc 5k × 3 (procrustes 5k: validation scores at 2 of the 3 seeds, left out)" in line

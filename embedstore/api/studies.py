@@ -11,16 +11,19 @@ from embedstore.base.progress import watched
 
 @command("sweep")
 def sweep(config: PathLike, *, workers: int = 2, executor: str = "local", address: str | None = None,
-          dry_run: bool = False, progress: bool | None = None):
+          dry_run: bool = False, backfill: bool = False, progress: bool | None = None):
     """`embedstore sweep`: encode what the store lacks, then run every unfinished cell of the config (TOML) on
     `executor` ("local": `workers` processes; "ray": the cluster at `address`); each result is appended as it
-    finishes. Returns the `StudyResult` (its `summary` says what ran, was skipped, failed)."""
+    finishes. With `backfill`, first re-run the finished cells whose records lack what this version records
+    (the heads' refits at C/10 and C×10, LangAlign's validation score), adding it only where the re-run
+    reproduces the record's test predictions (`embedstore.study.backfill`). Returns the `StudyResult` (its
+    `summary` says what ran, was skipped, failed; `backfilled` what the backfill did)."""
     from embedstore.study.cells import load_config
     from embedstore.study.run import make_executor, run_study
 
     progress = watched(progress)
     return run_study(load_config(config), executor=make_executor(executor, workers=workers, address=address),
-                     dry_run=dry_run, progress=progress)
+                     dry_run=dry_run, backfill=backfill, progress=progress)
 
 
 @command("report")

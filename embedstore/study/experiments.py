@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.metrics import cohen_kappa_score
 
 from embedstore.estimators.aligners import ALIGNERS, Aligner, load_aligner
 from embedstore.estimators.aligners.inputs import aligner_for_run, fit_rows
@@ -203,6 +204,9 @@ class HeadInputs:
     draws: dict
     aligner: Aligner | None = None
     raw_test_x: np.ndarray | None = None
+    #: Held-out translated pairs of the training side, mapped as the head's training rows (English side) and as
+    #: its test rows (target side) are: what `validation_score` reads; None where the task has no translations.
+    validation: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -225,6 +229,46 @@ def _draws(ctx: Context, picked: np.ndarray, pairs: tuple[list, list, int] | Non
         src, tgt, n_pairs = pairs
         draws["pairs"] = rows_digest(list(zip(src[:n_pairs], tgt[:n_pairs])))
     return draws
+
+
+VALIDATION_SPLIT = ("the training fold's rows this seed did not draw as task rows, English side and its "
+                    "translation (translated_train), labels unused")
+"""Where a LangAlign cell's validation score comes from (`validation_score`): never the test rows."""
+
+
+def _validation_pairs(ctx: Context, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The English and target vectors of the held-out translated pairs of the training side (`VALIDATION_SPLIT`),
+    or None when the task has no translations row-parallel to its English training rows (the sentiment study).
+
+    Why these rows: they are disjoint from the head's training rows (not drawn), from the aligner's pairs (which
+    exclude every task text) and from the test rows, they exist for every arm at a seed alike (so the arms'
+    scores are comparable), and they need no target-language labels, only what an aligner needs anyway: pairs."""
+    if not ctx.task.has("translated_train"):
+        return None
+    english, translated = ctx.task.rows("en_train"), ctx.task.rows("translated_train")
+    if len(english.texts) != len(translated.texts):
+        return None
+    held = np.setdiff1d(np.arange(len(english.texts)), picked)
+    if held.size == 0:
+        return None
+    return (ctx.vectors([english.texts[i] for i in held]), ctx.vectors([translated.texts[i] for i in held]))
+
+
+def validation_score(head: Head, validation: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
+    """How often the head decides a held-out sentence and its translation alike, beyond chance: Cohen's kappa
+    between its predictions on the English side (mapped as its training rows were) and on the target side
+    (mapped as the test rows are), with the raw agreement beside it. It is what a LangAlign arm is chosen by
+    (`study.selection`), never the test rows.
+
+    Kappa, not agreement: a head that answers one class on both sides agrees on every row and transfers nothing;
+    kappa counts only the agreement its two label distributions do not explain (0 for that head)."""
+    if validation is None:
+        return None
+    english, target = (np.asarray(head.predict(x)).astype(str) for x in validation)
+    agreement = float(np.mean(english == target))
+    # one class on both sides: chance explains all of the agreement (kappa's 0/0), so 0
+    kappa = 0.0 if np.union1d(english, target).size == 1 else float(cohen_kappa_score(english, target))
+    return {"rows": int(english.size), "kappa": kappa, "agreement": agreement, "split": VALIDATION_SPLIT}
 
 
 def _baseline_inputs(ctx: Context) -> HeadInputs:
@@ -257,13 +301,16 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
     fit_seconds = time.perf_counter() - t0
     train_x, test_x = ctx.vectors(texts), ctx.vectors(test.texts)
     through = aligner.aligns_target_at_test
+    held = _validation_pairs(ctx, picked)
+    validation = None if held is None else (held[0] if reverse else aligner.transform(held[0]),
+                                            aligner.transform(held[1]) if through else held[1])
     sizes = {"n_train": len(texts), "n_pairs": n_pairs, "n_source_texts": len(src), "n_target_texts": len(tgt),
              "n_test": len(test.texts),
              "aligner_fit_seconds": round(fit_seconds, 3), "aligner_reused": reused,
              "aligner_params": settled_params(aligner), "aligner_id": aligner_path.name, **training_summary(aligner)}
     return HeadInputs(train_x if reverse else aligner.transform(train_x), labels,  # reverse: an English-trained head
                       aligner.transform(test_x) if through else test_x, test.labels, sizes,
-                      _draws(ctx, picked, (src, tgt, n_pairs)), aligner, test_x)
+                      _draws(ctx, picked, (src, tgt, n_pairs)), aligner, test_x, validation)
 
 
 def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
@@ -329,6 +376,7 @@ def run_langalign(ctx: Context) -> MethodResult:
     metrics["accuracy_with_aligner"] = float(np.mean(head.predict(aligner.transform(test_x)) == truth))
     metrics["accuracy_without_aligner"] = float(np.mean(head.predict(test_x) == truth))
     metrics["aligner"] = _aligner_diagnostics(ctx, aligner)
+    metrics["validation"] = validation_score(head, inputs.validation)
     return MethodResult(metrics, inputs.sizes, inputs.draws, rows)
 
 

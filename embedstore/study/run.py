@@ -17,6 +17,7 @@ from embedstore.base.atomic import write_json
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.report import EncodeReport
 from embedstore.study.cells import SweepConfig, expand
+from embedstore.study.backfill import BackfillSummary, backfill as run_backfill
 from embedstore.study.context import StudyContext
 from embedstore.study.experiments import prepare, run_cell, texts_needed
 from embedstore.study.report import ReportFiles, build_report
@@ -35,6 +36,8 @@ class StudyResult:
     summary: SweepSummary
     encoded: EncodeReport | None
     report: ReportFiles | None
+    #: What `backfill=True` did to finished records before the sweep ran (None: not asked).
+    backfilled: BackfillSummary | None = None
     #: Wall seconds of each step ("encode", "cells", "report"): what a user waited for, and on what.
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -54,12 +57,14 @@ def make_executor(kind: str, *, workers: int = 2, address: str | None = None) ->
 
 
 def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | None = None, dry_run: bool = False,
-              report_dir: Path | None = None, progress: bool = True) -> StudyResult:
+              report_dir: Path | None = None, progress: bool = True, backfill: bool = False) -> StudyResult:
     """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
     unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
     it does fingerprint the model (without the fingerprint it could not tell finished cells from stale ones)
     and reads every task file the cells use, as the real run does first: a typo in a task table (a file, a
-    column, a role) fails the dry run with the error the real run would give."""
+    column, a role) fails the dry run with the error the real run would give. With `backfill`, finished cells
+    whose records lack what this version records are re-run first (`study.backfill`), their records updated
+    only where the re-run reproduces them."""
     cells = expand(config)
     if dry_run:
         texts_needed(cells, config)
@@ -69,12 +74,16 @@ def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | Non
     t0 = time.perf_counter()
     encoded = None if dry_run else prepare(cells, config, progress=progress)
     seconds["encode"] = time.perf_counter() - t0
+    backfilled = run_backfill(config, progress=progress) if backfill and not dry_run else None
+    if backfilled is not None and backfilled.interrupted:
+        return StudyResult(run_sweep(config, run_cell, StudyContext.of(config), dry_run=True, progress=False),
+                           encoded, None, backfilled=backfilled)
     summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, executor=executor,
                         dry_run=dry_run, progress=progress)
     seconds["cells"] = time.perf_counter() - t0 - seconds["encode"]
     report = current_report(config.results, report_dir) if report_dir is not None and not dry_run else None
     seconds["report"] = time.perf_counter() - t0 - seconds["encode"] - seconds["cells"]
-    return StudyResult(summary, encoded, report, seconds)
+    return StudyResult(summary, encoded, report, backfilled, seconds)
 
 
 REPORT_STAMP = ".report-of.json"

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -120,18 +121,7 @@ def run_sweep(
         skipped, to_run = _partition(config, cells, contexts, existing)
         return SweepSummary(config.name, config.results, tuple(cells), skipped, to_run, (), (), False, True)
 
-    config.results.parent.mkdir(parents=True, exist_ok=True)
-    lock = _lock(config.results).acquire()
-    try:
-        fd = os.open(config.results, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
-    except BaseException:
-        lock.release()
-        raise
-    try:
-        with warnings.catch_warnings():  # a partial last line is reported by _repair_tail, which cuts it
-            warnings.simplefilter("ignore")
-            records = read_results(config.results)  # a file that is not a results file is refused, unwritten
-        _repair_tail(fd, config.results)
+    with appending(config.results) as (records, append):
         skipped, to_run = _partition(config, cells, contexts, records)
         ok: list[Cell] = []
         errors: list[tuple[Cell, str]] = []
@@ -153,7 +143,7 @@ def run_sweep(
                 if outcome.get("predictions") is not None:
                     outcome["predictions"] = predictions.write(config.results, cell.id, contexts[cell.id],
                                                                outcome["predictions"])
-                _append_line(fd, _make_record(config, cell, contexts[cell.id], outcome))
+                append(_make_record(config, cell, contexts[cell.id], outcome))
                 if outcome["status"] == "ok":
                     ok.append(cell)
                     last = f"ok {escape(cell.describe())}"
@@ -170,12 +160,32 @@ def run_sweep(
                 executor.run(to_run, runner, config, record)
             except KeyboardInterrupt:
                 interrupted = True
-    finally:
-        os.close(fd)
-        lock.release()
     return SweepSummary(
         config.name, config.results, tuple(cells), skipped, to_run, tuple(ok), tuple(errors), interrupted, False
     )
+
+
+@contextmanager
+def appending(results: Path) -> Iterator[tuple[list[dict[str, Any]], Callable[[dict[str, Any]], None]]]:
+    """The results file under its writer lock, a killed run's partial last line cut off: yields the records it
+    holds and a function that appends one record (one line, fsynced). The only way anything writes a results
+    file, so every writer (a sweep, `study.backfill`) excludes the others and appends alike."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock(results).acquire()
+    try:
+        fd = os.open(results, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        with warnings.catch_warnings():  # a partial last line is reported by _repair_tail, which cuts it
+            warnings.simplefilter("ignore")
+            records = read_results(results)  # a file that is not a results file is refused, unwritten
+        _repair_tail(fd, results)
+        yield records, lambda record: _append_line(fd, record)
+    finally:
+        os.close(fd)
+        lock.release()
 
 
 def check_results_writable(path: Path) -> None:
