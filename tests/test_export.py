@@ -113,7 +113,8 @@ def test_onnx_export_serves_the_pipelines_vectors_and_predictions(tiny_model_dir
     assert len(json.loads(r.stdout)) == 120
 
 
-def test_the_onnx_pipeline_cuts_and_truncates_long_texts_as_encode_does(tiny_model_dir, tmp_path):
+def test_the_onnx_pipeline_cuts_and_truncates_long_texts_as_encode_does(tiny_model_dir, tmp_path, monkeypatch,
+                                                                         capsys):
     """Issue 30.2: a max length of 24 tokens and texts far longer (a 3,000-character word too): the served
     pipeline tokenizes, cuts and batches with encode's own code, so it gives the pipeline's vectors; the graph's
     sha256 is recorded and verified on load."""
@@ -130,6 +131,14 @@ def test_the_onnx_pipeline_cuts_and_truncates_long_texts_as_encode_does(tiny_mod
     served = OnnxPipeline.load(tmp_path / "onnx")
     got_vectors, proba = served.run(texts)
     assert np.abs(got_vectors - vectors).max() <= 1e-5 and served.predict(texts) == labels
+    # a long input is read a chunk at a time, as encode reads it, with a bar on stderr (issue 29.3)
+    capsys.readouterr()
+    with monkeypatch.context() as patched:
+        patched.setattr("embedstore.encoding.encode.CHUNK_TEXTS", 3)
+        chunked, chunked_proba = served.run(texts, progress=True)
+    assert np.abs(chunked - vectors).max() <= 1e-5 and np.abs(chunked_proba - proba).max() <= 1e-5
+    out, err = capsys.readouterr()
+    assert out == "" and f"predicting: {len(texts)}/{len(texts)} texts (100%)" in err
     graph = tmp_path / "onnx" / "model.onnx"
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF

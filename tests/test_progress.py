@@ -117,9 +117,9 @@ def test_predictions_show_the_encode_bar_on_stderr_on_long_inputs(tiny_model_dir
                                                                  capsys):
     """`Pipeline.predict` and `Pipeline.vectors` (issue 29.3): the encode's bar goes to stderr, so predictions piped
     to a file stay whole; by default (progress=None) only to a person watching, and only on inputs of
-    `LONG_INPUT` texts or more; `progress=True` shows it whenever texts are encoded."""
+    `LONG_INPUT` texts or more (`base.progress.watched_long`); `progress=True` shows it whenever texts are encoded."""
     import embedstore.api as api
-    from embedstore.pipelines import pipeline as module
+    from embedstore.base import progress as module
 
     store, model = tmp_path / "s.zarr", str(tiny_model_dir)
     api.train_head(fold_table(12), text_column="en", out=tmp_path / "pipe", store=store, model=model, progress=False)

@@ -110,37 +110,47 @@ class OnnxPipeline:
                               f"{len(classes)} probabilities (one per class of {where.name})")
         return cls(session, tokenizer, prefix, max_length, classes)
 
-    def run(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, texts: Sequence[str], batch_size: int | None = None, *,
+            progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, probabilities) in input order; texts normalised, cut, tokenized and batched by encode's own
-        code (`encoding.batching`), at encode's default token budget (`batch_size`: at most that many per batch)."""
+        code (`encoding.batching`), at encode's default token budget (`batch_size`: at most that many per batch),
+        `CHUNK_TEXTS` at a time as encode reads them, so a long input is never tokenized whole. `progress`: a bar
+        on stderr, as `Pipeline.predict` shows one (None: on long inputs, to a person watching)."""
+        from embedstore.base.progress import bars_on_stderr, progress_bar, watched_long
         from embedstore.data.hashing import text_ids
         from embedstore.encoding.batching import length_sorted_batches, pad_batch, tokenize
+        from embedstore.encoding.encode import CHUNK_TEXTS
         from embedstore.encoding.options import ComputeOptions
 
         if not texts:
             return np.zeros((0, 0), np.float32), np.zeros((0, len(self.classes)), np.float32)
         compute = ComputeOptions()
-        normalized = [normalize_text(t) for t in texts]
-        tok = tokenize(self.tokenizer, normalized, self.prefix, self.max_length)
         vectors, probabilities = [None] * len(texts), [None] * len(texts)
-        for rows in length_sorted_batches(tok.lengths, text_ids(normalized), compute.batch_tokens,
-                                          batch_size or compute.batch_size):
-            batch = pad_batch(tok, rows, self.tokenizer.pad_token_id)
-            vec, proba = self.session.run(list(OUTPUTS), {name: batch[name] for name in INPUTS})
-            for i, r in enumerate(rows):
-                vectors[r], probabilities[r] = vec[i], proba[i]
+        with bars_on_stderr(), progress_bar("texts", enabled=watched_long(progress, len(texts))) as bar:
+            task = bar.add_task("predicting", total=len(texts))
+            for start in range(0, len(texts), CHUNK_TEXTS):
+                normalized = [normalize_text(t) for t in texts[start:start + CHUNK_TEXTS]]
+                tok = tokenize(self.tokenizer, normalized, self.prefix, self.max_length)
+                for rows in length_sorted_batches(tok.lengths, text_ids(normalized), compute.batch_tokens,
+                                                  batch_size or compute.batch_size):
+                    batch = pad_batch(tok, rows, self.tokenizer.pad_token_id)
+                    vec, proba = self.session.run(list(OUTPUTS), {name: batch[name] for name in INPUTS})
+                    for i, r in enumerate(rows):
+                        vectors[start + r], probabilities[start + r] = vec[i], proba[i]
+                    bar.advance(task, len(rows))
         return np.stack(vectors), np.stack(probabilities)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.run(texts)[1]
+    def predict_proba(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        return self.run(texts, progress=progress)[1]
 
-    def predict(self, texts: Sequence[str]) -> list[str]:
+    def predict(self, texts: Sequence[str], *, progress: bool | None = None) -> list[str]:
         """The predicted label of each text (as `Pipeline.predict`)."""
         names = [str(c) for c in self.classes]
-        return [names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+        return [names[i] for i in self.predict_proba(texts, progress=progress).argmax(axis=1)]
 
-    def predict_records(self, texts: Sequence[str]) -> list[dict]:
+    def predict_records(self, texts: Sequence[str], *, progress: bool | None = None) -> list[dict]:
         """Text, label and per-class probabilities for each text (the records `Pipeline.predict_records` gives)."""
         from embedstore.pipelines.pipeline import prediction_records
 
-        return prediction_records(texts, [str(c) for c in self.classes], self.predict_proba(texts))
+        return prediction_records(texts, [str(c) for c in self.classes],
+                                  self.predict_proba(texts, progress=progress))

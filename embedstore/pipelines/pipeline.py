@@ -21,7 +21,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from embedstore.base.atomic import atomic_dir
-from embedstore.base.progress import bars_on_stderr, watched
+from embedstore.base.progress import bars_on_stderr, watched_long
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.schema import check_keys
 from embedstore.encoding.models import is_model_path
@@ -48,11 +48,6 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "recipe": (str,), "train": (dict,), "share": (bool,), "sizes": (dict,), "model": (str,), "seconds": (int, float)}
 # written by older versions, still read (and ignored: `encoding` pins the fingerprint and gives the key)
 _LEGACY: dict[str, tuple[type, ...]] = {"embedstore": (str,), "model_fingerprint": (str,), "store_key": (dict,)}
-
-LONG_INPUT = 500
-"""Texts from which `progress=None` shows an encode's bar to a person watching: about 5 s of e5-small on two CPU
-cores (2,000 texts took 14-18 s in benchmarks/encode.py), the length of step that should say it is running;
-fewer are answered before a bar would tell anything."""
 
 
 def save_pair_ids(directory: Path, source_ids: np.ndarray, target_ids: np.ndarray) -> None:
@@ -178,12 +173,11 @@ class Pipeline:
 
     def vectors(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         """The vectors of `texts` under the pipeline's key, encoding what the store lacks. `progress`: the encode's
-        bar, on stderr (a bar on a terminal, a line every 30 s in a log); None shows it on inputs of `LONG_INPUT`
-        texts or more when a person watches (`base.progress.watched`)."""
-        show = progress if progress is not None else watched(None) and len(texts) >= LONG_INPUT
+        bar, on stderr (a bar on a terminal, a line every 30 s in a log); None shows it on long inputs when a person
+        watches (`base.progress.watched_long`)."""
         with bars_on_stderr():
-            return embed(texts, store=self.store, options=self.encode_options, progress=show, spec=self.spec,
-                         keys=[self.key])
+            return embed(texts, store=self.store, options=self.encode_options,
+                         progress=watched_long(progress, len(texts)), spec=self.spec, keys=[self.key])
 
     @property
     def aligner_at_test(self) -> bool:
