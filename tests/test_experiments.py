@@ -134,7 +134,8 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
 
 def test_methods_that_fit_the_same_head_share_one_fit(tiny_model_dir, tmp_path):
     """English-only, translate-test, ablation-omit and reverse all train one head on the same English vectors
-    under one seed: the first cell fits it, the others reuse it from `<results>.heads`, and score as a fresh fit."""
+    under one seed: the first cell fits it and its refits at C/10 and C×10, the others reuse them from
+    `<results>.heads`, and score as a fresh fit."""
     config = load_config(write_config(tmp_path, tiny_model_dir, ["english", "translate-test", "ablation-omit",
                                                                   "reverse"], aligners=("procrustes",)))
     assert not run_study(config, workers=1, progress=False).summary.errors
@@ -145,7 +146,7 @@ def test_methods_that_fit_the_same_head_share_one_fit(tiny_model_dir, tmp_path):
         assert all(at[m]["head"]["reused"] is True for m in ("translate-test", "ablation-omit", "reverse"))
         assert at["ablation-omit"]["confusion"] == at["english"]["confusion"]  # the same head on the same test rows
         assert at["reverse"]["accuracy_without_aligner"] == at["english"]["accuracy"]
-    assert len(list(config.results.with_suffix(".heads").iterdir())) == 2  # one head per task size
+    assert len(list(config.results.with_suffix(".heads").iterdir())) == 2 * 3  # per task size: a head, 2 refits
 
 
 def test_missing_role_is_a_clear_error(tiny_model_dir, tmp_path):

@@ -33,7 +33,7 @@ from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
 from embedstore.data.hashing import text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE
-from embedstore.estimators.heads import Head, build_head, load_head
+from embedstore.estimators.heads import Head, LogisticHead, build_head, load_head
 from embedstore.base.metrics import classification_metrics
 from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
@@ -142,16 +142,21 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
     return aligner, path, False
 
 
-def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: list[str]) -> tuple[Head, bool]:
+def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: list[str], *, C: float | None = None,
+                start: Head | None = None) -> tuple[Head, bool]:
     """The cell's head fitted on these rows, fitted once per sweep and kept beside the results (`<results>.heads`);
-    returns it and whether it was reused.
+    returns it and whether it was reused. With `C`: the same head at that C (its refits at C/10 and C×10,
+    `regularisation_neighbours`), its solver started from `start`'s solution (`LogisticHead.fit_from`).
 
     Several methods fit the very same head: English-only, translate-test, ablation-omit and every reverse
-    aligner all train on the same English vectors under one seed, so each of those fits repeats the first.
-    The key hashes the head's class and settings and the training arrays themselves, so a reused head is the
-    one this cell would fit. A head whose learned state cannot be saved without pickling (some scikit-learn
-    classifiers) is fitted every time."""
-    head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=config.head_params.get(cell.head))
+    aligner all train on the same English vectors under one seed, so each of those fits (and its refits at
+    C/10 and C×10) repeats the first. The key hashes the head's class and settings and the training arrays
+    themselves, so a reused head is the one this cell would fit. A head whose learned state cannot be saved
+    without pickling (some scikit-learn classifiers) is fitted every time."""
+    params = dict(config.head_params.get(cell.head) or {})
+    if C is not None:
+        params["C"] = C
+    head = build_head(cell.head, seed=cell.seed, recipe=cell.recipe, params=params)
     params = head.get_params(deep=False)
     if head.uses_recipe:
         params["recipe"] = asdict(resolve_recipe(params.get("recipe"), "head"))
@@ -162,7 +167,10 @@ def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: l
     path = config.results.with_suffix(".heads") / digest.hexdigest()[:20]
     if (path / CONFIG_FILE).is_file():
         return load_head(path), True
-    head.fit(x, train_y)
+    if start is not None and isinstance(head, LogisticHead):
+        head.fit_from(start, x, train_y)
+    else:
+        head.fit(x, train_y)
     if head.saveable:
         with atomic_dir(path, replace=True) as tmp:
             head.save(tmp, provenance={"cell": asdict(cell), "n_train": len(x)})
@@ -329,7 +337,8 @@ def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head,
     metrics = classification_metrics(inputs.test_y, predicted, labels=sorted(set(inputs.test_y)))
     metrics["head"] = {**head.fit_report, "reused": reused}
     metrics["degenerate"] = degeneracy(metrics)
-    neighbours = regularisation_neighbours(head, inputs)
+    neighbours = regularisation_neighbours(
+        head, inputs, lambda C: fitted_head(cell, config, inputs.train_x, inputs.train_y, C=C, start=head)[0])
     if neighbours:
         metrics["head_regularisation"] = {"C": head.fit_report["C"]}
         for name, refit in neighbours.items():
@@ -345,18 +354,24 @@ def fit_head(cell: Cell, config: SweepConfig, inputs: HeadInputs) -> tuple[Head,
 C_DECADES: dict[str, float] = {"C/10": 0.1, "C*10": 10.0}
 
 
-def regularisation_neighbours(head: Head, inputs: HeadInputs) -> dict[str, dict]:
+def regularisation_neighbours(head: Head, inputs: HeadInputs,
+                              refit: Callable[[float], Head] | None = None) -> dict[str, dict]:
     """`head` refitted on the same rows with C one decade either side of the C it used (chosen by cross-
     validation or given), each with its predictions on the same test rows, in order (kept with the cell's
     per-row predictions, so a verdict can pair two cells at C/10, and at C×10, as it pairs them at the chosen
-    C). Empty for a head without a C (the torch heads; sklearn heads keep their own parameters)."""
+    C). Empty for a head without a C (the torch heads; sklearn heads keep their own parameters). `refit(C)`
+    gives the refitted head (a sweep's keeps and reuses it: `fitted_head`); by default it is fitted here,
+    started from `head`'s solution."""
     C = head.fit_report.get("C")
     if C is None or "C" not in head.get_params():
         return {}
+    if refit is None:
+        def refit(at: float) -> Head:
+            twin = clone(head).set_params(C=at)
+            return twin.fit_from(head, inputs.train_x, inputs.train_y)
     out = {}
     for name, factor in C_DECADES.items():
-        predicted = list(clone(head).set_params(C=C * factor).fit(inputs.train_x, inputs.train_y).predict(inputs.test_x))
-        out[name] = {"C": C * factor, "predicted": predicted}
+        out[name] = {"C": C * factor, "predicted": list(refit(C * factor).predict(inputs.test_x))}
     return out
 
 
