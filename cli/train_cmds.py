@@ -173,6 +173,7 @@ def predict(
                                       "from standard input."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="A TSV/CSV/JSONL/txt/Parquet/Arrow file or datasets directory of texts."),
     column: str = typer.Option("text", "--text-column", "--column", help="Text column of --file."),
+    where: list[str] = WHERE,
     as_json: bool = typer.Option(False, "--json", help="Labels and probabilities as JSON."),
     store: Optional[str] = STORE, model: Optional[str] = PIPELINE_MODEL,
 ) -> None:
@@ -188,7 +189,7 @@ def predict(
             raise ConfigError(f"predict: {text!r} is a file; pass it with --file {text} (arguments are texts)")
     if not texts and file is None:
         raise ConfigError("predict: give texts as arguments or --file FILE")
-    results = run(pipeline, texts or [], file=file, text_column=column, store=store, model=model,
+    results = run(pipeline, texts or [], file=file, text_column=column, where=where, store=store, model=model,
                   progress=not as_json)  # on stderr: the results on stdout stay whole when piped
     if as_json:
         return print_json(results)

@@ -1,5 +1,5 @@
 """Issue 30.6: one rows-of-a-file value (`data.tasks.Source`) with `where` for every command that reads rows, so
-`tune`, `finetune` and `adapt` take `--where` as `train-head` does."""
+`tune`, `finetune`, `adapt`, the analyses and `predict --file` take `--where` as `train-head` does."""
 from __future__ import annotations
 
 import pytest
@@ -38,9 +38,22 @@ def test_a_filter_enters_the_runs_identity_and_provenance_and_no_filter_keeps_th
     assert record["where"] == {"fold": ["0"]} and record["rows"] == 4 and len(record["sha256"]) == 64
 
 
-@pytest.mark.parametrize("command", ["tune", "finetune", "adapt", "train-head"])
-def test_every_command_that_reads_training_rows_takes_where(command):
-    assert "--where" in CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+@pytest.mark.parametrize("command", ["tune", "finetune", "adapt", "lora-ta", "train-head", "train-aligner", "evaluate",
+                                     "predict", "encode", "mine", "analyze cosine", "analyze retrieval",
+                                     "analyze layers", "analyze gradients", "analyze encoder-gradients"])
+def test_every_command_that_reads_rows_takes_where(command):
+    assert "--where" in CliRunner().invoke(app, [*command.split(), "--help"], terminal_width=200).output
+
+
+def test_predict_reads_a_file_s_rows_through_the_filters(table, tiny_model_dir, tmp_path):
+    import embedstore.api as api
+
+    store, model = tmp_path / "s.zarr", str(tiny_model_dir)
+    api.train_head(table, text_column="en", out=tmp_path / "pipe", store=store, model=model, progress=False)
+    records = api.predict(tmp_path / "pipe", file=table, text_column="ko", where=["fold=2"], store=store, model=model)
+    assert [r["text"] for r in records] == [f"ko {i}" for i in (2, 5, 8, 11)]
+    with pytest.raises(ConfigError, match="where filters the rows of a file"):
+        api.predict(tmp_path / "pipe", ["하나"], where=["fold=2"], store=store, model=model)
 
 
 def test_texts_and_positives_keep_the_identity_their_runs_began_with(table):
@@ -53,6 +66,7 @@ def test_every_library_function_that_reads_rows_takes_the_one_rows_value():
     import inspect
 
     from embedstore.analysis.mining import run_mine
+    from embedstore.analysis.runs import run_cosine, run_gradients, run_layers, run_retrieval
     from embedstore.pipelines.steps import evaluate, train_aligner, train_head
     from embedstore.text_training.adapt import adapt
     from embedstore.text_training.finetune import finetune
@@ -62,7 +76,8 @@ def test_every_library_function_that_reads_rows_takes_the_one_rows_value():
 
     readers = {tune: ["train"], finetune: ["train", "test", "pairs"], adapt: ["data"], lora_ta: ["train", "test"],
                encoder_gradients: ["task", "pairs"], train_aligner: ["pairs"], train_head: ["train"],
-               evaluate: ["test"], run_mine: ["source", "target"]}
+               evaluate: ["test"], run_mine: ["source", "target"], run_cosine: ["pairs"], run_retrieval: ["pairs"],
+               run_layers: ["pairs"], run_gradients: ["pairs"]}
     for function, names in readers.items():
         parameters = inspect.signature(function).parameters
         for name in names:

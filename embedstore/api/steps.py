@@ -87,14 +87,16 @@ def load_pipeline(directory: PathLike, *, store: PathLike | None = None, model: 
 
 @command("predict")
 def predict(pipeline: PathLike, texts: Sequence[Text] = (), *, file: PathLike | None = None,
-            text_column: str = "text", store: PathLike | None = None, model: PathLike | None = None,
-            progress: bool | None = None) -> list[dict[str, Any]]:
-    """`embedstore predict`: one record per text (`texts`, then the texts of `file`'s `text_column`): the text,
-    its label and the probability of each class. `progress` None: the encode's bar (on stderr) on long inputs
-    when a person watches (`Pipeline.vectors`)."""
-    from embedstore.data.texts import read_texts
+            text_column: str = "text", where: WhereLike = None, store: PathLike | None = None,
+            model: PathLike | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
+    """`embedstore predict`: one record per text (`texts`, then the texts of `file`'s `text_column` in the rows
+    passing `where`): the text, its label and the probability of each class. `progress` None: the encode's bar (on
+    stderr) on long inputs when a person watches (`Pipeline.vectors`)."""
+    from embedstore.data.tasks import load_rows
 
-    items = list(texts) + (read_texts(Path(file), text_column) if file is not None else [])
+    if where and file is None:
+        raise ConfigError("predict: where filters the rows of a file; give the file too")
+    items = list(texts) + (load_rows(rows(file, text_column, where=where)).texts if file is not None else [])
     if not items:
         raise ConfigError("predict: give texts, or a file of texts")
     return load_pipeline(pipeline, store=store, model=model).predict_records(items, progress=progress)
