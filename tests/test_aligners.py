@@ -26,7 +26,7 @@ from embedstore.estimators.training import RECIPES
 
 D = 32
 #: Two-epoch fits exercise saving and plumbing, not quality.
-TINY = replace(RECIPES["default"]["aligner"], max_epochs=2)
+TINY = replace(RECIPES["default"]["aligner"], max_epochs=2, min_steps=0)
 
 
 def rotation(d: int, seed: int) -> np.ndarray:
