@@ -1,8 +1,10 @@
 """The ONNX Runtime backend: export checked against PyTorch, int8 under a key of its own, token-budget batches."""
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,14 +239,30 @@ def test_a_damaged_cached_graph_is_rebuilt_never_trusted(tiny_model_dir, tmp_pat
     assert onnx_record["sha256"] == json.loads((graph.path.parent / "check.json").read_text())["sha256"]
 
 
+@pytest.fixture(scope="module")
+def cache_with_layer_2_graph(tiny_model_dir, tmp_path_factory) -> Path:
+    """A cache holding the tiny model's checked layer-2 graph, exported once for the tests that damage or age a
+    cached graph: each copies it into a cache of its own (an export is a child process of seconds; what they
+    check happens after it)."""
+    from embedstore.encoding.onnx_backend import ensure_graph
+
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDSTORE_CACHE", str(cache))
+        ensure_graph(resolve_model(tiny_model_dir), (2,))
+    return cache
+
+
 @pytest.mark.heavy
 @pytest.mark.fault('a damaged cached ONNX graph')
-def test_a_graph_still_damaged_after_a_rebuild_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_graph_still_damaged_after_a_rebuild_is_refused(tiny_model_dir, cache_with_layer_2_graph, tmp_path,
+                                                           monkeypatch):
     """When the rebuild cannot produce matching bytes (here: the rebuild is a no-op), encode stops with one line
     naming the file, and writes nothing."""
     from embedstore.base.errors import EmbedstoreError
     from embedstore.encoding import backend, onnx_backend
 
+    shutil.copytree(cache_with_layer_2_graph, tmp_path / "cache")
     monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(backend, "_SESSIONS", {})
     graph = onnx_backend.ensure_graph(resolve_model(tiny_model_dir), (2,))
@@ -257,10 +275,12 @@ def test_a_graph_still_damaged_after_a_rebuild_is_refused(tiny_model_dir, tmp_pa
 
 
 @pytest.mark.heavy
-def test_a_new_onnxruntime_rechecks_the_graph_without_exporting_it_again(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_new_onnxruntime_rechecks_the_graph_without_exporting_it_again(tiny_model_dir, cache_with_layer_2_graph,
+                                                                         tmp_path, monkeypatch):
     from embedstore.encoding.onnx_backend import ensure_graph
     from embedstore.encoding.onnx_runtime import runtime_version
 
+    shutil.copytree(cache_with_layer_2_graph, tmp_path / "cache")
     monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
     spec = resolve_model(tiny_model_dir)
     graph = ensure_graph(spec, (2,))
