@@ -29,6 +29,7 @@ from torch import nn
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.progress import make_progress
+from embedstore.base.stopping import patience_step
 
 Kind = Literal["aligner", "head"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -247,8 +248,8 @@ def train(
                     bar.update(task, advance=1, train=train_loss, val=val_loss)
                 # patience counts epochs without an improvement of at least min_delta; the best state is
                 # still the lowest validation loss seen, however small its lead
-                since_best = 0 if val_loss < history.best_val_loss - recipe.min_delta else since_best + 1
-                if val_loss < history.best_val_loss:
+                best_yet, since_best = patience_step(val_loss, history.best_val_loss, since_best, recipe.min_delta)
+                if best_yet:
                     history.best_val_loss, history.best_epoch = val_loss, epoch
                     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
                 if since_best >= recipe.patience:

@@ -31,6 +31,7 @@ from torch import nn
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.progress import make_progress
+from embedstore.base.stopping import patience_step
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.objectives import Objective
 from embedstore.text_training.options import TrainOptions
@@ -192,13 +193,11 @@ def train(job: Job) -> Outcome:
                                           "train_seconds": state["epoch_seconds"]})
                 state.update(epoch=epoch + 1, epoch_loss_sum=0.0, epoch_rows=0, epoch_seconds=0.0)
                 best = state["best"]
-                if best["val_loss"] is None or val_loss < best["val_loss"]:
+                best_yet, state["since_best"] = patience_step(val_loss, best["val_loss"], state["since_best"])
+                if best_yet:
                     best.update(val_loss=val_loss, epoch=epoch + 1, step=state["step"],
                                 file=ckpt.write_best(graph, state["step"]))
-                    state["since_best"] = 0
-                else:
-                    state["since_best"] += 1
-                    state["stopped_early"] = state["since_best"] >= opts.patience
+                state["stopped_early"] = state["since_best"] >= opts.patience
                 checkpoint()
         ckpt.load_best(graph, state["best"]["file"])
     graph.eval()
