@@ -30,6 +30,8 @@ COMMANDS = {
                  "embedstore.text_training.finetune", "finetune", "model"),
     "adapt": (["adapt", "simcse", "--data", "t.tsv", "--out", "o"], "embedstore.text_training.adapt", "adapt",
               "model"),
+    "lora-ta": (["lora-ta", "--train", "t.tsv", "--test", "t.tsv", "--out", "o"], "embedstore.text_training.lora_ta",
+                "lora_ta", "model"),
     "analyze encoder-gradients": (["analyze", "encoder-gradients", "--train", "t.tsv", "--pairs", "t.tsv"],
                                   "embedstore.text_training.gradients", "encoder_gradients", "model"),
     "demo": (["demo"], "embedstore.study.demo", "run_demo", "model"),
