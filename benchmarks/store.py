@@ -15,7 +15,8 @@ How it is measured, and why:
   user meets the store (one `embed` call, one command), so nothing cached in memory by an earlier operation
   helps, and each process's peak memory belongs to one operation alone.
 - Seconds: wall time of the operation inside that process, after imports and after loading its input; the
-  median of `--repeats` processes (build: one).
+  median of `--repeats` processes (build: one). The store's and the anchor's processes alternate (which side goes
+  first swaps at each repeat), so a drift of the machine, or a page cache one side's run warmed, touches both.
 - Peak memory: the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs just before the
   operation) minus the resident size then. RSS rather than tracemalloc because RSS is what runs a 24 GiB
   machine out of memory, and it also sees what numpy/zarr allocate in C and the pages a memory map touches
@@ -32,7 +33,9 @@ How it is measured, and why:
   instead of PASS/FAIL. The page cache decides much of a read's time (the anchor's "gather a third" ran
   0.78-2.55 s between runs), so each process measures, just before its operation, which share of the bytes of
   the files its side reads is resident in the page cache (`mincore`), and the table prints it (`cache`: the
-  lowest and highest share over the repeats; "-" for the build, whose files do not exist yet).
+  lowest and highest share over the repeats; "-" for the build, whose files do not exist yet). Beside it,
+  `cores`: what the machine did during the slowest repeat (`machine_load`: cores the operation kept busy / cores
+  every other process used / cores the hypervisor stole), so a spread says whether the machine was shared.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from embedstore.base.machine_load import cores_text, machine_load
 
 DIM = 384
 BLOCK_ROWS = 65536  # rows generated and written per step of a build (one shard of the store's layout)
@@ -207,15 +212,17 @@ def _run_op(op: str, side: str, work: Path, n: int) -> dict:
     cache = None if op == "build" else resident_share(_side_files(side, work))
     rss_before = _status_kib("VmRSS")
     reset = _reset_peak()
-    t0 = time.perf_counter()
-    result = calls[(op, side)]()
-    seconds = time.perf_counter() - t0
+    load: dict = {}
+    with machine_load(load):
+        t0 = time.perf_counter()
+        result = calls[(op, side)]()
+        seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if op == "build":
         seconds = result
     check = _checksum(op, result)
     return {"seconds": seconds, "peak_mib": max(0, peak - rss_before) / 1024, "stat_seconds": stat_seconds[0],
-            "check": check, "peak_reset": reset, "cache": cache}
+            "check": check, "peak_reset": reset, "cache": cache, "load": load}
 
 
 def _checksum(op: str, result) -> object:
@@ -247,18 +254,30 @@ def _reset_peak() -> bool:
 
 # ---- the driver ----
 
-def _measure(op: str, side: str, work: Path, n: int, repeats: int) -> dict:
-    runs = []
-    for _ in range(1 if op == "build" else repeats):
-        out = subprocess.run([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
-                              "--rows", str(n)], capture_output=True, text=True, env={**os.environ})
-        if out.returncode != 0:
-            raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {out.stderr.strip()[-2000:]}")
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+def _run_child(op: str, side: str, work: Path, n: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
+                          "--rows", str(n)], capture_output=True, text=True, env={**os.environ})
+    if out.returncode != 0:
+        raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure(op: str, work: Path, n: int, repeats: int) -> tuple[dict, dict]:
+    """(store, anchor) of `op`: the two sides' processes alternate, the side that goes first swapping at each
+    repeat, so a drift of the machine or of the page cache touches both sides alike."""
+    runs: dict[str, list[dict]] = {"store": [], "anchor": []}
+    for r in range(1 if op == "build" else repeats):
+        for side in ("store", "anchor") if r % 2 == 0 else ("anchor", "store"):
+            runs[side].append(_run_child(op, side, work, n))
+    return _summary(runs["store"]), _summary(runs["anchor"])
+
+
+def _summary(runs: list[dict]) -> dict:
     seconds = [r["seconds"] for r in runs]
     caches = [r["cache"] for r in runs if r["cache"] is not None]
     return {"seconds": statistics.median(seconds),
             "spread": (max(seconds) - min(seconds)) / statistics.median(seconds) if len(runs) > 1 else None,
+            "cores": cores_text(seconds, [r["load"] for r in runs]),
             "cache": (min(caches), max(caches)) if caches else None,
             "peak_mib": statistics.median(r["peak_mib"] for r in runs),
             "stat_seconds": statistics.median(r["stat_seconds"] for r in runs),
@@ -312,18 +331,18 @@ def main() -> None:
                  "stored ids)")
     from rich.console import Console
     from rich.table import Table
-    console = Console(width=160)
+    console = Console(width=200)
     verdicts, lookups, peaks = [], {}, []
     for n in sorted(args.rows):
         work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
         try:
             _prepare(work, n)
             table = Table(title=f"{n:,} rows x {DIM} float16 (median of {args.repeats} processes; build: 1)")
-            for col in ("operation", "store s", "spread", "cache", "anchor s", "spread ", "cache ", "time ratio",
-                        "store MiB", "anchor MiB", "mem ratio", "stat s", "target"):
+            for col in ("operation", "store s", "spread", "cache", "cores", "anchor s", "spread ", "cache ",
+                        "cores ", "time ratio", "store MiB", "anchor MiB", "mem ratio", "stat s", "target"):
                 table.add_column(col, justify="left" if col == "operation" else "right")
             for op in OPS:
-                s, a = _measure(op, "store", work, n, args.repeats), _measure(op, "anchor", work, n, args.repeats)
+                s, a = _measure(op, work, n, args.repeats)
                 if s["check"] is not None and not np.isclose(s["check"], a["check"], rtol=1e-6):
                     raise SystemExit(f"error: {op} at {n:,} rows: the store answered {s['check']}, the anchor "
                                      f"{a['check']}; expected the same")
@@ -336,8 +355,8 @@ def main() -> None:
                 peaks.append(s["peak_mib"])
                 if op == "lookup 100k":
                     lookups[n] = s["seconds"]
-                table.add_row(op, f"{s['seconds']:.3f}", _spread(s), _cache(s), f"{a['seconds']:.3f}", _spread(a),
-                              _cache(a), f"{t_ratio:.2f}x", f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}",
+                table.add_row(op, f"{s['seconds']:.3f}", _spread(s), _cache(s), s["cores"], f"{a['seconds']:.3f}",
+                              _spread(a), _cache(a), a["cores"], f"{t_ratio:.2f}x", f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}",
                               f"{m_ratio:.2f}x", f"{s['stat_seconds']:.4f}",
                               "noisy, no verdict" if noisy else "PASS" if ok else "FAIL")
             console.print(table)
