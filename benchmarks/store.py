@@ -35,7 +35,9 @@ How it is measured, and why:
   the files its side reads is resident in the page cache (`mincore`), and the table prints it (`cache`: the
   lowest and highest share over the repeats; "-" for the build, whose files do not exist yet). Beside it,
   `cores`: what the machine did during the slowest repeat (`machine_load`: cores the operation kept busy / cores
-  every other process used / cores the hypervisor stole), so a spread says whether the machine was shared.
+  every other process used / cores the hypervisor stole), so a spread says whether the machine was shared; an
+  operation during which other processes or the hypervisor took more than `BUSY_CORES` (a quarter of a core) in
+  any repeat gets "noisy, no verdict" too, even the build's single run.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstore.base.machine_load import cores_text, machine_load
+from embedstore.base.machine_load import BUSY_CORES, cores_text, machine_load, taken
 
 DIM = 384
 BLOCK_ROWS = 65536  # rows generated and written per step of a build (one shard of the store's layout)
@@ -277,7 +279,7 @@ def _summary(runs: list[dict]) -> dict:
     caches = [r["cache"] for r in runs if r["cache"] is not None]
     return {"seconds": statistics.median(seconds),
             "spread": (max(seconds) - min(seconds)) / statistics.median(seconds) if len(runs) > 1 else None,
-            "cores": cores_text(seconds, [r["load"] for r in runs]),
+            "cores": cores_text(seconds, [r["load"] for r in runs]), "taken": taken([r["load"] for r in runs]),
             "cache": (min(caches), max(caches)) if caches else None,
             "peak_mib": statistics.median(r["peak_mib"] for r in runs),
             "stat_seconds": statistics.median(r["stat_seconds"] for r in runs),
@@ -349,8 +351,9 @@ def main() -> None:
                 t_ratio = _ratio(s["seconds"], a["seconds"], FLOOR_SECONDS)
                 m_ratio = _ratio(s["peak_mib"], a["peak_mib"], FLOOR_MIB)
                 ok = t_ratio <= TARGET_RATIO and m_ratio <= TARGET_RATIO
-                noisy = any(x["spread"] is not None and x["spread"] > NOISY_SPREAD and x["seconds"] >= FLOOR_SECONDS
-                            for x in (s, a))  # below the floor a spread changes no ratio
+                noisy = any(x["seconds"] >= FLOOR_SECONDS and (  # below the floor a spread changes no ratio
+                    x["spread"] is not None and x["spread"] > NOISY_SPREAD or x["taken"] > BUSY_CORES)
+                    for x in (s, a))
                 verdicts.append(None if noisy else ok)
                 peaks.append(s["peak_mib"])
                 if op == "lookup 100k":

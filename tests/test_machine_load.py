@@ -36,3 +36,13 @@ def test_without_proc_stat_nothing_is_claimed(monkeypatch):
     with module.machine_load(load):
         pass
     assert load == {} and (cpu_counters() is None or len(cpu_counters()) == 3)
+
+
+def test_the_cores_taken_from_a_timing_are_the_worst_repeats_others_and_steal():
+    from embedstore.base.machine_load import BUSY_CORES, taken
+
+    quiet = [{"cpu": 1.9, "others": 0.02, "steal": 0.0}, {"cpu": 1.9, "others": 0.01, "steal": 0.01}]
+    assert taken(quiet) == pytest.approx(0.02) and taken(quiet) <= BUSY_CORES
+    busy = taken(quiet + [{"cpu": 1.1, "others": 0.6, "steal": 0.2}])
+    assert busy == pytest.approx(0.8) and busy > BUSY_CORES
+    assert taken([{}, {}]) == 0.0 and taken([]) == 0.0  # no counters: nothing is claimed

@@ -13,6 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+BUSY_CORES = 0.25
+"""Cores that other processes and the hypervisor may take during a timed block before the benchmarks call the
+machine busy (no verdict): an eighth of a 2-core machine; a quiet one measures a few hundredths."""
+
+
 def cpu_counters() -> tuple[float, float, float] | None:
     """(this process's CPU seconds, the busy seconds of every CPU, the seconds the hypervisor stole) so far; None
     where /proc/stat cannot be read (not Linux)."""
@@ -45,3 +50,8 @@ def cores_text(values: list[float], loads: list[dict], slowest=max) -> str:
     it kept busy / cores every other process used / cores the hypervisor stole; "n/a" without counters."""
     load = loads[values.index(slowest(values))] if values and len(loads) == len(values) else {}
     return "/".join(f"{load[k]:.2f}" for k in ("cpu", "others", "steal")) if "cpu" in load else "n/a"
+
+
+def taken(loads: list[dict]) -> float:
+    """The most cores other processes and the hypervisor took during any of these repeats (0 without counters)."""
+    return max((load.get("others", 0.0) + load.get("steal", 0.0) for load in loads), default=0.0)
