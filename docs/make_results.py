@@ -187,8 +187,9 @@ def claims(records: list[dict], rows: PredictionReader, named: NamedArm | None) 
         chosen = validation_choice(records, ts, named)
         if chosen is None:
             if english and any(validation(r) is not None for r in select(records, method="langalign", task_size=ts)):
-                out.append((f"{CHOSEN} above English-only, task size {format_size(ts)}", "no LangAlign arm has a "
-                            "validation score at every seed of the named arm yet: no arm chosen", None))
+                out.append((f"{CHOSEN} above English-only, task size {format_size(ts)}", "fewer than two LangAlign "
+                            "arms have a validation score at every seed of the named arm yet: nothing to choose "
+                            "between", None))
             continue
         check(f"{CHOSEN} above English-only, task size {format_size(ts)}", list(chosen.records), english,
               ("LangAlign (chosen on validation)", "English-only"), note=chosen.describe())
@@ -253,7 +254,8 @@ CHOSEN = "LangAlign with the arm chosen per seed on validation"
 def validation_choice(records: list[dict], task_size: int | None, named: NamedArm | None) -> Selection | None:
     """Per seed, the LangAlign arm (aligner × pair budget, every one the study ran at this task size) with the
     highest validation score (`study.selection`); the seeds are those at which the named arm (else English-only)
-    has its records, so the choice is made at the same seeds as the named arm's claim."""
+    has its records, so the choice is made at the same seeds as the named arm's claim. None when fewer than two
+    arms are scored at all of them (a choice of one arm is no choice)."""
     langalign = select(records, method="langalign", task_size=task_size)
     keys = sorted({(r["cell"]["aligner"], r["cell"]["pair_size"]) for r in langalign},
                   key=lambda k: (k[0], k[1] is None, k[1] or 0))
@@ -261,7 +263,8 @@ def validation_choice(records: list[dict], task_size: int | None, named: NamedAr
             for aligner, pairs in keys}
     base = (select(langalign, aligner=named.aligner, pair_size=named.pair_size) if named is not None else []) \
         or select(records, method="english", task_size=task_size)
-    return select_by_validation(arms, sorted(r["cell"]["seed"] for r in base))
+    chosen = select_by_validation(arms, sorted(r["cell"]["seed"] for r in base))
+    return chosen if chosen is not None and len(chosen.candidates) > 1 else None  # one arm: nothing was chosen
 
 
 def heads_of(records: list[dict]) -> list[str]:
@@ -361,8 +364,10 @@ def page(results_dir: Path = RESULTS, plots: Path | None = RESULTS, configs: Pat
              f"also decided on the arm chosen per seed by a validation score among every LangAlign arm (aligner × "
              f"pair budget) the study ran at that task size: {SCORE}, Cohen's kappa between the head's decisions on the "
              f"English and the target side of held-out translated pairs ({VALIDATION_SPLIT}); the kappa of a head that "
-             "answers one class on both sides is 0. The sentiment set has no translations, so there no arm is "
-             "chosen. Every claim is also decided with the heads refitted "
+             "answers one class on both sides is 0. Each side is mapped as the head's training and test rows are, so "
+             "an aligner that also maps the target text at test time (FC, AE) is scored with both sides through the "
+             "same map, which can raise agreement by itself: a bias of this score towards those aligners that kappa "
+             "corrects only in part. The sentiment set has no translations, so there no arm is chosen. Every claim is also decided with the heads refitted "
              "at C one decade either side of the C they chose (records keep those refits' per-row predictions); a "
              "claim whose verdict changes there is marked **C-sensitive**. Records without "
              "per-row predictions did not record their draws either: for them the same seed is taken to draw the "
