@@ -44,7 +44,9 @@ from embedstore.base.progress import note_step
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
-PROBE_VERSION = 1  # bump when the probe changes, so cached measurements are taken again
+PROBE_VERSION = 2
+"""Bump when the probe or an engine's pass changes, so cached measurements are taken again. 2: the ONNX engine pools
+in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low)."""
 PROBE_TEXTS = 32  # per language: 64 real sentences, ~1,600 tokens of e5-small, ~0.5 s a pass on 2 cores
 PROBE_ROUNDS = 2  # each engine runs once per round after one untimed warm-up pass
 EXPORT_SECONDS_PER_GB = 45.0
