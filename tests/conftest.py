@@ -28,19 +28,49 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that needs the real model is heavy: the marker selection (`-m "not heavy"` by default) runs after
-    this hook, so the README's command never converts e5-small or encodes with it."""
+    this hook, so the README's command never converts e5-small or encodes with it. Under pytest-xdist the tests
+    marked `longest` go first: a worker that drew one of them last would finish minutes after the other."""
     for item in items:
         if item.get_closest_marker("real") and not item.get_closest_marker("heavy"):
             item.add_marker(pytest.mark.heavy)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers collect; the controller hands out their items in order
+        items.sort(key=lambda item: item.get_closest_marker("longest") is None)  # stable: the rest keep their order
+
+
+# Under pytest-xdist (the fast tier runs on two workers, pyproject's addopts) each worker takes one core: its
+# torch (below) and the processes its tests start (CLI children, graph exports, torchrun ranks) use one thread
+# each, set before torch is imported, instead of two workers' threads fighting for each core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def one_torch_thread() -> None:
+def one_torch_thread() -> int:
     """Tests check behaviour, not speed: the tiny models and heads here are far too small for two threads to
-    help, and on a busy machine two spinning threads per op made them many times slower."""
+    help, and on a busy machine two spinning threads per op made them many times slower. Returns torch's own
+    default thread count."""
     import torch
 
+    default = torch.get_num_threads()
     torch.set_num_threads(1)
+    return default
+
+
+@pytest.fixture(autouse=True)
+def all_threads_for_heavy_tests(request: pytest.FixtureRequest, one_torch_thread: int) -> Iterator[None]:
+    """A heavy test run in one process (no xdist worker) gets torch's threads back: the real model's in-process
+    encodes and fine-tunes and the default-recipe aligner fits are what the heavy tier spends its time on, and
+    one thread left the machine's second core idle during them."""
+    if request.node.get_closest_marker("heavy") is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import torch
+
+    torch.set_num_threads(one_torch_thread)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
 
 
 class _RecentTokenizers(dict):

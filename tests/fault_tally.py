@@ -12,7 +12,8 @@ What counts as a fault case:
   `record`: refused (a read, write, verify or merge named the damage), right (every read returned the right
   vector), or silent wrong (a read returned another vector without a word: it records that, then fails).
 
-The summary is the last lines of pytest's report (`fault cases: ...`), and with `EMBEDSTORE_FAULT_TALLY=FILE` a JSON
+Under pytest-xdist each worker counts its own tests and the controller sums the workers' counts. The summary is
+the last lines of pytest's report (`fault cases: ...`), and with `EMBEDSTORE_FAULT_TALLY=FILE` a JSON
 file of the same counts by fault class, for the closing note to quote.
 """
 from __future__ import annotations
@@ -83,7 +84,9 @@ def pytest_runtest_call(item: pytest.Item):
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """A marked test that does not count its own cases is one case, handled if it passed (setup and teardown
     failures too are not handled)."""
-    fault = next((m.args[0] for m in getattr(report, "fault_markers", ())), None)
+    if getattr(report, "node", None) is not None:
+        return  # under pytest-xdist: a worker's report, already counted by that worker (`pytest_testnodedown`)
+    fault = next(iter(getattr(report, "fault_classes", ())), None)
     if fault is None or report.nodeid in _self_counted or report.skipped:
         return
     if report.when == "call":
@@ -95,10 +98,26 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
-    outcome.get_result().fault_markers = list(item.iter_markers("fault"))
+    # names, not Mark objects: pytest-xdist sends reports from its workers to the controller as plain data
+    outcome.get_result().fault_classes = [m.args[0] for m in item.iter_markers("fault")]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its counts to the controller, which sums them (`pytest_testnodedown`)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_tally"] = {fault: dict(counter) for fault, counter in _counts.items()}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    for fault, counter in getattr(node, "workeroutput", {}).get("fault_tally", {}).items():
+        _counts[fault].update(counter)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # an xdist worker: the controller prints the sum
     counts = summary()
     if not counts["cases"]:
         return

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -17,16 +18,19 @@ def reference_and_resumed(command: Callable[[Path], list[str]], tmp_path: Path,
     checkpoint exists (before `finished_file` is written) and run again; returns both runs' `--json` records and
     the killed run's directory."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(command(tmp_path / "ref"), env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / finished_file).exists(), "the run finished before it could be killed"
-    assert list((out / "checkpoints").glob("step-*"))
-    rerun = subprocess.run(command(out), env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    return json.loads(ref.stdout), json.loads(rerun.stdout), out
+    # the uninterrupted run shares nothing with the killed one: it runs beside it, on the other core
+    with ThreadPoolExecutor(1) as pool:
+        ref = pool.submit(subprocess.run, command(tmp_path / "ref"), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+        out = tmp_path / "killed"
+        proc = subprocess.Popen(command(out), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600  # a hang guard only: a loaded machine takes minutes to start a run
+        while not list((out / "checkpoints").glob("step-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / finished_file).exists(), "the run finished before it could be killed"
+        assert list((out / "checkpoints").glob("step-*"))
+        rerun = subprocess.run(command(out), env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+        return json.loads(ref.result().stdout), json.loads(rerun.stdout), out

@@ -156,6 +156,7 @@ REAL_SIGNAL = ("S=", "embedstore encode $S --column en --column ko", "embedstore
                "embedstore train-head", "embedstore evaluate", "embedstore predict")
 
 
+@pytest.mark.longest
 def test_the_readme_runs_as_written(tour_model_dir, tmp_path, monkeypatch):
     import functools
 
