@@ -105,3 +105,14 @@ def test_temp_files_of_a_killed_zarr_write_are_ignored_by_readers_and_removed_by
     fill(Store.open(path), ["c"], np.ones((1, 3), np.float32))
     assert not any(f.exists() for f in leftovers) and user_file.exists()
     assert Store.open(path).rows(KEY) == 3
+
+
+def test_remembered_ids_are_text_ids():
+    """What a sweep's cells look their vectors up by: the same ids as `text_ids`, in order, repeats and pairs
+    included, also after the memory was cleared for being full."""
+    from embedstore.data.hashing import RememberedIds
+
+    ids = RememberedIds(limit=4)
+    for texts in (["a", "b", "a"], [("p", "h"), "a", " a "], [], ["c", "d", "e", "a"], ["a", "é"]):
+        np.testing.assert_array_equal(ids(texts), text_ids(texts))
+    assert ids(["x"]).shape == (1, 16) and ids([]).shape == (0, 16)

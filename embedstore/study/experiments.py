@@ -31,7 +31,7 @@ from embedstore.study.verdicts import degeneracy
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
 from embedstore.base.errors import ConfigError
-from embedstore.data.hashing import text_ids
+from embedstore.data.hashing import RememberedIds, text_ids
 from embedstore.estimators.artifacts import CONFIG_FILE
 from embedstore.estimators.heads import Head, LogisticHead, build_head, load_head
 from embedstore.base.metrics import classification_metrics
@@ -63,7 +63,7 @@ class Context:
         return self.config.results.with_suffix(".aligners")
 
     def vectors(self, texts: list[str]) -> np.ndarray:
-        return self.store.get(self.key, texts)
+        return self.store.get_ids(self.key, _TEXT_IDS(texts))
 
     def require_model_vectors(self, does: str, why: str = "") -> None:
         """Refuse a method that trains the model itself (`does` it) when the sweep's [encoding] makes other vectors
@@ -73,6 +73,10 @@ class Context:
             raise ConfigError(f"{self.cell.method} {does} the model's last layer with mean pooling and its own "
                               f"prefix, but the sweep's [encoding] makes vectors under {self.key.describe()}{why}; "
                               "drop those [encoding] settings or the method")
+
+
+_TEXT_IDS = RememberedIds()
+"""The ids of the texts this process's cells looked up (a worker runs many cells of one task)."""
 
 
 def task_for(cell: Cell, config: SweepConfig) -> Task:
@@ -102,8 +106,8 @@ def _pairs(ctx: Context, exclude: list[list[str]]) -> tuple[list[str], list[str]
     Disjoint from all task rows, not only the sampled ones, so the pairs (and the fitted aligner) do not depend
     on the task size: one aligner serves every task size of a sweep."""
     rows = ctx.task.rows("pairs")
-    taken = text_ids([t for texts in exclude for t in texts])
-    clash = overlap_mask(text_ids(rows.texts), taken) | overlap_mask(text_ids(rows.targets), taken)
+    taken = _TEXT_IDS([t for texts in exclude for t in texts])
+    clash = overlap_mask(_TEXT_IDS(rows.texts), taken) | overlap_mask(_TEXT_IDS(rows.targets), taken)
     keep = np.flatnonzero(~clash)
     picked = fit_rows(ALIGNERS[ctx.cell.aligner] if ctx.cell.aligner else None, len(keep), ctx.cell.pair_size, ctx.cell.seed,
                       f"{ctx.task.name} pairs (disjoint)")
@@ -130,7 +134,7 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
                               recipe=ctx.cell.recipe)
     digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": settled_params(aligner),
                                         "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
-    digest.update(text_ids(src).tobytes() + text_ids(tgt).tobytes())
+    digest.update(_TEXT_IDS(src).tobytes() + _TEXT_IDS(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]
     if (path / CONFIG_FILE).is_file():
         return load_aligner(path), path, True
