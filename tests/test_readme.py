@@ -82,6 +82,13 @@ def smallest_sample(fold: str, row: int) -> bool:
     return fold in ("0", "1", "2", "6", "7") or row % 3 == 0
 
 
+def real_sample(fold: str, row: int) -> bool:
+    """The real-model tour's rows (2,064 of 3,000): every task row (folds 6-7 train the head, folds 8-9 are the
+    Korean test rows whose accuracy must beat the majority class), every other aligner pair of folds 0-5 (937: a
+    384-d Procrustes map is well determined by them), so the one real encode embeds 4,128 texts instead of 6,000."""
+    return int(fold) >= 6 or row % 2 == 0
+
+
 def _run_shell(command: str, variables: dict[str, str]) -> None:
     from typer.testing import CliRunner
 
@@ -181,7 +188,7 @@ def test_the_readme_runs_as_written_with_the_real_model(e5_small_dir, tmp_path, 
         ran.update([prefix] if prefix else [])
         return prefix is not None
 
-    lines = run_readme(tmp_path, monkeypatch, e5_small_dir, real_signal)
+    lines = run_readme(tmp_path, monkeypatch, e5_small_dir, real_signal, sample_rows=real_sample)
     assert ran == set(REAL_SIGNAL), f"the README no longer has {sorted(set(REAL_SIGNAL) - ran)}"
     _check_outputs(tmp_path, lines, PYTHON_MADE + ("cache/al/config.json", "cache/pipe/pipeline.json"))
     result = evaluate(tmp_path / "cache" / "pipe", tmp_path / SAMPLE.relative_to(REPO), text_column="ko",
