@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-import embedstore.data.texts as texts_module
+import embedstore.data.tasks as tasks_module
 from embedstore.base.errors import InputError
 from embedstore.cli.app import app
 from embedstore.cli.common import DEBUG_ENV
@@ -12,17 +12,18 @@ runner = CliRunner()
 
 
 def predict_file(tmp_path, *global_options):
-    """`predict --file` reads the file before anything else, so a fault injected in the reader is what fails."""
+    """`predict --file` reads the file's rows (`data.tasks.load_rows`, as every command reads rows) before anything
+    else, so a fault injected in that reader is what fails."""
     file = tmp_path / "texts.txt"
     file.write_text("a text\n")
     return runner.invoke(app, [*global_options, "predict", "--pipeline", str(tmp_path / "pipe"), "--file", str(file)])
 
 
 def fail_with(monkeypatch, error: BaseException) -> None:
-    def read_texts(*args, **kwargs):
+    def load_rows(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(texts_module, "read_texts", read_texts)
+    monkeypatch.setattr(tasks_module, "load_rows", load_rows)
 
 
 @pytest.fixture(autouse=True)
