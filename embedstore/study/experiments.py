@@ -255,6 +255,12 @@ def _validation_pairs(ctx: Context, picked: np.ndarray) -> tuple[np.ndarray, np.
     Why these rows: they are disjoint from the head's training rows (not drawn), from the aligner's pairs (which
     exclude every task text) and from the test rows, they exist for every arm at a seed alike (so the arms'
     scores are comparable), and they need no target-language labels, only what an aligner needs anyway: pairs."""
+    texts = _validation_texts(ctx, picked)
+    return None if texts is None else (ctx.vectors(texts[0]), ctx.vectors(texts[1]))
+
+
+def _validation_texts(ctx: Context, picked: np.ndarray) -> tuple[list[str], list[str]] | None:
+    """The English and target texts of `_validation_pairs` (an adapted encoder must encode them too)."""
     if not ctx.task.has("translated_train"):
         return None
     english, translated = ctx.task.rows("en_train"), ctx.task.rows("translated_train")
@@ -263,7 +269,7 @@ def _validation_pairs(ctx: Context, picked: np.ndarray) -> tuple[np.ndarray, np.
     held = np.setdiff1d(np.arange(len(english.texts)), picked)
     if held.size == 0:
         return None
-    return (ctx.vectors([english.texts[i] for i in held]), ctx.vectors([translated.texts[i] for i in held]))
+    return [english.texts[i] for i in held], [translated.texts[i] for i in held]
 
 
 def validation_score(head: Head, validation: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
@@ -467,11 +473,13 @@ def run_adapted(ctx: Context) -> MethodResult:
         rows = ([{"text": t} for t in src + tgt] if method == "simcse"
                 else [{"text": s, "target": t} for s, t in zip(src, tgt)])
         ids = text_ids(src + tgt)
-    needed = _train_rows(ctx, "en_train", set(test.labels))[0] + list(test.texts)
+    train_texts, _, picked = _train_rows(ctx, "en_train", set(test.labels))
+    needed = train_texts + list(test.texts)
     langalign = TABLE[cell.method].aligner  # adapt-align+langalign: the LangAlign cell on the adapted encoder
     if langalign:
         needed += sum(_pairs(ctx, _task_texts(ctx))[:2], [])
         needed += ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
+        needed += sum(_validation_texts(ctx, picked) or ([], []), [])  # the LangAlign cell's validation score
     adapted, info = adapted_context(ctx, method, rows, ids, needed)
     result = (run_langalign if langalign else run_baseline)(adapted)
     return replace(result, sizes={**result.sizes, "adapt": info})
