@@ -55,6 +55,28 @@ ob._export_and_check("export", {str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)
     assert not (tmp_path / "check.json").exists()
 
 
+@pytest.mark.heavy
+def test_the_export_child_loads_the_model_once_by_the_one_loader(tiny_model_dir, tmp_path):
+    """The export child reads the weights once, through `models.load_model` (the one device rule and dtype), not
+    a loader of its own: it never holds two copies of the model."""
+    script = f"""
+import json
+import transformers
+import embedstore.encoding.models as models
+import embedstore.encoding.onnx_backend as ob
+reads, loads = [], []
+read, load = transformers.AutoModel.from_pretrained, models.load_model
+transformers.AutoModel.from_pretrained = lambda *a, **k: reads.append(a) or read(*a, **k)
+models.load_model = lambda *a, **k: loads.append(a) or load(*a, **k)
+ob._export_and_check("export", {str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)!r}, None, None)
+print(json.dumps({{"reads": len(reads), "loads": len(loads)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"reads": 1, "loads": 1}
+    assert json.loads((tmp_path / "check.json").read_text())["max_abs_diff"] <= 1e-5
+
+
 def test_onnx_vectors_equal_torch_vectors_within_1e_5_and_share_their_key(tiny_model_dir, tmp_path):
     options = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
     by_torch = embed(SENTENCES, store=tmp_path / "t.zarr", options=options, compute=TORCH)

@@ -7,8 +7,9 @@ below 5, so the project exports with torch's own exporter (`onnx_export`, the on
 
 Why the export runs in a child process: in one measured process the PyTorch model ran 1.5x slower and gave
 different vectors after torch's ONNX exporter had traced it (see ../shared/research/pitfalls.md). A fresh spawned
-process loads the model, computes the PyTorch reference on real, padded batches *before* exporting, exports,
-runs the graph under ONNX Runtime on the same batches and compares; the parent never traces anything.
+process loads the model (once, by the project's one loader, `models.load_once`), computes the PyTorch reference on
+real, padded batches *before* exporting, exports, runs the graph under ONNX Runtime on the same batches and
+compares; the parent never traces anything.
 
 Why every export is checked: a graph that silently computes something else would put wrong vectors under a key
 the store trusts. The largest absolute difference of the hidden states over real (unpadded) tokens is recorded
@@ -49,7 +50,7 @@ import torch
 from embedstore.base.atomic import atomic_dir, write_json
 from embedstore.base.errors import ConfigError, EmbedstoreError
 from embedstore.base.progress import note_step
-from embedstore.encoding.models import ModelSpec, cache_dir
+from embedstore.encoding.models import ModelSpec, cache_dir, load_once, resolve_device, resolve_model
 from embedstore.encoding.onnx_export import OPSET, HiddenStates, export_graph, largest_difference
 from embedstore.encoding.onnx_runtime import GraphDamaged, open_session, runtime_version, sha256_bytes, \
     verified_bytes
@@ -238,11 +239,9 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     """In the child: PyTorch reference first, then export (or quantize), then compare; writes the check record
     with the graph's sha256. `mode` "recheck": the published fp32 graph in `out_dir` is not exported again, only
     compared under this onnxruntime (its bytes verified first), and its record rewritten."""
-    from transformers import AutoModel, AutoTokenizer
-
     torch.set_num_threads(1)
-    model = AutoModel.from_pretrained(model_path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # the project's one loader (fp32, eval, the one device rule, its tokenizer cache): the child holds one copy
+    model, tokenizer = load_once(resolve_model(model_path), resolve_device("cpu"))
     batches = probe_batches(tokenizer, prefix)
     inputs = tuple(batches[0])
     wrapper = HiddenStates(model, layers, inputs).eval()

@@ -1,8 +1,8 @@
 """The one place ONNX Runtime sessions are made: providers, thread and optimisation settings, and the digest check
 of the graph file they load.
 
-Both the encode engine (`onnx_backend.OnnxEncoder`) and the exported pipeline (`export.onnx_graph.OnnxPipeline`)
-open their graphs here, so a setting tuned for one (threads, spinning, optimisation level) holds for both.
+The encode engine (`onnx_backend.OnnxEncoder` and its export check), the int8 smoothing's calibration
+(`smoothing`) and the exported pipeline (`export.onnx_graph.OnnxPipeline`) open their graphs here, so a setting tuned for one (threads, spinning, optimisation level) holds for both.
 
 Why a digest: a cached graph that was damaged on disk (bit rot, a partial copy, a hand edit) still loads and still
 runs; it computes other vectors, which would be stored under the key PyTorch's vectors share. The graph's sha256,
@@ -54,12 +54,14 @@ def runtime_version() -> str:
     return onnxruntime.__version__
 
 
-def open_session(graph: Path | bytes, *, device: Any = None, threads: int | None = None):
+def open_session(graph: Path | bytes, *, device: Any = None, threads: int | None = None, optimize: bool = True):
     """An `InferenceSession` of `graph` (a path, or bytes already verified) on `device` (a torch device, or None
     for the CPU) with `threads` intra-op threads (None: ONNX Runtime's default, the physical cores).
 
     One inter-op thread: the graphs here are one chain of layers, with nothing to run side by side; all
-    optimisations on (ORT_ENABLE_ALL: constant folding, the layer-norm and GELU fusions, memory planning)."""
+    optimisations on (ORT_ENABLE_ALL: constant folding, the layer-norm and GELU fusions, memory planning), unless
+    `optimize` is False: the graph runs node for node as written, so every tensor it names exists and can be
+    asked for as an output (the int8 smoothing reads the inputs of MatMuls that fusions would swallow)."""
     import onnxruntime
 
     if device is not None and device.type == "cuda":
@@ -73,6 +75,7 @@ def open_session(graph: Path | bytes, *, device: Any = None, threads: int | None
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else \
+        onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = graph if isinstance(graph, bytes) else str(graph)
     return onnxruntime.InferenceSession(source, options, providers=providers)

@@ -75,16 +75,14 @@ def _input_maxima(model, names: list[str], batches: Sequence[dict[str, np.ndarra
     """The largest |x| per channel of each named tensor over the real tokens of `batches` (unoptimised graph, so
     every named tensor exists)."""
     import onnx
-    import onnxruntime
+
+    from embedstore.encoding.onnx_runtime import open_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = open_session(probe.SerializeToString(), threads=1, optimize=False)
     inputs = [i.name for i in session.get_inputs()]
     maxima: dict[str, np.ndarray] = {}
     for batch in batches:
