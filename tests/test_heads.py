@@ -200,6 +200,22 @@ def test_fit_from_needs_a_head_of_the_same_rows():
         LogisticHead(C=10.0).fit_from(head, x[y != "neu"], y[y != "neu"])
     with pytest.raises(ConfigError, match="needs a given C"):
         LogisticHead().fit_from(head, x, y)
+    with pytest.raises(InputError, match=r"start head \(LogisticHead\)"):
+        LogisticHead(C=10.0, normalize="l2").fit_from(head, x, y)
+    linear = LinearHead(recipe=TINY).fit(x, y)
+    with pytest.raises(InputError, match=r"start head \(LinearHead\)"):
+        LogisticHead(C=10.0).fit_from(linear, x, y)
+    with pytest.raises(ConfigError, match="LinearHead cannot start from another head's solution"):
+        LinearHead(recipe=TINY).fit_from(linear, x, y)
+
+
+def test_fit_from_leaves_no_start_behind():
+    """The start travels as an argument of the fit, not as state: a later plain fit of the same head starts cold."""
+    x, y = blobs(40)
+    head = LogisticHead(C=1.0).fit(x, y)
+    twin = LogisticHead(C=10.0)
+    assert "started_from" in twin.fit_from(head, x, y).fit_report
+    assert "started_from" not in twin.fit(x, y).fit_report and "_start" not in vars(twin)
 
 
 def test_logistic_head_matches_scikit_learns_pipeline():

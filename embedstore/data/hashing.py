@@ -39,8 +39,12 @@ def text_id(text: Text) -> bytes:
 
 def text_ids(texts: Sequence[Text]) -> np.ndarray:
     """(n, ID_BYTES) uint8: the fixed-width form the store keeps next to the vectors."""
-    buf = b"".join(text_id(t) for t in texts)
-    return np.frombuffer(buf, dtype=np.uint8).reshape(len(texts), ID_BYTES).copy()
+    return pack_ids([text_id(t) for t in texts])
+
+
+def pack_ids(ids: Sequence[bytes]) -> np.ndarray:
+    """Text ids (`text_id`'s bytes) as the (n, ID_BYTES) uint8 matrix the store keeps (`ids_to_bytes` undoes it)."""
+    return np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(len(ids), ID_BYTES).copy()
 
 
 class RememberedIds:
@@ -57,9 +61,8 @@ class RememberedIds:
         if len(self._ids) + len(new) > self.limit:
             self._ids.clear()
             new = list(dict.fromkeys(texts))
-        self._ids.update(zip(new, (row.tobytes() for row in text_ids(new))))
-        buf = b"".join(self._ids[t] for t in texts)
-        return np.frombuffer(buf, dtype=np.uint8).reshape(len(texts), ID_BYTES).copy()
+        self._ids.update(zip(new, map(text_id, new)))
+        return pack_ids([self._ids[t] for t in texts])
 
 
 def ids_to_bytes(ids: np.ndarray) -> list[bytes]:

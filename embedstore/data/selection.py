@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedstore.base.errors import ConfigError, InputError
-from embedstore.data.hashing import ID_BYTES
+from embedstore.data.hashing import ID_BYTES, pack_ids
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?P<k>k?)", re.IGNORECASE)
 _ACCEPTED = "a positive whole number (20000), thousands with k (15k, 1.5k) or 'all'"
@@ -60,7 +60,7 @@ def _as_id_rows(ids: Ids, name: str) -> np.ndarray:
         if not all(isinstance(b, bytes) and len(b) == ID_BYTES for b in items):
             raise InputError(f"{name} must be {ID_BYTES}-byte text ids (bytes), "
                              "as made by embedstore.data.hashing.text_ids")
-        arr = np.frombuffer(b"".join(items), dtype=np.uint8).reshape(len(items), ID_BYTES)
+        arr = pack_ids(items)
     if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != ID_BYTES:
         raise InputError(f"{name} must be an (n, {ID_BYTES}) uint8 array of text ids, got {arr.dtype} {arr.shape}")
     return np.ascontiguousarray(arr).view(np.dtype((np.void, ID_BYTES))).ravel()

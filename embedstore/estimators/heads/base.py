@@ -93,9 +93,10 @@ def with_normalizer(prep: nn.Module | None, network: nn.Module) -> nn.Module:
 
 
 class Head(ClassifierMixin, Estimator):
-    """A classifier on sentence vectors. Subclasses implement `_fit_network(x, codes, n_classes) ->
+    """A classifier on sentence vectors. Subclasses implement `_fit_network(x, codes, n_classes, start) ->
     (network, fit_report)` on already-normalised rows and `_network(dim, n_classes)` (the empty form a saved
-    head's weights load into); this class does the labels, the normalisation, prediction and scoring.
+    head's weights load into); this class does the labels, the normalisation, prediction and scoring. A head
+    whose solver can start from another fitted head's solution (`fit_from`) also implements `_start_point`.
 
     `fit_report` says how the fit ended: `converged` (by the stated `criterion`), `iterations` and the settings
     chosen (e.g. the regularisation); a head stopped by a cap says `converged: false`, and reports show it.
@@ -112,8 +113,16 @@ class Head(ClassifierMixin, Estimator):
     def _network(self, dim: int, n_classes: int) -> nn.Module:
         raise NotImplementedError
 
-    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[nn.Module, dict]:
+    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int,
+                     start: Any = None) -> tuple[nn.Module, dict]:
+        """`start`: where the solver starts instead of from scratch (what `_start_point` made of the head
+        `fit_from` was given); None for a plain `fit`, and always for a head without `_start_point`."""
         raise NotImplementedError
+
+    def _start_point(self, start: Head) -> Any:
+        """What `fit_from` hands `_fit_network` of `start` (a fitted head of this kind, same rows, same classes and
+        normalisation, already checked). A head that cannot start from another's solution refuses."""
+        raise ConfigError(f"{type(self).__name__} cannot start from another head's solution; use fit(X, y)")
 
     def check_params(self) -> None:
         """Refuse out-of-range parameters now (configs call this before a sweep runs; `fit` calls it first)."""
@@ -125,6 +134,23 @@ class Head(ClassifierMixin, Estimator):
                                self._network(self.dim_, len(self.classes_)))
 
     def fit(self, X: Any, y: Any) -> Head:
+        return self._fit(X, y, None)
+
+    def fit_from(self, start: Head, X: Any, y: Any) -> Head:
+        """`fit(X, y)` with the solver started from `start`'s solution instead of from scratch. `start` is a head of
+        the same kind fitted on the same rows with other settings, as the C/10 and C×10 refits of a cell's head are
+        (`study.experiments.regularisation_neighbours`): where the objective is convex the optimum is the one a
+        cold start reaches, in fewer iterations."""
+        start._check_fitted()
+        labels = as_labels(y, len(as_matrix(X, "X")))
+        if type(start) is not type(self) or start.normalize != self.normalize \
+                or start.classes_.tolist() != np.unique(labels).tolist():
+            raise InputError(f"{type(self).__name__}.fit_from: the start head ({type(start).__name__}) was fitted "
+                             "with other classes or another normalisation; expected a head of this kind fitted on "
+                             "the same rows")
+        return self._fit(X, y, self._start_point(start))
+
+    def _fit(self, X: Any, y: Any, start: Any) -> Head:
         self.check_params()
         x = as_matrix(X, "X")
         labels = as_labels(y, len(x))
@@ -134,7 +160,7 @@ class Head(ClassifierMixin, Estimator):
             raise InputError(f"y holds a single class ({classes[0]!r}); a classifier needs at least two")
         prep, xn = fit_normalizer(x, self.normalize)
         network, report = self._fit_network(np.ascontiguousarray(xn, dtype=np.float32), codes.astype(np.int64),
-                                            len(classes))
+                                            len(classes), start)
         self.module_ = with_normalizer(prep, network).to(self.device).eval()
         self._keep_report({**report, "normalize": self.normalize, "rows": len(x)})
         self.classes_ = classes

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,9 +23,8 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from embedstore.base.errors import ConfigError, InputError
-from embedstore.estimators.artifacts import as_matrix
-from embedstore.estimators.heads.base import Head, as_labels
+from embedstore.base.errors import ConfigError
+from embedstore.estimators.heads.base import Head
 
 
 class LogisticHead(Head):
@@ -72,7 +70,8 @@ class LogisticHead(Head):
                 raise ConfigError(f"LogisticHead {name}={getattr(self, name)!r} is out of range "
                                   "(C > 0 or None, Cs >= 1, cv >= 2, cv_rows >= 2, tol > 0, max_iter >= 1)")
 
-    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[nn.Module, dict]:
+    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int,
+                     start: _Start | None = None) -> tuple[nn.Module, dict]:
         t0 = time.perf_counter()
         report: dict = {"criterion": f"L-BFGS: max |projected gradient| <= tol={self.tol:g} within "
                                      f"max_iter={self.max_iter}"}
@@ -80,7 +79,7 @@ class LogisticHead(Head):
         # jobs) a spinning multi-threaded BLAS made each solver iteration ~10x slower (measured under load)
         with threadpool_limits(limits=1):
             if self.C is not None:
-                C, start = self.C, self._start
+                C = self.C
             else:
                 C, start = self._choose_C(x, codes, report)
             model = LogisticRegression(C=C, tol=self.tol, max_iter=self.max_iter, random_state=self.seed,
@@ -103,30 +102,18 @@ class LogisticHead(Head):
             linear.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
         return linear, report
 
-    _start: _Start | None = None
-
-    def fit_from(self, start: LogisticHead, X: Any, y: Any) -> LogisticHead:
-        """`fit(X, y)` at this head's (given) C with the solver started from `start`'s solution instead of zero;
-        `start` is a head fitted on the same rows at another C, as the C/10 and C×10 refits of a cell's head are
-        (`study.experiments.regularisation_neighbours`). Why: the objective is strictly convex, so the optimum is
-        the one a cold start reaches (to the solver's tolerance), and a start one decade of C away is most of the
-        way there; cold, the refit at C×10 was the slowest of a head's three full fits."""
+    def _start_point(self, start: Head) -> _Start:
+        """`start`'s solution in scikit-learn's form, for `fit_from` at this head's (given) C: `start` is a head
+        fitted on the same rows at another C. Why: the objective is strictly convex, so the optimum is the one a
+        cold start reaches (to the solver's tolerance), and a start one decade of C away is most of the way there;
+        cold, the refit at C×10 was the slowest of a head's three full fits."""
         if self.C is None:
             raise ConfigError("LogisticHead.fit_from needs a given C (a C search starts from its own path)")
-        start._check_fitted()
-        labels = as_labels(y, len(as_matrix(X, "X")))
-        if (start.normalize != self.normalize or start.classes_.tolist() != np.unique(labels).tolist()):
-            raise InputError("LogisticHead.fit_from: the start head was fitted with other classes or another "
-                             "normalisation; expected a head fitted on the same rows")
         linear = start.module_[-1] if isinstance(start.module_, nn.Sequential) else start.module_
         weight, bias = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
         if len(start.classes_) == 2:  # back to scikit-learn's one row: [0, z] -> z
             weight, bias = weight[1:] - weight[:1], bias[1:] - bias[:1]
-        self._start = _Start(weight, bias, f"the head fitted at C={start.fit_report['C']:g}")
-        try:
-            return self.fit(X, y)
-        finally:
-            del self._start
+        return _Start(weight, bias, f"the head fitted at C={start.fit_report['C']:g}")
 
     def _choose_C(self, x: np.ndarray, codes: np.ndarray, report: dict) -> tuple[float, _Start | None]:
         """Walk up the C grid, warm-starting each fold's solver from the previous C, and stop once the mean

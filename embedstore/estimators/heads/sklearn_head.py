@@ -102,7 +102,8 @@ class SklearnHead(Head):
     def _network(self, dim: int, n_classes: int) -> nn.Module:
         return _Arrays(getattr(self, "array_shapes_", {}))
 
-    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[nn.Module, dict]:
+    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int,
+                     start: None = None) -> tuple[nn.Module, dict]:
         t0 = time.perf_counter()
         model = self._build().fit(x, codes)
         if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):

@@ -35,7 +35,8 @@ class TorchHead(Head):
         recipe = resolve_recipe(self.recipe, "head")
         return recipe if self.weight_decay is None else replace(recipe, weight_decay=self.weight_decay)
 
-    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[nn.Module, dict]:
+    def _fit_network(self, x: np.ndarray, codes: np.ndarray, n_classes: int,
+                     start: None = None) -> tuple[nn.Module, dict]:
         recipe = self._recipe()
         train_idx, val_idx = split_indices(len(x), recipe.val_fraction, self.seed)
         xt, yt = torch.from_numpy(x), torch.from_numpy(codes)
