@@ -17,6 +17,7 @@ import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,9 @@ def main() -> None:
             config = load_config(write_config(root, model, store, f"grid{r}"))
             cells = expand(config)
             t0 = time.perf_counter()
-            summary = run_sweep(config, run_cell, StudyContext.of(config), workers=args.workers, progress=True)
+            spec = config.encoding.resolve()
+            summary = run_sweep(config, partial(run_cell, spec=spec), StudyContext(config, spec.fingerprint),
+                                workers=args.workers, progress=True)
             walls.append(time.perf_counter() - t0)
             records = [json.loads(line) for line in config.results.read_text().splitlines()]
             fits = [rec["provenance"]["sizes"]["aligner_fit_seconds"] for rec in records

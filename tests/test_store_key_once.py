@@ -85,3 +85,21 @@ def test_a_sweep_cell_resolves_its_model_and_computes_its_key_once(counted, tiny
     assert record["provenance"]["store_key"] == counted[0][0].to_dict()
     if adapted:
         assert resolved[1] == record["provenance"]["sizes"]["adapt"]["dir"] + "/model"
+
+
+def test_a_study_resolves_its_model_once_for_its_encode_contexts_and_cells(tiny_model_dir, tmp_path, monkeypatch):
+    """`run_study` resolves the model once and passes it on: the encode of every needed text, the cells' context
+    ids and every cell (a runner given the spec) use that one resolution, not one per cell. A resolution reads the
+    model's fingerprint (`models.model_fingerprint`), so the reads are counted."""
+    import embedstore.encoding.models as models
+    from embedstore.study.cells import expand, load_config
+    from embedstore.study.run import run_study
+    from test_experiments import write_config
+
+    config = load_config(write_config(tmp_path, tiny_model_dir, ["english", "langalign"], aligners=("procrustes",)))
+    read: list[str] = []
+    original = models.model_fingerprint
+    monkeypatch.setattr(models, "model_fingerprint", lambda path: read.append(str(path)) or original(path))
+    summary = run_study(config, workers=1, progress=False).summary
+    assert not summary.errors and len(summary.ok) == len(expand(config)) == 4
+    assert read == [str(tiny_model_dir)]

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from embedstore.base.progress import make_progress
 from embedstore.base.provenance import stamp
+from embedstore.encoding.models import ModelSpec
 from embedstore.estimators.aligners import is_trained
 from embedstore.study import predictions
 from embedstore.study.cells import Cell, SweepConfig, expand
@@ -79,14 +80,16 @@ def missing(record: dict[str, Any], config: SweepConfig) -> tuple[str, ...]:
     return tuple(lacking)
 
 
-def backfill(config: SweepConfig, *, progress: bool = True) -> BackfillSummary:
+def backfill(config: SweepConfig, spec: ModelSpec | None = None, *, progress: bool = True) -> BackfillSummary:
     """Re-run every finished cell of `config` (same context) whose record lacks one of `FIELDS`, cheapest first
     (`_cost`), and append each reproduced record with the fields added.
-    The store must hold the cells' vectors (`experiments.prepare`). Holds the results file's writer lock
-    throughout, so no sweep appends to it meanwhile; Ctrl-C stops after the cell at hand, keeping every record
-    appended so far."""
+    The store must hold the cells' vectors (`experiments.prepare`). `spec`: the model as the study's driver
+    resolved it (None: resolved here), for the context ids and every re-run cell. Holds the results file's writer
+    lock throughout, so no sweep appends to it meanwhile; Ctrl-C stops after the cell at hand, keeping every
+    record appended so far."""
     cells = {cell.id: cell for cell in expand(config)}
-    context = StudyContext.of(config)
+    spec = config.encoding.resolve() if spec is None else spec
+    context = StudyContext(config, spec.fingerprint)
     updated: list[Cell] = []
     not_reproduced: list[tuple[Cell, str]] = []
     with appending(config.results) as (records, append):
@@ -103,7 +106,7 @@ def backfill(config: SweepConfig, *, progress: bool = True) -> BackfillSummary:
             try:
                 for cell, record in todo:
                     t0 = time.perf_counter()
-                    outcome = run_cell(cell, config)
+                    outcome = run_cell(cell, config, spec)
                     why = differs(record, outcome, reader(record))
                     if why:
                         not_reproduced.append((cell, why))

@@ -12,7 +12,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from embedstore.encoding.models import resolve_model
 from embedstore.estimators.aligners import is_trained
 from embedstore.estimators.heads import head_class
 from embedstore.estimators.training import autocast_dtype, precision_name, resolve_recipe
@@ -64,14 +63,11 @@ def training_precisions(config: SweepConfig, cell: Cell) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StudyContext:
-    """The sweep engine's context function for one study: the model is fingerprinted once, not per cell."""
+    """The sweep engine's context function for one study: the fingerprint of the model as the driver resolved it
+    (once, for the encode, the context ids and every cell: `run.run_study`), not one per cell."""
 
     config: SweepConfig
     fingerprint: str
-
-    @classmethod
-    def of(cls, config: SweepConfig) -> StudyContext:
-        return cls(config, resolve_model(str(config.model)).fingerprint)
 
     def __call__(self, cell: Cell) -> str:
         return context_id(self.config, cell, self.fingerprint)

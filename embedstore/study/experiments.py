@@ -331,9 +331,10 @@ def _langalign_inputs(ctx: Context) -> HeadInputs:
                       _draws(ctx, picked, (src, tgt, n_pairs)), aligner, test_x, validation)
 
 
-def head_inputs(cell: Cell, config: SweepConfig) -> HeadInputs:
-    """The arrays a cached (non-e2e) cell fits and scores its head on, without fitting the head."""
-    ctx = _context(cell, config)
+def head_inputs(cell: Cell, config: SweepConfig, spec: ModelSpec | None = None) -> HeadInputs:
+    """The arrays a cached (non-e2e) cell fits and scores its head on, without fitting the head (`spec` as in
+    `run_cell`)."""
+    ctx = _context(cell, config, spec)
     return (_langalign_inputs if TABLE[cell.method].runner == "langalign" else _baseline_inputs)(ctx)
 
 
@@ -514,10 +515,12 @@ RUNNERS: dict[str, Callable[[Context], MethodResult]] = {
 """The runner of each kind in `methods.TABLE` (`Method.runner`)."""
 
 
-def run_cell(cell: Cell, config: SweepConfig) -> dict:
-    """The sweep's runner: a top-level function, so worker processes can import it by name."""
+def run_cell(cell: Cell, config: SweepConfig, spec: ModelSpec | None = None) -> dict:
+    """The sweep's runner: a top-level function, so worker processes can import it by name. `spec`: the model as
+    the study's driver resolved it (`run.run_study` hands its cells `partial(run_cell, spec=spec)`), so a cell
+    does not resolve it again; None (a cell run on its own) resolves it here."""
     t0 = time.perf_counter()
-    ctx = _context(cell, config)
+    ctx = _context(cell, config, spec)
     spec, key = ctx.spec, ctx.key
     result = RUNNERS[TABLE[cell.method].runner](ctx)
     out = {"metrics": result.metrics, "provenance": {
@@ -532,9 +535,10 @@ def run_cell(cell: Cell, config: SweepConfig) -> dict:
     return out
 
 
-def _context(cell: Cell, config: SweepConfig) -> Context:
-    """The cell's context: its model resolved and its store key computed here, once for the whole cell."""
-    spec = config.encoding.resolve()
+def _context(cell: Cell, config: SweepConfig, spec: ModelSpec | None = None) -> Context:
+    """The cell's context: its model (`spec` as the driver resolved it, else resolved here) and its store key
+    computed here (checked against a pinned fingerprint), once for the whole cell."""
+    spec = config.encoding.resolve() if spec is None else spec
     return Context(cell=cell, config=config, task=task_for(cell, config), store=Store.open(config.store),
                    key=config.encoding.key(spec), spec=spec)
 
@@ -551,6 +555,9 @@ def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:
     return list(texts)
 
 
-def prepare(cells: list[Cell], config: SweepConfig, *, progress: bool = True) -> EncodeReport:
-    """Encode what the store lacks for these cells, once, before any cell runs."""
-    return encode(texts_needed(cells, config), store=config.store, options=config.encoding, progress=progress)
+def prepare(cells: list[Cell], config: SweepConfig, spec: ModelSpec | None = None, *,
+            progress: bool = True) -> EncodeReport:
+    """Encode what the store lacks for these cells, once, before any cell runs (`spec`: the model as the driver
+    resolved it; None resolves it)."""
+    return encode(texts_needed(cells, config), store=config.store, options=config.encoding, progress=progress,
+                  spec=spec)

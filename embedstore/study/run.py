@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from embedstore import __version__
@@ -72,14 +73,16 @@ def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | Non
         check_results_writable(config.results)  # before anything is encoded, not after
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    encoded = None if dry_run else prepare(cells, config, progress=progress)
+    spec = config.encoding.resolve()  # once: the encode, the context ids and every cell (in any process) use it
+    runner, context = partial(run_cell, spec=spec), StudyContext(config, spec.fingerprint)
+    encoded = None if dry_run else prepare(cells, config, spec, progress=progress)
     seconds["encode"] = time.perf_counter() - t0
-    backfilled = run_backfill(config, progress=progress) if backfill and not dry_run else None
+    backfilled = run_backfill(config, spec, progress=progress) if backfill and not dry_run else None
     if backfilled is not None and backfilled.interrupted:
-        return StudyResult(run_sweep(config, run_cell, StudyContext.of(config), dry_run=True, progress=False),
+        return StudyResult(run_sweep(config, runner, context, dry_run=True, progress=False),
                            encoded, None, backfilled=backfilled)
-    summary = run_sweep(config, run_cell, StudyContext.of(config), workers=workers, executor=executor,
-                        dry_run=dry_run, progress=progress)
+    summary = run_sweep(config, runner, context, workers=workers, executor=executor, dry_run=dry_run,
+                        progress=progress)
     seconds["cells"] = time.perf_counter() - t0 - seconds["encode"]
     report = current_report(config.results, report_dir) if report_dir is not None and not dry_run else None
     seconds["report"] = time.perf_counter() - t0 - seconds["encode"] - seconds["cells"]
