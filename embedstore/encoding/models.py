@@ -353,13 +353,16 @@ def resolve_device(device: str):
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:
-    """The model's tokenizer, loaded once per process (every engine and the export tokenize with it)."""
+    """The model's tokenizer, loaded once per process (every engine and the export tokenize with it): straight from
+    its tokenizer.json when that holds the pipeline its class would build (`fast_tokenizer`), else by its class."""
     key = (str(spec.path), spec.fingerprint)
     if key not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
+        from embedstore.encoding.fast_tokenizer import load_generic_if_same
+
         try:
-            tokenizer = AutoTokenizer.from_pretrained(spec.path)
+            tokenizer = load_generic_if_same(spec.path) or AutoTokenizer.from_pretrained(spec.path)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EmbedstoreError(f"could not load the tokenizer of {spec.path}: {first}") from None
