@@ -19,6 +19,7 @@ from embedstore.estimators.aligners import make_aligner
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.encode import embed
 from embedstore.base.errors import ConfigError, InputError
+from embedstore.base.history import History
 from embedstore.base.metrics import classification_metrics
 from embedstore.encoding.models import TUNE_FILE, model_fingerprint, resolve_model
 from embedstore.data.tasks import Source
@@ -107,6 +108,9 @@ def test_tune_writes_a_hf_model_with_its_own_fingerprint_that_encode_uses(tiny_m
     assert len(prov["data"]["train"]["sha256"]) == 64 and prov["embedstore_version"] and prov["wall_time_s"] > 0
     assert prov["base_model"]["fingerprint"] == result.base_fingerprint and prov["seed"] == 0
     assert [e["epoch"] for e in result.history["epochs"]] == [0, 1]
+    # the one history shape (base.history), as the aligners' and heads' loop writes it
+    assert set(result.history) == set(History().to_dict()) and result.history["steps_per_epoch"] >= 1
+    assert result.history["seconds"] is None and record["history"] == result.history  # the record keeps wall_time_s
 
     texts = ["cell formula sum", "paragraph font"]
     store = tmp_path / "s.zarr"

@@ -1,8 +1,9 @@
 """The one training loop behind every torch estimator (aligners and heads).
 
-Keeping a single loop means every model gets the same seeding, validation split, early stopping and
-history format, so results from different estimators are comparable and reproducible. Data stay as
-in-memory tensors and batches are slices of one permuted index tensor: no DataLoader, no per-sample Python.
+Keeping a single loop means every model gets the same seeding, validation split, early stopping and history
+(`base.history`, the shape the text loop's histories share), so results from different estimators are comparable
+and reproducible. Data stay as in-memory tensors and batches are slices of one permuted index tensor: no
+DataLoader, no per-sample Python.
 
 Recipes (`RECIPES`, looked up by name and estimator kind): `paper` is the paper's setting, `default` the one
 measured to fit 15k pairs within a minute on 2 cores at the same quality. Why each setting is what it is, with
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -28,6 +29,7 @@ from rich.progress import (
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.history import History
 from embedstore.base.progress import make_progress
 from embedstore.base.stopping import patience_step
 
@@ -155,22 +157,6 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-@dataclass
-class History:
-    """What happened during training; stored in config.json so a saved model explains itself."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_loss: float = float("inf")
-    stopped_early: bool = False
-    seconds: float = 0.0
-    precision: str = "fp32"  # what the training steps actually ran in (auto resolved on this machine)
-    recipe: dict = field(default_factory=dict)  # the settings trained with, not a name a release may redefine
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _mean_loss(module: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> float:
     total = 0.0
     with torch.no_grad():
@@ -211,7 +197,7 @@ def train(
     started = time.perf_counter()
     x_train, y_train = x_train.to(device), y_train.to(device)
     x_val, y_val = x_val.to(device), y_val.to(device)
-    history = History(recipe=asdict(recipe))
+    history = History(recipe=asdict(recipe), steps_per_epoch=-(-len(x_train) // recipe.batch_size))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = build().to(device)

@@ -30,6 +30,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, Text
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.history import History
 from embedstore.base.progress import make_progress
 from embedstore.base.stopping import patience_step
 from embedstore.text_training.checkpoints import Checkpoints
@@ -57,7 +58,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    history: dict[str, Any]
+    history: History
     steps: int
     resumed_from_step: int
     seconds: float  # over all segments of an interrupted run
@@ -201,7 +202,8 @@ def train(job: Job) -> Outcome:
                 checkpoint()
         ckpt.load_best(graph, state["best"]["file"])
     graph.eval()
-    history.update(best_epoch=state["best"]["epoch"], best_val_loss=state["best"]["val_loss"],
-                   stopped_early=state["stopped_early"], steps_per_epoch=per_epoch)
-    return Outcome(history=history, steps=state["step"], resumed_from_step=resumed_from,
+    trained = History(epochs=history["epochs"], step_losses=history["step_losses"], best_epoch=state["best"]["epoch"],
+                      best_val_loss=state["best"]["val_loss"], stopped_early=state["stopped_early"],
+                      steps_per_epoch=per_epoch)
+    return Outcome(history=trained, steps=state["step"], resumed_from_step=resumed_from,
                    seconds=seconds_before + time.perf_counter() - started)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.base.history import read_history
 from embedstore.base.progress import step_lines
 from embedstore.base.provenance import stamp
 from embedstore.encoding.models import ModelSpec, load_model, resolve_device
@@ -99,7 +100,8 @@ def run_once(out: Path, result_file: str, ident: dict[str, Any], spec: ModelSpec
         # after the bar reaches 100 %, scoring the test rows can take minutes on a CPU: say so as it starts
         step_lines(enabled=progress)(f"{description}: training finished; scoring and saving the result")
         record = {**finish(Trained(built.graph, tokenizer, device, amp, outcome)), "identity": ident,
-                  "history": outcome.history, "steps": outcome.steps, "resumed_from_step": outcome.resumed_from_step}
+                  "history": outcome.history.to_dict(), "steps": outcome.steps,
+                  "resumed_from_step": outcome.resumed_from_step}
         write_json(out / result_file, record)  # written last: its presence means "finished"
         checkpoints.remove()
     return record
@@ -149,4 +151,4 @@ def _finished(path: Path, ident: dict[str, Any], out: Path) -> dict[str, Any] | 
     if differ:
         raise ConfigError(f"out: {out} already holds a finished run with different {', '.join(differ)}; "
                           "pass another out directory")
-    return saved
+    return {**saved, "history": read_history(saved.get("history"), f"{path}: history")}  # older shapes too
