@@ -67,15 +67,15 @@ class Rank:
 
 
 def rank_device(option: str, local_rank: int) -> torch.device:
-    """One GPU per process: "auto" and "cuda" mean cuda:LOCAL_RANK; an explicit device is used as given."""
-    if option == "cuda" or (option == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device: cuda is not available on this machine; expected cpu or auto")
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPUs; "
-                              "start at most one process per GPU (--nproc-per-node)")
-        return torch.device("cuda", local_rank)
-    return resolve_device("cpu" if option == "auto" else option)
+    """One GPU per process: where the one device rule (`models.resolve_device`) gives "auto" or "cuda" a CUDA
+    device, this rank's is cuda:LOCAL_RANK; anything else (the CPU, an explicit cuda:N) is used as it decides."""
+    chosen = resolve_device(option)
+    if option not in ("auto", "cuda") or chosen.type != "cuda":
+        return chosen
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPUs; "
+                          "start at most one process per GPU (--nproc-per-node)")
+    return torch.device("cuda", local_rank)
 
 
 def init_process_group(device_option: str) -> Rank:
