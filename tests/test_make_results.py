@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from embedstore.study import predictions
-from embedstore.study.predictions import RowPredictions
+from embedstore.study.predictions import PredictionReader, RowPredictions
+from embedstore.study.sweep import read_results
+from embedstore.study.verdicts import compare, select
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -210,3 +212,28 @@ def test_the_arm_chosen_on_validation_is_decided_beside_the_named_one(make_resul
                 if line.startswith(f"- {make_results.CHOSEN} above English-only, task size 500: "))
     assert "fewer than two LangAlign arms have a validation score at every seed" in line  # a choice of one arm
     assert "With the arm chosen per seed" not in make_results.headlines(results, configs)["studies"]
+
+
+def test_the_closing_note_gives_each_questioned_claim_the_verdict_the_records_give(make_results, tmp_path):
+    """Issue 26's closing note: every claim it questioned gets a line with what the records decide now, through the
+    same rule as the sections above; a claim with no records to decide it says so instead of keeping its wording."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    note = make_results.closing_note(results, configs)
+    assert note[0] == make_results.CLOSING
+    bullets = {line.split(": ", 1)[0]: line for line in note if line.startswith("- ")}
+    assert len(bullets) == 10  # no frontier, adapt or earlier ja records here: their claims say "not run" or are absent
+    closed_form = bullets['- "A closed-form aligner is within a point of FC"']
+    path = results / f"{STUDY}.jsonl"
+    at_2k = select(read_results(path), task_size=2000)  # the largest task size: the one the headlines cite
+    expected = make_results._figures(compare(select(at_2k, aligner="procrustes"), select(at_2k, aligner="fc"),
+                                             rows=PredictionReader(path), labels=("procrustes", "fc")))
+    assert expected.startswith("0.8") and ", clearly better, Δ +0.1" in expected  # procrustes 0.80 vs fc 0.70
+    assert f"5k pairs: ko {expected}" in closed_form
+    assert "FC against resmlp with all pairs (2k task rows, 3 seeds): not run" in bullets['- "With all pairs FC is best"']
+    assert "not run at 10 seeds yet" in bullets['- "resmlp over FC at 500 pairs"']
+    assert "ko help topic: 2 decided alike at C/10, the chosen C and C×10; 2 change" in bullets[
+        '- "The head\'s C" (a claim that holds at one C only)']  # FC's refit at C/10 turns its claims (2 task sizes)
+    page = make_results.page(results, tmp_path / "plots", configs)
+    assert page.endswith("\n".join(note))
