@@ -117,15 +117,22 @@ def test_the_onnx_pipeline_cuts_and_truncates_long_texts_as_encode_does(tiny_mod
                                                                          capsys):
     """Issue 30.2: a max length of 24 tokens and texts far longer (a 3,000-character word too): the served
     pipeline tokenizes, cuts and batches with encode's own code, so it gives the pipeline's vectors; the graph's
-    sha256 is recorded and verified on load."""
+    sha256 is recorded and verified on load. The export holds one copy of the model (issue 30.3): the reference, the
+    trace and the check all run the one `load_once` shares, loaded once."""
+    import embedstore.encoding.models as models
     from embedstore.encoding.onnx_runtime import GraphDamaged
     from embedstore.export.onnx_graph import OnnxPipeline
 
     pq.write_table(table(), tmp_path / "data.parquet")
     pipe = train(tmp_path, tiny_model_dir, tmp_path / "data.parquet", "procrustes", False, ("--max-length", "24"))
-    r = invoke("export", tmp_path / "onnx", "--pipeline", tmp_path / "pipe", "--format", "onnx", "--model",
-               tiny_model_dir, "--json")
+    models.unload()
+    loads, load = [], models.load_model
+    with monkeypatch.context() as counted:
+        counted.setattr(models, "load_model", lambda *a, **k: loads.append(a) or load(*a, **k))
+        r = invoke("export", tmp_path / "onnx", "--pipeline", tmp_path / "pipe", "--format", "onnx", "--model",
+                   tiny_model_dir, "--json")
     assert r.exit_code == 0, r.output
+    assert len(loads) == 1
     texts = [*NEW_TEXTS, *LONG_TEXTS]
     vectors, labels = expected(pipe, texts)
     served = OnnxPipeline.load(tmp_path / "onnx")
