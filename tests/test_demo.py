@@ -8,10 +8,16 @@ from embedstore.study.demo import run_demo
 from embedstore.study.sweep import read_results
 
 
-def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    import embedstore.encoding.models as models
+
     kwargs = {"model": str(tiny_model_dir), "store": tmp_path / "s.zarr", "aligners": ("procrustes",), "workers": 1,
               "progress": False, "seeds": (0, 1)}
+    read, original = [], models.model_fingerprint
+    monkeypatch.setattr(models, "model_fingerprint", lambda path: read.append(path) or original(path))
     first = run_demo(tmp_path / "demo", **kwargs)
+    assert len(read) == 1  # the model resolved once: for the build's timing, the encode and every cell
     assert first.encoded > 0 and not first.summary.errors and len(first.summary.ok) == len(first.summary.cells)
     assert first.report.table_md.is_file() and "langalign" in first.report.markdown
     assert set(first.steps) == {"model", "encode", "cells", "report"} and first.engine in ("torch", "onnx")

@@ -20,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from embedstore.base.atomic import write_text
-from embedstore.encoding.models import cache_dir, resolve_model
+from embedstore.encoding.models import cache_dir
 from embedstore.encoding.settings import default_store, model_with_settings
 from embedstore.study.cells import load_config
 from embedstore.study.report import ReportFiles
@@ -110,12 +110,12 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
              seeds: tuple[int, ...] = SEEDS) -> DemoResult:
     t0 = time.perf_counter()
     model = model_with_settings(model)
-    resolve_model(model)  # builds the default model on first use: timed apart from the encode that loads it
-    model_seconds = time.perf_counter() - t0
     out_dir = out_dir or cache_dir() / "demo"
     config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                       aligners=aligners, seeds=seeds))
-    study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress)
+    spec = config.encoding.resolve()  # builds the default model on first use: timed apart from the encode
+    model_seconds = time.perf_counter() - t0
+    study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress, spec=spec)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
     engine = study.encoded.provenance.get("backend") if study.encoded.encoded else None
     return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, engine,

@@ -16,6 +16,7 @@ from embedstore.base.provenance import VERSION
 from embedstore.base.atomic import write_json
 
 from embedstore.base.errors import ConfigError
+from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.report import EncodeReport
 from embedstore.study.cells import SweepConfig, expand
 from embedstore.study.backfill import BackfillSummary, backfill as run_backfill
@@ -58,14 +59,17 @@ def make_executor(kind: str, *, workers: int = 2, address: str | None = None) ->
 
 
 def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | None = None, dry_run: bool = False,
-              report_dir: Path | None = None, progress: bool = True, backfill: bool = False) -> StudyResult:
+              report_dir: Path | None = None, progress: bool = True, backfill: bool = False,
+              spec: ModelSpec | None = None) -> StudyResult:
     """Encode what the store lacks (once, in this process, so the cells never load the transformer), run every
     unfinished cell, and write the report into `report_dir` when given. A dry run encodes and runs nothing, but
     it does fingerprint the model (without the fingerprint it could not tell finished cells from stale ones)
     and reads every task file the cells use, as the real run does first: a typo in a task table (a file, a
     column, a role) fails the dry run with the error the real run would give. With `backfill`, finished cells
     whose records lack what this version records are re-run first (`study.backfill`), their records updated
-    only where the re-run reproduces them."""
+    only where the re-run reproduces them. `spec`: the config's model as the caller already resolved it
+    (`config.encoding.resolve()`; the demo resolves it first, to time a first build apart), else resolved here;
+    either way once, for the encode, the context ids and every cell."""
     cells = expand(config)
     if dry_run:
         texts_needed(cells, config)
@@ -73,7 +77,7 @@ def run_study(config: SweepConfig, *, workers: int = 2, executor: Executor | Non
         check_results_writable(config.results)  # before anything is encoded, not after
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    spec = config.encoding.resolve()  # once: the encode, the context ids and every cell (in any process) use it
+    spec = config.encoding.resolve() if spec is None else spec  # the encode, the context ids and every cell use it
     runner, context = partial(run_cell, spec=spec), StudyContext(config, spec.fingerprint)
     encoded = None if dry_run else prepare(cells, config, spec, progress=progress)
     seconds["encode"] = time.perf_counter() - t0
