@@ -22,7 +22,8 @@ How the rounds are run, and why (issue 27.5: repeats spread 12-39 % on an idle m
 slow one): round 0 is a warm-up whose times are discarded (and the output says so): it pays what only a first
 process pays (the page cache of the model and graph files, auto's probe of both engines, an int8 graph's
 quantization) and it measures quality, which the timed rounds do not. Then `--repeats` timed rounds, each in
-another order of the paths (rotated by one per round), so no path always follows the same neighbour. Each timed
+another order of the paths (`round_order`: the paths taken at another stride each round, so each path follows
+another neighbour in every round; a rotation alone kept every path behind the same one). Each timed
 section also records the load around it from the kernel's counters (/proc/stat and the process's own CPU time):
 the cores the path kept busy, the cores every other process used meanwhile and the CPU time the hypervisor stole,
 so a spread is printed with what the machine did during the slowest repeat, not guessed at. The fp32 peak is
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -235,6 +237,22 @@ def child(name: str, model: str, n: int, threads: int, out: Path | None, sizes: 
     return result
 
 
+def round_order(paths: tuple[str, ...], r: int) -> list[str]:
+    """The order of round `r`: round 0 (the warm-up) as listed (bare-onnx exports the graph before auto probes);
+    round r >= 1 starts at path r and steps through the list by the r-th stride coprime to its length (1, 3, 5, 7
+    for 8 entries), so the path before each one changes from round to round. Why: with a rotation auto always ran
+    right after bare-onnx and the onnx path after the torch path, so whatever a process leaves behind for the
+    next one (the page cache, memory being returned, a neighbour's writeback) fell on the same pairs every round;
+    auto trailed the onnx path by 0.7-0.9 s in each round of 2026-12-06 while a CPU-time profile of the two
+    encodes found the same work in both (docs/performance.md)."""
+    n = len(paths)
+    if r == 0:
+        return list(paths)
+    strides = [k for k in range(1, n) if math.gcd(k, n) == 1]
+    stride = strides[(r - 1) % len(strides)]
+    return [paths[(r + i * stride) % n] for i in range(n)]
+
+
 def run_child(name: str, args, out: Path | None, quality_sizes: dict[str, int] | None) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--model", args.model, "--texts", str(args.texts),
            "--threads", str(args.threads)]
@@ -278,7 +296,7 @@ def main() -> None:
     tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats + 1):  # round 0: the warm-up, its times discarded (see the docstring)
-            order = (*names, "peak")[r % (len(names) + 1):] + (*names, "peak")[:r % (len(names) + 1)]
+            order = round_order((*names, "peak"), r)
             ran = {}
             for name in order:
                 warm = r == 0

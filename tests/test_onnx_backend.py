@@ -112,6 +112,42 @@ def test_a_kept_session_serves_later_encodes_without_reading_the_graph_again(tin
     assert reads == [graph.path]  # not the kept session's graph: its bytes are read and verified again
 
 
+def test_auto_that_chose_onnx_does_no_more_work_than_the_onnx_path(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 27.4: with the graph cached and this machine's measurement saying ONNX Runtime is faster, a `--backend
+    auto` encode loads no PyTorch weights, measures nothing, reads the engines' record once and runs the very
+    session `--backend onnx` made, so its vectors are that path's."""
+    import torch
+
+    from embedstore.encoding import engine_choice, models, onnx_backend
+    from embedstore.encoding.models import resolve_device
+
+    options = EncodeOptions(model=str(tiny_model_dir))
+    by_onnx = embed(SENTENCES, store=tmp_path / "o.zarr", options=options, compute=ONNX)
+    spec = resolve_model(tiny_model_dir)
+    machine = engine_choice.machine_fingerprint(resolve_device("cpu"), torch.get_num_threads())
+    recorded = {engine_choice.entry_key(spec, [2], machine): {
+        "machine": machine, "layers": [2], "tokens_per_second": {"torch": 1000.0, "onnx": 2000.0},
+        "measured_at": "2026-12-06T00:00:00+00:00"}}
+    reads, sessions = [], []
+    monkeypatch.setattr(engine_choice.EngineRecords, "read", lambda self: reads.append(1) or recorded)
+
+    def refuse(what):
+        def refused(*a, **k):
+            raise AssertionError(f"auto that chose ONNX {what}")
+        return refused
+    monkeypatch.setattr(models, "load_model", refuse("loaded the PyTorch weights"))
+    monkeypatch.setattr(engine_choice, "probe", refuse("measured the engines"))
+    monkeypatch.setattr(engine_choice, "fp32_peak", refuse("measured the fp32 peak"))
+    real_open = onnx_backend.open_session
+    monkeypatch.setattr(onnx_backend, "open_session", lambda *a, **k: sessions.append(1) or real_open(*a, **k))
+    report = encode(SENTENCES, store=tmp_path / "a.zarr", options=options,
+                    compute=dataclasses.replace(ONNX, backend="auto"))
+    assert report.provenance["backend"] == "onnx" and "measured here on" in report.provenance["engine"]["reason"]
+    assert reads == [1] and sessions == []  # one look at the record; the onnx path's kept session
+    by_auto = Store.open(tmp_path / "a.zarr").get(options.keys()[0], SENTENCES)
+    np.testing.assert_array_equal(by_auto, by_onnx)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
 def test_the_onnx_engines_numpy_pooling_equals_the_torch_pooling(pooling):
     """`pool_array` (the ONNX engine's, so no torch thread wakes between session runs) against `pool`, on a

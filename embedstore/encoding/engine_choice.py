@@ -26,6 +26,7 @@ exists (exported by a bigger job or by `--backend onnx`), both engines are probe
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -99,16 +100,26 @@ def _cpuinfo() -> str:
 
 def machine_fingerprint(device: Any, threads: int) -> dict[str, Any]:
     """What the engines' speeds depend on besides the model: CPU (name and flags), threads, device and versions."""
+    import torch
+
+    fingerprint = {**_process_facts(), "threads": threads, "device": str(device)}
+    if getattr(device, "type", "cpu") == "cuda":
+        fingerprint["gpu"] = torch.cuda.get_device_name(device)
+    return fingerprint
+
+
+@functools.cache
+def _process_facts() -> dict[str, Any]:
+    """The fingerprint's parts that cannot change while a process runs (the CPU, the libraries it imported), read
+    once per process: a library caller encodes many small sets, and each `--backend auto` encode looks its engine
+    up by the fingerprint."""
     import onnxruntime
     import torch
     import transformers
 
-    fingerprint = {"cpu": cpu_name(), "cpu_flags": hashlib.sha256(" ".join(cpu_flags()).encode()).hexdigest()[:16],
-                   "cpus": os.cpu_count(), "threads": threads, "device": str(device), "torch": torch.__version__,
-                   "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
-    if getattr(device, "type", "cpu") == "cuda":
-        fingerprint["gpu"] = torch.cuda.get_device_name(device)
-    return fingerprint
+    return {"cpu": cpu_name(), "cpu_flags": hashlib.sha256(" ".join(cpu_flags()).encode()).hexdigest()[:16],
+            "cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "transformers": transformers.__version__}
 
 
 def weight_gflop_per_token(config: Any) -> float:
@@ -255,7 +266,11 @@ def _recorded(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int)
 def planned(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int) -> EngineChoice:
     """The choice without measuring: this machine's recorded probe of both engines, else PyTorch (which needs no
     graph export). Ranks of a distributed job take it: probing side by side, they would time each other."""
-    _, _, _, entry = _recorded(spec, layers, device, threads)
+    return _planned(_recorded(spec, layers, device, threads)[3])
+
+
+def _planned(entry: dict[str, Any]) -> EngineChoice:
+    """`planned` from the record's entry already read (`choose` reads it once per encode)."""
     rates = entry.get("tokens_per_second", {})
     if entry.get("onnx_refused"):
         return EngineChoice("torch", f"ONNX Runtime cannot run this model (found on {entry.get('measured_at')}): "
@@ -276,7 +291,7 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
     records, machine, key, entry = _recorded(spec, layers, device, threads)
     rates = entry.get("tokens_per_second", {})
     if not measure or {"torch", "onnx"} <= set(rates) or entry.get("onnx_refused"):
-        plan = planned(spec, layers, device, threads)
+        plan = _planned(entry)
         return plan, load_onnx() if plan.backend == "onnx" else load_torch()
     note_step(f"measuring the engines for --backend auto on {spec.name} (once per model and machine)")
     torch_encoder = load_torch()
