@@ -104,7 +104,11 @@ def test_the_export_decision_takes_a_measured_speedup_over_the_prior(fake_engine
     first, _ = fake_engines.choose(spec, job_tokens=job, graph_cached=False)
     decision = first.measured["export"]
     assert first.backend == "torch" and decision["onnx_speedup_from"] == "prior"
-    assert decision["most_saved_seconds"] > decision["export_seconds"] > decision["expected_saving_seconds"]
+    assert decision["export_seconds"] > decision["expected_saving_seconds"]
+    # the bound alone would have exported; it only caps a saving, so the fp32 peak was not even measured
+    bound = engine_choice.most_saved(job, 500.0, engine_choice.weight_gflop_per_token(CONFIG), 100.0)
+    assert bound > decision["export_seconds"] and decision["most_saved_seconds"] is None
+    assert "peak_gflops" not in first.measured
     records = engine_choice.EngineRecords(spec)
     other_layers = {**first.measured, "layers": [1], "tokens_per_second": {"torch": 500.0, "onnx": 1500.0}}
     records.write("another-layer-set", other_layers)
@@ -143,3 +147,35 @@ def test_auto_on_a_first_small_job_encodes_with_torch_and_records_why(tiny_model
 def test_cpu_facts_are_read():
     assert engine_choice.cpu_name()
     assert all(engine_choice.VECTOR_FLAGS.match(f) for f in engine_choice.vector_extensions())
+
+
+def test_job_probe_batches_start_at_the_middle_token_after_a_warm_up():
+    # longest first: 10 batches of 400, 300, ... tokens; the middle token (of 2,500) lies in the third batch
+    tokens = [400, 300, 300, 300, 300, 300, 200, 200, 100, 100]
+    picks = engine_choice.job_probe_batches(tokens, timed_tokens=700)
+    assert picks == [3, 4, 5, 6]  # warm-up 3, then 300 + 300 + 200 >= 700
+    assert engine_choice.job_probe_batches(tokens, timed_tokens=10**6)[1:] == [4, 5, 6, 7, 8, 9, 2, 1, 0]
+    assert engine_choice.job_probe_batches([50]) == [0] and engine_choice.job_probe_batches([]) == []
+
+
+def test_a_first_auto_encode_times_pytorch_on_its_own_batches_and_keeps_them(tiny_model_dir, tmp_path, monkeypatch):
+    """No graph cached: PyTorch is timed on the job's batches, not on the sample apart; every text goes through the
+    model once (the timed batches' vectors are stored, not encoded again), and the vectors equal --backend torch's."""
+    from embedstore.encoding.encoder import Encoder
+
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    spec = _spec(tiny_model_dir, tmp_path)
+    options = EncodeOptions(model=str(spec.path))
+    texts = [f"text number {i} " + "word " * (i % 40) for i in range(300)]
+    rows = []
+    real_forward = Encoder.forward
+    monkeypatch.setattr(Encoder, "forward", lambda self, batch, *a: rows.append(len(batch["input_ids"])) or
+                        real_forward(self, batch, *a))
+    report = encode(texts, store=tmp_path / "auto.zarr", options=options,
+                    compute=ComputeOptions(backend="auto", device="cpu"))
+    engine = Store.open(tmp_path / "auto.zarr").attrs(options.keys()[0])["provenance"]["engine"]
+    assert report.provenance["backend"] == "torch" and engine["measured"]["probed_on"].startswith("the job's own")
+    assert sum(rows) == len(texts) and engine["measured"]["probe_tokens"] > 0
+    encode(texts, store=tmp_path / "torch.zarr", options=options, compute=ComputeOptions(backend="torch", device="cpu"))
+    key = options.keys()[0]
+    assert (Store.open(tmp_path / "auto.zarr").get(key, texts) == Store.open(tmp_path / "torch.zarr").get(key, texts)).all()

@@ -6,7 +6,7 @@ that can run is decided by measuring them (`engine_choice`); the other cases hav
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -46,10 +46,11 @@ def fixed_choice(options: EncodeOptions, compute: ComputeOptions, device: torch.
 
 
 def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOptions, keys: Sequence[StoreKey],
-                 device: torch.device, job_tokens: int | None = None, measure: bool = True):
+                 device: torch.device, job_tokens: int | None = None, measure: bool = True,
+                 job_rate: Callable[[Encoder], tuple[float, int]] | None = None):
     """The encoder for the hidden states of `keys` (the encode's store keys: their layers, pooling and prefix), by `fixed_choice` or else measured (`engine_choice`:
-    `job_tokens`, the job's size, decides whether a first graph export pays). Returns (encoder, EngineChoice,
-    graph check record or None)."""
+    `job_tokens`, the job's size, decides whether a first graph export pays; `job_rate` measures PyTorch on the
+    job's own batches). Returns (encoder, EngineChoice, graph check record or None)."""
     from embedstore.encoding import engine_choice
     from embedstore.encoding.onnx_backend import graph_cached
 
@@ -69,7 +70,7 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
 
     choice, encoder = engine_choice.choose(
         spec, layers, key.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
-        lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure)
+        lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure, job_rate)
     if choice.backend == "onnx":
         unload()  # the probe's PyTorch model is not needed any more
     return encoder, choice, encoder.graph.check if choice.backend == "onnx" else None

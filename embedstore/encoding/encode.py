@@ -157,11 +157,33 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
     # to encode) decides whether `--backend auto` exports a graph
     head_ranks, head_texts = next(chunks)  # there is one: `todo` > 0, and `_chunks` raises if the input shrank
     head = tokenized(head_ranks, head_texts)
+    head_batches = length_sorted_batches(head.lengths, ids[head_ranks], compute.batch_tokens, compute.batch_size)
+    layers, pooling = [k.layer for k in keys], keys[0].pooling
+    measured: dict[int, dict[int, np.ndarray]] = {}  # head batch -> PyTorch's pooled vectors made while timing it
+
+    def job_rate(torch_encoder) -> tuple[float, int]:
+        """PyTorch's tokens/s on some of the job's own batches (`job_probe_batches`), their vectors kept."""
+        from embedstore.encoding.engine_choice import job_probe_batches
+
+        picks = job_probe_batches([int(head.lengths[rows].sum()) for rows in head_batches])
+        seconds, tokens = 0.0, 0
+        for n, i in enumerate(picks):
+            batch = collate(head, head_batches[i], tokenizer.pad_token_id, device)
+            t0 = time.perf_counter()
+            measured[i] = torch_encoder.forward(batch, layers, pooling)
+            if n > 0 or len(picks) == 1:  # the first is a warm-up
+                seconds += time.perf_counter() - t0
+                tokens += int(head.lengths[head_batches[i]].sum())
+        return tokens / max(seconds, 1e-9), tokens
+
     t0 = time.perf_counter()
     with reporting_steps(progress):  # a graph export or the engines' measurement says when it starts
         encoder, choice, check = load_encoder(spec, options, compute, keys, device,
-                                              job_tokens=int(head.lengths.sum() * todo / len(head_ranks)))
+                                              job_tokens=int(head.lengths.sum() * todo / len(head_ranks)),
+                                              job_rate=job_rate)
     report.load_seconds = time.perf_counter() - t0
+    if choice.backend != "torch":
+        measured.clear()  # PyTorch's, while another engine encodes the job: one engine's vectors per encode
     provenance = encode_provenance(spec, compute, str(device), choice, check)
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
@@ -188,14 +210,18 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
             task = bar.add_task("encoding", total=todo)
             for ranks, texts in itertools.chain([(head_ranks, head_texts)], chunks):
                 need = lacking[:, ranks].any(0)
-                tok = head if ranks is head_ranks and need.all() else \
-                    tokenized(ranks[need], [t for t, keep in zip(texts, need) if keep])
+                whole_head = ranks is head_ranks and need.all()
+                tok = head if whole_head else tokenized(ranks[need], [t for t, keep in zip(texts, need) if keep])
                 bar.advance(task, int((~need).sum()))  # finished by another writer meanwhile
                 ranks = ranks[need]
                 lengths = tok.lengths
-                for rows in length_sorted_batches(lengths, ids[ranks], compute.batch_tokens, compute.batch_size):
-                    batch = collate(tok, rows, tokenizer.pad_token_id, device)
-                    pooled = encoder.forward(batch, [k.layer for k in keys], keys[0].pooling)
+                batches = head_batches if whole_head else \
+                    length_sorted_batches(lengths, ids[ranks], compute.batch_tokens, compute.batch_size)
+                kept = measured if whole_head else {}
+                for i, rows in enumerate(batches):
+                    pooled = kept.pop(i, None)
+                    if pooled is None:
+                        pooled = encoder.forward(collate(tok, rows, tokenizer.pad_token_id, device), layers, pooling)
                     buffered.append((ranks[rows], {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
                     buffered_rows += len(rows)
                     report.tokens += int(lengths[rows].sum())

@@ -11,6 +11,10 @@ flags), the thread count and the library versions, and on nothing about the job;
 beside the model, or in the cache when the model dir is read-only) holds one entry per model, layer set, device,
 threads and machine fingerprint, so a changed machine or library measures again while an unchanged one reuses it.
 
+Why PyTorch is timed on the job's own batches when it is the only engine to measure (no graph cached): those
+batches are work the encode needs anyway, so their vectors are kept instead of thrown away with the sample's
+(`job_probe_batches` says which batches; the fp32 peak is measured only when it can change the decision).
+
 Why the first encode may not export: the ONNX engine needs a graph exported and checked first (~20 s for e5-small
 on 2 cores), which a job of a few thousand texts would never earn back. No graph cached: PyTorch is measured first
 (its model is loaded anyway), and the graph is exported only when the job's expected saving exceeds the export's
@@ -165,6 +169,34 @@ def probe_batches(tokenizer, prefix: str, max_length: int, batch_tokens: int, ba
     return [collate(tok, r, tokenizer.pad_token_id, device) for r in rows], int(lengths.sum())
 
 
+JOB_PROBE_TOKENS = 2048
+"""Tokens of the job's own batches PyTorch is timed on when it is the only engine to measure (`job_probe_batches`):
+about one pass of the sample probe's sentences, after one warm-up batch."""
+
+
+def job_probe_batches(batch_tokens: Sequence[int], timed_tokens: int = JOB_PROBE_TOKENS) -> list[int]:
+    """Which of a job's length-sorted batches (longest first; `batch_tokens` their real tokens) to time PyTorch on:
+    a warm-up batch and then consecutive batches from the one holding the job's middle token, until `timed_tokens`
+    (earlier batches added when the later ones run out). Why the middle: the longest texts run at fewer tokens/s
+    (attention grows with length), so the first batches would understate the job's rate and overstate what an
+    export could save. The first index is the warm-up, its time not counted (unless it is the only batch)."""
+    if not batch_tokens:
+        return []
+    cumulative = np.cumsum(batch_tokens)
+    start = int(np.searchsorted(cumulative, cumulative[-1] / 2))
+    picks = [start]  # the warm-up
+    timed, after, before = 0, start + 1, start - 1
+    while timed < timed_tokens and (after < len(batch_tokens) or before >= 0):
+        if after < len(batch_tokens):
+            picks.append(after)
+            after += 1
+        else:
+            picks.append(before)
+            before -= 1
+        timed += batch_tokens[picks[-1]]
+    return picks
+
+
 def measure_pass(encoder: Any, batches: list[dict], layers: Sequence[int], pooling: str) -> float:
     """Seconds of one pass of `encoder` over `batches` (what an encode does per batch, without the store)."""
     t0 = time.perf_counter()
@@ -284,10 +316,13 @@ def _planned(entry: dict[str, Any]) -> EngineChoice:
 
 def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, threads: int, job_tokens: int | None,
            load_torch: Callable[[], Any], load_onnx: Callable[[], Any], graph_cached: bool, probe_texts: Callable,
-           measure: bool = True) -> tuple[EngineChoice, Any]:
+           measure: bool = True, job_rate: Callable[[Any], tuple[float, int]] | None = None) -> \
+        tuple[EngineChoice, Any]:
     """(the choice, the chosen engine's encoder). `load_torch`/`load_onnx` load an engine (the latter exports the
     graph when `graph_cached` is false); `probe_texts(tokenizer)` gives the probe's batches and tokens. Without
-    `measure`, `planned` decides."""
+    `measure`, `planned` decides. `job_rate(torch_encoder)`, when given, measures PyTorch on the job's own batches
+    and keeps their vectors, returning (tokens/s, tokens timed): with no graph cached PyTorch is the only engine
+    to measure, and timing it on sample sentences apart threw that work away (~3 s of the demo's first encode)."""
     records, machine, key, entry = _recorded(spec, layers, device, threads)
     rates = entry.get("tokens_per_second", {})
     if not measure or {"torch", "onnx"} <= set(rates) or entry.get("onnx_refused"):
@@ -295,24 +330,35 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
         return plan, load_onnx() if plan.backend == "onnx" else load_torch()
     note_step(f"measuring the engines for --backend auto on {spec.name} (once per model and machine)")
     torch_encoder = load_torch()
-    batches, tokens = probe_texts(torch_encoder.tokenizer)
     layers = list(layers)
-    entry = {"machine": machine, "layers": sorted(set(layers)), "probe_tokens": tokens, **{
+    entry = {"machine": machine, "layers": sorted(set(layers)), **{
         k: entry[k] for k in ("peak_gflops", "export_seconds") if k in entry}}
     if not graph_cached:
-        rates = {"torch": rates.get("torch") or probe({"torch": torch_encoder}, batches, tokens, layers,
-                                                      pooling)["torch"]}
+        if rates.get("torch"):
+            rates = {"torch": rates["torch"]}
+        elif job_rate is not None:
+            rate, tokens = job_rate(torch_encoder)
+            rates = {"torch": rate}
+            entry.update(probe_tokens=tokens, probed_on="the job's own batches (their vectors kept)")
+        else:
+            batches, tokens = probe_texts(torch_encoder.tokenizer)
+            rates = {"torch": probe({"torch": torch_encoder}, batches, tokens, layers, pooling)["torch"]}
+            entry.update(probe_tokens=tokens, probed_on="the bundled sample")
         config = torch_encoder.model.config
-        peak = entry.get("peak_gflops") or fp32_peak(config, threads)
         export = records.export_seconds(machine)
         export_cost = export if export is not None else EXPORT_SECONDS_PER_GB * _weight_bytes(spec) / 1e9
-        bound = most_saved(job_tokens or 0, rates["torch"], weight_gflop_per_token(config), peak)
         measured_speedup = records.onnx_speedup(machine)
         speedup = measured_speedup if measured_speedup is not None else ONNX_SPEEDUP_PRIOR
-        saving = expected_saving(job_tokens or 0, rates["torch"], speedup, bound)
-        entry.update(tokens_per_second=rates, peak_gflops=peak, measured_at=_now())
+        unbounded = expected_saving(job_tokens or 0, rates["torch"], speedup, float("inf"))
+        # the fp32 peak only caps the saving: measured only when the saving without the cap would pay the export
+        peak = entry.get("peak_gflops") or (fp32_peak(config, threads) if unbounded > export_cost else None)
+        bound = None if peak is None else most_saved(job_tokens or 0, rates["torch"], weight_gflop_per_token(config),
+                                                     peak)
+        saving = unbounded if bound is None else min(unbounded, bound)
+        entry.update(tokens_per_second=rates, measured_at=_now(), **({"peak_gflops": peak} if peak else {}))
         decision = {"job_tokens": job_tokens, "expected_saving_seconds": round(saving, 3),
-                    "most_saved_seconds": round(bound, 3), "onnx_speedup": round(speedup, 3),
+                    "most_saved_seconds": None if bound is None else round(bound, 3),
+                    "onnx_speedup": round(speedup, 3),
                     "onnx_speedup_from": "measured" if measured_speedup is not None else "prior",
                     "export_seconds": round(export_cost, 3), "export_cost": "measured" if export else "prior"}
         if not saving > export_cost:
@@ -331,8 +377,9 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
         return EngineChoice("torch", f"ONNX Runtime cannot run this model: {e}", entry), torch_encoder
     if not graph_cached:
         entry["export_seconds"] = time.perf_counter() - t0
+    batches, tokens = probe_texts(torch_encoder.tokenizer)
     rates = probe({"torch": torch_encoder, "onnx": onnx_encoder}, batches, tokens, layers, pooling)
-    entry.update(tokens_per_second=rates, measured_at=_now())
+    entry.update(tokens_per_second=rates, measured_at=_now(), probe_tokens=tokens, probed_on="the bundled sample")
     records.write(key, entry)
     backend = max(rates, key=rates.get)
     return (EngineChoice(backend, "measured now: " + _rates_text(rates), entry),
