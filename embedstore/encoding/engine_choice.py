@@ -24,7 +24,7 @@ most any fp32 engine could save (`most_saved`: the job's PyTorch time minus its 
 machine's measured fp32 matrix-product peak). Why not that bound alone: it assumes everything but the weight products
 takes no time, and it promised the demo's first encode (~150k tokens of e5-small) a 35 s saving where ONNX Runtime
 then saved ~6 s, so the demo paid a ~30 s export and probe for it. The export's cost is the one last measured on
-this machine for this model, else a prior from the model's size (`EXPORT_SECONDS_PER_GB`). A job that does not
+this machine for this model, else a prior (`export_prior`: the export child's start-up, then the model's size). A job that does not
 earn the export runs on PyTorch, and the record keeps PyTorch's rate for the next job's decision; once a graph
 exists (exported by a bigger job or by `--backend onnx`), both engines are probed and the faster kept.
 """
@@ -54,9 +54,15 @@ PROBE_VERSION = 2
 in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low)."""
 PROBE_TEXTS = 32  # per language: 64 real sentences, ~1,600 tokens of e5-small, ~0.5 s a pass on 2 cores
 PROBE_ROUNDS = 2  # each engine runs once per round after one untimed warm-up pass
-EXPORT_SECONDS_PER_GB = 45.0
-"""Prior of the export's cost per GB of weights, before one was measured on this machine: e5-small's fp32 export and
-check took ~20 s for its 470 MB on an idle 2-core machine (docs/performance.md)."""
+EXPORT_START_SECONDS = 8.5
+"""Prior of what the export costs before the model's size counts: the child is a fresh python that imports torch,
+transformers and onnxruntime (3.4 CPU-s of imports alone), loads the tokenizer, traces, opens a session and checks.
+The export child of a 32-d XLM-R, whose 32 MB of weights are nearly all its embedding table, took 8.1-8.8 CPU-s
+(2 and 12 layers; docs/performance.md). Without it a tiny model's prior was its 32 MB at 45 s/GB, 1.4 s, and the
+README tour's tiny models exported graphs for jobs that saved a second or two."""
+EXPORT_SECONDS_PER_GB = 19.0
+"""Prior of the export's cost per GB of weights beyond `EXPORT_START_SECONDS`: e5-small's export child (471 MB) took
+16.7 CPU-s where the 32 MB model's took 8.1-8.8, measured side by side (docs/performance.md)."""
 ONNX_SPEEDUP_PRIOR = 1.25
 """ONNX Runtime's fp32 speed over PyTorch's assumed for the export decision before a probe of both on this machine:
 above the largest ratio measured on our machines for e5-small (AMD EPYC 1.14-1.2x, Intel Xeon 0.97x; issue 27), so
@@ -283,6 +289,12 @@ def entry_key(spec: ModelSpec, layers: Sequence[int], machine: dict[str, Any]) -
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def export_prior(spec: ModelSpec) -> float:
+    """Seconds an export of `spec` is expected to take before one was measured on this machine: the child's start-up
+    and check (`EXPORT_START_SECONDS`) plus its weights at `EXPORT_SECONDS_PER_GB`."""
+    return EXPORT_START_SECONDS + EXPORT_SECONDS_PER_GB * _weight_bytes(spec) / 1e9
+
+
 def _weight_bytes(spec: ModelSpec) -> int:
     return sum(p.stat().st_size for p in spec.path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
 
@@ -346,7 +358,7 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
             entry.update(probe_tokens=tokens, probed_on="the bundled sample")
         config = torch_encoder.model.config
         export = records.export_seconds(machine)
-        export_cost = export if export is not None else EXPORT_SECONDS_PER_GB * _weight_bytes(spec) / 1e9
+        export_cost = export if export is not None else export_prior(spec)
         measured_speedup = records.onnx_speedup(machine)
         speedup = measured_speedup if measured_speedup is not None else ONNX_SPEEDUP_PRIOR
         unbounded = expected_saving(job_tokens or 0, rates["torch"], speedup, float("inf"))
