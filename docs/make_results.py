@@ -508,6 +508,13 @@ def _where_it_holds(found: dict[str, list[tuple[str, Comparison, str | None]]]) 
     return "; ".join(said) + "."
 
 
+def _so_far(c: Comparison) -> str:
+    """" (3 seeds so far)" for a verdict of a 10-seed study decided on fewer seeds (its sweep still running)."""
+    if c.refused or c.n_seeds >= TEN_SEEDS:
+        return ""
+    return f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''} so far)"
+
+
 def _figures(c: Comparison) -> str:
     """A verdict as a headline sentence cites it: "clearly better, +0.138 [+0.104, +0.172]"."""
     if c.refused:
@@ -553,8 +560,7 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
                 bad.append(f"{language} {corpus} `{head}` {n} of {len(select(every, head=head))}")
     if found:
         parts = [f"On {CORPORA[corpus]}: " + "; ".join(
-            f"{language} {_figures(c)}" + (f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''} so far)"
-                                           if c.n_seeds < TEN_SEEDS else "")
+            f"{language} {_figures(c)}{_so_far(c)}"
             + (f" (**C-sensitive**: {flip})" if flip else "") for language, c, flip in claims)
             for corpus, claims in found.items()]
         figures = "".join(parts)
@@ -631,9 +637,9 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
     langs = [lang for lang in results_frontier.LANGUAGES if select(frontier, language=lang)]
 
     def at_ten(a: dict, b: dict, labels: tuple[str, str]) -> str:
-        said = [f"{lang} " + _figures(compare(select(records, **a), select(records, **b), rows=rows10[lang],
-                                              labels=labels))
-                for lang, records in ten.items() if select(records, **a) and select(records, **b)]
+        found = {lang: compare(select(records, **a), select(records, **b), rows=rows10[lang], labels=labels)
+                 for lang, records in ten.items() if select(records, **a) and select(records, **b)}
+        said = [f"{lang} {_figures(c)}{_so_far(c)}" for lang, c in found.items()]
         return "; ".join(said) or "not run at 10 seeds yet"
 
     def at_frontier(a: tuple[str | None, str], b: tuple[str | None, str]) -> str:
@@ -776,8 +782,8 @@ def _frontier_at_ten_seeds(results_dir: Path) -> str:
                 return select(records, method="langalign", aligner=aligner, pair_size=pairs)
 
             if arm(*a) and arm(*b):
-                parts.append(f"{language} " + _figures(compare(arm(*a), arm(*b), rows=PredictionReader(path),
-                                                               labels=(a[0], b[0]))))
+                found = compare(arm(*a), arm(*b), rows=PredictionReader(path), labels=(a[0], b[0]))
+                parts.append(f"{language} {_figures(found)}{_so_far(found)}")
         if parts:
             said.append(f"{claim}: " + "; ".join(parts))
     if not said:

@@ -230,7 +230,7 @@ def test_the_closing_note_gives_each_questioned_claim_the_verdict_the_records_gi
     expected = make_results._figures(compare(select(at_2k, aligner="procrustes"), select(at_2k, aligner="fc"),
                                              rows=PredictionReader(path), labels=("procrustes", "fc")))
     assert expected.startswith("0.8") and ", clearly better, Δ +0.1" in expected  # procrustes 0.80 vs fc 0.70
-    assert f"5k pairs: ko {expected}" in closed_form
+    assert f"5k pairs: ko {expected} (3 seeds so far)" in closed_form  # a 10-seed study's verdict on fewer says so
     assert "FC against resmlp with all pairs (2k task rows, 3 seeds): not run" in bullets['- "With all pairs FC is best"']
     assert "not run at 10 seeds yet" in bullets['- "resmlp over FC at 500 pairs"']
     assert "ko help topic: 2 decided alike at C/10, the chosen C and C×10; 2 change" in bullets[
