@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 @dataclass
 class Context:
     """What every method needs: the cell, its task for the cell's language, and a vector lookup: the model as
-    the cell resolved it (`spec`) and the store key computed from it once (`key`), which every step of the cell
-    reads, writes and records under."""
+    the study's driver resolved it (`spec`) and the store key computed from it once (`key`), which every step of
+    the cell reads, writes and records under."""
 
     cell: Cell
     config: SweepConfig
