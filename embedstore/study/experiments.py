@@ -27,6 +27,7 @@ from embedstore.study.cells import Cell, SweepConfig
 from embedstore.study.methods import TABLE
 from embedstore.study.context import context_id, training_precisions
 from embedstore.study.predictions import RowPredictions, index_digest, rows_digest
+from embedstore.study.vector_memory import RememberedVectors
 from embedstore.study.verdicts import degeneracy
 from embedstore.encoding.report import EncodeReport
 from embedstore.encoding.encode import encode
@@ -63,7 +64,7 @@ class Context:
         return self.config.results.with_suffix(".aligners")
 
     def vectors(self, texts: list[str]) -> np.ndarray:
-        return self.store.get_ids(self.key, _TEXT_IDS(texts))
+        return _VECTORS.get(self.store, self.key, _TEXT_IDS(texts))
 
     def require_model_vectors(self, does: str, why: str = "") -> None:
         """Refuse a method that trains the model itself (`does` it) when the sweep's [encoding] makes other vectors
@@ -77,6 +78,8 @@ class Context:
 
 _TEXT_IDS = RememberedIds()
 """The ids of the texts this process's cells looked up (a worker runs many cells of one task)."""
+_VECTORS = RememberedVectors()
+"""The vectors this process's cells looked up, for the same reason."""
 
 
 def task_for(cell: Cell, config: SweepConfig) -> Task:
