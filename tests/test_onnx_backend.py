@@ -35,6 +35,40 @@ def test_export_is_checked_against_pytorch_and_cached(tiny_model_dir):
     assert graph.check["min_cosine"] > 0.99999 and graph.check["inputs"][:2] == ["input_ids", "attention_mask"]
     mtime = graph.path.stat().st_mtime_ns
     assert ensure_graph(spec, (2, 1)).path == graph.path and graph.path.stat().st_mtime_ns == mtime  # reused
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(graph.path)).graph.node]
+    assert "Softmax" in ops and "IsNaN" not in ops  # checked without the SDPA export's NaN guards
+
+
+def test_dropping_the_nan_guards_keeps_every_value_and_only_touches_guards(tmp_path):
+    """`drop_nan_guards` removes `Where(IsNaN(p), 0, p)` after a Softmax (and the zero only it read), leaves a
+    guard that fills with anything but zero, and the graph computes the same values on rows with a real key."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from embedstore.encoding.onnx_export import drop_nan_guards
+    from embedstore.encoding.onnx_runtime import open_session
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+    nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), helper.make_node("IsNaN", ["p"], ["nan"]),
+             const("zero", 0.0), helper.make_node("Where", ["nan", "zero", "p"], ["guarded"]),
+             helper.make_node("Softmax", ["x"], ["q"], axis=0), helper.make_node("IsNaN", ["q"], ["nan_q"]),
+             const("one", 1.0), helper.make_node("Where", ["nan_q", "one", "q"], ["filled"]),
+             helper.make_node("Add", ["guarded", "filled"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = {"x": np.array([[0.5, -1.0, 2.0], [-1e4, 3.0, 0.0]], np.float32)}
+    before = open_session(path.read_bytes(), threads=1).run(None, x)[0]
+    assert drop_nan_guards(path) == 1 and drop_nan_guards(path) == 0
+    kept = onnx.load(str(path)).graph.node
+    assert [n.op_type for n in kept] == ["Softmax", "Softmax", "IsNaN", "Constant", "Where", "Add"]
+    assert kept[-1].input[0] == "p" and kept[3].output[0] == "one"
+    np.testing.assert_array_equal(open_session(path.read_bytes(), threads=1).run(None, x)[0], before)
 
 
 @pytest.mark.heavy
