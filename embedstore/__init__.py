@@ -4,7 +4,8 @@ Encode once into a content-addressed vector store; train aligners, heads and who
 """
 #: The Python API (`embedstore.api`: every command's function, `Pipeline`, the vocabulary) is reached as
 #: `embedstore.<name>`, imported on first use: `import embedstore` stays cheap for the CLI, which must not pay for
-#: the store, torch or scikit-learn before it knows the command.
+#: the store, torch or scikit-learn before it knows the command. `embedstore.export` is the export subpackage, which
+#: is callable: `embedstore.export(pipeline, out, format=...)` is `export_pipeline`.
 
 
 def _version() -> str:
@@ -21,9 +22,11 @@ def __getattr__(name: str):
     if name == "__version__":
         globals()["__version__"] = _version()
         return globals()["__version__"]
-    if not name.startswith("_") and name != "api":  # `api` itself is a submodule, found by the import system
-        import importlib
+    import importlib
 
+    if name == "export":  # the export subpackage, callable: `embedstore.export(pipeline, out, format=...)`
+        return importlib.import_module("embedstore.export")
+    if not name.startswith("_") and name != "api":  # `api` itself is a submodule, found by the import system
         api = importlib.import_module("embedstore.api")
         if name in api.__all__:
             return getattr(api, name)
@@ -34,4 +37,4 @@ def __dir__() -> list[str]:
     import importlib
 
     api = importlib.import_module("embedstore.api")
-    return sorted([*globals(), *api.__all__, "__version__"])
+    return sorted([*globals(), *api.__all__, "__version__", "export"])
