@@ -1,6 +1,7 @@
 """Exports ready to ship (issue 29.5): a filled model card beside each export (data, aligner, head, the exact
 prompt, the evaluation with its intervals, the check), the ONNX graph's inputs, outputs and prefix in its own
-metadata, `embedstore.export_pipeline` at the top level, and `--push-to-hub` against a local fake of the hub API."""
+metadata, `embedstore.export(...)` and `embedstore.export_pipeline` at the top level, and `--push-to-hub` against a
+local fake of the hub API."""
 import json
 
 import pytest
@@ -61,13 +62,20 @@ MTEB_FIELDS = {"loader", "loader_kwargs", "name", "revision", "release_date", "l
 
 
 def test_the_sentence_transformers_export_carries_mteb_model_metadata(pipeline, tiny_model_dir):
+    """Exported from Python as the issue asked: `embedstore.export(...)`, the package called (it is also the home of
+    `embedstore.export.<module>`), which is the API's `export_pipeline`."""
     from sentence_transformers import SentenceTransformer
+
+    import embedstore
+    from embedstore import export
+    from embedstore.export.head import load_exported_head  # the subpackage's modules still import
 
     tmp, data = pipeline
     out = tmp / "st-mteb"
-    r = invoke("export", out, "--pipeline", tmp / "pipe", "--format", "sentence-transformers", "--model",
-               tiny_model_dir)
-    assert r.exit_code == 0, r.output
+    returned = embedstore.export(tmp / "pipe", out, format="sentence-transformers", model=tiny_model_dir,
+                                 progress=False)
+    assert export is embedstore.export and load_exported_head is embedstore.export.head.load_exported_head
+    assert returned == {**json.loads((out / "embedstore-export.json").read_text()), "out": str(out)}
     meta = json.loads((out / "mteb_model_meta.json").read_text())
     assert set(meta) == MTEB_FIELDS
     model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
@@ -103,23 +111,35 @@ def test_push_to_hub_uploads_the_export_to_the_repo_and_revision(pipeline, tiny_
 
     import embedstore
 
+    import inspect
+
     calls = []
+    real = huggingface_hub.HfApi
+
+    def as_the_real_api_takes(name, *args, **kw):
+        """Every call must bind to the installed huggingface_hub's own signature (a renamed keyword fails here)."""
+        inspect.signature(getattr(real, name)).bind(None, *args, **kw)
 
     class FakeHub:
-        def __init__(self, token=None):
-            calls.append(("token", token))
+        def __init__(self, *args, **kw):
+            as_the_real_api_takes("__init__", *args, **kw)
+            calls.append(("token", kw.get("token")))
 
         def create_repo(self, repo, **kw):
+            as_the_real_api_takes("create_repo", repo, **kw)
             calls.append(("create_repo", repo))
 
-        def create_branch(self, repo, branch, **kw):
-            calls.append(("create_branch", repo, branch))
+        def create_branch(self, repo, **kw):
+            as_the_real_api_takes("create_branch", repo, **kw)
+            calls.append(("create_branch", repo, kw.get("branch")))
 
-        def upload_folder(self, folder_path, repo_id, revision=None, **kw):
+        def upload_folder(self, **kw):
             from pathlib import Path
 
-            calls.append(("upload", repo_id, revision, sorted(p.name for p in Path(folder_path).iterdir())))
-            return type("Commit", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+            as_the_real_api_takes("upload_folder", **kw)
+            calls.append(("upload", kw["repo_id"], kw.get("revision"),
+                          sorted(p.name for p in Path(kw["folder_path"]).iterdir())))
+            return type("Commit", (), {"commit_url": f"https://hub.example/{kw['repo_id']}/commit/1"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
     tmp, _ = pipeline
@@ -134,7 +154,7 @@ def test_push_to_hub_uploads_the_export_to_the_repo_and_revision(pipeline, tiny_
 
 
 def test_the_card_s_accuracy_interval_is_wilson_s():
-    from embedstore.export.card import _wilson
+    from embedstore.base.stats import wilson
 
-    low, high = _wilson(0.5, 100)  # the textbook value: 0.5 over 100 rows -> [0.4038, 0.5962]
+    low, high = wilson(0.5, 100)  # the textbook value: 0.5 over 100 rows -> [0.4038, 0.5962]
     assert abs(low - 0.4038) < 1e-4 and abs(high - 0.5962) < 1e-4

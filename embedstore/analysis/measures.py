@@ -132,9 +132,9 @@ def _paired(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.nd
     return a, b
 
 
-def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean cosine of row i of `a` with row i of `b`."""
-    return float(np.mean(np.sum(unit_rows(a) * unit_rows(b), axis=1)))
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of row i of `a` with row i of `b`, for every i."""
+    return np.sum(unit_rows(a) * unit_rows(b), axis=1)
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -155,19 +155,17 @@ def cosine_report(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, seed: int
     Row i of `en`, `tr` and `aligned` are an English sentence, its translation and the aligned English vector.
     `shuffled` pairs each aligned vector with another row's translation (the anisotropy floor for `aligned_tr`,
     named as `embedstore.study.report` expects); `shuffled_en_tr` is the same floor for the raw `en_tr`.
+    `row_sd` is each mean's standard deviation over the rows: what another sample of pairs could have given (a
+    report's interval counts it; an interval over seeds of the same pairs cannot).
     """
     en, tr = _paired(en, tr, ("en", "tr"))
     en, aligned = _paired(en, aligned, ("en", "aligned"))
     perm = derangement(len(en), seed)
-    return {
-        "rows": len(en),
-        "seed": seed,
-        "en_tr": mean_cosine(en, tr),
-        "aligned_tr": mean_cosine(aligned, tr),
-        "aligned_en": mean_cosine(aligned, en),
-        "shuffled": mean_cosine(aligned, tr[perm]),
-        "shuffled_en_tr": mean_cosine(en, tr[perm]),
-    }
+    per_row = {"en_tr": row_cosines(en, tr), "aligned_tr": row_cosines(aligned, tr),
+               "aligned_en": row_cosines(aligned, en), "shuffled": row_cosines(aligned, tr[perm]),
+               "shuffled_en_tr": row_cosines(en, tr[perm])}
+    return {"rows": len(en), "seed": seed, **{name: float(np.mean(c)) for name, c in per_row.items()},
+            "row_sd": {name: float(np.std(c, ddof=1)) for name, c in per_row.items()}}
 
 
 # --------------------------------------------------------------------------------------------- retrieval

@@ -11,6 +11,9 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import stats as _scipy_stats
 
+#: The standard normal's 97.5th percentile: a 95 % interval of a mean over many test rows (hundreds and more).
+Z95 = 1.959963984540054
+
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, int]:
     """Mean, confidence-interval half-width (t-distribution) and count of `values`.
@@ -35,3 +38,11 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     sem = float(xs.std(ddof=1)) / math.sqrt(n)
     t_crit = float(_scipy_stats.t.ppf((1.0 + confidence) / 2.0, n - 1))
     return mean, t_crit * sem, n
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """The Wilson 95 % interval of a proportion `p` over `n` rows: the test set's own sampling noise (never empty,
+    even at 0 or 1, where the normal approximation's is)."""
+    centre = (p + Z95 * Z95 / (2 * n)) / (1 + Z95 * Z95 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n)) / (1 + Z95 * Z95 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from embedstore.base.stats import wilson
+
 CARD_FILE = "README.md"
 
 
@@ -32,14 +34,6 @@ def _digest(file: Mapping[str, Any]) -> str:
     return str(file.get("sha256") or file.get("sha256_16") or "?")[:16]
 
 
-def _wilson(accuracy: float, n: int) -> tuple[float, float]:
-    """The Wilson 95 % interval of a proportion over n rows: the test set's own sampling noise."""
-    z = 1.959963984540054
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _metrics(metrics: Mapping[str, Any] | None) -> list[str]:
     if not metrics:
         return ["No evaluation was given to the export (`embedstore export --metrics EVALUATE.json`, the file "
@@ -51,7 +45,7 @@ def _metrics(metrics: Mapping[str, Any] | None) -> list[str]:
              "set's sampling noise):", "", "| method | accuracy [95 % interval] | macro-F1 |", "| --- | --- | --- |"]
     for name in dict.fromkeys(n for n in (primary, "with_aligner", "without_aligner") if n in metrics):
         m = metrics[name]
-        low, high = _wilson(m["accuracy"], m["n"])
+        low, high = wilson(m["accuracy"], m["n"])
         lines.append(f"| {name.replace('_', ' ')}{' (what predict does)' if name == primary else ' (diagnostic)'} | "
                      f"{m['accuracy']:.4f} [{low:.4f}, {high:.4f}] | {m['macro_f1']:.4f} |")
     return lines

@@ -11,7 +11,9 @@ Cosine analysis records have "kind": "cosine" and four numbers: `en_tr` (English
 `aligned_tr` (aligned English vs the translation), `aligned_en` (aligned English vs English) and `shuffled`
 (aligned English vs a random translation: the anisotropy baseline). They may sit in the results file or in a
 separate file passed as `cosine_path` (a JSON list/object or JSONL); records with a "cell" (or top-level
-language/aligner/pair_size) are grouped by language, aligner and pair size, and averaged over seeds.
+language/aligner/pair_size) are grouped by language, aligner and pair size, and averaged over seeds. With
+`rows` and `row_sd` (each mean's spread over its pairs, as `analysis.measures.cosine_report` gives them) a mean
+gets an interval that counts the pairs' sampling; without, it is printed bare, as a description of those pairs.
 """
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from embedstore.base.errors import InputError
-from embedstore.base.stats import mean_ci
+from embedstore.base.stats import Z95, mean_ci, wilson
 from embedstore.study.cells import ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, format_size, method_label
 from embedstore.study.methods import METHODS, PAIR_METHODS
 from embedstore.study.predictions import PredictionReader
@@ -182,12 +182,19 @@ def cosine_from_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (cell["language"], cell["task"], cell["aligner"], size_key(cell["pair_size"]), cell["seed"])
         if key not in out or size_key(cell["task_size"]) > size_key(out[key]["cell"]["task_size"]):
             out[key] = {"kind": "cosine", "cell": cell, **{name: cos[name] for name in COSINE_FIELDS},
-                        **{name: aligner[name] for name in RETRIEVAL_FIELDS if name in aligner}}
+                        **{name: aligner[name] for name in RETRIEVAL_FIELDS if name in aligner},
+                        **{name: cos[name] for name in ("rows", "row_sd") if name in cos}}
     return list(out.values())
 
 
 def cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
-    """Average cosine records over seeds, grouped by language, aligner and pair size where recorded."""
+    """Average cosine records over seeds, grouped by language, aligner and pair size where recorded.
+
+    Every seed of a group is measured on the same held-out pairs, so an interval over seeds says nothing of what
+    other pairs would give (it read ±0.000 where the fit was deterministic). Each mean's interval is therefore the
+    seeds' t-interval widened by the pairs' own sampling noise (`_row_half`: the records' spread over rows), as
+    `verdicts`' approximate interval combines them. A group whose records lack that spread (written before it was
+    recorded) gets no interval: its mean is descriptive of those pairs (`Stat.ci95` NaN)."""
     grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         where = record.get("cell", record)
@@ -200,10 +207,32 @@ def cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
         if where.get("aligner") and where.get("method", "langalign") in PAIR_METHODS:
             parts.append(format_size(where.get("pair_size")))
         label = " ".join(parts) or "all records"
-        result[label] = {name: summarise([float(r[name]) for r in grouped[key]]) for name in COSINE_FIELDS}
-        result[label].update({name: summarise([float(r[name]) for r in grouped[key]]) for name in RETRIEVAL_FIELDS
-                              if all(isinstance(r.get(name), (int, float)) for r in grouped[key])})
+        fields = COSINE_FIELDS + tuple(name for name in RETRIEVAL_FIELDS
+                                      if all(isinstance(r.get(name), (int, float)) for r in grouped[key]))
+        result[label] = {name: _over_seeds_and_rows(grouped[key], name) for name in fields}
     return result
+
+
+def _over_seeds_and_rows(records: list[dict[str, Any]], name: str) -> Stat:
+    over_seeds = summarise([float(r[name]) for r in records])
+    halves = [_row_half(r, name) for r in records]
+    if any(h is None for h in halves):
+        return replace(over_seeds, ci95=math.nan)
+    seeds = 0.0 if math.isnan(over_seeds.ci95) else over_seeds.ci95
+    return replace(over_seeds, ci95=math.hypot(seeds, sum(halves) / len(halves)))
+
+
+def _row_half(record: dict[str, Any], name: str) -> float | None:
+    """The 95 % half-width of one record's mean over its rows: a cosine's from its per-row spread (`row_sd`), a
+    P@1's as a proportion's (Wilson); None when the record does not say (no `rows`, or no spread for a cosine)."""
+    rows = record.get("rows")
+    if not isinstance(rows, int) or rows < 2:
+        return None
+    if name in RETRIEVAL_FIELDS:
+        low, high = wilson(float(record[name]), rows)
+        return (high - low) / 2
+    sd = record.get("row_sd", {}).get(name)
+    return None if not isinstance(sd, (int, float)) else Z95 * float(sd) / math.sqrt(rows)
 
 
 def size_key(size: int | None) -> tuple[int, int]:

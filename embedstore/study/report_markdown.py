@@ -152,7 +152,7 @@ def header(
         f"- results file: `{path}`",
         f"- records: {counts}; only ok records with the metric are in the tables",
         f"- metric: {metric}; entries are mean ± 95% CI half-width over seeds (t-distribution; a bare mean is a "
-        "single seed); the highest mean per column in **bold** (higher is better): a description of these test rows, "
+        "single seed; the verdicts' intervals also count the test rows); the highest mean per column in **bold** (higher is better): a description of these test rows, "
         "not a verdict, and no claim picks its arm by it",
     ]
     for key, title in _PROVENANCE_SHOWN:
@@ -206,9 +206,14 @@ def markdown_table(language: str, task: str, table: Table) -> list[str]:
 
 
 def format_stat(stat: Stat) -> str:
+    """Mean ± half-width, never "± 0.000": a half-width below the table's precision gets the digits that show it,
+    and seeds that all gave one value are said to have (a zero interval would claim certainty)."""
     if math.isnan(stat.ci95):
         return f"{stat.mean:.{_DECIMALS}f}"
-    return f"{stat.mean:.{_DECIMALS}f} ± {stat.ci95:.{_DECIMALS}f}"
+    if stat.ci95 < 5e-7:  # the seeds agree to 6 decimals (exactly, but for the float sum's last bits)
+        return f"{stat.mean:.{_DECIMALS}f} (same at every seed)"
+    decimals = max(_DECIMALS, -math.floor(math.log10(stat.ci95)))
+    return f"{stat.mean:.{decimals}f} ± {stat.ci95:.{decimals}f}"
 
 
 def write_csv(path: Path, tables: dict[tuple[str, str], Table]) -> None:
@@ -287,8 +292,11 @@ def cosine_markdown(groups: dict[str, dict[str, Stat]]) -> list[str]:
     lines = [
         "## Cosine similarity",
         "",
-        "Mean cosine of matched pairs (± 95% CI over records); `shuffled` pairs each vector with a random "
-        "translation, the baseline a real alignment must beat.",
+        "Mean cosine of matched held-out pairs ± a 95% interval counting the pairs' own sampling (their spread over "
+        "rows) and, with several seeds, the seeds' (every seed measures the same pairs, so an interval over seeds "
+        "alone would say nothing of other pairs); a bare mean is descriptive of these pairs: its records carry no "
+        "per-row spread. `shuffled` pairs each vector with a random translation, the baseline a real alignment must "
+        "beat.",
         "",
         "| group | n | " + " | ".join(COSINE_FIELDS) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in COSINE_FIELDS) + " |",

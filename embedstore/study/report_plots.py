@@ -39,13 +39,18 @@ def _half(stat: Stat) -> float:
     return 0.0 if math.isnan(stat.ci95) else stat.ci95
 
 
-def caption(stats: list[Stat], what: str, references: bool = False) -> str:
+#: What a scores figure's interval is (`report_data.summarise`) and what a cosine figure's is (`cosine_groups`).
+_SEEDS_INTERVAL = "t-distribution over seeds; a single seed has none"
+_PAIRS_INTERVAL = ("the seeds' t-interval widened by the held-out pairs' sampling over rows; "
+                  "a dot without one is descriptive: its records carry no per-row spread")
+
+
+def caption(stats: list[Stat], what: str, references: bool = False, interval: str = _SEEDS_INTERVAL) -> str:
     """The line under a figure: what a dot and an interval are, over how many seeds."""
     seeds = sorted({s.n for s in stats})
     count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-    return (f"Dots: mean {what} over {count} seeds; lines: 95 % interval of that mean (t-distribution over seeds; "
-            "a single seed has none)." + (" Reference methods are vertical lines, the shaded band their interval."
-                                          if references else ""))
+    return (f"Dots: mean {what} over {count} seeds; lines: 95 % interval of that mean ({interval})."
+            + (" Reference methods are vertical lines, the shaded band their interval." if references else ""))
 
 
 def row_label(row: Row, show_recipe: bool, show_head: bool) -> str:
@@ -142,7 +147,7 @@ def cosine_figure(groups: dict[str, dict[str, Stat]]) -> Figure:
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     figure.suptitle("Matched pairs: cosine beside retrieval")
-    _caption(figure, caption(every, "cosine or P@1 of held-out pairs"), below_inches=0.45 + 0.2 * len(COSINE_FIELDS) + 0.6)
+    _caption(figure, caption(every, "cosine or P@1 of held-out pairs", interval=_PAIRS_INTERVAL), below_inches=0.45 + 0.2 * len(COSINE_FIELDS) + 0.6)
     return figure
 
 
