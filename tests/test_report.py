@@ -86,9 +86,10 @@ def test_mean_ci_single_value_and_bad_input() -> None:
 
 
 def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
-    """The rows of the markdown table under `heading`, as label -> entries."""
+    """The rows of the (first) markdown table under `heading`, as label -> entries."""
     section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    first = next(block for block in section.split("\n\n") if block.lstrip().startswith("| "))
+    rows = [line for line in first.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
 
 
@@ -297,3 +298,29 @@ def test_degenerate_heads_are_counted_and_left_out_of_verdicts(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("| langalign procrustes 1k > english at 500"))
     assert "left out (degenerate head: langalign procrustes 1k at seed 0 predicts 'x' for 99% of test rows)" in line
     assert line.endswith("|  |")  # one head decided: neither robust nor head-sensitive
+
+
+def test_the_report_states_each_verdict_against_english_only(tmp_path):
+    """The table's means describe the test rows; the claim is the paired difference with its interval, and the
+    report prints it for every row (before, a one-head report printed no verdict at all, only the means)."""
+    rows = [head_record("english", "logistic", s, 0.50 + 0.001 * s) for s in range(3)]
+    rows += [head_record("langalign", "logistic", s, 0.60 + 0.001 * s) for s in range(3)]
+    rows += [head_record("ablation-omit", "logistic", s, 0.50 + 0.001 * s) for s in range(3)]
+    text = build_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").markdown
+    table = text[text.index("Against English-only"):].split("\n\n")[1].splitlines()
+    assert table[0] == "| method | task rows | Δ [95% interval] | verdict |"
+    langalign = next(line for line in table if line.startswith("| langalign procrustes 1k | 500 | +0.100 ["))
+    assert langalign.endswith("| langalign procrustes 1k clearly better |")
+    omit = next(line for line in table if line.startswith("| ablation-omit | 500 |"))
+    assert "within noise" in omit and "[-0.0" in omit  # approximate interval: test-set noise even at Δ 0
+
+
+def test_arms_with_no_differing_test_row_say_so_instead_of_a_zero_width_interval():
+    from embedstore.study.report_data import Row
+    from embedstore.study.report_markdown import verdicts_markdown
+    from embedstore.study.verdicts import WITHIN_NOISE, Comparison
+
+    same = Comparison("ablation-omit", "english", "accuracy", WITHIN_NOISE, 0.44, 0.44, 0.0, 0.0, 0.0, 10, 1000)
+    lines = verdicts_markdown({(Row("ablation-omit", None, None, "default", "logistic"), 300): same})
+    assert lines[-2] == "| ablation-omit | 300 | 0 at every test row | no test row differs: nothing to estimate |"
+    assert not any("0.000]" in line for line in lines)

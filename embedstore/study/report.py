@@ -29,7 +29,7 @@ from embedstore.study.report_data import (Table, against_english, against_englis
                                           cosine_from_cells, cosine_groups, group_tables, per_head, read_cosine)
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
                                               header, head_convergence, interval_note, markdown_table, noise_note,
-                                              robustness_markdown, write_csv)
+                                              robustness_markdown, verdicts_markdown, write_csv)
 from embedstore.study.methods import REFERENCE_METHODS
 from embedstore.study.report_plots import plot_cosine, plot_scores
 
@@ -85,7 +85,8 @@ def build_report(
              + degenerate_counts(scored) + interval_note(verdicts) + draws_note(scored))
     plots: list[Path] = []
     for (language, task), table in tables.items():
-        lines += markdown_table(language, task, table) + noise_note(verdicts[(language, task)])
+        lines += (markdown_table(language, task, table) + verdicts_markdown(verdicts[(language, task)])
+                  + noise_note(verdicts[(language, task)]))
         for head, part in per_head(table):
             stem = _slug(f"{language}_{task}" + (f"_head-{head}" if head else ""))
             title = f"{language} · {task}" + (f" · head {head}" if head else "")

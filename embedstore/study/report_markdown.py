@@ -98,6 +98,30 @@ def head_convergence(records: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def verdicts_markdown(verdicts: Verdicts) -> list[str]:
+    """Every row of a table against English-only under its own head at each task size, as the verdict rule decides
+    it: the claim itself, beside the table's means (which describe the test rows and decide nothing). A comparison
+    whose arms got every test row equally right has nothing to estimate, and says so instead of an interval of
+    zero width."""
+    if not verdicts:
+        return []
+    several = len({row.head for row, _ in verdicts}) > 1
+    lines = ["Against English-only (the paired difference over the same seeds and test rows, 95% interval):", "",
+             "| method | task rows | " + ("head | " if several else "") + "Δ [95% interval] | verdict |",
+             "| --- | ---: | " + ("--- | " if several else "") + "---: | --- |"]
+    for (row, size), c in verdicts.items():
+        if c.refused:
+            figure, verdict = "–", f"left out ({c.refused})"
+        elif c.diff == c.low == c.high == 0:
+            figure, verdict = "0 at every test row", "no test row differs: nothing to estimate"
+        else:
+            figure, verdict = f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]", c.statement
+        head = f"{row.head} | " if several else ""
+        lines.append(f"| {method_label(row.method, row.aligner, row.pair_size)} | {format_size(size)} | {head}"
+                     f"{figure} | {verdict} |")
+    return lines + [""]
+
+
 def robustness_markdown(tables: dict[tuple[str, str], Table], verdicts: dict[tuple[str, str], Verdicts]) -> list[str]:
     """"LangAlign (or reverse) beats English-only" at each task size, under every head in the table, each through
     the verdict rule; a claim that is clear under one head and not under another is marked head-sensitive, and a
