@@ -35,6 +35,8 @@ narrower); other metrics get the seeds' interval alone (`SEEDS_ONLY`), and with 
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -351,26 +353,61 @@ def _rows_differ(loaded: list[tuple[RowPredictions, RowPredictions]], labels: tu
     return None
 
 
+#: Paired intervals already computed in this process, by the content they were computed from. A results page and
+#: its README headlines decide the same comparison many times (each table's verdicts, the claims, the closing note,
+#: the C checks); the bootstrap is deterministic (a fixed seed), so the same rows give the same interval.
+_INTERVALS: dict[bytes, tuple[float, float]] = {}
+
+
 def _paired_interval(loaded: list[tuple[RowPredictions, RowPredictions]], metric: str) -> tuple[float, float]:
     """The percentile interval of the two-level paired bootstrap described in the module docstring."""
-    rng = np.random.default_rng(_RNG_SEED)
+    key = _content_key(loaded, metric)
+    if key not in _INTERVALS:
+        _INTERVALS[key] = _bootstrap_interval(loaded, metric)
+    return _INTERVALS[key]
+
+
+def _content_key(loaded: list[tuple[RowPredictions, RowPredictions]], metric: str) -> bytes:
+    digest = hashlib.blake2b(f"{metric}/{REPLICATES}/{_RNG_SEED}".encode(), digest_size=20)
+    for ra, rb in loaded:
+        for part in (ra.test_ids, "\x1f".join(ra.labels), "\x1f".join(rb.labels)):
+            digest.update(part.encode() + b"\x1e")
+        for array in (ra.truth, ra.predicted, rb.truth, rb.predicted):
+            digest.update(len(array).to_bytes(8, "little") + np.ascontiguousarray(array, np.int32).tobytes())
+    return digest.digest()
+
+
+def _bootstrap_interval(loaded: list[tuple[RowPredictions, RowPredictions]], metric: str) -> tuple[float, float]:
     n_seeds = len(loaded)
     groups: dict[str, list[int]] = {}
     for s, (ra, _) in enumerate(loaded):
         groups.setdefault(ra.test_ids, []).append(s)
+    sizes = tuple(len(loaded[seeds[0]][0].truth) for seeds in groups.values())
+    *row_draws, seed_draw = _draws((*sizes, n_seeds), REPLICATES, _RNG_SEED)
     per_seed = np.empty((REPLICATES, n_seeds))
-    for seeds in groups.values():
-        n = len(loaded[seeds[0]][0].truth)
-        weights = _draw_counts(rng, n) / n
+    for seeds, n, counts in zip(groups.values(), sizes, row_draws):
+        weights = counts / n
         for s in seeds:
             per_seed[:, s] = _replicate_scores(*loaded[s], weights, metric)
     if n_seeds > 1:
         centre = per_seed.mean(axis=1, keepdims=True)
         per_seed = centre + (per_seed - centre) * math.sqrt(n_seeds / (n_seeds - 1))
-    picks = _draw_counts(rng, n_seeds) / n_seeds
+    picks = seed_draw / n_seeds
     replicates = (picks * per_seed).sum(axis=1)
     low, high = np.quantile(replicates, [0.025, 0.975])
     return float(low), float(high)
+
+
+@functools.lru_cache(maxsize=2)
+def _draws(sizes: tuple[int, ...], replicates: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The bootstrap's draws, in order, for groups of these sizes: the generator starts from the fixed seed for every
+    comparison, so comparisons of the same shape (one study's arms) draw the same rows, and are drawn once.
+    `replicates` and `seed` are the module's (arguments so that the cache follows them)."""
+    rng = np.random.default_rng(seed)
+    draws = tuple(_draw_counts(rng, n) for n in sizes)
+    for counts in draws:
+        counts.flags.writeable = False
+    return draws
 
 
 def _draw_counts(rng: np.random.Generator, n: int) -> np.ndarray:
