@@ -28,8 +28,12 @@ How it is measured, and why:
   a sorted index promises, is printed too).
 - The store's integrity checks stat each file of the rows they read; the time spent in them is measured in
   the store's processes and printed (`stat s`).
-- Whether a repeat decided anything: the spread of the repeats ((max - min) / median, per side) is printed
-  beside each median, and an operation whose repeats spread by more than NOISY_SPREAD gets "noisy, no verdict"
+- Whether a repeat decided anything: the time target is judged on the per-repeat ratios (repeat r's store
+  process over repeat r's anchor process, run back to back), their median against TARGET_RATIO: a drift of the
+  machine between repeats touches both sides of a repeat and cancels in its ratio (`embedstore.base.paired_verdict`,
+  the rule `benchmarks/encode.py` uses too). The raw spread of each side's repeats ((max - min) / median) is printed
+  beside each median, the spread of the ratios beside the ratio; an operation whose ratios spread by more than
+  `paired_verdict.NOISY_SPREAD` (10%) while the repeats disagree about the target gets "noisy, no verdict"
   instead of PASS/FAIL. The page cache decides much of a read's time (the anchor's "gather a third" ran
   0.78-2.55 s between runs), so each process measures, just before its operation, which share of the bytes of
   the files its side reads is resident in the page cache (`mincore`), and the table prints it (`cache`: the
@@ -57,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.base.machine_load import BUSY_CORES, cores_text, machine_load, taken
+from embedstore.base.paired_verdict import RatioVerdict, judge_ratio, spread
 
 DIM = 384
 BLOCK_ROWS = 65536  # rows generated and written per step of a build (one shard of the store's layout)
@@ -64,7 +69,6 @@ LOOKUPS, SMALL_GATHER = 100_000, 10_000
 FLOOR_SECONDS, FLOOR_MIB = 0.05, 32
 TARGET_RATIO, MACHINE_GIB = 1.5, 24
 OPS = ("build", "lookup 100k", "gather 10k", "gather 1/3", "store info")
-NOISY_SPREAD = 0.10
 
 
 def resident_share(paths: list[Path]) -> float | None:
@@ -279,8 +283,7 @@ def _measure(op: str, work: Path, n: int, repeats: int) -> tuple[dict, dict]:
 def _summary(runs: list[dict]) -> dict:
     seconds = [r["seconds"] for r in runs]
     caches = [r["cache"] for r in runs if r["cache"] is not None]
-    return {"seconds": statistics.median(seconds),
-            "spread": (max(seconds) - min(seconds)) / statistics.median(seconds) if len(runs) > 1 else None,
+    return {"seconds": statistics.median(seconds), "repeats": seconds, "spread": spread(seconds),
             "cores": cores_text(seconds, [r["load"] for r in runs]), "taken": taken([r["load"] for r in runs]),
             "cache": (min(caches), max(caches)) if caches else None,
             "peak_mib": statistics.median(r["peak_mib"] for r in runs),
@@ -314,6 +317,12 @@ def _ratio(store: float, anchor: float, floor: float) -> float:
     return max(store, floor) / max(anchor, floor)
 
 
+def time_verdict(store_seconds: list[float], anchor_seconds: list[float]) -> RatioVerdict:
+    """The time target on the per-repeat ratios (repeat r of each side, run back to back; the floor applied)."""
+    return judge_ratio([_ratio(s, a, FLOOR_SECONDS) for s, a in zip(store_seconds, anchor_seconds, strict=True)],
+                       TARGET_RATIO, at_least=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -343,25 +352,27 @@ def main() -> None:
             _prepare(work, n)
             table = Table(title=f"{n:,} rows x {DIM} float16 (median of {args.repeats} processes)")
             for col in ("operation", "store s", "spread", "cache", "cores", "anchor s", "spread ", "cache ",
-                        "cores ", "time ratio", "store MiB", "anchor MiB", "mem ratio", "stat s", "target"):
+                        "cores ", "time ratio", "ratio spread", "store MiB", "anchor MiB", "mem ratio", "stat s",
+                        "target"):
                 table.add_column(col, justify="left" if col == "operation" else "right")
             for op in OPS:
                 s, a = _measure(op, work, n, args.repeats)
                 if s["check"] is not None and not np.isclose(s["check"], a["check"], rtol=1e-6):
                     raise SystemExit(f"error: {op} at {n:,} rows: the store answered {s['check']}, the anchor "
                                      f"{a['check']}; expected the same")
-                t_ratio = _ratio(s["seconds"], a["seconds"], FLOOR_SECONDS)
+                timing = time_verdict(s["repeats"], a["repeats"])
+                t_ratio = timing.median
                 m_ratio = _ratio(s["peak_mib"], a["peak_mib"], FLOOR_MIB)
-                ok = t_ratio <= TARGET_RATIO and m_ratio <= TARGET_RATIO
-                noisy = any(x["seconds"] >= FLOOR_SECONDS and (  # below the floor a spread changes no ratio
-                    x["spread"] is not None and x["spread"] > NOISY_SPREAD or x["taken"] > BUSY_CORES)
-                    for x in (s, a))
+                ok = timing.passed and m_ratio <= TARGET_RATIO
+                noisy = timing.noisy or any(x["taken"] > BUSY_CORES for x in (s, a))
                 verdicts.append(None if noisy else ok)
                 peaks.append(s["peak_mib"])
                 if op == "lookup 100k":
                     lookups[n] = s["seconds"]
                 table.add_row(op, f"{s['seconds']:.3f}", _spread(s), _cache(s), s["cores"], f"{a['seconds']:.3f}",
-                              _spread(a), _cache(a), a["cores"], f"{t_ratio:.2f}x", f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}",
+                              _spread(a), _cache(a), a["cores"], f"{t_ratio:.2f}x",
+                              "1 run" if timing.spread is None else f"{100 * timing.spread:.0f}%",
+                              f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}",
                               f"{m_ratio:.2f}x", f"{s['stat_seconds']:.4f}",
                               "noisy, no verdict" if noisy else "PASS" if ok else "FAIL")
             console.print(table)
