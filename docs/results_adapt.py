@@ -24,9 +24,10 @@ import numpy as np
 
 from embedstore.base.atomic import write_json, write_text
 from embedstore.base.retrieval import nn_p_at_1
-from embedstore.base.stats import mean_ci
 from embedstore.data.texts import read_table
 from embedstore.study.predictions import PredictionReader
+from embedstore.study.report_data import over_seeds_and_rows, proportion_half, summarise
+from embedstore.study.report_markdown import format_stat
 from embedstore.study.sweep import read_results
 from embedstore.study.verdicts import Comparison, compare, select
 
@@ -106,9 +107,12 @@ def analyses(retrieval_only: bool = False) -> None:
     write_json(ANALYSES, {"gradients": gradients, "retrieval": retrieval})
 
 
-def _fmt(values: list[float]) -> str:
-    m, h, n = mean_ci(values)
-    return f"{m:.3f} ± {h:.3f}" if n > 1 else f"{m:.3f}"
+def _fmt(values: list[float], rows: int | None = None) -> str:
+    """Mean ± 95% interval, never "± 0.000" (`format_stat`): over seeds (seeds that agree are said to), widened by
+    the sampling of the `rows` every seed was measured on, where given."""
+    if rows is None:
+        return format_stat(summarise(values))
+    return format_stat(over_seeds_and_rows(values, [proportion_half(v, rows) for v in values]))
 
 
 def versus(records: list[dict], method: str, other: str, results: Path = RESULTS) -> Comparison:
@@ -197,7 +201,7 @@ def section(results: Path = RESULTS) -> list[str]:
         lines += ["", "### Retrieval P@1 English → Korean before and after `adapt align`", "",
                   f"On the {ret['rows']} test rows and their English originals (nearest neighbour by cosine among "
                   f"all of them): base e5-small {ret['base']:.3f}; after align "
-                  + (f"{_fmt(aligned)} over {len(aligned)} seeds." if aligned else "not run.")]
+                  + (f"{_fmt(aligned, ret['rows'])} over {len(aligned)} seeds (the interval counts the test rows' sampling)." if aligned else "not run.")]
         g = analyses["gradients"]
         lines += ["", "### Gradient cosine of the alignment and task objectives, per layer", "",
                   "`analyze encoder-gradients` on the base e5-small: cosine between the gradients of the task loss "

@@ -29,6 +29,8 @@ from matplotlib.figure import Figure
 from embedstore.base.stats import mean_ci
 from embedstore.study.cells import no_pair_aligners
 from embedstore.study.predictions import PredictionReader
+from embedstore.study.report_data import over_seeds_and_rows, proportion_half, summarise
+from embedstore.study.report_markdown import format_stat
 from embedstore.study.sweep import read_results
 from embedstore.study.verdicts import Comparison, compare, select
 
@@ -123,6 +125,7 @@ def collect(records: list[dict], lang: str) -> tuple[dict, dict, dict]:
         for key in ("p1_aligned", "p1_aligned_csls", "p1_raw", "p1_raw_csls"):
             if key in diag:
                 group[key].append(diag[key])
+        group["pairs"].append(diag.get("cosine", {}).get("rows"))  # the held-out pairs its P@1 is over
         group["collapsed"].append(float(diag.get("collapse_check", {}).get("collapsed", False)))
         budgets[label].append(_budget(r))
     return refs, cells, {label: int(np.mean(v)) for label, v in budgets.items()}
@@ -167,11 +170,14 @@ def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: 
     fig.savefig(out, dpi=110)
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], pairs: list[int | None] | None = None) -> str:
+    """Mean ± 95% interval, never "± 0.000" (`format_stat`): an accuracy's over seeds (seeds that agree are said
+    to); a P@1, measured on the same held-out `pairs` at every seed, with those pairs' sampling counted."""
     if not values:
         return "–"
-    mean, half = _summary(values)
-    return f"{mean:.3f} ± {half:.3f}"
+    if pairs is None:
+        return format_stat(summarise(values))
+    return format_stat(over_seeds_and_rows(values, [proportion_half(v, n) for v, n in zip(values, pairs)]))
 
 
 def arm(records: list[dict], lang: str, aligner: str | None, label: str | None = None) -> list[dict]:
@@ -210,7 +216,8 @@ def study_section(study: str, caption: str, results_dir: Path = DOCS / "results"
              f"The {' and '.join(f'`{h}`' for h in heads)} head on the English rows; accuracy on the "
              "target-language test rows (folds 8-9: the human translations of English help paragraphs), EN→TR P@1 "
              "of the aligned English test rows among all their translations (NN and CSLS); mean ± 95% CI over 3 "
-             "seeds. The reference called `native` in the config is a head trained on the human translation of the "
+             "seeds (a P@1 is measured on the same held-out pairs at every seed, so its interval also counts those "
+             "pairs' sampling; seeds that agree are said to, never shown as ± 0). The reference called `native` in the config is a head trained on the human translation of the "
              "same English training rows (\"translated rows\" below), not on independent native data. "
              "`selflearn_seeded` grows a dictionary from its budget of pairs plus unpaired texts of the rest of the "
              "fit rows. Verdicts: the one rule of `embedstore.study.verdicts` (paired over the same seeds, 95% "
@@ -234,8 +241,8 @@ def study_section(study: str, caption: str, results_dir: Path = DOCS / "results"
         order = sorted(cells, key=lambda k: (budgets[k[1]], k[0]))
         for aligner, label in order:
             g = cells[(aligner, label)]
-            lines.append(f"| {aligner} | {budgets[label]:,} | {_fmt(g['accuracy'])} | {_fmt(g.get('p1_aligned', []))} "
-                         f"| {_fmt(g.get('p1_aligned_csls', []))} | {int(sum(g['collapsed']))}/{len(g['collapsed'])} |")
+            lines.append(f"| {aligner} | {budgets[label]:,} | {_fmt(g['accuracy'])} "
+                         f"| {_fmt(g.get('p1_aligned', []), g['pairs'])} | {_fmt(g.get('p1_aligned_csls', []), g['pairs'])} | {int(sum(g['collapsed']))}/{len(g['collapsed'])} |")
         english_arm = arm(records, lang, None, "english")
         versus_english = {key: compare(arm(records, lang, *key), english_arm, rows=rows, labels=(key[0], "english"))
                           for key in cells}

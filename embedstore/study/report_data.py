@@ -214,12 +214,26 @@ def cosine_groups(records: list[dict[str, Any]]) -> dict[str, dict[str, Stat]]:
 
 
 def _over_seeds_and_rows(records: list[dict[str, Any]], name: str) -> Stat:
-    over_seeds = summarise([float(r[name]) for r in records])
-    halves = [_row_half(r, name) for r in records]
-    if any(h is None for h in halves):
+    return over_seeds_and_rows([float(r[name]) for r in records], [_row_half(r, name) for r in records])
+
+
+def over_seeds_and_rows(values: Sequence[float], row_halves: Sequence[float | None]) -> Stat:
+    """Values measured on the same rows at every seed: the seeds' t-interval widened by the rows' sampling (each
+    value's 95 % half-width over its rows, `row_halves`); NaN (no interval, the mean is descriptive) when a value's
+    is unknown."""
+    over_seeds = summarise(values)
+    if any(h is None for h in row_halves):
         return replace(over_seeds, ci95=math.nan)
     seeds = 0.0 if math.isnan(over_seeds.ci95) else over_seeds.ci95
-    return replace(over_seeds, ci95=math.hypot(seeds, sum(halves) / len(halves)))
+    return replace(over_seeds, ci95=math.hypot(seeds, sum(row_halves) / len(row_halves)))
+
+
+def proportion_half(p: float, rows: int | None) -> float | None:
+    """The Wilson 95 % half-width of a proportion (an accuracy, a P@1) over `rows` rows; None when unknown."""
+    if not isinstance(rows, int) or rows < 2:
+        return None
+    low, high = wilson(p, rows)
+    return (high - low) / 2
 
 
 def _row_half(record: dict[str, Any], name: str) -> float | None:
@@ -229,8 +243,7 @@ def _row_half(record: dict[str, Any], name: str) -> float | None:
     if not isinstance(rows, int) or rows < 2:
         return None
     if name in RETRIEVAL_FIELDS:
-        low, high = wilson(float(record[name]), rows)
-        return (high - low) / 2
+        return proportion_half(float(record[name]), rows)
     sd = record.get("row_sd", {}).get(name)
     return None if not isinstance(sd, (int, float)) else Z95 * float(sd) / math.sqrt(rows)
 
