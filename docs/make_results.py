@@ -43,6 +43,7 @@ from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compa
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
+import results_lora_ta  # docs/results_lora_ta.py, likewise
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -402,6 +403,7 @@ def page(results_dir: Path = RESULTS, plots: Path | None = RESULTS, configs: Pat
         lines += [f"![{p.stem}](results/{name}/{p.name})" for p in files.plots] + [""]
     lines += retrieval_section(results_dir)
     lines += adapt_section(results_dir / "shared-topic-ko-adapt.jsonl")
+    lines += results_lora_ta.section(results_dir, configs)
     lines += results_frontier.section(results_dir, plots=plots == RESULTS)
     lines += closing_note(results_dir, configs)
     return "\n".join(lines)
@@ -681,11 +683,10 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
         items.append(("\"adapt-align + LangAlign clearly better than LangAlign\" (+0.011, ±0.000)",
                       "ko help topic, 3 seeds: " + _figures(versus(records, "adapt-align+langalign", "langalign", adapt))))
         items.append(("\"The paper's LoRA recipe\" (57 steps on English rows, frozen vectors, a new head)",
-                      "renamed: an adapted encoder read by a new head, against English-only: "
-                      + _figures(versus(records, "adapt-lora", "english", adapt)) + "; "
-                      + ("LoRA-TA as the paper ran it (translated rows, its own head): "
-                         + _figures(versus(records, "lora-ta", "english", adapt)) if select(records, method="lora-ta")
-                         else "LoRA-TA as the paper ran it has no records in this study yet: no verdict")))
+                      "renamed `adapt-lora`, a LoRA-adapted encoder read by a new head on frozen vectors (not the "
+                      "paper's method), against English-only: " + _figures(versus(records, "adapt-lora", "english", adapt))
+                      + "; LoRA-TA as the paper ran it (translated rows, its own head, early stopping; its section "
+                      "above): " + results_lora_ta.closing(results_dir, configs, _figures)))
         items.append(("SimCSE \"0.342\"", "against English-only: "
                       + _figures(versus(records, "adapt-simcse", "english", adapt))))
     items.append(("\"FC raises cosine while losing retrieval\" (FC(en) against raw target vectors)",
@@ -855,6 +856,7 @@ def main() -> None:
         run_retrieval_study()
         results_frontier.run()
         run_adapt_study()
+        results_lora_ta.run()
     write_text(DOCS / "results.md", page())
     write_text(README, _with_blocks(README.read_text(encoding="utf-8"), headlines()))
     print(f"wrote {DOCS / 'results.md'} and the generated blocks of {README}")

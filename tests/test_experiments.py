@@ -251,6 +251,24 @@ def test_regularisation_neighbours_refit_the_head_a_decade_either_side_of_its_C(
     assert regularisation_neighbours(make_head("linear").fit(inputs.train_x, inputs.train_y), inputs) == {}
 
 
+def test_a_study_of_lora_ta_alone_encodes_nothing_but_still_reads_its_task_files(tiny_model_dir, tmp_path):
+    """lora-ta fine-tunes the encoder and scores with it: the store's vectors are never read, so `prepare` must not
+    spend an encode on them (on a shared CPU that was 48 minutes for the help study's 4,275 texts); a task table
+    with a wrong column still fails before any cell runs."""
+    from embedstore.base.errors import InputError
+    from embedstore.study.experiments import texts_needed
+
+    cfg = write_config(tmp_path, tiny_model_dir, ["lora-ta"])
+    config = load_config(cfg)
+    assert texts_needed(expand(config), config) == []
+    both = load_config(write_config(tmp_path, tiny_model_dir, ["lora-ta", "english"]))
+    assert len(texts_needed(expand(both), both)) > 0  # a method that reads vectors still gets them all
+    cfg.write_text(cfg.read_text().replace('text = "en", label = "apps"', 'text = "nope", label = "apps"', 1))
+    broken = load_config(cfg)
+    with pytest.raises((ConfigError, InputError), match="nope"):
+        texts_needed(expand(broken), broken)
+
+
 @pytest.mark.heavy
 def test_lora_ta_cells_train_on_translated_rows_and_keep_row_predictions(tiny_model_dir, tmp_path):
     """The paper's LoRA-TA as a method of its own: its cell trains on the translated rows (not English ones),

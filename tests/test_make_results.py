@@ -12,7 +12,7 @@ import pytest
 from embedstore.study import predictions
 from embedstore.study.predictions import PredictionReader, RowPredictions
 from embedstore.study.sweep import read_results
-from embedstore.study.verdicts import compare, select
+from embedstore.study.verdicts import compare, degeneracy, select
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -237,3 +237,79 @@ def test_the_closing_note_gives_each_questioned_claim_the_verdict_the_records_gi
         '- "The head\'s C" (a claim that holds at one C only)']  # FC's refit at C/10 turns its claims (2 task sizes)
     page = make_results.page(results, tmp_path / "plots", configs)
     assert page.endswith("\n".join(note))
+
+
+def write_lora_ta(results_dir: Path, accuracies: tuple[float, ...], name: str = "shared-topic-ko-lora-ta") -> Path:
+    """LoRA-TA cells at 500 task rows, one per seed, scored on the fixture study's 400 test rows, with how far the
+    encoder moved and the fine-tuning's history as the sweep records them. An accuracy of None: a head that
+    answers one class for every row (degenerate)."""
+    rng = np.random.default_rng(1)
+    truth = [("calc", "writer")[i % 2] for i in range(400)]
+    path = results_dir / f"{name}.jsonl"
+    records = []
+    for seed, accuracy in enumerate(accuracies):
+        if accuracy is None:
+            predicted = ["calc"] * 400
+        else:
+            right = rng.random(400) < accuracy
+            predicted = [t if ok else ("writer" if t == "calc" else "calc") for t, ok in zip(truth, right)]
+        rows = RowPredictions.of(truth, predicted, "test-rows")
+        cell = {"language": "ko", "task": "libreoffice-apps", "method": "lora-ta", "task_size": 500,
+                "pair_size": None, "aligner": None, "seed": seed, "recipe": "default", "head": "logistic"}
+        confusion = [[sum(t == a and p == b for t, p in zip(truth, predicted)) for b in ("calc", "writer")]
+                     for a in ("calc", "writer")]
+        metrics = {"accuracy": float(np.mean([t == p for t, p in zip(truth, predicted)])), "n": 400,
+                   "labels": ["calc", "writer"], "confusion": confusion,
+                   "adaptation": {"relative_weight_change": {"overall": 0.001 * (seed + 1), "largest_layer": 0.01},
+                                  "mean_cosine_base_adapted": 0.999}}
+        metrics["degenerate"] = degeneracy(metrics)
+        val = [{"epoch": e, "val_loss": 2.0 - 0.1 * e, "val_accuracy": 0.3 + 0.05 * e} for e in range(4)]
+        records.append({"cell": cell, "cell_id": f"lora{seed}", "context": "ctx", "status": "ok", "metrics": metrics,
+                        "predictions": predictions.write(path, f"lora{seed}", "ctx", rows.to_payload()),
+                        "provenance": {"sizes": {"n_train": 500, "n_test": 400, "finetune_epochs": 3,
+                                                 "finetune_best_epoch": 3, "finetune_stopped_early": False,
+                                                 "finetune_val": val}}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_lora_ta_is_paired_with_the_studys_english_and_named_langalign_cells_through_the_verdict_rule(
+        make_results, tmp_path):
+    """Issue 26 item 7 on the page: LoRA-TA's own section decides it against English-only and the named LangAlign
+    arm at the same seeds and task size (the paired rule, each record's predictions read from its own file), shows
+    how far the encoder moved and the epochs run, and the closing note gives the same verdicts."""
+    import results_lora_ta
+
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    lora_path = write_lora_ta(results, (0.9, 0.9, 0.9))
+    study = results / f"{STUDY}.jsonl"
+    at_500 = select(read_results(study), task_size=500)
+    lora = select(read_results(lora_path))
+    reader = {True: PredictionReader(lora_path), False: PredictionReader(study)}
+    rows = lambda r: reader[r["cell"]["method"] == "lora-ta"](r)  # noqa: E731
+    english = compare(lora, select(at_500, method="english"), rows=rows, labels=("LoRA-TA", "English-only"))
+    named = compare(lora, select(at_500, aligner="fc"), rows=rows, labels=("LoRA-TA", "LangAlign FC 5k"))
+    assert english.winner == named.winner == "LoRA-TA" and english.interval.startswith("paired")
+    section = "\n".join(results_lora_ta.section(results, configs))
+    row = next(line for line in section.splitlines() if line.startswith("| `shared-topic-ko-lora-ta` | the paper's"))
+    assert f"LoRA-TA clearly better: {english.describe()}" in row and f"LoRA-TA clearly better: {named.describe()}" in row
+    assert "| 3 (3), 3 (3), 3 (3) |" in row and "| 0 of 3 |" in row and "0.002 ± " in row  # ‖ΔW‖/‖W‖ mean of 0.001..3
+    assert "not run yet: `embedstore sweep configs/shared-topic-ko-lora-ta-lr1e-4.toml`" in section
+    assert "| `shared-topic-ko-lora-ta` | 0 | " in section and "2.000, 0.300 → 1.700, 0.450" in section
+    note = results_lora_ta.closing(results, configs, make_results._figures)
+    assert note.startswith("ko, the paper's recipe (lr 1e-5), 3 seeds") and make_results._figures(named) in note
+
+
+def test_a_degenerate_lora_ta_head_is_counted_and_left_out_of_its_verdicts(make_results, tmp_path):
+    import results_lora_ta
+
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    write_lora_ta(results, (0.9, None, 0.9))
+    row = next(line for line in results_lora_ta.section(results, configs)
+               if line.startswith("| `shared-topic-ko-lora-ta` | the paper's"))
+    assert "| 1 of 3 |" in row and row.count("refused: degenerate head: LoRA-TA at seed 1 predicts 'calc'") == 2
+    assert "no verdict" in results_lora_ta.closing(tmp_path / "nothing", configs)

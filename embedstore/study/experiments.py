@@ -508,6 +508,10 @@ def run_lora_ta(ctx: Context) -> MethodResult:
     draws = _draws(ctx, picked)
     sizes = {"n_train": len(texts), "n_test": len(test.texts), "finetune_dir": str(work),
              "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
+             "finetune_best_epoch": result.history["best_epoch"],
+             "finetune_stopped_early": result.history["stopped_early"],
+             "finetune_val": [{k: e.get(k) for k in ("epoch", "val_loss", "val_accuracy")}
+                              for e in result.history["epochs"]],
              "finetune_wall_time_s": result.provenance["wall_time_s"], "finetune_config": result.provenance["config"]}
     return MethodResult(metrics, sizes, draws, RowPredictions.of(test.labels, result.predicted, draws["test"]))
 
@@ -547,14 +551,17 @@ def _context(cell: Cell, config: SweepConfig, spec: ModelSpec | None = None) -> 
 
 
 def texts_needed(cells: list[Cell], config: SweepConfig) -> list[str]:
-    """Every text any cell will look up, so `prepare` can encode them all in one pass."""
+    """Every text any cell will look up, so `prepare` can encode them all in one pass. Every task file the cells
+    use is read, also where no cell of a task reads cached vectors (lora-ta): a typo in a table fails here."""
     texts: dict[str, None] = {}
     for task_name, language in dict.fromkeys((c.task, c.language) for c in cells):
         task = Task.from_table(task_name, config.tasks[task_name], language, config.base_dir)
+        reads = any(TABLE[c.method].cached_vectors for c in cells if (c.task, c.language) == (task_name, language))
         for role in task.sources:
             rows = task.rows(role)
-            texts.update(dict.fromkeys(rows.texts))
-            texts.update(dict.fromkeys(rows.targets))
+            if reads:
+                texts.update(dict.fromkeys(rows.texts))
+                texts.update(dict.fromkeys(rows.targets))
     return list(texts)
 
 

@@ -23,7 +23,8 @@ class Method:
     `reverse`: its aligner maps target vectors into English space. `share`: its aligner trains on the task rows
     and their translations. `adapt`: the `embedstore adapt` method it runs first. `options`: the config table
     (`e2e`, `adapt`) whose options change its result. `reference`: a baseline without alignment (drawn as a
-    line in plots)."""
+    line in plots). `cached_vectors`: it reads the store's vectors; a method that fine-tunes the encoder and
+    scores with it (lora-ta) reads none, so a study of it alone encodes nothing first."""
 
     name: str
     runner: Runner
@@ -36,6 +37,7 @@ class Method:
     adapt: str | None = None
     options: Literal["e2e", "adapt"] | None = None
     reference: bool = False
+    cached_vectors: bool = True
 
 
 _ALL = (
@@ -59,7 +61,7 @@ _ALL = (
     # the paper's LoRA-TA (its Appendix G): adapters and a task head fine-tuned together on the translated task
     # rows (task_size of them), that head scoring the native test rows; `[adapt]` options as for adapt-lora.
     # adapt-lora above is another method: adapters on English rows, merged, then a new head on frozen vectors
-    Method("lora-ta", "lora_ta", train_role="translated_train", options="adapt"),
+    Method("lora-ta", "lora_ta", train_role="translated_train", options="adapt", cached_vectors=False),
 )
 
 TABLE: dict[str, Method] = {m.name: m for m in _ALL}
