@@ -687,8 +687,12 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
                       "paper's method), against English-only: " + _figures(versus(records, "adapt-lora", "english", adapt))
                       + "; LoRA-TA as the paper ran it (translated rows, its own head, early stopping; its section "
                       "above): " + results_lora_ta.closing(results_dir, configs, _figures)))
-        items.append(("SimCSE \"0.342\"", "against English-only: "
-                      + _figures(versus(records, "adapt-simcse", "english", adapt))))
+        simcse = select(records, method="adapt-simcse")
+        collapsed = [r for r in simcse if degenerate(r)]
+        items.append(("SimCSE \"0.342\"", (f"collapsed: its head is degenerate in {len(collapsed)} of {len(simcse)} "
+                      "seeds (" + "; ".join(f"seed {r['cell']['seed']} {degenerate(r)}" for r in collapsed)
+                      + "), so it is no score of the method and is left out of verdicts; " if collapsed else "")
+                      + "against English-only: " + _figures(versus(records, "adapt-simcse", "english", adapt))))
     items.append(("\"FC raises cosine while losing retrieval\" (FC(en) against raw target vectors)",
                   "the records here measure retrieval of aligned English against raw target vectors only; "
                   "retrieval in the head's space (FC(en) against FC(tr)) is what `embedstore analyze retrieval` "

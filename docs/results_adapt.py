@@ -188,10 +188,10 @@ def section(results: Path = RESULTS) -> list[str]:
     for method, claim, arm in arms:
         if acc[method] and acc["langalign"]:
             c = versus(records, method, "langalign", results)
-            holds = ("not decided (collapsed: its head is degenerate, so left out of verdicts)"
-                     if c.refused and c.refused.startswith("degenerate") else "not decided" if c.refused
-                     else "does not hold" if c.winner == method else "holds")
-            lines.append(f"- *{claim} is not clearly better than LangAlign*: {holds} here ({arm} against LangAlign "
+            holds = ("not decided here, its head collapsed (degenerate: left out of verdicts)"
+                     if c.refused and c.refused.startswith("degenerate") else "not decided here" if c.refused
+                     else "does not hold here" if c.winner == method else "holds here")
+            lines.append(f"- *{claim} is not clearly better than LangAlign*: {holds} ({arm} against LangAlign "
                          f"Procrustes: {_cell(c)}).")
         else:
             lines.append(f"- *{claim} is not clearly better than LangAlign*: not checked, no finished {method} cells.")

@@ -116,7 +116,7 @@ def section(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
              "LoRA adapters (rank 8, alpha 8, dropout 0.1 on the attention query and key projections) and a task head "
              "(a linear layer) fine-tuned together end to end on the seed's translated task rows, batch 16, max "
              "length 256, AdamW (lr 1e-5 for the adapters, 1e-3 for the freshly initialised head), early stopping on "
-             "the validation loss of a tenth of those rows (patience 2, at most the config's epoch cap), that head "
+             "the validation loss of a tenth of those rows (patience 2, within an epoch cap), that head "
              "predicting the Korean test rows (`embedstore lora-ta`; the sweep method `lora-ta`). Its configs reuse "
              "the 10-seed study's task table and seeds, so each seed trains on the Korean side of the very rows "
              "whose English side that study's English-only and LangAlign cells trained on, and is scored on the "
@@ -139,8 +139,10 @@ def section(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
             continue
         a = found_arms
         moved = [_adaptation(r) for r in a.lora]
-        epochs = ", ".join(f"{r['provenance']['sizes']['finetune_epochs']} ({r['provenance']['sizes']['finetune_best_epoch']})"
-                           for r in a.lora)
+        sizes = [r["provenance"]["sizes"] for r in a.lora]
+        caps = sorted({s["finetune_config"]["epochs"] for s in sizes})
+        epochs = (", ".join(f"{s['finetune_epochs']} ({s['finetune_best_epoch']})" for s in sizes)
+                  + f"; cap {', '.join(map(str, caps))}")
         bad = sum(degenerate(r) is not None for r in a.lora)
         lines.append(
             f"| `{study.name}` | {study.variant} | {', '.join(str(r['cell']['seed']) for r in a.lora)} | "
@@ -185,7 +187,7 @@ def closing(results_dir: Path = RESULTS, configs: Path = CONFIGS,
                     + (figures(a.versus(a.english, "English-only")) if a.english else "no cells")
                     + f"; against {a.langalign_name} "
                     + (figures(a.versus(a.langalign, a.langalign_name)) if a.langalign else "no cells"))
-    return "; ".join(said) if said else "LoRA-TA as the paper ran it has no records yet: no verdict"
+    return "; ".join(said) if said else "no records yet: no verdict"
 
 
 def run() -> None:
