@@ -31,6 +31,7 @@ from embedstore.study.cells import no_pair_aligners
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.report_data import over_seeds_and_rows, proportion_half, summarise
 from embedstore.study.report_markdown import format_stat
+from embedstore.study.report_plots import Plot, data_digest
 from embedstore.study.sweep import read_results
 from embedstore.study.verdicts import Comparison, compare, select
 
@@ -131,7 +132,7 @@ def collect(records: list[dict], lang: str) -> tuple[dict, dict, dict]:
     return refs, cells, {label: int(np.mean(v)) for label, v in budgets.items()}
 
 
-def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: str) -> None:
+def figure(lang: str, refs: dict, cells: dict, budgets: dict, caption: str) -> Figure:
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
     panels = [("accuracy", "task accuracy on target-language test"), ("p1_aligned_csls", "EN→TR P@1 (CSLS), held-out pairs"),
@@ -166,8 +167,31 @@ def plot(lang: str, refs: dict, cells: dict, budgets: dict, out: Path, caption: 
     fig.axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(f"English → {LANGUAGES[lang]}: {caption}; mean ± 95% CI over seeds", fontsize=9)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    return fig
+
+
+def plots(results_dir: Path = DOCS / "results", out: Path = DOCS / "results") -> list[Plot]:
+    """The figure of each language `section` shows, named under `out/<study>/` with a digest of its data: drawn
+    by the page, checked without drawing by `make_results.py --check`."""
+    named = []
+    for study, caption in STUDIES.items():
+        records = _records(study, results_dir)
+        for lang in LANGUAGES:
+            refs, cells, budgets = collect(records, lang)
+            if _shown(refs, cells):
+                data = (lang, dict(refs), {key: dict(group) for key, group in cells.items()}, budgets, caption)
+                named.append(Plot(out / study / _png(study, lang), data_digest("frontier", *data),
+                                  lambda data=data: figure(*data), 110))
+    return named
+
+
+def _png(study: str, lang: str) -> str:
+    return f"{study}-{lang}.png"
+
+
+def _shown(refs: dict, cells: dict) -> bool:
+    """Whether a language's part of a study is on the page: half run, it has nothing to compare with yet."""
+    return bool(cells and refs.get("english") and refs.get("native"))
 
 
 def _fmt(values: list[float], pairs: list[int | None] | None = None) -> str:
@@ -195,14 +219,15 @@ def verdict_text(c: Comparison) -> str:
     return (c.statement if c.refused else f"**{c.statement}** ({c.describe()})") + "".join(f"; {n}" for n in notes)
 
 
-def section(results_dir: Path = DOCS / "results", plots: bool = True) -> list[str]:
+def section(results_dir: Path = DOCS / "results") -> list[str]:
+    """The section's text; its figures are `plots`'."""
     lines = ["## The frontier: from zero translation pairs to all of them (help topic)", ""]
     for study, caption in STUDIES.items():
-        lines += study_section(study, caption, results_dir, plots)
+        lines += study_section(study, caption, results_dir)
     return lines
 
 
-def study_section(study: str, caption: str, results_dir: Path = DOCS / "results", plots: bool = True) -> list[str]:
+def study_section(study: str, caption: str, results_dir: Path = DOCS / "results") -> list[str]:
     records = _records(study, results_dir)
     rows = PredictionReader(results_dir / f"{study}.jsonl")
     title = f"### {caption[0].upper() + caption[1:]}"
@@ -226,17 +251,14 @@ def study_section(study: str, caption: str, results_dir: Path = DOCS / "results"
              "Findings on this corpus and this model (e5-small) only.", ""]
     for lang, language in LANGUAGES.items():
         refs, cells, budgets = collect(records, lang)
-        if not cells or not refs.get("english") or not refs.get("native"):
-            continue  # a study half run: nothing to compare with yet
-        png = DOCS / "results" / study / f"{study}-{lang}.png"
-        if plots:
-            plot(lang, refs, cells, budgets, png, caption)
+        if not _shown(refs, cells):
+            continue
         english, native = np.mean(refs["english"]), np.mean(refs["native"])
         half_gap = (native - english) / 2
         lines += [f"#### English → {language}", "",
                   f"English-only head: {_fmt(refs['english'])}; head on the translated training rows: "
                   f"{_fmt(refs['native'])}; half the gap: {english + half_gap:.3f}.", "",
-                  f"![{study}-{lang}](results/{study}/{png.name})", "",
+                  f"![{study}-{lang}](results/{study}/{_png(study, lang)})", "",
                   "| aligner | pairs | accuracy | P@1 NN | P@1 CSLS | collapsed (of seeds) |", "|---|---|---|---|---|---|"]
         order = sorted(cells, key=lambda k: (budgets[k[1]], k[0]))
         for aligner, label in order:
@@ -295,4 +317,6 @@ if __name__ == "__main__":
         run_mining(args.study)
     elif args.run:
         run(args.study)
+    for plot in plots():
+        plot.draw()
     print("\n".join(section()))

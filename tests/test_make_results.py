@@ -95,7 +95,7 @@ def test_the_check_passes_on_generated_text_and_fails_on_a_doctored_figure(make_
     results.mkdir()
     write_study(results, configs)
     page_path, readme_path = tmp_path / "results.md", tmp_path / "README.md"
-    page_path.write_text(make_results.page(results, tmp_path / "plots", configs), encoding="utf-8")
+    page_path.write_text(make_results.page(results, results, configs), encoding="utf-8")  # figures beside records
     block = make_results.BLOCK.format(name="studies")
     readme = f"# tool\n\nResults:\n{block}\n{make_results.END}\nMore text.\n"
     readme_path.write_text(make_results._with_blocks(readme, make_results.headlines(results, configs)),
@@ -121,6 +121,43 @@ def test_the_check_passes_on_generated_text_and_fails_on_a_doctored_figure(make_
     readme_path.write_text("# tool\n", encoding="utf-8")
     assert any("no generated block 'studies'" in p
                for p in make_results.check(results, page_path, readme_path, configs))
+
+
+def test_the_check_draws_nothing_and_names_each_figure_or_table_not_written_from_the_records(make_results, tmp_path,
+                                                                                            monkeypatch):
+    from matplotlib.figure import Figure
+
+    from embedstore.study.report_plots import Plot
+
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    page_path, readme_path = tmp_path / "results.md", tmp_path / "README.md"
+    page_path.write_text(make_results.page(results, tmp_path / "plots", configs), encoding="utf-8")
+    readme = f"{make_results.BLOCK.format(name='studies')}\n{make_results.END}\n"
+    readme_path.write_text(make_results._with_blocks(readme, make_results.headlines(results, configs)),
+                           encoding="utf-8")
+    shown = tmp_path / "plots" / STUDY
+    figure = shown / "scores_ko_libreoffice-apps.png"
+    assert [p.name for p in shown.glob("*.png")] == [figure.name]
+    assert make_results.check(results, page_path, readme_path, configs, plots=tmp_path / "plots") == []
+    Plot(figure, "the digest of other records", Figure, 50).draw()  # a figure left from earlier records
+
+    def no_drawing(self):
+        raise AssertionError(f"the check drew {self.path}")
+
+    monkeypatch.setattr(Plot, "draw", no_drawing)
+    (shown / "table.md").write_text((shown / "table.md").read_text(encoding="utf-8") + "x", encoding="utf-8")
+    (shown / "table.csv").unlink()
+    problems = make_results.check(results, page_path, readme_path, configs, plots=tmp_path / "plots")
+    assert sorted(p.split(": ")[0] for p in problems) == sorted(str(shown / name) for name in (
+        "table.md", "table.csv", figure.name))
+    assert all(p.endswith("missing or not written from the records (run `python docs/make_results.py`)")
+               for p in problems)
+    figure.unlink()
+    assert len(make_results.check(results, page_path, readme_path, configs, plots=tmp_path / "plots")) == 3
+    # the check looks beside the records by default: nothing there
+    assert len(make_results.check(results, page_path, readme_path, configs)) == 3
 
 
 def test_a_claim_that_flips_one_decade_of_C_away_is_marked_on_the_page_and_in_the_readme(make_results, tmp_path):

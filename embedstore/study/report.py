@@ -29,9 +29,9 @@ from embedstore.study.report_data import (Table, against_english, against_englis
                                           cosine_from_cells, cosine_groups, group_tables, per_head, read_cosine)
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
                                               header, head_convergence, interval_note, markdown_table, noise_note,
-                                              robustness_markdown, verdicts_markdown, write_csv)
+                                              csv_text, robustness_markdown, verdicts_markdown)
 from embedstore.study.methods import REFERENCE_METHODS
-from embedstore.study.report_plots import plot_cosine, plot_scores
+from embedstore.study.report_plots import Plot, plot_cosine, plot_scores
 
 
 _ABLATION_METHODS = ("langalign", "ablation-omit", "ablation-share")
@@ -39,12 +39,15 @@ _ABLATION_METHODS = ("langalign", "ablation-omit", "ablation-share")
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """What `build_report` wrote, plus the markdown text so the CLI can print it without reading it back."""
+    """What `build_report` wrote (or, with `write=False`, would write), plus the markdown text so the CLI can print
+    it without reading it back; `stale` (only without writing) names the files among them that are missing or
+    differ from what the records give: a check of a report's files that draws nothing."""
 
     markdown: str
     table_md: Path
     table_csv: Path
     plots: tuple[Path, ...]
+    stale: tuple[Path, ...] = ()
 
 
 def build_report(
@@ -53,11 +56,14 @@ def build_report(
     *,
     metric: str = "accuracy",
     cosine_path: str | Path | None = None,
+    write: bool = True,
 ) -> ReportFiles:
     """Write table.md, table.csv and PNG plots for a results file into `out_dir`; return what was written.
 
-    Only "ok" records enter the tables (failed cells are counted in the header). Raises InputError when the
-    file has nothing to report or no record has `metric`.
+    With `write=False` nothing is written or drawn: the files are named, and those in `out_dir` that are missing
+    or differ from what would be written are listed as stale (a figure by the digest of the data it was drawn
+    from, `report_plots.Plot`). Only "ok" records enter the tables (failed cells are counted in the header).
+    Raises InputError when the file has nothing to report or no record has `metric`.
     """
     results_path = Path(results_path)
     out_dir = Path(out_dir)
@@ -80,10 +86,9 @@ def build_report(
     rows = PredictionReader(results_path)
     verdicts = {key: against_english(arms[key], rows, metric) for key in tables}
     around = {key: against_english_across_C(arms[key], rows, metric) for key in tables}
-    out_dir.mkdir(parents=True, exist_ok=True)
     lines = (header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
              + degenerate_counts(scored) + interval_note(verdicts) + draws_note(scored))
-    plots: list[Path] = []
+    plots: list[Plot] = []
     for (language, task), table in tables.items():
         lines += (markdown_table(language, task, table) + verdicts_markdown(verdicts[(language, task)])
                   + noise_note(verdicts[(language, task)]))
@@ -104,11 +109,25 @@ def build_report(
         plots.append(plot_cosine(groups, out_dir / "cosine.png"))
 
     markdown = "\n".join(lines).rstrip() + "\n"
-    table_md = out_dir / "table.md"
-    write_text(table_md, markdown)
-    table_csv = out_dir / "table.csv"
-    write_csv(table_csv, tables)
-    return ReportFiles(markdown, table_md, table_csv, tuple(plots))
+    texts = {out_dir / "table.md": markdown, out_dir / "table.csv": csv_text(tables)}
+    stale: list[Path] = []
+    if write:
+        for path, text in texts.items():
+            write_text(path, text)
+        for plot in plots:
+            plot.draw()
+    else:
+        stale = [path for path, text in texts.items() if not _holds(path, text)]
+        stale += [plot.path for plot in plots if not plot.is_current()]
+    return ReportFiles(markdown, out_dir / "table.md", out_dir / "table.csv", tuple(p.path for p in plots),
+                       tuple(stale))
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
 
 
 def _slug(text: str) -> str:

@@ -5,6 +5,7 @@ and the same numbers as CSV.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -240,19 +241,20 @@ def format_stat(stat: Stat) -> str:
     return f"{stat.mean:.{decimals}f} ± {stat.ci95:.{decimals}f}"
 
 
-def write_csv(path: Path, tables: dict[tuple[str, str], Table]) -> None:
+def csv_text(tables: dict[tuple[str, str], Table]) -> str:
     """Long format, one line per table entry; blank aligner/pair_size where a method has none."""
-    with path.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(_CSV_COLUMNS)
-        for (language, task), table in tables.items():
-            for row, stats in table.items():
-                pair_size = _csv_size(row.pair_size) if row.method in PAIR_METHODS else ""
-                for size, stat in stats.items():
-                    writer.writerow([
-                        language, task, row.method, row.aligner or "", pair_size, _csv_size(size), row.recipe,
-                        row.head, stat.n, repr(stat.mean), _csv_float(stat.ci95), _csv_float(stat.std),
-                    ])
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(_CSV_COLUMNS)
+    for (language, task), table in tables.items():
+        for row, stats in table.items():
+            pair_size = _csv_size(row.pair_size) if row.method in PAIR_METHODS else ""
+            for size, stat in stats.items():
+                writer.writerow([
+                    language, task, row.method, row.aligner or "", pair_size, _csv_size(size), row.recipe,
+                    row.head, stat.n, repr(stat.mean), _csv_float(stat.ci95), _csv_float(stat.std),
+                ])
+    return out.getvalue()
 
 
 def _csv_size(size: int | None) -> str:

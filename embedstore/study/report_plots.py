@@ -3,17 +3,25 @@
 Every figure is a dot per mean with its 95 % interval as a line, on one axis shared by all its panels, with a
 legend and a caption line saying what the dots and intervals are: bars from 0 spent most of the width on the
 range no method reaches, panels with their own axes could not be compared at a glance, and a 0-1 cosine axis made
-mean-shift look nearly as good as Procrustes. `*_figure` builds a figure (what tests inspect); `plot_*` saves it.
+mean-shift look nearly as good as Procrustes. `*_figure` builds a figure (what tests inspect); `plot_*` names it
+(a `Plot`: its file, a digest of its data, and how to draw it), which a report draws or only checks.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import offset_copy
+from PIL import Image, UnidentifiedImageError
+
+from embedstore.base.atomic import write_bytes
 
 from embedstore.study.cells import format_size
 from embedstore.study.methods import PAIR_METHODS, REFERENCE_METHODS
@@ -158,14 +166,54 @@ def _caption(figure: Figure, text: str, below_inches: float = 0.55) -> None:
     figure.text(0.01, 0.0, text, transform=below, fontsize="small", ha="left", va="top", wrap=True)
 
 
-def _save(figure: Figure, path: Path, dpi: int) -> Path:
-    figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+DIGEST_KEY = "embedstore-plotted-data"
+"""The PNG text chunk holding the digest of the data a figure was drawn from."""
 
 
-def plot_scores(table: Table, path: Path, title: str, metric: str) -> Path:
-    return _save(scores_figure(table, title, metric), path, 110)
+def data_digest(*data: object) -> str:
+    """A digest of what a figure shows (its numbers, labels and title), from their repr: the tables' rows and
+    stats are frozen dataclasses and plain containers, so equal data gives equal text in every process."""
+    return hashlib.sha256(repr(data).encode("utf-8")).hexdigest()[:20]
 
 
-def plot_cosine(groups: dict[str, dict[str, Stat]], path: Path) -> Path:
-    return _save(cosine_figure(groups), path, 120)
+@dataclass(frozen=True)
+class Plot:
+    """A figure a report names: where it is saved, a digest of the data it shows, and how to draw it. Drawing is
+    most of a report's cost, so a check names its figures and asks whether the files there were drawn from the
+    same data (`is_current`) instead of drawing them again."""
+
+    path: Path
+    digest: str
+    figure: Callable[[], Figure]
+    dpi: int
+
+    def draw(self) -> Path:
+        """Save the figure with its data digest, whole or not at all (a half-written PNG would still carry the
+        digest, which comes before the image data)."""
+        png = io.BytesIO()
+        self.figure().savefig(png, format="png", dpi=self.dpi, bbox_inches="tight",
+                              metadata={DIGEST_KEY: self.digest})
+        write_bytes(self.path, png.getvalue())
+        return self.path
+
+    def is_current(self) -> bool:
+        return drawn_from(self.path) == self.digest
+
+
+def drawn_from(path: Path) -> str | None:
+    """The data digest a figure was saved with; None for a missing file, one that is no PNG, or one drawn before
+    figures carried a digest. Reads the chunks before the image data only, never decodes the image."""
+    try:
+        with Image.open(path) as image:
+            digest = image.info.get(DIGEST_KEY)
+    except (OSError, UnidentifiedImageError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def plot_scores(table: Table, path: Path, title: str, metric: str) -> Plot:
+    return Plot(path, data_digest("scores", table, title, metric), lambda: scores_figure(table, title, metric), 110)
+
+
+def plot_cosine(groups: dict[str, dict[str, Stat]], path: Path) -> Plot:
+    return Plot(path, data_digest("cosine", groups), lambda: cosine_figure(groups), 120)
