@@ -30,11 +30,15 @@ def hostname() -> str:
     return platform.node()
 
 
+def utc_now() -> str:
+    """A record's time: UTC, ISO 8601 to the second (`written_at`, and when a cached measurement was taken)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def stamp(*, libraries: bool = False) -> dict[str, Any]:
-    """Which embedstore wrote the record, on which host, when (UTC, ISO 8601 to the second); with `libraries`
-    the torch and transformers versions too (for records whose numbers came out of a forward pass)."""
-    record: dict[str, Any] = {VERSION: __version__, "hostname": hostname(),
-                              "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    """Which embedstore wrote the record, on which host, when (`utc_now`); with `libraries` the torch and
+    transformers versions too (for records whose numbers came out of a forward pass)."""
+    record: dict[str, Any] = {VERSION: __version__, "hostname": hostname(), "written_at": utc_now()}
     if libraries:
         import torch
         import transformers

@@ -37,7 +37,6 @@ import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,6 +45,7 @@ import numpy as np
 from embedstore.base.atomic import write_json
 from embedstore.base.errors import EmbedstoreError
 from embedstore.base.progress import note_step
+from embedstore.base.provenance import utc_now
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
@@ -367,7 +367,7 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
         bound = None if peak is None else most_saved(job_tokens or 0, rates["torch"], weight_gflop_per_token(config),
                                                      peak)
         saving = unbounded if bound is None else min(unbounded, bound)
-        entry.update(tokens_per_second=rates, measured_at=_now(), **({"peak_gflops": peak} if peak else {}))
+        entry.update(tokens_per_second=rates, measured_at=utc_now(), **({"peak_gflops": peak} if peak else {}))
         decision = {"job_tokens": job_tokens, "expected_saving_seconds": round(saving, 3),
                     "most_saved_seconds": None if bound is None else round(bound, 3),
                     "onnx_speedup": round(speedup, 3),
@@ -384,14 +384,14 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
     try:
         onnx_encoder = load_onnx()
     except EmbedstoreError as e:  # a model the exporter cannot trace (the check refused its graph)
-        entry.update(onnx_refused=str(e), measured_at=_now())
+        entry.update(onnx_refused=str(e), measured_at=utc_now())
         records.write(key, entry)
         return EngineChoice("torch", f"ONNX Runtime cannot run this model: {e}", entry), torch_encoder
     if not graph_cached:
         entry["export_seconds"] = time.perf_counter() - t0
     batches, tokens = probe_texts(torch_encoder.tokenizer)
     rates = probe({"torch": torch_encoder, "onnx": onnx_encoder}, batches, tokens, layers, pooling)
-    entry.update(tokens_per_second=rates, measured_at=_now(), probe_tokens=tokens, probed_on="the bundled sample")
+    entry.update(tokens_per_second=rates, measured_at=utc_now(), probe_tokens=tokens, probed_on="the bundled sample")
     records.write(key, entry)
     backend = max(rates, key=rates.get)
     return (EngineChoice(backend, "measured now: " + _rates_text(rates), entry),
@@ -401,6 +401,3 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
 def _rates_text(rates: dict[str, float]) -> str:
     return ", ".join(f"{name} {rate:,.0f} tokens/s" for name, rate in sorted(rates.items(), key=lambda x: -x[1]))
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ import numpy as np
 
 from embedstore.base.errors import StoreError
 from embedstore.base.optional import require
+from embedstore.base.provenance import hostname, read_provenance
 from embedstore.data.hashing import ID_BYTES
 from .backend import Damage, RowReads
 from .chunk_files import row_digests
@@ -334,7 +334,7 @@ class _Lease:
         self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
-        return json.dumps({"owner": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+        return json.dumps({"owner": self.token, "hostname": hostname(), "pid": os.getpid(),
                            "expires": time.time() + LEASE_SECONDS}).encode()
 
     def acquire(self) -> None:
@@ -342,7 +342,7 @@ class _Lease:
             etag, data = self.objects.etag(LEASE), self.objects.read(LEASE)
             holder = _parse_lease(data)
             if etag is None or not _expired(holder) or not self.objects.replace(LEASE, self._body(), etag):
-                raise StoreError(f"{self.objects.url}: another writer ({holder.get('host')} pid {holder.get('pid')}) "
+                raise StoreError(f"{self.objects.url}: another writer ({holder.get('hostname')} pid {holder.get('pid')}) "
                                  f"holds this store's lease until "
                                  f"{time.strftime('%H:%M:%S', time.localtime(holder.get('expires', 0)))}; wait "
                                  "for it to finish (a killed writer's lease expires by then)")
@@ -371,18 +371,20 @@ class _Lease:
 
 
 def _parse_lease(data: bytes | None) -> dict[str, Any]:
+    """The lease's holder under the provenance names (a lease written before them said `host`: still read, since
+    a writer of the older version may hold a live lease)."""
     try:
         holder = json.loads(data or b"{}")
     except ValueError:
         return {}
-    return holder if isinstance(holder, dict) else {}
+    return read_provenance(holder) if isinstance(holder, dict) else {}
 
 
 def _expired(holder: dict[str, Any]) -> bool:
     """Past its expiry, or held by a process of this host that no longer exists (killed: free it at once)."""
     if not isinstance(holder.get("expires"), (int, float)) or holder["expires"] < time.time():
         return True
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+    if holder.get("hostname") == hostname() and isinstance(holder.get("pid"), int):
         try:
             os.kill(holder["pid"], 0)
         except ProcessLookupError:

@@ -16,6 +16,7 @@ from typing import Sequence, cast
 import numpy as np
 
 from embedstore.base.errors import ConfigError, StoreError
+from embedstore.base.schema import options_of
 from embedstore.data.hashing import ID_BYTES, Text, text_ids
 from .backend import Backend, BackendWriter, Damage, SharedBackend, SharedWriter, runs
 from .hdf5_backend import HDF5Backend
@@ -39,8 +40,8 @@ def backend_for(path: Path | str) -> Backend:
     return ZarrBackend(path)
 
 
-_KEY_TYPES = {"model": str, "fingerprint": str, "pooling": str, "layer": int, "max_length": int, "prefix": str,
-              "dtype": str}
+_KEY_TYPES = {o.name: o.type for o in options_of(StoreKey)}
+"""A stored key's fields and their types, as `StoreKey` declares them."""
 
 
 def _checked_attrs(path: Path, name: str, attrs: object) -> dict:
