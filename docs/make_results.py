@@ -35,6 +35,7 @@ from embedstore.estimators.heads import DEFAULT_HEAD
 from embedstore.analysis.runs import SplitOptions, run_retrieval
 from embedstore.data.tasks import Source
 from embedstore.study.cells import NamedArm, expand, format_size, load_config
+from embedstore.study.context import context_id
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.report import build_report
 from embedstore.study.experiments import VALIDATION_SPLIT
@@ -44,6 +45,7 @@ from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compa
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
+import results_head_space  # docs/results_head_space.py, likewise
 import results_lora_ta  # docs/results_lora_ta.py, likewise
 
 DOCS = Path(__file__).resolve().parent
@@ -406,10 +408,11 @@ def _page(results_dir: Path, plots: Path, configs: Path, write: bool) -> tuple[s
         lines += [f"## {title}", "", f"`configs/{name}.toml`, {len(records)} cells{_waiting(name, records, configs)}. "
                   + recipe_note(records), "", "### Claims of the paper, checked", "",
                   *claims_under_heads(records, PredictionReader(results), named_arm(name, configs)), "",
-                  "### Tables", "",
-                  files.markdown.replace("\n# ", "\n#### ").replace("\n## ", "\n#### "), ""]
+                  "### Tables", "", _report_title(name, records, configs),
+                  files.markdown.split("\n", 1)[1].replace("\n# ", "\n#### ").replace("\n## ", "\n#### "), ""]
         lines += [f"![{p.stem}](results/{name}/{p.name})" for p in files.plots] + [""]
     lines += retrieval_section(results_dir)
+    lines += results_head_space.section(results_dir)
     lines += adapt_section(results_dir / "shared-topic-ko-adapt.jsonl")
     lines += results_lora_ta.section(results_dir, configs)
     lines += results_frontier.section(results_dir)
@@ -479,6 +482,34 @@ def _where(per_study: dict[tuple[str, str], Claim]) -> str:
         return f"one corpus ({corpus}, {n} language{'s' if n != 1 else ''})"
     verdicts = {v for values in by_corpus.values() for v in values}
     return "the same on both corpora" if len(verdicts) == 1 else "differs between the corpora"
+
+
+def _report_title(study: str, records: list[dict], configs: Path) -> str:
+    """The study's report title (in place of the report's own, which lists the sweep names its records carry):
+    the configs in `configs` that write its results. A record written by a sweep of another name (a copy of one
+    of those configs run outside the repository, say to keep its results elsewhere) is counted under the config
+    whose context id for that cell it carries, so the title names only configs a reader can run; a record no
+    config accounts for keeps its sweep's name in the title."""
+    names = [name for name in [study, *EXTRA_CONFIGS.get(study, [])] if (configs / f"{name}.toml").is_file()]
+    loaded = {name: load_config(configs / f"{name}.toml") for name in names}
+    cells = {name: {cell.id: cell for cell in expand(config)} for name, config in loaded.items()}
+    copies: dict[str, int] = defaultdict(int)
+    others: list[str] = []
+    for r in records:
+        sweep = r.get("provenance", {}).get("sweep")
+        if sweep in loaded or sweep is None:
+            continue
+        owner = next((name for name, config in loaded.items() if r["cell_id"] in cells[name] and context_id(
+            config, cells[name][r["cell_id"]], r["provenance"]["model_fingerprint"]) == r["context"]), None)
+        if owner is None:
+            others.append(sweep)
+        else:
+            copies[owner] += 1
+    wrote = {r.get("provenance", {}).get("sweep") for r in records} | set(copies)
+    shown = ", ".join([*(name for name in names if name in wrote), *dict.fromkeys(others)])
+    note = "; ".join(f"{n} records written by a copy of `configs/{name}.toml` under another name: the same cells and "
+                     "context ids" for name, n in copies.items())
+    return f"#### Results: {shown}" + (f" ({note})" if note else "")
 
 
 def _waiting(study: str, records: list[dict], configs: Path) -> str:
@@ -706,7 +737,11 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
                       "seeds (" + "; ".join(f"seed {r['cell']['seed']} {degenerate(r)}" for r in collapsed)
                       + "), so it is no score of the method and is left out of verdicts; " if collapsed else "")
                       + "against English-only: " + _figures(versus(records, "adapt-simcse", "english", adapt))))
+    head_space = results_head_space.closing(results_dir)
     items.append(("\"FC raises cosine while losing retrieval\" (FC(en) against raw target vectors)",
+                  ("an observation (no verdict: mean EN→TR P@1, NN, ± its interval over seeds and test rows), "
+                   "measured in the head's space on the 10-seed studies' test folds (pairs the aligners never saw; "
+                   "the section \"Retrieval in the head's space\" above): " + head_space) if head_space else
                   "the records here measure retrieval of aligned English against raw target vectors only; "
                   "retrieval in the head's space (FC(en) against FC(tr)) is what `embedstore analyze retrieval` "
                   "now reports, and no study on this page has recorded it yet: no verdict"))

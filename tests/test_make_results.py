@@ -351,3 +351,48 @@ def test_a_degenerate_lora_ta_head_is_counted_and_left_out_of_its_verdicts(make_
                if line.startswith("| `shared-topic-ko-lora-ta` | the paper's"))
     assert "| 1 of 3 |" in row and row.count("refused: degenerate head: LoRA-TA at seed 1 predicts 'calc'") == 2
     assert "no verdict" in results_lora_ta.closing(tmp_path / "nothing", configs)
+
+
+def test_the_report_title_names_the_studys_configs_not_the_copies_that_ran_some_cells(make_results, tmp_path):
+    """Cells run by a copy of the study's config under another name (results kept elsewhere, merged later) are
+    counted under the config whose context id they carry; a record no config accounts for keeps its own name."""
+    from embedstore.study.cells import expand, load_config
+    from embedstore.study.context import context_id
+
+    configs = tmp_path / "configs"
+    write_study(tmp_path, configs)
+    config = load_config(configs / f"{STUDY}.toml")
+    cells = expand(config)
+    records = [{"cell_id": cell.id, "context": context_id(config, cell, "fp"),
+                "provenance": {"sweep": STUDY if i else "tmp-copy", "model_fingerprint": "fp"}}
+               for i, cell in enumerate(cells[:3])]
+    title = make_results._report_title(STUDY, records, configs)
+    assert title == (f"#### Results: {STUDY} (1 records written by a copy of `configs/{STUDY}.toml` under another "
+                     "name: the same cells and context ids)")
+    records[0]["context"] = "other"  # not this config's cell as the config gives it
+    assert make_results._report_title(STUDY, records, configs) == f"#### Results: {STUDY}, tmp-copy"
+
+
+def test_fc_retrieval_is_worded_from_the_head_space_records(make_results, tmp_path):
+    """The closing note's retrieval claim is worded from the head-space records when there are some (A(en) against
+    A(tr) beside A(en) against raw target, with intervals over seeds and test rows) and says "no verdict" without."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    retrieval = '- "FC raises cosine while losing retrieval" (FC(en) against raw target vectors)'
+    before = {line.split(": ", 1)[0]: line for line in make_results.closing_note(results, configs)}[retrieval]
+    assert "no study on this page has recorded it yet: no verdict" in before
+
+    def p1(value: float) -> dict:
+        return {"rows": 1000, "csls_k": 10, "forward": {"nn": {"p@1": value}, "csls": {"p@1": value + 0.05}}}
+
+    lines = [{"cell": {"aligner": "fc", "pair_size": 1000}, "cell_id": f"fc{seed}", "held_out": {"checked": True,
+              "dropped_as_fit_pairs": 0}, "retrieval": {"raw": p1(0.79), "aligned": p1(0.21), "head_space": p1(0.59)},
+              "collapse": {"collapsed": True}, "collapse_head_space": {"collapsed": False}} for seed in range(3)]
+    (results / "shared-topic-ko-seeds.head-space.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    after = {line.split(": ", 1)[0]: line for line in make_results.closing_note(results, configs)}[retrieval]
+    assert ("ko 1,000 pairs (3 seeds, 1,000 test rows): A(en)→A(tr) 0.590 ± 0.030, A(en)→raw TR 0.210 ± 0.025, "
+            "raw 0.790 ± 0.025; collapse check 0 of 3 seeds in the head's space, 3 against raw TR. FC's retrieval in the "
+            "head's space lies wholly below the raw vectors' (the two intervals apart) in 1 of these 1, and wholly "
+            "above A(en) against raw TR (the figure the page once cited) in 1 of 1") in after
+    assert "Retrieval in the head's space" in make_results.page(results, tmp_path / "plots", configs)
