@@ -661,7 +661,9 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
             f"{adapt_vs('adapt-align', 'english')}; LangAlign Procrustes on the aligned encoder against it on the "
             f"base one: {adapt_vs('adapt-align+langalign', 'langalign')}; LoRA (an adapted encoder read by a new head, "
             f"not the paper's LoRA-TA) against English-only: {adapt_vs('adapt-lora', 'english')}; SimCSE: "
-            f"{adapt_vs('adapt-simcse', 'english')}. † approximate intervals.")
+            f"{adapt_vs('adapt-simcse', 'english')}. † approximate intervals. The paper's LoRA-TA (adapters and a "
+            "head fine-tuned together on the seed's 500 translated task rows, paired with the 10-seed study's cells "
+            f"at the same seeds; results page): {results_lora_ta.closing(results_dir, configs, _figures)}.")
     return out
 
 

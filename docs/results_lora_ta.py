@@ -152,6 +152,11 @@ def section(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
             f"{_verdict(a.versus(a.english, 'English-only')) if a.english else 'no English-only cells'} | "
             f"{_verdict(a.versus(a.langalign, a.langalign_name)) if a.langalign else 'no ' + a.langalign_name + ' cells'} |")
     ran = [a for _, a in found if a is not None]
+    single = [f"`{a.study.name}`" for a in ran if len(a.lora) == 1]
+    if single:
+        lines += ["", f"{', '.join(single)}: one seed so far, so its intervals count the test rows' noise only, not "
+                  "the training draw's (which task rows, the adapters' and the head's initialisation): a verdict "
+                  "there holds for that draw and may not for others."]
     if ran:
         lines += ["", "Per seed (validation: the held-out tenth of the task rows, loss and accuracy at the kept epoch):",
                   "", "| study | seed | accuracy | epochs run | best epoch | stopped early | validation loss, accuracy "
