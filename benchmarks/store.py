@@ -11,11 +11,23 @@ on each: look up 100k ids (`contains`), gather the float32 vectors of 10k random
 rows (random ids, random order), and `store info`. Each gather starts from ids, so both sides look them up.
 
 How it is measured, and why:
-- Every operation runs in a fresh Python process (the page cache stays warm for both sides): that is how a
-  user meets the store (one `embed` call, one command), so nothing cached in memory by an earlier operation
-  helps, and each process's peak memory belongs to one operation alone.
+- Every operation runs in a fresh Python process: that is how a user meets the store (one `embed` call, one
+  command), so nothing cached in memory by an earlier operation helps, and each process's peak memory belongs to
+  one operation alone.
+- The page cache is set, not inherited: each read operation runs once per state of `--cache` (default both), its
+  process putting its side's files in the page cache (warm: read through) or out of it (cold: fsync, then
+  POSIX_FADV_DONTNEED) just before the timed part (`set_cache`), and the table's `cache` column measures what
+  the state then was. Beside the seconds, each side's CPU seconds (user + system) and MiB read from the disk
+  (/proc/self/io `read_bytes`) during the operation (each child's JSON line has its page faults too): counts
+  that say whether a slower repeat computed more, spent it in the kernel (faulting in fresh pages, reclaiming
+  memory) or waited on the disk. Why the counts: with every byte in the page cache, two repeats of the 1M-row
+  gather of a third still took 120k and 37k minor page faults on the store's side (77k and 10k on the anchor's)
+  and 1.0 and 0.3 s of system CPU. numpy asks Linux for transparent huge pages for large arrays, and whether the
+  kernel finds them (or compacts memory to make them) depends on how fragmented memory is after everything else
+  the machine did; with `--no-huge-pages` the counts repeat exactly (store 822k, anchor 314-318k: the store's
+  gather faults in ~3.1 GiB of fresh pages for a 0.5 GiB result, the anchor's ~1.2 GiB).
 - Seconds: wall time of the operation inside that process, after imports and after loading its input; the
-  median of `--repeats` processes (build: one). The store's and the anchor's processes alternate (which side goes
+  median of `--repeats` processes. The store's and the anchor's processes alternate (which side goes
   first swaps at each repeat), so a drift of the machine, or a page cache one side's run warmed, touches both.
 - Peak memory: the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs just before the
   operation) minus the resident size then. RSS rather than tracemalloc because RSS is what runs a 24 GiB
@@ -34,10 +46,11 @@ How it is measured, and why:
   the rule `benchmarks/encode.py` uses too). The raw spread of each side's repeats ((max - min) / median) is printed
   beside each median, the spread of the ratios beside the ratio; an operation whose ratios spread by more than
   `paired_verdict.NOISY_SPREAD` (10%) while the repeats disagree about the target gets "noisy, no verdict"
-  instead of PASS/FAIL. The page cache decides much of a read's time (the anchor's "gather a third" ran
-  0.78-2.55 s between runs), so each process measures, just before its operation, which share of the bytes of
-  the files its side reads is resident in the page cache (`mincore`), and the table prints it (`cache`: the
-  lowest and highest share over the repeats; "-" for the build, whose files do not exist yet). Beside it,
+  instead of PASS/FAIL. The page cache decided much of a read's time when it was left to chance (the anchor's
+  "gather a third" ran 0.78-2.55 s between runs, a 97 % spread at 1M rows), hence the set states above; each
+  process measures, just before its operation, which share of the bytes of the files its side reads is resident
+  in the page cache (`mincore`), and the table prints it (`cache`: the lowest and highest share over the
+  repeats; "-" for the build, whose files do not exist yet). Beside it,
   `cores`: what the machine did during the slowest repeat (`machine_load`: cores the operation kept busy / cores
   every other process used / cores the hypervisor stole), so a spread says whether the machine was shared; an
   operation during which other processes or the hypervisor took more than `BUSY_CORES` (a quarter of a core) in
@@ -105,6 +118,46 @@ def resident_share(paths: list[Path]) -> float | None:
         finally:
             os.close(fd)
     return resident / total if total else None
+
+
+CACHE_STATES = ("warm", "cold")
+"""The page-cache state each read operation starts from, set in its process just before it runs (`set_cache`):
+warm, every byte of its side's files resident (read through once, as after an encode or a run that read them);
+cold, none of them (written back and dropped with POSIX_FADV_DONTNEED, as after a reboot or when other files
+pushed them out). Left to chance, the state was whatever the previous processes left: a read's time then said as
+much about the order of the runs as about the layout."""
+
+
+def set_cache(paths: list[Path], state: str) -> None:
+    """Put the bytes of `paths` in the page cache (warm) or out of it (cold). Dropping is advice the kernel takes
+    for clean pages no process maps: the files are fsynced first, and `resident_share` measured afterwards says
+    what the state really was."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if state == "warm":
+                while os.read(fd, 1 << 24):
+                    pass
+            else:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+COUNTS = ("user_s", "system_s", "read_mib", "major_faults", "minor_faults")
+
+
+def _io_counts() -> dict[str, float]:
+    """CPU seconds in user and kernel mode, bytes read from the disk (/proc/self/io `read_bytes`: the page cache's
+    misses, unlike `rchar`), and page faults: major (a memory map's misses) and minor (a page the kernel had to
+    find and map: a memory map's hits, and every fresh page of a new array, zeroed, reclaimed from the page cache
+    when memory is short) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines()) \
+        if Path("/proc/self/io").is_file() else {}
+    return {"user_s": usage.ru_utime, "system_s": usage.ru_stime, "read_mib": int(io.get("read_bytes", 0)) / 2**20,
+            "major_faults": usage.ru_majflt, "minor_faults": usage.ru_minflt}
 
 
 def _side_files(side: str, work: Path) -> list[Path]:
@@ -186,8 +239,9 @@ def _anchor_info(work: Path) -> dict:
             "size_bytes": sum(p.stat().st_size for p in work.glob("anchor_*.npy"))}
 
 
-def _run_op(op: str, side: str, work: Path, n: int) -> dict:
-    """Run one operation in this process; the timing and memory protocol is the module docstring's."""
+def _run_op(op: str, side: str, work: Path, n: int, state: str | None) -> dict:
+    """Run one operation in this process from the page-cache `state` (None for the build, whose files do not exist
+    yet); the timing and memory protocol is the module docstring's."""
     from embedstore.store import Store
     from embedstore.store.zarr_backend import ZarrBackend
     stat_seconds = [0.0]
@@ -216,20 +270,24 @@ def _run_op(op: str, side: str, work: Path, n: int) -> dict:
         ("store info", "store"): lambda: Store.open(store).info(),
         ("store info", "anchor"): lambda: _anchor_info(work),
     }
+    if state is not None:
+        set_cache(_side_files(side, work), state)
     cache = None if op == "build" else resident_share(_side_files(side, work))
     rss_before = _status_kib("VmRSS")
     reset = _reset_peak()
     load: dict = {}
+    before = _io_counts()
     with machine_load(load):
         t0 = time.perf_counter()
         result = calls[(op, side)]()
         seconds = time.perf_counter() - t0
+    counts = {name: value - before[name] for name, value in _io_counts().items()}
     peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if op == "build":
         seconds = result
     check = _checksum(op, result)
     return {"seconds": seconds, "peak_mib": max(0, peak - rss_before) / 1024, "stat_seconds": stat_seconds[0],
-            "check": check, "peak_reset": reset, "cache": cache, "load": load}
+            "check": check, "peak_reset": reset, "cache": cache, "load": load, **counts}
 
 
 def _checksum(op: str, result) -> object:
@@ -261,22 +319,24 @@ def _reset_peak() -> bool:
 
 # ---- the driver ----
 
-def _run_child(op: str, side: str, work: Path, n: int) -> dict:
+def _run_child(op: str, side: str, work: Path, n: int, state: str | None, huge_pages: bool = True) -> dict:
     out = subprocess.run([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
-                          "--rows", str(n)], capture_output=True, text=True, env={**os.environ})
+                          "--rows", str(n), *(["--state", state] if state else []),
+                          *([] if huge_pages else ["--no-huge-pages"])], capture_output=True, text=True,
+                         env={**os.environ})
     if out.returncode != 0:
         raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _measure(op: str, work: Path, n: int, repeats: int) -> tuple[dict, dict]:
-    """(store, anchor) of `op`: the two sides' processes alternate, the side that goes first swapping at each
-    repeat, so a drift of the machine or of the page cache touches both sides alike. The build repeats too (each
-    from nothing): a single build decided PASS or FAIL by chance."""
+def _measure(op: str, work: Path, n: int, repeats: int, state: str | None) -> tuple[dict, dict]:
+    """(store, anchor) of `op`, each process starting from the page-cache `state`: the two sides' processes
+    alternate, the side that goes first swapping at each repeat, so a drift of the machine touches both sides
+    alike. The build repeats too (each from nothing): a single build decided PASS or FAIL by chance."""
     runs: dict[str, list[dict]] = {"store": [], "anchor": []}
     for r in range(repeats):
         for side in ("store", "anchor") if r % 2 == 0 else ("anchor", "store"):
-            runs[side].append(_run_child(op, side, work, n))
+            runs[side].append(_run_child(op, side, work, n, state))
     return _summary(runs["store"]), _summary(runs["anchor"])
 
 
@@ -288,6 +348,7 @@ def _summary(runs: list[dict]) -> dict:
             "cache": (min(caches), max(caches)) if caches else None,
             "peak_mib": statistics.median(r["peak_mib"] for r in runs),
             "stat_seconds": statistics.median(r["stat_seconds"] for r in runs),
+            **{name: statistics.median(r[name] for r in runs) for name in COUNTS},
             "check": runs[0]["check"], "peak_reset": all(r["peak_reset"] for r in runs)}
 
 
@@ -313,6 +374,10 @@ def _cache(m: dict) -> str:
     return f"{100 * low:.0f}%" if round(100 * low) == round(100 * high) else f"{100 * low:.0f}-{100 * high:.0f}%"
 
 
+def _cpu(m: dict) -> str:
+    return f"{m['user_s']:.2f}+{m['system_s']:.2f}"
+
+
 def _ratio(store: float, anchor: float, floor: float) -> float:
     return max(store, floor) / max(anchor, floor)
 
@@ -329,12 +394,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="processes per operation, the build included (median)")
     ap.add_argument("--quick", action="store_true", help="100k and 200k rows, 2 repeats: checks the script runs")
     ap.add_argument("--dir", type=Path, default=None, help="where to build the keys (default: a temporary directory)")
+    ap.add_argument("--cache", nargs="+", choices=CACHE_STATES, default=list(CACHE_STATES),
+                    help="the page-cache states each read operation is measured from (default: both)")
+    ap.add_argument("--no-huge-pages", action="store_true",
+                    help="numpy's arrays without transparent huge pages (numpy asks for them on Linux; whether the "
+                         "kernel finds them depends on how fragmented memory is: see the module's docstring)")
     ap.add_argument("--op", help=argparse.SUPPRESS)
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--state", choices=CACHE_STATES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.op:  # a child process: one operation
-        print(json.dumps(_run_op(args.op, args.side, args.work, args.rows[0])))
+        if args.no_huge_pages:
+            from numpy._core.multiarray import _set_madvise_hugepage
+            _set_madvise_hugepage(False)
+        print(json.dumps(_run_op(args.op, args.side, args.work, args.rows[0], args.state)))
         return
 
     if args.quick:
@@ -344,19 +418,19 @@ def main() -> None:
                  "stored ids)")
     from rich.console import Console
     from rich.table import Table
-    console = Console(width=200)
+    console = Console(width=250)
     verdicts, lookups, peaks = [], {}, []
     for n in sorted(args.rows):
         work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
         try:
             _prepare(work, n)
             table = Table(title=f"{n:,} rows x {DIM} float16 (median of {args.repeats} processes)")
-            for col in ("operation", "store s", "spread", "cache", "cores", "anchor s", "spread ", "cache ",
-                        "cores ", "time ratio", "ratio spread", "store MiB", "anchor MiB", "mem ratio", "stat s",
-                        "target"):
+            for col in ("operation", "store s", "spread", "cache", "CPU user+sys", "read MiB", "cores", "anchor s",
+                        "spread ", "cache ", "CPU user+sys ", "read MiB ", "cores ", "time ratio", "ratio spread",
+                        "store MiB", "anchor MiB", "mem ratio", "stat s", "target"):
                 table.add_column(col, justify="left" if col == "operation" else "right")
-            for op in OPS:
-                s, a = _measure(op, work, n, args.repeats)
+            for op, state in [(op, state) for op in OPS for state in ([None] if op == "build" else args.cache)]:
+                s, a = _measure(op, work, n, args.repeats, state)
                 if s["check"] is not None and not np.isclose(s["check"], a["check"], rtol=1e-6):
                     raise SystemExit(f"error: {op} at {n:,} rows: the store answered {s['check']}, the anchor "
                                      f"{a['check']}; expected the same")
@@ -367,10 +441,12 @@ def main() -> None:
                 noisy = timing.noisy or any(x["taken"] > BUSY_CORES for x in (s, a))
                 verdicts.append(None if noisy else ok)
                 peaks.append(s["peak_mib"])
-                if op == "lookup 100k":
+                if op == "lookup 100k" and state == args.cache[0]:
                     lookups[n] = s["seconds"]
-                table.add_row(op, f"{s['seconds']:.3f}", _spread(s), _cache(s), s["cores"], f"{a['seconds']:.3f}",
-                              _spread(a), _cache(a), a["cores"], f"{t_ratio:.2f}x",
+                table.add_row(op if state is None else f"{op}, {state}", f"{s['seconds']:.3f}", _spread(s), _cache(s),
+                              _cpu(s), f"{s['read_mib']:.0f}", s["cores"], f"{a['seconds']:.3f}",
+                              _spread(a), _cache(a), _cpu(a), f"{a['read_mib']:.0f}", a["cores"],
+                              f"{t_ratio:.2f}x",
                               "1 run" if timing.spread is None else f"{100 * timing.spread:.0f}%",
                               f"{s['peak_mib']:.0f}", f"{a['peak_mib']:.0f}",
                               f"{m_ratio:.2f}x", f"{s['stat_seconds']:.4f}",
@@ -395,7 +471,8 @@ def main() -> None:
         growth = lookups[large] / lookups[small]
         nlogn = large * math.log(large) / (small * math.log(small))
         logn = math.log(large) / math.log(small)
-        console.print(f"100k lookups, {small:,} -> {large:,} rows: {growth:.2f}x the time (n log n allows "
+        console.print(f"100k lookups ({args.cache[0]} page cache), {small:,} -> {large:,} rows: {growth:.2f}x the "
+                      f"time (n log n allows "
                       f"{nlogn:.2f}x, log n {logn:.2f}x): {'PASS' if growth <= nlogn else 'FAIL'}")
 
 
