@@ -49,9 +49,10 @@ from embedstore.base.provenance import utc_now
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 """Bump when the probe or an engine's pass changes, so cached measurements are taken again. 2: the ONNX engine pools
-in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low)."""
+in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low). 3: the
+PyTorch engine runs its linear layers on weights packed for oneDNN (`packed_linear`), faster than the rate cached."""
 PROBE_TEXTS = 32  # per language: 64 real sentences, ~1,600 tokens of e5-small, ~0.5 s a pass on 2 cores
 PROBE_ROUNDS = 2  # each engine runs once per round after one untimed warm-up pass
 EXPORT_START_SECONDS = 8.5
