@@ -323,6 +323,26 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
 
 
 @pytest.mark.heavy
+def test_warm_workers_run_the_cells_and_a_pool_no_run_took_is_stopped(tmp_path: Path) -> None:
+    from embedstore.study import execution
+
+    config = make_config(tmp_path)
+    with execution.warm_workers(2, "json"):
+        warm_pids = {p.pid for p in execution._WARM[2]._processes.values()}  # started at once, before any cell
+        assert len(warm_pids) == 2
+        summary = run_sweep(config, fake_runner, same_context, workers=2, progress=False)
+        assert 2 not in execution._WARM  # the run took the pool
+    assert len(summary.ok) == 12 and not summary.errors
+    assert {r["provenance"]["pid"] for r in read_results(config.results)} <= warm_pids
+    with execution.warm_workers(2, "json"):
+        unused = list(execution._WARM[2]._processes.values())
+    for process in unused:
+        process.join(timeout=30)
+        assert not process.is_alive()
+    assert not execution._WARM
+
+
+@pytest.mark.heavy
 def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     summary = run_sweep(config, crashing_runner, same_context, workers=2, progress=False)

@@ -23,6 +23,8 @@ from embedstore.base.atomic import write_text
 from embedstore.encoding.models import cache_dir
 from embedstore.encoding.settings import default_store, model_with_settings
 from embedstore.study.cells import load_config
+from embedstore.study.execution import warm_workers
+from embedstore.study.experiments import run_cell
 from embedstore.study.report import ReportFiles
 from embedstore.study.run import run_study
 from embedstore.study.sweep import SweepSummary
@@ -113,9 +115,11 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
     out_dir = out_dir or cache_dir() / "demo"
     config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                       aligners=aligners, seeds=seeds))
-    spec = config.encoding.resolve()  # builds the default model on first use: timed apart from the encode
-    model_seconds = time.perf_counter() - t0
-    study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress, spec=spec)
+    # a first run (no results yet) starts its cell workers now: they import while the model is built
+    with warm_workers(workers if not config.results.exists() else 0, run_cell.__module__):
+        spec = config.encoding.resolve()  # builds the default model on first use: timed apart from the encode
+        model_seconds = time.perf_counter() - t0
+        study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress, spec=spec)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
     engine = study.encoded.provenance.get("backend") if study.encoded.encoded else None
     return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, engine,

@@ -17,7 +17,8 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -142,11 +143,8 @@ def _run_pool(cells: Iterable[Cell], runner: Runner, config: SweepConfig, worker
     """
     queue = deque(cells)
     workers = min(workers, len(queue))  # no idle processes, and a bigger thread share for the ones that run
-    spawn = multiprocessing.get_context("spawn")
-    threads = max(1, _cores() // max(1, workers))
     while queue:
-        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
-                                   initargs=(threads, os.getpid()))
+        pool = _WARM.pop(workers, None) or _new_pool(workers)
         running: dict[Future[dict[str, Any]], Cell] = {}
         broken = False
         try:
@@ -176,6 +174,44 @@ def _run_pool(cells: Iterable[Cell], runner: Runner, config: SweepConfig, worker
             _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes, each capped at its share of the cores (`_init_worker`)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(max(1, _cores() // workers), os.getpid()))
+
+
+@contextmanager
+def warm_workers(workers: int, module: str) -> Iterator[None]:
+    """Start the pool of `workers` processes now and have each import `module` (the runner's), for the first
+    local run of that many workers inside the block to take over; a pool no run took is stopped on leaving.
+
+    Why: a cell worker spends ~2.5 CPU-s importing torch and scikit-learn before its first cell. Started while
+    this process does single-threaded work (the demo's first build of the model), those imports use the core it
+    leaves idle instead of delaying the first cells. Nothing is started for fewer than two workers (cells then
+    run in this process)."""
+    if workers >= 2:
+        pool = _new_pool(workers)
+        for _ in range(workers):
+            pool.submit(_import, module)
+        _WARM[workers] = pool
+    try:
+        yield
+    finally:
+        left = _WARM.pop(workers, None)
+        if left is not None:
+            _stop_workers(left)
+
+
+def _import(module: str) -> None:
+    import importlib
+
+    importlib.import_module(module)
+
+
+_WARM: dict[int, ProcessPoolExecutor] = {}
+"""Pools started by `warm_workers`, by their number of workers, until `_run_pool` takes one."""
 
 
 def _init_worker(threads: int, parent_pid: int) -> None:
