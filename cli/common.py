@@ -105,43 +105,30 @@ def human_bytes(n: int) -> str:
 _ENCODING_PANEL = "Encoding options (the store key: vectors made under other options are never mixed in)"
 
 
+#: How the command line spells some encoding options beyond their fields: a short flag, `layers` as one `--layer`.
+_SHORT = {"model": "-m", "layers": "-l"}
+
+
 def _encoding_parameters(layers: Literal["one", "many", "none"]) -> list[inspect.Parameter]:
-    """The typer declarations of the encoding options; `layers`: how many `--layer` values the command takes
-    ("none": the command declares its own layer selection). Their defaults are None: an option not given comes
-    from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from `EncodeOptions`' defaults."""
-    from embedstore.api import EncodeOptions
+    """The typer declarations of the encoding options, from `EncodeOptions`' fields (name, type, help, default as
+    shown; the fingerprint is pinned by a saved pipeline, never a flag); `layers`: how many `--layer` values the
+    command takes ("none": the command declares its own layer selection). Their defaults are None: an option not
+    given comes from the project settings (EMBEDSTORE_* variables, embedstore.toml), then from the defaults."""
+    from embedstore.api import EncodeOptions, options_of
 
-    _DEFAULT = EncodeOptions()
-
-    def option(name: str, annotation: Any, default: Any, *decls: str, help: str) -> inspect.Parameter:
-        declared = typer.Option(None, *decls, help=f"{help} (default: {default}; EMBEDSTORE_{name.upper()} or "
-                                f"embedstore.toml may set it).", rich_help_panel=_ENCODING_PANEL, show_default=False)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared)
-
-    params = [option("model", Optional[str], _DEFAULT.model, "--model", "-m", help="Hub name or local model directory")]
-    if layers == "many":
-        params.append(option("layer", Optional[list[int]], _DEFAULT.layers[0], "--layer", "-l",
-                             help="Hidden layer (negative counts from the end); repeat for several"))
-    elif layers == "one":
-        params.append(option("layer", Optional[int], _DEFAULT.layers[0], "--layer", "-l",
-                             help="Hidden layer the vectors come from (negative counts from the end)"))
-    return params + [
-        option("pooling", Optional[str], "the model's own (a sentence-transformers folder's), else mean", "--pooling",
-               help="mean (attention-mask weighted), cls or max"),
-        option("max_length", Optional[int], _DEFAULT.max_length, "--max-length",
-               help="Tokens per text (longer texts are truncated)"),
-        option("prefix", Optional[str], "the model's own, 'query: ' for e5", "--prefix", help="Text prefix"),
-        option("dtype", Optional[str], _DEFAULT.dtype, "--dtype",
-               help="Storage precision: float32 or float16 (compute: fp32 unless --precision)"),
-        option("quantize", Optional[str], _DEFAULT.quantize, "--quantize",
-               help="int8: ONNX Runtime with int8 weights (faster on CPU, cosine ~0.97-0.99 to fp32 vectors, "
-                    "stored under a key of its own); default: none (fp32)"),
-        option("precision", Optional[str], "fp32", "--precision",
-               help="fp16 or bf16: PyTorch under autocast (for GPUs); onnx-fp16: ONNX Runtime on the graph "
-                    "converted to fp16 (its CUDA provider on a GPU); each stored under a key of its own and checked "
-                    "against fp32 on first use (min cosine and P@1; refused below the bound in "
-                    "embedstore.encoding.precision)"),
-    ]
+    params = []
+    for o in options_of(EncodeOptions, exclude=("fingerprint",)):
+        name, annotation, help = o.name, Optional[o.type], o.help
+        if name == "layers":
+            if layers == "none":
+                continue
+            name, annotation = "layer", Optional[list[int]] if layers == "many" else Optional[int]
+            help += "; repeat for several" if layers == "many" else ""
+        declared = typer.Option(None, f"--{name.replace('_', '-')}", *([_SHORT[o.name]] if o.name in _SHORT else []),
+                                help=f"{help} (default: {o.shown}; EMBEDSTORE_{name.upper()} or embedstore.toml may "
+                                "set it).", rich_help_panel=_ENCODING_PANEL, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=declared))
+    return params
 
 
 def inject_options(parameters: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any],
@@ -191,8 +178,9 @@ def note_settings() -> None:
 
 
 def encoding_options(layers: Literal["one", "many", "none"] = "one") -> Callable[[Callable], Callable]:
-    """Give a command the encoding options (`--model`, `--layer`, `--pooling`, `--max-length`, `--prefix`,
-    `--dtype`, `--quantize`) and call it with them built into one `EncodeOptions` as its `encoding` argument.
+    """Give a command the encoding options (a flag per `EncodeOptions` field: `--model`, `--pooling`, `--layer`,
+    `--max-length`, `--prefix`, `--dtype`, `--quantize`, `--precision`) and call it with them built into one
+    `EncodeOptions` as its `encoding` argument.
 
     Why a decorator: when each command declared its own subset, the options it lacked fell back to defaults
     and its vectors were looked up under another key than `encode` wrote (issue 12)."""

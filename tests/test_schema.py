@@ -24,6 +24,24 @@ def test_every_training_option_has_help_and_a_flag_of_tune_finetune_and_adapt():
         assert all(f"--{o.name.replace('_', '-')}" in text for o in options), command
 
 
+def test_the_encoding_flags_are_the_encode_options_fields_with_their_help():
+    """Every command that encodes declares one flag per `EncodeOptions` field (the fingerprint aside: a saved
+    pipeline pins it), its help and shown default taken from the field; `layers` is the `--layer` flag."""
+    import typer
+
+    from embedstore.cli.common import _encoding_parameters
+
+    options = [o for o in options_of(EncodeOptions) if o.name != "fingerprint"]
+    assert all(o.help for o in options)
+    declared = {p.name: p.default for p in _encoding_parameters("one")}
+    assert list(declared) == [("layer" if o.name == "layers" else o.name) for o in options]
+    for o in options:
+        flag = declared["layer" if o.name == "layers" else o.name]
+        assert isinstance(flag, typer.models.OptionInfo) and flag.default is None  # unset: the settings decide
+        assert flag.help.startswith(o.help) and f"(default: {o.shown};" in flag.help
+    assert "layer" not in {p.name for p in _encoding_parameters("none")}
+
+
 def test_config_tables_are_the_dataclasses_fields_but_what_the_cell_owns():
     train = {f.name for f in fields(TrainOptions)}
     assert set(E2E_KEYS) == train - {"seed", "head", "size"} | {"freeze_lm", "train_aligner"}

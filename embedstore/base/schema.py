@@ -24,13 +24,15 @@ from embedstore.base.errors import ConfigError, EmbedstoreError
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option as every surface shows it: its name, the type a flag or a TOML value takes (a tuple field: a
-    list of its items), its default, its help, and its flag (`metadata["flag"]`, else `--name-with-dashes`)."""
+    list of its items), its default, its help, its flag (`metadata["flag"]`, else `--name-with-dashes`), and the
+    default as a user reads it (`metadata["shown"]`, for a default decided later, e.g. "the model's own")."""
 
     name: str
     type: Any
     default: Any
     help: str
     flag: str
+    shown: Any = None
 
 
 def options_of(cls: type, exclude: Iterable[str] = ()) -> tuple[Option, ...]:
@@ -49,7 +51,7 @@ def options_of(cls: type, exclude: Iterable[str] = ()) -> tuple[Option, ...]:
         if typing.get_origin(kind) is tuple:  # tuple[str, ...]: a repeatable flag, a TOML list
             kind, default = list[typing.get_args(kind)[0]], list(default or ())
         out.append(Option(f.name, kind, default, f.metadata.get("help", ""),
-                          f.metadata.get("flag", f"--{f.name.replace('_', '-')}")))
+                          f.metadata.get("flag", f"--{f.name.replace('_', '-')}"), f.metadata.get("shown", default)))
     return tuple(out)
 
 
