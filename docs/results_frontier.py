@@ -67,6 +67,7 @@ def run_mining(study: str = "frontier") -> None:
     """Precision of `mine` on held-out help data: folds 8-9 of each language, the two sides shuffled
     independently (mining never sees row order anyway), every mutual pair and those with margin ≥ 1.06."""
     from embedstore.analysis.mining import mine, precision
+    from embedstore.base.provenance import file_identity, stamp
     from embedstore.data.tasks import Source, load_rows
     from embedstore.encoding.encode import embed
 
@@ -85,7 +86,8 @@ def run_mining(study: str = "frontier") -> None:
         for threshold in (None, 1.06):
             mined = mine(vectors[:len(en_texts)], vectors[len(en_texts):], min_margin=threshold)
             records.append({"language": lang, "min_margin": threshold, "source_texts": len(en_texts),
-                            "target_texts": len(tr_texts), **precision(mined, en_texts, tr_texts, truth)})
+                            "target_texts": len(tr_texts), **precision(mined, en_texts, tr_texts, truth),
+                            "provenance": {**stamp(), "pairs": file_identity(path)}})
     mining_results(study).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
