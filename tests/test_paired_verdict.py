@@ -89,3 +89,39 @@ def test_the_store_benchmark_judges_each_repeat_against_its_own_anchor(monkeypat
     assert store.time_verdict([0.78, 2.55, 1.7], [1.0, 1.1, 1.0]).noisy  # the page cache moved one side only
     tiny = store.time_verdict([0.001, 0.004, 0.002], [0.002, 0.001, 0.003])  # both under the floor
     assert tiny.median == 1.0 and not tiny.noisy
+
+
+def test_the_encode_benchmark_prints_verdicts_for_a_drifting_machine(monkeypatch, tiny_model_dir, capsys):
+    """The whole report of benchmarks/encode.py over faked child processes: every round 20 % slower or faster for
+    every path alike (raw spreads up to 31 %), each target decided and printed with its rounds' ratios."""
+    import numpy as np
+    from transformers import AutoConfig
+
+    encode = _benchmark("encode", monkeypatch)
+    gflop = encode.weight_gflop_per_token(AutoConfig.from_pretrained(tiny_model_dir)) * 51067
+    base = {"bare": 15.5, "bare-onnx": 13.7, "auto": 12.45, "torch": 15.4, "onnx": 13.1, "int8": 5.6, "st": 20.9}
+    calls: dict[str, int] = {}
+    hits = [1] * 7 + [0] * 3
+
+    def fake_child(name, args, out, quality_sizes):
+        r = calls[name] = calls.get(name, -1) + 1  # round r of this path: 0 is the warm-up
+        drift = ([1.0] + DRIFT)[r]
+        load = {"cpu": 1.98, "others": 0.01, "steal": 0.0}
+        if out is not None:
+            np.save(out / f"{name}.npy", np.ones((4, 3)))
+        if name == "peak":
+            return {"gflops": gflop / (10.6 * drift), **load}  # auto at 85 % of it
+        got = {"seconds": base[name] * drift, "tokens": 51067, **load}
+        if name == "auto":
+            got.update(rerun=0.008 * drift, engine="onnx (measured)")
+        if quality_sizes:
+            got["quality"] = {"p1": 0.7, "cell": 0.6, "p1_hits": hits, "cell_hits": hits}
+        return got
+
+    monkeypatch.setattr(encode, "run_child", fake_child)
+    monkeypatch.setattr(sys, "argv", ["encode.py", "--model", str(tiny_model_dir), "--repeats", "3"])
+    encode.main()
+    printed = capsys.readouterr().out
+    assert "noisy" not in printed and "FAIL" not in printed
+    assert printed.count("PASS") == 6  # auto's three targets, int8's speed and quality, the re-run
+    assert "rounds 1.100, 1.100, 1.100" in printed  # auto against the faster bare pass, the same in every round
