@@ -6,8 +6,8 @@ wording is written from.
 
 A LangAlign cell's FC (or any aligner applied to target text at test time) feeds its head A(en) for training
 and A(tr) at test, so whether the head can transfer is decided by retrieval of A(en) against A(tr), not against raw
-target vectors. For each LangAlign record of a study whose aligner is kept under DIR (a sweep keeps its aligners
-beside its results, `<results>.aligners/<aligner_id>`), `embedstore analyze retrieval --aligner` scores it on the
+target vectors. For each LangAlign record of a study whose aligner is kept under DIR as the fit the record describes (`_fit_of`; a sweep keeps
+its aligners beside its results, `<results>.aligners/<aligner_id>`), `embedstore analyze retrieval --aligner` scores it on the
 study's own test fold, English side against target side: pairs the aligner never saw (it records its pairs'
 hashes, and rows among them are dropped and counted). Procrustes, which leaves target vectors raw, is scored
 beside it. One record per line in `docs/results/<study>.head-space.jsonl`, with the cell it belongs to.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def run(study: str, aligners_dir: Path, store: str | None = None) -> int:
         if r["cell"]["aligner"] not in ALIGNERS or r["cell_id"] in done:
             continue
         directory = aligners_dir / r["provenance"]["sizes"]["aligner_id"]
-        if not directory.is_dir():
+        if not directory.is_dir() or not _fit_of(r, directory):
             continue
         language = r["cell"]["language"]
         pairs = Source(Path(r["provenance"]["files"]["test"]["path"]), "en", target=language)
@@ -69,6 +70,15 @@ def run(study: str, aligners_dir: Path, store: str | None = None) -> int:
         write_record(record, out)
         written += 1
     return written
+
+
+def _fit_of(record: dict, directory: Path) -> bool:
+    """Whether the aligner saved in `directory` is the fit `record` describes: saved no later than the record was
+    last written (by its sweep, or by a backfill whose re-run reproduced its predictions). A refit saved since
+    (a backfill whose re-run did not reproduce the record overwrites the aligner it refitted) is not scored."""
+    saved = datetime.fromtimestamp((directory / "config.json").stat().st_mtime, tz=timezone.utc)
+    written = [record["provenance"].get("written_at"), record["provenance"].get("backfilled", {}).get("written_at")]
+    return any(w is not None and datetime.fromisoformat(w) >= saved for w in written)
 
 
 def _records(path: Path) -> list[dict]:

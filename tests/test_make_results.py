@@ -396,3 +396,21 @@ def test_fc_retrieval_is_worded_from_the_head_space_records(make_results, tmp_pa
             "head's space lies wholly below the raw vectors' (the two intervals apart) in 1 of these 1, and wholly "
             "above A(en) against raw TR (the figure the page once cited) in 1 of 1") in after
     assert "Retrieval in the head's space" in make_results.page(results, tmp_path / "plots", configs)
+
+
+def test_head_space_retrieval_scores_only_the_aligner_a_record_describes(make_results, tmp_path):
+    """An aligner refitted after its record was last written (a backfill whose re-run did not reproduce the record
+    overwrites the aligner it refitted) is not the record's fit: it is not scored for that record."""
+    import os
+
+    import results_head_space  # docs/, on the path while make_results is imported
+
+    saved = tmp_path / "aligner"
+    saved.mkdir()
+    (saved / "config.json").write_text("{}")
+    os.utime(saved / "config.json", (1_800_000_000, 1_800_000_000))  # 2027-01-15T08:00:00Z
+    record = {"provenance": {"written_at": "2027-01-15T07:00:00+00:00"}}
+    assert not results_head_space._fit_of(record, saved)
+    record["provenance"]["backfilled"] = {"written_at": "2027-01-15T08:05:00+00:00"}  # reproduced after the refit
+    assert results_head_space._fit_of(record, saved)
+    assert results_head_space._fit_of({"provenance": {"written_at": "2027-01-15T09:00:00+00:00"}}, saved)
