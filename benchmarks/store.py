@@ -25,7 +25,8 @@ How it is measured, and why:
   and 1.0 and 0.3 s of system CPU. numpy asks Linux for transparent huge pages for large arrays, and whether the
   kernel finds them (or compacts memory to make them) depends on how fragmented memory is after everything else
   the machine did; with `--no-huge-pages` the counts repeat exactly (store 822k, anchor 314-318k: the store's
-  gather faults in ~3.1 GiB of fresh pages for a 0.5 GiB result, the anchor's ~1.2 GiB).
+  gather faulted in ~3.1 GiB of fresh pages for a 0.5 GiB result, the anchor's ~1.2 GiB; 283k since dense reads
+  take only their rows, docs/performance.md).
 - Seconds: wall time of the operation inside that process, after imports and after loading its input; the
   median of `--repeats` processes. The store's and the anchor's processes alternate (which side goes
   first swaps at each repeat), so a drift of the machine, or a page cache one side's run warmed, touches both.
