@@ -37,10 +37,11 @@ path's P@1 and cell accuracy minus the torch path's, paired over the same rows, 
 the rows (how much of a difference the test set's noise allows). Without ../shared the quality rows are skipped
 (and said so).
 
-The fp32 peak: the best fp32 matrix-product rate measured here in the same run on the model's own shapes
-(`encoding.engine_choice.fp32_peak`, torch and numpy; the best of the timed rounds); the pass's weight products
+The fp32 peak: the best fp32 matrix-product rate measured here on the model's own shapes
+(`encoding.engine_choice.fp32_peak`, torch and numpy), once in every timed round; the pass's weight products
 (`weight_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and its share of
-the peak is printed.
+the peak measured in the same round is printed (the median over the rounds); the best round's peak gives the
+printed floor on an fp32 pass's time.
 
 Targets (issue 27): the default path >= 0.95x the faster of the two bare passes and >= 80% of the fp32 peak;
 >= 1.3x sentence-transformers; int8 >= 2x the faster bare pass with P@1 and the cell within 1 point of the torch
