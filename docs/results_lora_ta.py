@@ -95,9 +95,9 @@ def arms(study: Study, results_dir: Path = RESULTS, configs: Path = CONFIGS) -> 
                 {True: PredictionReader(path), False: PredictionReader(paired_path)})
 
 
-def _mean(values: list[float]) -> str:
+def _mean(values: list[float], spec: str = ".3f") -> str:
     m, h, n = mean_ci(values)
-    return f"{m:.3f} ± {h:.3f}" if n > 1 else f"{m:.3f} (one seed)"
+    return f"{m:{spec}} ± {h:{spec}}" if n > 1 else f"{m:{spec}} (one seed)"
 
 
 def _verdict(c: Comparison) -> str:
@@ -147,11 +147,25 @@ def section(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
         lines.append(
             f"| `{study.name}` | {study.variant} | {', '.join(str(r['cell']['seed']) for r in a.lora)} | "
             f"{_mean([r['metrics']['accuracy'] for r in a.lora])} | {epochs} | "
-            f"{_mean([m[0] for m in moved])} ({max(m[1] for m in moved):.4f}) | "
-            f"{min(m[2] for m in moved):.4f} to {max(m[2] for m in moved):.4f} | {bad} of {len(a.lora)} | "
+            f"{_mean([m[0] for m in moved], '.2e')} ({max(m[1] for m in moved):.2e}) | "
+            f"{min(m[2] for m in moved):.6f} to {max(m[2] for m in moved):.6f} | {bad} of {len(a.lora)} | "
             f"{_verdict(a.versus(a.english, 'English-only')) if a.english else 'no English-only cells'} | "
             f"{_verdict(a.versus(a.langalign, a.langalign_name)) if a.langalign else 'no ' + a.langalign_name + ' cells'} |")
     ran = [a for _, a in found if a is not None]
+    for a in ran:
+        moved = [_adaptation(r) for r in a.lora]
+        bad = [r for r in a.lora if degenerate(r)]
+        said = []
+        if max(m[0] for m in moved) < 1e-3:
+            said.append(f"the adapters changed the adapted weights by at most {max(m[0] for m in moved):.2%} "
+                        f"(‖ΔW‖/‖W‖) and the vectors kept a cosine of at least {min(m[2] for m in moved):.6f} with "
+                        "the base encoder's: the encoder barely moved, so what was trained is in effect the head alone")
+        if bad:
+            said.append(f"the head collapsed in {len(bad)} of {len(a.lora)} seeds ("
+                        + "; ".join(f"seed {r['cell']['seed']} {degenerate(r)}" for r in bad)
+                        + "): those cells are no score of the method and are left out of every verdict")
+        if said:
+            lines += ["", f"`{a.study.name}` ({a.study.variant}): " + "; ".join(said) + "."]
     single = [f"`{a.study.name}`" for a in ran if len(a.lora) == 1]
     if single:
         lines += ["", f"{', '.join(single)}: one seed so far, so its intervals count the test rows' noise only, not "
@@ -187,8 +201,9 @@ def closing(results_dir: Path = RESULTS, configs: Path = CONFIGS,
         if a is None:
             continue
         moved = [_adaptation(r) for r in a.lora]
-        said.append(f"{a.language}, {study.variant}, {len(a.lora)} seeds (‖ΔW‖/‖W‖ {_mean([m[0] for m in moved])}, "
-                    f"cosine base vs adapted ≥ {min(m[2] for m in moved):.4f}): against English-only "
+        said.append(f"{a.language}, {study.variant}, {len(a.lora)} seed{'s' if len(a.lora) > 1 else ''} "
+                    f"(‖ΔW‖/‖W‖ {_mean([m[0] for m in moved], '.2e')}, "
+                    f"cosine base vs adapted ≥ {min(m[2] for m in moved):.6f}): against English-only "
                     + (figures(a.versus(a.english, "English-only")) if a.english else "no cells")
                     + f"; against {a.langalign_name} "
                     + (figures(a.versus(a.langalign, a.langalign_name)) if a.langalign else "no cells"))

@@ -333,7 +333,7 @@ def test_lora_ta_is_paired_with_the_studys_english_and_named_langalign_cells_thr
     section = "\n".join(results_lora_ta.section(results, configs))
     row = next(line for line in section.splitlines() if line.startswith("| `shared-topic-ko-lora-ta` | the paper's"))
     assert f"LoRA-TA clearly better: {english.describe()}" in row and f"LoRA-TA clearly better: {named.describe()}" in row
-    assert "| 3 (3), 3 (3), 3 (3); cap 3 |" in row and "| 0 of 3 |" in row and "0.002 ± " in row  # ‖ΔW‖/‖W‖ mean of 0.001..3
+    assert "| 3 (3), 3 (3), 3 (3); cap 3 |" in row and "| 0 of 3 |" in row and "2.00e-03 ± " in row  # ‖ΔW‖/‖W‖, mean of 0.001..3
     assert "not run yet: `embedstore sweep configs/shared-topic-ko-lora-ta-lr1e-4.toml`" in section
     assert "| `shared-topic-ko-lora-ta` | 0 | " in section and "2.000, 0.300 → 1.700, 0.450" in section
     note = results_lora_ta.closing(results, configs, make_results._figures)

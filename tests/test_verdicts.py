@@ -183,6 +183,8 @@ def test_degeneracy_from_a_confusion_matrix():
     assert degeneracy(majority_level).startswith("has accuracy 0.600, within noise of always answering")
     assert degeneracy({"labels": ["x", "y"], "confusion": [[55, 5], [5, 35]]}) is None
     assert degeneracy({"accuracy": 0.5}) is None
+    numpy_labels = {"labels": list(np.array(["x", "y"])), "confusion": [[60, 0], [39, 1]]}  # a run's, before JSON
+    assert degeneracy(numpy_labels) == "predicts 'x' for 99% of test rows"
 
 
 def test_old_records_without_rows_get_a_labelled_approximate_interval(truth):

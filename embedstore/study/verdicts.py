@@ -269,7 +269,7 @@ def degeneracy(metrics: dict[str, Any]) -> str | None:
     predicted, truth = counts.sum(axis=0), counts.sum(axis=1)
     top = int(predicted.argmax())
     share = predicted[top] / n
-    label = metrics.get("labels", [str(i) for i in range(len(counts))])[top]
+    label = str(metrics.get("labels", [str(i) for i in range(len(counts))])[top])  # numpy labels print as np.str_(...)
     if share >= DEGENERATE_SHARE:
         return f"predicts {label!r} for {share:.0%} of test rows"
     majority = truth.max() / n
