@@ -186,7 +186,7 @@ def section(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[str]:
                              f"{s['finetune_epochs']} | {s['finetune_best_epoch']} | "
                              f"{'yes' if s['finetune_stopped_early'] else 'no'} | {start['val_loss']:.3f}, "
                              f"{start['val_accuracy']:.3f} → {best['val_loss']:.3f}, {best['val_accuracy']:.3f} | "
-                             f"{overall:.5f} | {cosine:.5f} | {degenerate(r) or 'no'} |")
+                             f"{overall:.2e} | {cosine:.7f} | {degenerate(r) or 'no'} |")
     return lines + [""]
 
 
