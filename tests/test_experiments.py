@@ -287,3 +287,6 @@ def test_lora_ta_cells_train_on_translated_rows_and_keep_row_predictions(tiny_mo
     assert lora["provenance"]["sizes"]["finetune_config"]["lr"] == 1e-5  # the paper's recipe, [adapt] on top
     assert set(lora["metrics"]["adaptation"]) == {"relative_weight_change", "mean_cosine_base_adapted"}
     assert "predictions" in lora and lora["provenance"]["precision"] == {"text": "fp32"}
+    sizes = lora["provenance"]["sizes"]  # what the page reports: epochs run, the kept epoch, validation per epoch
+    assert sizes["finetune_epochs"] == 1 and sizes["finetune_best_epoch"] in (0, 1)
+    assert [e["epoch"] for e in sizes["finetune_val"]] == [0, 1] and sizes["finetune_stopped_early"] is False
