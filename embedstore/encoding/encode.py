@@ -141,6 +141,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
                     report: EncodeReport, progress: bool) -> None:
     """Encode the chunks' texts (`todo` of them) and append their vectors to every key that lacks them."""
     from embedstore.encoding.backend import load_encoder
+    from embedstore.encoding.batch_threads import batch_workers, in_order
     from embedstore.encoding.batching import length_sorted_batches, tokenize
     from embedstore.encoding.encoder import collate
     from embedstore.encoding.models import load_tokenizer, resolve_device
@@ -206,7 +207,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
             report.encoded += len(ranks)
             buffered, buffered_rows = [], 0
 
-        with progress_bar("texts", enabled=progress) as bar:
+        with progress_bar("texts", enabled=progress) as bar, batch_workers(encoder) as workers:
             task = bar.add_task("encoding", total=todo)
             for ranks, texts in itertools.chain([(head_ranks, head_texts)], chunks):
                 need = lacking[:, ranks].any(0)
@@ -218,10 +219,14 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
                 batches = head_batches if whole_head else \
                     length_sorted_batches(lengths, ids[ranks], compute.batch_tokens, compute.batch_size)
                 kept = measured if whole_head else {}
-                for i, rows in enumerate(batches):
-                    pooled = kept.pop(i, None)
-                    if pooled is None:
-                        pooled = encoder.forward(collate(tok, rows, tokenizer.pad_token_id, device), layers, pooling)
+                work = [(rows, kept.pop(i, None)) for i, rows in enumerate(batches)]
+
+                def pooled_of(item, tok=tok):
+                    rows, done = item
+                    return done if done is not None else \
+                        encoder.forward(collate(tok, rows, tokenizer.pad_token_id, device), layers, pooling)
+
+                for (rows, _), pooled in zip(work, in_order(pooled_of, work, workers)):
                     buffered.append((ranks[rows], {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
                     buffered_rows += len(rows)
                     report.tokens += int(lengths[rows].sum())
