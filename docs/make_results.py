@@ -2,6 +2,8 @@
 
     python docs/make_results.py --run     # run (or resume) the shared sweeps, then write the page and the README
     python docs/make_results.py           # only rebuild them from the results files already there
+    python docs/make_results.py --upgrade # rewrite older records' provenance under today's names, then stop
+                                          # (idempotent; changes no figure: readers map the old names already)
     python docs/make_results.py --check   # exit 1 if a figure or verdict of either differs from the records, or a
                                           # table or plot the page shows was not written from them (plots are
                                           # not drawn: each PNG carries a digest of the data it shows)
@@ -40,7 +42,7 @@ from embedstore.study.predictions import PredictionReader
 from embedstore.study.report import build_report
 from embedstore.study.experiments import VALIDATION_SPLIT
 from embedstore.study.selection import SCORE, Selection, select_by_validation, validation
-from embedstore.study.sweep import read_results
+from embedstore.study.sweep import read_results, upgrade_results
 from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compare, degenerate, select
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
@@ -898,8 +900,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="store_true", help="run or resume the sweeps first")
     ap.add_argument("--check", action="store_true", help="exit 1 if the page or the README differs from the records")
+    ap.add_argument("--upgrade", action="store_true", help="rewrite older records' provenance under today's names "
+                    "(`embedstore.study.sweep.upgrade_results`), then stop")
     args = ap.parse_args()
     os.chdir(REPO)
+    if args.upgrade:
+        for path in sorted(RESULTS.glob("*.jsonl")):
+            print(f"{path.relative_to(REPO)}: {upgrade_results(path)} records upgraded")
+        return
     if args.check:
         problems = check()
         for line in problems:

@@ -24,7 +24,7 @@ from embedstore.study.cells import Cell, SweepConfig, expand, load_config
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.study import predictions
 from embedstore.study.predictions import PredictionReader, RowPredictions
-from embedstore.study.sweep import read_results, run_sweep
+from embedstore.study.sweep import read_results, run_sweep, upgrade_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +131,41 @@ def test_old_records_read_under_todays_provenance_names(tmp_path: Path) -> None:
     a, b = (r["provenance"] for r in read_results(path))
     assert a == {"embedstore_version": "0.2.0", "written_at": "2026-01-01T00:00:00+00:00"}
     assert b == {"embedstore_version": "0.1.0", "hostname": "h"}
+
+
+def test_upgrade_folds_old_names_on_disk_and_reads_the_same(tmp_path: Path) -> None:
+    """Issue 30.4: the kept migration rewrites only the provenance of older records (a record with both version
+    fields keeps one), leaves every other line byte for byte, reads the same before and after, and is idempotent."""
+    path = tmp_path / "old.jsonl"
+    old = [{"cell": {"seed": 0}, "cell_id": "a", "context": "c", "status": "ok", "metrics": {"accuracy": 0.1 + 0.2},
+            "provenance": {"embedstore": "0.1.0", "embedstore_version": "0.1.0", "model": "m", "sizes": {"n": 3}}},
+           {"cell_id": "b", "status": "ok", "metrics": {}, "provenance": {"embedstore_version": "0.2.0", "hostname": "h"}},
+           {"cell_id": "c", "status": "ok", "metrics": {"é": 1}, "provenance": {"embedstore": "0.1.0", "host": "h"}}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in old), encoding="utf-8")
+    before_bytes, before = path.read_bytes(), read_results(path)
+
+    assert upgrade_results(path) == 2
+    lines = path.read_bytes().split(b"\n")
+    assert lines[1] == before_bytes.split(b"\n")[1] and lines[3] == b""  # untouched line; still newline-ended
+    upgraded = [json.loads(line) for line in lines if line]
+    assert upgraded[0]["provenance"] == {"embedstore_version": "0.1.0", "model": "m", "sizes": {"n": 3}}
+    assert upgraded[2]["provenance"] == {"embedstore_version": "0.1.0", "hostname": "h"}
+    assert {k: v for k, v in upgraded[0].items() if k != "provenance"} == {
+        k: v for k, v in old[0].items() if k != "provenance"}
+    assert read_results(path) == before
+    after = path.read_bytes()
+    assert upgrade_results(path) == 0 and path.read_bytes() == after
+
+
+def test_upgrade_refuses_a_damaged_or_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"cell_id": "a", "status": "ok", "provenance": {"embedstore": "0.1.0"}}\nnot json\n')
+    with pytest.raises(InputError, match=r"r\.jsonl:2: not a JSON object"):
+        upgrade_results(path)
+    assert "embedstore" in path.read_text()  # nothing half-written
+    with pytest.raises(InputError, match="no such results file"):
+        upgrade_results(tmp_path / "missing.jsonl")
+    assert not (tmp_path / "missing.jsonl").exists()
 
 
 def predicting_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:

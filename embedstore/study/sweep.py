@@ -45,7 +45,7 @@ from rich.table import Column
 
 from embedstore.study import predictions
 from embedstore.study.cells import Cell, SweepConfig, expand
-from embedstore.base.atomic import check_writable
+from embedstore.base.atomic import check_writable, write_bytes
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
 from embedstore.base.progress import make_progress
@@ -218,20 +218,10 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such results file") from None
-    lines = data.split(b"\n")
     records: dict[tuple[str, str], dict[str, Any]] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+    for lineno, record in _records(path, data):
+        if record is None:
             continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting too deep
-            record = None
-        if not isinstance(record, dict):
-            if lineno == len(lines):  # no newline after it: an interrupted write
-                warnings.warn(f"{path}:{lineno}: ignoring a partial last line (an interrupted write)", stacklevel=2)
-                continue
-            raise InputError(f"{path}:{lineno}: not a JSON object; the results file is damaged")
         kind = record.get("kind", "cell")
         if kind == "cell":
             if not isinstance(record.get("cell_id"), str) or record.get("status") not in ("ok", "error"):
@@ -243,6 +233,53 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             record["provenance"] = read_provenance(record["provenance"])
         records[key] = record
     return list(records.values())
+
+
+def upgrade_results(path: str | Path) -> int:
+    """Rewrite the provenance of a results file's older records under today's names (`read_provenance`: a
+    record that carried both `embedstore` and `embedstore_version` keeps the one field), in place, whole or not
+    at all, under the sweep's lock; returns how many records changed (0: nothing to do, nothing written).
+
+    Reading already maps the old names, so this changes nothing any reader sees: it only lets the files on
+    disk carry one vocabulary. Every other line, and every other byte of a changed line, stays as written
+    (cell ids, contexts and predictions are keyed by fields it does not touch), and running it again is a no-op.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such results file")
+    with _lock(path):
+        data = path.read_bytes()
+        lines, changed = data.split(b"\n"), 0
+        for lineno, record in _records(path, data):
+            provenance = record.get("provenance") if record is not None else None
+            if isinstance(provenance, dict) and (current := read_provenance(provenance)) != provenance:
+                record["provenance"] = current
+                lines[lineno - 1] = json.dumps(record, ensure_ascii=False).encode("utf-8")
+                changed += 1
+        if changed:
+            write_bytes(path, b"\n".join(lines))
+    return changed
+
+
+def _records(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, its record) for each non-blank line of a results file; the record is None for an
+    unterminated last line that does not parse (a killed writer's, warned of). Any other unreadable line is an
+    InputError: the file was damaged otherwise."""
+    lines = data.split(b"\n")
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting too deep
+            record = None
+        if not isinstance(record, dict):
+            if lineno == len(lines):  # no newline after it: an interrupted write
+                warnings.warn(f"{path}:{lineno}: ignoring a partial last line (an interrupted write)", stacklevel=3)
+                yield lineno, None
+                continue
+            raise InputError(f"{path}:{lineno}: not a JSON object; the results file is damaged")
+        yield lineno, record
 
 
 def _partition(
