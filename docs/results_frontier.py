@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from embedstore.base.stats import mean_ci
 from embedstore.study.cells import no_pair_aligners
 from embedstore.study.predictions import PredictionReader
-from embedstore.study.report_data import over_seeds_and_rows, proportion_half, summarise
+from embedstore.study.report_data import accuracy_stat, over_seeds_and_rows, proportion_half
 from embedstore.study.report_markdown import format_stat
 from embedstore.study.report_plots import Plot, data_digest
 from embedstore.study.sweep import read_results
@@ -110,20 +110,22 @@ def _summary(values: list[float]) -> tuple[float, float]:
 
 
 def collect(records: list[dict], lang: str) -> tuple[dict, dict, dict]:
-    """Per language: the reference accuracies, and per (aligner, budget label) the accuracy and P@1 lists."""
-    refs: dict[str, list[float]] = defaultdict(list)
-    cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Per language: the reference records, and per (aligner, budget label) the accuracy and P@1 lists (and the
+    records, whose test rows an accuracy's interval counts)."""
+    refs: dict[str, list[dict]] = defaultdict(list)
+    cells: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     budgets: dict[str, list[int]] = defaultdict(list)
     for r in records:
         cell = r["cell"]
         if cell["language"] != lang:
             continue
         if cell["method"] in ("english", "native"):
-            refs[cell["method"]].append(r["metrics"]["accuracy"])
+            refs[cell["method"]].append(r)
             continue
         label = "0" if cell["aligner"] in ZERO_PAIR else (cell["pair_size"] and str(cell["pair_size"])) or "all"
         group = cells[(cell["aligner"], label)]
         group["accuracy"].append(r["metrics"]["accuracy"])
+        group["records"].append(r)
         diag = r["metrics"].get("aligner", {})
         for key in ("p1_aligned", "p1_aligned_csls", "p1_raw", "p1_raw_csls"):
             if key in diag:
@@ -181,7 +183,9 @@ def plots(results_dir: Path = DOCS / "results", out: Path = DOCS / "results") ->
         for lang in LANGUAGES:
             refs, cells, budgets = collect(records, lang)
             if _shown(refs, cells):
-                data = (lang, dict(refs), {key: dict(group) for key, group in cells.items()}, budgets, caption)
+                plotted_refs = {method: [r["metrics"]["accuracy"] for r in rs] for method, rs in refs.items()}
+                plotted = {key: {k: v for k, v in group.items() if k != "records"} for key, group in cells.items()}
+                data = (lang, plotted_refs, plotted, budgets, caption)
                 named.append(Plot(out / study / _png(study, lang), data_digest("frontier", *data),
                                   lambda data=data: figure(*data), 110))
     return named
@@ -196,13 +200,11 @@ def _shown(refs: dict, cells: dict) -> bool:
     return bool(cells and refs.get("english") and refs.get("native"))
 
 
-def _fmt(values: list[float], pairs: list[int | None] | None = None) -> str:
-    """Mean ± 95% interval, never "± 0.000" (`format_stat`): an accuracy's over seeds (seeds that agree are said
-    to); a P@1, measured on the same held-out `pairs` at every seed, with those pairs' sampling counted."""
+def _fmt(values: list[float], pairs: list[int | None]) -> str:
+    """A P@1's mean ± 95% interval, never "± 0.000" (`format_stat`): measured on the same held-out `pairs` at every
+    seed, so those pairs' sampling is counted with the seeds' spread."""
     if not values:
         return "–"
-    if pairs is None:
-        return format_stat(summarise(values))
     return format_stat(over_seeds_and_rows(values, [proportion_half(v, n) for v, n in zip(values, pairs)]))
 
 
@@ -242,9 +244,10 @@ def study_section(study: str, caption: str, results_dir: Path = DOCS / "results"
              "ones from the other half, so no translation of a source text is even present; shown at 0 pairs). "
              f"The {' and '.join(f'`{h}`' for h in heads)} head on the English rows; accuracy on the "
              "target-language test rows (folds 8-9: the human translations of English help paragraphs), EN→TR P@1 "
-             "of the aligned English test rows among all their translations (NN and CSLS); mean ± 95% CI over 3 "
-             "seeds (a P@1 is measured on the same held-out pairs at every seed, so its interval also counts those "
-             "pairs' sampling; seeds that agree are said to, never shown as ± 0). The reference called `native` in the config is a head trained on the human translation of the "
+             "of the aligned English test rows among all their translations (NN and CSLS); mean ± 95% interval over "
+             f"{len({r['cell']['seed'] for r in records})} seeds that also counts the sampling of the rows measured "
+             "on (an accuracy's test rows; a P@1's held-out pairs, the same at every seed), so a value the seeds "
+             "agree on still has its rows' interval, never ± 0. The reference called `native` in the config is a head trained on the human translation of the "
              "same English training rows (\"translated rows\" below), not on independent native data. "
              "`selflearn_seeded` grows a dictionary from its budget of pairs plus unpaired texts of the rest of the "
              "fit rows. Verdicts: the one rule of `embedstore.study.verdicts` (paired over the same seeds, 95% "
@@ -255,17 +258,17 @@ def study_section(study: str, caption: str, results_dir: Path = DOCS / "results"
         refs, cells, budgets = collect(records, lang)
         if not _shown(refs, cells):
             continue
-        english, native = np.mean(refs["english"]), np.mean(refs["native"])
+        english, native = (np.mean([r["metrics"]["accuracy"] for r in refs[m]]) for m in ("english", "native"))
         half_gap = (native - english) / 2
         lines += [f"#### English → {language}", "",
-                  f"English-only head: {_fmt(refs['english'])}; head on the translated training rows: "
-                  f"{_fmt(refs['native'])}; half the gap: {english + half_gap:.3f}.", "",
+                  f"English-only head: {format_stat(accuracy_stat(refs['english']))}; head on the translated "
+                  f"training rows: {format_stat(accuracy_stat(refs['native']))}; half the gap: {english + half_gap:.3f}.", "",
                   f"![{study}-{lang}](results/{study}/{_png(study, lang)})", "",
                   "| aligner | pairs | accuracy | P@1 NN | P@1 CSLS | collapsed (of seeds) |", "|---|---|---|---|---|---|"]
         order = sorted(cells, key=lambda k: (budgets[k[1]], k[0]))
         for aligner, label in order:
             g = cells[(aligner, label)]
-            lines.append(f"| {aligner} | {budgets[label]:,} | {_fmt(g['accuracy'])} "
+            lines.append(f"| {aligner} | {budgets[label]:,} | {format_stat(accuracy_stat(g['records']))} "
                          f"| {_fmt(g.get('p1_aligned', []), g['pairs'])} | {_fmt(g.get('p1_aligned_csls', []), g['pairs'])} | {int(sum(g['collapsed']))}/{len(g['collapsed'])} |")
         english_arm = arm(records, lang, None, "english")
         versus_english = {key: compare(arm(records, lang, *key), english_arm, rows=rows, labels=(key[0], "english"))

@@ -1,5 +1,5 @@
 """The results page's frontier and adaptation tables (docs/results_frontier.py, docs/results_adapt.py): a mean
-over seeds never reads "± 0.000" — seeds that agree are said to, and a P@1 measured on the same held-out pairs at
+over seeds never reads "± 0.000" — an accuracy counts its test rows' sampling, and a P@1 measured on the same held-out pairs at
 every seed gets those pairs' sampling interval, as the sweep report's tables do."""
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from embedstore.base.stats import wilson
+from embedstore.study.report_data import accuracy_stat, group_tables, summarise
+from embedstore.study.report_markdown import format_stat
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -24,10 +26,27 @@ def docs_modules():
         sys.path.remove(str(DOCS))
 
 
-def test_seeds_that_agree_are_said_to_never_shown_as_plus_minus_zero(docs_modules):
-    for module in docs_modules:
-        assert module._fmt([0.451, 0.451, 0.451]) == "0.451 (same at every seed)"
-        assert module._fmt([0.5, 0.6, 0.7]) == "0.600 ± 0.248"  # the seeds' t-interval, as before
+def test_an_accuracy_the_seeds_agree_on_gets_its_test_rows_interval_never_plus_minus_zero():
+    low, high = wilson(0.451, 1000)
+    agree = [{"metrics": {"accuracy": 0.451, "n": 1000}} for _ in range(3)]
+    assert format_stat(accuracy_stat(agree)) == f"0.451 ± {(high - low) / 2:.3f}"
+    # seeds that differ: their t-interval widened by the test rows' sampling, wider than either alone
+    spread = [{"metrics": {"accuracy": a, "n": 1000}} for a in (0.5, 0.6, 0.7)]
+    assert accuracy_stat(spread).ci95 > max(summarise([0.5, 0.6, 0.7]).ci95, (high - low) / 2)
+    # without the test rows' count there is no interval to give: the seeds' agreement is said in words
+    assert format_stat(summarise([0.451] * 3)) == "0.451 (same at every seed)"
+
+
+def test_the_report_table_gives_a_deterministic_accuracy_its_test_rows_interval():
+    records = [{"cell": {"language": "ko", "task": "topic", "method": "english", "task_size": None, "seed": seed},
+                "metrics": {"accuracy": 0.451, "n": 1000}} for seed in range(3)]
+    tables, _ = group_tables(records, "accuracy")
+    (stat,) = next(iter(next(iter(tables.values())).values())).values()
+    low, high = wilson(0.451, 1000)
+    assert stat.ci95 == pytest.approx((high - low) / 2) and stat.n == 3
+    macro = [{**r, "metrics": {"accuracy": 0.451, "macro_f1": 0.3, "n": 1000}} for r in records]
+    (f1,) = next(iter(group_tables(macro, "macro_f1")[0][("ko", "topic")].values())).values()
+    assert format_stat(f1) == "0.300 (same at every seed)"  # not a proportion: no Wilson interval
 
 
 def test_a_p_at_1_on_the_same_pairs_at_every_seed_counts_the_pairs_sampling(docs_modules):

@@ -94,8 +94,7 @@ def group_tables(
         rows = grouped[key]
         order = sorted(rows, key=Row.sort_key)
         arms[key] = {row: {size: rows[row][size] for size in sorted(rows[row], key=size_key)} for row in order}
-        tables[key] = {row: {size: summarise([float(r["metrics"][metric]) for r in recs])
-                             for size, recs in arms[key][row].items()} for row in order}
+        tables[key] = {row: {size: _entry(recs, metric) for size, recs in arms[key][row].items()} for row in order}
     return tables, arms
 
 
@@ -120,6 +119,21 @@ def _each_against_english(arms: Arms, judge: Callable[[list, list, tuple[str, st
                 out[(row, size)] = judge(records, base[size],
                                          (method_label(row.method, row.aligner, row.pair_size), "english"))
     return out
+
+
+SEEDS_AGREE = 5e-7
+"""A seeds' half-width below this is agreement (to 6 decimals, but for the float sum's last bits), not an interval."""
+
+
+def _entry(records: list[dict[str, Any]], metric: str) -> Stat:
+    """A table entry over seeds; an accuracy the seeds agree on (a cell that uses every row) gets its test rows'
+    interval instead of a zero one."""
+    stat = summarise([float(r["metrics"][metric]) for r in records])
+    if metric == "accuracy" and stat.n > 1 and stat.ci95 < SEEDS_AGREE:
+        with_rows = accuracy_stat(records)
+        if not math.isnan(with_rows.ci95):  # records that do not say their test rows stay "same at every seed"
+            return with_rows
+    return stat
 
 
 def summarise(values: Sequence[float]) -> Stat:
@@ -226,6 +240,14 @@ def over_seeds_and_rows(values: Sequence[float], row_halves: Sequence[float | No
         return replace(over_seeds, ci95=math.nan)
     seeds = 0.0 if math.isnan(over_seeds.ci95) else over_seeds.ci95
     return replace(over_seeds, ci95=math.hypot(seeds, sum(row_halves) / len(row_halves)))
+
+
+def accuracy_stat(records: Sequence[dict[str, Any]]) -> Stat:
+    """An accuracy over seeds with its test rows' sampling counted (`over_seeds_and_rows`, each record's `metrics.n`
+    test rows): a cell that uses every row gives the same value at every seed, and its interval is then its test
+    rows', never a zero one."""
+    values = [float(r["metrics"]["accuracy"]) for r in records]
+    return over_seeds_and_rows(values, [proportion_half(v, r["metrics"].get("n")) for v, r in zip(values, records)])
 
 
 def proportion_half(p: float, rows: int | None) -> float | None:

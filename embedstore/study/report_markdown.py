@@ -16,7 +16,8 @@ from embedstore.study.cells import DEFAULT_HEAD, format_size, method_label
 from embedstore.study.methods import PAIR_METHODS
 from embedstore.study.verdicts import APPROXIMATE, PAIRED, REFUSED, WITHIN_NOISE, Comparison, c_sensitivity, \
     degenerate
-from embedstore.study.report_data import COSINE_FIELDS, AroundC, Row, Stat, Table, Verdicts, size_key
+from embedstore.study.report_data import COSINE_FIELDS, SEEDS_AGREE, AroundC, Row, Stat, Table, Verdicts, \
+    size_key
 
 
 _CSV_COLUMNS = (
@@ -235,7 +236,7 @@ def format_stat(stat: Stat) -> str:
     and seeds that all gave one value are said to have (a zero interval would claim certainty)."""
     if math.isnan(stat.ci95):
         return f"{stat.mean:.{_DECIMALS}f}"
-    if stat.ci95 < 5e-7:  # the seeds agree to 6 decimals (exactly, but for the float sum's last bits)
+    if stat.ci95 < SEEDS_AGREE:
         return f"{stat.mean:.{_DECIMALS}f} (same at every seed)"
     decimals = max(_DECIMALS, -math.floor(math.log10(stat.ci95)))
     return f"{stat.mean:.{decimals}f} ± {stat.ci95:.{decimals}f}"
