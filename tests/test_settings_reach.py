@@ -140,3 +140,47 @@ def test_a_sweep_config_resolves_a_nested_relative_model_against_itself(project)
 
     (project / "sweep.toml").write_text('model = "models/from-file/x"\n' + SWEEP)
     assert load_config(project / "sweep.toml").model == str(project / "models" / "from-file" / "x")
+
+
+# commands that load a saved pipeline: its manifest pins the weights, so the settings name only the directory of a
+# model the pipeline recorded as a path (a recorded name is not overridden by them)
+PIPELINE_COMMANDS = {
+    "evaluate": ["evaluate", "--pipeline", "pipe", "--test", "t.tsv", "--label-column", "apps"],
+    "predict": ["predict", "--pipeline", "pipe", "hello"],
+    "export": ["export", "--pipeline", "pipe", "--format", "onnx", "out"],
+}
+
+
+@pytest.mark.parametrize("name", list(PIPELINE_COMMANDS))
+def test_the_environment_and_the_file_name_a_pipeline_s_model_directory_and_a_flag_wins(project, monkeypatch, name):
+    """Issue 30.1 for evaluate, predict and export: the model the pipeline loads (`EncodeOptions.resolve`, before
+    anything else of the model is read) is the one EMBEDSTORE_MODEL, embedstore.toml or --model names."""
+    import json
+
+    from embedstore.encoding.options import EncodeOptions
+
+    (project / "pipe" / "head").mkdir(parents=True)
+    (project / "pipe" / "pipeline.json").write_text(json.dumps({
+        "kind": "pipeline", "store": "s.zarr", "aligner": None, "head": "head",
+        "encoding": {"model": "./models/recorded", "fingerprint": "0" * 16, "layers": [-1]}}))
+    seen: list[str] = []
+
+    def resolve(options, *args, **kwargs):
+        seen.append(options.model)
+        raise Reached("reached")
+
+    monkeypatch.setattr(EncodeOptions, "resolve", resolve)
+
+    def run(extra: list[str] = ()) -> str:
+        seen.clear()
+        result = CliRunner().invoke(app, [*PIPELINE_COMMANDS[name], *extra])
+        assert "reached" in result.output and seen, f"{name}: {result.output}"
+        return seen[0]
+
+    result = CliRunner().invoke(app, PIPELINE_COMMANDS[name])
+    assert result.exit_code != 0 and "paths in a saved pipeline are not followed" in " ".join(result.output.split())
+    (project / "embedstore.toml").write_text('model = "./models/from-file"\n')
+    assert run() == str(project / "models" / "from-file")
+    monkeypatch.setenv("EMBEDSTORE_MODEL", "./models/from-env")
+    assert run() in ("./models/from-env", str(project / "models" / "from-env"))
+    assert run(["--model", "./models/from-flag"]) == "./models/from-flag"
