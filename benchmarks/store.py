@@ -55,7 +55,9 @@ How it is measured, and why:
   `cores`: what the machine did during the slowest repeat (`machine_load`: cores the operation kept busy / cores
   every other process used / cores the hypervisor stole), so a spread says whether the machine was shared; an
   operation during which other processes or the hypervisor took more than `BUSY_CORES` (a quarter of a core) in
-  any repeat gets "noisy, no verdict" too, even the build's single run.
+  any repeat gets "noisy, no verdict" too, even the build's single run. Their share is judged over at least
+  `MIN_WINDOW` (0.2 s, waited out after a shorter operation's timing): /proc/stat counts 10 ms ticks, and over
+  the few milliseconds of `store info` one tick of any process read as a busy core.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The load counters the benchmarks print beside a spread (`base.machine_load`): what they report, and where."""
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -46,3 +47,48 @@ def test_the_cores_taken_from_a_timing_are_the_worst_repeats_others_and_steal():
     busy = taken(quiet + [{"cpu": 1.1, "others": 0.6, "steal": 0.2}])
     assert busy == pytest.approx(0.8) and busy > BUSY_CORES
     assert taken([{}, {}]) == 0.0 and taken([]) == 0.0  # no counters: nothing is claimed
+
+
+def test_a_short_block_is_judged_over_the_minimum_window_not_its_own_few_ticks(monkeypatch):
+    """Synthetic /proc/stat counts (whole 10 ms ticks): a 5 ms block during which one tick of another process
+    came. Over the block alone that tick is 1.2 cores (the quiet `store info` called noisy); over MIN_WINDOW it is
+    0.03. A core really kept busy by another process over the window is still busy."""
+    from embedstore.base.machine_load import BUSY_CORES, MIN_WINDOW, Counters, cores, taken
+
+    before, at_end = Counters(own=1.000, busy=500.00, steal=3.00), Counters(own=1.004, busy=500.01, steal=3.00)
+    assert cores(before, at_end, at_end, 0.005, 0.005)["others"] == pytest.approx(1.2)  # the old rule: busy
+    stray = cores(before, at_end, Counters(1.004, 500.01, 3.00), 0.005, MIN_WINDOW)
+    assert stray == pytest.approx({"cpu": 0.8, "others": 0.03, "steal": 0.0}) and taken([stray]) <= BUSY_CORES
+    four_ticks = cores(before, at_end, Counters(1.004, 500.04, 3.00), 0.005, MIN_WINDOW)
+    assert taken([four_ticks]) <= BUSY_CORES  # 40 ms of others in 200 ms: 0.18 cores
+    busy = cores(before, at_end, Counters(1.004, 500.20, 3.01), 0.005, MIN_WINDOW)  # another process on a core
+    assert busy["others"] == pytest.approx(0.98) and busy["steal"] == pytest.approx(0.05)
+    assert taken([stray, busy]) > BUSY_CORES
+
+    # the context manager completes the window after a short block (the block's own timing untouched), and
+    # reads the counters at the block's end, at the window's end, and before
+    load, slept = _load_of_a_block(monkeypatch, [10.0, 10.005, 10.0 + MIN_WINDOW],
+                                   [before, at_end, Counters(1.004, 500.01, 3.00)])
+    assert slept == [pytest.approx(MIN_WINDOW - 0.005)] and load == pytest.approx(stray)
+
+
+def _load_of_a_block(monkeypatch, clock: list[float], counts: list) -> tuple[dict, list[float]]:
+    """`machine_load` of an empty block with the clock and the counters reading `clock` and `counts` in turn:
+    the load it records and the waits it made."""
+    from embedstore.base import machine_load as module
+
+    clock_reads, counter_reads, slept = iter(clock), iter(counts), []
+    monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: next(clock_reads), sleep=slept.append))
+    monkeypatch.setattr(module, "cpu_counters", lambda: next(counter_reads))
+    load: dict = {}
+    with module.machine_load(load):
+        pass
+    return load, slept
+
+
+def test_a_long_block_is_judged_over_itself_without_waiting(monkeypatch):
+    from embedstore.base.machine_load import Counters
+
+    load, slept = _load_of_a_block(monkeypatch, [0.0, 2.0, 2.0], [Counters(0.0, 10.0, 0.0), Counters(3.8, 14.0, 0.1),
+                                                                  Counters(3.8, 14.0, 0.1)])
+    assert slept == [] and load == pytest.approx({"cpu": 1.9, "others": 0.1, "steal": 0.05})
