@@ -116,3 +116,21 @@ def test_remembered_ids_are_text_ids():
     for texts in (["a", "b", "a"], [("p", "h"), "a", " a "], [], ["c", "d", "e", "a"], ["a", "é"]):
         np.testing.assert_array_equal(ids(texts), text_ids(texts))
     assert ids(["x"]).shape == (1, 16) and ids([]).shape == (0, 16)
+
+
+def test_a_gather_reads_the_metadata_and_rows_without_zarrs_event_loop(tmp_path, monkeypatch):
+    """A fresh process's gather of a key with row digests reads its group and arrays' metadata and its rows
+    directly (store/zarr_backend `_metadata`, store/chunk_files): zarr's event loop, a thread and round trips,
+    was a tenth of the CPU of a 10k-row gather (benchmarks/store.py) that reads no data through it."""
+    import zarr.core.sync
+
+    texts = [f"t{i}" for i in range(40)]
+    vecs = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    fill(Store.open(tmp_path / "s.zarr"), texts, vecs, chunk_rows=8)
+    calls = []
+    get_loop = zarr.core.sync._get_loop  # what every zarr call that does I/O asks for first
+    monkeypatch.setattr(zarr.core.sync, "_get_loop", lambda: calls.append(1) or get_loop())
+    st = Store.open(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(st.get(KEY, [texts[i] for i in (3, 39, 17)]), vecs[[3, 39, 17]])
+    np.testing.assert_array_equal(st.get(KEY, texts), vecs)
+    assert st.keys() == [KEY] and calls == []

@@ -33,23 +33,17 @@ from .backend import runs
 _ONES = 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=64)
 def _zeros_crc(length: int) -> int:
     return google_crc32c.value(bytes(length))
 
 
-def _advance(x: int, nbytes: int) -> int:
-    """Z_nbytes(x): the crc register x advanced over `nbytes` zero bytes, without init or final xor."""
-    return google_crc32c.extend(x ^ _ONES, bytes(nbytes)) ^ _ONES
-
-
-def _tables(images: np.ndarray) -> np.ndarray:
-    """(4, 256) tables applying the linear map whose images of the 32 single bits are `images`."""
-    bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8)
-    out = np.zeros((4, 256), np.uint32)
-    for b in range(4):
-        chosen = np.where(bits.astype(bool), images[8 * b:8 * b + 8][None, :], 0).astype(np.uint32)
-        out[b] = np.bitwise_xor.reduce(chosen, axis=1)
-    return out
+def _byte_tables(images: np.ndarray) -> np.ndarray:
+    """(len(images) // 8, 256) tables of a linear map of bytes into 32-bit values, given the images of each
+    byte's 8 single bits: entry [p, b] is the XOR of the images of the bits set in byte b at position p."""
+    bits = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(bool)  # (256, 8)
+    per_byte = np.asarray(images, np.uint32).reshape(-1, 1, 8)
+    return np.bitwise_xor.reduce(np.where(bits[None], per_byte, np.uint32(0)), axis=2).astype(np.uint32)
 
 
 def _apply(tables: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -57,21 +51,35 @@ def _apply(tables: np.ndarray, x: np.ndarray) -> np.ndarray:
             ^ tables[3][x >> 24])
 
 
-@functools.lru_cache(maxsize=8)
+_BASIS = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))  # the 32 single bits of a crc register
+
+
+@functools.lru_cache(maxsize=64)
 def _advance_tables(nbytes: int) -> np.ndarray:
-    return _tables(np.array([_advance(1 << j, nbytes) for j in range(32)], np.uint32))
+    """The tables of Z_nbytes. Why composed: a read's tree advances by width, 2 width, 4 width... bytes, and
+    the register advanced over k zeros twice is the register advanced over 2k, so each level is 64 table
+    look-ups of the level below instead of 32 crc32c runs over up to a chunk of zeros (cached per process, but
+    every gather runs in a fresh process)."""
+    if nbytes % 2 == 0 and nbytes > 64:
+        half = _advance_tables(nbytes // 2)
+        return _byte_tables(_apply(half, _apply(half, _BASIS)))
+    ones = np.uint32(_ONES)
+    return _byte_tables(np.array([google_crc32c.extend(int(x ^ ones), bytes(nbytes)) ^ _ONES for x in _BASIS],
+                                 np.uint32))
 
 
 @functools.lru_cache(maxsize=8)
 def _id_tables(width: int) -> np.ndarray:
-    """(ID_BYTES, 256): Z_width(G(id)) as the XOR of one entry per id byte."""
-    out = np.zeros((ID_BYTES, 256), np.uint32)
+    """(ID_BYTES, 256): Z_width(G(id)) as the XOR of one entry per id byte. G is linear, so the images of the
+    ID_BYTES * 8 single bits of an id (one crc32c each) give every entry."""
+    zeros = _zeros_crc(ID_BYTES)
+    images = np.zeros(ID_BYTES * 8, np.uint32)
     for p in range(ID_BYTES):
-        for b in range(1, 256):
+        for k in range(8):
             message = bytearray(ID_BYTES)
-            message[p] = b
-            out[p, b] = google_crc32c.value(bytes(message)) ^ _zeros_crc(ID_BYTES)
-    return _apply(_advance_tables(width), out)
+            message[p] = 1 << k
+            images[8 * p + k] = google_crc32c.value(bytes(message)) ^ zeros
+    return _byte_tables(_apply(_advance_tables(width), images))
 
 
 def failing_rows(ids: np.ndarray, vectors: np.ndarray, digests: np.ndarray, groups: np.ndarray) -> np.ndarray:
