@@ -199,3 +199,30 @@ def test_a_module_without_a_dense_form_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"aligner: LayerNorm has no sentence-transformers Dense form; use "
                                           r"--format onnx"):
         dense_steps(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), "aligner")
+
+
+@pytest.mark.parametrize("format, module", [("onnx", "embedstore.export.graph"),
+                                            ("sentence-transformers", "embedstore.export.st")])
+def test_an_export_holds_one_copy_of_the_model_at_most(tiny_model_dir, tmp_path, monkeypatch, format, module):
+    """Issue 30.3: the check loads what was written, and by then the torch model (with the oneDNN-packed copy the
+    reference was computed with) is let go: the process never holds two copies of the weights at once."""
+    import gc
+    import importlib
+
+    from transformers import PreTrainedModel
+
+    pq.write_table(table(), tmp_path / "data.parquet")
+    train(tmp_path, tiny_model_dir, tmp_path / "data.parquet", "meanshift", False)
+    target = importlib.import_module(module)
+    check_close, alive = target.check_close, []
+
+    def counting(*args, **kwargs):
+        gc.collect()
+        alive.append(sum(isinstance(o, PreTrainedModel) for o in gc.get_objects()))
+        return check_close(*args, **kwargs)
+
+    monkeypatch.setattr(target, "check_close", counting)
+    r = invoke("export", tmp_path / "out", "--pipeline", tmp_path / "pipe", "--format", format, "--model",
+               tiny_model_dir, "--json")
+    assert r.exit_code == 0, r.output
+    assert alive and max(alive) == (1 if format == "sentence-transformers" else 0), alive

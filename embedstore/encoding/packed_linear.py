@@ -69,6 +69,12 @@ def packed_copy(model: nn.Module) -> nn.Module:
     return model if fast is None else fast
 
 
+def forget(model: nn.Module) -> None:
+    """Drop `model`'s packed copy now rather than with the model: for a caller that is done encoding but keeps the
+    model for something else (an export traces or saves it)."""
+    _PACKED.pop(model, None)
+
+
 def weights_stamp(model: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for m in model.modules() if packable(m)
                  for t in (m.weight, m.bias) if t is not None)

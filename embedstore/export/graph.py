@@ -22,6 +22,7 @@ from embedstore.encoding.models import ModelSpec
 from embedstore.encoding.onnx_backend import PROBE_TEXTS as CHECK_TEXTS
 from embedstore.encoding.onnx_backend import sample_texts
 from embedstore.encoding.onnx_export import HiddenStates, largest_difference
+from embedstore.encoding.packed_linear import forget as forget_packed
 
 #: Texts every export is checked on (different scripts and lengths, so one batch pads), with the 48 real sentences
 #: the engine's graphs are checked on: the exported artifact must give the torch pipeline's vectors and predictions.
@@ -35,7 +36,8 @@ PROBE_TEXTS = ("새 문서를 여는 방법", "How do I insert a page number int
 class Parts:
     """The pipeline as modules."""
 
-    model: Any                 # the whole model (shared with encode: never changed, never copied)
+    model: Any                 # the whole model (shared with encode: never changed, never copied); None once
+                               # the export has written it (`release_model`)
     tokenizer: Any
     spec: ModelSpec
     pooling: str
@@ -51,7 +53,7 @@ def load_parts(pipe) -> tuple[Parts, "Reference"]:
     """The modules of a loaded `Pipeline`, and the torch pipeline's outputs on `PROBE_TEXTS`, computed as `encode`
     computes them, before anything is traced. One copy of the model: the one `load_once` shares with encode (the
     ONNX graph takes the key's layer as an output, `HiddenStates`; the sentence-transformers writer saves the
-    first blocks through `truncated`)."""
+    first blocks through `truncated`), let go by the writers before their check loads what they wrote."""
     from transformers.utils import logging as hf_logging
 
     from embedstore.encoding.models import load_once, plain_encoder
@@ -65,7 +67,18 @@ def load_parts(pipe) -> tuple[Parts, "Reference"]:
     classes = [c.item() if hasattr(c, "item") else c for c in pipe.head.classes_]
     parts = Parts(model, tokenizer, spec, key.pooling, key.prefix, key.max_length, key.layer, aligner,
                   _head_module(pipe.head), classes)
-    return parts, Reference.of(pipe, parts, [*PROBE_TEXTS, *sample_texts(0, CHECK_TEXTS // 2)])
+    reference = Reference.of(pipe, parts, [*PROBE_TEXTS, *sample_texts(0, CHECK_TEXTS // 2)])
+    forget_packed(model)  # the reference ran encode's packed layers; tracing and saving use the model itself
+    return parts, reference
+
+
+def release_model(parts: Parts) -> None:
+    """Let the model go once the export holds what it wrote: the check then loads the written artifact, and the
+    process never holds two copies of the weights (the model is `load_once`'s shared one: its cache lets go too)."""
+    from embedstore.encoding.models import unload
+
+    parts.model = None
+    unload()
 
 
 def _head_module(head) -> nn.Module:

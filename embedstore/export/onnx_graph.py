@@ -31,12 +31,14 @@ def write_onnx(parts, reference, out: Path, tolerance: float) -> dict:
     and check it; returns what the check measured."""
     from embedstore.base.progress import note_step
     from embedstore.encoding.onnx_export import export_graph
-    from embedstore.export.graph import ExportGraph, check_close
+    from embedstore.export.graph import ExportGraph, check_close, release_model
 
     note_step("tracing the pipeline into an ONNX graph (minutes for a full-size model on a CPU)")
     graph = ExportGraph(parts).eval()
     example = parts.tokenizer(["a b c d e", "a"], padding=True, return_tensors="pt")
     export_graph(graph, (example["input_ids"], example["attention_mask"]), INPUTS, OUTPUTS, out / GRAPH_FILE)
+    del graph  # it holds the model, which the check must not hold beside its session
+    release_model(parts)
     parts.tokenizer.save_pretrained(out)
     config = {"format": ONNX_FORMAT, "prefix": parts.prefix, "max_length": parts.max_length,
               "classes": parts.classes, "inputs": list(INPUTS), "outputs": list(OUTPUTS)}

@@ -17,7 +17,7 @@ import torch
 from embedstore.base.atomic import SCRATCH_MARK, owned_temp_prefix
 from embedstore.base.errors import ConfigError
 from embedstore.base.progress import note_step
-from embedstore.export.graph import Parts, Reference, check_close, truncated
+from embedstore.export.graph import Parts, Reference, check_close, release_model, truncated
 from embedstore.export.head import load_exported_head, save_exported_head
 from embedstore.export.layers import dense_steps
 
@@ -45,9 +45,12 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=owned_temp_prefix(SCRATCH_MARK)) as scratch:
         with truncated(parts.model, parts.layer) as model:  # the first blocks, saved, never copied in memory
             model.save_pretrained(scratch)
+        width = parts.model.config.hidden_size
+        del model
+        release_model(parts)  # from here on, the one copy in memory is the one sentence-transformers loads
         parts.tokenizer.save_pretrained(scratch)
         modules = [Transformer(scratch, max_seq_length=parts.max_length),
-                   Pooling(parts.model.config.hidden_size, pooling_mode=parts.pooling)]
+                   Pooling(width, pooling_mode=parts.pooling)]
         for step in aligner_steps:
             activation = getattr(torch.nn, step.activation)()
             modules.append(Dense(step.weight.shape[1], step.weight.shape[0], activation_function=activation,
@@ -56,6 +59,7 @@ def write_sentence_transformers(parts: Parts, reference: Reference, out: Path, t
         model = st.SentenceTransformer(modules=modules, prompts=prompts,
                                        default_prompt_name=PROMPT_NAME if prompts else None, device="cpu")
         model.save(str(out))
+        del model, modules  # before the check loads the export back
     save_exported_head(out / "head", head_steps, parts.classes)
 
     note_step(f"loading the sentence-transformers export back and checking it on {len(reference.texts)} texts")
