@@ -103,3 +103,18 @@ def test_a_study_resolves_its_model_once_for_its_encode_contexts_and_cells(tiny_
     summary = run_study(config, workers=1, progress=False).summary
     assert not summary.errors and len(summary.ok) == len(expand(config)) == 4
     assert read == [str(tiny_model_dir)]
+
+
+def test_the_analyses_and_mine_compute_their_keys_once(counted, rows, tiny_model_dir, tmp_path):
+    store, model, split = tmp_path / "s.zarr", str(tiny_model_dir), api.SplitOptions(test_fraction=0.5)
+    common = {"source_column": "en", "target_column": "ko", "store": store, "model": model, "split": split}
+    for name, run in [("cosine", lambda: api.analyze_cosine(rows, arch="procrustes", **common)),
+                      ("retrieval", lambda: api.analyze_retrieval(rows, arch="procrustes", ks=(1,), csls_k=2, **common)),
+                      ("layers", lambda: api.analyze_layers(rows, arch="procrustes", layers=(1, 2), ks=(1,),
+                                                            csls_k=2, **common)),
+                      ("gradients", lambda: api.analyze_gradients(rows, label_column="label", arch="linear", **common)),
+                      ("mine", lambda: api.mine(rows, rows, out=tmp_path / "m.tsv", source_column="en",
+                                                target_column="ko", store=store, model=model))]:
+        counted.clear()
+        run()
+        assert len(counted) == 1, f"{name}: {len(counted)} computations of the store key"
