@@ -23,8 +23,9 @@ class Method:
     `reverse`: its aligner maps target vectors into English space. `share`: its aligner trains on the task rows
     and their translations. `adapt`: the `embedstore adapt` method it runs first. `options`: the config table
     (`e2e`, `adapt`) whose options change its result. `reference`: a baseline without alignment (drawn as a
-    line in plots). `cached_vectors`: it reads the store's vectors; a method that fine-tunes the encoder and
-    scores with it (lora-ta) reads none, so a study of it alone encodes nothing first."""
+    line in plots, in `line` style). `ablation`: an ablation of LangAlign, drawn beside it in a report's ablation
+    plot. `color`: its colour in plots. `cached_vectors`: it reads the store's vectors; a method that fine-tunes
+    the encoder and scores with it (lora-ta) reads none, so a study of it alone encodes nothing first."""
 
     name: str
     runner: Runner
@@ -37,21 +38,25 @@ class Method:
     adapt: str | None = None
     options: Literal["e2e", "adapt"] | None = None
     reference: bool = False
+    ablation: bool = False
+    color: str = "grey"
+    line: str = "-"
     cached_vectors: bool = True
 
 
 _ALL = (
-    Method("english", "baseline", reference=True),
-    Method("native", "baseline", train_role="native_train", reference=True),
-    Method("translated", "baseline", train_role="translated_train", reference=True),
-    Method("translate-test", "baseline", test_role="en_test", reference=True),
-    Method("langalign", "langalign", aligner=True, pairs=True),
-    Method("reverse", "langalign", aligner=True, pairs=True, reverse=True),
+    Method("english", "baseline", reference=True, color="black", line="--"),
+    Method("native", "baseline", train_role="native_train", reference=True, color="tab:green"),
+    Method("translated", "baseline", train_role="translated_train", reference=True, color="tab:purple",
+           line=":"),
+    Method("translate-test", "baseline", test_role="en_test", reference=True, color="tab:brown", line="-."),
+    Method("langalign", "langalign", aligner=True, pairs=True, color="tab:blue"),
+    Method("reverse", "langalign", aligner=True, pairs=True, reverse=True, color="tab:orange"),
     # the LangAlign procedure with the aligner left out: no aligner, no pairs, once per task size
-    Method("ablation-omit", "baseline"),
+    Method("ablation-omit", "baseline", ablation=True, color="tab:pink"),
     # the aligner trains on the task rows themselves: its data size is the task size
-    Method("ablation-share", "langalign", aligner=True, share=True),
-    Method("langalign-e2e", "e2e", aligner=True, pairs=True, options="e2e"),
+    Method("ablation-share", "langalign", aligner=True, share=True, ablation=True, color="tab:gray"),
+    Method("langalign-e2e", "e2e", aligner=True, pairs=True, options="e2e", color="tab:olive"),
     # adapt-*: LoRA on `[adapt] size` English task rows; SimCSE and align on the cell's pairs, so one adapted
     # encoder serves every task size; then English-only, or LangAlign for adapt-align+langalign
     Method("adapt-lora", "adapted", adapt="lora", options="adapt"),
@@ -72,3 +77,4 @@ ALIGNER_METHODS: frozenset[str] = frozenset(m.name for m in _ALL if m.aligner)
 PAIR_METHODS: frozenset[str] = frozenset(m.name for m in _ALL if m.pairs)
 ADAPT_METHODS: dict[str, str] = {m.name: m.adapt for m in _ALL if m.adapt is not None}
 REFERENCE_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if m.reference)
+ABLATION_METHODS: frozenset[str] = frozenset(m.name for m in _ALL if m.ablation)

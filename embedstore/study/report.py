@@ -30,11 +30,8 @@ from embedstore.study.report_data import (Table, against_english, against_englis
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
                                               header, head_convergence, interval_note, markdown_table, noise_note,
                                               csv_text, robustness_markdown, verdicts_markdown)
-from embedstore.study.methods import REFERENCE_METHODS
+from embedstore.study.methods import ABLATION_METHODS, REFERENCE_METHODS
 from embedstore.study.report_plots import Plot, plot_cosine, plot_scores
-
-
-_ABLATION_METHODS = ("langalign", "ablation-omit", "ablation-share")
 
 
 @dataclass(frozen=True)
@@ -97,9 +94,9 @@ def build_report(
             title = f"{language} · {task}" + (f" · head {head}" if head else "")
             plots.append(plot_scores(part, out_dir / f"scores_{stem}.png", title, metric))
             methods = {row.method for row in part}
-            if "langalign" in methods and methods & {"ablation-omit", "ablation-share"}:
-                ablations = {row: stats for row, stats in part.items()
-                             if row.method in _ABLATION_METHODS or row.method in REFERENCE_METHODS}
+            if "langalign" in methods and methods & ABLATION_METHODS:
+                ablations = {row: stats for row, stats in part.items() if row.method == "langalign"
+                             or row.method in ABLATION_METHODS or row.method in REFERENCE_METHODS}
                 plots.append(plot_scores(ablations, out_dir / f"ablations_{stem}.png", f"{title}: ablations",
                                           metric))
     lines += robustness_markdown(tables, verdicts) + c_sensitivity_markdown(verdicts, around)

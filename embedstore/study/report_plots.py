@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from embedstore.base.atomic import write_bytes
 
 from embedstore.study.cells import format_size
-from embedstore.study.methods import PAIR_METHODS, REFERENCE_METHODS
+from embedstore.study.methods import PAIR_METHODS, REFERENCE_METHODS, TABLE
 from embedstore.study.report_data import COSINE_FIELDS, RETRIEVAL_FIELDS, Row, Stat, Table, size_key
 
 _COSINE_LABELS = {
@@ -36,11 +36,11 @@ _COSINE_LABELS = {
 _RETRIEVAL_LABELS = {"p1_raw": "raw English → translation", "p1_aligned": "aligned English → translation",
                      "p1_head_space": "aligned English → aligned translation (the head's space)"}
 # reference methods (`methods.REFERENCE_METHODS`: what a transfer method must beat, or the in-language ceiling)
-# are drawn as lines across every panel, not as dots
-_REFERENCE_STYLES = {"english": ("black", "--"), "native": ("tab:green", "-"), "translated": ("tab:purple", ":"),
-                     "translate-test": ("tab:brown", "-.")}
-_METHOD_COLORS = {"langalign": "tab:blue", "reverse": "tab:orange", "ablation-share": "tab:gray",
-                  "ablation-omit": "tab:pink", "langalign-e2e": "tab:olive"}
+# are drawn as lines across every panel (in their `Method.line` style), not as dots
+
+
+def _color(method: str) -> str:
+    return TABLE[method].color if method in TABLE else "grey"
 
 
 def _half(stat: Stat) -> float:
@@ -99,13 +99,13 @@ def scores_figure(table: Table, title: str, metric: str) -> Figure:
         for y, row in zip(ys, dots):
             stat = table[row].get(size)
             if stat is not None:
-                axes.errorbar(stat.mean, y, xerr=_half(stat), fmt="o", color=_METHOD_COLORS.get(row.method, "grey"),
+                axes.errorbar(stat.mean, y, xerr=_half(stat), fmt="o", color=_color(row.method),
                               capsize=3, markersize=5)
         for row in refs:
             stat = table[row].get(size)
             if stat is None:
                 continue
-            color, style = _REFERENCE_STYLES[row.method]
+            color, style = _color(row.method), TABLE[row.method].line
             axes.axvline(stat.mean, color=color, linestyle=style, linewidth=1.3)
             if not math.isnan(stat.ci95):
                 axes.axvspan(stat.mean - stat.ci95, stat.mean + stat.ci95, color=color, alpha=0.08)
@@ -115,8 +115,8 @@ def scores_figure(table: Table, title: str, metric: str) -> Figure:
     axes_list[0].set_yticks(ys, [row_label(row, show_recipe, show_head) for row in dots])
     axes_list[0].set_xlim(*_limits(every))
     methods = list(dict.fromkeys(row.method for row in dots))
-    handles = [Line2D([], [], marker="o", linestyle="", color=_METHOD_COLORS.get(m, "grey"), label=m) for m in methods]
-    handles += [Line2D([], [], color=_REFERENCE_STYLES[m][0], linestyle=_REFERENCE_STYLES[m][1], label=f"{m} (reference)")
+    handles = [Line2D([], [], marker="o", linestyle="", color=_color(m), label=m) for m in methods]
+    handles += [Line2D([], [], color=_color(m), linestyle=TABLE[m].line, label=f"{m} (reference)")
                 for m in dict.fromkeys(row.method for row in refs)]
     figure.legend(handles=handles, loc="upper right", fontsize="small", frameon=False)
     figure.suptitle(title)
