@@ -203,7 +203,7 @@ class Store:
             vectors = self.backend.read_vectors_of(name, n, unique[a:b], owners[a:b])
             if vectors is None:
                 return None
-            out[order[lo:hi]] = vectors[slot[lo:hi] - a]
+            out[order[lo:hi]] = vectors if hi - lo == len(vectors) else vectors[slot[lo:hi] - a]  # (no repeats)
         return out
 
     def read_ids(self, key: StoreKey, n: int) -> np.ndarray:
