@@ -414,3 +414,35 @@ def test_head_space_retrieval_scores_only_the_aligner_a_record_describes(make_re
     record["provenance"]["backfilled"] = {"written_at": "2027-01-15T08:05:00+00:00"}  # reproduced after the refit
     assert results_head_space._fit_of(record, saved)
     assert results_head_space._fit_of({"provenance": {"written_at": "2027-01-15T09:00:00+00:00"}}, saved)
+
+
+def test_half_the_gap_at_ten_seeds_is_decided_on_the_paired_interval_and_needs_the_translated_head(
+        make_results, tmp_path):
+    """"Self-learning recovers half the gap": recovered only where the lower end of self-learning's paired interval
+    over English-only reaches half the gap to the translated-rows head; a study without that head says nothing."""
+    rng = np.random.default_rng(2)
+    truth = [("calc", "writer")[i % 2] for i in range(400)]
+    ten, rows = {}, {}
+    for lang, zero in (("ko", 0.85), ("ja", 0.56)):  # half the gap: (0.70 - 0.50) / 2 = +0.10
+        path = tmp_path / f"{lang}.jsonl"
+        records = []
+        for method, aligner, accuracy in (("english", None, 0.50), ("translated", None, 0.70),
+                                          ("langalign", "selflearn", zero)):
+            for seed in range(3):
+                right = rng.random(400) < accuracy
+                predicted = [t if ok else ("writer" if t == "calc" else "calc") for t, ok in zip(truth, right)]
+                cell_id = f"{lang}{method}{seed}"
+                cell = {"language": lang, "task": "libreoffice-apps", "method": method, "task_size": 500,
+                        "pair_size": None, "aligner": aligner, "seed": seed, "recipe": "default", "head": "logistic"}
+                records.append({"cell": cell, "cell_id": cell_id, "context": "ctx", "status": "ok",
+                                "metrics": {"accuracy": float(right.mean()), "n": 400, "degenerate": None},
+                                "predictions": predictions.write(path, cell_id, "ctx",
+                                                                 RowPredictions.of(truth, predicted, "t").to_payload()),
+                                "provenance": {"sizes": {"n_train": 500, "n_test": 400}}})
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        ten[lang], rows[lang] = read_results(path), PredictionReader(path)
+    said = dict(part.split(" ", 1) for part in make_results.half_gap_at_ten(ten, rows).split("; "))
+    assert said["ko"].endswith(": recovered") and said["ja"].endswith(": not shown to be recovered")
+    assert "(3 seeds so far)" in said["ko"] and ", half the gap to the translated-rows head +0.1" in said["ja"]
+    without = {lang: [r for r in records if r["cell"]["method"] != "translated"] for lang, records in ten.items()}
+    assert make_results.half_gap_at_ten(without, rows) == ""
