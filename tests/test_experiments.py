@@ -12,10 +12,12 @@ from embedstore.cli.app import app
 from embedstore.study.cells import expand, load_config
 from embedstore.base.errors import ConfigError
 from embedstore.study.experiments import run_cell
-from embedstore.study import predictions
+from embedstore.estimators.aligners import load_aligner
+from embedstore.study import experiments, predictions
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.run import run_study
 from embedstore.study.verdicts import PAIRED, compare
+from embedstore.study.vector_memory import RememberedVectors
 from embedstore.study.sweep import read_results
 
 TOPICS = {"calc": ["cell", "formula", "sheet", "column"], "writer": ["page", "paragraph", "font", "document"],
@@ -68,12 +70,41 @@ METHODS = ["english", "native", "translated", "translate-test", "langalign", "re
            "ablation-share"]
 
 
-def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path):
+def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path, monkeypatch):
+    diagnosed = []
+    original = experiments.fitted_alignment
+    monkeypatch.setattr(experiments, "_DIAGNOSED", {})  # another test's identical cells may have filled it
+    monkeypatch.setattr(experiments, "fitted_alignment", lambda *a, **k: diagnosed.append(1) or original(*a, **k))
     config = load_config(write_config(tmp_path, tiny_model_dir, METHODS))
     cells = expand(config)
     summary = run_study(config, workers=1, progress=False).summary
     assert not summary.errors, summary.errors
     records = read_results(config.results)
+    # an aligner's diagnostics depend only on it, the seed and the test rows: computed once an aligner (both task
+    # sizes reuse a LangAlign or reverse aligner), each cell records them, and they are a fresh computation's
+    aligned = [r for r in records if r["cell"]["aligner"]]
+    ids = {r["provenance"]["sizes"]["aligner_id"] for r in aligned}
+    assert len(diagnosed) == len(ids) < len(aligned)
+    for aligner_id in ids:
+        first, *others = (r["metrics"]["aligner"] for r in aligned if r["provenance"]["sizes"]["aligner_id"] == aligner_id)
+        assert all(other == first for other in others)
+    fc = next(r for r in aligned if r["cell"]["method"] == "langalign" and r["cell"]["aligner"] == "fc")
+    ctx = experiments._context(expand(config)[0], config)
+    en, tr = (ctx.vectors(ctx.task.rows(role).texts) for role in ("en_test", "test"))
+    fresh = original(load_aligner(config.results.with_suffix(".aligners") / fc["provenance"]["sizes"]["aligner_id"]),
+                     en, tr, ks=(1,), seed=0)
+    assert fc["metrics"]["aligner"]["cosine"]["aligned_tr"] == pytest.approx(fresh["cosine"]["aligned_tr"], abs=1e-6)
+    assert fc["metrics"]["aligner"]["p1_head_space"] == fresh["retrieval"]["head_space"]["forward"]["nn"]["p@1"]
+    assert fc["metrics"]["aligner"]["collapse_check"]["p1"] == fresh["collapse"]["p1"]
+    # the last cell of that aligner mapped its rows from what earlier cells kept (`_mapped`): run afresh in an
+    # empty memory it scores the same, through the same head (its digest is of the very training arrays)
+    last = [r for r in aligned if r["provenance"]["sizes"]["aligner_id"] == fc["provenance"]["sizes"]["aligner_id"]][-1]
+    monkeypatch.setattr(experiments, "_ALIGNED", RememberedVectors())
+    monkeypatch.setattr(experiments, "_DIAGNOSED", {})
+    again = run_cell(next(c for c in cells if c.id == last["cell_id"]), config)["metrics"]
+    assert again["head"].pop("reused") is True and again["head"].pop("seconds") is not None
+    assert {k: v for k, v in last["metrics"]["head"].items() if k not in ("reused", "seconds")} == again.pop("head")
+    assert {k: v for k, v in last["metrics"].items() if k != "head"} == json.loads(json.dumps(again))
     assert len(records) == len(cells) == 2 * (5 + 2 * 2 * 1 + 2)
     fc = [r for r in records if r["cell"]["aligner"] == "fc"]
     assert fc and all("collapsed" in r["metrics"]["aligner"] for r in fc)  # diagnostics travel with results
