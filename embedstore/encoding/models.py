@@ -353,22 +353,28 @@ def resolve_device(device: str):
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:
-    """The model's tokenizer, loaded once per process (every engine and the export tokenize with it): straight from
-    its tokenizer.json when that holds the pipeline its class would build (`fast_tokenizer`), else by its class."""
+    """The model's tokenizer (`tokenizer_at`), loaded once per process: every engine and the export tokenize
+    with it."""
     key = (str(spec.path), spec.fingerprint)
     if key not in _TOKENIZERS:
-        from transformers import AutoTokenizer
-
-        from embedstore.encoding.fast_tokenizer import load_generic_if_same
-
-        try:
-            tokenizer = load_generic_if_same(spec.path) or AutoTokenizer.from_pretrained(spec.path)
-        except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EmbedstoreError(f"could not load the tokenizer of {spec.path}: {first}") from None
+        tokenizer = tokenizer_at(spec.path)
         _TOKENIZERS.clear()
         _TOKENIZERS[key] = tokenizer
     return _TOKENIZERS[key]
+
+
+def tokenizer_at(path: Path) -> Any:
+    """The tokenizer saved in the directory `path` (a model's, or an exported pipeline's), uncached: straight from
+    its tokenizer.json when that holds the pipeline its class would build (`fast_tokenizer`), else by its class."""
+    from transformers import AutoTokenizer
+
+    from embedstore.encoding.fast_tokenizer import load_generic_if_same
+
+    try:
+        return load_generic_if_same(Path(path)) or AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EmbedstoreError(f"could not load the tokenizer of {path}: {first}") from None
 
 
 _TOKENIZERS: dict[tuple[str, str], Any] = {}

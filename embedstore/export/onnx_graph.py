@@ -77,8 +77,7 @@ class OnnxPipeline:
 
     @classmethod
     def load(cls, directory: str | Path, *, threads: int | None = None) -> "OnnxPipeline":
-        from transformers import AutoTokenizer
-
+        from embedstore.encoding.models import tokenizer_at
         from embedstore.encoding.onnx_runtime import open_session, verified_bytes
 
         directory = Path(directory)
@@ -101,7 +100,7 @@ class OnnxPipeline:
         source = verified_bytes(graph, str(config["sha256"])) if "sha256" in config else graph
         try:
             session = open_session(source, threads=threads)
-            tokenizer = AutoTokenizer.from_pretrained(directory)
+            tokenizer = tokenizer_at(directory)
         except Exception as e:  # noqa: BLE001 - onnxruntime's and transformers' many ways to refuse a file
             raise ConfigError(f"{directory}: not a loadable ONNX export ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:160]})") from None
