@@ -13,7 +13,7 @@ from rich.table import Table
 from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions, \
     SplitOptions, options_of
 
-from .common import DEVICE_HELP, WHERE, compute_options, console, encoding_options, inject_options, model_flag, \
+from .common import DEVICE_HELP, STORE, WHERE, compute_options, console, encoding_options, inject_options, model_flag, \
     model_option, print_json, user_errors
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
@@ -29,7 +29,6 @@ _TARGET = typer.Option("ko", "--target-column", help="Column of the language the
 _ARCH = typer.Option(None, "--arch", help=f"Aligner to fit on the fit rows: {_ARCH_NAMES}.")
 _ALIGNER_DIR = typer.Option(None, "--aligner", help="A saved aligner directory to load instead of fitting one; "
                             "the held-out rows must be rows it was not fitted on (choose them with --test-folds).")
-_STORE = typer.Option(None, "--store", "-s", help="A .zarr directory or .h5 file; default: cache/store.zarr.")
 _SEED = typer.Option(0, "--seed", help="Seeds the split, subsamples, shuffled baseline and trained models.")
 _OUT = typer.Option(None, "--out", "-o", help="Write the result as JSON (.jsonl appends one line).")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -128,7 +127,7 @@ def _finish(result: dict[str, Any], as_json: bool, out: Optional[Path]) -> bool:
 def cosine(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, where: list[str] = WHERE,
-    store: Optional[str] = _STORE, seed: int = _SEED,
+    store: Optional[str] = STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Mean cosine EN↔TR, aligned↔TR, aligned↔EN and shuffled baselines (paper Table 9), with retrieval P@1."""
@@ -159,7 +158,7 @@ def cosine(
 def retrieval(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
     arch: Optional[str] = _ARCH, aligner: Optional[Path] = _ALIGNER_DIR, where: list[str] = WHERE,
-    store: Optional[str] = _STORE, seed: int = _SEED,
+    store: Optional[str] = STORE, seed: int = _SEED,
     k: list[int] = _KS, csls_k: int = _CSLS_K, out: Optional[Path] = _OUT, as_json: bool = _JSON,
     *, encoding: EncodeOptions, split: dict,
 ) -> None:
@@ -194,7 +193,7 @@ def _parse_layers(values: list[str]) -> tuple[int, ...]:
 @_held_out_analysis("layers", layers="none")
 def layers(
     pairs_file: Path = _PAIRS, source_column: str = _SOURCE, target_column: str = _TARGET,
-    arch: Optional[str] = _ARCH, where: list[str] = WHERE, store: Optional[str] = _STORE,
+    arch: Optional[str] = _ARCH, where: list[str] = WHERE, store: Optional[str] = STORE,
     layer_list: list[str] = typer.Option([], "--layers", "--layer", "-l",
                                          help="Layers, e.g. 0,6,12 or repeated; default: every layer."),
     seed: int = _SEED, k: list[int] = _KS,
@@ -234,7 +233,7 @@ def gradients(
     aligner: Optional[Path] = _ALIGNER_DIR,
     head: str = typer.Option(DEFAULT_HEAD, "--head", help=f"Task head trained on aligned English: {' or '.join(HEADS)}."),
     batch_size: int = typer.Option(64, "--batch-size", help="Rows per minibatch of the gradient comparison."),
-    where: list[str] = WHERE, store: Optional[str] = _STORE, seed: int = _SEED,
+    where: list[str] = WHERE, store: Optional[str] = STORE, seed: int = _SEED,
     out: Optional[Path] = _OUT, as_json: bool = _JSON, *, encoding: EncodeOptions, split: dict,
 ) -> None:
     """Cosine between alignment-loss and task-loss gradients on the shared representation (held-out rows).

@@ -224,6 +224,12 @@ def compute_options(batch_size: bool = True) -> Callable[[Callable], Callable]:
     return decorate
 
 
+STORE = typer.Option(None, "--store", "-s", help="Vector store: a .zarr directory, .h5 file or object-store URL "
+                     "(s3://bucket/prefix/store.zarr, with the package's s3 extra installed); default: EMBEDSTORE_STORE "
+                     "or embedstore.toml's, else cache/store.zarr.")
+PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline recorded its model "
+                              "as a path (paths in a pipeline are not followed; its fingerprint must match; "
+                              "EMBEDSTORE_MODEL or embedstore.toml may name it).")
 WHERE = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2,3,4,5; rows "
                      "pass when every filter holds.")
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from embedstore.api import ComputeOptions, EncodeOptions, StoreError
 
-from .common import console, encoding_options, human_bytes, model_option, print_json, user_errors
+from .common import STORE, console, encoding_options, human_bytes, model_option, print_json, user_errors
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False,
                          help="Encoder models (the offline default is built locally).")
@@ -27,8 +27,7 @@ def encode(
                                      "several columns (e.g. -c en -c ko) in one pass."),
     pair_column: Optional[str] = typer.Option(None, "--pair-column", help="Second text of a pair (NLI hypothesis)."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 (repeatable), e.g. fold=0,1,2."),
-    store: Optional[str] = typer.Option(None, "--store", "-s", help="A .zarr directory, .h5 file or object-store URL "
-                                        "(s3://bucket/prefix/store.zarr; pip install 'embedstore[s3]') (default: cache/store.zarr)."),
+    store: Optional[str] = STORE,
     batch_size: int = typer.Option(ComputeOptions.batch_size, help="At most this many texts per forward pass."),
     batch_tokens: int = typer.Option(ComputeOptions.batch_tokens,
                                      help="Padded tokens per forward pass: batches of length-sorted texts are cut "

@@ -8,7 +8,7 @@ import typer
 
 from embedstore.api import EmbedstoreError
 
-from .common import compute_options, console, model_flag, model_option, note_settings, print_json, user_errors
+from .common import STORE, compute_options, console, model_flag, model_option, note_settings, print_json, user_errors
 
 
 @user_errors
@@ -94,8 +94,7 @@ def demo(
     workers: int = typer.Option(2, help="Parallel processes for the cells."),
     fc: bool = typer.Option(False, "--fc", help="Add the paper's FC aligner (trained: minutes more on a CPU)."),
     model: Optional[str] = model_flag(),
-    store: Optional[Path] = typer.Option(None, "--store", "-s", help="Vector store (default: the project's, "
-                                         "cache/store.zarr)."),
+    store: Optional[str] = STORE,
     as_json: bool = typer.Option(False, "--json", help="Print the summary, the report's files and the timing as JSON."),
 ) -> None:
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →

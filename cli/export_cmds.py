@@ -8,7 +8,7 @@ import typer
 
 from embedstore.api import EXPORT_FORMATS, EXPORT_TOLERANCE
 
-from .common import console, print_json, user_errors
+from .common import PIPELINE_MODEL, console, print_json, user_errors
 
 
 @user_errors
@@ -16,8 +16,7 @@ def export(
     out: Path = typer.Argument(..., help="Directory to create (new or empty)."),
     pipeline: Path = typer.Option(..., "--pipeline", "-p", help="Pipeline directory from train-head."),
     format: str = typer.Option(..., "--format", help=" | ".join(EXPORT_FORMATS) + "."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline "
-                                        "recorded its model as a path (its fingerprint must match)."),
+    model: Optional[str] = PIPELINE_MODEL,
     tolerance: float = typer.Option(EXPORT_TOLERANCE, help="Largest accepted difference between the export's vectors "
                                                     "(and probabilities) and the torch pipeline's."),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="An `embedstore evaluate --out` JSON: its figures "

@@ -8,7 +8,7 @@ import typer
 
 from embedstore.api import ConfigError, EncodeOptions
 
-from .common import compute_options, console, encoding_options, print_json, user_errors
+from .common import STORE, compute_options, console, encoding_options, print_json, user_errors
 
 
 @user_errors
@@ -27,7 +27,7 @@ def mine(
     min_margin: Optional[float] = typer.Option(None, "--min-margin", help="Keep pairs with at least this margin "
                                                "(LASER's bitext filtering used about 1.06); default: every mutual pair."),
     where: list[str] = typer.Option([], "--where", help="Row filter COLUMN=V1,V2 on both files (repeatable)."),
-    store: Optional[str] = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr)."),
+    store: Optional[str] = STORE,
     as_json: bool = typer.Option(False, "--json"), *, encoding: EncodeOptions,
 ) -> None:
     """Mine translation pairs between two unpaired files: mutual best candidates by ratio margin (LASER)."""

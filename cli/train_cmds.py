@@ -10,12 +10,9 @@ from rich.table import Table
 from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, DEFAULT_RECIPE, NORMALIZATIONS, RECIPES, \
     ConfigError, EncodeOptions, head_kinds
 
-from .common import WHERE, compute_options, console, encoding_options, print_json, user_errors
+from .common import PIPELINE_MODEL, STORE, WHERE, compute_options, console, encoding_options, print_json, user_errors
 
-STORE = typer.Option(None, "--store", "-s", help="Vector store (default: cache/store.zarr).")
 _RECIPE = typer.Option(DEFAULT_RECIPE, help=" | ".join(RECIPES) + ": the optimisation settings of trained estimators.")
-PIPELINE_MODEL = typer.Option(None, "--model", "-m", help="The model directory, when the pipeline recorded its model "
-                              "as a path (paths in a pipeline are not followed; the fingerprint must match).")
 SINGLE_LABEL = typer.Option(False, "--single-label", help="Drop rows whose label holds a comma (multi-label rows), "
                             "as a sweep task's single_label does.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedstore.api.commands import command
-from embedstore.api.values import PathLike
+from embedstore.api.values import PathLike, store_path
 from embedstore.base.progress import watched
 
 
@@ -49,5 +49,5 @@ def demo(out: PathLike | None = None, *, model: PathLike | None = None, store: P
 
     progress = watched(progress)
     return run_demo(Path(out) if out is not None else None, model=None if model is None else str(model),
-                    store=Path(store) if store is not None else None, workers=workers,
+                    store=store_path(store), workers=workers,
                     aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress)

@@ -97,7 +97,7 @@ def sample_path() -> Path:
 SEEDS = tuple(range(10))
 
 
-def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str, ...],
+def write_config(out_dir: Path, *, model: str, store: Path | str, aligners: tuple[str, ...],
                  seeds: tuple[int, ...] = SEEDS) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / "demo.toml"
@@ -107,7 +107,7 @@ def write_config(out_dir: Path, *, model: str, store: Path, aligners: tuple[str,
     return config
 
 
-def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Path | None = None,
+def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Path | str | None = None,
              aligners: tuple[str, ...] = ("procrustes", "linear"), workers: int = 2, progress: bool = True,
              seeds: tuple[int, ...] = SEEDS) -> DemoResult:
     t0 = time.perf_counter()
