@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 from rich.console import Console
 from safetensors.numpy import save_file
 
 from embedstore.study.cells import expand, load_config
 from embedstore.study.context import StudyContext
-from embedstore.encoding.engine_choice import cpu_name, vector_extensions
+from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions
+from embedstore.estimators.aligners import load_aligner
 from embedstore.encoding.options import EncodeOptions
 from embedstore.study.experiments import run_cell
 from embedstore.data.hashing import text_ids
@@ -94,6 +98,18 @@ pairs = {src("en", "pairs", 'target = "ko",')}
     return cfg
 
 
+def training_tflop(aligner_dir: Path) -> float:
+    """The weight products a saved torch aligner's fit ran (its history's epochs × steps × batch rows, the last
+    batch of an epoch counted whole; per row each Linear's forward, weight gradient and, past the first layer,
+    input gradient: 2·in·out FLOP each): what the fit cannot do in less than this over the machine's fp32 peak."""
+    aligner = load_aligner(aligner_dir)
+    history = aligner.history_
+    rows = len(history["epochs"]) * history["steps_per_epoch"] * history["recipe"]["batch_size"]
+    shapes = [m.weight.shape for m in aligner.module_.modules() if isinstance(m, torch.nn.Linear)]
+    per_row = sum(2 * out * inp * (2 if i == 0 else 3) for i, (out, inp) in enumerate(shapes))
+    return rows * per_row / 1e12
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dim", type=int, default=384)
@@ -116,8 +132,11 @@ def main() -> None:
                                 workers=args.workers, progress=True)
             walls.append(time.perf_counter() - t0)
             records = [json.loads(line) for line in config.results.read_text().splitlines()]
-            fits = [rec["provenance"]["sizes"]["aligner_fit_seconds"] for rec in records
-                    if not rec["provenance"]["sizes"].get("aligner_reused", True)]
+            fitted = [rec["provenance"]["sizes"] for rec in records
+                      if not rec["provenance"]["sizes"].get("aligner_reused", True)]
+            fits = [sizes["aligner_fit_seconds"] for sizes in fitted]
+            tflop = sum(training_tflop(config.results.with_suffix(".aligners") / sizes["aligner_id"])
+                        for sizes in fitted)
             console.print(f"run {r + 1}: {len(cells)} cells, {len(summary.ok)} ok, {len(summary.errors)} failed, "
                           f"{walls[-1]:.1f} s")
         wall = statistics.median(walls)
@@ -128,6 +147,13 @@ def main() -> None:
                   f"in {wall:.1f} s (median of {args.repeats}) — target {TARGET_S} s: {'PASS' if wall <= TARGET_S else 'FAIL'}")
     console.print(f"aligner fits: {len(fits)} (median {median_fit:.1f} s each) for {n_aligner_cells} aligner cells; "
                   f"refitting per cell would take ~{naive:.0f} s ({naive / wall:.1f}x this run)")
+    # the floor the fits alone set: their weight products at the fp32 rate one worker's thread reaches here
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    peak = fp32_peak(SimpleNamespace(hidden_size=args.dim, intermediate_size=1024), threads)
+    floor = tflop * 1e3 / (peak * args.workers)
+    console.print(f"aligner training: {tflop:.1f} TFLOP of weight products in {len(fits)} fits; at this machine's "
+                  f"measured fp32 peak ({peak:.0f} GFLOP/s a worker, {threads} thread each) they alone need >= "
+                  f"{floor:.0f} s of the wall on {args.workers} workers ({floor / TARGET_S:.0%} of the target)")
 
 
 if __name__ == "__main__":
