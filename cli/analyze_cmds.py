@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, HEADS, NO_ALIGNER, ConfigError, EncodeOptions, \
-    SplitOptions, options_of
+from embedstore.api import ALIGNERS, DEFAULT_ALIGNER, DEFAULT_HEAD, GRADIENT_DEFAULTS, GRADIENT_OPTIONS, HEADS, \
+    NO_ALIGNER, ConfigError, EncodeOptions, SplitOptions, options_of
 
-from .common import DEVICE_HELP, STORE, WHERE, compute_options, console, encoding_options, inject_options, model_flag, \
+from .common import STORE, WHERE, compute_options, console, encoding_options, inject_options, model_flag, \
     model_option, print_json, user_errors
+from .finetune_cmds import training_parameters
 
 #: "procrustes (default), fc, ae, ...": the registry's names, the default first.
 _ARCH_NAMES = ", ".join([f"{DEFAULT_ALIGNER} (default)", *(name for name in ALIGNERS if name != DEFAULT_ALIGNER)])
@@ -273,6 +274,8 @@ def gradients(
 
 @analyze_app.command("encoder-gradients")
 @user_errors
+@inject_options(training_parameters(only=GRADIENT_OPTIONS, defaults=GRADIENT_DEFAULTS), lambda values: values,
+                "training")
 def encoder_gradients(
     train: Path = typer.Option(..., "--train", help="English task rows: TSV (no quoting), CSV or JSONL."),
     pairs_file: Path = typer.Option(..., "--pairs", help="Translation pairs for the alignment loss."),
@@ -280,15 +283,10 @@ def encoder_gradients(
     label_column: str = typer.Option("label", help="Label column of --train."),
     source_column: str = _SOURCE, target_column: str = _TARGET,
     model: Optional[str] = model_flag(),
-    batch_size: int = typer.Option(16, "--batch-size", help="Task rows and pairs per minibatch."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     batches: int = typer.Option(8, "--batches", help="Minibatches to measure on."),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per text."),
-    size: str = typer.Option("all", "--size", help="Task rows to sample (head fit and task batches)."),
-    head: str = typer.Option("linear", "--head", help=f"Head fitted on the LM's frozen vectors: {' or '.join(HEADS)}."),
     where: list[str] = WHERE,
     pairs_where: list[str] = typer.Option([], "--pairs-where", help="Row filter of --pairs, as --where."),
-    seed: int = _SEED, out: Optional[Path] = _OUT, as_json: bool = _JSON,
+    out: Optional[Path] = _OUT, as_json: bool = _JSON, *, training: dict[str, Any],
 ) -> None:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters.
 
@@ -299,14 +297,13 @@ def encoder_gradients(
 
     result = analyze_encoder_gradients(train, pairs_file, text_column=text_column, label_column=label_column,
                                        source_column=source_column, target_column=target_column,
-                                       model=model_option(model), batch_size=batch_size, batches=batches,
-                                       max_length=max_length, size=size, head=head, seed=seed, where=where,
-                                       pairs_where=pairs_where, out=out, device=device)
+                                       model=model_option(model), batches=batches, where=where,
+                                       pairs_where=pairs_where, out=out, **training)
     if not _finish(result, as_json, out):
         return
     prov = result["provenance"]
     _say(f"model {prov['model']} (fingerprint {prov['model_fingerprint'][:8]}); {result['batches']} minibatches of "
-         f"{batch_size} task rows and {batch_size} pairs")
+         f"{training['batch_size']} task rows and {training['batch_size']} pairs")
     table = Table(title="cos(∇ task loss, ∇ alignment loss) per layer")
     for column in ("parameters", "mean", "std", "min", "max"):
         table.add_column(column, justify="left" if column == "parameters" else "right")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import typer
 
@@ -17,17 +17,19 @@ from .common import WHERE, console, inject_options, model_flag, model_option, pr
 _TRAINING_PANEL = "Training options"
 
 
-def training_parameters(recipe_defaults: bool = False) -> list[inspect.Parameter]:
+def training_parameters(recipe_defaults: bool = False, *, only: Sequence[str] | None = None,
+                        defaults: Mapping[str, Any] | None = None) -> list[inspect.Parameter]:
     """The typer declarations of `TrainOptions`' fields (names, types, defaults and help from the dataclass);
-    with `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value)."""
+    with `recipe_defaults` every default is None (unset: `adapt` then takes the chosen method's recipe value);
+    `only`: the fields a command reads; `defaults`: where its defaults differ."""
     def parameter(option: Option) -> inspect.Parameter:
-        default = None if recipe_defaults else option.default
+        default = None if recipe_defaults else (defaults or {}).get(option.name, option.default)
         annotation = Optional[option.type] if recipe_defaults else option.type
         declared = typer.Option(default, option.flag, help=option.help, rich_help_panel=_TRAINING_PANEL)
         return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                  default=declared)
 
-    return [parameter(option) for option in options_of(TrainOptions)]
+    return [parameter(option) for option in options_of(TrainOptions) if only is None or option.name in only]
 
 
 training_options = inject_options(training_parameters(), lambda values: values, "options")

@@ -117,3 +117,20 @@ def test_keyword_options_are_checked_against_their_dataclasses(tmp_path):
 def test_rows_are_one_value_with_filters(tmp_path):
     source = api.rows(tmp_path / "t.tsv", "en", label="apps", where={"fold": [0, 1]})
     assert isinstance(source, api.Source) and source.where == (("fold", ("0", "1")),)
+
+
+def test_encoder_gradients_takes_the_training_options_it_reads_from_train_options(tmp_path):
+    """Issue 30.5: `analyze encoder-gradients`' training flags and API keywords are `TrainOptions` fields
+    (`GRADIENT_OPTIONS`), not a list of their own; one it does not read is refused before anything loads."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_cli_vocabulary import commands
+
+    flags = commands()["analyze encoder-gradients"]
+    derived = {o.flag: o for o in api.options_of(api.TrainOptions) if o.name in api.GRADIENT_OPTIONS}
+    assert len(derived) == len(api.GRADIENT_OPTIONS) and set(derived) <= set(flags)
+    assert all(flags[flag].help == option.help for flag, option in derived.items())
+    assert flags["--head"].default == api.GRADIENT_DEFAULTS["head"]
+    with pytest.raises(api.ConfigError, match=r"training option lr: unknown key; allowed: batch_size, max_length"):
+        api.analyze_encoder_gradients(tmp_path / "t.tsv", tmp_path / "p.tsv", lr=1e-3)

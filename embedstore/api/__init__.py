@@ -47,7 +47,8 @@ __all__ = ["COMMANDS", "ComputeOptions", "ConfigError", "EmbedstoreError", "Enco
            "project_settings", "prune_cache", "pull_model", "report", "rows", "settings_record", "store_info",
            "store_path", "sweep", "train_aligner", "train_head", "tune", "verify_store", *(
                "ALIGNERS", "DEFAULT_ALIGNER", "HEADS", "DEFAULT_HEAD", "NORMALIZATIONS", "head_kinds", "RECIPES",
-               "DEFAULT_RECIPE", "NO_ALIGNER", "ADAPT_METHODS", "AdaptRecipe", "TrainOptions", "EXPORT_FORMATS",
+               "DEFAULT_RECIPE", "NO_ALIGNER", "ADAPT_METHODS", "AdaptRecipe", "TrainOptions", "GRADIENT_OPTIONS",
+               "GRADIENT_DEFAULTS", "EXPORT_FORMATS",
                "EXPORT_TOLERANCE", "Pipeline", "SplitOptions", "damaged_rows", "version")]
 
 #: The vocabulary whose modules import torch or scikit-learn: name → (module, attribute), imported on first use.
@@ -64,6 +65,8 @@ _LAZY = {
     "ADAPT_METHODS": ("embedstore.text_training.adapt", "METHODS"),
     "AdaptRecipe": ("embedstore.text_training.adapt", "AdaptRecipe"),
     "TrainOptions": ("embedstore.text_training.options", "TrainOptions"),
+    "GRADIENT_OPTIONS": ("embedstore.text_training.options", "GRADIENT_OPTIONS"),
+    "GRADIENT_DEFAULTS": ("embedstore.text_training.options", "GRADIENT_DEFAULTS"),
     "EXPORT_FORMATS": ("embedstore.export.export", "FORMATS"),
     "EXPORT_TOLERANCE": ("embedstore.export.export", "TOLERANCE"),
     "Pipeline": ("embedstore.pipelines.pipeline", "Pipeline"),

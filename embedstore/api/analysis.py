@@ -20,6 +20,7 @@ from embedstore.encoding.options import EncodeOptions
 if TYPE_CHECKING:  # its module imports the aligners (torch): on call, not on `import embedstore.api`
     from embedstore.analysis.runs import SplitOptions
     from embedstore.data.tasks import Source
+    from embedstore.text_training.options import TrainOptions
 
 
 def _held_out(pairs: PathLike, source_column: str, target_column: str, where: WhereLike, store: PathLike | None,
@@ -102,20 +103,20 @@ def analyze_gradients(pairs: PathLike, *, label_column: str, source_column: str 
 @command("analyze encoder-gradients")
 def analyze_encoder_gradients(train: PathLike, pairs: PathLike, *, text_column: str = "text",
                               label_column: str = "label", source_column: str = "en", target_column: str = "ko",
-                              model: PathLike | None = None, batch_size: int = 16, batches: int = 8,
-                              max_length: int = 128, size: str | int = "all", head: str = "linear", seed: int = 0,
-                              where: WhereLike = None, pairs_where: WhereLike = None, out: PathLike | None = None,
-                              device: str = "auto") -> dict[str, Any]:
+                              model: PathLike | None = None, batches: int = 8, where: WhereLike = None,
+                              pairs_where: WhereLike = None, out: PathLike | None = None,
+                              options: TrainOptions | None = None, **training: Any) -> dict[str, Any]:
     """Per-layer cosine between the task-loss and alignment-loss gradients of the transformer's own parameters
     (`model` None: the project's), on `batches` minibatches of task rows (`where` filters them) and pairs
-    (`pairs_where`), on `device`."""
+    (`pairs_where`). `training`: the `TrainOptions` fields it reads (`GRADIENT_OPTIONS`: batch_size, max_length,
+    size, val_fraction, head (default "linear"), seed, device), or `options`."""
     from embedstore.analysis.runs import check_record_writable, write_record
+    from embedstore.api.text import train_options
     from embedstore.text_training.gradients import encoder_gradients
-    from embedstore.text_training.options import TrainOptions
+    from embedstore.text_training.options import GRADIENT_DEFAULTS, GRADIENT_OPTIONS
 
+    options = train_options(options, training, allowed=GRADIENT_OPTIONS, defaults=GRADIENT_DEFAULTS)
     check_record_writable(out)  # before the encoder is trained, not after
-    options = TrainOptions(batch_size=batch_size, max_length=max_length, size=size, seed=seed, head=head,
-                           device=device)
     result = encoder_gradients(rows(train, text_column, label=label_column, where=where),
                                rows(pairs, source_column, target=target_column, where=pairs_where), model=model,
                                options=options, batches=batches)

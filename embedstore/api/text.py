@@ -7,7 +7,7 @@ resumes: called again with the same arguments after an interruption, it continue
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from embedstore.api.commands import command
 from embedstore.api.values import PathLike, WhereLike, rows
@@ -19,13 +19,16 @@ if TYPE_CHECKING:  # its module imports the heads' registry (scikit-learn): on c
     from embedstore.text_training.options import TrainOptions
 
 
-def _train_options(options: TrainOptions | None, given: dict[str, Any]) -> TrainOptions:
+def train_options(options: TrainOptions | None, given: dict[str, Any], *, allowed: Sequence[str] | None = None,
+                  defaults: Mapping[str, Any] | None = None) -> TrainOptions:
+    """One `TrainOptions` from either a built value or keywords (`allowed`: the fields a command reads, default
+    all; `defaults`: where its defaults differ)."""
     from embedstore.text_training.options import TrainOptions
 
-    check_keys("training option ", given, names_of(TrainOptions))
+    check_keys("training option ", given, names_of(TrainOptions) if allowed is None else allowed)
     if options is not None and given:
         raise ConfigError("give the training options either as options=TrainOptions(...) or as keywords, not both")
-    return options if options is not None else TrainOptions(**given)
+    return options if options is not None else TrainOptions(**{**(defaults or {}), **given})
 
 
 @command("tune")
@@ -38,7 +41,7 @@ def tune(train: PathLike, *, out: PathLike, text_column: str = "text", label_col
 
     progress = watched(progress)
     return run(rows(train, text_column, pair=pair_column, label=label_column, where=where), out,
-               model=None if model is None else str(model), options=_train_options(options, training),
+               model=None if model is None else str(model), options=train_options(options, training),
                progress=progress)
 
 
@@ -61,7 +64,7 @@ def finetune(train: PathLike, test: PathLike, *, aligner: PathLike, out: PathLik
                      label=test_label_column or label_column, where=test_where)
     return run(train_rows, test_rows, aligner, out, model=None if model is None else str(model),
                train_aligner=train_aligner, freeze_lm=freeze_lm, aligner_at_test=aligner_at_test,
-               options=_train_options(options, training),
+               options=train_options(options, training),
                pairs=rows(pairs, pairs_source_column, target=pairs_target_column) if pairs is not None else None,
                align_weight=align_weight, progress=progress)
 

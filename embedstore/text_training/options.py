@@ -72,3 +72,10 @@ class TrainOptions:
     def to_record(self) -> dict[str, Any]:
         """The options as a run records them: `size` as a row count, so "1k" and 1000 are the same run."""
         return {**asdict(self), "size": parse_size(self.size)}
+
+
+GRADIENT_OPTIONS = ("batch_size", "max_length", "size", "val_fraction", "head", "seed", "device")
+"""The training options `analyze encoder-gradients` reads (its rows, split, batches, head and device): its flags
+and API keywords are these fields of `TrainOptions`; the others train nothing there."""
+GRADIENT_DEFAULTS = {"head": "linear"}
+"""Where that measurement's defaults differ from training's."""
