@@ -1,7 +1,7 @@
-"""Issue 28 item 6: one exit-code contract for every command (docs/contracts.md): 0 with nothing added; 1 with exactly one
-`error:` line on stderr; 130 on Ctrl-C with one `interrupted:` line; an explicit `typer.Exit(code)` keeps its
-code and adds no `error:` line (it used to fall through to the generic handler: "error: Exit: 1 (an unexpected
-error...)").
+"""Issue 28 item 6: one exit-code contract for every command (docs/contracts.md): 0 with nothing added; 1 with
+exactly one `error:` line on stderr; 130 on Ctrl-C with one `interrupted:` line; an explicit `typer.Exit(code)`
+keeps its code and adds no `error:` line (it used to fall through to the generic handler: "error: Exit: 1 (an
+unexpected error...)").
 
 The fault is raised at the first line of each command's own function (a trace hook raises it as the function is
 entered), so every command is held to the contract through its real wrappers, whatever options it declares."""

@@ -8,8 +8,9 @@ benchmark records them around each timed block and prints them beside its spread
 /proc/stat counts whole clock ticks (10 ms at the usual USER_HZ of 100), charged to whatever each core was doing
 when its tick came. Over a block of a few milliseconds one tick reads as a busy core: on a quiet machine,
 benchmarks/store.py's `store info` (1-8 ms, its ratio fixed at 1.00x by the floor) got "noisy, no verdict" from
-this check alone. So the share of the others is judged over a window of at least `MIN_WINDOW`: a block shorter than that is followed by a wait (after
-its timing, so the timing is untouched) that completes the window, and the counters are read at its end.
+this check alone. So the share of the others is judged over a window of at least `MIN_WINDOW`: a block shorter than
+that is followed by a wait (after its timing, so the timing is untouched) that completes the window, and the
+counters are read at its end.
 """
 from __future__ import annotations
 

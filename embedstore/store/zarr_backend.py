@@ -92,6 +92,17 @@ def _root_group(path: Path, mode: str) -> zarr.Group:
         raise StoreError(f"{path}: not a readable zarr store ({e})") from None
 
 
+def _node_metadata(where: str, node_type: str) -> dict:
+    """A node's `zarr.json`, parsed here rather than by opening the node through zarr: zarr opens every node
+    through its event loop (a thread, several round trips, ~7 ms of CPU for a key's group and arrays), which was a
+    tenth of a fresh process's 10k-row gather that reads no data through zarr. zarr's own metadata classes still
+    validate what is read."""
+    meta = json.loads(Path(where).read_bytes())
+    if not isinstance(meta, dict) or meta.get("node_type") != node_type:
+        raise ValueError(f"expected the metadata of a zarr {node_type}")
+    return meta
+
+
 class ZarrBackend(RowReads):
     kind = "zarr"
     shared_writes = True  # zarr is process-safe when each process writes whole chunks of its own
@@ -104,21 +115,11 @@ class ZarrBackend(RowReads):
     def exists(self) -> bool:
         return (self.path / "zarr.json").is_file()
 
-    def _metadata(self, where: str, node_type: str) -> dict:
-        """A node's `zarr.json`, parsed here rather than by opening the node through zarr: zarr opens every node
-        through its event loop (a thread, several round trips, ~7 ms of CPU for a key's group and arrays), which
-        was a tenth of a fresh process's 10k-row gather that reads no data through zarr. zarr's own metadata
-        classes still validate what is read."""
-        meta = json.loads(Path(where).read_bytes())
-        if not isinstance(meta, dict) or meta.get("node_type") != node_type:
-            raise ValueError(f"expected the metadata of a zarr {node_type}")
-        return meta
-
     def list_groups(self) -> dict[str, dict]:
         """Groups are found by listing the directory, and read one by one, so that a group whose metadata
         is nonsense is named in the error rather than failing the listing of all."""
         try:
-            GroupMetadata.from_dict(self._metadata(f"{self.path}/zarr.json", "group"))
+            GroupMetadata.from_dict(_node_metadata(f"{self.path}/zarr.json", "group"))
         except FileNotFoundError:
             raise StoreError(f"{self.path}: no store here; create one with `embedstore encode ... --store "
                              f"{self.path}`") from None
@@ -129,7 +130,7 @@ class ZarrBackend(RowReads):
         groups = {}
         for name in names:
             try:
-                attrs = dict(GroupMetadata.from_dict(self._metadata(f"{self.path}/{name}/zarr.json", "group"))
+                attrs = dict(GroupMetadata.from_dict(_node_metadata(f"{self.path}/{name}/zarr.json", "group"))
                              .attributes)
             except (OSError, TypeError, ValueError, KeyError) as e:
                 raise StoreError(f"{self.path}: key {name}: unreadable metadata in {name}/zarr.json ({e}); "
@@ -139,8 +140,8 @@ class ZarrBackend(RowReads):
         return groups
 
     def _array(self, name: str, which: str) -> zarr.Array:
-        """Opening an array is parsing its metadata file (`_metadata`); a gather reads each array block by block,
-        so the array is kept while that file is unchanged (a resize or a replaced store rewrites it)."""
+        """Opening an array is parsing its metadata file (`_node_metadata`); a gather reads each array block by
+        block, so the array is kept while that file is unchanged (a resize or a replaced store rewrites it)."""
         where = f"{self.path}/{name}/{which}/zarr.json"
         try:
             meta = os.stat(where)
@@ -156,7 +157,7 @@ class ZarrBackend(RowReads):
                 self._local = LocalStore(self.path, read_only=True)
             try:
                 cached = (stamp, zarr.Array.from_dict(StorePath(self._local, f"{name}/{which}"),
-                                                      self._metadata(where, "array")))
+                                                      _node_metadata(where, "array")))
             except (OSError, TypeError, ValueError, KeyError, zarr.errors.NodeTypeValidationError) as e:
                 raise StoreError(f"{self.path}: key {name}: unreadable array metadata in {where} "
                                  f"({' '.join(str(e).split())[:160]}); the store is damaged") from None
@@ -195,7 +196,7 @@ class ZarrBackend(RowReads):
         if rows is not None and len(rows):
             unit = _file_rows(arr)
             for c in runs(rows // unit)[0].tolist():  # rows are sorted (np.unique imports numpy.ma: ~8 ms a process)
-                if damage := self._missing(name, which, arr, int(c) * unit, min(int(c + 1) * unit, stop)):
+                if damage := self._missing(name, which, arr, c * unit, min((c + 1) * unit, stop)):
                     raise damage.error(self.path)
         elif damage := self._missing(name, which, arr, start, stop):
             raise damage.error(self.path)
