@@ -91,6 +91,7 @@ def test_lora_changes_only_the_adapted_projections(tiny_model_dir, rows, tmp_pat
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_align_raises_pair_retrieval_on_training_pairs(tiny_model_dir, tmp_path):
     """On the tiny random model, a few epochs of pair InfoNCE must make translations find each other more often."""
     pairs = write_rows(tmp_path / "pairs.tsv", 96)
@@ -159,6 +160,7 @@ def procrustes(tmp_path_factory) -> Path:
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_joint_finetune_adds_the_weighted_alignment_loss_and_records_it(tiny_model_dir, rows, procrustes, tmp_path):
     from embedstore.text_training.finetune import finetune
     from embedstore.text_training.options import TrainOptions
@@ -182,6 +184,7 @@ def test_joint_finetune_adds_the_weighted_alignment_loss_and_records_it(tiny_mod
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_encoder_gradients_report_a_cosine_per_layer(tiny_model_dir, rows):
     from embedstore.text_training.gradients import encoder_gradients, layer_of
     from embedstore.text_training.options import TrainOptions
@@ -201,6 +204,7 @@ def test_encoder_gradients_report_a_cosine_per_layer(tiny_model_dir, rows):
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_adapt_cells_train_one_encoder_per_context_and_join_the_report(tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -92,7 +92,8 @@ def test_meanshift_reverse_shifts_back():
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("cls", [FCAligner, AEAligner, ALIGNERS["resmlp"]])
+@pytest.mark.parallel
+@pytest.mark.parametrize("cls", [pytest.param(FCAligner, marks=pytest.mark.longest), AEAligner, ALIGNERS["resmlp"]])
 def test_trained_aligners_recover_a_rotation_under_the_default_recipe(cls):
     # measured: validation MSE 2.3% (FC) / 2.7% (AE) of the identity map's, P@1 0.99 where identity's is ~0
     x, y, _ = rotated_pairs(3000, shift=3.0)
@@ -123,6 +124,7 @@ def test_standardization_is_learned_from_training_rows_and_undone_on_output():
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_torch_reverse_maps_target_back_to_source():
     x, y, _ = rotated_pairs(3000, shift=3.0)
     aligner = AEAligner(reverse=True).fit(x, y)

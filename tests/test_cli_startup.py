@@ -18,6 +18,7 @@ print("torch" in sys.modules, "sklearn" in sys.modules)
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_a_finished_encode_reruns_without_importing_torch_or_sklearn(tiny_model_dir, tmp_path):
     texts = tmp_path / "t.txt"
     texts.write_text("first sentence\nsecond sentence\n")

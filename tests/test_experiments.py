@@ -204,6 +204,7 @@ def test_sweep_and_report_cli(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path, tiny_model_dir, ["langalign", "langalign-e2e"], aligners=("procrustes",))
     cfg.write_text(cfg.read_text() + "[e2e]\nepochs = 1\nbatch_size = 8\nmax_length = 32\n")
@@ -301,6 +302,7 @@ def test_a_study_of_lora_ta_alone_encodes_nothing_but_still_reads_its_task_files
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_lora_ta_cells_train_on_translated_rows_and_keep_row_predictions(tiny_model_dir, tmp_path):
     """The paper's LoRA-TA as a method of its own: its cell trains on the translated rows (not English ones),
     scores the native test rows with its own head, records how far the encoder moved, and keeps row predictions."""

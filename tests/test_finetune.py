@@ -144,6 +144,7 @@ def test_finetune_writes_sweep_ready_results_and_keeps_the_aligner_frozen(finetu
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_freeze_lm_with_train_aligner_trains_aligner_and_head_only_on_pairs(tiny_model_dir, data, tmp_path):
     aligner_dir = fitted_aligner("procrustes", tmp_path / "aligner")
     train, test = (Source(t.file, t.text, pair=t.text + "2", label=t.label)
@@ -172,6 +173,7 @@ def test_rerun_of_a_finished_run_returns_it_and_other_options_are_refused(finetu
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_a_tuned_model_keeps_its_base_models_text_prefix(tiny_model_dir, data, tmp_path):
     # a copy named like the registry's e5 takes e5's "query: " prefix; the model tuned from it must encode with it
     base = tmp_path / "multilingual-e5-small"
@@ -183,6 +185,7 @@ def test_a_tuned_model_keeps_its_base_models_text_prefix(tiny_model_dir, data, t
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_gradient_accumulation_equals_one_large_batch(tiny_model_dir, data, fc_aligner, tmp_path):
     # frozen LM and aligner run in eval mode and the linear head has no dropout, so no random mask depends on
     # how rows are split into forward passes: the two runs must compute the same steps
@@ -259,6 +262,7 @@ def interrupt(*args: object) -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_an_unfinished_run_of_another_identity_is_refused(tiny_model_dir, data, fc_aligner, tmp_path):
     out = tmp_path / "run"
     options = TrainOptions(**FAST)

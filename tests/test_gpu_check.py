@@ -23,6 +23,7 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_0():
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_every_item_passes_on_cpu(tiny_model_dir, tmp_path):
     items = gpu_check.run_checks("cpu", str(tiny_model_dir), 64, tmp_path)
     names = [item.name for item in items]

@@ -72,6 +72,7 @@ def test_dropping_the_nan_guards_keeps_every_value_and_only_touches_guards(tmp_p
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 @pytest.mark.fault('a damaged cached ONNX graph')
 def test_a_graph_that_deviates_beyond_fp32_noise_is_refused(tiny_model_dir, tmp_path):
     """The check itself, fed a graph that adds 1e-3 to every hidden state: refused, nothing written."""
@@ -90,6 +91,7 @@ ob._export_and_check("export", {str(tiny_model_dir)!r}, "", (2,), {str(tmp_path)
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_the_export_child_loads_the_model_once_by_the_one_loader(tiny_model_dir, tmp_path):
     """The export child reads the weights once, through `models.load_model` (the one device rule and dtype), not
     a loader of its own: it never holds two copies of the model."""
@@ -202,6 +204,7 @@ def test_the_onnx_engines_numpy_pooling_equals_the_torch_pooling(pooling):
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_int8_vectors_get_their_own_key_and_never_mix_with_fp32(tiny_model_dir, tmp_path):
     spec = resolve_model(tiny_model_dir)
     fp32 = EncodeOptions(model=str(tiny_model_dir), layers=(-1, 1))
@@ -260,6 +263,7 @@ def test_token_budget_batches_give_the_vectors_of_one_text_at_a_time(tiny_model_
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_cli_encode_takes_backend_and_quantize(tiny_model_dir, tmp_path):
     data = tmp_path / "t.txt"
     data.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
@@ -310,6 +314,7 @@ def _flip_bytes(path, count: int = 64) -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 @pytest.mark.fault('a damaged cached ONNX graph')
 def test_a_damaged_cached_graph_is_rebuilt_never_trusted(tiny_model_dir, tmp_path, monkeypatch):
     """Issue 28.3: bytes flipped in the cached model.onnx. The digest recorded at export no longer matches, so

@@ -23,7 +23,8 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("name", ["bf16", "fp16", pytest.param("onnx-fp16", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("name", ["bf16", "fp16",
+                                  pytest.param("onnx-fp16", marks=[pytest.mark.heavy, pytest.mark.parallel])])
 def test_precision_has_its_own_key_and_records_its_check(tiny_model_dir, tmp_path, name):
     store = tmp_path / "s.zarr"
     full = encode(TEXTS, store=store, options=EncodeOptions(model=str(tiny_model_dir)))

@@ -30,7 +30,8 @@ def rows(fold_table):
     return fold_table(24)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("auto", marks=pytest.mark.heavy)])  # auto: measures
+# auto: measures the engines (heavy)
+@pytest.mark.parametrize("backend", ["torch", pytest.param("auto", marks=[pytest.mark.heavy, pytest.mark.parallel])])
 def test_encode_computes_its_keys_once(counted, rows, tiny_model_dir, tmp_path, backend):
     report = api.encode_files(rows, columns=["en", "ko"], store=tmp_path / "s.zarr", model=str(tiny_model_dir),
                               layer=[-1, 1], compute=api.ComputeOptions(backend=backend))
@@ -55,7 +56,8 @@ def test_each_step_and_each_read_path_computes_the_key_once(counted, rows, tiny_
     assert len(counted) == 1
 
 
-@pytest.mark.parametrize("method", ["langalign", pytest.param("adapt-simcse", marks=pytest.mark.heavy)])
+@pytest.mark.parametrize("method", ["langalign",
+                                    pytest.param("adapt-simcse", marks=[pytest.mark.heavy, pytest.mark.parallel])])
 def test_a_sweep_cell_resolves_its_model_and_computes_its_key_once(counted, tiny_model_dir, tmp_path, monkeypatch,
                                                                    method):
     """A cell's context resolves the model and computes the key once; every step of the cell (vectors, the aligner's

@@ -241,6 +241,7 @@ def test_the_store_state_machine():
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_the_store_state_machine_at_length():
     run = StoreMachine.TestCase
     run.settings = settings(max_examples=30, stateful_step_count=30, **SETTINGS)
