@@ -303,6 +303,7 @@ def test_pull_is_idempotent_and_resolves_offline(e5_small_dir: Path, monkeypatch
 
 
 @pytest.mark.real
+@pytest.mark.parallel  # the one real test there: the pass builds e5-small once, beside the other worker's tests
 def test_converted_model_matches_reference_converter(e5_small_dir: Path, tmp_path: Path) -> None:
     """Our port must write what the verified shared/tools converter writes (skips where ../shared is absent)."""
     if not REFERENCE_CONVERTER.is_file():
