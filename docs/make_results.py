@@ -564,6 +564,11 @@ def _so_far(c: Comparison) -> str:
     return f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''} so far)"
 
 
+def _with_seeds(c: Comparison) -> str:
+    """`_figures` and how many seeds the verdict stands on: "…, Δ +0.011 [-0.004, +0.026] (3 seeds)"."""
+    return _figures(c) + ("" if c.refused else f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''})")
+
+
 def _figures(c: Comparison) -> str:
     """A verdict as a headline sentence cites it: "clearly better, +0.138 [+0.104, +0.172]"."""
     if c.refused:
@@ -651,22 +656,25 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
         records = select(read_results(adapt))
 
         def adapt_vs(method: str, other: str) -> str:
-            return _figures(versus(records, method, other, adapt))
+            return _with_seeds(versus(records, method, other, adapt))
 
         analyses = adapt.with_suffix(".analyses.json")
         retrieval = json.loads(analyses.read_text(encoding="utf-8"))["retrieval"] if analyses.is_file() else None
         lifted = (f"`adapt align` moves EN→KO retrieval P@1 on the test rows from {retrieval['base']:.3f} to "
                   f"{sum(retrieval['align'].values()) / len(retrieval['align']):.3f} (mean of {len(retrieval['align'])} "
                   "seeds); " if retrieval and retrieval["align"] else "")
+        verdicts = (f"English-only on the `adapt align` encoder against English-only on the base one: "
+                    f"{adapt_vs('adapt-align', 'english')}; LangAlign Procrustes on the aligned encoder against it on "
+                    f"the base one: {adapt_vs('adapt-align+langalign', 'langalign')}; LoRA (an adapted encoder read by "
+                    f"a new head, not the paper's LoRA-TA) against English-only: {adapt_vs('adapt-lora', 'english')}; "
+                    f"SimCSE: {adapt_vs('adapt-simcse', 'english')}.")
         out["adapt"] = (
-            "On Korean help topic (1k English task rows, 1k pairs, 1k test rows, one epoch each, 3 seeds; results "
-            f"page): {lifted}English-only on the `adapt align` encoder against English-only on the base one: "
-            f"{adapt_vs('adapt-align', 'english')}; LangAlign Procrustes on the aligned encoder against it on the "
-            f"base one: {adapt_vs('adapt-align+langalign', 'langalign')}; LoRA (an adapted encoder read by a new head, "
-            f"not the paper's LoRA-TA) against English-only: {adapt_vs('adapt-lora', 'english')}; SimCSE: "
-            f"{adapt_vs('adapt-simcse', 'english')}. † approximate intervals. The paper's LoRA-TA (adapters and a "
-            "head fine-tuned together on the seed's 500 translated task rows, paired with the 10-seed study's cells "
-            f"at the same seeds; results page): {results_lora_ta.closing(results_dir, configs, _figures)}.")
+            "On Korean help topic (1k English task rows, 1k pairs, 1k test rows, one epoch each; results page): "
+            f"{lifted}{verdicts}" + (" † approximate intervals (records without per-row predictions)."
+                                     if "†" in verdicts else "")
+            + " The paper's LoRA-TA (adapters and a head fine-tuned together on the seed's 500 translated task rows, "
+            "paired with the 10-seed study's cells at the same seeds; results page): "
+            f"{results_lora_ta.closing(results_dir, configs, _figures)}.")
     return out
 
 
@@ -730,7 +738,7 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
     if adapt.is_file():
         records = select(read_results(adapt))
         items.append(("\"adapt-align + LangAlign clearly better than LangAlign\" (+0.011, ±0.000)",
-                      "ko help topic, 3 seeds: " + _figures(versus(records, "adapt-align+langalign", "langalign", adapt))))
+                      "ko help topic: " + _with_seeds(versus(records, "adapt-align+langalign", "langalign", adapt))))
         items.append(("\"The paper's LoRA recipe\" (57 steps on English rows, frozen vectors, a new head)",
                       "renamed `adapt-lora`, a LoRA-adapted encoder read by a new head on frozen vectors (not the "
                       "paper's method), against English-only: " + _figures(versus(records, "adapt-lora", "english", adapt))

@@ -123,6 +123,18 @@ def _cell(c: Comparison) -> str:
     return f"{c.statement}: {c.describe()}" if not c.refused else c.statement
 
 
+def _approximate_note(records: list[dict]) -> str:
+    """Which methods' records predate per-row predictions (an earlier run kept beside a re-run), so that the
+    intervals involving them are approximate; "" when every record has its predictions."""
+    older = [m for m in METHODS if any(r["cell"]["method"] == m and "predictions" not in r for r in records)]
+    if not older:
+        return ""
+    which = "these records predate" if len(older) == len({r["cell"]["method"] for r in records}) else \
+        f"the {', '.join(older)} records (an earlier run) predate"
+    return (f" ({which} per-row predictions, so the intervals involving them are approximate: the seeds' interval "
+            "plus the two accuracies' test-set noise taken as independent)")
+
+
 def section(results: Path = RESULTS) -> list[str]:
     title = "## Adapting the encoder (LoRA, SimCSE, contrastive alignment), English → Korean topic"
     if not results.is_file():
@@ -162,9 +174,7 @@ def section(results: Path = RESULTS) -> list[str]:
              "rows' sampling with the seeds' spread; the adapted methods vary with the adaptation's seed. The "
              "verdicts are the one rule of `embedstore.study.verdicts`: the paired difference over the same seeds "
              "with a 95% interval that counts test-set noise, \"clearly better\" when it excludes 0"
-             + (" (these records predate per-row predictions, so the intervals are approximate: the seeds' "
-                "interval plus the two accuracies' test-set noise taken as independent)"
-                if not any("predictions" in r for r in records) else "") + ".", "",
+             + _approximate_note(records) + ".", "",
              "| method | accuracy (mean ± 95% CI over seeds and test rows) | vs English-only | vs LangAlign Procrustes |",
              "| --- | --- | --- | --- |"]
     for method in METHODS:
