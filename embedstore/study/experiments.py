@@ -82,18 +82,24 @@ _TEXT_IDS = RememberedIds()
 _VECTORS = RememberedVectors()
 """The vectors this process's cells looked up, for the same reason."""
 _ALIGNED = RememberedVectors(limit_bytes=2 << 30)
-"""Each fitted aligner's output on the texts this process's cells mapped, by aligner id (`_mapped`). Why so large a
+"""Each fitted aligner's output on the texts this process's cells mapped, by aligner (`_mapped`). Why so large a
 limit: the paper's grid (`benchmarks/sweep.py`) maps ~105k rows an aligner (its training fold as training or
 validation rows, and the test rows), ~160 MB at d=384, for 8 aligners whose cells alternate; a smaller memory
 would start again empty before any of them came round again."""
 
 
+def _fitted_where(ctx: Context, aligner_id: str) -> tuple[str, str]:
+    """What names a fitted aligner and the vectors it maps within a process: its directory (its name a digest of
+    the aligner's settings, pairs and store key; the results it sits beside) and the store the cell reads."""
+    return str(ctx.aligner_cache / aligner_id), str(ctx.store.path)
+
+
 def _mapped(ctx: Context, aligner: Aligner, aligner_id: str, texts: list[str]) -> np.ndarray:
-    """`aligner.transform` of the texts' vectors, each text mapped once per process and aligner (`aligner_id`: its
-    directory's name, a digest of its settings, pairs and store key). Every task size of a grid reuses an aligner
-    and maps the same fold: its drawn rows as training rows, the rest as validation rows. A row's output does not
-    depend on the rows mapped beside it (the same products row by row), so this is what each cell computed."""
-    return _ALIGNED.rows(aligner_id, _TEXT_IDS(texts),
+    """`aligner.transform` of the texts' vectors, each text mapped once per process and aligner (`_fitted_where`).
+    Every task size of a grid reuses an aligner and maps the same fold: its drawn rows as training rows, the rest
+    as validation rows. A row's output does not depend on the rows mapped beside it (the same products row by
+    row), so this is what each cell computed."""
+    return _ALIGNED.rows(_fitted_where(ctx, aligner_id), _TEXT_IDS(texts),
                          lambda ids: aligner.transform(_VECTORS.get(ctx.store, ctx.key, ids)))
 
 
@@ -199,8 +205,8 @@ def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: l
     return head, False
 
 
-_DIAGNOSED: dict[tuple[str, int, bytes], dict] = {}
-"""The aligner diagnostics this process computed, by aligner id, seed and test rows (`_aligner_diagnostics`)."""
+_DIAGNOSED: dict[tuple[tuple[str, str], int, bytes], dict] = {}
+"""The aligner diagnostics this process computed, by aligner, seed and test rows (`_aligner_diagnostics`)."""
 
 
 def _aligner_diagnostics(ctx: Context, aligner: Aligner, aligner_id: str) -> dict:
@@ -210,13 +216,13 @@ def _aligner_diagnostics(ctx: Context, aligner: Aligner, aligner_id: str) -> dic
     head compares A(en) with A(tr): `p1_head_space*` and `collapse_check_head_space` measure that space, beside
     the A(en)-against-raw-tr figures. (A reverse aligner maps the test rows, "tr", into English space.)
 
-    Computed once per process for an aligner (`aligner_id`: its directory's name, a digest of its settings, pairs
-    and store key), seed and test rows: nothing else enters them, and every task size of a grid reuses the
-    aligner (the paper's grid: 7 cells an aligner, ~4 CPU-s of retrieval and transforms each)."""
+    Computed once per process for an aligner (`_fitted_where`), seed and test rows: nothing else enters them, and
+    every task size of a grid reuses the aligner (the paper's grid: 7 cells an aligner, ~4 CPU-s of retrieval and
+    transforms each)."""
     test_texts = ctx.task.rows("test").texts
     en_texts = ctx.task.rows("en_test").texts if ctx.task.has("en_test") else []
-    memo = (aligner_id, ctx.cell.seed, hashlib.sha256(_TEXT_IDS(en_texts).tobytes() + b"|"
-                                                      + _TEXT_IDS(test_texts).tobytes()).digest())
+    rows = hashlib.sha256(_TEXT_IDS(en_texts).tobytes() + b"|" + _TEXT_IDS(test_texts).tobytes()).digest()
+    memo = (_fitted_where(ctx, aligner_id), ctx.cell.seed, rows)
     if memo not in _DIAGNOSED:
         _DIAGNOSED[memo] = _diagnose(ctx, aligner, en_texts, test_texts)
     return copy.deepcopy(_DIAGNOSED[memo])
