@@ -197,3 +197,20 @@ def test_a_first_auto_encode_times_pytorch_on_its_own_batches_and_keeps_them(tin
     encode(texts, store=tmp_path / "torch.zarr", options=options, compute=ComputeOptions(backend="torch", device="cpu"))
     key = options.keys()[0]
     assert (Store.open(tmp_path / "auto.zarr").get(key, texts) == Store.open(tmp_path / "torch.zarr").get(key, texts)).all()
+
+
+def test_the_fp32_peak_keeps_numpys_blas_to_the_threads_asked(monkeypatch):
+    """numpy's BLAS pool is not torch's: a one-thread peak measured with it unlimited used every core."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    from_numpy = torch.from_numpy
+
+    def record(array):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", record)
+    assert engine_choice.fp32_peak(SimpleNamespace(hidden_size=8, intermediate_size=16), 1, rows=16, repeats=1) > 0
+    assert seen and all(threads == {1} for threads in seen)  # a BLAS pool was there, held to one thread

@@ -145,18 +145,22 @@ def fp32_peak(config: Any, threads: int, rows: int = 1024, repeats: int = 3) -> 
     """The best fp32 GFLOP/s of torch's and numpy's matrix products on the model's own shapes, here and now: the
     rate no fp32 engine's weight products can beat on this machine (the benchmark's ceiling uses it too)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
     h, ffn = config.hidden_size, config.intermediate_size
     best = 0.0
-    for k, n in ((h, h), (h, ffn), (ffn, h)):
-        a, b = torch.randn(rows, k), torch.randn(k, n)
-        for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
-            mul(a, b)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
+    # numpy's BLAS keeps its own thread pool, which torch.set_num_threads does not reach: unlimited, a one-thread
+    # peak was measured on every core (the sweep benchmark's per-worker floor came out at half its true value)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for k, n in ((h, h), (h, ffn), (ffn, h)):
+            a, b = torch.randn(rows, k), torch.randn(k, n)
+            for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
                 mul(a, b)
-            best = max(best, repeats * 2 * rows * k * n / (time.perf_counter() - t0) / 1e9)
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    mul(a, b)
+                best = max(best, repeats * 2 * rows * k * n / (time.perf_counter() - t0) / 1e9)
     return best
 
 
