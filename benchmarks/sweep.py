@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from embedstore.study.context import StudyContext
 from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions
 from embedstore.estimators.aligners import load_aligner
 from embedstore.encoding.options import EncodeOptions
+from embedstore.study.execution import worker_threads
 from embedstore.study.experiments import run_cell
 from embedstore.data.hashing import text_ids
 from embedstore.encoding.models import resolve_model
@@ -148,7 +148,7 @@ def main() -> None:
     console.print(f"aligner fits: {len(fits)} (median {median_fit:.1f} s each) for {n_aligner_cells} aligner cells; "
                   f"refitting per cell would take ~{naive:.0f} s ({naive / wall:.1f}x this run)")
     # the floor the fits alone set: their weight products at the fp32 rate one worker's thread reaches here
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = worker_threads(args.workers)
     peak = fp32_peak(SimpleNamespace(hidden_size=args.dim, intermediate_size=1024), threads)
     floor = tflop * 1e3 / (peak * args.workers)
     console.print(f"aligner training: {tflop:.1f} TFLOP of weight products in {len(fits)} fits; at this machine's "

@@ -777,9 +777,7 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
         zero = results_frontier.arm(frontier, lang, "selflearn", "0")
         if english and native and zero:
             c = compare(zero, english, rows=frontier_rows, labels=("selflearn", "English-only"))
-            half = (sum(r["metrics"]["accuracy"] for r in native) / len(native) - c.mean_b) / 2
-            gaps.append(f"{lang} {_figures(c)}, half the gap to the translated-rows head {half:+.3f}: "
-                        + ("recovered" if not c.refused and c.low >= half else "not shown to be recovered"))
+            gaps.append(f"{lang} {_figures(c)}{_half_gap(c, native)}")
     items.append(("\"Self-learning recovers half the gap in ja\"", "self-learning with no pairs against "
                   "English-only (2k task rows, 3 seeds): " + ("; ".join(gaps) or "not run")
                   + ". At 10 seeds (the help studies' largest task size): " + (half_gap_at_ten(ten, rows10) or at_ten(
@@ -843,10 +841,16 @@ def half_gap_at_ten(ten: dict[str, list[dict]], rows: dict[str, PredictionReader
         if not (zero and english and translated):
             continue
         c = compare(zero, english, rows=rows[lang], labels=(ZERO_PAIR, "English-only"))
-        half = (sum(r["metrics"]["accuracy"] for r in translated) / len(translated) - c.mean_b) / 2
-        said.append(f"{lang} {_figures(c)}{_so_far(c)}, half the gap to the translated-rows head {half:+.3f}: "
-                    + ("recovered" if not c.refused and c.low >= half else "not shown to be recovered"))
+        said.append(f"{lang} {_figures(c)}{_so_far(c)}{_half_gap(c, translated)}")
     return "; ".join(said)
+
+
+def _half_gap(c: Comparison, translated: list[dict]) -> str:
+    """Whether `c` (an arm against English-only) recovers half the gap to the head on the translated training
+    rows: only when its paired interval's lower end reaches half the gap between the two heads' means."""
+    half = (sum(r["metrics"]["accuracy"] for r in translated) / len(translated) - c.mean_b) / 2
+    return (f", half the gap to the translated-rows head {half:+.3f}: "
+            + ("recovered" if not c.refused and c.low >= half else "not shown to be recovered"))
 
 
 def _at_largest_task_size(records: list[dict]) -> list[dict]:

@@ -471,3 +471,29 @@ def test_ctrl_c_stops_workers_and_keeps_finished_records(tmp_path: Path) -> None
     assert "interrupted" in out and "Traceback" not in err
     records = raw_lines(config.results)  # every line is a whole record
     assert 2 <= len(records) < 12 and all(r["status"] == "ok" for r in records)
+
+
+def _ignore_sigterm_and_wait(ready) -> None:
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)
+
+
+def test_stopping_a_pool_leaves_no_worker_alive_even_one_that_ignores_sigterm(monkeypatch) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from embedstore.study import execution
+
+    monkeypatch.setattr(execution, "_STOP_GRACE_S", 0.2, raising=False)
+    context = multiprocessing.get_context("fork")
+    ready = context.Manager().Event()
+    pool = ProcessPoolExecutor(1, mp_context=context)
+    pool.submit(_ignore_sigterm_and_wait, ready)
+    assert ready.wait(10)
+    processes = list(pool._processes.values())
+    execution._stop_workers(pool)
+    assert processes and not any(p.is_alive() for p in processes)

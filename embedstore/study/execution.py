@@ -179,7 +179,7 @@ def _run_pool(cells: Iterable[Cell], runner: Runner, config: SweepConfig, worker
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     """`workers` spawned processes, each capped at its share of the cores (`_init_worker`)."""
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(max(1, _cores() // workers), os.getpid()))
+                               initargs=(worker_threads(workers), os.getpid()))
 
 
 @contextmanager
@@ -233,15 +233,32 @@ def _init_worker(threads: int, parent_pid: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+_STOP_GRACE_S = 5.0
+"""How long a terminated worker may take to exit before it is killed."""
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Terminate a pool's workers at once: on an interrupt, waiting for running cells could take minutes.
 
     ProcessPoolExecutor has no public way to do this before Python 3.14 (terminate_workers), so this reads
     its process table.
     """
-    for process in list((pool._processes or {}).values()):
+    processes = list((pool._processes or {}).values())
+    for process in processes:
         process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
+    # reaped here, so none is left running or unreaped when this returns (a final .ci/run found an unused warm
+    # pool's worker alive 30 s after its terminate); a worker that ignores SIGTERM gets SIGKILL
+    for process in processes:
+        process.join(timeout=_STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def worker_threads(workers: int) -> int:
+    """Math-library threads each of `workers` cell workers gets: its share of the cores this process may use."""
+    return max(1, _cores() // workers)
 
 
 def _cores() -> int:
