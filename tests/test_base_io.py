@@ -154,3 +154,22 @@ def test_backends_implement_the_interface_and_declare_shared_writes(tmp_path: Pa
     assert isinstance(zarr_backend, SharedBackend) and zarr_backend.shared_writes
     assert isinstance(hdf5_backend, Backend) and not hdf5_backend.shared_writes
     assert not isinstance(hdf5_backend, SharedBackend)
+
+
+def test_a_file_written_inside_a_directory_being_published_is_fsynced_once(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved estimator inside atomic_dir: its files are fsynced by the directory's publication only, each once
+    and before the rename that publishes them (each file's own publish fsynced it and the directory again)."""
+    out = tmp_path / "head"
+    events = _record_io(monkeypatch)
+    with atomic.atomic_dir(out) as tmp:
+        with atomic.atomic_path(tmp / "config.json") as config, atomic.atomic_path(tmp / "model.bin") as weights:
+            config.write_text("{}")
+            weights.write_bytes(b"w")
+    synced = [Path(path).name for op, path in events if op == "fsync"]
+    assert synced.count("config.json") == 1 and synced.count("model.bin") == 1
+    published = events.index(("rename", str(out)))
+    assert {Path(path).name for op, path in events[:published] if op == "fsync"} >= {"config.json", "model.bin"}
+    assert len(synced) == 4  # the two files and the partial directory before the rename, the parent after it
+    assert (out / "config.json").read_text() == "{}" and (out / "model.bin").read_bytes() == b"w"
+    assert not atomic.inside_partial(out / "config.json")

@@ -134,17 +134,32 @@ def publish(tmp: Path, out: Path) -> None:
         fsync_dir(out.parent)
 
 
+def inside_partial(path: Path) -> bool:
+    """Whether `path` lies in a directory that is itself being written under this policy (a hidden
+    `.<name>.partial-*` one, from `atomic_dir`): nothing reads inside it, and its publication fsyncs every file in
+    it before the rename, so a file written there needs no fsync of its own."""
+    return any(parent.name.startswith(".") and PARTIAL_MARK in parent.name for parent in path.parents)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path` for any writer (open(), safetensors, h5py, numpy) to create; it is
-    published at `path` when the block succeeds and removed when it fails."""
+    published at `path` when the block succeeds and removed when it fails.
+
+    Inside a directory still being written (`inside_partial`) the file is only renamed into place: fsyncing it and
+    its directory there, then again when the directory is published, cost a sweep's cached heads and aligners
+    eight fsyncs a save instead of four (~2,900 fsyncs in the demo's 140 cells at ~5 ms each on this disk)."""
     out = Path(path).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(out.parent)
     tmp = out.with_name(f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}{secrets.token_hex(4)}")
     try:
         yield tmp
-        publish(tmp, out)
+        if inside_partial(out):
+            _ordinary_modes(tmp)
+            os.replace(tmp, out)
+        else:
+            publish(tmp, out)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
