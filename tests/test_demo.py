@@ -31,8 +31,24 @@ def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir
     assert not reused & {("translate-test", False), ("ablation-omit", False), ("reverse", False)}
     built = first.report.table_md.stat().st_mtime_ns
 
-    second = run_demo(tmp_path / "demo", **kwargs)
+    import time
+    second = run_demo(tmp_path / "demo", **kwargs, started=time.perf_counter() - 5.0)  # as if started 5 s ago
+    assert list(second.steps)[0] == "start-up" and second.steps["start-up"] >= 5.0 and second.seconds >= 5.0
+    assert second.timing().startswith(f"demo took {second.seconds:.1f} s: start-up ")
     assert second.encoded == 0 and second.engine is None and second.summary.to_run == ()
     assert len(second.summary.skipped) == len(first.summary.cells)
     assert second.report.markdown == first.report.markdown and second.report.plots == first.report.plots
     assert second.report.table_md.stat().st_mtime_ns == built  # the unchanged results' report is kept, not redrawn
+
+
+def test_the_demo_module_imports_no_torch_so_its_workers_start_first() -> None:
+    """run_demo starts its cell workers before it imports torch and scikit-learn (which take seconds), and names
+    their runner's module without importing it."""
+    import subprocess
+    import sys
+
+    code = "import sys, embedstore.study.demo; print(sorted({'torch', 'sklearn', 'transformers'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    from embedstore.study import demo
+    from embedstore.study.experiments import run_cell
+    assert run_cell.__module__ == demo.CELL_MODULE

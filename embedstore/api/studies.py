@@ -41,13 +41,15 @@ def report(results: PathLike, *, out: PathLike | None = None, metric: str = "acc
 
 @command("demo")
 def demo(out: PathLike | None = None, *, model: PathLike | None = None, store: PathLike | None = None,
-         workers: int = 2, fc: bool = False, progress: bool | None = None):
+         workers: int = 2, fc: bool = False, progress: bool | None = None, started: float | None = None):
     """`embedstore demo`: encode → aligners (procrustes and linear; with `fc` the paper's FC too) → heads →
     evaluation on the bundled en-ko sample with `model` (None: the project's), the report in `out` (default
-    cache/demo); a second run reuses everything. Returns the `DemoResult`."""
+    cache/demo); a second run reuses everything. Returns the `DemoResult`, its time counted from `started` (a
+    `time.perf_counter()` reading; the CLI's process start) or from this call."""
     from embedstore.study.demo import run_demo
 
     progress = watched(progress)
     return run_demo(Path(out) if out is not None else None, model=None if model is None else str(model),
                     store=store_path(store), workers=workers,
-                    aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress)
+                    aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress,
+                    started=started)

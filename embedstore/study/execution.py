@@ -23,18 +23,20 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from embedstore.base.errors import ConfigError
 from embedstore.base.parent import exit_with_parent
 from embedstore.base.provenance import hostname
-from embedstore.study.cells import Cell, SweepConfig
 
-Runner = Callable[[Cell, SweepConfig], dict[str, Any]]
+if TYPE_CHECKING:  # the cells import the estimators (torch, scikit-learn): a caller starts its pool before those
+    from embedstore.study.cells import Cell, SweepConfig
+
+Runner = Callable[["Cell", "SweepConfig"], dict[str, Any]]
 """Runs one cell: returns {"metrics": {...}, "provenance": {...}} and optionally "predictions" (a
 `study.predictions.RowPredictions.to_payload()`), all JSON-serialisable (numpy scalars are fine). With workers > 1 or on Ray it must be a picklable top-level function, because it runs in other processes."""
 
-RecordSink = Callable[[Cell, dict[str, Any]], None]
+RecordSink = Callable[["Cell", dict[str, Any]], None]
 """Called in the driver with each cell's outcome (see `execute`) as soon as it is known."""
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
