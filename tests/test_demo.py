@@ -47,7 +47,8 @@ def test_the_demo_module_imports_no_torch_so_its_workers_start_first() -> None:
     import subprocess
     import sys
 
-    code = "import sys, embedstore.study.demo; print(sorted({'torch', 'sklearn', 'transformers'} & set(sys.modules)))"
+    code = ("import sys, embedstore.study.demo; "
+            "print(sorted({'torch', 'sklearn', 'transformers'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
     from embedstore.study import demo
     from embedstore.study.experiments import run_cell

@@ -169,7 +169,7 @@ def test_the_readme_runs_as_written(tour_model_dir, tmp_path, monkeypatch):
 
     from embedstore.study import demo
 
-    # `embedstore demo` as written (its CLI, options, workers and report), on two of its ten seeds: the ten are the
+    # `embedstore demo` as written (its CLI, options, workers and report), on two of its eight seeds: the eight are the
     # same cells again, and test_demo.py checks the study itself (each step timed, a second run reusing everything)
     monkeypatch.setattr(demo, "run_demo", functools.partial(demo.run_demo, seeds=(0, 1)))
     lines = run_readme(tmp_path, monkeypatch, tour_model_dir, sample_rows=smallest_sample)
