@@ -2,10 +2,10 @@
 
 The sample has ~560 single-label English training rows; each cell trains on a draw of 300 of them, so eight
 seeded draws (rows, pairs, folds) per entry give the verdicts an interval that decides (`SEEDS` says why eight).
-Why one task size and a pair pool of folds 0-2 (942 pairs; folds 3-5 are left unused): the demo must run in about a minute from nothing on 2 cores
-(issue 27), and the earlier grid spent it where the story does not change: an "all rows" column whose seeds drew no
-rows (only the head's CV folds) cost four times a 300-row head per cell, and pairs of folds 3-5 were a third of
-the encode for the "all pairs" budget alone. Every method of the paper's story is still here: English-only,
+Why one task size and a pair pool of folds 0-2 (942 pairs; folds 3-5 are left unused): the demo must run in
+about a minute from nothing on 2 cores (issue 27), and the earlier grid spent it where the story does not change:
+an "all rows" column whose seeds drew no rows (only the head's CV folds) cost four times a 300-row head per cell,
+and pairs of folds 3-5 were a third of the encode for the "all pairs" budget alone. Every method of the paper's story is still here: English-only,
 translated, translate-test, LangAlign and reverse aligners at two pair budgets, and the two ablations.
 
 It is the same call as `embedstore sweep` (`run_study`) on a config file written next to the results, so the
