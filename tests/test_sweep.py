@@ -357,6 +357,70 @@ def test_parallel_workers_give_the_same_records(tmp_path: Path) -> None:
     assert {r["provenance"]["omp_threads"] for r in parallel_records} == {share}
 
 
+def fitting_runner(cell: Cell, config: SweepConfig) -> dict[str, Any]:
+    """A langalign cell as the real one goes: the first cell of an aligner fits it (1.5 s here) and leaves it on
+    disk, later ones load it; logs each fit."""
+    task = config.tasks[cell.task]
+    if cell.aligner:
+        fitted = Path(task["fits"]) / f"{cell.aligner}-{cell.pair_size}-{cell.seed}"
+        if not fitted.exists():
+            with open(task["fit_log"], "a", encoding="utf-8") as log:
+                log.write(f"fit {fitted.name}\n")
+            time.sleep(1.5)
+            fitted.touch()
+    return fake_runner(cell, config)
+
+
+def test_a_second_worker_waits_for_the_fit_a_running_cell_makes_instead_of_repeating_it(tmp_path: Path) -> None:
+    (tmp_path / "fits").mkdir()
+    path = tmp_path / "sweep.toml"
+    path.write_text(f"""
+name = "fits"
+store = "store.zarr"
+model = "tiny"
+[grid]
+languages = ["ko"]
+tasks = ["topic"]
+methods = ["langalign"]
+task_sizes = ["1k", "all"]
+pair_sizes = ["5k"]
+aligners = ["fc"]
+seeds = [0]
+[tasks.topic]
+fit_log = "{tmp_path / 'fits.log'}"
+fits = "{tmp_path / 'fits'}"
+""", encoding="utf-8")
+    config = load_config(path)
+    summary = run_sweep(config, fitting_runner, same_context, workers=2, progress=False)
+    assert len(summary.ok) == 2 and not summary.errors
+    # in grid order both cells started at once on the two workers and both fitted the aligner
+    assert (tmp_path / "fits.log").read_text().splitlines() == ["fit fc-5000-0"]
+
+
+def test_a_free_worker_takes_fits_first_then_its_own_aligners_then_the_rest() -> None:
+    from embedstore.study.execution import _Schedule
+
+    def lang(task_size: int, pair_size: int) -> Cell:
+        return Cell("ko", "topic", "langalign", task_size, pair_size, "fc", 0)
+
+    english = [Cell("ko", "topic", "english", size, None, None, 0) for size in (1000, 2000)]
+    a1, b1, a2, b2, a3 = lang(1000, 5000), lang(1000, 9000), lang(2000, 5000), lang(2000, 9000), lang(3000, 5000)
+    assert a1.shared_work == a2.shared_work != b1.shared_work and english[0].shared_work is None
+    schedule = _Schedule([english[0], a1, b1, english[1], a2, b2, a3])
+    assert schedule.next_for(None) == a1  # the first cell of each aligner (its fit) before anything else
+    assert schedule.next_for(None) == b1
+    schedule.done(a1, 11)
+    assert schedule.next_for(11) == a2  # then the aligner this worker fitted, whose rows it has mapped
+    schedule.done(a2, 11)
+    assert schedule.next_for(11) == a3
+    schedule.done(a3, 11)
+    assert schedule.next_for(11) == english[0]  # b1 is still fitting on the other worker: b2 waits for it
+    assert schedule.next_for(12) == english[1]
+    assert schedule.next_for(13) is None
+    schedule.done(b1, 12)
+    assert schedule.next_for(11) == b2  # nothing else left: the other worker's aligner rather than idling
+
+
 @pytest.mark.heavy
 def test_warm_workers_run_the_cells_and_a_pool_no_run_took_is_stopped(tmp_path: Path) -> None:
     from embedstore.study import execution

@@ -74,7 +74,7 @@ from embedstore.encoding.models import is_model_path
 from embedstore.encoding.options import EncodeOptions
 from embedstore.encoding.settings import ENCODING_KEYS, ProjectSettings, default_store, model_with_settings, \
     project_settings
-from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS
+from embedstore.study.methods import ALIGNER_METHODS, METHODS, PAIR_METHODS, TABLE
 from embedstore.text_training.options import TrainOptions
 from embedstore.store.object_backend import is_url
 
@@ -193,6 +193,19 @@ class Cell:
     def id(self) -> str:
         """A short stable hash of the cell, so a results file can say which cells are finished."""
         return hashlib.sha256(self.canonical_json.encode("utf-8")).hexdigest()[:12]
+
+    @property
+    def shared_work(self) -> tuple[Any, ...] | None:
+        """What this cell shares its costliest step with, as a key (None: nothing beyond the task's rows): cells
+        that differ only in task size (and head) use one fitted aligner or one adapted encoder, made once a sweep
+        by the first of them, and an aligner's cells map their rows through it once a process. So a local pool
+        runs a key's cells in the process that ran its first one, and never two of its first cells at once
+        (`execution._Schedule`). ablation-share fits its aligner on the task rows: each of its cells is a key."""
+        method = TABLE[self.method]
+        if not (method.aligner or method.adapt):
+            return None
+        return (self.language, self.task, self.method, self.aligner, self.pair_size, self.seed, self.recipe,
+                self.task_size if method.share else None)
 
     def describe(self) -> str:
         """A one-line human label for progress bars and error listings."""

@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -137,45 +136,124 @@ class LocalExecutor:
 
 
 def _run_pool(cells: Iterable[Cell], runner: Runner, config: SweepConfig, workers: int, record: RecordSink) -> None:
-    """Run cells in spawned worker processes, keeping at most `workers` cells in flight.
+    """Run cells in spawned worker processes, keeping at most `workers` cells in flight, each chosen for the
+    worker that is free (`_Schedule`).
 
     Submitting only as many cells as there are workers means that on an interrupt nothing but the running
-    cells is lost, and when a worker process dies (out of memory, segfault) the cells it may have been
-    running are known: they are recorded as errors and a fresh pool carries on with the rest.
+    cells is lost, that the free worker is the one the next cell goes to (so cells can be chosen for it), and
+    when a worker process dies (out of memory, segfault) the cells it may have been running are known: they
+    are recorded as errors and a fresh pool carries on with the rest.
     """
-    queue = deque(cells)
-    workers = min(workers, len(queue))  # no idle processes, and a bigger thread share for the ones that run
-    while queue:
+    schedule = _Schedule(cells)
+    workers = min(workers, len(schedule.waiting))  # no idle processes, and a bigger thread share for the ones that run
+    while schedule.waiting:
         pool = _WARM.pop(workers, None) or _new_pool(workers)
-        running: dict[Future[dict[str, Any]], Cell] = {}
+        running: dict[Future[tuple[int, dict[str, Any]]], Cell] = {}
+        free: list[int | None] = [None] * workers  # a fresh pool's workers: which process is which is not known yet
         broken = False
         try:
-            while (queue or running) and not broken:
-                while queue and len(running) < workers:
-                    cell = queue.popleft()
+            while (schedule.waiting or running) and not broken:
+                while free and (cell := schedule.next_for(free[-1])) is not None:
                     try:
-                        running[pool.submit(execute, runner, cell, config)] = cell
+                        running[pool.submit(_execute_here, runner, cell, config)] = cell
                     except BrokenProcessPool:
-                        queue.appendleft(cell)  # it never started; the next pool runs it
+                        schedule.put_back(cell)  # it never started; the next pool runs it
                         broken = True
                         break
+                    free.pop()
+                if not running:  # nothing in flight: the pool broke at its first submit
+                    break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = running.pop(future)
+                    worker = None
                     try:
-                        outcome = future.result()
+                        worker, outcome = future.result()
                     except BrokenProcessPool:
                         broken = True
                         outcome = crash_outcome()
                     except Exception as exc:  # raised outside the runner, e.g. it cannot be unpickled in a worker
                         outcome = error_outcome(exc)
+                    schedule.done(cell, worker)
+                    free.append(worker)
                     record(cell, outcome)
             for cell in running.values():  # only left over when the pool broke
+                schedule.done(cell, None)
                 record(cell, crash_outcome())
         except BaseException:
             _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _execute_here(runner: Runner, cell: Cell, config: SweepConfig) -> tuple[int, dict[str, Any]]:
+    """`execute` in a pool's worker, with the worker's pid: which process holds what the cell left in memory."""
+    return os.getpid(), execute(runner, cell, config)
+
+
+class _Schedule:
+    """Which waiting cell a free worker of a local pool runs next, by `Cell.shared_work`.
+
+    Why not in grid order: in the paper's grid (`benchmarks/sweep.py`, 8 aligners × 7 task sizes on 2 workers)
+    each worker ran cells of every aligner, so each mapped the grid's rows through all 8 and diagnosed them, and
+    a cell of an aligner could start fitting it again while its first cell was still fitting it (measured:
+    docs/performance.md, "The cells' order on the workers"). In order of preference a free worker takes: the
+    first cell of a key no worker has run (its costly step: the fits start first, so no worker waits on a long
+    one at the end), a cell of the key it ran last, then of a key it ran before, a cell of no key, and a key
+    another worker ran (only when nothing else is left, so neither idles). A key whose first cell is running
+    waits for it: a second worker would repeat the fit. Within a rank, grid order. Where a cell runs changes
+    nothing in its result (fits and heads are kept on disk by what they were fitted on; `study.experiments`),
+    only which process pays for the mapping."""
+
+    def __init__(self, cells: Iterable[Cell]) -> None:
+        self.waiting: list[Cell] = list(cells)
+        self._owners: dict[Any, set[int]] = {}  # key -> the workers that ran a cell of it
+        self._first_running: set[Any] = set()  # keys whose first cell is in flight
+        self._last: dict[int, Any] = {}  # worker -> the key of the last cell it ran
+
+    def next_for(self, worker: int | None) -> Cell | None:
+        """The waiting cell `worker` (a pid; None: not known yet) should run, taken off the list; None when every
+        waiting cell waits for a first cell in flight."""
+        best, best_rank = None, None
+        for i, cell in enumerate(self.waiting):
+            rank = self._rank(cell.shared_work, worker)
+            if rank is not None and (best_rank is None or rank < best_rank):
+                best, best_rank = i, rank
+                if rank == 0:
+                    break
+        if best is None:
+            return None
+        cell = self.waiting.pop(best)
+        if best_rank == 0:
+            self._first_running.add(cell.shared_work)
+        return cell
+
+    def _rank(self, key: Any, worker: int | None) -> int | None:
+        if key is None:
+            return 3
+        if key in self._first_running:
+            return None
+        owners = self._owners.get(key)
+        if not owners:
+            return 0
+        if worker in owners:
+            return 1 if self._last.get(worker) == key else 2
+        return 4
+
+    def put_back(self, cell: Cell) -> None:
+        """A cell `next_for` gave that never started: first in line again, its key unclaimed."""
+        self.waiting.insert(0, cell)
+        self._first_running.discard(cell.shared_work)
+
+    def done(self, cell: Cell, worker: int | None) -> None:
+        """`cell` finished (ok or not) on `worker` (None: its worker died, or is not known)."""
+        key = cell.shared_work
+        if key is None:
+            return
+        self._first_running.discard(key)  # a key's only cell in flight while it is listed is its first
+        if worker is not None:
+            self._owners.setdefault(key, set()).add(worker)
+            self._last[worker] = key
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
