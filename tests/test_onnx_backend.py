@@ -304,6 +304,87 @@ def test_smoothing_rescales_exactly_and_moves_range_into_the_weights(tiny_model_
         np.testing.assert_allclose(after, before, atol=1e-5, rtol=0)
 
 
+
+def test_the_simulated_int8_error_is_onnx_runtimes_and_ranks_the_product_with_an_outlier_input_first(tmp_path):
+    """`int8_errors` against the error `quantize_dynamic`'s own graph makes, on a graph of two products: one whose
+    input has an outlier channel (it sets the input's one scale, so every other channel loses precision), one
+    without. Padding carries larger values than the real tokens: it widens the input's scale, as at encode time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from embedstore.encoding.onnx_runtime import open_session
+    from embedstore.encoding.smoothing import int8_errors, most_sensitive
+
+    rng = np.random.default_rng(0)
+    outlier = np.ones(16, np.float32)
+    outlier[3] = 40.0
+    w_outlier = rng.normal(size=(16, 8)).astype(np.float32)
+    w_outlier[3] /= 40  # the outlier sets the input's scale but carries no more of the output than a channel
+    nodes = [helper.make_node("MatMul", ["x", "w_plain"], ["plain"], name="plain"),
+             helper.make_node("Mul", ["x", "outlier"], ["x_outlier"]),
+             helper.make_node("MatMul", ["x_outlier", "w_outlier"], ["with_outlier"], name="with_outlier")]
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 8)).astype(np.float32), "w_plain"),
+             numpy_helper.from_array(w_outlier, "w_outlier"),
+             numpy_helper.from_array(outlier, "outlier")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                               for n in ("plain", "with_outlier")], inits)
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(fp32))
+    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
+    batches = []
+    for length in (7, 5):
+        mask = np.ones((3, length), np.int64)
+        mask[1:, length - 2:] = 0
+        x = rng.normal(size=(3, length, 16)).astype(np.float32)
+        x[mask == 0] *= 3
+        batches.append({"x": x, "attention_mask": mask})
+    runs = [open_session(p.read_bytes(), threads=1) for p in (fp32, int8)]
+    error, norm = np.zeros(2), np.zeros(2)
+    for batch in batches:
+        real = batch["attention_mask"].astype(bool)
+        want, got = (np.stack(r.run(["plain", "with_outlier"], {"x": batch["x"]}))[:, real] for r in runs)
+        error += np.square(got - want).sum(axis=(1, 2))
+        norm += np.square(want).sum(axis=(1, 2))
+    measured = dict(zip(("plain", "with_outlier"), np.sqrt(error / norm)))
+    simulated = int8_errors(fp32, batches)
+    assert simulated.keys() == measured.keys()
+    for name in measured:
+        assert simulated[name] == pytest.approx(measured[name], rel=1e-3)
+    assert measured["with_outlier"] > 2 * measured["plain"]
+    assert most_sensitive(fp32, batches, count=1) == ["with_outlier"]
+
+
+@pytest.mark.heavy
+@pytest.mark.parallel
+def test_the_int8_graph_keeps_its_most_sensitive_products_fp32(tiny_model_dir, tmp_path):
+    """Recipe v3: the products `most_sensitive` names on the calibration texts stay fp32 MatMuls in the int8 graph
+    (their weights fp32 initializers), every other weight product is quantized, and the record names them."""
+    import onnx
+    from transformers import AutoTokenizer
+
+    from embedstore.encoding.onnx_backend import CALIBRATION_TEXTS, PROBE_TEXTS, ensure_graph, sample_batches
+    from embedstore.encoding.smoothing import FP32_PRODUCTS, most_sensitive, smooth_graph
+
+    spec = resolve_model(tiny_model_dir)
+    int8 = ensure_graph(spec, (2,), "int8")
+    calibration = sample_batches(AutoTokenizer.from_pretrained(tiny_model_dir), spec.prefix, PROBE_TEXTS // 2,
+                                 CALIBRATION_TEXTS // 2)
+    smoothed = tmp_path / "smoothed.onnx"
+    smooth_graph(ensure_graph(spec, (2,)).path, smoothed, calibration)
+    kept = int8.check["fp32_products"]
+    assert len(kept) == FP32_PRODUCTS and kept == most_sensitive(smoothed, calibration)
+    model = onnx.load(str(int8.path))
+    fp32_weights = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
+                    and len(t.dims) == 2}
+    with_fp32_weights = {n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in fp32_weights}
+    assert with_fp32_weights == set(kept)
+    quantized = [n for n in model.graph.node if n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
+    smoothed_products = [n for n in onnx.load(str(smoothed)).graph.node if n.op_type == "MatMul"
+                         and n.input[1] in {t.name for t in onnx.load(str(smoothed)).graph.initializer}]
+    assert len(quantized) == len(smoothed_products) - FP32_PRODUCTS > 0
+
 def _flip_bytes(path, count: int = 64) -> None:
     """Damage the middle of the file (inside the weights), as bit rot or a bad copy would."""
     data = bytearray(path.read_bytes())

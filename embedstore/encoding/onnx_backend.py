@@ -15,7 +15,7 @@ Why every export is checked: a graph that silently computes something else would
 the store trusts. The largest absolute difference of the hidden states over real (unpadded) tokens is recorded
 beside the graph; beyond `FP32_TOLERANCE` the graph is refused and nothing is cached. The int8 graph
 (`onnxruntime.quantization.quantize_dynamic`, MatMul weights to int8 per output channel, after the activation
-smoothing of `smoothing.py`) is lossy by design: it
+smoothing of `smoothing.py`, its few most sensitive products kept fp32) is lossy by design: it
 is checked by the cosine of its pooled vectors to PyTorch's (recorded; refused below `INT8_MIN_COSINE`, which
 only catches a broken graph) and its vectors live under their own store key (see `options.EncodeOptions.keys`).
 The fp16 graph (`--precision onnx-fp16`: onnxruntime's own `convert_float_to_float16` of the fp32 graph, fp32 inputs
@@ -249,6 +249,7 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     with torch.inference_mode():
         reference = [[h.numpy() for h in wrapper(*(torch.from_numpy(b[k]) for k in inputs))] for b in batches]
     graph = Path(out_dir) / GRAPH_FILE
+    made: dict[str, Any] = {}  # what the making decided, recorded with the check
     if mode == "recheck":
         recorded = _read_check(Path(out_dir))
         data = verified_bytes(graph, recorded["sha256"] if recorded else None)
@@ -269,16 +270,18 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        from embedstore.encoding.smoothing import smooth_graph
+        from embedstore.encoding.smoothing import most_sensitive, smooth_graph
 
         # MatMul weights per output channel, inputs smoothed first: on e5-small's probe texts min cosine 0.998
         # to PyTorch against 0.991 unsmoothed and 0.985 per tensor (0.955 with reduce_range); the embedding
-        # table stays fp32 (a bigger file, no slower: a Gather)
+        # table stays fp32 (a bigger file, no slower: a Gather); the few products int8 still hurts most stay fp32
+        # (`smoothing.most_sensitive`: why and what it bought, there)
         smoothed = Path(out_dir) / "smoothed.onnx"
-        smooth_graph(Path(fp32_graph), smoothed, sample_batches(tokenizer, prefix, PROBE_TEXTS // 2,
-                                                                CALIBRATION_TEXTS // 2))
+        calibration = sample_batches(tokenizer, prefix, PROBE_TEXTS // 2, CALIBRATION_TEXTS // 2)
+        smooth_graph(Path(fp32_graph), smoothed, calibration)
+        made["fp32_products"] = most_sensitive(smoothed, calibration)
         quantize_dynamic(smoothed, graph, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True)
+                         per_channel=True, nodes_to_exclude=made["fp32_products"])
         smoothed.unlink()
     if mode != "recheck":
         data = graph.read_bytes()
@@ -294,7 +297,7 @@ def _export_and_check(mode: str, model_path: str, prefix: str, layers: tuple[int
              "max_abs_diff": max_diff, "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
              "probe_texts": PROBE_TEXTS, "tolerance": FP32_TOLERANCE if quantize is None else None,
              "min_cosine_floor": REDUCED_MIN_COSINE if quantize else None, "opset": OPSET, "recipe": EXPORT_RECIPE,
-             "torch": torch.__version__, "onnxruntime": runtime_version(), "sha256": sha256_bytes(data)}
+             "torch": torch.__version__, "onnxruntime": runtime_version(), "sha256": sha256_bytes(data), **made}
     if quantize is None and not max_diff <= FP32_TOLERANCE:
         raise EmbedstoreError(f"{model_path}: the exported ONNX graph differs from the PyTorch model by up to "
                               f"{max_diff:.2e} (hidden states of {PROBE_TEXTS} probe texts); expected at most "
