@@ -57,3 +57,33 @@ def test_a_p_at_1_on_the_same_pairs_at_every_seed_counts_the_pairs_sampling(docs
     assert adapt._fmt([0.9, 0.9, 0.9], 1000) == expected
     assert frontier._fmt([0.9, 0.9], [1000, None]) == "0.900"  # a record without its pair count: descriptive only
     assert "± 0.000" not in frontier._fmt([0.91, 0.9101, 0.91], [3000] * 3)
+
+
+def test_retrieval_after_align_keeps_the_saved_figure_of_an_encoder_no_longer_on_disk(docs_modules, tmp_path,
+                                                                                       monkeypatch):
+    """A cleared cache (the adapted encoders live under the gitignored `<results>.adapt/`) must not stop the
+    analyses: a seed whose encoder is gone keeps the P@1 measured on it; one whose encoder is there is measured."""
+    import json
+
+    import numpy as np
+
+    import embedstore.encoding.encode
+
+    _, adapt = docs_modules
+    data, results, analyses = tmp_path / "rows.tsv", tmp_path / "r.jsonl", tmp_path / "r.analyses.json"
+    data.write_text("en\tko\trole\na\tㄱ\ttest\nb\tㄴ\ttest\nc\tㄷ\ttrain\n", encoding="utf-8")
+    (tmp_path / "here" / "model").mkdir(parents=True)
+    results.write_text("".join(json.dumps(
+        {"cell": {"method": "adapt-align", "seed": seed}, "cell_id": f"c{seed}", "status": "ok",
+         "provenance": {"sizes": {"adapt": {"dir": str(tmp_path / where)}}}}) + "\n"
+        for seed, where in ((0, "gone"), (1, "here"))), encoding="utf-8")
+    analyses.write_text(json.dumps({"gradients": {"kept": True}, "retrieval": {"align": {"0": 0.937, "1": 0.1}}}),
+                        encoding="utf-8")
+    for name, value in (("STUDY", tmp_path), ("DATA", data), ("RESULTS", results), ("ANALYSES", analyses),
+                        ("nn_p_at_1", lambda a, b: 0.5)):
+        monkeypatch.setattr(adapt, name, value)
+    monkeypatch.setattr(embedstore.encoding.encode, "embed", lambda texts, **_: np.ones((len(texts), 2)))
+    adapt.analyses(retrieval_only=True)
+    saved = json.loads(analyses.read_text(encoding="utf-8"))
+    assert saved["retrieval"] == {"rows": 2, "base": 0.5, "align": {"0": 0.937, "1": 0.5}}
+    assert saved["gradients"] == {"kept": True}
