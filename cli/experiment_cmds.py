@@ -100,10 +100,9 @@ def demo(
     """The paper's study in miniature on the bundled en-ko data with the default model: encode → aligners →
     heads → evaluation; prints the table and writes the plots. A second run reuses everything."""
     from embedstore.api import demo as run
-    from embedstore.base.clock import process_started
 
     result = run(out, model=model_option(model), store=store, workers=workers, fc=fc, progress=not as_json,
-                 started=process_started())  # the time line counts Python's start and the imports too
+                 since_process_start=True)  # the time line counts Python's start and the imports too
     if as_json:
         return print_json({"config": str(result.config), **result.summary.to_dict(),
                            "report": _report_files(result.report), "encoded": result.encoded, "engine": result.engine,

@@ -41,15 +41,16 @@ def report(results: PathLike, *, out: PathLike | None = None, metric: str = "acc
 
 @command("demo")
 def demo(out: PathLike | None = None, *, model: PathLike | None = None, store: PathLike | None = None,
-         workers: int = 2, fc: bool = False, progress: bool | None = None, started: float | None = None):
+         workers: int = 2, fc: bool = False, progress: bool | None = None, since_process_start: bool = False):
     """`embedstore demo`: encode → aligners (procrustes and linear; with `fc` the paper's FC too) → heads →
     evaluation on the bundled en-ko sample with `model` (None: the project's), the report in `out` (default
-    cache/demo); a second run reuses everything. Returns the `DemoResult`, its time counted from `started` (a
-    `time.perf_counter()` reading; the CLI's process start) or from this call."""
+    cache/demo); a second run reuses everything. Returns the `DemoResult`, its time counted from this call or, with
+    `since_process_start` (the CLI: what its user waited for), from the process's start."""
+    from embedstore.base.clock import process_started
     from embedstore.study.demo import run_demo
 
     progress = watched(progress)
     return run_demo(Path(out) if out is not None else None, model=None if model is None else str(model),
                     store=store_path(store), workers=workers,
                     aligners=("procrustes", "linear", "fc") if fc else ("procrustes", "linear"), progress=progress,
-                    started=started)
+                    started=process_started() if since_process_start else None)
