@@ -561,3 +561,15 @@ def test_stopping_a_pool_leaves_no_worker_alive_even_one_that_ignores_sigterm(mo
     processes = list(pool._processes.values())
     execution._stop_workers(pool)
     assert processes and not any(p.is_alive() for p in processes)
+
+
+def test_an_unused_warm_pool_is_dead_and_reaped_when_its_block_ends() -> None:
+    """Twenty rounds, because what this guards against was a race: the pool's manager thread and the stopping
+    thread both waited on one worker, and the loser read the dead worker as alive (9 of 40 rounds before the fix)."""
+    from embedstore.study import execution
+
+    for _ in range(20):
+        with execution.warm_workers(2, "json"):
+            processes = list(execution._WARM[2]._processes.values())
+        assert [(p.is_alive(), p.exitcode is None) for p in processes] == [(False, False)] * 2
+    assert not execution._WARM

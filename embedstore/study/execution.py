@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -321,19 +322,23 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Terminate a pool's workers at once: on an interrupt, waiting for running cells could take minutes.
 
     ProcessPoolExecutor has no public way to do this before Python 3.14 (terminate_workers), so this reads
-    its process table.
+    its process table. Only the pool's own manager thread reaps the workers (`shutdown(wait=True)` waits for
+    it): this thread waits on their sentinels instead of joining them, because two threads in `waitpid` on one
+    child race, and the loser's `Process` reads "alive" for an already-dead worker (a final CI run saw an unused
+    warm pool's worker "alive" after this function returned; 1 of 5 tries reproduced it here). A worker that
+    ignores SIGTERM gets SIGKILL after `_STOP_GRACE_S`, so the wait for the manager cannot hang.
     """
     processes = list((pool._processes or {}).values())
     for process in processes:
         process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    # reaped here, so none is left running or unreaped when this returns (a final .ci/run found an unused warm
-    # pool's worker alive 30 s after its terminate); a worker that ignores SIGTERM gets SIGKILL
-    for process in processes:
-        process.join(timeout=_STOP_GRACE_S)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    running = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while running and (left := deadline - time.monotonic()) > 0:
+        for sentinel in multiprocessing.connection.wait(list(running), timeout=left):
+            del running[sentinel]
+    for process in running.values():
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def worker_threads(workers: int) -> int:
