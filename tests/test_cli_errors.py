@@ -1,5 +1,10 @@
 """Every error that reaches the CLI is one `error:` line and a non-zero exit; a traceback only when asked for
 (`embedstore --debug ...` or EMBEDSTORE_DEBUG=1). Issue 13, D7."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -90,3 +95,27 @@ def test_predict_refuses_a_file_given_as_a_text(tmp_path):
     r = runner.invoke(app, ["predict", "--pipeline", str(tmp_path / "no-pipe"), str(file)])
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1
     assert f"pass it with --file {file}" in r.output
+
+
+def test_the_command_ends_its_process_without_teardown_but_runs_the_exit_handlers(tmp_path: Path) -> None:
+    """`main` ends with `cli.app.leave`: exit handlers run and the status is SystemExit's, while the interpreter's
+    teardown (1.0-1.7 s of freeing torch and friends) is skipped, so an object's finalizer never runs."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, sys
+        class Teardown:
+            def __del__(self):
+                print("teardown ran", flush=True)
+        kept = Teardown()
+        atexit.register(lambda: print("exit handler ran", flush=True))
+        from embedstore.cli.app import main
+        sys.argv = ["embedstore", *sys.argv[1:]]
+        main()
+    """))
+    done = subprocess.run([sys.executable, str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("embedstore ") and "exit handler ran" in done.stdout
+    assert "teardown ran" not in done.stdout
+    usage = subprocess.run([sys.executable, str(script), "no-such-command"], capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode == 2 and "No such command" in usage.stderr and "exit handler ran" in usage.stdout
