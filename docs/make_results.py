@@ -685,21 +685,14 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
     """Each claim the page once made that issue 26 questioned, with the verdict and paired interval the records
     give now (the same rule and arms as the sections above; a claim no record can decide says so instead of
     keeping its old wording)."""
-    ten = {language: _at_largest_task_size(select(read_results(results_dir / f"{name}.jsonl"), head=DEFAULT_HEAD))
-           for name, language, corpus in HEADLINE_STUDIES
-           if corpus == "help topic" and (results_dir / f"{name}.jsonl").is_file()}
-    rows10 = {language: PredictionReader(results_dir / f"{name}.jsonl")
-              for name, language, corpus in HEADLINE_STUDIES if language in ten and corpus == "help topic"}
+    ten, rows10 = help_studies_at_ten(results_dir)
     frontier_path = results_dir / "frontier.jsonl"
     frontier = select(read_results(frontier_path)) if frontier_path.is_file() else []
     frontier_rows = PredictionReader(frontier_path)
     langs = [lang for lang in results_frontier.LANGUAGES if select(frontier, language=lang)]
 
     def at_ten(a: dict, b: dict, labels: tuple[str, str]) -> str:
-        found = {lang: compare(select(records, **a), select(records, **b), rows=rows10[lang], labels=labels)
-                 for lang, records in ten.items() if select(records, **a) and select(records, **b)}
-        said = [f"{lang} {_figures(c)}{_so_far(c)}" for lang, c in found.items()]
-        return "; ".join(said) or "not run at 10 seeds yet"
+        return at_ten_seeds(ten, rows10, a, b, labels) or "not run at 10 seeds yet"
 
     def at_frontier(a: tuple[str | None, str], b: tuple[str | None, str]) -> str:
         said = [f"{lang} " + _figures(compare(results_frontier.arm(frontier, lang, *a),
@@ -764,6 +757,9 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
                   "row of fold 0, FC against resmlp: " + at_ten(dict(method="langalign", aligner="fc", pair_size=None),
                                                                 dict(method="langalign", aligner="resmlp", pair_size=None),
                                                                 ("fc", "resmlp"))
+                  + "; FC against linear: " + at_ten(dict(method="langalign", aligner="fc", pair_size=None),
+                                                     dict(method="langalign", aligner="linear", pair_size=None),
+                                                     ("fc", "linear"))
                   + "; at 1k pairs (the 10-seed studies' largest paired budget), FC against resmlp: "
                   + at_ten(dict(method="langalign", aligner="fc", pair_size=1000),
                            dict(method="langalign", aligner="resmlp", pair_size=1000), ("fc", "resmlp"))
@@ -830,6 +826,36 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
             "with e5-small unless named otherwise.", ""] + [f"- {claim}: {now}." for claim, now in items] + [""]
 
 
+def help_studies_at_ten(results_dir: Path) -> tuple[dict[str, list[dict]], dict[str, PredictionReader]]:
+    """The 10-seed help-topic studies whose records exist, by language: their default-head records at the largest
+    task size (the size the headlines cite) and their per-row predictions."""
+    paths = {language: results_dir / f"{name}.jsonl" for name, language, corpus in HEADLINE_STUDIES
+             if corpus == "help topic" and (results_dir / f"{name}.jsonl").is_file()}
+    return ({language: _at_largest_task_size(select(read_results(path), head=DEFAULT_HEAD))
+             for language, path in paths.items()},
+            {language: PredictionReader(path) for language, path in paths.items()})
+
+
+def at_ten_seeds(ten: dict[str, list[dict]], rows: dict[str, PredictionReader], a: dict, b: dict,
+                 labels: tuple[str, str]) -> str:
+    """Arm `a` against arm `b` in each 10-seed help study: the verdict, the seeds it stands on if fewer than ten,
+    and the **C-sensitive** mark where it changes at C/10 or C×10 (as every other claim on the page is marked);
+    a study that has not run both arms yet is named as such, so a list of verdicts never reads as all languages.
+    "" when no study ran both."""
+    said, missing = [], []
+    for lang, records in ten.items():
+        arms = select(records, **a), select(records, **b)
+        if not all(arms):
+            missing.append(lang)
+            continue
+        c = compare(*arms, rows=rows[lang], labels=labels)
+        flip = c_sensitivity(c, across_C(*arms, rows=rows[lang], labels=labels))
+        said.append(f"{lang} {_figures(c)}{_so_far(c)}" + (f" (**C-sensitive**: {flip})" if flip else ""))
+    if not said:
+        return ""
+    return "; ".join(said + [f"{lang} not run at 10 seeds yet" for lang in missing])
+
+
 def half_gap_at_ten(ten: dict[str, list[dict]], rows: dict[str, PredictionReader]) -> str:
     """Self-learning with no pairs against English-only in each 10-seed help study that also ran the head on the
     translated training rows, and whether its paired interval clears half the gap to that head (the lower end at
@@ -862,31 +888,21 @@ def _at_largest_task_size(records: list[dict]) -> list[dict]:
 def _frontier_at_ten_seeds(results_dir: Path) -> str:
     """The frontier's claims again where the 10-seed help studies ran their arms (500 English task rows, the pair
     rows of one fold): a sentence per claim, each language's verdict, or nothing where no arm ran yet."""
-    said = []
+    ten, rows = help_studies_at_ten(results_dir)
+
+    def arm(aligner: str, pairs: int | None) -> dict:
+        return dict(method="english") if aligner == "english" else dict(method="langalign", aligner=aligner,
+                                                                         pair_size=pairs)
+
     claims = (("unsupervised self-learning with no pairs against English-only", (ZERO_PAIR, None), ("english", None)),
               ("seeded self-learning at 500 pairs against resmlp at 500", ("selflearn_seeded", 500), ("resmlp", 500)),
               ("FC against resmlp with every pair of the fold", ("fc", None), ("resmlp", None)),
+              ("FC against linear with every pair of the fold", ("fc", None), ("linear", None)),
               ("FC against resmlp at 1k pairs", ("fc", 1000), ("resmlp", 1000)),
               ("FC against linear at 1k pairs", ("fc", 1000), ("linear", 1000)),
               ("resmlp against FC at 500 pairs", ("resmlp", 500), ("fc", 500)))
-    for claim, a, b in claims:
-        parts = []
-        for name, language, corpus in HEADLINE_STUDIES:
-            path = results_dir / f"{name}.jsonl"
-            if corpus != "help topic" or not path.is_file():
-                continue
-            records = select(read_results(path), head=DEFAULT_HEAD)
-
-            def arm(aligner: str, pairs: int | None) -> list[dict]:
-                if aligner == "english":
-                    return select(records, method="english")
-                return select(records, method="langalign", aligner=aligner, pair_size=pairs)
-
-            if arm(*a) and arm(*b):
-                found = compare(arm(*a), arm(*b), rows=PredictionReader(path), labels=(a[0], b[0]))
-                parts.append(f"{language} {_figures(found)}{_so_far(found)}")
-        if parts:
-            said.append(f"{claim}: " + "; ".join(parts))
+    said = [f"{claim}: {verdicts}" for claim, a, b in claims
+            if (verdicts := at_ten_seeds(ten, rows, arm(*a), arm(*b), (a[0], b[0])))]
     if not said:
         return ""
     return (" At 10 seeds (help topic, 500 English task rows, the pair rows of one fold; `configs/shared-topic-*-seeds"

@@ -276,6 +276,28 @@ def test_the_closing_note_gives_each_questioned_claim_the_verdict_the_records_gi
     assert page.endswith("\n".join(note))
 
 
+def test_ten_seed_verdicts_mark_c_sensitivity_and_name_the_studies_not_run_yet(make_results, tmp_path):
+    """The 10-seed verdicts of the closing note and the frontier paragraph: one marked **C-sensitive** where the
+    heads refitted at C/10 decide it otherwise (as the study sections mark it), and a help study that has not run
+    the arms named, so "ko ...; ja ..." never reads as every language."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    (results / "shared-topic-ja-seeds.jsonl").write_text("", encoding="utf-8")  # its sweep has written nothing yet
+    ten, rows = make_results.help_studies_at_ten(results)
+    fc, english = dict(method="langalign", aligner="fc"), dict(method="english")
+    said = make_results.at_ten_seeds(ten, rows, fc, english, ("fc", "English-only"))
+    assert said.startswith("ko 0.6") and ", clearly better, Δ +0.1" in said  # fc drawn at 0.70, English-only 0.55
+    assert "(3 seeds so far) (**C-sensitive**: at C/10 within noise, Δ +0.000 [" in said  # fc's refit: English's rows
+    assert said.endswith("; ja not run at 10 seeds yet")
+    assert make_results.at_ten_seeds(ten, rows, dict(method="langalign", aligner="resmlp"), english,
+                                     ("resmlp", "English-only")) == ""  # no study ran it: the caller says so
+    bullets = {line.split(": ", 1)[0]: line for line in make_results.closing_note(results, configs)}
+    closed_form = bullets['- "A closed-form aligner is within a point of FC"']
+    assert "(3 seeds so far); ja not run at 10 seeds yet." in closed_form and "C-sensitive" not in closed_form
+    assert "not run at 10 seeds yet" in bullets['- "resmlp over FC at 500 pairs"']
+
+
 def write_lora_ta(results_dir: Path, accuracies: tuple[float, ...], name: str = "shared-topic-ko-lora-ta") -> Path:
     """LoRA-TA cells at 500 task rows, one per seed, scored on the fixture study's 400 test rows, with how far the
     encoder moved and the fine-tuning's history as the sweep records them. An accuracy of None: a head that
