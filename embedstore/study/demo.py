@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedstore.base.atomic import write_text
-from embedstore.encoding.models import cache_dir, pull_model
+from embedstore.encoding.models import cache_dir, import_loading_code, pull_model
 from embedstore.study.execution import warm_workers
 
 if TYPE_CHECKING:  # imported in run_demo, once its cell workers are starting (torch, scikit-learn: seconds)
@@ -137,6 +137,7 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
         config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                           aligners=aligners, seeds=seeds))
         if model_built is not None:
+            import_loading_code()  # what the encode's model load would import, while the worker builds
             model_built.result()
         spec = config.encoding.resolve()  # (built above by a warm worker, else here on first use): timed apart
         model_seconds = time.perf_counter() - t0
