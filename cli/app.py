@@ -12,6 +12,7 @@ import atexit
 import importlib
 import os
 import sys
+import threading
 import warnings
 from importlib.resources import files
 from typing import NoReturn
@@ -138,11 +139,14 @@ def leave(code: int | str | None) -> NoReturn:
     asked for, and it took 1.0-1.7 s after the last line (the demo's re-run printed "4.4 s" and ended at 5.6 s;
     strace showed no system call in that second, only Python's finalization). The exit handlers still run
     (multiprocessing's, logging's, tempfile's and weakref finalizers), then the output streams are flushed and the
-    process ends with SystemExit's status (None 0, a message printed and 1), as mypy ends its runs.
+    process ends with SystemExit's status (None 0, a message printed and 1), as mypy ends its runs. Before them,
+    as at any exit, threads that are not daemons are waited for (`threading._shutdown`, what the interpreter
+    calls first: it also stops idle thread pools), so no write of a background thread is cut short.
     """
     status = 0 if code is None else code if isinstance(code, int) else 1
     if not isinstance(code, (int, type(None))):
         print(code, file=sys.stderr)
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

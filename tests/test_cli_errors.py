@@ -98,23 +98,33 @@ def test_predict_refuses_a_file_given_as_a_text(tmp_path):
 
 
 def test_the_command_ends_its_process_without_teardown_but_runs_the_exit_handlers(tmp_path: Path) -> None:
-    """`main` ends with `cli.app.leave`: exit handlers run and the status is SystemExit's, while the interpreter's
-    teardown (1.0-1.7 s of freeing torch and friends) is skipped, so an object's finalizer never runs."""
+    """`main` ends with `cli.app.leave`: a thread that is not a daemon is waited for, then exit handlers run, and
+    the status is SystemExit's, while the interpreter's teardown (1.0-1.7 s of freeing torch and friends) is skipped,
+    so an object's finalizer never runs."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
-        import atexit, sys
+        import atexit, sys, threading, time
         class Teardown:
             def __del__(self):
                 print("teardown ran", flush=True)
         kept = Teardown()
         atexit.register(lambda: print("exit handler ran", flush=True))
-        from embedstore.cli.app import main
+        def late_write():
+            time.sleep(0.3)
+            print("background thread finished", flush=True)
+        import embedstore.cli.app as app
+        leave = app.leave
+        def leave_with_a_thread_running(code):
+            threading.Thread(target=late_write).start()  # not a daemon: an exit waits for it
+            leave(code)
+        app.leave = leave_with_a_thread_running
         sys.argv = ["embedstore", *sys.argv[1:]]
-        main()
+        app.main()
     """))
     done = subprocess.run([sys.executable, str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0].startswith("embedstore ") and "exit handler ran" in done.stdout
+    assert any(line.startswith("embedstore ") for line in done.stdout.splitlines()) and "exit handler ran" in done.stdout
+    assert done.stdout.index("background thread finished") < done.stdout.index("exit handler ran")
     assert "teardown ran" not in done.stdout
     usage = subprocess.run([sys.executable, str(script), "no-such-command"], capture_output=True, text=True,
                            timeout=120)
