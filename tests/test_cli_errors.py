@@ -123,7 +123,8 @@ def test_the_command_ends_its_process_without_teardown_but_runs_the_exit_handler
     """))
     done = subprocess.run([sys.executable, str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert any(line.startswith("embedstore ") for line in done.stdout.splitlines()) and "exit handler ran" in done.stdout
+    assert any(line.startswith("embedstore ") for line in done.stdout.splitlines())
+    assert "exit handler ran" in done.stdout
     assert done.stdout.index("background thread finished") < done.stdout.index("exit handler ran")
     assert "teardown ran" not in done.stdout
     usage = subprocess.run([sys.executable, str(script), "no-such-command"], capture_output=True, text=True,
