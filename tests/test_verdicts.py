@@ -282,3 +282,21 @@ def test_refit_predictions_survive_the_file_round_trip(tmp_path):
     loaded = PredictionReader(tmp_path / "r.jsonl")({"cell_id": "cell", "context": "ctx", "predictions": entry})
     assert loaded.at("C/10").correct.tolist() == [False, True, True]
     assert loaded.at("C*10").correct.tolist() == [True, True, True] and loaded.at("C/100") is None
+
+
+def test_arms_that_predict_the_same_class_on_every_row_say_so_instead_of_a_zero_width_interval(truth):
+    """The adaptation study's case: adapt-lora predicted what English-only predicted on all 3 x 1,000 rows, and the
+    page printed "Δ +0.000 [+0.000, +0.000]", an interval that reads like certainty. Within noise, said as it is;
+    one differing row gives an interval again."""
+    rng = np.random.default_rng(0)
+    rows = [make_rows(truth, correct_at(1000, 0.5, rng)) for _ in range(3)]
+    same = compare(arm(rows, name="lora"), arm(rows, name="english"), rows=in_memory)
+    assert same.verdict == WITHIN_NOISE and same.identical and same.diff == 0
+    assert same.describe() == (f"{same.mean_a:.3f} vs {same.mean_b:.3f}, the same prediction on every test row "
+                               "(3 seeds × 1,000 test rows)")
+    assert "[+0.000" not in same.describe()
+    changed = rows[2].correct.copy()
+    changed[0] = not changed[0]
+    one_off = compare(arm(rows[:2] + [make_rows(truth, changed)], name="lora"), arm(rows, name="english"),
+                      rows=in_memory)
+    assert not one_off.identical and "[" in one_off.describe()

@@ -86,6 +86,9 @@ class Comparison:
     interval: str = ""
     refused: str | None = None
     notes: tuple[str, ...] = field(default=())
+    #: The two arms predicted the same class for every test row at every seed: no difference to put an interval
+    #: on (a bootstrap of identical rows gives [+0.000, +0.000], which reads like a measured certainty).
+    identical: bool = False
 
     @property
     def winner(self) -> str | None:
@@ -108,6 +111,8 @@ class Comparison:
         mark = {PAIRED: "", APPROXIMATE: "; approximate", SEEDS_ONLY: "; seeds only"}[self.interval]
         seeds = f"{self.n_seeds} seed{'s' if self.n_seeds != 1 else ''}"
         rows = f" × {self.n_test_rows:,} test rows" if self.n_test_rows else ""
+        if self.identical:
+            return f"{self.mean_a:.{d}f} vs {self.mean_b:.{d}f}, the same prediction on every test row ({seeds}{rows})"
         return (f"{self.mean_a:.{d}f} vs {self.mean_b:.{d}f}, Δ {self.diff:+.{d}f} [{self.low:+.{d}f}, "
                 f"{self.high:+.{d}f}] ({seeds}{rows}{mark})")
 
@@ -173,6 +178,8 @@ def compare(
             return refuse(reason)
         low, high = _paired_interval(loaded, metric)
         interval, n_rows = PAIRED, len(loaded[0][0].truth)
+        identical = all(np.array_equal(np.array(x.labels)[x.predicted], np.array(y.labels)[y.predicted])
+                        for x, y in loaded)
     else:
         n_rows = _n_test(pairs)
         if not n_rows:
@@ -182,10 +189,11 @@ def compare(
         if found is None:
             return refuse(f"one seed and no per-row predictions: no interval for {metric}")
         low, high, interval = found
+        identical = False
     diff = mean_a - mean_b
     verdict = CLEARLY_A if low > 0 else CLEARLY_B if high < 0 else WITHIN_NOISE
     return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, len(seeds), n_rows,
-                      interval, None, tuple(notes))
+                      interval, None, tuple(notes), identical)
 
 
 def across_C(
