@@ -573,32 +573,3 @@ def test_an_unused_warm_pool_is_dead_and_reaped_when_its_block_ends() -> None:
             processes = list(execution._WARM[2]._processes.values())
         assert [(p.is_alive(), p.exitcode is None) for p in processes] == [(False, False)] * 2
     assert not execution._WARM
-
-
-def _write_pid(path: Path) -> None:
-    path.write_text(str(os.getpid()))
-
-
-def _refuse() -> None:
-    raise ConfigError("model 'nowhere': no such model")
-
-
-def test_warm_workers_run_the_first_task_in_a_worker_and_hand_its_outcome_to_the_block(tmp_path: Path) -> None:
-    """What the demo builds its model with: `first` runs in one of the pool's workers (not here), the block waits
-    on its future, and an error there reaches the block as raised; without a pool nothing runs `first`."""
-    from functools import partial
-
-    from embedstore.study import execution
-
-    marker = tmp_path / "pid"
-    with execution.warm_workers(2, "json", first=partial(_write_pid, marker)) as first:
-        workers = {p.pid for p in execution._WARM[2]._processes.values()}
-        assert first is not None and first.result(timeout=120) is None
-        assert int(marker.read_text()) in workers and int(marker.read_text()) != os.getpid()
-    with execution.warm_workers(2, "json", first=_refuse) as first:
-        with pytest.raises(ConfigError, match="no such model"):
-            first.result(timeout=120)
-    marker.unlink()
-    with execution.warm_workers(1, "json", first=partial(_write_pid, marker)) as first:
-        assert first is None
-    assert not marker.exists() and not execution._WARM

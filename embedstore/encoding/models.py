@@ -412,13 +412,6 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any]:
     return model.to(resolve_device(str(device))).eval(), load_tokenizer(spec)
 
 
-def import_loading_code() -> None:
-    """Import transformers' model-loading machinery, which `load_model`'s first call in a process would import
-    (~1.5 s quiet, ~2 s under load: `transformers.modeling_utils` and the torch.distributed parts it pulls in).
-    For a caller with idle time before a model exists: the demo, while a worker builds the model."""
-    import transformers.modeling_utils  # noqa: F401
-
-
 _LOADED: dict[tuple[str, str, str], tuple] = {}
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedstore.base.atomic import write_text
-from embedstore.encoding.models import cache_dir, import_loading_code, pull_model
+from embedstore.encoding.models import cache_dir
 from embedstore.study.execution import warm_workers
 
 if TYPE_CHECKING:  # imported in run_demo, once its cell workers are starting (torch, scikit-learn: seconds)
@@ -125,10 +124,8 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
     t0 = time.perf_counter()
     out_dir = out_dir or cache_dir() / "demo"
     # a first run (no results yet) starts its cell workers before anything else: they import torch and
-    # scikit-learn while this process imports them too, and one of them first builds the model (on first use;
-    # ~4 s single-threaded) beside those imports, instead of this process building it after them
-    with warm_workers(workers if not (out_dir / RESULTS).exists() else 0, CELL_MODULE,
-                      first=partial(pull_settings_model, model)) as model_built:
+    # scikit-learn while this process imports them too and builds the model, instead of after
+    with warm_workers(workers if not (out_dir / RESULTS).exists() else 0, CELL_MODULE):
         from embedstore.encoding.settings import default_store, model_with_settings
         from embedstore.study.cells import load_config
         from embedstore.study.run import run_study
@@ -136,10 +133,7 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
         model = model_with_settings(model)
         config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                           aligners=aligners, seeds=seeds))
-        if model_built is not None:
-            import_loading_code()  # what the encode's model load would import, while the worker builds
-            model_built.result()
-        spec = config.encoding.resolve()  # (built above by a warm worker, else here on first use): timed apart
+        spec = config.encoding.resolve()  # builds the default model on first use: timed apart from the encode
         model_seconds = time.perf_counter() - t0
         study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress, spec=spec)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
@@ -148,12 +142,3 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
     return DemoResult(config.path, study.summary, study.report, study.encoded.encoded, engine,
                       {**start_up, "model": model_seconds, **study.seconds},
                       time.perf_counter() - (started if start_up else t0))
-
-
-def pull_settings_model(model: str | None) -> None:
-    """Make the model the demo encodes with (`model`, else the settings') available, building it on first use:
-    run in a cell worker beside this process's imports (`run_demo`). The worker resolves the settings itself
-    (same environment and working directory), so the pool starts before this process has imported them."""
-    from embedstore.encoding.settings import model_with_settings
-
-    pull_model(model_with_settings(model))

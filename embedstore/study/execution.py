@@ -264,27 +264,21 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
 
 
 @contextmanager
-def warm_workers(workers: int, module: str, first: Callable[[], object] | None = None
-                 ) -> Iterator[Future[None] | None]:
+def warm_workers(workers: int, module: str) -> Iterator[None]:
     """Start the pool of `workers` processes now and have each import `module` (the runner's), for the first
     local run of that many workers inside the block to take over; a pool no run took is stopped on leaving.
 
     Why: a cell worker spends ~2.5 CPU-s importing torch and scikit-learn before its first cell. Started while
-    this process imports them too, those imports use the core it leaves idle instead of delaying the first cells.
-    `first` (picklable) runs in one of the workers before its import, for single-threaded work this process would
-    otherwise do while the workers sit imported and idle (the demo's first build of the model); the block gets
-    its future (None without it) and must wait on it before relying on its work. Nothing is started for fewer
-    than two workers (cells then run in this process): the block gets None and does that work itself."""
-    prepared = None
+    this process does single-threaded work (the demo's first build of the model), those imports use the core it
+    leaves idle instead of delaying the first cells. Nothing is started for fewer than two workers (cells then
+    run in this process)."""
     if workers >= 2:
         pool = _new_pool(workers)
-        if first is not None:
-            prepared = pool.submit(_run_then_import, first, module)
-        for _ in range(workers - (first is not None)):
+        for _ in range(workers):
             pool.submit(_import, module)
         _WARM[workers] = pool
     try:
-        yield prepared
+        yield
     finally:
         left = _WARM.pop(workers, None)
         if left is not None:
@@ -295,13 +289,6 @@ def _import(module: str) -> None:
     import importlib
 
     importlib.import_module(module)
-
-
-def _run_then_import(first: Callable[[], object], module: str) -> None:
-    """`first`, then `module`'s import: one task, so that the worker that ran `first` is warm for cells too (a
-    separate import task would go to whichever worker is free first, the other one, where it is a no-op)."""
-    first()
-    _import(module)
 
 
 _WARM: dict[int, ProcessPoolExecutor] = {}
