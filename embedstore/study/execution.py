@@ -325,7 +325,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     its process table. Only the pool's own manager thread reaps the workers (`shutdown(wait=True)` waits for
     it): this thread waits on their sentinels instead of joining them, because two threads in `waitpid` on one
     child race, and the loser's `Process` reads "alive" for an already-dead worker (a final CI run saw an unused
-    warm pool's worker "alive" after this function returned; 1 of 5 tries reproduced it here). A worker that
+    warm pool's worker "alive" after this function returned; 9 of 40 rounds reproduced it here). A worker that
     ignores SIGTERM gets SIGKILL after `_STOP_GRACE_S`, so the wait for the manager cannot hang.
     """
     processes = list((pool._processes or {}).values())

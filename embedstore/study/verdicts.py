@@ -176,10 +176,10 @@ def compare(
         reason = _rows_differ(loaded, labels)
         if reason:
             return refuse(reason)
-        low, high = _paired_interval(loaded, metric)
         interval, n_rows = PAIRED, len(loaded[0][0].truth)
         identical = all(np.array_equal(np.array(x.labels)[x.predicted], np.array(y.labels)[y.predicted])
                         for x, y in loaded)
+        low, high = (0.0, 0.0) if identical else _paired_interval(loaded, metric)  # nothing to resample
     else:
         n_rows = _n_test(pairs)
         if not n_rows:
