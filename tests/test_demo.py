@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from embedstore.base.errors import ConfigError
 from embedstore.study.demo import run_demo
 from embedstore.study.sweep import read_results
 
@@ -39,6 +42,13 @@ def test_demo_runs_the_study_then_reuses_vectors_cells_and_report(tiny_model_dir
     assert len(second.summary.skipped) == len(first.summary.cells)
     assert second.report.markdown == first.report.markdown and second.report.plots == first.report.plots
     assert second.report.table_md.stat().st_mtime_ns == built  # the unchanged results' report is kept, not redrawn
+
+
+def test_a_model_that_cannot_be_had_stops_the_demo_before_it_writes_anything(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model directory not found"):
+        run_demo(tmp_path / "demo", model=str(tmp_path / "no-such-model"), store=tmp_path / "s.zarr", workers=0,
+                 progress=False)
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "s.zarr").exists()
 
 
 def test_the_demo_module_imports_no_torch_so_its_workers_start_first() -> None:

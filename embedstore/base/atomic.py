@@ -209,6 +209,7 @@ def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Ite
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not replace and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not empty; remove it or choose another directory")
+    made = _missing_ancestors(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temps(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{owned_temp_prefix(PARTIAL_MARK)}", dir=out.parent))
@@ -230,4 +231,18 @@ def atomic_dir(out_dir: str | os.PathLike[str], *, replace: bool = False) -> Ite
         fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # deepest first; one another process has filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
+
+
+def _missing_ancestors(out: Path) -> list[Path]:
+    """The folders above `out` that do not exist yet, deepest first: a failed publication removes those it made
+    (a failed `models pull org/name` must not leave an empty `models/org/` behind), and no folder it found."""
+    missing = []
+    parent = out.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    return missing

@@ -126,15 +126,18 @@ def run_demo(out_dir: Path | None = None, *, model: str | None = None, store: Pa
     # a first run (no results yet) starts its cell workers before anything else: they import torch and
     # scikit-learn while this process imports them too and builds the model, instead of after
     with warm_workers(workers if not (out_dir / RESULTS).exists() else 0, CELL_MODULE):
+        from embedstore.encoding.models import resolve_model
         from embedstore.encoding.settings import default_store, model_with_settings
         from embedstore.study.cells import load_config
         from embedstore.study.run import run_study
 
         model = model_with_settings(model)
+        # first, and timed apart from the encode: it builds the default model on first use, and a model that
+        # cannot be had stops the demo before its config is written
+        spec = resolve_model(model)
+        model_seconds = time.perf_counter() - t0
         config = load_config(write_config(out_dir, model=model, store=store or default_store(),
                                           aligners=aligners, seeds=seeds))
-        spec = config.encoding.resolve()  # builds the default model on first use: timed apart from the encode
-        model_seconds = time.perf_counter() - t0
         study = run_study(config, workers=workers, report_dir=out_dir / "report", progress=progress, spec=spec)
     assert study.encoded is not None and study.report is not None  # not a dry run, and a report was asked for
     engine = study.encoded.provenance.get("backend") if study.encoded.encoded else None
