@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from embedstore.encoding.batch_threads import batch_workers, in_order
+from embedstore.encoding.models import resolve_model
 
 
 def test_in_order_keeps_the_items_order_with_uneven_durations():
@@ -71,8 +72,10 @@ def test_batch_workers_only_for_the_plain_cpu_encoder(tiny_model_dir):
         torch.set_num_threads(threads)
 
 
-def test_encode_gives_the_same_vectors_side_by_side(tiny_model_dir, tmp_path):
-    """Two intra-op threads on each batch, or batches side by side on one thread each: the same store contents."""
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_encode_gives_the_same_vectors_side_by_side(tiny_model_dir, tmp_path, backend):
+    """Two intra-op threads on each batch, or batches side by side on one thread each: the same store contents
+    (ONNX Runtime's to the bit: each output element is one thread's sum either way)."""
     from embedstore.encoding.encode import encode
     from embedstore.encoding.options import ComputeOptions, EncodeOptions
     from embedstore.store import Store
@@ -85,10 +88,31 @@ def test_encode_gives_the_same_vectors_side_by_side(tiny_model_dir, tmp_path):
         for n in (1, 2):
             torch.set_num_threads(n)
             report = encode(texts, store=tmp_path / f"s{n}.zarr", options=options,
-                            compute=ComputeOptions(backend="torch", batch_tokens=256))
+                            compute=ComputeOptions(backend=backend, batch_tokens=256))
             assert report.encoded == 300
             st = Store.open(tmp_path / f"s{n}.zarr")
             vectors[n] = st.get(report.keys[0], texts)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_allclose(vectors[1], vectors[2], rtol=0, atol=1e-5)
+    if backend == "onnx":
+        np.testing.assert_array_equal(vectors[1], vectors[2])
+    else:
+        np.testing.assert_allclose(vectors[1], vectors[2], rtol=0, atol=1e-5)
+
+
+def test_the_onnx_encoder_runs_batches_side_by_side_on_a_one_thread_session(tiny_model_dir):
+    from embedstore.encoding.backend import _load_onnx
+    from embedstore.encoding.options import EncodeOptions
+
+    spec = resolve_model(str(tiny_model_dir))
+    threads = torch.get_num_threads()
+    try:
+        for n, workers in ((1, 1), (2, 2)):
+            torch.set_num_threads(n)
+            encoder = _load_onnx(spec, EncodeOptions(model=str(tiny_model_dir)), [spec.num_layers],
+                                 torch.device("cpu"))
+            assert encoder.session.get_session_options().intra_op_num_threads == 1
+            with batch_workers(encoder) as side_by_side:
+                assert side_by_side == workers and torch.get_num_threads() == n  # ONNX Runtime's, not torch's
+    finally:
+        torch.set_num_threads(threads)

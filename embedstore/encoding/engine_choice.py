@@ -49,11 +49,14 @@ from embedstore.base.provenance import utc_now
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 """Bump when the probe or an engine's pass changes, so cached measurements are taken again. 2: the ONNX engine pools
 in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low). 3: the
-PyTorch engine runs its linear layers on weights packed for oneDNN (`packed_linear`), faster than the rate cached."""
-PROBE_TEXTS = 32  # per language: 64 real sentences, ~1,600 tokens of e5-small, ~0.5 s a pass on 2 cores
+PyTorch engine runs its linear layers on weights packed for oneDNN (`packed_linear`), faster than the rate cached.
+4: both engines run batches side by side on the CPU (`batch_threads`), and the probe times them so."""
+PROBE_TEXTS = 128
+"""Per language: 256 real sentences, ~6,400 tokens of e5-small, a few batches of the default token budget (with
+one batch, the probe would time neither engine side by side as the encode runs them); ~2 s a pass on 2 cores."""
 PROBE_ROUNDS = 2  # each engine runs once per round after one untimed warm-up pass
 EXPORT_START_SECONDS = 8.5
 """Prior of what the export costs before the model's size counts: the child is a fresh python that imports torch,
@@ -211,10 +214,14 @@ def job_probe_batches(batch_tokens: Sequence[int], timed_tokens: int = JOB_PROBE
 
 
 def measure_pass(encoder: Any, batches: list[dict], layers: Sequence[int], pooling: str) -> float:
-    """Seconds of one pass of `encoder` over `batches` (what an encode does per batch, without the store)."""
+    """Seconds of one pass of `encoder` over `batches` as encode runs them (side by side where it does:
+    `batch_threads`), without the store."""
+    from embedstore.encoding.batch_threads import batch_workers, in_order
+
     t0 = time.perf_counter()
-    for batch in batches:
-        encoder.forward(batch, layers, pooling)
+    with batch_workers(encoder) as workers:
+        for _ in in_order(lambda batch: encoder.forward(batch, layers, pooling), batches, workers):
+            pass
     return time.perf_counter() - t0
 
 

@@ -314,7 +314,11 @@ class OnnxEncoder:
     Made from the verified bytes of `load_graph`, never from the path: what runs is what was hashed."""
 
     def __init__(self, graph: Graph, data: bytes, tokenizer, device, threads: int) -> None:
-        self.session = open_session(data, device=device, threads=threads)
+        on_cpu = device is None or device.type == "cpu"
+        #: batches run side by side on the CPU, each on one thread of a one-thread session (`batch_threads`):
+        #: ONNX Runtime's own threads on one batch of this size leave the cores waiting on each other
+        self.side_by_side = threads if on_cpu and threads >= 2 else 1
+        self.session = open_session(data, device=device, threads=1 if self.side_by_side > 1 else threads)
         self.graph, self.tokenizer, self.device = graph, tokenizer, device
 
     def forward(self, batch: dict, layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
