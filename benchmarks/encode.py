@@ -5,8 +5,8 @@
 All paths run the same model (the default e5-small) over the same real sentences (the bundled LibreOffice help
 sample, English and Korean), so the ratios are comparable:
   bare        the PyTorch forward pass over pre-tokenized, length-sorted, pre-padded batches of 32
-  bare-onnx   ONNX Runtime running the project's checked fp32 graph over the same batches (the session made as
-              the engine makes it, `encoding.onnx_runtime.open_session`)
+  bare-onnx   ONNX Runtime running the project's checked fp32 graph over the same batches, one batch at a time on
+              a session of every thread (`encoding.onnx_runtime.open_session`), as ONNX Runtime is usually run
   auto        embedstore's encode with the default `--backend auto` (the row the targets judge); its probe of both
               engines happens in the untimed warm-up (the graph exists by then: bare-onnx runs first)
   torch       embedstore's encode with --backend torch (tokenize, sort, token-budget batches, pool, write, commit)
