@@ -172,7 +172,7 @@ def _seed_draws(records: list[dict], results: Path) -> str:
         by_c: dict[float, list[dict]] = {}
         for r in select(records, method=method):
             by_c.setdefault(r["metrics"]["head"]["C"], []).append(r)
-        picks.append(f"{label} " + ", ".join(
+        picks.append(f"{label} " + " and ".join(
             f"{c:.3g} at seed{'s' * (len(group) > 1)} {seed_list([r['cell']['seed'] for r in group])}"
             for c, group in sorted(by_c.items())))
         for group in by_c.values():
