@@ -43,7 +43,7 @@ from embedstore.study.report import build_report
 from embedstore.study.experiments import VALIDATION_SPLIT
 from embedstore.study.selection import SCORE, Selection, select_by_validation, validation
 from embedstore.study.sweep import read_results, upgrade_results
-from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compare, degenerate, select
+from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compare, degenerate, seed_list, select
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
@@ -565,8 +565,9 @@ def _so_far(c: Comparison) -> str:
 
 
 def _with_seeds(c: Comparison) -> str:
-    """`_figures` and how many seeds the verdict stands on: "…, Δ +0.011 [-0.004, +0.026] (3 seeds)"."""
-    return _figures(c) + ("" if c.refused else f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''})")
+    """`_figures` and which seeds the verdict (or refusal) pairs over, as a study's arms can run different seeds:
+    "…, Δ +0.052 [+0.023, +0.081] (10 seeds: 0-9)"."""
+    return _figures(c) + (f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''}: {c.seed_list})" if c.seeds else "")
 
 
 def _figures(c: Comparison) -> str:
@@ -662,7 +663,8 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
         retrieval = json.loads(analyses.read_text(encoding="utf-8"))["retrieval"] if analyses.is_file() else None
         lifted = (f"`adapt align` moves EN→KO retrieval P@1 on the test rows from {retrieval['base']:.3f} to "
                   f"{sum(retrieval['align'].values()) / len(retrieval['align']):.3f} (mean of {len(retrieval['align'])} "
-                  "seeds); " if retrieval and retrieval["align"] else "")
+                  f"seeds: {seed_list(sorted(map(int, retrieval['align'])))}); "
+                  if retrieval and retrieval["align"] else "")
         verdicts = (f"English-only on the `adapt align` encoder against English-only on the base one: "
                     f"{adapt_vs('adapt-align', 'english')}; LangAlign Procrustes on the aligned encoder against it on "
                     f"the base one: {adapt_vs('adapt-align+langalign', 'langalign')}; LoRA (an adapted encoder read by "
@@ -734,7 +736,8 @@ def closing_note(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list[s
                       "ko help topic: " + _with_seeds(versus(records, "adapt-align+langalign", "langalign", adapt))))
         items.append(("\"The paper's LoRA recipe\" (57 steps on English rows, frozen vectors, a new head)",
                       "renamed `adapt-lora`, a LoRA-adapted encoder read by a new head on frozen vectors (not the "
-                      "paper's method), against English-only: " + _figures(versus(records, "adapt-lora", "english", adapt))
+                      "paper's method), against English-only: "
+                      + _with_seeds(versus(records, "adapt-lora", "english", adapt))
                       + "; LoRA-TA as the paper ran it (translated rows, its own head, early stopping; its section "
                       "above): " + results_lora_ta.closing(results_dir, configs, _figures)))
         simcse = select(records, method="adapt-simcse")

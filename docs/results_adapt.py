@@ -1,10 +1,12 @@
 """The "Adapting the encoder" section of docs/results.md (issue 15; the paper's Table 5 and Appendix G).
 
-    python docs/results_adapt.py --run   # write the data subset, run the sweep and the two analyses, print the section
+    python docs/results_adapt.py --run   # write the data subset, run the sweeps and the two analyses, print the section
     python docs/results_adapt.py         # print the section from the saved results
     (docs/make_results.py puts the section on the results page, and runs this study with --run)
 
-The study: configs/shared-topic-ko-adapt.toml on a seeded subset of ../shared/data's en-ko LibreOffice help file
+The study: configs/shared-topic-ko-adapt.toml (and configs/shared-topic-ko-adapt-seeds.toml: more seeds of the
+methods the headline verdicts rest on, into the same results file) on a seeded subset of ../shared/data's en-ko
+LibreOffice help file
 (written to cache/adapt-study/ by `prepare`, sized for a loaded shared CPU), plus retrieval P@1 EN→KO on the test
 rows before and after `adapt align`, and the per-layer gradient cosine of the task and alignment losses
 (`analyze encoder-gradients`) on the base e5-small. Every figure is computed from the saved records.
@@ -29,7 +31,7 @@ from embedstore.study.predictions import PredictionReader
 from embedstore.study.report_data import accuracy_stat, over_seeds_and_rows, proportion_half
 from embedstore.study.report_markdown import format_stat
 from embedstore.study.sweep import read_results
-from embedstore.study.verdicts import Comparison, compare, select
+from embedstore.study.verdicts import Comparison, compare, seed_list, select
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
@@ -37,6 +39,8 @@ SOURCE = REPO.parent / "shared" / "data" / "parallel" / "libreoffice_help.en-ko.
 STUDY = REPO / "cache" / "adapt-study"
 DATA = STUDY / "libreoffice_help.en-ko.adapt.tsv"
 CONFIG = REPO / "configs" / "shared-topic-ko-adapt.toml"
+#: more seeds of English-only, LangAlign and the align arms, into CONFIG's results file (issue 26)
+SEEDS_CONFIG = REPO / "configs" / "shared-topic-ko-adapt-seeds.toml"
 RESULTS = DOCS / "results" / "shared-topic-ko-adapt.jsonl"
 ANALYSES = DOCS / "results" / "shared-topic-ko-adapt.analyses.json"
 #: role → (fold, rows): disjoint folds, single-app rows only, a seeded sample of each
@@ -66,9 +70,10 @@ def run(workers: int = 1) -> None:
     from embedstore.study.run import run_study
 
     prepare()
-    summary = run_study(load_config(CONFIG), workers=workers, progress=True).summary
-    for cell, error in summary.errors:  # the section reports finished cells only; a rerun retries these
-        print(f"cell failed: {cell.describe()}: {error}")
+    for config in (CONFIG, SEEDS_CONFIG):  # the second skips the cells the first finished
+        summary = run_study(load_config(config), workers=workers, progress=True).summary
+        for cell, error in summary.errors:  # the section reports finished cells only; a rerun retries these
+            print(f"cell failed: {cell.describe()}: {error}")
     analyses()
 
 
@@ -127,7 +132,20 @@ def versus(records: list[dict], method: str, other: str, results: Path = RESULTS
 
 
 def _cell(c: Comparison) -> str:
-    return f"{c.statement}: {c.describe()}" if not c.refused else c.statement
+    """A verdict as a table cell, with the seeds it pairs over (the arms' seed counts differ)."""
+    return f"{c.statement}: {c.describe()}; seeds {c.seed_list}" if not c.refused else c.statement
+
+
+def _seeds_by_method(records: list[dict]) -> str:
+    """Which seeds each method ran, e.g. "seeds 0-9 for english and langalign; 0-2 for adapt-lora": a study
+    extended to more seeds for some methods only."""
+    groups: dict[str, list[str]] = {}
+    for method in METHODS:
+        seeds = [r["cell"]["seed"] for r in select(records, method=method)]
+        if seeds:
+            groups.setdefault(seed_list(seeds), []).append(method)
+    return "; ".join(f"{span} for {', '.join(methods[:-1])} and {methods[-1]}" if len(methods) > 1
+                     else f"{span} for {methods[0]}" for span, methods in groups.items())
 
 
 def _approximate_note(records: list[dict]) -> str:
@@ -145,17 +163,25 @@ def _approximate_note(records: list[dict]) -> str:
             "plus the two accuracies' test-set noise taken as independent)")
 
 
-def _seed_free_rows(records: list[dict], results: Path) -> str:
-    """How far apart English-only's and LangAlign's seeds are row by row, which equal accuracies do not show
-    (a re-run at one seed has flipped a row too); "" when the kept predictions agree."""
-    reader, apart, rows = PredictionReader(results), 0, 0
-    for method in ("english", "langalign"):
-        decoded = [np.asarray(p.labels)[p.predicted] for p in map(reader, select(records, method=method))
-                   if p is not None]
-        for d in decoded[1:]:
-            apart, rows = max(apart, int(np.sum(d != decoded[0]))), d.size
-    return (f"; their seeds' runs still differ in the predictions of at most {apart:,} of the {rows:,} test rows"
-            if apart else "")
+def _seed_draws(records: list[dict], results: Path) -> str:
+    """What English-only's and LangAlign's seed changes, which equal accuracies hide: they use every row, so only
+    the folds of the head's cross-validated C search, which can tip a near-tie between two Cs either way, and at
+    the same C only numerical noise (a re-run at one seed has flipped a row)."""
+    reader, picks, apart, rows = PredictionReader(results), [], 0, 0
+    for method, label in (("english", "English-only"), ("langalign", "LangAlign")):
+        by_c: dict[float, list[dict]] = {}
+        for r in select(records, method=method):
+            by_c.setdefault(r["metrics"]["head"]["C"], []).append(r)
+        picks.append(f"{label} " + " and ".join(
+            f"{c:.3g} at seed{'s' * (len(group) > 1)} {seed_list([r['cell']['seed'] for r in group])}"
+            for c, group in sorted(by_c.items())))
+        for group in by_c.values():
+            decoded = [np.asarray(p.labels)[p.predicted] for p in map(reader, group) if p is not None]
+            for d in decoded[1:]:
+                apart, rows = max(apart, int(np.sum(d != decoded[0]))), d.size
+    return (f"the C it picked: {'; '.join(picks)}"
+            + (f"; at the same C their runs differ in the predictions of at most {apart:,} of the {rows:,} test rows"
+               if apart else ""))
 
 
 def section(results: Path = RESULTS) -> list[str]:
@@ -172,16 +198,19 @@ def section(results: Path = RESULTS) -> list[str]:
         info = r["provenance"]["sizes"].get("adapt")
         if info and r["cell"]["method"] != "adapt-align+langalign":  # its encoder is adapt-align's, reused
             cost.setdefault(info["method"], []).append(info["wall_time_s"] / info["rows"] * 1000)
-    seeds = sorted({r["cell"]["seed"] for r in records})
     sizes = next(r["provenance"]["sizes"] for r in records if r["cell"]["method"] == "langalign")
     heads = " and ".join(sorted({f"`{r['cell']['head']}`" for r in records}))
     lora_rows = next((r["provenance"]["sizes"]["adapt"]["rows"] for r in records
                       if r["cell"]["method"] == "adapt-lora"), None)
     lines = [title, "",
-             f"`configs/shared-topic-ko-adapt.toml` (`python docs/results_adapt.py --run`), {len(records)} cells: "
+             f"`configs/shared-topic-ko-adapt.toml` and `configs/{SEEDS_CONFIG.name}` (more seeds of the methods the "
+             f"headline verdicts rest on, into the same results file; `python docs/results_adapt.py --run`), "
+             f"{len(records)} cells: "
              f"e5-small, a seeded subset of the en-ko help file ({sizes['n_train']} English task rows of fold 6, "
              f"{sizes['n_pairs']} translation pairs of fold 0, {sizes['n_test']} Korean test rows of fold 9, "
-             f"single-app rows), max length {MAX_LENGTH}, one epoch per adaptation, seeds {seeds}. Each adapted "
+             f"single-app rows), max length {MAX_LENGTH}, one epoch per adaptation, seeds "
+             f"{_seeds_by_method(records)} (a verdict pairs over the seeds both its arms ran, and names them). "
+             "Each adapted "
              "encoder is trained once per seed and then used like the base model: its vectors go to their own "
              f"store key and the cached {heads} head (and, for align + LangAlign, the cached Procrustes aligner on "
              "the same pairs) run on them unchanged. adapt-lora, a LoRA-adapted encoder read by a new head on "
@@ -192,31 +221,32 @@ def section(results: Path = RESULTS) -> list[str]:
              "(temperature 0.05, lr 3e-5); align: InfoNCE both ways on the pairs (temperature 0.05, lr 2e-5). These "
              "sizes are far below the paper's (a 2-core CPU); read the table as a check of direction at small "
              "scale, not as the paper's setting.", "",
-             "English-only and LangAlign use every row, so their seed draws nothing (a converged head on the same "
-             f"vectors{_seed_free_rows(records, results)}): their interval is their test rows' alone, and every "
-             "accuracy's interval counts the test "
-             "rows' sampling with the seeds' spread; the adapted methods vary with the adaptation's seed. The "
+             "English-only and LangAlign use every row, so their seed draws only the folds of the head's "
+             f"cross-validated C search ({_seed_draws(records, results)}); every accuracy's interval counts the test "
+             "rows' sampling with the seeds' spread, and the adapted methods vary with the adaptation's seed too. The "
              "verdicts are the one rule of `embedstore.study.verdicts`: the paired difference over the same seeds "
              "with a 95% interval that counts test-set noise, \"clearly better\" when it excludes 0"
              + _approximate_note(records) + ".", "",
              "| method | accuracy (mean ± 95% CI over seeds and test rows) | vs English-only | vs LangAlign Procrustes |",
              "| --- | --- | --- | --- |"]
+    vs_english = {m: versus(records, m, "english", results) for m in METHODS[1:] if acc[m] and acc["english"]}
     for method in METHODS:
         if not acc[method]:
             lines.append(f"| {method} | no finished cells | | |")
             continue
-        vs = ["" if method == "english" or not acc["english"] else _cell(versus(records, method, "english", results)),
+        vs = ["" if method not in vs_english else _cell(vs_english[method]),
               "" if method in ("english", "langalign") or not acc["langalign"]
               else _cell(versus(records, method, "langalign", results))]
         lines.append(f"| {method} | {format_stat(accuracy_stat(arms[method]))} (n={len(acc[method])}) | {vs[0]} | {vs[1]} |")
-    same = [m for m in METHODS[2:] if acc[m] and acc[m] == acc["english"]]
+    same = [m for m in METHODS[2:] if m in vs_english and vs_english[m].identical]
     if same:
         steps = next((r["provenance"]["sizes"]["adapt"]["steps"] for r in records
                       if r["cell"]["method"] == "adapt-lora"), None)
         why = (f" (LoRA's B matrices start at zero, and the paper's lr 1e-5 for one epoch is {steps} small steps "
                "here)") if "adapt-lora" in same and steps else ""
-        lines += ["", f"{', '.join(same)}: the same accuracy as English-only in every seed; the adaptation moved the "
-                  f"vectors too little to change the head's accuracy{why}."]
+        lines += ["", f"{', '.join(f'{m} (seeds {vs_english[m].seed_list})' for m in same)}: the same prediction as "
+                  "English-only on every test row at every seed both ran; the adaptation moved the vectors too little "
+                  f"to change the head's predictions{why}."]
     lines += ["", "### The paper's Table 5 claim, checked", ""]
     arms = (("adapt-lora", "LoRA", "adapt-lora (an adapted encoder read by a new head, not the paper's LoRA-TA: "
              "that is decided in its own section)"), ("adapt-simcse", "SimCSE", "SimCSE"))
@@ -242,7 +272,9 @@ def section(results: Path = RESULTS) -> list[str]:
         lines += ["", "### Retrieval P@1 English → Korean before and after `adapt align`", "",
                   f"On the {ret['rows']} test rows and their English originals (nearest neighbour by cosine among "
                   f"all of them): base e5-small {ret['base']:.3f}; after align "
-                  + (f"{_fmt(aligned, ret['rows'])} over {len(aligned)} seeds (the interval counts the test rows' sampling)." if aligned else "not run.")]
+                  + (f"{_fmt(aligned, ret['rows'])} over {len(aligned)} seeds "
+                     f"({seed_list(sorted(map(int, ret['align'])))}; the interval counts the test rows' sampling)."
+                     if aligned else "not run.")]
         g = analyses["gradients"]
         lines += ["", "### Gradient cosine of the alignment and task objectives, per layer", "",
                   "`analyze encoder-gradients` on the base e5-small: cosine between the gradients of the task loss "

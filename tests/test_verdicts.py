@@ -300,3 +300,19 @@ def test_arms_that_predict_the_same_class_on_every_row_say_so_instead_of_a_zero_
     one_off = compare(arm(rows[:2] + [make_rows(truth, changed)], name="lora"), arm(rows, name="english"),
                       rows=in_memory)
     assert not one_off.identical and "[" in one_off.describe()
+
+
+def test_arms_at_different_seed_counts_are_paired_over_the_seeds_both_have_and_name_them(truth):
+    """The adaptation study's case: adapt-align extended to 10 seeds, adapt-lora kept at 3. A comparison with
+    English-only pairs over the seeds both arms ran, says which, and names the seeds it left out."""
+    rng = np.random.default_rng(0)
+    rows = [make_rows(truth, correct_at(1000, 0.5, rng)) for _ in range(10)]
+    three = compare(arm(rows[:3], name="lora"), arm(rows, name="english"), rows=in_memory, labels=("lora", "english"))
+    assert three.n_seeds == 3 and three.seeds == (0, 1, 2) and three.seed_list == "0-2"
+    assert three.notes[0] == "seeds [3, 4, 5, 6, 7, 8, 9] only in english: left out"
+    every = compare(arm(rows, name="align"), arm(rows, name="english"), rows=in_memory)
+    assert every.seeds == tuple(range(10)) and every.seed_list == "0-9"
+    some = [r for r in arm(rows, name="english") if r["cell"]["seed"] in (0, 1, 3, 4, 5, 9)]
+    gaps = compare(arm(rows, name="align"), some, rows=in_memory)
+    assert gaps.seed_list == "0, 1, 3-5, 9"
+    assert compare(arm(rows[:1]), arm(rows), rows=in_memory).seed_list == "0"

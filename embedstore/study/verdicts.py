@@ -89,6 +89,9 @@ class Comparison:
     #: The two arms predicted the same class for every test row at every seed: no difference to put an interval
     #: on (a bootstrap of identical rows gives [+0.000, +0.000], which reads like a measured certainty).
     identical: bool = False
+    #: The seeds both arms have, which the figures pair over (`n_seeds` of them): arms run at different seed counts
+    #: (a study extended to more seeds for some methods only) are compared on these alone.
+    seeds: tuple[int, ...] = ()
 
     @property
     def winner(self) -> str | None:
@@ -101,6 +104,11 @@ class Comparison:
         if self.refused:
             return f"refused: {self.refused}"
         return f"{self.winner} clearly better" if self.winner else WITHIN_NOISE
+
+    @property
+    def seed_list(self) -> str:
+        """The paired seeds (`seed_list`), e.g. "0-9"."""
+        return seed_list(self.seeds)
 
     def describe(self, decimals: int = 3) -> str:
         """e.g. "0.583 vs 0.476, Δ +0.107 [+0.071, +0.142] (3 seeds × 2,862 test rows)"; intervals that are not
@@ -115,6 +123,18 @@ class Comparison:
             return f"{self.mean_a:.{d}f} vs {self.mean_b:.{d}f}, the same prediction on every test row ({seeds}{rows})"
         return (f"{self.mean_a:.{d}f} vs {self.mean_b:.{d}f}, Δ {self.diff:+.{d}f} [{self.low:+.{d}f}, "
                 f"{self.high:+.{d}f}] ({seeds}{rows}{mark})")
+
+
+def seed_list(seeds: Sequence[int]) -> str:
+    """Seeds as a reader checks them against a config's `seeds`: "0-9", "0, 1, 3-5, 9", "3" (a run of three or
+    more as a range)."""
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs)
 
 
 def compare(
@@ -143,7 +163,7 @@ def compare(
 
     def refuse(reason: str) -> Comparison:
         return Comparison(labels[0], labels[1], metric, REFUSED, refused=reason, notes=tuple(notes),
-                          n_seeds=len(seeds))
+                          n_seeds=len(seeds), seeds=tuple(seeds))
 
     if not seeds:
         return refuse("no seed in common")
@@ -193,7 +213,7 @@ def compare(
     diff = mean_a - mean_b
     verdict = CLEARLY_A if low > 0 else CLEARLY_B if high < 0 else WITHIN_NOISE
     return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, len(seeds), n_rows,
-                      interval, None, tuple(notes), identical)
+                      interval, None, tuple(notes), identical, tuple(seeds))
 
 
 def across_C(
