@@ -574,6 +574,8 @@ def _figures(c: Comparison) -> str:
     """A verdict as a headline sentence cites it: "clearly better, +0.138 [+0.104, +0.172]"."""
     if c.refused:
         return c.statement
+    if c.identical:  # never "Δ +0.000 [+0.000, +0.000]": nothing was resampled, nothing differed
+        return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, the same prediction on every test row"
     kind = "clearly better" if c.winner == c.a else "clearly worse" if c.winner else "within noise"
     return (f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {kind}, Δ {c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
             + ("" if c.interval.startswith("paired") else "†"))

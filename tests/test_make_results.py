@@ -468,3 +468,16 @@ def test_half_the_gap_at_ten_seeds_is_decided_on_the_paired_interval_and_needs_t
     assert "(3 seeds so far)" in said["ko"] and ", half the gap to the translated-rows head +0.1" in said["ja"]
     without = {lang: [r for r in records if r["cell"]["method"] != "translated"] for lang, records in ten.items()}
     assert make_results.half_gap_at_ten(without, rows) == ""
+
+
+def test_a_headline_of_two_arms_with_the_same_predictions_says_so_not_a_zero_interval(make_results, tmp_path) -> None:
+    """The README's LoRA line printed "Δ +0.000 [+0.000, +0.000]": a bootstrap of identical rows, read as a measured
+    certainty. The headline says what happened instead, as the page does."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+    path = results / f"{STUDY}.jsonl"
+    fc = select(select(read_results(path), task_size=2000), aligner="fc")
+    same = compare(fc, fc, rows=PredictionReader(path), labels=("fc", "fc again"))
+    assert same.identical
+    assert make_results._figures(same) == f"{same.mean_a:.3f} vs {same.mean_b:.3f}, the same prediction on every test row"
