@@ -262,3 +262,22 @@ def test_a_config_without_store_or_model_takes_the_project_s(tmp_path: Path, mon
     config = load_config(write(tmp_path, text))
     assert (config.store, config.model) == (tmp_path / "project.zarr", "org/model")
     assert config.encoding_settings["layers"] == (3,)
+
+
+def test_a_grid_naming_two_heads_that_train_one_network_with_the_lm_is_refused(tmp_path: Path) -> None:
+    """Issue 26: on text, "logistic" and "linear" both train one nn.Linear with the LM (`heads.text_network`), so a
+    langalign-e2e or lora-ta grid listing both would run each cell twice under two names; refused at load, naming the
+    grid key, the heads and why. Heads with distinct networks there, and cached methods with both, still load."""
+    for method in ("langalign-e2e", "lora-ta"):
+        text = with_grid(methods=f'["english", "{method}"]', task_sizes='["1k"]', seeds="[0]")
+        twice = text.replace("seeds = [0]", 'seeds = [0]\nhead = ["logistic", "linear"]')
+        with pytest.raises(ConfigError, match=r"grid\.head: 'logistic' and 'linear' both train the 'linear' network "
+                                              rf"with the LM in {method} cells .*the same run twice"):
+            load_config(write(tmp_path, twice))
+        assert {c.head for c in expand(load_config(write(tmp_path, twice.replace('"linear"', '"mlp"'))))} == {
+            "logistic", "mlp"}
+        with pytest.raises(ConfigError, match=r"grid\.head: head 'sklearn:svm\.LinearSVC': has no network to train"):
+            load_config(write(tmp_path, twice.replace('"linear"', '"sklearn:svm.LinearSVC"')))
+    cached = with_grid(methods='["english", "langalign"]').replace("seeds = [0, 1, 2]",
+                                                                    'seeds = [0, 1, 2]\nhead = ["logistic", "linear"]')
+    assert {c.head for c in expand(load_config(write(tmp_path, cached)))} == {"logistic", "linear"}

@@ -275,3 +275,19 @@ def test_sklearn_head_refuses_state_it_cannot_save_without_pickles(tmp_path):
     svm = make_head("sklearn:svm.LinearSVC").fit(x, y)
     assert isinstance(svm, SklearnHead) and svm.fit_report["converged"] is True
     np.testing.assert_allclose(svm.predict_proba(x).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_on_text_logistic_and_linear_train_one_network_and_sklearn_none():
+    """Issue 26: the registry is the one home of which network a head kind trains with the LM; logistic's is the
+    linear head's nn.Linear (no C search there), built alike under one seed, and a scikit-learn head has none."""
+    import torch
+
+    from embedstore.estimators.heads import text_network
+    from embedstore.text_training.model import head_module
+
+    assert {kind: text_network(kind) for kind in ("logistic", "linear", "mlp")} == {
+        "logistic": "linear", "linear": "linear", "mlp": "mlp"}
+    logistic, linear = (head_module(kind, 8, 3, seed=5) for kind in ("logistic", "linear"))
+    assert type(logistic) is torch.nn.Linear and torch.equal(logistic.weight, linear.weight)
+    with pytest.raises(ConfigError, match=r"^head 'sklearn:svm\.LinearSVC': has no network to train with the LM"):
+        text_network("sklearn:svm.LinearSVC")

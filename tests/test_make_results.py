@@ -481,3 +481,27 @@ def test_a_headline_of_two_arms_with_the_same_predictions_says_so_not_a_zero_int
     same = compare(fc, fc, rows=PredictionReader(path), labels=("fc", "fc again"))
     assert same.identical
     assert make_results._figures(same) == f"{same.mean_a:.3f} vs {same.mean_b:.3f}, the same prediction on every test row"
+
+
+def test_the_e2e_claim_compares_one_lm_trained_run_with_each_heads_cached_arm(make_results, tmp_path):
+    """Issue 26: the e2e claim's head-robustness came from e2e records named logistic against themselves named
+    linear (one nn.Linear trained with the LM either way). Now one e2e arm enters both columns, each against that
+    head's cached arm, and the mark says only the cached side's head varied."""
+    def record(method: str, head: str, seed: int, accuracy: float) -> dict:
+        aligner, pairs = (None, None) if method == "english" else ("procrustes", 5000)
+        cell = {"language": "ko", "task": "t", "method": method, "task_size": 500, "pair_size": pairs,
+                "aligner": aligner, "seed": seed, "recipe": "default", "head": head}
+        return {"cell": cell, "cell_id": f"{method}{head}{seed}", "context": "c", "status": "ok",
+                "metrics": {"accuracy": accuracy, "n": 1000, "degenerate": None},
+                "provenance": {"sizes": {"n_train": 500, "n_test": 1000, "n_pairs": 5000}, "written_at": "t"}}
+
+    records = [record(m, h, s, a + 0.001 * s) for h in ("logistic", "linear") for s in range(3)
+               for m, a in (("english", 0.50), ("langalign", 0.60), ("langalign-e2e", 0.45))]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    lines = make_results.claims_under_heads(read_results(tmp_path / "r.jsonl"), PredictionReader(tmp_path / "r.jsonl"),
+                                            None)
+    row = next(line for line in lines if line.startswith("| end-to-end (langalign-e2e, LM fine-tuned)"))
+    logistic, linear, mark = row.split(" | ")[1:4]
+    assert logistic.startswith("0.451 vs 0.601") and linear.startswith("0.451 vs 0.601")  # one e2e arm, 3 seeds
+    assert mark == ("robust (the cached side's head only: the end-to-end arm is one LM-trained run in every column, "
+                    "not varied) |")

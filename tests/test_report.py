@@ -324,3 +324,53 @@ def test_arms_with_no_differing_test_row_say_so_instead_of_a_zero_width_interval
     lines = verdicts_markdown({(Row("ablation-omit", None, None, "default", "logistic"), 300): same})
     assert lines[-2] == "| ablation-omit | 300 | 0 at every test row | no test row differs: nothing to estimate |"
     assert not any("0.000]" in line for line in lines)
+
+
+def e2e_record(head: str, seed: int, accuracy: float, context: str, written_at: str) -> dict[str, Any]:
+    """A langalign-e2e record on 1,000 test rows, named with `head` (its network is the same for logistic and
+    linear) and written under `context` at `written_at`."""
+    cell = {"language": "ko", "task": "t", "method": "langalign-e2e", "task_size": 500, "pair_size": 1000,
+            "aligner": "procrustes", "seed": seed, "recipe": "default", "head": head}
+    return {"cell": cell, "cell_id": f"e2e{head}{seed}", "context": context, "status": "ok",
+            "metrics": {"accuracy": accuracy, "n": 1000},
+            "provenance": {"sizes": {"n_train": 500, "n_test": 1000}, "written_at": written_at}}
+
+
+def two_head_study_with_e2e(e2e: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """English-only and cached LangAlign under logistic and linear (cached clearly better than `e2e`'s 0.45)."""
+    rows = [head_record("english", h, s, 0.50 + 0.001 * s) for h in ("logistic", "linear") for s in range(3)]
+    rows += [head_record("langalign", h, s, 0.60 + 0.001 * s) for h in ("logistic", "linear") for s in range(3)]
+    return rows + e2e
+
+
+def test_an_lm_trained_arm_named_under_two_heads_is_one_row_of_one_context(tmp_path):
+    """Issue 26: e2e cells named head=logistic and head=linear train one nn.Linear with the LM: the report showed
+    them as two heads' rows. Now they are one row under the network they trained, marked LM-trained, read from the
+    newest record's context; the older context's records are named as left out, not pooled in."""
+    same = [e2e_record(h, s, 0.45 + 0.001 * s, "c", "2026-12-06T21:00:00+00:00")
+            for h in ("logistic", "linear") for s in range(3)]
+    text = build_report(write_jsonl(tmp_path / "r.jsonl", two_head_study_with_e2e(same)), tmp_path / "out").markdown
+    rows = table_rows(text, "## ko · t")
+    assert [label for label in rows if "e2e" in label] == ["langalign-e2e procrustes 1k head=linear (LM-trained)"]
+    assert rows["langalign-e2e procrustes 1k head=linear (LM-trained)"][0].startswith("0.451 ± ")  # 3 seeds, not 6
+    assert sum(line.startswith("| langalign-e2e procrustes 1k | 500 |") for line in text.splitlines()) == 1
+    old = [e2e_record("linear", s, 0.40, "old", "2026-11-23T22:00:00+00:00") for s in range(3)]
+    new = [e2e_record("logistic", 0, 0.45, "new", "2026-12-06T21:00:00+00:00")]
+    text = build_report(write_jsonl(tmp_path / "r.jsonl", two_head_study_with_e2e(old + new)), tmp_path / "o2").markdown
+    assert table_rows(text, "## ko · t")["langalign-e2e procrustes 1k head=linear (LM-trained)"] == ["0.450 (n=1)"]
+    assert ("- one run per LM-trained arm: langalign-e2e procrustes 1k at task size 500 (its head the 'linear' "
+            "network, trained with the LM): read from context new (head named logistic, seed 0), the newest; left "
+            "out: context old (head named linear, seeds 0, 1, 2)") in text
+
+
+def test_read_results_says_what_an_older_e2e_record_trained(tmp_path):
+    """Records written before e2e cells said what their head trained get it at read time, through the function the
+    runner writes it with; cached cells' records are left as they are."""
+    from embedstore.study.methods import TEXT_HEAD_TRAINING
+    from embedstore.study.sweep import read_results
+
+    path = write_jsonl(tmp_path / "r.jsonl", [e2e_record("logistic", 0, 0.45, "c", "t"),
+                                              head_record("langalign", "logistic", 0, 0.6)])
+    e2e, cached = read_results(path)
+    assert e2e["metrics"]["head_network"] == "linear" and e2e["metrics"]["head_training"] == TEXT_HEAD_TRAINING
+    assert "no C search" in TEXT_HEAD_TRAINING and "head_network" not in cached["metrics"]

@@ -68,7 +68,7 @@ from embedstore.base.errors import ConfigError
 from embedstore.base.schema import check_keys, did_you_mean, names_of
 from embedstore.estimators.aligners import ALIGNERS as aligner_registry
 from embedstore.estimators.aligners.inputs import uses_no_pairs
-from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head
+from embedstore.estimators.heads import DEFAULT_HEAD, HEADS as head_registry, check_head_kind, make_head, text_network
 from embedstore.estimators.training import DEFAULT_RECIPE, RECIPES as recipe_registry
 from embedstore.encoding.models import is_model_path
 from embedstore.encoding.options import EncodeOptions
@@ -512,6 +512,7 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
     for i, head in enumerate(heads):
         check_head_kind(head, f"grid.head[{i}]" if isinstance(value, list) else "grid.head")
     _check_unique("grid.head", list(heads))
+    _check_text_heads(methods, heads)
     return Grid(
         languages=languages,
         tasks=tasks,
@@ -524,6 +525,25 @@ def _parse_grid(raw: dict[str, Any], task_names: tuple[str, ...]) -> Grid:
         heads=heads,
         unpaired_sizes=unpaired_sizes,
     )
+
+
+def _check_text_heads(methods: tuple[str, ...], heads: tuple[str, ...]) -> None:
+    """A method whose head trains with the LM on text (langalign-e2e, lora-ta) trains the network
+    `heads.text_network` names, so two heads with one network there would run the same cells twice under two
+    names (and a report would compare a run with itself): refused, as is a head with no network to train."""
+    text = [m for m in methods if TABLE[m].text_head]
+    if not text:
+        return
+    seen: dict[str, str] = {}
+    for head in heads:
+        try:
+            network = text_network(head)
+        except ConfigError as exc:
+            raise ConfigError(f"grid.head: {exc} (methods {', '.join(text)} train their head with the LM)") from None
+        if network in seen:
+            raise ConfigError(f"grid.head: {seen[network]!r} and {head!r} both train the {network!r} network with the "
+                              f"LM in {', '.join(text)} cells (no C search there): the same run twice; list one")
+        seen[network] = head
 
 
 def _axis_wanted(raw: dict[str, Any], key: str, users: list[str], need: str) -> bool:

@@ -25,7 +25,7 @@ from embedstore.base.atomic import atomic_dir, write_text
 from embedstore.analysis.measures import fitted_alignment
 from embedstore.study.adapted import adapted_context
 from embedstore.study.cells import Cell, SweepConfig
-from embedstore.study.methods import TABLE
+from embedstore.study.methods import TABLE, head_metrics
 from embedstore.study.context import context_id, training_precisions
 from embedstore.study.predictions import RowPredictions, index_digest, rows_digest
 from embedstore.study.vector_memory import RememberedVectors
@@ -489,7 +489,8 @@ def run_e2e(ctx: Context) -> MethodResult:
     result = finetune(_write_rows(work / "train.jsonl", texts, labels),
                       _write_rows(work / "test.jsonl", test.texts, test.labels), aligner_dir, work / "run",
                       model=ctx.config.model, aligner_at_test=through, options=options, **flags)
-    metrics = {**result.metrics, "aligner_at_test": through, "aligner": _aligner_diagnostics(ctx, aligner, aligner_dir.name)}
+    metrics = {**result.metrics, **head_metrics(cell.method, cell.head), "aligner_at_test": through,
+               "aligner": _aligner_diagnostics(ctx, aligner, aligner_dir.name)}
     metrics["degenerate"] = degeneracy(metrics)
     sizes = {"n_train": len(texts), "n_pairs": n_pairs, "n_test": len(test.texts),
              "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
@@ -540,7 +541,7 @@ def run_lora_ta(ctx: Context) -> MethodResult:
     result = lora_ta(_write_rows(work / "train.jsonl", texts, labels),
                      _write_rows(work / "test.jsonl", test.texts, test.labels), work / "run",
                      model=ctx.config.model, options=options)
-    metrics = {**result.metrics, "degenerate": degeneracy(result.metrics)}
+    metrics = {**result.metrics, **head_metrics(cell.method, cell.head), "degenerate": degeneracy(result.metrics)}
     draws = _draws(ctx, picked)
     sizes = {"n_train": len(texts), "n_test": len(test.texts), "finetune_dir": str(work),
              "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,

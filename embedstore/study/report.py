@@ -26,7 +26,8 @@ from embedstore.base.errors import InputError
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.sweep import read_results
 from embedstore.study.report_data import (Table, against_english, against_english_across_C, check_cosine,
-                                          cosine_from_cells, cosine_groups, group_tables, per_head, read_cosine)
+                                          cosine_from_cells, cosine_groups, group_tables, one_run_per_text_arm,
+                                          per_head, read_cosine)
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
                                               header, head_convergence, interval_note, markdown_table, noise_note,
                                               csv_text, robustness_markdown, verdicts_markdown)
@@ -79,12 +80,14 @@ def build_report(
         available = sorted({name for r in ok for name in r.get("metrics", {})})
         raise InputError(f"{results_path}: no record has metric {metric!r}; available: {', '.join(available)}")
 
+    header_lines = header(results_path, cell_records, ok, scored, metric)
+    scored, one_run = one_run_per_text_arm(scored)
     tables, arms = group_tables(scored, metric)
     rows = PredictionReader(results_path)
     verdicts = {key: against_english(arms[key], rows, metric) for key in tables}
     around = {key: against_english_across_C(arms[key], rows, metric) for key in tables}
-    lines = (header(results_path, cell_records, ok, scored, metric) + head_convergence(ok)
-             + degenerate_counts(scored) + interval_note(verdicts) + draws_note(scored))
+    lines = (header_lines + head_convergence(ok) + degenerate_counts(scored) + interval_note(verdicts)
+             + draws_note(scored) + [line for n in one_run for line in (f"- one run per LM-trained arm: {n}", "")])
     plots: list[Plot] = []
     for (language, task), table in tables.items():
         lines += (markdown_table(language, task, table) + verdicts_markdown(verdicts[(language, task)])

@@ -15,7 +15,7 @@ from typing import Any
 from embedstore.base.errors import InputError
 from embedstore.base.stats import Z95, mean_ci, wilson
 from embedstore.study.cells import ALIGNERS, DEFAULT_HEAD, DEFAULT_RECIPE, format_size, method_label
-from embedstore.study.methods import METHODS, PAIR_METHODS
+from embedstore.study.methods import METHODS, PAIR_METHODS, TEXT_HEAD_METHODS, head_metrics
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.verdicts import Comparison, across_C, compare
 
@@ -47,13 +47,67 @@ class Row:
         )
 
     def label(self, show_recipe: bool, show_head: bool) -> str:
-        """e.g. "langalign fc 5k"; the recipe/head only when a table mixes several."""
+        """e.g. "langalign fc 5k"; the recipe/head only when a table mixes several; a head trained with the LM
+        (`row_of`: its network, whatever name its cells were run under) says so."""
         parts = [method_label(self.method, self.aligner, self.pair_size)]
         if show_recipe:
             parts.append(f"recipe={self.recipe}")
         if show_head:
-            parts.append(f"head={self.head}")
+            parts.append(f"head={self.head}" + (" (LM-trained)" if self.method in TEXT_HEAD_METHODS else ""))
         return " ".join(parts)
+
+
+def row_of(record: dict[str, Any]) -> Row:
+    """The table row of a cell record. A method whose head trains with the LM (`methods.TEXT_HEAD_METHODS`) is
+    filed under the network it trained (`metrics.head_network`, which `sweep.read_results` gives older records
+    too): its cells named head=logistic and head=linear are one run, so they are one row, never two heads."""
+    cell = record["cell"]
+    head = cell.get("head", DEFAULT_HEAD)
+    if cell["method"] in TEXT_HEAD_METHODS:
+        head = record.get("metrics", {}).get("head_network") or head_metrics(cell["method"], head)["head_network"]
+    return Row(cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", DEFAULT_RECIPE), head)
+
+
+def one_run_per_text_arm(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """`records` with each LM-trained arm (`row_of`'s row at one task size) read from one context, and what was
+    left out, one line per arm. Such an arm's records under several head names, or written by older versions
+    (another context id), can hold the same seed twice; mixing contexts would also pool runs whose settings may
+    differ. So the arm reads the context of its newest record (`written_at`) only, one record per seed (the last),
+    and the lines name the contexts left out, so none is dropped or mixed in silently."""
+    arms: dict[tuple[Row, Any, str, str], list[dict[str, Any]]] = defaultdict(list)
+    out: list[dict[str, Any]] = []
+    for r in records:
+        cell = r["cell"]
+        if cell["method"] in TEXT_HEAD_METHODS:
+            arms[(row_of(r), cell.get("task_size"), cell["language"], cell["task"])].append(r)
+        else:
+            out.append(r)
+    notes = []
+    for (row, size, _, _), found in arms.items():
+        newest = max(found, key=lambda r: r.get("provenance", {}).get("written_at") or "")["context"]
+        kept = {r["cell"]["seed"]: r for r in found if r["context"] == newest}
+        out += kept.values()
+        others = defaultdict(list)
+        for r in found:
+            if r["context"] != newest:
+                others[r["context"]].append(r)
+        if others or len({r["cell"].get("head") for r in found}) > 1:
+            notes.append(_context_note(row, size, newest, list(kept.values()), others))
+    return out, notes
+
+
+def _context_note(row: Row, size: int | None, context: str, kept: list[dict[str, Any]],
+                  others: dict[str, list[dict[str, Any]]]) -> str:
+    """The line `one_run_per_text_arm` writes for one arm: the context it reads and the ones it leaves out."""
+    def which(records: list[dict[str, Any]]) -> str:
+        heads = sorted({r["cell"].get("head", DEFAULT_HEAD) for r in records})
+        seeds = sorted(r["cell"]["seed"] for r in records)
+        return f"head named {', '.join(heads)}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+    left = "; ".join(f"context {ctx} ({which(rs)})" for ctx, rs in others.items())
+    return (f"{method_label(row.method, row.aligner, row.pair_size)} at task size {format_size(size)} (its head the "
+            f"{row.head!r} network, trained with the LM): read from context {context} ({which(kept)}), the newest"
+            + (f"; left out: {left}" if left else ""))
 
 
 @dataclass(frozen=True)
@@ -83,11 +137,7 @@ def group_tables(
     grouped: dict[tuple[str, str], Arms] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in records:
         cell = record["cell"]
-        row = Row(
-            cell["method"], cell.get("aligner"), cell.get("pair_size"), cell.get("recipe", DEFAULT_RECIPE),
-            cell.get("head", DEFAULT_HEAD),
-        )
-        grouped[(cell["language"], cell["task"])][row][cell.get("task_size")].append(record)
+        grouped[(cell["language"], cell["task"])][row_of(record)][cell.get("task_size")].append(record)
     tables: dict[tuple[str, str], Table] = {}
     arms: dict[tuple[str, str], Arms] = {}
     for key in sorted(grouped):

@@ -50,6 +50,7 @@ from embedstore.base.errors import ConfigError, InputError
 from embedstore.base.lock import WriterLock
 from embedstore.base.progress import make_progress
 from embedstore.study.execution import Executor, LocalExecutor, Runner, to_json
+from embedstore.study.methods import TEXT_HEAD_METHODS, head_metrics
 from embedstore.base.provenance import read_provenance, stamp
 
 CellContext = Callable[[Cell], str]
@@ -231,8 +232,19 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             key = (str(kind), str(record.get("cell_id", f"line {lineno}")))
         if isinstance(record.get("provenance"), dict):  # records of older versions read under today's names
             record["provenance"] = read_provenance(record["provenance"])
+        if kind == "cell":
+            _with_head_metrics(record)
         records[key] = record
     return list(records.values())
+
+
+def _with_head_metrics(record: dict[str, Any]) -> None:
+    """A text-head cell's record written before it said what its head trained gets it now (`methods.head_metrics`,
+    the function the runners write it with), so readers never tell such records apart by their age."""
+    cell, metrics = record.get("cell"), record.get("metrics")
+    if isinstance(cell, dict) and isinstance(metrics, dict) and cell.get("method") in TEXT_HEAD_METHODS \
+            and isinstance(cell.get("head"), str):
+        record["metrics"] = {**head_metrics(cell["method"], cell["head"]), **metrics}
 
 
 def upgrade_results(path: str | Path) -> int:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from embedstore.encoding.encoder import pool
-from embedstore.estimators.heads import make_head
+from embedstore.estimators.heads import make_head, text_network
 
 
 class TextClassifier(nn.Module):
@@ -69,11 +69,12 @@ def mean_pooled(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def head_module(kind: str, dim: int, n_classes: int, seed: int) -> nn.Module:
-    """The same network the cached path's head of this kind trains, so e2e and cached results compare
-    like for like; initialised under the run's seed without touching the caller's RNG."""
+    """The network a head of this kind is on text (`heads.text_network`: "logistic" is the linear head's
+    nn.Linear, trained by the run's AdamW, not by L-BFGS with a C search); initialised under the run's seed
+    without touching the caller's RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make_head(kind)._network(dim, n_classes)
+        return make_head(text_network(kind))._network(dim, n_classes)
 
 
 def trainable(graph: nn.Module) -> dict[str, torch.Tensor]:

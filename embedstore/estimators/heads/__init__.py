@@ -52,6 +52,17 @@ def check_head_kind(kind: Any, where: str) -> None:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def text_network(kind: str) -> str:
+    """The head kind whose network trains when a run on text (finetune, langalign-e2e, lora-ta) is given `kind`:
+    the one home of that fact. "logistic" and "linear" both train one `nn.Linear` under the LM's optimizer there,
+    so two such runs that differ only by that name are the same run; configs refuse them and reports merge them."""
+    network = head_class(kind).text_network
+    if network is None:
+        usable = ", ".join(name for name, cls in HEADS.items() if cls.text_network is not None)
+        raise ConfigError(f"head {kind!r}: has no network to train with the LM on text; expected one of {usable}")
+    return network
+
+
 def head_kinds() -> list[str]:
     """The kinds a user can type, for help texts: the registered names and the scikit-learn form."""
     return [n for n in HEADS if n != SklearnHead.name] + [f"{SKLEARN_PREFIX}<sklearn.module.Class>"]
@@ -83,4 +94,4 @@ def load_head(directory: str | os.PathLike) -> Head:
 
 __all__ = ["DEFAULT_HEAD", "HEADS", "NORMALIZATIONS", "Head", "LinearHead", "LogisticHead", "MLPHead",
            "SklearnHead", "as_labels", "build_head", "check_head_kind", "head_class", "head_kinds", "load_head",
-           "make_head"]
+           "make_head", "text_network"]

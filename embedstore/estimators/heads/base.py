@@ -106,6 +106,11 @@ class Head(ClassifierMixin, Estimator):
     _state_attrs: ClassVar[tuple[str, ...]] = ("classes_", "fit_report_")
     #: Whether the head is trained by the shared torch loop (and so takes a `recipe`).
     uses_recipe: ClassVar[bool] = False
+    #: The head kind whose `_network` a run on text trains when this kind is asked for (finetune, the sweep's
+    #: langalign-e2e and lora-ta): there the LM's optimizer trains the network, so a solver of this kind's own
+    #: (L-BFGS, a C search) does not run; None where the kind has no network to train with the LM. Read it
+    #: through `heads.text_network`.
+    text_network: ClassVar[str | None] = None
     normalize: str
     seed: int
     device: str = "cpu"

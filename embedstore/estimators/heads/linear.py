@@ -13,6 +13,7 @@ class LinearHead(TorchHead):
 
     name = "linear"
     order = 20
+    text_network = "linear"
 
     def _network(self, dim: int, n_classes: int) -> nn.Module:
         return nn.Linear(dim, n_classes)

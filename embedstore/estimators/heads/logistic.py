@@ -44,6 +44,8 @@ class LogisticHead(Head):
 
     name = "logistic"
     order = 10
+    #: trained with the LM, this head is the linear head's nn.Linear under AdamW: no C search, no L-BFGS
+    text_network = "linear"
 
     def __init__(self, C: float | None = None, Cs: int = 17, cv: int = 5, cv_rows: int = 5000,
                  normalize: str = "standard", tol: float = 1e-4, max_iter: int = 1000, seed: int = 0,

@@ -17,6 +17,7 @@ class MLPHead(TorchHead):
 
     name = "mlp"
     order = 30
+    text_network = "mlp"
 
     def __init__(self, hidden: int | None = None, dropout: float = 0.1, weight_decay: float | None = None,
                  normalize: str = "none", recipe: str | Recipe = DEFAULT_RECIPE, seed: int = 0,
