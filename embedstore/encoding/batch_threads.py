@@ -10,9 +10,10 @@ the same vectors to the bit (one kernel per product either way). Python threads 
 inside each op, and Python's part of an op is microseconds against its milliseconds.
 
 ONNX Runtime on CPU gains the same way: its session then has one intra-op thread (`OnnxEncoder`), and two Python
-threads run batches through it at once (a session's `run` is thread-safe and releases the GIL). Measured on the AMD
-EPYC (2 cores, AVX2 only) over 600 help texts in batches of 32, under load: 1.33-1.37x the two-thread session's
-speed, and the same hidden states to the bit (each output element is one thread's sum either way).
+threads run batches through it at once (a session's `run` is thread-safe and releases the GIL). Measured on an AMD
+EPYC (2 cores, AVX2 only): over 600 help texts in batches of 32 under load, 1.33-1.37x the two-thread session's
+speed; on the quiet machine about even (the encode benchmark's `--backend onnx` at 0.969x the bare two-thread pass,
+which includes encode's own work); the same hidden states to the bit (each output element is one thread's sum).
 
 Only the plain fp32 `Encoder` and the `OnnxEncoder` on CPU run so: autocast is a per-thread state (a thread would
 drop a reduced precision without a word), and a GPU runs one batch at a time.
