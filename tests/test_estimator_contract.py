@@ -128,6 +128,22 @@ def test_to_torch_computes_transform_on_raw_vectors(arch, reverse):
 
 
 @quiet_collapse
+@pytest.mark.parametrize("arch", list(ALIGNERS))
+def test_a_row_maps_to_the_same_bits_whatever_rows_come_with_it(arch):
+    """A sweep keeps each row's aligned output and serves it to later cells (`study.experiments._mapped`), so a row
+    must map alike alone, beside 40 rows or beside 700, anywhere among them: with plain BLAS products its last
+    bits moved with the call's shape, and a cell's record with the cells run before it (CI: a Ray sweep's
+    C-search log-losses differed from the local sweep's at the 6th digit)."""
+    x, y = pairs(400)
+    fitted = aligner(arch).fit(x, y)
+    rows = np.random.default_rng(5).standard_normal((700, D)).astype(np.float32) + x.mean(axis=0)
+    whole = fitted.transform(rows)
+    for seed, size in enumerate((1, 40, 255, 257, 700)):
+        picked = np.random.default_rng(seed).permutation(len(rows))[:size]
+        np.testing.assert_array_equal(fitted.transform(rows[picked]), whole[picked])
+
+
+@quiet_collapse
 def test_to_torch_is_a_copy_training_it_leaves_the_aligner_alone():
     x, y = pairs(300)
     for arch in ALIGNERS:

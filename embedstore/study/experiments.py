@@ -97,8 +97,8 @@ def _fitted_where(ctx: Context, aligner_id: str) -> tuple[str, str]:
 def _mapped(ctx: Context, aligner: Aligner, aligner_id: str, texts: list[str]) -> np.ndarray:
     """`aligner.transform` of the texts' vectors, each text mapped once per process and aligner (`_fitted_where`).
     Every task size of a grid reuses an aligner and maps the same fold: its drawn rows as training rows, the rest
-    as validation rows. A row's output does not depend on the rows mapped beside it (the same products row by
-    row), so this is what each cell computed."""
+    as validation rows. A row's output does not depend on the rows mapped beside it (`aligners.base.map_rows`), so
+    this is what each cell would compute alone."""
     return _ALIGNED.rows(_fitted_where(ctx, aligner_id), _TEXT_IDS(texts),
                          lambda ids: aligner.transform(_VECTORS.get(ctx.store, ctx.key, ids)))
 

@@ -18,9 +18,33 @@ from embedstore.base.errors import InputError
 from embedstore.estimators.artifacts import Estimator, as_matrix
 
 
+ROW_BLOCK = 256
+"""Rows an aligner maps per matrix product. Why fixed: a BLAS kernel sums a row's products in an order that depends
+on the shape of the call, so the same row mapped beside 40 rows and beside 1,000 differed in its last bits (OpenBLAS
+and MKL alike, measured on an AVX2 EPYC): a sweep's records then depended on which cells had mapped which rows first
+in a process (`study.experiments._mapped` keeps each row's output), and a Ray sweep's C-search log-losses differed
+from a local one's at the 6th digit. At one shape, torch (MKL) gave each row the same bits wherever it sat in the
+block and at one thread or two (measured: 640 permuted trials at d=32, 384 and 768); numpy's OpenBLAS did not."""
+
+
+def map_rows(module: nn.Module, x: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """`module` applied to each row of `x` in blocks of exactly `ROW_BLOCK` rows (the last one padded with zeros),
+    each block copied into one buffer of torch's own (64-byte aligned) memory: a row's output is then the same
+    whatever rows are mapped with it and wherever it sits in `x`."""
+    out = np.empty(x.shape, np.float32)
+    block = torch.zeros(ROW_BLOCK, x.shape[1], dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(0, len(x), ROW_BLOCK):
+            rows = x[start:start + ROW_BLOCK]
+            block[:len(rows)] = torch.from_numpy(rows)
+            block[len(rows):] = 0.0
+            out[start:start + len(rows)] = module(block.to(device)).float().cpu().numpy()[:len(rows)]
+    return out
+
+
 class Aligner(TransformerMixin, Estimator):
-    """Shared boundary checks and the reverse switch; subclasses implement `_fit(source, target)`, `_apply(x)`
-    and `to_torch()`."""
+    """Shared boundary checks and the reverse switch; subclasses implement `_fit(source, target)` and `to_torch()`,
+    which defines the map: `transform` applies it (`map_rows`)."""
 
     _fit_call = "fit(X_src, Y_tgt)"
     #: Fitted by the training loop, so its result depends on the recipe (and it takes `recipe` and `seed`).
@@ -48,15 +72,16 @@ class Aligner(TransformerMixin, Estimator):
         self._check_fitted()
         x = as_matrix(X, "X")
         self._check_dim(x, "X")
-        return self._apply(x)
+        return self._map(x)
 
     def fit_transform(self, X_src: Any, Y_tgt: Any) -> np.ndarray:
         """Fit, then map the side the aligner maps from (X_src, or Y_tgt when `reverse=True`)."""
         return self.fit(X_src, Y_tgt).transform(Y_tgt if self.reverse else X_src)
 
     def to_torch(self) -> nn.Module:
-        """A new module on raw vectors computing exactly `transform` (in eval mode), for graphs that differentiate
-        or train through the map (finetune, gradient analysis); training it never changes this estimator."""
+        """A new module on raw vectors computing exactly `transform` (in eval mode; `transform` runs it), for graphs
+        that differentiate or train through the map (finetune, gradient analysis); training it never changes this
+        estimator."""
         raise NotImplementedError
 
     def diagnostics(self) -> dict[str, Any]:
@@ -76,8 +101,9 @@ class Aligner(TransformerMixin, Estimator):
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    def _map(self, x: np.ndarray) -> np.ndarray:
+        """The fitted map on checked rows (also what a fit measures itself with, before `transform` may be called)."""
+        return map_rows(self.to_torch(), x)
 
 
 class AffineAligner(Aligner):
@@ -85,9 +111,6 @@ class AffineAligner(Aligner):
     `W_`, `mu_src_` and `mu_tgt_`; applying, saving and `to_torch` are the same for all of them, so they live here."""
 
     _array_attrs = ("W_", "mu_src_", "mu_tgt_")
-
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mu_src_) @ self.W_ + self.mu_tgt_
 
     def to_torch(self) -> nn.Module:
         """x @ W + (μ_t − μ_s W): the same map with the shifts folded into one bias."""

@@ -36,9 +36,6 @@ class LinearAligner(Aligner):
         self.W_ = w.float().numpy()
         self.b_ = (mu_y - mu_x @ w).float().numpy()
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return x @ self.W_ + self.b_
-
     def to_torch(self) -> nn.Module:
         self._check_fitted()
         return affine_module(self.W_, self.b_)

@@ -26,9 +26,6 @@ class MeanShiftAligner(Aligner):
         self.mu_src_ = source.astype(np.float64).mean(axis=0).astype(np.float32)
         self.mu_tgt_ = target.astype(np.float64).mean(axis=0).astype(np.float32)
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        return x - self.mu_src_ + self.mu_tgt_
-
     def to_torch(self) -> nn.Module:
         """A shift is the whole map, so its one parameter is the bias (no weight for finetune to train)."""
         self._check_fitted()

@@ -44,10 +44,6 @@ class SubspaceSwapAligner(Aligner):
         weight = np.eye(len(proj)) - proj
         return weight.astype(np.float32), (self.mu_tgt_.astype(np.float64) @ proj).astype(np.float32)
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        weight, bias = self._weight_bias()
-        return x @ weight + bias
-
     def to_torch(self) -> nn.Module:
         self._check_fitted()
         return affine_module(*self._weight_bias())

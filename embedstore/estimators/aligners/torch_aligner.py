@@ -10,11 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedstore.estimators.aligners.base import Aligner
+from embedstore.estimators.aligners.base import Aligner, map_rows
 from embedstore.estimators.aligners.collapse import CollapseWarning, detect_collapse
 from embedstore.estimators.training import DEFAULT_RECIPE, Recipe, resolve_recipe, split_indices, train
 
-_INFER_CHUNK = 8192
 #: Learned attributes `diagnostics()` reports, under their names without the trailing underscore.
 _DIAGNOSTICS = ("val_mse_", "identity_val_mse_", "val_retrieval_p1_", "identity_retrieval_p1_", "collapsed_")
 
@@ -74,7 +73,7 @@ class TorchAligner(Aligner):
         self.module_ = module
         self.history_ = history.to_dict()
         val_src, val_tgt = source[val_idx], target[val_idx]
-        aligned = self._apply(val_src)
+        aligned = self._map(val_src)
         check = detect_collapse(aligned, val_src, val_tgt)
         self.val_mse_ = float(np.mean((aligned - val_tgt) ** 2))
         self.identity_val_mse_ = float(np.mean((val_src - val_tgt) ** 2))
@@ -117,13 +116,9 @@ class TorchAligner(Aligner):
         the paper keeps it in the model; a reverse one exists to map them."""
         return bool(self.reverse or self.identity)
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), _INFER_CHUNK):
-                chunk = torch.from_numpy(self._to_net(x[start:start + _INFER_CHUNK])).to(self.device)
-                out.append(self.module_(chunk).cpu().numpy())
-        return (np.concatenate(out) * self.scale_ + self.shift_).astype(np.float32, copy=False)
+    def _map(self, x: np.ndarray) -> np.ndarray:
+        """The network where it was trained (`device`), not the CPU copy `to_torch` makes."""
+        return map_rows(Standardized(self.module_, self.shift_, self.scale_).to(self.device), x, self.device)
 
 
 class Standardized(nn.Module):
