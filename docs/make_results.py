@@ -45,7 +45,7 @@ from embedstore.study.methods import TEXT_HEAD_METHODS
 from embedstore.study.report_data import one_run_per_text_arm
 from embedstore.study.selection import SCORE, Selection, select_by_validation, validation
 from embedstore.study.sweep import read_results, upgrade_results
-from embedstore.study.verdicts import Comparison, across_C, c_sensitivity, compare, degenerate, seed_list, select
+from embedstore.study.verdicts import NO_C, Comparison, across_C, c_sensitivity, compare, degenerate, seed_list, select
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
@@ -156,7 +156,7 @@ def claims(records: list[dict], rows: PredictionReader, named: NamedArm | None) 
     re-decided at C one decade either side of each head's own (`verdicts.across_C`); one whose verdict changes is
     marked **C-sensitive** with the verdict it gets there, and a last line counts them."""
     out: list[Claim] = []
-    counted = {"alike": 0, "sensitive": 0, "unchecked": 0}
+    counted = {"alike": 0, "sensitive": 0, "unchecked": 0, "no C": 0}
     sizes = sorted({r["cell"]["task_size"] for r in select(records, method="english")}, key=lambda t: (t is None, t))
 
     def check(claim: str, a: list[dict], b: list[dict], labels: tuple[str, str], note: str = "", **options) -> None:
@@ -168,7 +168,9 @@ def claims(records: list[dict], rows: PredictionReader, named: NamedArm | None) 
         if not found.refused:
             around = across_C(a, b, rows=rows, labels=labels, **options)
             flip = c_sensitivity(found, around)
-            if all(c.refused for c in around.values()):
+            if any(c.refused.startswith(NO_C) for c in around.values() if c.refused):
+                counted["no C"] += 1
+            elif all(c.refused for c in around.values()):
                 counted["unchecked"] += 1
             elif flip:
                 counted["sensitive"] += 1
@@ -246,11 +248,13 @@ def claims(records: list[dict], rows: PredictionReader, named: NamedArm | None) 
                 check(f"{claim} ({format_size(ps)} pairs, task size {format_size(ts)})",
                       select(records, method="langalign", aligner=one, pair_size=ps, task_size=ts),
                       select(records, method="langalign", aligner=other, pair_size=ps, task_size=ts), (one, other))
-    if counted["alike"] or counted["sensitive"] or counted["unchecked"]:
+    if any(counted.values()):
         out.append(("the claims above with every head refitted at C/10 and at C×10",
                     f"{counted['alike']} decided alike at C/10, the chosen C and C×10; {counted['sensitive']} "
                     "change (marked **C-sensitive**)" + (f"; {counted['unchecked']} not checked (records without the "
-                                                         "refits' per-row predictions)" if counted["unchecked"] else ""),
+                                                         "refits' per-row predictions)" if counted["unchecked"] else "")
+                    + (f"; {counted['no C']} where {NO_C} (heads trained with the encoder, or torch heads)"
+                       if counted["no C"] else ""),
                     None))
     return out
 

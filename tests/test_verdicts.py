@@ -316,3 +316,19 @@ def test_arms_at_different_seed_counts_are_paired_over_the_seeds_both_have_and_n
     gaps = compare(arm(rows, name="align"), some, rows=in_memory)
     assert gaps.seed_list == "0, 1, 3-5, 9"
     assert compare(arm(rows[:1]), arm(rows), rows=in_memory).seed_list == "0"
+
+
+@pytest.mark.parametrize("cell", [{"head": "linear"}, {"method": "langalign-e2e", "head": "logistic"}],
+                         ids=["torch head", "head trained with the encoder"])
+def test_heads_fitted_at_no_C_say_so_rather_than_not_checked(truth, cell):
+    """A torch head or a head trained with the encoder has no C to move: its claims are refused at C/10 and C×10
+    as "no C applies", which the pages count apart from older records that merely kept no refits."""
+    rng = np.random.default_rng(5)
+    a = arm([make_rows(truth, correct_at(1000, 0.7, rng)) for _ in range(3)], name="a")
+    b = arm([make_rows(truth, correct_at(1000, 0.5, rng)) for _ in range(3)], name="b")
+    for record in a:
+        record["cell"].update(cell)
+    around = verdicts.across_C(a, b, rows=in_memory, labels=("a", "b"))
+    assert all(c.verdict == REFUSED and c.refused.startswith(f"{verdicts.NO_C}: a's head") for c in around.values())
+    assert verdicts.takes_C(b[0]) and not verdicts.takes_C(a[0])
+    assert verdicts.c_sensitivity(compare(a, b, rows=in_memory), around) is None

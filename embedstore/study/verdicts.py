@@ -231,6 +231,11 @@ def across_C(
     at the chosen C: an approximate (wider) interval there would turn "clearly" into "within noise" by
     arithmetic alone. Refused, with the reason, where a record kept no refit at that C (a head without a C,
     or a record older than the refits' predictions) or the refit's head is degenerate."""
+    without = next((label for arm, label in zip((a, b), labels) for r in arm if not takes_C(r)), None)
+    if without:
+        return {name: Comparison(labels[0], labels[1], metric, REFUSED,
+                                 refused=f"{NO_C}: {without}'s head has none (a torch or scikit-learn head, or one "
+                                         "trained with the encoder)") for name in C_NEIGHBOURS}
     out = {}
     for name in C_NEIGHBOURS:
         moved = [[_at_C(r, name) for r in arm] for arm in (a, b)]
@@ -247,6 +252,29 @@ def across_C(
         out[name] = compare(*moved, rows=reader, metric=metric, labels=labels,
                             allow_mismatched_budgets=allow_mismatched_budgets)
     return out
+
+
+NO_C = "no C applies"
+"""How `across_C` refuses a comparison whose heads were fitted at no C: nothing to re-decide, unlike a record
+that merely kept no refits (an older record), which is "not checked"."""
+
+
+def takes_C(record: dict[str, Any]) -> bool:
+    """Whether the record's head was fitted at a C of its own, as `study.experiments.regularisation_neighbours`
+    refits it (the head's parameters name one): the logistic head on cached vectors; not the torch heads, a
+    scikit-learn classifier's own parameters, or a head trained with the encoder (langalign-e2e, lora-ta). Read
+    from the cell's head kind and method, which every record names (older records say nothing of their C)."""
+    from embedstore.base.errors import EmbedstoreError
+    from embedstore.estimators.heads import head_class
+    from embedstore.study.methods import TEXT_HEAD_METHODS
+
+    cell = record.get("cell", {})
+    if cell.get("method") in TEXT_HEAD_METHODS:
+        return False
+    try:
+        return "C" in head_class(cell.get("head", "logistic"))._get_param_names()
+    except EmbedstoreError:  # a kind this version does not know: it may have had a C ("not checked")
+        return True
 
 
 def c_sensitivity(claim: Comparison, around: dict[str, Comparison]) -> str | None:

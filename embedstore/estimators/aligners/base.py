@@ -119,8 +119,10 @@ class AffineAligner(Aligner):
 
 
 def affine_module(weight: np.ndarray, bias: np.ndarray) -> nn.Linear:
-    """x @ weight + bias as an exact nn.Linear built from the fitted arrays (nn.Linear stores weight transposed)."""
-    linear = nn.Linear(*weight.shape)
+    """x @ weight + bias as an exact nn.Linear built from the fitted arrays (nn.Linear stores weight transposed).
+    Built without nn.Linear's random initialisation: `transform` builds one per call, and drawing from torch's
+    global generator there would move every later seeded draw of the caller's."""
+    linear = nn.utils.skip_init(nn.Linear, *weight.shape)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.T, np.float32)))
         linear.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
