@@ -45,7 +45,8 @@ from embedstore.study.methods import TEXT_HEAD_METHODS
 from embedstore.study.report_data import one_run_per_text_arm
 from embedstore.study.selection import SCORE, Selection, select_by_validation, validation
 from embedstore.study.sweep import read_results, upgrade_results
-from embedstore.study.verdicts import NO_C, Comparison, across_C, c_sensitivity, compare, degenerate, seed_list, select
+from embedstore.study.verdicts import (NO_C, Comparison, across_C, c_check, c_sensitivity, compare, degenerate, seed_list,
+                                      select)
 from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
@@ -166,17 +167,9 @@ def claims(records: list[dict], rows: PredictionReader, named: NamedArm | None) 
         _, figures, verdict = shown(found)
         figures += f"; {note}" if note and not found.refused else ""
         if not found.refused:
-            around = across_C(a, b, rows=rows, labels=labels, **options)
-            flip = c_sensitivity(found, around)
-            if any(c.refused.startswith(NO_C) for c in around.values() if c.refused):
-                counted["no C"] += 1
-            elif all(c.refused for c in around.values()):
-                counted["unchecked"] += 1
-            elif flip:
-                counted["sensitive"] += 1
-                figures += f"; **C-sensitive**: {flip}"
-            else:
-                counted["alike"] += 1
+            outcome, flip = c_check(found, across_C(a, b, rows=rows, labels=labels, **options))
+            counted[outcome] += 1
+            figures += f"; **C-sensitive**: {flip}" if flip else ""
         out.append((claim, figures, verdict))
 
     if named is None:

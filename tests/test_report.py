@@ -320,7 +320,8 @@ def test_arms_with_no_differing_test_row_say_so_instead_of_a_zero_width_interval
     from embedstore.study.report_markdown import verdicts_markdown
     from embedstore.study.verdicts import WITHIN_NOISE, Comparison
 
-    same = Comparison("ablation-omit", "english", "accuracy", WITHIN_NOISE, 0.44, 0.44, 0.0, 0.0, 0.0, 10, 1000)
+    same = Comparison("ablation-omit", "english", "accuracy", WITHIN_NOISE, 0.44, 0.44, 0.0, 0.0, 0.0, 1000,
+                      seeds=tuple(range(10)))
     lines = verdicts_markdown({(Row("ablation-omit", None, None, "default", "logistic"), 300): same})
     assert lines[-2] == "| ablation-omit | 300 | 0 at every test row | no test row differs: nothing to estimate |"
     assert not any("0.000]" in line for line in lines)

@@ -14,7 +14,7 @@ from typing import Any
 
 from embedstore.study.cells import DEFAULT_HEAD, format_size, method_label
 from embedstore.study.methods import PAIR_METHODS
-from embedstore.study.verdicts import APPROXIMATE, NO_C, PAIRED, REFUSED, WITHIN_NOISE, Comparison, c_sensitivity, \
+from embedstore.study.verdicts import APPROXIMATE, NO_C, PAIRED, REFUSED, WITHIN_NOISE, Comparison, c_check, \
     degenerate
 from embedstore.study.report_data import COSINE_FIELDS, SEEDS_AGREE, AroundC, Row, Stat, Table, Verdicts, \
     size_key
@@ -292,24 +292,17 @@ def c_sensitivity_markdown(verdicts: dict[tuple[str, str], Verdicts],
     could not be checked (records that kept no refits)."""
     lines = ["## Sensitivity to the head's C", ""]
     for key, found in verdicts.items():
-        changed, same, unchecked, no_C = [], 0, 0, 0
+        changed, counted = [], {"alike": 0, "sensitive": 0, "unchecked": 0, "no C": 0}
         for (row, size), claim in found.items():
             if claim.refused:
                 continue
-            refits = around.get(key, {}).get((row, size), {})
-            if any(c.refused.startswith(NO_C) for c in refits.values() if c.refused):
-                no_C += 1
-                continue
-            if not refits or all(c.refused for c in refits.values()):
-                unchecked += 1
-                continue
-            flip = c_sensitivity(claim, refits)
+            outcome, flip = c_check(claim, around.get(key, {}).get((row, size), {}))
+            counted[outcome] += 1
             if flip:
                 changed.append(f"- **C-sensitive**: {method_label(row.method, row.aligner, row.pair_size)} against "
                                f"english at {format_size(size)} (head `{row.head}`): {claim.statement} at the chosen "
                                f"C; {flip}")
-            else:
-                same += 1
+        same, unchecked, no_C = counted["alike"], counted["unchecked"], counted["no C"]
         lines.append(f"{key[0]} · {key[1]}: {same} comparison{'s' if same != 1 else ''} with English-only decided "
                      f"alike at C/10, the chosen C and C×10; {len(changed)} not"
                      + (f"; {unchecked} not checked (their records kept no refits at C/10 and C×10)" if unchecked

@@ -81,7 +81,6 @@ class Comparison:
     diff: float = math.nan
     low: float = math.nan
     high: float = math.nan
-    n_seeds: int = 0
     n_test_rows: int = 0
     interval: str = ""
     refused: str | None = None
@@ -89,9 +88,13 @@ class Comparison:
     #: The two arms predicted the same class for every test row at every seed: no difference to put an interval
     #: on (a bootstrap of identical rows gives [+0.000, +0.000], which reads like a measured certainty).
     identical: bool = False
-    #: The seeds both arms have, which the figures pair over (`n_seeds` of them): arms run at different seed counts
-    #: (a study extended to more seeds for some methods only) are compared on these alone.
+    #: The seeds both arms have, which the figures pair over: arms run at different seed counts (a study extended
+    #: to more seeds for some methods only) are compared on these alone.
     seeds: tuple[int, ...] = ()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
 
     @property
     def winner(self) -> str | None:
@@ -163,7 +166,7 @@ def compare(
 
     def refuse(reason: str) -> Comparison:
         return Comparison(labels[0], labels[1], metric, REFUSED, refused=reason, notes=tuple(notes),
-                          n_seeds=len(seeds), seeds=tuple(seeds))
+                          seeds=tuple(seeds))
 
     if not seeds:
         return refuse("no seed in common")
@@ -212,8 +215,8 @@ def compare(
         identical = False
     diff = mean_a - mean_b
     verdict = CLEARLY_A if low > 0 else CLEARLY_B if high < 0 else WITHIN_NOISE
-    return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, len(seeds), n_rows,
-                      interval, None, tuple(notes), identical, tuple(seeds))
+    return Comparison(labels[0], labels[1], metric, verdict, mean_a, mean_b, diff, low, high, n_rows, interval,
+                      notes=tuple(notes), identical=identical, seeds=tuple(seeds))
 
 
 def across_C(
@@ -285,6 +288,18 @@ def c_sensitivity(claim: Comparison, around: dict[str, Comparison]) -> str | Non
     changed = [f"at {name} {c.statement}, Δ {c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
                for name, c in around.items() if not c.refused and c.verdict != claim.verdict]
     return "; ".join(changed) or None
+
+
+def c_check(claim: Comparison, around: dict[str, Comparison]) -> tuple[str, str | None]:
+    """How a decided claim fared at C one decade either side (`across_C`), as the pages count it: "no C" (its heads
+    were fitted at none), "unchecked" (no refit to decide on), "sensitive" with where it flips (`c_sensitivity`),
+    or "alike"."""
+    if any(c.refused.startswith(NO_C) for c in around.values() if c.refused):
+        return "no C", None
+    if all(c.refused for c in around.values()):
+        return "unchecked", None
+    flip = c_sensitivity(claim, around)
+    return ("sensitive", flip) if flip else ("alike", None)
 
 
 def _at_C(record: dict[str, Any], name: str) -> dict[str, Any] | None:

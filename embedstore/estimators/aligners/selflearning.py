@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from embedstore.base.retrieval import mutual_best
 from embedstore.estimators.aligners.base import AffineAligner
