@@ -47,7 +47,8 @@ from embedstore.study.selection import SCORE, Selection, select_by_validation, v
 from embedstore.study.sweep import read_results, upgrade_results
 from embedstore.study.verdicts import (NO_C, Comparison, across_C, c_check, c_sensitivity, compare, degenerate, seed_list,
                                       select)
-from results_adapt import run as run_adapt_study, section as adapt_section, versus  # docs/, beside this script
+from results_adapt import (retrieval_after_align, run as run_adapt_study, section as adapt_section,
+                           versus)  # docs/, beside this script
 
 import results_frontier  # docs/results_frontier.py, beside this file (the script's directory is on sys.path)
 import results_head_space  # docs/results_head_space.py, likewise
@@ -675,7 +676,7 @@ def headlines(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> dict[str,
         analyses = adapt.with_suffix(".analyses.json")
         retrieval = json.loads(analyses.read_text(encoding="utf-8"))["retrieval"] if analyses.is_file() else None
         lifted = (f"`adapt align` moves EN→KO retrieval P@1 on the test rows from {retrieval['base']:.3f} to "
-                  f"{sum(retrieval['align'].values()) / len(retrieval['align']):.3f} (mean of {len(retrieval['align'])} "
+                  f"{retrieval_after_align(retrieval).mean:.3f} (mean of {len(retrieval['align'])} "
                   f"seeds: {seed_list(sorted(map(int, retrieval['align'])))}); "
                   if retrieval and retrieval["align"] else "")
         verdicts = (f"English-only on the `adapt align` encoder against English-only on the base one: "

@@ -28,7 +28,7 @@ from embedstore.base.atomic import write_json, write_text
 from embedstore.base.retrieval import nn_p_at_1
 from embedstore.data.texts import read_table
 from embedstore.study.predictions import PredictionReader
-from embedstore.study.report_data import accuracy_stat, over_seeds_and_rows, proportion_half
+from embedstore.study.report_data import Stat, accuracy_stat, over_seeds_and_rows, proportion_half
 from embedstore.study.report_markdown import format_stat
 from embedstore.study.sweep import read_results
 from embedstore.study.verdicts import Comparison, compare, seed_list, select
@@ -119,10 +119,11 @@ def analyses(retrieval_only: bool = False) -> None:
     write_json(ANALYSES, {"gradients": gradients, "retrieval": retrieval})
 
 
-def _fmt(values: list[float], rows: int) -> str:
-    """Mean ± 95% interval, never "± 0.000" (`format_stat`): over seeds, widened by the sampling of the `rows`
-    every seed was measured on."""
-    return format_stat(over_seeds_and_rows(values, [proportion_half(v, rows) for v in values]))
+def retrieval_after_align(retrieval: dict) -> Stat:
+    """P@1 after `adapt align` over the seeds measured, widened by the sampling of the test rows every seed was
+    measured on: the one figure the section and the README quote."""
+    values = list(retrieval["align"].values())
+    return over_seeds_and_rows(values, [proportion_half(v, retrieval["rows"]) for v in values])
 
 
 def versus(records: list[dict], method: str, other: str, results: Path = RESULTS) -> Comparison:
@@ -272,7 +273,7 @@ def section(results: Path = RESULTS) -> list[str]:
         lines += ["", "### Retrieval P@1 English → Korean before and after `adapt align`", "",
                   f"On the {ret['rows']} test rows and their English originals (nearest neighbour by cosine among "
                   f"all of them): base e5-small {ret['base']:.3f}; after align "
-                  + (f"{_fmt(aligned, ret['rows'])} over {len(aligned)} seeds "
+                  + (f"{format_stat(retrieval_after_align(ret))} over {len(aligned)} seeds "
                      f"({seed_list(sorted(map(int, ret['align'])))}; the interval counts the test rows' sampling)."
                      if aligned else "not run.")]
         g = analyses["gradients"]

@@ -54,7 +54,7 @@ def test_a_p_at_1_on_the_same_pairs_at_every_seed_counts_the_pairs_sampling(docs
     low, high = wilson(0.9, 1000)
     expected = f"0.900 ± {(high - low) / 2:.3f}"
     assert frontier._fmt([0.9, 0.9, 0.9], [1000, 1000, 1000]) == expected
-    assert adapt._fmt([0.9, 0.9, 0.9], 1000) == expected
+    assert format_stat(adapt.retrieval_after_align({"align": {"0": 0.9, "1": 0.9, "2": 0.9}, "rows": 1000})) == expected
     assert frontier._fmt([0.9, 0.9], [1000, None]) == "0.900"  # a record without its pair count: descriptive only
     assert "± 0.000" not in frontier._fmt([0.91, 0.9101, 0.91], [3000] * 3)
 
