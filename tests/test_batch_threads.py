@@ -42,6 +42,21 @@ def test_in_order_holds_at_most_twice_its_workers_in_flight():
     assert list(results) == list(range(2, 100)) and peak[0] <= 2
 
 
+def test_a_timed_pass_runs_its_first_batches_side_by_side():
+    """A pass timed after a warm-up (the engine probe, `--backend auto`'s job rate) must not run its first batch
+    alone: the job's rate was measured on one core, half PyTorch's speed, and the demo exported a graph for it."""
+    barrier = threading.Barrier(2, timeout=2)
+
+    def run(i: int) -> int:
+        barrier.wait()  # passes only when two items run at once
+        return i
+
+    assert list(in_order(run, range(4), 2, first_alone=False)) == [0, 1, 2, 3]
+    barrier.reset()
+    with pytest.raises(threading.BrokenBarrierError):  # the default runs the first alone: it waits for a partner
+        list(in_order(run, range(4), 2))
+
+
 def test_in_order_raises_the_items_error_and_stops():
     def run(i: int) -> int:
         if i == 3:

@@ -55,18 +55,21 @@ def batch_workers(encoder: object) -> Iterator[int]:
         torch.set_num_threads(threads)
 
 
-def in_order(run: Callable[[Item], Result], items: Iterable[Item], workers: int) -> Iterator[Result]:
-    """`run(item)` of each item, on `workers` threads, yielded in the items' order. The first runs alone (a model's
-    lazy set-up on its first call, such as transformers installing its output hooks, never races), then at most
-    2 x `workers` are in flight, so a long stream holds a few batches, not all of them."""
+def in_order(run: Callable[[Item], Result], items: Iterable[Item], workers: int, *,
+             first_alone: bool = True) -> Iterator[Result]:
+    """`run(item)` of each item, on `workers` threads, yielded in the items' order. The first runs alone unless
+    `first_alone` is false (a model's lazy set-up on its first call, such as transformers installing its output
+    hooks, never races; a pass timed after a warm-up asks for none, or its first batch would run on one core),
+    then at most 2 x `workers` are in flight, so a long stream holds a few batches, not all of them."""
     items = iter(items)
     if workers < 2:
         yield from map(run, items)
         return
-    first = next(items, _NONE)
-    if first is _NONE:
-        return
-    yield run(first)
+    if first_alone:
+        first = next(items, _NONE)
+        if first is _NONE:
+            return
+        yield run(first)
     # each thread sets its own team size: an OpenMP setting belongs to the thread that made it
     pool = ThreadPoolExecutor(workers, thread_name_prefix="embedstore-batch", initializer=torch.set_num_threads,
                               initargs=(1,))

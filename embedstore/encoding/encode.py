@@ -172,12 +172,13 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
             return torch_encoder.forward(collate(head, head_batches[i], tokenizer.pad_token_id, device), layers,
                                          pooling)
 
-        measured[picks[0]] = run(picks[0])  # the warm-up, untimed (unless it is the only batch)
+        measured[picks[0]] = run(picks[0])  # the warm-up (the model's first call), untimed unless it is the only batch
         timed = picks[1:] or picks
         t0 = time.perf_counter()
-        # timed as the encode runs them (side by side where it does), so the rate is the one the job would see
+        # timed as the encode runs them, side by side where it does (the warm-up made the first call: no batch
+        # alone), so the rate is the one the job would see
         with batch_workers(torch_encoder) as workers:
-            measured.update(zip(timed, in_order(run, timed, workers)))
+            measured.update(zip(timed, in_order(run, timed, workers, first_alone=False)))
         seconds = time.perf_counter() - t0
         tokens = sum(int(head.lengths[head_batches[i]].sum()) for i in timed)
         return tokens / max(seconds, 1e-9), tokens

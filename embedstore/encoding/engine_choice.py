@@ -185,9 +185,12 @@ def probe_batches(tokenizer, prefix: str, max_length: int, batch_tokens: int, ba
     return [collate(tok, r, tokenizer.pad_token_id, device) for r in rows], int(lengths.sum())
 
 
-JOB_PROBE_TOKENS = 2048
-"""Tokens of the job's own batches PyTorch is timed on when it is the only engine to measure (`job_probe_batches`):
-about one pass of the sample probe's sentences, after one warm-up batch."""
+JOB_PROBE_TOKENS = 8192
+"""Tokens of the job's own batches PyTorch is timed on when it is the only engine to measure (`job_probe_batches`),
+after one warm-up batch: four of the default 2,048-token batches, two for each of two threads side by side, as
+the encode runs them. With 2,048 (one or two batches, and the first of a pass run alone) the rate was one core's:
+the demo's first encode measured PyTorch at about half its speed, and exported a graph it never earned back (a
+30.8 s export in a 143.9 s demo, AMD EPYC AVX2, 2026-12-07)."""
 
 
 def job_probe_batches(batch_tokens: Sequence[int], timed_tokens: int = JOB_PROBE_TOKENS) -> list[int]:
@@ -219,8 +222,8 @@ def measure_pass(encoder: Any, batches: list[dict], layers: Sequence[int], pooli
     from embedstore.encoding.batch_threads import batch_workers, in_order
 
     t0 = time.perf_counter()
-    with batch_workers(encoder) as workers:
-        for _ in in_order(lambda batch: encoder.forward(batch, layers, pooling), batches, workers):
+    with batch_workers(encoder) as workers:  # after `probe`'s warm-up: every batch side by side
+        for _ in in_order(lambda batch: encoder.forward(batch, layers, pooling), batches, workers, first_alone=False):
             pass
     return time.perf_counter() - t0
 

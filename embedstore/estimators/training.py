@@ -12,7 +12,7 @@ the measurements, is in docs/recipes.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -58,6 +58,20 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     native = (torch.cuda.is_bf16_supported() if dev.type == "cuda"
               else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return torch.bfloat16 if native else None
+
+
+def adamw(params: Iterable[nn.Parameter] | Iterable[dict], **options: float) -> torch.optim.AdamW:
+    """AdamW on torch's fused kernel where it has one for the parameters (floating tensors on CPU or CUDA).
+
+    Why not the default: on CPU torch steps AdamW with its per-tensor loop (`foreach` is a CUDA default only).
+    Measured (AMD EPYC, AVX2, 2 threads): one step over e5-small's 118M parameters took 0.59 s that way, 0.48 s
+    with `foreach`, 0.089 s fused; a default-recipe FC aligner fit (1,000 pairs, d=384) 13.3 s against 11.3 s.
+    The fused kernel computes the same update element by element; its results differ from the loop's at float
+    rounding (2e-7 after five steps at d=384), so a run resumed from a checkpoint continues bit for bit."""
+    params = list(params)
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return torch.optim.AdamW(params, fused=fused or None, **options)
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -202,7 +216,7 @@ def train(
         torch.manual_seed(seed)
         module = build().to(device)
         shuffler = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        optimizer = adamw(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         since_best = 0
         max_epochs = recipe.epoch_cap(len(x_train))

@@ -33,6 +33,7 @@ from embedstore.base.errors import ConfigError
 from embedstore.base.history import History
 from embedstore.base.progress import make_progress
 from embedstore.base.stopping import patience_step
+from embedstore.estimators.training import adamw
 from embedstore.text_training.checkpoints import Checkpoints
 from embedstore.text_training.objectives import Objective
 from embedstore.text_training.options import TrainOptions
@@ -135,7 +136,7 @@ def train(job: Job) -> Outcome:
     started = time.perf_counter()
     graph.to(device)
     groups, param_names = _param_groups(graph, opts)
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = adamw(groups)
     scaler = torch.amp.GradScaler("cuda", enabled=job.amp == torch.float16)
     params = [p for g in groups for p in g["params"]]
     n = job.objective.rows
