@@ -47,3 +47,17 @@ def test_changed_recipe_settings_rerun_only_trained_aligner_cells(tmp_path: Path
         summary = run_sweep(config, fake_runner, context, workers=1, progress=False)
     assert {c.method for c in summary.ok} == {"langalign"} and len(summary.ok) == 8
     assert {c.method for c in summary.skipped} == {"english"} and len(summary.skipped) == 4
+
+
+def test_head_parameters_enter_the_context_only_of_cells_whose_head_they_fit(tmp_path: Path) -> None:
+    """A changed `[heads.logistic]` table makes the vector-head cells stale, not the end-to-end ones (langalign-e2e
+    trains its head with the encoder under `[e2e]`): those took ~50 min a cell on the real studies."""
+    from embedstore.study.cells import Cell
+    from embedstore.study.context import context_id
+
+    config = make_config(tmp_path)
+    tuned = dataclasses.replace(config, head_params={"logistic": {"C": 0.1}})
+    on_vectors = Cell("ko", "t", "langalign", 100, 100, "procrustes", 0, head="logistic")
+    with_encoder = Cell("ko", "t", "langalign-e2e", 100, 100, "procrustes", 0, head="logistic")
+    assert context_id(config, on_vectors, "fp") != context_id(tuned, on_vectors, "fp")
+    assert context_id(config, with_encoder, "fp") == context_id(tuned, with_encoder, "fp")

@@ -21,7 +21,8 @@ from embedstore.study.methods import TABLE
 
 def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
     """A hash of the model (name and weights' fingerprint), the task's table, the encoding options that differ
-    from the defaults, the cell's `[heads.<kind>]` parameters, and, for end-to-end cells, the `[e2e]` training options; for trained aligners (FC, AE),
+    from the defaults, the cell's `[heads.<kind>]` parameters where its head is fitted on vectors, and, for end-to-end
+    cells, the `[e2e]` training options; for trained aligners (FC, AE),
     the recipe's settings; and the arithmetic each part the cell trains in torch runs in (`training_precisions`)."""
     payload: dict[str, Any] = {"model": config.model, "fingerprint": fingerprint, "task": config.tasks.get(cell.task)}
     if config.encoding_changes:  # vectors of another key: earlier results do not hold
@@ -29,7 +30,9 @@ def context_id(config: SweepConfig, cell: Cell, fingerprint: str) -> str:
     table = TABLE[cell.method].options  # `[e2e]` or `[adapt]`: its options shape the method's result
     if table is not None and getattr(config, table):
         payload[table] = getattr(config, table)
-    if config.head_params.get(cell.head):  # the head's own settings; absent when defaults, so old ids hold
+    # the head's own settings; absent when defaults, so old ids hold; and absent for a head trained with the encoder
+    # (langalign-e2e, lora-ta: `[e2e]` sets it), which a changed [heads.<kind>] table must not send to re-train
+    if config.head_params.get(cell.head) and not TABLE[cell.method].text_head:
         payload["head_params"] = config.head_params[cell.head]
     if cell.aligner is not None and is_trained(cell.aligner):
         payload["aligner_recipe"] = asdict(resolve_recipe(cell.recipe, "aligner"))
