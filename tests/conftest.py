@@ -5,6 +5,7 @@ concurrently and must not break collection of unrelated tests.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,21 +57,32 @@ def one_torch_thread() -> int:
     return default
 
 
+@contextlib.contextmanager
+def heavy_threads(threads: int) -> Iterator[None]:
+    """torch's default `threads` inside the block, in one process (no xdist worker: there each worker keeps its
+    one core); one thread again after."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def all_threads_for_heavy_tests(request: pytest.FixtureRequest, one_torch_thread: int) -> Iterator[None]:
     """A heavy test run in one process (no xdist worker) gets torch's threads back: the real model's in-process
     encodes and fine-tunes and the default-recipe aligner fits are what the heavy tier spends its time on, and
     one thread left the machine's second core idle during them."""
-    if request.node.get_closest_marker("heavy") is None or os.environ.get("PYTEST_XDIST_WORKER"):
+    if request.node.get_closest_marker("heavy") is None:
         yield
         return
-    import torch
-
-    torch.set_num_threads(one_torch_thread)
-    try:
+    with heavy_threads(one_torch_thread):
         yield
-    finally:
-        torch.set_num_threads(1)
 
 
 class _RecentTokenizers(dict):
@@ -157,10 +169,47 @@ def shared_data() -> Path:
     return path
 
 
+SAMPLE = REPO / "embedstore" / "data" / "libreoffice_help.en-ko.sample.tsv"
+
+
+def real_sample_rows(fold: str, row: int) -> bool:
+    """The bundled sample's rows the real-model tests share (2,064 of 3,000): every task row (folds 6-7 train
+    heads, folds 8-9 are the Korean test rows) and every other aligner pair of folds 0-5 (937: a 384-d Procrustes
+    map is well determined by them). `row` counts the sample's data rows from 0."""
+    return int(fold) >= 6 or row % 2 == 0
+
+
+def write_sample(path: Path, keep) -> Path:
+    """The bundled sample's header and the data rows `keep(fold, row)` accepts, at `path`."""
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
+    fold = lines[0].rstrip("\n").split("\t").index("fold")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lines[0] + "".join(line for row, line in enumerate(lines[1:])
+                                       if keep(line.rstrip("\n").split("\t")[fold], row)), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
-def e5_store(e5_small_dir, kept_cache: Path) -> Path:
-    """One store for every real-signal test, kept in cache/ across runs: the same sentences are encoded once."""
-    return kept_cache / "tests-e5.zarr"
+def real_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`real_sample_rows` of the bundled sample as a TSV (columns en, ko, apps, fold): real public data (a sample of
+    ../shared's LibreOffice help corpus, the same folds), present in every checkout."""
+    return write_sample(tmp_path_factory.mktemp("real-sample") / SAMPLE.name, real_sample_rows)
+
+
+@pytest.fixture(scope="session")
+def e5_store(e5_small_dir, kept_cache: Path, real_sample: Path, one_torch_thread: int) -> Path:
+    """One store for every real-signal test, kept in cache/ across runs, holding e5-small's vectors (the default
+    options) of both languages of every `real_sample` row: encoded once (4,128 texts), where the real tests and the
+    README's real tour each encoded their own rows before (7,963 texts between them)."""
+    from embedstore.data.texts import read_table
+    from embedstore.encoding.encode import encode
+    from embedstore.encoding.options import EncodeOptions
+
+    store = kept_cache / "tests-e5.zarr"
+    table = read_table(real_sample, ["en", "ko"])
+    with heavy_threads(one_torch_thread):  # set up before the test's own fixtures give it the threads
+        encode(table["en"] + table["ko"], store=store, options=EncodeOptions(model=str(e5_small_dir)))
+    return store
 
 
 @pytest.fixture

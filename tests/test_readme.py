@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE, real_sample_rows, write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-SAMPLE = REPO / "embedstore" / "data" / "libreoffice_help.en-ko.sample.tsv"
 FIRST_SECTION = "## A tour"
 LAST_SECTION = "## Data"
 
@@ -63,12 +63,7 @@ def tour_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pat
 def _repository_layout(root: Path, sample_rows: Callable[[str, int], bool]) -> Path:
     """What the tour reads from a clone: the bundled sample (the rows `sample_rows(fold, row)` keeps) and the
     sample config. Returns the sample's path."""
-    (root / "embedstore" / "data").mkdir(parents=True)
-    lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
-    fold = lines[0].rstrip("\n").split("\t").index("fold")
-    sample = root / "embedstore" / "data" / SAMPLE.name
-    sample.write_text(lines[0] + "".join(line for row, line in enumerate(lines[1:])
-                                         if sample_rows(line.rstrip("\n").split("\t")[fold], row)), encoding="utf-8")
+    sample = write_sample(root / "embedstore" / "data" / SAMPLE.name, sample_rows)
     (root / "configs").mkdir()
     shutil.copy2(REPO / "configs" / "sample-ko.toml", root / "configs" / "sample-ko.toml")
     return sample
@@ -80,13 +75,6 @@ def smallest_sample(fold: str, row: int) -> bool:
     demo draws 300 single-label ones; tune, finetune and adapt take --size 300), every third row of folds 3-5 and
     8-9 (the analyses fit on folds 0-5 and test on 8-9)."""
     return fold in ("0", "1", "2", "6", "7") or row % 3 == 0
-
-
-def real_sample(fold: str, row: int) -> bool:
-    """The real-model tour's rows (2,064 of 3,000): every task row (folds 6-7 train the head, folds 8-9 are the
-    Korean test rows whose accuracy must beat the majority class), every other aligner pair of folds 0-5 (937: a
-    384-d Procrustes map is well determined by them), so the one real encode embeds 4,128 texts instead of 6,000."""
-    return int(fold) >= 6 or row % 2 == 0
 
 
 def _run_shell(command: str, variables: dict[str, str]) -> None:
@@ -204,7 +192,7 @@ def test_the_readmes_heavy_lines_run_as_written(tour_model_dir, tmp_path, monkey
 
 
 @pytest.mark.heavy
-def test_the_readme_runs_as_written_with_the_real_model(e5_small_dir, kept_cache, tmp_path, monkeypatch):
+def test_the_readme_runs_as_written_with_the_real_model(e5_small_dir, e5_store, kept_cache, tmp_path, monkeypatch):
     from embedstore.api import evaluate
     from embedstore.study.verdicts import degeneracy
 
@@ -221,7 +209,12 @@ def test_the_readme_runs_as_written_with_the_real_model(e5_small_dir, kept_cache
     (kept_cache / "onnx").mkdir(parents=True, exist_ok=True)
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "onnx").symlink_to(kept_cache / "onnx", target_is_directory=True)
-    lines = run_readme(tmp_path, monkeypatch, e5_small_dir, real_signal, sample_rows=real_sample)
+    # the tour's store starts as a copy of the real tests' one, which holds e5-small's vectors of every text of these
+    # rows (`e5_store`): the tour's encode checks them and finds nothing to do, and every later command reads
+    # real vectors (the real encode is the fixture's, the same `encode` the command runs; the CLI's path is the
+    # tiny tour's); a fresh clone encodes the 4,128 texts once, not once here and again for the other real tests
+    shutil.copytree(e5_store, tmp_path / "cache" / "store.zarr")
+    lines = run_readme(tmp_path, monkeypatch, e5_small_dir, real_signal, sample_rows=real_sample_rows)
     assert ran == set(REAL_SIGNAL), f"the README no longer has {sorted(set(REAL_SIGNAL) - ran)}"
     _check_outputs(tmp_path, lines, PYTHON_MADE + ("cache/al/config.json", "cache/pipe/pipeline.json"))
     result = evaluate(tmp_path / "cache" / "pipe", tmp_path / SAMPLE.relative_to(REPO), text_column="ko",

@@ -1,4 +1,4 @@
-"""Real signal: the converted e5-small on real LibreOffice help en-ko pairs (skipped without ../shared)."""
+"""Real signal: the converted e5-small on real LibreOffice help en-ko pairs (the real tests' rows of the bundled sample)."""
 import numpy as np
 import pytest
 
@@ -12,8 +12,8 @@ ROWS = 300
 
 
 @pytest.fixture(scope="module")
-def en_ko_vectors(shared_data, e5_small_dir, e5_store):
-    table = read_table(shared_data / "parallel" / "libreoffice_help.en-ko.tsv", ["en", "ko", "fold"])
+def en_ko_vectors(real_sample, e5_small_dir, e5_store):
+    table = read_table(real_sample, ["en", "ko", "fold"])
     rows = [i for i, f in enumerate(table["fold"]) if f in ("8", "9")][:ROWS]
     en = [table["en"][i] for i in rows]
     ko = [table["ko"][i] for i in rows]

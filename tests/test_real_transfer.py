@@ -1,4 +1,4 @@
-"""Real signal for steps 2 and 3: e5-small on LibreOffice help en-ko (skipped without ../shared).
+"""Real signal for steps 2 and 3: e5-small on LibreOffice help en-ko (the real tests' rows of the bundled sample).
 
 An English-trained head is evaluated on Korean rows of other folds, with and without a Procrustes aligner fitted
 on pairs from yet other folds; the aligner must bring English vectors closer to their Korean translations on
@@ -17,19 +17,18 @@ from embedstore.data.tasks import Source, load_rows
 pytestmark = pytest.mark.real
 
 
-def rows(shared_data, folds, n):
-    src = Source(file=shared_data / "parallel" / "libreoffice_help.en-ko.tsv", text="en", label="apps", target="ko",
-                 where=(("fold", tuple(folds)),))
+def rows(sample, folds, n):
+    src = Source(file=sample, text="en", label="apps", target="ko", where=(("fold", tuple(folds)),))
     r = load_rows(src, single_label=True)
     return r.texts[:n], r.targets[:n], r.labels[:n]
 
 
-def test_english_head_transfers_to_korean_and_alignment_brings_translations_closer(shared_data, e5_small_dir, e5_store):
+def test_english_head_transfers_to_korean_and_alignment_brings_translations_closer(real_sample, e5_small_dir, e5_store):
     options = EncodeOptions(model=str(e5_small_dir))
     vec = lambda texts: embed(texts, store=e5_store, options=options)  # noqa: E731
-    pair_en, pair_ko, _ = rows(shared_data, "012345", 600)  # a 384-d Procrustes map is well determined by 600
-    train_en, _, train_y = rows(shared_data, "67", 600)
-    test_en, test_ko, test_y = rows(shared_data, "89", 300)
+    pair_en, pair_ko, _ = rows(real_sample, "012345", 600)  # a 384-d Procrustes map is well determined by 600
+    train_en, _, train_y = rows(real_sample, "67", 600)
+    test_en, test_ko, test_y = rows(real_sample, "89", 300)
     aligner = ProcrustesAligner().fit(vec(pair_en), vec(pair_ko))
 
     x_train, x_test_ko, x_test_en = vec(train_en), vec(test_ko), vec(test_en)

@@ -189,6 +189,9 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
                                               job_tokens=int(head.lengths.sum() * todo / len(head_ranks)),
                                               job_rate=job_rate)
     report.load_seconds = time.perf_counter() - t0
+    # the chosen engine has already run when PyTorch was timed on the job's batches (and, for ONNX Runtime, probed
+    # beside it): no batch of the encode need run alone for the model's first call (`in_order`)
+    warmed = bool(measured)
     if choice.backend != "torch":
         measured.clear()  # PyTorch's, while another engine encodes the job: one engine's vectors per encode
     provenance = encode_provenance(spec, compute, str(device), choice, check)
@@ -232,7 +235,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
                     return done if done is not None else \
                         encoder.forward(collate(tok, rows, tokenizer.pad_token_id, device), layers, pooling)
 
-                for (rows, _), pooled in zip(work, in_order(pooled_of, work, workers)):
+                for (rows, _), pooled in zip(work, in_order(pooled_of, work, workers, first_alone=not warmed)):
                     buffered.append((ranks[rows], {layer: spec.folder.apply(v) for layer, v in pooled.items()}))
                     buffered_rows += len(rows)
                     report.tokens += int(lengths[rows].sum())
