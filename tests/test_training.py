@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.estimators.training import RECIPES, Recipe, autocast_dtype, resolve_recipe, split_indices, train
+from embedstore.estimators.training import (RECIPES, Recipe, adamw, autocast_dtype, resolve_recipe, split_indices,
+                                           train)
 
 RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
 
@@ -196,3 +197,29 @@ def test_recipes_resolve_by_name_kind_and_fields():
 def test_recipe_rejects_out_of_range_values(field, value):
     with pytest.raises(ConfigError, match=field):
         replace(RECIPE, **{field: value})
+
+
+def test_adamw_takes_the_fused_kernel_for_cpu_parameters_and_steps_as_the_loop_does():
+    """Fused where torch has the kernel (floating parameters on CPU or CUDA), in groups too; the same update as
+    torch's per-tensor loop up to float rounding."""
+    torch.manual_seed(0)
+    start = [torch.randn(64, 8), torch.randn(8)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(3)]
+    ends = []
+    for make in (lambda ps: adamw([{"params": ps[:1], "weight_decay": 0.01}, {"params": ps[1:], "weight_decay": 0.0}],
+                                  lr=1e-2),
+                 lambda ps: torch.optim.AdamW([{"params": ps[:1], "weight_decay": 0.01},
+                                               {"params": ps[1:], "weight_decay": 0.0}], lr=1e-2, foreach=False)):
+        params = [nn.Parameter(t.clone()) for t in start]
+        optimizer = make(params)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            optimizer.step()
+        ends.append((optimizer.defaults.get("fused"), [p.detach() for p in params]))
+    (fused, by_kernel), (_, by_loop) = ends
+    assert fused is True
+    for a, b in zip(by_kernel, by_loop):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert adamw([nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=1e-3).defaults["fused"] is True
+    assert not adamw([nn.Parameter(torch.zeros(2, device="meta"))], lr=1e-3).defaults.get("fused")
