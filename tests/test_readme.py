@@ -2,12 +2,12 @@
 order the README gives them, on the bundled sample, from a directory laid out like the repository's root.
 
 The fast tier puts a tiny 12-layer model in through EMBEDSTORE_MODEL, the way a user sets a model once (so the
-tour's layer numbers are valid), and runs every command. The heavy tier runs, on the real default model set the
-same way, the commands whose result depends on real vectors: encode, the aligner, the head behind it, evaluate,
-predict and the Python examples (Parquet input, the sentence-transformers export and its check, the store); its
-pipeline must beat the majority class on the Korean test rows. The other commands (sweep, demo, analyses, tune,
-finetune, adapt, mine, torchrun, merge, int8, the shell exports) are proved by the tiny tour; on the real model
-they only cost minutes. A command that fails fails the test with the README line and the command's output.
+tour's layer numbers are valid), and runs every command but the int8 encode (`heavy_line`), which the heavy tier
+runs as written on the same tiny model. The heavy tier also runs, on the real default model set the same way, the
+commands whose result depends on real vectors: encode, the aligner, the head behind it, evaluate, predict and the
+Python examples (Parquet input, the sentence-transformers export and its check, the store); its pipeline must beat
+the majority class on the Korean test rows. The other commands (sweep, demo, analyses, tune, finetune, adapt, mine,
+torchrun, merge, the shell exports) are proved by the tiny tour; on the real model they only cost minutes. A command that fails fails the test with the README line and the command's output.
 """
 from __future__ import annotations
 
