@@ -214,3 +214,51 @@ def test_the_fp32_peak_keeps_numpys_blas_to_the_threads_asked(monkeypatch):
     monkeypatch.setattr(torch, "from_numpy", record)
     assert engine_choice.fp32_peak(SimpleNamespace(hidden_size=8, intermediate_size=16), 1, rows=16, repeats=1) > 0
     assert seen and all(threads == {1} for threads in seen)  # a BLAS pool was there, held to one thread
+
+
+def _config_of(gflop_per_token: float) -> SimpleNamespace:
+    """A config whose weight products come to about `gflop_per_token` (12 layers of hidden h, FFN 4h)."""
+    hidden = max(1, round((gflop_per_token * 1e9 / (2 * 12 * 12)) ** 0.5))
+    return SimpleNamespace(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=12)
+
+
+def test_pytorchs_linear_kernel_is_the_one_measured_faster_and_recorded_beside_the_model(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    from embedstore.encoding import packed_linear
+
+    spec = _spec(tiny_model_dir, tmp_path)
+    model = SimpleNamespace(config=_config_of(0.04))  # e5-small's size: worth timing
+    rates = {"mkl": 91.0, "onednn-packed": 78.0}
+    timed = []
+    monkeypatch.setattr(packed_linear, "kernel_rates", lambda m: timed.append(m) or rates)
+    first = engine_choice.linear_kernel(spec, SimpleNamespace(type="cpu"), model)
+    assert first["kernel"] == "mkl" and first["gflops"] == rates and "mkl 91 GFLOP/s" in first["reason"]
+    rates = {"mkl": 70.0, "onednn-packed": 99.0}  # would now pick oneDNN, if it measured again
+    again = engine_choice.linear_kernel(spec, SimpleNamespace(type="cpu"), model)
+    assert again["kernel"] == "mkl" and len(timed) == 1  # the record, so a resumed encode runs the same kernel
+    real = engine_choice.machine_fingerprint
+    monkeypatch.setattr(engine_choice, "machine_fingerprint", lambda d, t: {**real(d, t), "cpu": "another CPU"})
+    assert engine_choice.linear_kernel(spec, SimpleNamespace(type="cpu"), model)["kernel"] == "onednn-packed"
+    assert len(timed) == 2
+
+
+def test_a_linear_kernel_not_worth_timing_or_not_to_be_timed_stays_onednns(tiny_model_dir, tmp_path, monkeypatch):
+    from embedstore.encoding import packed_linear
+
+    spec = _spec(tiny_model_dir, tmp_path)
+    monkeypatch.setattr(packed_linear, "kernel_rates", lambda m: pytest.fail("timed"))
+    cpu = SimpleNamespace(type="cpu")
+    tiny = engine_choice.linear_kernel(spec, cpu, SimpleNamespace(config=CONFIG))
+    ranks = engine_choice.linear_kernel(spec, cpu, SimpleNamespace(config=_config_of(0.04)), measure=False)
+    assert tiny["kernel"] == ranks["kernel"] == "onednn-packed"
+    assert "too small" in tiny["reason"] and "not measured" in ranks["reason"]
+
+
+def test_the_encode_records_pytorchs_linear_kernel(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDSTORE_CACHE", str(tmp_path / "cache"))
+    spec = _spec(tiny_model_dir, tmp_path)
+    options = EncodeOptions(model=str(spec.path))
+    encode(["a short text"], store=tmp_path / "s.zarr", options=options,
+           compute=ComputeOptions(backend="torch", device="cpu"))
+    linear = Store.open(tmp_path / "s.zarr").attrs(options.keys()[0])["provenance"]["linear_kernel"]
+    assert linear == {"kernel": "onednn-packed", "reason": "too small a model to time its products (not measured)"}

@@ -86,3 +86,21 @@ def test_packing_is_kept_until_a_weight_changes_in_place(model):
 def test_a_layer_whose_packed_product_disagrees_is_not_packed(model, monkeypatch):
     monkeypatch.setattr(packed_linear, "agrees", lambda packed, linear: False)
     assert packed_copy(model) is model
+
+
+def test_kernel_rates_times_both_kernels_on_one_thread_and_restores_the_threads(model, monkeypatch):
+    seen = []
+    real = PackedLinear.forward
+    monkeypatch.setattr(PackedLinear, "forward", lambda self, x: seen.append(torch.get_num_threads()) or real(self, x))
+    threads = torch.get_num_threads()
+    rates = packed_linear.kernel_rates(model, rows=64, rounds=2)
+    assert set(rates) == set(packed_linear.KERNELS) and all(rate > 0 for rate in rates.values())
+    assert seen and set(seen) == {1} and torch.get_num_threads() == threads
+
+
+def test_an_encoder_on_mkl_runs_the_models_own_layers(model):
+    encoder = Encoder(model, SimpleNamespace(padding_side="right"), torch.device("cpu"),
+                      linear={"kernel": "mkl", "reason": "measured"})
+    assert encoder.packed is model and encoder.linear["kernel"] == "mkl"
+    with pytest.raises(Exception, match="linear kernel 'blas'"):
+        Encoder(model, SimpleNamespace(padding_side="right"), torch.device("cpu"), linear={"kernel": "blas"})

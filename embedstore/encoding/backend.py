@@ -61,7 +61,7 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
         return _load_reduced(spec, options, layers, key, device, choice)
     if choice is not None:
         encoder = _load_onnx(spec, options, layers, device) if choice.backend == "onnx" else \
-            _load_torch(spec, device)
+            _load_torch(spec, device, measure)
         return encoder, choice, encoder.graph.check if choice.backend == "onnx" else None
 
     def probe_texts(tokenizer):
@@ -69,7 +69,7 @@ def load_encoder(spec: ModelSpec, options: EncodeOptions, compute: ComputeOption
                                            compute.batch_tokens, compute.batch_size, device)
 
     choice, encoder = engine_choice.choose(
-        spec, layers, key.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device),
+        spec, layers, key.pooling, device, threads, job_tokens, lambda: _load_torch(spec, device, measure),
         lambda: _load_onnx(spec, options, layers, device), graph_cached(spec, layers), probe_texts, measure, job_rate)
     if choice.backend == "onnx":
         unload()  # the probe's PyTorch model is not needed any more
@@ -84,9 +84,12 @@ def planned_choice(spec: ModelSpec, options: EncodeOptions, compute: ComputeOpti
     return fixed_choice(options, compute, device) or planned(spec, layers, device, torch.get_num_threads())
 
 
-def _load_torch(spec: ModelSpec, device: torch.device) -> Encoder:
+def _load_torch(spec: ModelSpec, device: torch.device, measure: bool = True) -> Encoder:
+    """The PyTorch encoder, its linear layers on the kernel faster on this machine (`engine_choice.linear_kernel`)."""
+    from embedstore.encoding.engine_choice import linear_kernel
+
     model, tokenizer = load_once(spec, device)
-    return Encoder(model, tokenizer, device)
+    return Encoder(model, tokenizer, device, linear=linear_kernel(spec, device, model, measure))
 
 
 def _load_reduced(spec: ModelSpec, options: EncodeOptions, layers: Sequence[int], key: StoreKey,

@@ -336,7 +336,8 @@ def _encode(st: Store, spec: ModelSpec, keys: list[StoreKey], n_texts: int, uniq
     encoder, choice, check = load_encoder(spec, options, compute, keys, me.device, measure=False)
     tokenizer = encoder.tokenizer
     load_seconds = time.perf_counter() - t0
-    provenance = {**encode_provenance(spec, compute, str(me.device), choice, check), "world_size": me.world_size}
+    provenance = {**encode_provenance(spec, compute, str(me.device), choice, check, getattr(encoder, "linear", None)),
+                  "world_size": me.world_size}
     report.model_loaded, report.provenance = True, provenance
     mine = np.array_split(todo, me.world_size)[me.rank]
     my_lengths = (tokenize(tokenizer, [unique[i] for i in mine], keys[0].prefix, options.max_length).lengths

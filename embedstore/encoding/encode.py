@@ -194,7 +194,7 @@ def _encode_missing(st: Store, spec: ModelSpec, keys: list[StoreKey], chunks: It
     warmed = bool(measured)
     if choice.backend != "torch":
         measured.clear()  # PyTorch's, while another engine encodes the job: one engine's vectors per encode
-    provenance = encode_provenance(spec, compute, str(device), choice, check)
+    provenance = encode_provenance(spec, compute, str(device), choice, check, getattr(encoder, "linear", None))
     report.model_loaded, report.provenance = True, provenance
     with st.writer() as writer:
         # re-checked under the lock: another writer may have finished some of these meanwhile

@@ -8,7 +8,7 @@ import torch
 
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.batching import Tokenized, pad_batch
-from embedstore.encoding.packed_linear import packed_copy
+from embedstore.encoding.packed_linear import KERNELS, packed_copy
 from embedstore.store import POOLINGS
 
 
@@ -51,16 +51,23 @@ def check_right_padding(tokenizer) -> None:
 class Encoder:
     """A loaded model in inference mode that turns padded batches into pooled vectors per layer.
 
-    On CPU its fp32 pass runs a copy whose linear layers' weights are packed for oneDNN (`packed_linear`: the same
-    products ~20-35 % faster); under autocast (`precision`) it runs the model as it is, whose layers autocast
-    knows."""
+    On CPU its fp32 pass runs its linear layers with the kernel `linear["kernel"]` names, one of
+    `packed_linear.KERNELS`: "onednn-packed" (the default), a copy whose weights are packed for oneDNN
+    (`packed_linear`: the same products, 20-35 % faster on some machines, ~10 % slower on others), or "mkl", the
+    model as it is. `backend` passes the record of the kernel measured faster here (`engine_choice.linear_kernel`),
+    kept as `linear` for the encode's provenance. Under autocast (`precision`) it runs the model as it is, whose
+    layers autocast knows."""
 
-    def __init__(self, model, tokenizer, device: torch.device) -> None:
+    def __init__(self, model, tokenizer, device: torch.device, linear: dict | None = None) -> None:
+        self.linear = dict(linear) if linear is not None else {"kernel": "onednn-packed", "reason": "the default"}
+        if self.linear.get("kernel") not in KERNELS:
+            raise ConfigError(f"linear kernel {self.linear.get('kernel')!r}: expected one of {', '.join(KERNELS)}")
         check_right_padding(tokenizer)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
-        self.packed = packed_copy(self.model) if device.type == "cpu" else self.model
+        packs = device.type == "cpu" and self.linear["kernel"] == "onednn-packed"
+        self.packed = packed_copy(self.model) if packs else self.model
 
     @torch.inference_mode()
     def forward(self, batch: dict[str, torch.Tensor], layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:

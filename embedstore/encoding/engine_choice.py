@@ -49,11 +49,18 @@ from embedstore.base.provenance import utc_now
 from embedstore.encoding.models import ModelSpec, sidecar_paths
 
 ENGINES_SIDECAR = ".embedstore-engines.json"
-PROBE_VERSION = 4
+PROBE_VERSION = 5
 """Bump when the probe or an engine's pass changes, so cached measurements are taken again. 2: the ONNX engine pools
 in numpy (its rate measured with torch's pooling, ~20 ms a batch of contention on 2 cores, was too low). 3: the
 PyTorch engine runs its linear layers on weights packed for oneDNN (`packed_linear`), faster than the rate cached.
-4: both engines run batches side by side on the CPU (`batch_threads`), and the probe times them so."""
+4: both engines run batches side by side on the CPU (`batch_threads`), and the probe times them so. 5: PyTorch's
+linear kernel is measured too (`linear_kernel`), so its rate cached with the packed kernel may not be its rate now."""
+LINEAR_PROBE_GFLOP_PER_TOKEN = 0.005
+"""Below this many GFLOP of weight products a token (e5-small: 0.042; the tests' tiny XLM-R: ~0.00003) the linear
+kernel is not measured and stays oneDNN's: a 2,048-row product of such weights takes well under a millisecond,
+where timer noise outweighs any kernel's difference and the rest of the pass dominates, so a measurement would
+pick at random, and two processes of one job (a run and its resume) could pick differently and disagree in the
+last bits."""
 PROBE_TEXTS = 128
 """Per language: 256 real sentences, ~6,400 tokens of e5-small, a few batches of the default token budget (with
 one batch, the probe would time neither engine side by side as the encode runs them); ~2 s a pass on 2 cores."""
@@ -322,6 +329,42 @@ def _recorded(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int)
     machine = machine_fingerprint(device, threads)
     key = entry_key(spec, layers, machine)
     return records, machine, key, records.read().get(key) or {}
+
+
+def linear_kernel(spec: ModelSpec, device: Any, model: Any, measure: bool = True) -> dict[str, Any]:
+    """Which kernel runs PyTorch's fp32 linear layers for `spec` on this machine (`packed_linear.KERNELS`), and why:
+    the record beside the model when this machine has one, else measured now (`packed_linear.kernel_rates`, about
+    a second, once) and recorded. Why measured: oneDNN on packed weights ran 20-35 % faster than MKL on one VM of
+    an AMD EPYC and ~10 % slower on another VM of the same CPU model (`packed_linear`). Why recorded: every later
+    process of the machine (a resumed encode above all) then runs the same kernel, and so writes the same bits.
+    Without `measure` (a distributed job's ranks, which would time each other) or for a model too small to time
+    (`LINEAR_PROBE_GFLOP_PER_TOKEN`), an unrecorded machine keeps oneDNN's packed kernel."""
+    import json
+
+    from embedstore.encoding.packed_linear import kernel_rates
+
+    if getattr(device, "type", str(device)) != "cpu":
+        return {"kernel": "onednn-packed", "reason": "not on CPU: the packing does not apply"}
+    records = EngineRecords(spec)
+    machine = machine_fingerprint(device, 1)
+    key = hashlib.sha256(json.dumps({"fingerprint": spec.fingerprint, "linear_kernel": True, "machine": machine},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    entry = records.read().get(key) or {}
+    if entry.get("kernel") in ("onednn-packed", "mkl"):
+        return entry
+    if weight_gflop_per_token(model.config) < LINEAR_PROBE_GFLOP_PER_TOKEN:
+        return {"kernel": "onednn-packed", "reason": "too small a model to time its products (not measured)"}
+    if not measure:
+        return {"kernel": "onednn-packed", "reason": "not measured on this machine, and not measured now"}
+    note_step(f"measuring PyTorch's linear kernels on {spec.name} (once per model and machine)")
+    rates = kernel_rates(model)
+    kernel = max(rates, key=rates.get)
+    entry = {"kernel": kernel, "reason": "measured here: " + ", ".join(
+        f"{name} {rate:.0f} GFLOP/s" for name, rate in sorted(rates.items(), key=lambda x: -x[1])) + " (one thread)",
+             "gflops": {name: round(rate, 1) for name, rate in rates.items()}, "machine": machine,
+             "measured_at": utc_now()}
+    records.write(key, entry)
+    return entry
 
 
 def planned(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int) -> EngineChoice:

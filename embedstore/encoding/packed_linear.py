@@ -1,11 +1,15 @@
-"""PyTorch's CPU forward pass with its linear layers' weights packed once for oneDNN: the same fp32 products, faster.
+"""PyTorch's CPU forward pass with its linear layers' weights packed once for oneDNN: the same fp32 products, faster
+on some machines; which kernel runs is measured (`kernel_rates`), not assumed.
 
 Why: PyTorch runs an `nn.Linear` on CPU as an MKL sgemm that lays the weight out again on every call. The weight
-products are ~85 % of an encoder's forward pass (torch.profiler over the demo's batches), and on the AMD EPYC the
-demo is measured on, MKL's fp32 kernels reached 78-89 GFLOP/s a core on e5-small's four weight shapes where oneDNN,
+products are ~85 % of an encoder's forward pass (torch.profiler over the demo's batches), and on an AMD EPYC
+(family 25, model 1) MKL's fp32 kernels reached 78-89 GFLOP/s a core on e5-small's four weight shapes where oneDNN,
 with each weight reordered once into its blocked layout (`mkldnn._reorder_linear_weight`, what PyTorch's own
 inference compiler does with frozen weights), reached 102-108; with two threads 39-55 against 65-90 (CPU seconds
-under load: docs/performance.md, "The demo: where its time goes").
+under load: docs/performance.md, "The demo: where its time goes"). On another VM of the same CPU model the order
+was the other way round (2026-12-07, quiet, one thread: MKL 88-93, oneDNN packed 73-82 GFLOP/s on the same shapes),
+hence the measurement: the encoder runs the kernel `kernel_rates` found faster on this machine (recorded beside
+the model with the engines' probe, `engine_choice.linear_kernel`).
 
 The same numbers: oneDNN's default fp32 math (no bf16 or tf32 shortcuts), only the order of the sums differs, like
 two batch sizes or ONNX Runtime's fp32 kernels. Each packed layer is checked against `F.linear` on a probe input
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 import weakref
 
 import torch
@@ -31,6 +36,11 @@ TOLERANCE = 1e-5
 """Largest difference from `F.linear` a packed layer may show on its probe input, relative to the output's scale
 (the ONNX export check's bound on hidden states)."""
 PROBE_ROWS = 8
+KERNELS = ("onednn-packed", "mkl")
+"""The two ways PyTorch's fp32 `nn.Linear` can run on CPU here: oneDNN on weights packed once, or MKL's sgemm."""
+RATE_ROWS = 2048
+"""Rows of the products `kernel_rates` times: one batch of the encode's default 2,048-token budget."""
+RATE_ROUNDS = 5
 
 
 class PackedLinear(nn.Module):
@@ -67,6 +77,46 @@ def packed_copy(model: nn.Module) -> nn.Module:
         _PACKED[model] = (stamp, _pack(model))
     fast = _PACKED[model][1]
     return model if fast is None else fast
+
+
+def kernel_rates(model: nn.Module, rows: int = RATE_ROWS, rounds: int = RATE_ROUNDS) -> dict[str, float]:
+    """GFLOP/s of `model`'s fp32 linear products under each of `KERNELS`, on one intra-op thread (as batches run
+    side by side, `batch_threads`) and random inputs of `rows` rows: each distinct weight shape once per round,
+    weighted by how many layers have it, the kernels alternated so that a drift of the machine touches both, each
+    kernel's best round kept. {"mkl": ...} alone when oneDNN is not built in. About a second for e5-small.
+
+    Why timed on the weight shapes alone and not through the model: the products are where the kernels differ,
+    and a product of known size times cleanly where a whole pass adds attention, GELU and the rest alike to both."""
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if packable(module):
+            shape = (module.in_features, module.out_features)
+            shapes[shape] = shapes.get(shape, 0) + 1
+    kernels = KERNELS if torch.backends.mkldnn.is_available() else ("mkl",)
+    layers = {shape: nn.Linear(*shape) for shape in shapes}
+    runs = {"mkl": layers, "onednn-packed": {shape: PackedLinear(layer) for shape, layer in layers.items()}
+            if "onednn-packed" in kernels else {}}
+    inputs = {shape: torch.randn(rows, shape[0], generator=torch.Generator().manual_seed(0)) for shape in shapes}
+    flop = sum(2 * rows * i * o * count for (i, o), count in shapes.items())
+    best = {kernel: float("inf") for kernel in kernels}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for kernel in kernels:  # warm-up: first calls allocate and, for oneDNN, create primitives
+                for shape, layer in runs[kernel].items():
+                    layer(inputs[shape])
+            for _ in range(rounds):
+                for kernel in kernels:
+                    seconds = 0.0
+                    for shape, layer in runs[kernel].items():
+                        t0 = time.perf_counter()
+                        layer(inputs[shape])
+                        seconds += (time.perf_counter() - t0) * shapes[shape]
+                    best[kernel] = min(best[kernel], seconds)
+    finally:
+        torch.set_num_threads(threads)
+    return {kernel: flop / max(seconds, 1e-12) / 1e9 for kernel, seconds in best.items()}
 
 
 def forget(model: nn.Module) -> None:

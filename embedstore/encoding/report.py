@@ -37,13 +37,16 @@ class EncodeReport:
 
 
 def encode_provenance(spec: ModelSpec, compute: ComputeOptions, device: str, choice: EngineChoice,
-                      graph_check: dict | None) -> dict:
+                      graph_check: dict | None, linear: dict | None = None) -> dict:
     """`choice`: the engine and why (with `--backend auto`, its measurement); `graph_check`: what the ONNX graph's
-    check against PyTorch found (onnx backend), recorded with the vectors."""
+    check against PyTorch found (onnx backend), recorded with the vectors; `linear`: the PyTorch engine's linear
+    kernel and why (`Encoder.linear`)."""
     record = {**stamp(libraries=True), "model": spec.name, "model_path": str(spec.path),
               "model_fingerprint": spec.fingerprint, "compute_dtype": "float32", "batch_size": compute.batch_size,
               "batch_tokens": compute.batch_tokens, "device": device, "backend": choice.backend,
               "engine": {"reason": choice.reason, "measured": choice.measured}}
+    if linear is not None:
+        record["linear_kernel"] = {k: linear[k] for k in ("kernel", "reason") if k in linear}
     if graph_check is not None and "precision" in graph_check:  # a precision's fidelity check (encoding.precision)
         record["compute_dtype"] = graph_check["precision"]
         record["precision_check"] = {k: v for k, v in graph_check.items() if k != "graph"}
