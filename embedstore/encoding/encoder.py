@@ -8,7 +8,7 @@ import torch
 
 from embedstore.base.errors import ConfigError
 from embedstore.encoding.batching import Tokenized, pad_batch
-from embedstore.encoding.packed_linear import KERNELS, packed_copy
+from embedstore.encoding.packed_linear import DEFAULT_KERNEL, KERNELS, packed_copy
 from embedstore.store import POOLINGS
 
 
@@ -59,14 +59,14 @@ class Encoder:
     layers autocast knows."""
 
     def __init__(self, model, tokenizer, device: torch.device, linear: dict | None = None) -> None:
-        self.linear = dict(linear) if linear is not None else {"kernel": "onednn-packed", "reason": "the default"}
+        self.linear = dict(linear) if linear is not None else {"kernel": DEFAULT_KERNEL, "reason": "the default"}
         if self.linear.get("kernel") not in KERNELS:
             raise ConfigError(f"linear kernel {self.linear.get('kernel')!r}: expected one of {', '.join(KERNELS)}")
         check_right_padding(tokenizer)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
-        packs = device.type == "cpu" and self.linear["kernel"] == "onednn-packed"
+        packs = device.type == "cpu" and self.linear["kernel"] == DEFAULT_KERNEL
         self.packed = packed_copy(self.model) if packs else self.model
 
     @torch.inference_mode()

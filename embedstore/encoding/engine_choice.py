@@ -341,21 +341,21 @@ def linear_kernel(spec: ModelSpec, device: Any, model: Any, measure: bool = True
     (`LINEAR_PROBE_GFLOP_PER_TOKEN`), an unrecorded machine keeps oneDNN's packed kernel."""
     import json
 
-    from embedstore.encoding.packed_linear import kernel_rates
+    from embedstore.encoding.packed_linear import DEFAULT_KERNEL, KERNELS, kernel_rates
 
     if getattr(device, "type", str(device)) != "cpu":
-        return {"kernel": "onednn-packed", "reason": "not on CPU: the packing does not apply"}
+        return {"kernel": DEFAULT_KERNEL, "reason": "not on CPU: the packing does not apply"}
     records = EngineRecords(spec)
     machine = machine_fingerprint(device, 1)
     key = hashlib.sha256(json.dumps({"fingerprint": spec.fingerprint, "linear_kernel": True, "machine": machine},
                                     sort_keys=True).encode()).hexdigest()[:16]
     entry = records.read().get(key) or {}
-    if entry.get("kernel") in ("onednn-packed", "mkl"):
+    if entry.get("kernel") in KERNELS:
         return entry
     if weight_gflop_per_token(model.config) < LINEAR_PROBE_GFLOP_PER_TOKEN:
-        return {"kernel": "onednn-packed", "reason": "too small a model to time its products (not measured)"}
+        return {"kernel": DEFAULT_KERNEL, "reason": "too small a model to time its products (not measured)"}
     if not measure:
-        return {"kernel": "onednn-packed", "reason": "not measured on this machine, and not measured now"}
+        return {"kernel": DEFAULT_KERNEL, "reason": "not measured on this machine, and not measured now"}
     note_step(f"measuring PyTorch's linear kernels on {spec.name} (once per model and machine)")
     rates = kernel_rates(model)
     kernel = max(rates, key=rates.get)

@@ -36,7 +36,9 @@ TOLERANCE = 1e-5
 """Largest difference from `F.linear` a packed layer may show on its probe input, relative to the output's scale
 (the ONNX export check's bound on hidden states)."""
 PROBE_ROWS = 8
-KERNELS = ("onednn-packed", "mkl")
+DEFAULT_KERNEL = "onednn-packed"
+"""The kernel where none was measured (a model too small to time, a distributed rank on an unrecorded machine)."""
+KERNELS = (DEFAULT_KERNEL, "mkl")
 """The two ways PyTorch's fp32 `nn.Linear` can run on CPU here: oneDNN on weights packed once, or MKL's sgemm."""
 RATE_ROWS = 2048
 """Rows of the products `kernel_rates` times: one batch of the encode's default 2,048-token budget."""
@@ -94,8 +96,8 @@ def kernel_rates(model: nn.Module, rows: int = RATE_ROWS, rounds: int = RATE_ROU
             shapes[shape] = shapes.get(shape, 0) + 1
     kernels = KERNELS if torch.backends.mkldnn.is_available() else ("mkl",)
     layers = {shape: nn.Linear(*shape) for shape in shapes}
-    runs = {"mkl": layers, "onednn-packed": {shape: PackedLinear(layer) for shape, layer in layers.items()}
-            if "onednn-packed" in kernels else {}}
+    runs = {"mkl": layers, DEFAULT_KERNEL: {shape: PackedLinear(layer) for shape, layer in layers.items()}
+            if DEFAULT_KERNEL in kernels else {}}
     inputs = {shape: torch.randn(rows, shape[0], generator=torch.Generator().manual_seed(0)) for shape in shapes}
     flop = sum(2 * rows * i * o * count for (i, o), count in shapes.items())
     best = {kernel: float("inf") for kernel in kernels}
