@@ -229,6 +229,9 @@ def child(name: str, model: str, n: int, threads: int, out: Path | None, sizes: 
             with machine_load(result):
                 timed = encode(raw, store=store, options=options, compute=compute)
             result["seconds"], result["engine"] = timed.seconds, timed.provenance["engine"]["reason"]
+            linear = timed.provenance.get("linear_kernel")  # the PyTorch engine's, when it ran
+            if linear:
+                result["linear"] = f"{linear['kernel']} ({linear['reason']})"
             result["rerun"] = encode(raw, store=store, options=options, compute=compute).seconds
             vectors = embed(raw, store=store, options=options, compute=compute)
             if sizes:
@@ -327,6 +330,7 @@ def main() -> None:
     peaks: list[float] = []
     scores: dict[str, dict[str, float]] = {}
     engines: set[str] = set()
+    kernels: set[str] = set()  # PyTorch's linear kernel, as the torch-engine paths recorded it
     tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats + 1):  # round 0: the warm-up, its times discarded (see the docstring)
@@ -350,6 +354,8 @@ def main() -> None:
                 if name == "auto":
                     times["rerun"].append(got["rerun"])
                     engines.add(got["engine"])
+                if "linear" in got:
+                    kernels.add(got["linear"])
             console.print(("warm-up round (discarded): " if r == 0 else f"round {r}/{args.repeats}: ")
                           + ", ".join(f"{k} {v:.0f} GFLOP/s" if k == "peak" else f"{k} {v:.2f}s"
                                       for k, v in ran.items()))
@@ -431,6 +437,7 @@ def main() -> None:
                   f"the pass's weight products are {gflop:.0f} GFLOP, so no fp32 path can take less than "
                   f"{gflop / peak:.2f}s ({bare * peak / gflop:.2f}x the faster bare pass)")
     console.print("auto chose: " + " | ".join(sorted(engines)))
+    console.print("PyTorch's linear kernel: " + (" | ".join(sorted(kernels)) or "not run"))
     if noise:
         console.print("noisy machine, no verdict: " + "; ".join(noise))
     if not SHARED.is_file():
