@@ -181,8 +181,10 @@ def test_the_readme_runs_as_written(tour_model_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.heavy
+@pytest.mark.parallel
 def test_the_readmes_heavy_lines_run_as_written(tour_model_dir, tmp_path, monkeypatch):
-    """Not `parallel`: torchrun starts ranks of its own, which want the cores to themselves."""
+    """In the `parallel` pass beside another test, as the fast tier ran these lines beside its other worker's tests
+    (the torchrun ranks take one thread each); alone in the one-process pass it held ~56 s of that pass's wall."""
     from embedstore.store import Store
 
     ran: list[str] = []
