@@ -262,8 +262,10 @@ def section(results: Path = RESULTS) -> list[str]:
         else:
             lines.append(f"- *{claim} is not clearly better than LangAlign*: not checked, no finished {method} cells.")
     if cost:
-        lines += ["", "Adaptation wall time per 1k training rows in this sweep (under other jobs' load, heavy for some "
-                  "cells, so no speed; `benchmarks/adapt.py` measures the methods side by side on an idle machine): "
+        lines += ["", "Adaptation wall time per 1k training rows in this sweep, start to end as recorded (under other "
+                  "jobs' load, heavy for some cells, and the SimCSE runs of 2026-12-07 include the time they were "
+                  "stopped while the machine was benchmarked: no speed; `benchmarks/adapt.py` measures the methods "
+                  "side by side on an idle machine): "
                   + ", ".join(f"{m} {np.mean(v):.0f} s" for m, v in cost.items()) + "."]
     analyses_file = results.with_suffix(".analyses.json")  # ANALYSES for the study's own results
     if analyses_file.is_file():
