@@ -341,7 +341,7 @@ def linear_kernel(spec: ModelSpec, device: Any, model: Any, measure: bool = True
     (`LINEAR_PROBE_GFLOP_PER_TOKEN`), an unrecorded machine keeps oneDNN's packed kernel."""
     import json
 
-    from embedstore.encoding.packed_linear import DEFAULT_KERNEL, KERNELS, kernel_rates
+    from embedstore.encoding.packed_linear import DEFAULT_KERNEL, KERNELS, kernel_rates, linear_gflop_per_token
 
     if getattr(device, "type", str(device)) != "cpu":
         return {"kernel": DEFAULT_KERNEL, "reason": "not on CPU: the packing does not apply"}
@@ -352,7 +352,7 @@ def linear_kernel(spec: ModelSpec, device: Any, model: Any, measure: bool = True
     entry = records.read().get(key) or {}
     if entry.get("kernel") in KERNELS:
         return entry
-    if weight_gflop_per_token(model.config) < LINEAR_PROBE_GFLOP_PER_TOKEN:
+    if linear_gflop_per_token(model) < LINEAR_PROBE_GFLOP_PER_TOKEN:
         return {"kernel": DEFAULT_KERNEL, "reason": "too small a model to time its products (not measured)"}
     if not measure:
         return {"kernel": DEFAULT_KERNEL, "reason": "not measured on this machine, and not measured now"}

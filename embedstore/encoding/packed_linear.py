@@ -81,6 +81,22 @@ def packed_copy(model: nn.Module) -> nn.Module:
     return model if fast is None else fast
 
 
+def linear_shapes(model: nn.Module) -> dict[tuple[int, int], int]:
+    """(in, out) of each of `model`'s fp32 linear layers on CPU, with how many layers have it."""
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if packable(module):
+            shape = (module.in_features, module.out_features)
+            shapes[shape] = shapes.get(shape, 0) + 1
+    return shapes
+
+
+def linear_gflop_per_token(model: nn.Module) -> float:
+    """GFLOP a token costs in `model`'s linear layers, read from the layers themselves (any architecture's config
+    names its sizes its own way)."""
+    return sum(2 * i * o * count for (i, o), count in linear_shapes(model).items()) / 1e9
+
+
 def kernel_rates(model: nn.Module, rows: int = RATE_ROWS, rounds: int = RATE_ROUNDS) -> dict[str, float]:
     """GFLOP/s of `model`'s fp32 linear products under each of `KERNELS`, on one intra-op thread (as batches run
     side by side, `batch_threads`) and random inputs of `rows` rows: each distinct weight shape once per round,
@@ -89,11 +105,7 @@ def kernel_rates(model: nn.Module, rows: int = RATE_ROWS, rounds: int = RATE_ROU
 
     Why timed on the weight shapes alone and not through the model: the products are where the kernels differ,
     and a product of known size times cleanly where a whole pass adds attention, GELU and the rest alike to both."""
-    shapes: dict[tuple[int, int], int] = {}
-    for module in model.modules():
-        if packable(module):
-            shape = (module.in_features, module.out_features)
-            shapes[shape] = shapes.get(shape, 0) + 1
+    shapes = linear_shapes(model)
     kernels = KERNELS if torch.backends.mkldnn.is_available() else ("mkl",)
     layers = {shape: nn.Linear(*shape) for shape in shapes}
     runs = {"mkl": layers, DEFAULT_KERNEL: {shape: PackedLinear(layer) for shape, layer in layers.items()}
