@@ -54,6 +54,21 @@ def test_rerun_skips_everything_without_loading_the_model(tiny_model_dir, tmp_pa
     assert Store.open(store).rows(Store.open(store).keys()[0]) == 9
 
 
+def test_a_bad_row_stops_the_encode_before_any_model_is_resolved(tmp_path, monkeypatch):
+    """Every row is checked before the model is touched: in an empty cache a bad line must not first build the
+    default model (seconds of work and half a gigabyte, for a run that stops anyway)."""
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("en\tko\nfine\t좋아\nonly one field\n", encoding="utf-8")
+
+    def resolve(self):
+        raise AssertionError("the model was resolved before the input was checked")
+
+    monkeypatch.setattr(EncodeOptions, "resolve", resolve)
+    with pytest.raises(InputError, match=r"bad.tsv: line 3: 1 tab-separated fields; expected 2"):
+        encode_files([bad], columns=["en", "ko"], store=tmp_path / "s.zarr")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_encode_decides_what_to_encode_from_the_ids_alone(tiny_model_dir, tmp_path, monkeypatch):
     """Issue 28: what is already stored is decided by the ids; encode reads no stored vector or row digest (a stale
     vectors shard is for reads and `verify` to find, each of which checks the digests)."""

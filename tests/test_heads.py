@@ -181,6 +181,43 @@ def test_warm_started_fits_reach_the_cold_optimum(n_classes):
     assert f"C={C:g}" in up.fit_report["started_from"]
 
 
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_c_search_starts_at_the_small_c_optimum_and_chooses_as_from_zero(n_classes, monkeypatch):
+    """The walk's folds start at the class priors: near the optimum at the grid's smallest C (in scikit-learn's
+    form for two classes and for more), and the walk from there scores every C as the walk from zero does and
+    picks the same C."""
+    from sklearn.linear_model import LogisticRegression
+
+    from embedstore.estimators.heads import logistic
+
+    x, y = overlapping(600, n_classes)
+    keep = (y == "c0") | (np.arange(len(y)) % 3 == 0)  # class c0 three times as common as each other class
+    x, y = x[keep], y[keep]
+    codes = np.unique(y, return_inverse=True)[1]
+    start = logistic._at_class_priors(LogisticRegression(), codes, D)
+    assert np.abs(start.intercept_).max() > 0.3  # far from the zero start
+    # with no weights, the intercepts' gradient vanishes there: the predicted class shares are the priors
+    b = start.intercept_
+    shares = (np.array([1 / (1 + np.exp(b[0])), 1 / (1 + np.exp(-b[0]))]) if n_classes == 2
+              else np.exp(b) / np.exp(b).sum())
+    np.testing.assert_allclose(shares, np.bincount(codes) / len(codes), rtol=1e-12)
+    # the grid's smallest C, solved tightly, is near it (a vanishing C is no reference: lbfgs's relative-decrease
+    # test stops it at its start)
+    smallest = LogisticRegression(C=1e-4, tol=1e-10, max_iter=10_000).fit(x, codes)
+    assert start.coef_.shape == smallest.coef_.shape and not start.coef_.any()
+    assert np.abs(smallest.coef_).max() < 0.05
+    np.testing.assert_allclose(start.intercept_, smallest.intercept_, atol=0.05)
+    from_priors = LogisticHead().fit(x, y).fit_report
+    monkeypatch.setattr(logistic, "_at_class_priors", lambda model, codes, dim: model)
+    from_zero = LogisticHead().fit(x, y).fit_report
+    assert from_priors["C"] == from_zero["C"]
+    assert from_priors["C_search"]["Cs"] == from_zero["C_search"]["Cs"]
+    np.testing.assert_allclose(from_priors["C_search"]["mean_accuracy"], from_zero["C_search"]["mean_accuracy"],
+                               atol=1 / len(y))
+    np.testing.assert_allclose(from_priors["C_search"]["mean_log_loss"], from_zero["C_search"]["mean_log_loss"],
+                               rtol=1e-3)
+
+
 def test_the_c_searchs_log_loss_is_scikit_learns():
     from sklearn.metrics import log_loss
 

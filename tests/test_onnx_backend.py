@@ -161,7 +161,7 @@ def test_auto_that_chose_onnx_does_no_more_work_than_the_onnx_path(tiny_model_di
     by_onnx = embed(SENTENCES, store=tmp_path / "o.zarr", options=options, compute=ONNX)
     spec = resolve_model(tiny_model_dir)
     machine = engine_choice.machine_fingerprint(resolve_device("cpu"), torch.get_num_threads())
-    recorded = {engine_choice.entry_key(spec, [2], machine): {
+    recorded = {engine_choice.entry_key(spec, machine, layers=[2]): {
         "machine": machine, "layers": [2], "tokens_per_second": {"torch": 1000.0, "onnx": 2000.0},
         "measured_at": "2026-12-06T00:00:00+00:00"}}
     reads, sessions = [], []

@@ -112,10 +112,10 @@ def encode_source(source: TextSource, *, store: str | Path | None = None, option
     t0 = time.perf_counter()
     compute = compute_in_force(compute)
     check_combination(options, compute)
+    n_texts, ids, first = _scan(source)  # a bad row stops the run before a model is built or loaded
     spec = options.resolve() if spec is None else spec
     keys = options.keys(spec) if keys is None else list(keys)
     st = Store.open(store or default_store())
-    n_texts, ids, first = _scan(source)
     if distributed:
         from embedstore.encoding.distributed import encode_distributed
 

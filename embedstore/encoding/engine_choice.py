@@ -306,10 +306,12 @@ class EngineRecords:
         return None
 
 
-def entry_key(spec: ModelSpec, layers: Sequence[int], machine: dict[str, Any]) -> str:
+def entry_key(spec: ModelSpec, machine: dict[str, Any], **measured: Any) -> str:
+    """The sidecar's key for one measurement of `spec` on `machine`; `measured` names what was measured (the
+    engines' probe: `layers`; the linear kernels: `linear_kernel=True`)."""
     import json
 
-    what = {"fingerprint": spec.fingerprint, "layers": sorted(set(layers)), "machine": machine}
+    what = {"fingerprint": spec.fingerprint, "machine": machine, **measured}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -327,7 +329,7 @@ def _recorded(spec: ModelSpec, layers: Sequence[int], device: Any, threads: int)
         tuple[EngineRecords, dict[str, Any], str, dict[str, Any]]:
     records = EngineRecords(spec)
     machine = machine_fingerprint(device, threads)
-    key = entry_key(spec, layers, machine)
+    key = entry_key(spec, machine, layers=sorted(set(layers)))
     return records, machine, key, records.read().get(key) or {}
 
 
@@ -339,16 +341,13 @@ def linear_kernel(spec: ModelSpec, device: Any, model: Any, measure: bool = True
     process of the machine (a resumed encode above all) then runs the same kernel, and so writes the same bits.
     Without `measure` (a distributed job's ranks, which would time each other) or for a model too small to time
     (`LINEAR_PROBE_GFLOP_PER_TOKEN`), an unrecorded machine keeps oneDNN's packed kernel."""
-    import json
-
     from embedstore.encoding.packed_linear import DEFAULT_KERNEL, KERNELS, kernel_rates, linear_gflop_per_token
 
     if getattr(device, "type", str(device)) != "cpu":
         return {"kernel": DEFAULT_KERNEL, "reason": "not on CPU: the packing does not apply"}
     records = EngineRecords(spec)
     machine = machine_fingerprint(device, 1)
-    key = hashlib.sha256(json.dumps({"fingerprint": spec.fingerprint, "linear_kernel": True, "machine": machine},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    key = entry_key(spec, machine, linear_kernel=True)
     entry = records.read().get(key) or {}
     if entry.get("kernel") in KERNELS:
         return entry

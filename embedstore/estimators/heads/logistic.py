@@ -124,6 +124,11 @@ class LogisticHead(Head):
         separable folds) is where almost all of a full LogisticRegressionCV path's time goes. The path walked is
         recorded in the fit report.
 
+        The walk starts each fold at the smallest C's optimum as it is known in closed form for C -> 0 (no
+        weights, the intercepts at the log class priors), not at zero: from zero, L-BFGS spent ~100 iterations on
+        the smallest C alone (the unpenalised intercepts against heavily penalised weights), a third of the walk
+        (e5-small topic heads, 300 rows, 8 classes); the optimum it converges to is the same.
+
         Returns the chosen C and where the fit on every row may start: the mean of the folds' solutions at
         that C (each fitted on most of the same rows, so near the optimum; None when a fold lacked a class)."""
         rows = _stratified_sample(codes, self.cv_rows, self.seed)
@@ -134,8 +139,9 @@ class LogisticHead(Head):
             warnings.filterwarnings("ignore", message=".*least populated class.*")
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(xs, ys))
         n_classes = int(codes.max()) + 1
-        models = [LogisticRegression(tol=self.tol, max_iter=self.max_iter, warm_start=True, random_state=self.seed)
-                  for _ in splits]
+        models = [_at_class_priors(LogisticRegression(tol=self.tol, max_iter=self.max_iter, warm_start=True,
+                                                      random_state=self.seed), ys[train], xs.shape[1])
+                  for train, _ in splits]
         grid = np.logspace(-4, 4, self.Cs)
         losses: list[float] = []
         accuracies: list[float] = []
@@ -178,6 +184,19 @@ class _Start:
     coef: np.ndarray
     intercept: np.ndarray
     origin: str
+
+
+def _at_class_priors(model: LogisticRegression, codes: np.ndarray, dim: int) -> LogisticRegression:
+    """`model` (warm-started) set to start where the penalised objective's optimum tends as C -> 0: weights
+    zero, intercepts the log class priors of `codes` (in scikit-learn's form: one row of log-odds for two
+    classes, centred log-priors for more)."""
+    present, counts = np.unique(codes, return_counts=True)
+    log_prior = np.log(counts / counts.sum())
+    if len(present) == 2:
+        model.coef_, model.intercept_ = np.zeros((1, dim)), np.array([log_prior[1] - log_prior[0]])
+    else:
+        model.coef_, model.intercept_ = np.zeros((len(present), dim)), log_prior - log_prior.mean()
+    return model
 
 
 def held_out_log_loss(codes: np.ndarray, proba: np.ndarray) -> float:
