@@ -142,7 +142,7 @@ def test_default_head_is_the_converged_logistic_regression_with_cv_chosen_C():
     best = max(search["mean_accuracy"])  # highest CV accuracy, ties to the lowest log-loss
     tied = [i for i, a in enumerate(search["mean_accuracy"]) if a == best]
     assert report["C"] == search["Cs"][min(tied, key=lambda i: search["mean_log_loss"][i])]
-    assert report["normalize"] == "standard" and "tol=0.0001" in report["criterion"]
+    assert report["normalize"] == "standard" and "tol=0.0001" in report["criterion"] and search["tol"] == 1e-3
     fixed = LogisticHead(C=0.5).fit(x, y).fit_report
     assert fixed["C"] == 0.5 and "C_search" not in fixed
 
@@ -216,6 +216,22 @@ def test_the_c_search_starts_at_the_small_c_optimum_and_chooses_as_from_zero(n_c
                                atol=1 / len(y))
     np.testing.assert_allclose(from_priors["C_search"]["mean_log_loss"], from_zero["C_search"]["mean_log_loss"],
                                rtol=1e-3)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_the_looser_search_ranks_the_cs_as_the_tight_one(n_classes):
+    """The fold fits stop at cv_tol=1e-3 (the head at tol=1e-4): the held-out accuracies it ranks the Cs by stay
+    within a point and a half of the tight search's (their own noise at 400 rows is several points), and it picks
+    the same C; a cv_tol of 0 is refused."""
+    x, y = overlapping(400, n_classes)
+    loose, tight = LogisticHead().fit(x, y).fit_report, LogisticHead(cv_tol=1e-4).fit(x, y).fit_report
+    assert (loose["C_search"]["tol"], tight["C_search"]["tol"]) == (1e-3, 1e-4)
+    assert loose["C"] == tight["C"] and loose["converged"] and "tol=0.0001" in loose["criterion"]
+    steps = min(len(loose["C_search"]["Cs"]), len(tight["C_search"]["Cs"]))
+    np.testing.assert_allclose(loose["C_search"]["mean_accuracy"][:steps], tight["C_search"]["mean_accuracy"][:steps],
+                               atol=0.015)
+    with pytest.raises(ConfigError, match="cv_tol"):
+        LogisticHead(cv_tol=0).fit(x, y)
 
 
 def test_the_c_searchs_log_loss_is_scikit_learns():
