@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from embedstore.study.cells import Cell, SweepConfig, expand, load_config
 from embedstore.base.errors import ConfigError, InputError
 from embedstore.study import predictions
 from embedstore.study.predictions import PredictionReader, RowPredictions
-from embedstore.study.sweep import read_results, run_sweep, upgrade_results
+from embedstore.study.sweep import appending, read_results, run_sweep, upgrade_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -270,6 +271,29 @@ def test_partial_trailing_line_is_ignored_and_repaired(tmp_path: Path) -> None:
         summary = run_sweep(config, fake_runner, same_context, workers=1, progress=False)
     assert len(summary.skipped) == 5 and len(summary.ok) == 7
     assert len(raw_lines(config.results)) == 12  # every line parses: the half line was cut, not buried
+
+
+def test_a_results_file_replaced_mid_run_gets_the_next_records(tmp_path: Path) -> None:
+    """A tracked results file checked out (or stashed and restored) during a sweep is a new file at the same
+    path: the run appends its next records there, and says so, instead of into the unlinked old file, where
+    they were lost (a study's seed went that way under `git stash`). A file removed mid-run is made again."""
+    path = tmp_path / "r.jsonl"
+    first, second, third = ({"cell_id": c, "status": "ok", "cell": {}} for c in "abc")
+    path.write_text(json.dumps(first) + "\n")
+    with appending(path) as (records, append):
+        assert [r["cell_id"] for r in records] == ["a"]
+        replacement = tmp_path / "checked-out.jsonl"
+        replacement.write_text(json.dumps(first) + "\n")
+        os.replace(replacement, path)
+        with pytest.warns(UserWarning, match="replaced while this run appended"):
+            append(second)
+        path.unlink()
+        with pytest.warns(UserWarning, match="replaced while this run appended"):
+            append(third)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same file again: no warning
+            append(first)
+    assert [r["cell_id"] for r in map(json.loads, path.read_text().splitlines())] == ["c", "a"]
 
 
 def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:

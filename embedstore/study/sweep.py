@@ -178,15 +178,43 @@ def appending(results: Path) -> Iterator[tuple[list[dict[str, Any]], Callable[[d
     except BaseException:
         lock.release()
         raise
+    held = [fd]  # the descriptor appended to, replaced when the file at the path is (`_still_the_file`)
     try:
         with warnings.catch_warnings():  # a partial last line is reported by _repair_tail, which cuts it
             warnings.simplefilter("ignore")
             records = read_results(results)  # a file that is not a results file is refused, unwritten
         _repair_tail(fd, results)
-        yield records, lambda record: _append_line(fd, record)
+
+        def append(record: dict[str, Any]) -> None:
+            held[0] = _still_the_file(held[0], results)
+            _append_line(held[0], record)
+
+        yield records, append
     finally:
-        os.close(fd)
+        os.close(held[0])
         lock.release()
+
+
+def _still_the_file(fd: int, path: Path) -> int:
+    """`fd`, if the results path still names the file it is open on; else the file now at the path, opened for
+    appending. Why: a results file replaced during a long sweep (a `git checkout` or `git stash` of a tracked
+    results file, an editor's save) left every later record in the old, unlinked file: finished cells lost
+    without a word. The records the new file lacks are not restored (the next run re-runs those cells); the
+    warning says so."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        now = None
+    held = os.fstat(fd)
+    if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+        return fd
+    warnings.warn(f"{path}: the results file was replaced while this run appended to it; appending to the file "
+                  "now at that path (records the replacement lacks are not in it: the next run re-runs those cells)",
+                  stacklevel=3)
+    os.close(fd)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    _repair_tail(fd, path)
+    return fd
 
 
 def check_results_writable(path: Path) -> None:
