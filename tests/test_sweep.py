@@ -466,6 +466,31 @@ def test_warm_workers_run_the_cells_and_a_pool_no_run_took_is_stopped(tmp_path: 
 
 
 @pytest.mark.heavy
+def test_warming_workers_import_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warming workers take turns at their imports (beside the demo's model build, all at once they took a
+    share of the driver's core too), and every worker still imports the module."""
+    from embedstore.study import execution
+
+    log = tmp_path / "imports.log"
+    (tmp_path / "slow_module.py").write_text(textwrap.dedent(f"""
+        import os, time
+        start = time.monotonic()
+        time.sleep(0.5)
+        with open({str(log)!r}, "a") as f:
+            f.write(f"{{os.getpid()}} {{start}} {{time.monotonic()}}\\n")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned worker starts with this process's sys.path
+    with execution.warm_workers(2, "slow_module"):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+            time.sleep(0.1)
+    spans = sorted((float(a), float(b), pid) for pid, a, b in (line.split() for line in log.read_text().splitlines()))
+    assert len({pid for _, _, pid in spans}) == 2  # each worker imported it once
+    (_, first_end, _), (second_start, _, _) = spans
+    assert second_start >= first_end - 0.01  # the second began when the first was done
+
+
+@pytest.mark.heavy
 def test_dead_worker_records_errors_and_the_sweep_goes_on(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     summary = run_sweep(config, crashing_runner, same_context, workers=2, progress=False)

@@ -15,6 +15,7 @@ import os
 import pickle
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -268,14 +269,18 @@ def warm_workers(workers: int, module: str) -> Iterator[None]:
     """Start the pool of `workers` processes now and have each import `module` (the runner's), for the first
     local run of that many workers inside the block to take over; a pool no run took is stopped on leaving.
 
-    Why: a cell worker spends ~2.5 CPU-s importing torch and scikit-learn before its first cell. Started while
+    Why: a cell worker spends ~3 CPU-s importing torch and scikit-learn before its first cell. Started while
     this process does single-threaded work (the demo's first build of the model), those imports use the core it
-    leaves idle instead of delaying the first cells. Nothing is started for fewer than two workers (cells then
-    run in this process)."""
+    leaves idle instead of delaying the first cells. One worker imports at a time (a file lock): all at once, they
+    took that core and a share of this process's too (three runnable processes on two cores), and the build they
+    were meant to run beside took longer. Nothing is started for fewer than two workers (cells then run in this
+    process)."""
+    turns = None
     if workers >= 2:
+        turns = tempfile.NamedTemporaryFile(prefix="embedstore-warm-", suffix=".lock")
         pool = _new_pool(workers)
         for _ in range(workers):
-            pool.submit(_import, module)
+            pool.submit(_import, module, turns.name)
         _WARM[workers] = pool
     try:
         yield
@@ -283,12 +288,18 @@ def warm_workers(workers: int, module: str) -> Iterator[None]:
         left = _WARM.pop(workers, None)
         if left is not None:
             _stop_workers(left)
+        if turns is not None:
+            turns.close()
 
 
-def _import(module: str) -> None:
+def _import(module: str, turn_lock: str) -> None:
+    """Import `module` when no other warming worker is importing (an exclusive lock on `turn_lock`)."""
+    import fcntl
     import importlib
 
-    importlib.import_module(module)
+    with open(turn_lock, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        importlib.import_module(module)
 
 
 _WARM: dict[int, ProcessPoolExecutor] = {}
