@@ -222,6 +222,9 @@ def test_e2e_cells_train_on_text_and_join_the_report(tiny_model_dir, tmp_path):
         assert r["metrics"]["accuracy"] == pytest.approx(np.trace(confusion) / 56)
         assert sizes["finetune_steps"] > 0 and sizes["finetune_epochs"] == 1 and sizes["n_pairs"] == 100
         assert sizes["finetune_config"]["max_length"] == 32 and sizes["aligner_reused"]  # langalign's aligner
+        kept = PredictionReader(config.results)(r)  # per-row predictions, so its verdicts' intervals are exact
+        assert kept is not None and kept.test_ids == r["provenance"]["draws"]["test"]
+        assert np.mean(kept.correct) == pytest.approx(r["metrics"]["accuracy"])
     n_train = lambda rs: sorted(r["provenance"]["sizes"]["n_train"] for r in rs)  # noqa: E731
     assert n_train(e2e) == n_train(cached) and n_train(e2e)[0] == 40  # the same rows as the cached cells
     rep = CliRunner().invoke(app, ["report", str(config.results), "--out", str(tmp_path / "rep")])

@@ -496,7 +496,9 @@ def run_e2e(ctx: Context) -> MethodResult:
              "aligner_reused": reused, "aligner_params": settled_params(aligner), "finetune_dir": str(work),
              "finetune_steps": result.steps, "finetune_epochs": len(result.history["epochs"]) - 1,
              "finetune_wall_time_s": result.provenance["wall_time_s"], "finetune_config": result.provenance["config"]}
-    return MethodResult(metrics, sizes, _draws(ctx, picked, (src, tgt, n_pairs)))  # finetune keeps no row predictions
+    draws = _draws(ctx, picked, (src, tgt, n_pairs))
+    rows = None if result.predicted is None else RowPredictions.of(test.labels, result.predicted, draws["test"])
+    return MethodResult(metrics, sizes, draws, rows)
 
 
 def run_adapted(ctx: Context) -> MethodResult:

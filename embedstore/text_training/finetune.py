@@ -39,7 +39,8 @@ class FinetuneResult:
     steps: int
     resumed_from_step: int
     method: str = METHOD
-    #: The label predicted for each test row, in the test file's order (kept by `lora_ta`; finetune keeps none).
+    #: The label predicted for each test row, in the test file's order; None for a run finished before runs kept
+    #: them (its `results.json` has none).
     predicted: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def finetune(train: Source, test: Source, aligner: str | os.PathLike[str], out: 
             "data": data_record(train, ident, rows, test=test.record(len(test_split.texts))),
             **trained.runtime(),
         }
-        return {"method": METHOD, "metrics": metrics, "provenance": provenance}
+        return {"method": METHOD, "metrics": metrics, "provenance": provenance, "predicted": predicted}
 
     record = train_once(out, RESULTS_FILE, ident, spec, options, rows, score, description="finetune",
                         progress=progress, aligner=align, train_encoder=not freeze_lm, train_aligner=train_aligner,
@@ -118,7 +119,7 @@ def finetune(train: Source, test: Source, aligner: str | os.PathLike[str], out: 
                         joint=joint_term if align_weight else None)
     return FinetuneResult(out=out, metrics=record["metrics"], provenance=record["provenance"],
                           history=record["history"], steps=record["steps"],
-                          resumed_from_step=record["resumed_from_step"])
+                          resumed_from_step=record["resumed_from_step"], predicted=record.get("predicted"))
 
 
 def _check_joint(pairs: Source | None, align_weight: float, freeze_lm: bool) -> None:
