@@ -18,7 +18,7 @@ def sweep(
                                   "sample) or configs/shared-topic-ko.toml."),
     workers: int = typer.Option(2, help="Parallel processes for --executor local (1 runs in this process)."),
     executor: str = typer.Option("local", help="Where cells run: local (processes here) or ray (Ray tasks; "
-                                               "needs pip install 'embedstore[ray]')."),
+                                               "needs pip install 'embedstore\\[ray]')."),
     address: Optional[str] = typer.Option(None, help="--executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); "
                                                      "default RAY_ADDRESS, else a local Ray for this sweep."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells that would run; run nothing."),

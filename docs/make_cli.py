@@ -32,6 +32,13 @@ rows, `--size` subsamples them (`--seed`).
 """
 
 
+def as_shown(help_text: str) -> str:
+    """A help string as `--help` shows it: typer renders help as rich markup, so `\\[ray]` reads `[ray]` there."""
+    from rich.text import Text
+
+    return Text.from_markup(help_text).plain
+
+
 def options() -> dict[str, tuple[list[str], str]]:
     """Every option spelling → (the commands declaring it, its most common help)."""
     import typer
@@ -53,7 +60,7 @@ def options() -> dict[str, tuple[list[str], str]]:
                 continue
             spelling = ", ".join(sorted(param.opts + param.secondary_opts, key=lambda s: (s.startswith("--"), s)))
             found[spelling].append(" ".join(path))
-            helps[spelling][" ".join((param.help or "").split())] += 1
+            helps[spelling][" ".join(as_shown(param.help or "").split())] += 1
 
     for name in group.list_commands(ctx):
         walk(group.get_command(ctx, name), [name])

@@ -79,3 +79,25 @@ def test_docs_cli_md_is_what_the_commands_declare_and_a_short_flag_means_one_thi
                if not any(all(n in group for group in [set(s.split(", ")) for s in make_cli.options() if short in
                                                         s.split(", ")]) for n in longs)}
     assert not clashes, clashes
+
+
+def test_no_help_text_loses_a_bracket_to_rich_markup():
+    """typer renders help as rich markup, so an unescaped `'embedstore[ray]'` reads `'embedstore'` in `--help`:
+    every command's and option's help shows every character it was written with (a literal bracket is `\\[`)."""
+    import typer
+    from rich.text import Text
+
+    from embedstore.cli.app import app
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("embedstore", [], resilient_parsing=True)
+    lost = []
+
+    def walk(command, path: str) -> None:
+        texts = [command.help or ""] + [p.help or "" for p in command.params if getattr(p, "help", None)]
+        lost.extend((path, t) for t in texts if Text.from_markup(t).plain != t.replace("\\[", "["))
+        for name in command.list_commands(ctx) if hasattr(command, "list_commands") else []:
+            walk(command.get_command(ctx, name), f"{path} {name}")
+
+    walk(group, "embedstore")
+    assert not lost, lost[:3]
