@@ -39,7 +39,7 @@ the rows (how much of a difference the test set's noise allows). Without ../shar
 
 The fp32 peak: the best fp32 matrix-product rate measured here on the model's own shapes
 (`encoding.engine_choice.fp32_peak`, torch and numpy), once in every timed round; the pass's weight products
-(`weight_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and its share of
+(`packed_linear.linear_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and its share of
 the peak measured in the same round is printed (the median over the rounds); the best round's peak gives the
 printed floor on an fp32 pass's time.
 
@@ -79,7 +79,8 @@ from embedstore.base.paired_verdict import RatioVerdict, judge_ratio, paired_rat
 from embedstore.base.retrieval import true_ranks, unit_rows
 from embedstore.data.texts import read_texts
 from embedstore.encoding.encode import embed, encode
-from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions, weight_gflop_per_token
+from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions
+from embedstore.encoding.packed_linear import linear_gflop_per_token, linear_shapes
 from embedstore.encoding.models import DEFAULT_MODEL, load_model, load_tokenizer, resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 
@@ -199,10 +200,10 @@ def child(name: str, model: str, n: int, threads: int, out: Path | None, sizes: 
     raw = sample_texts(n)
     result: dict = {}
     if name == "peak":
-        from transformers import AutoConfig
-
+        model, _ = load_model(spec, "cpu")
+        result["gflop_per_token"] = linear_gflop_per_token(model)
         with machine_load(result):
-            result["gflops"] = fp32_peak(AutoConfig.from_pretrained(spec.path), threads, rows=2048, repeats=10)
+            result["gflops"] = fp32_peak(linear_shapes(model), threads, rows=2048, repeats=10)
         return result
     if name == "bare":
         model, tokenizer = load_model(spec, "cpu")
@@ -331,7 +332,7 @@ def main() -> None:
     scores: dict[str, dict[str, float]] = {}
     engines: set[str] = set()
     kernels: set[str] = set()  # PyTorch's linear kernel, as the torch-engine paths recorded it
-    tokens = 0
+    tokens, gflop_per_token = 0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats + 1):  # round 0: the warm-up, its times discarded (see the docstring)
             order = round_order((*names, "peak"), r)
@@ -348,6 +349,7 @@ def main() -> None:
                 loads[name].append({k: got[k] for k in ("cpu", "others", "steal") if k in got})
                 if name == "peak":
                     peaks.append(got["gflops"])
+                    gflop_per_token = got["gflop_per_token"]
                     continue
                 times[name].append(got["seconds"])
                 tokens = got.get("tokens", tokens)
@@ -368,11 +370,8 @@ def main() -> None:
                     s[f"{m}_hits"], scores["torch"][f"{m}_hits"]))) for m in ("p1", "cell"))
         console.print(line)
 
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(resolve_model(args.model).path)
     peak = max(peaks)
-    gflop = weight_gflop_per_token(config) * tokens
+    gflop = gflop_per_token * tokens
     med = {k: statistics.median(v) for k, v in times.items()}  # the raw figures, printed; the verdicts are judge's
     raw_spread = {k: spread(v) for k, v in times.items()}
     bare_rounds = faster_bare(times)

@@ -19,7 +19,6 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -149,7 +148,7 @@ def main() -> None:
                   f"refitting per cell would take ~{naive:.0f} s ({naive / wall:.1f}x this run)")
     # the floor the fits alone set: their weight products at the fp32 rate one worker's thread reaches here
     threads = worker_threads(args.workers)
-    peak = fp32_peak(SimpleNamespace(hidden_size=args.dim, intermediate_size=1024), threads)
+    peak = fp32_peak([(args.dim, args.dim), (args.dim, 1024), (1024, args.dim)], threads)
     floor = tflop * 1e3 / (peak * args.workers)
     console.print(f"aligner training: {tflop:.1f} TFLOP of weight products in {len(fits)} fits; at this machine's "
                   f"measured fp32 peak ({peak:.0f} GFLOP/s a worker, {threads} thread each) they alone need >= "

@@ -10,14 +10,24 @@ from embedstore.encoding import engine_choice
 from embedstore.encoding.encode import encode
 from embedstore.encoding.models import resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
+from embedstore.encoding.packed_linear import linear_gflop_per_token
 from embedstore.store import Store
 
-CONFIG = SimpleNamespace(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+
+
+def fake_model():
+    """Two layers of a hidden-32, FFN-64 encoder (q, k, v, o and the FFN's two products each), and a pooler."""
+    import torch.nn as nn
+
+    model = nn.Module()
+    model.encoder = nn.ModuleList(nn.Linear(i, o) for _ in range(2) for i, o in [(32, 32)] * 4 + [(32, 64), (64, 32)])
+    model.pooler = nn.Linear(32, 32)
+    return model
 
 
 class FakeEncoder:
     def __init__(self, name: str) -> None:
-        self.name, self.tokenizer, self.model = name, None, SimpleNamespace(config=CONFIG)
+        self.name, self.tokenizer, self.model = name, None, fake_model()
 
 
 @pytest.fixture
@@ -27,7 +37,7 @@ def fake_engines(monkeypatch, tmp_path):
     state = SimpleNamespace(seconds={"torch": 2.0, "onnx": 1.0}, loads=[], passes=[])
     monkeypatch.setattr(engine_choice, "measure_pass",
                         lambda encoder, *a: state.passes.append(encoder.name) or state.seconds[encoder.name])
-    monkeypatch.setattr(engine_choice, "fp32_peak", lambda config, threads: 100.0)
+    monkeypatch.setattr(engine_choice, "fp32_peak", lambda shapes, threads: 100.0)
 
     def choose(spec, job_tokens=10**9, graph_cached=True):
         def loader(name):
@@ -106,7 +116,7 @@ def test_the_export_decision_takes_a_measured_speedup_over_the_prior(fake_engine
     assert first.backend == "torch" and decision["onnx_speedup_from"] == "prior"
     assert decision["export_seconds"] > decision["expected_saving_seconds"]
     # the bound alone would have exported; it only caps a saving, so the fp32 peak was not even measured
-    bound = engine_choice.most_saved(job, 500.0, engine_choice.weight_gflop_per_token(CONFIG), 100.0)
+    bound = engine_choice.most_saved(job, 500.0, linear_gflop_per_token(fake_model()), 100.0)
     assert bound > decision["export_seconds"] and decision["most_saved_seconds"] is None
     assert "peak_gflops" not in first.measured
     records = engine_choice.EngineRecords(spec)
@@ -199,6 +209,12 @@ def test_a_first_auto_encode_times_pytorch_on_its_own_batches_and_keeps_them(tin
     assert (Store.open(tmp_path / "auto.zarr").get(key, texts) == Store.open(tmp_path / "torch.zarr").get(key, texts)).all()
 
 
+def test_a_tokens_weight_products_are_its_linear_layers_but_not_the_poolers():
+    """One home for a token's GFLOP (the choice's bound, the benchmark's share of the peak): every fp32 linear
+    layer it passes through, read from the model, and not the pooler, which runs once per text."""
+    assert linear_gflop_per_token(fake_model()) == 2 * 2 * (4 * 32 * 32 + 2 * 32 * 64) / 1e9
+
+
 def test_the_fp32_peak_keeps_numpys_blas_to_the_threads_asked(monkeypatch):
     """numpy's BLAS pool is not torch's: a one-thread peak measured with it unlimited used every core."""
     import torch
@@ -212,7 +228,7 @@ def test_the_fp32_peak_keeps_numpys_blas_to_the_threads_asked(monkeypatch):
         return from_numpy(array)
 
     monkeypatch.setattr(torch, "from_numpy", record)
-    assert engine_choice.fp32_peak(SimpleNamespace(hidden_size=8, intermediate_size=16), 1, rows=16, repeats=1) > 0
+    assert engine_choice.fp32_peak([(8, 8), (8, 16), (16, 8)], 1, rows=16, repeats=1) > 0
     assert seen and all(threads == {1} for threads in seen)  # a BLAS pool was there, held to one thread
 
 

@@ -38,7 +38,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -145,25 +145,19 @@ def _process_facts() -> dict[str, Any]:
             "transformers": transformers.__version__}
 
 
-def weight_gflop_per_token(config: Any) -> float:
-    """GFLOP of one token's weight matrix products through every layer (four attention and two FFN projections)."""
-    h, ffn = config.hidden_size, config.intermediate_size
-    return 2 * config.num_hidden_layers * (4 * h * h + 2 * h * ffn) / 1e9
-
-
-def fp32_peak(config: Any, threads: int, rows: int = 1024, repeats: int = 3) -> float:
-    """The best fp32 GFLOP/s of torch's and numpy's matrix products on the model's own shapes, here and now: the
-    rate no fp32 engine's weight products can beat on this machine (the benchmark's ceiling uses it too)."""
+def fp32_peak(shapes: Iterable[tuple[int, int]], threads: int, rows: int = 1024, repeats: int = 3) -> float:
+    """The best fp32 GFLOP/s of torch's and numpy's matrix products on the model's own weight `shapes` (in, out:
+    `packed_linear.linear_shapes`), here and now: the rate no fp32 engine's weight products can beat on this
+    machine (the benchmark's ceiling uses it too)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    h, ffn = config.hidden_size, config.intermediate_size
     best = 0.0
     # numpy's BLAS keeps its own thread pool, which torch.set_num_threads does not reach: unlimited, a one-thread
     # peak was measured on every core (the sweep benchmark's per-worker floor came out at half its true value)
     with threadpool_limits(limits=threads, user_api="blas"):
-        for k, n in ((h, h), (h, ffn), (ffn, h)):
+        for k, n in sorted(set(shapes)):
             a, b = torch.randn(rows, k), torch.randn(k, n)
             for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
                 mul(a, b)
@@ -394,6 +388,8 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
     `measure`, `planned` decides. `job_rate(torch_encoder)`, when given, measures PyTorch on the job's own batches
     and keeps their vectors, returning (tokens/s, tokens timed): with no graph cached PyTorch is the only engine
     to measure, and timing it on sample sentences apart threw that work away (~3 s of the demo's first encode)."""
+    from embedstore.encoding.packed_linear import linear_gflop_per_token, linear_shapes
+
     records, machine, key, entry = _recorded(spec, layers, device, threads)
     rates = entry.get("tokens_per_second", {})
     if not measure or {"torch", "onnx"} <= set(rates) or entry.get("onnx_refused"):
@@ -415,16 +411,17 @@ def choose(spec: ModelSpec, layers: Sequence[int], pooling: str, device: Any, th
             batches, tokens = probe_texts(torch_encoder.tokenizer)
             rates = {"torch": probe({"torch": torch_encoder}, batches, tokens, layers, pooling)["torch"]}
             entry.update(probe_tokens=tokens, probed_on="the bundled sample")
-        config = torch_encoder.model.config
+        model = torch_encoder.model
         export = records.export_seconds(machine)
         export_cost = export if export is not None else export_prior(spec)
         measured_speedup = records.onnx_speedup(machine)
         speedup = measured_speedup if measured_speedup is not None else ONNX_SPEEDUP_PRIOR
         unbounded = expected_saving(job_tokens or 0, rates["torch"], speedup, float("inf"))
         # the fp32 peak only caps the saving: measured only when the saving without the cap would pay the export
-        peak = entry.get("peak_gflops") or (fp32_peak(config, threads) if unbounded > export_cost else None)
-        bound = None if peak is None else most_saved(job_tokens or 0, rates["torch"], weight_gflop_per_token(config),
-                                                     peak)
+        peak = entry.get("peak_gflops") or (fp32_peak(linear_shapes(model), threads) if unbounded > export_cost
+                                           else None)
+        bound = None if peak is None else most_saved(job_tokens or 0, rates["torch"],
+                                                     linear_gflop_per_token(model), peak)
         saving = unbounded if bound is None else min(unbounded, bound)
         entry.update(tokens_per_second=rates, measured_at=utc_now(), **({"peak_gflops": peak} if peak else {}))
         decision = {"job_tokens": job_tokens, "expected_saving_seconds": round(saving, 3),

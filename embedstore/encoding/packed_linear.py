@@ -92,9 +92,13 @@ def linear_shapes(model: nn.Module) -> dict[tuple[int, int], int]:
 
 
 def linear_gflop_per_token(model: nn.Module) -> float:
-    """GFLOP a token costs in `model`'s linear layers, read from the layers themselves (any architecture's config
-    names its sizes its own way)."""
-    return sum(2 * i * o * count for (i, o), count in linear_shapes(model).items()) / 1e9
+    """GFLOP a token costs in `model`'s fp32 linear layers: the weight products every speed figure is a share of
+    (the engine choice's bound, the benchmark's share of the peak). Read from the layers themselves, since any
+    architecture's config names its sizes its own way; a pooler's layer runs once per text, not per token, and
+    is not counted."""
+    pooler = getattr(model, "pooler", None)
+    once = set(pooler.modules()) if isinstance(pooler, nn.Module) else set()
+    return sum(2 * m.in_features * m.out_features for m in model.modules() if packable(m) and m not in once) / 1e9
 
 
 def kernel_rates(model: nn.Module, rows: int = RATE_ROWS, rounds: int = RATE_ROUNDS) -> dict[str, float]:

@@ -25,7 +25,7 @@ from embedstore.base.atomic import write_text
 from embedstore.base.errors import InputError
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.sweep import read_results
-from embedstore.study.report_data import (Table, against_english, against_english_across_C, check_cosine,
+from embedstore.study.report_data import (against_english, against_english_across_C, check_cosine,
                                           cosine_from_cells, cosine_groups, group_tables, one_run_per_text_arm,
                                           per_head, read_cosine)
 from embedstore.study.report_markdown import (c_sensitivity_markdown, cosine_markdown, degenerate_counts, draws_note,
