@@ -445,13 +445,16 @@ def across_corpora(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list
     whether it is the same on both corpora, on one, or differs between languages of one; a claim a study has not
     run yet shows "–" there."""
     found: dict[str, dict[tuple[str, str], Claim]] = defaultdict(dict)
-    studies = []
+    studies, running = [], set()
     for name, language, corpus in HEADLINE_STUDIES:
         path = results_dir / f"{name}.jsonl"
-        records = select(read_results(path), head=DEFAULT_HEAD) if path.is_file() else []
+        every = read_results(path) if path.is_file() else []
+        records = select(every, head=DEFAULT_HEAD)
         if not records:
             continue
         studies.append((language, corpus))
+        if _waiting(name, every, configs):
+            running.add((language, corpus))
         for claim, figures, verdict in claims(records, PredictionReader(path), named_arm(name, configs)):
             if verdict is not None:
                 found[claim][(language, corpus)] = (claim, figures, verdict)
@@ -474,8 +477,9 @@ def across_corpora(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list
             figures = entry[1]
             delta = figures[figures.index("Δ"):figures.index("]") + 1] if "Δ" in figures else ""
             seeds = re.search(r"\((\d+) seeds? ×", figures)
-            few = f" ({seeds.group(1)} seed{'s' if seeds.group(1) != '1' else ''} so far)" \
-                if seeds and int(seeds.group(1)) < TEN_SEEDS else ""
+            # fewer seeds than ten: "so far" while the study's sweeps have cells to run, else the arm's design
+            few = (f" ({seeds.group(1)} seed{'s' if seeds.group(1) != '1' else ''}"
+                   + (" so far)" if study in running else ")")) if seeds and int(seeds.group(1)) < TEN_SEEDS else ""
             cells.append(f"{entry[2]}{', ' + delta if delta else ''}{few}"
                          + (" (C-sensitive)" if "C-sensitive" in figures else ""))
         lines.append(f"| {claim} | " + " | ".join(cells) + f" | {_where(per_study)} |")
