@@ -38,14 +38,15 @@ the rows (how much of a difference the test set's noise allows). Without ../shar
 (and said so).
 
 The fp32 peak: the best fp32 matrix-product rate measured here on the model's own shapes
-(`encoding.engine_choice.fp32_peak`, torch and numpy), once in every timed round; the pass's weight products
+(`encoding.engine_choice.fp32_rates`: torch's mm, numpy's BLAS, oneDNN on packed weights and ONNX Runtime's
+MatMul, the best of them; each kernel's rate is printed), once in every timed round; the pass's weight products
 (`packed_linear.linear_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and its share of
 the peak measured in the same round is printed (the median over the rounds); the best round's peak gives the
 printed floor on an fp32 pass's time.
 
 Targets (issue 27): the default path >= 0.95x the faster of the two bare passes and >= 80% of the fp32 peak;
->= 1.3x sentence-transformers; int8 >= 2x the faster bare pass with P@1 and the cell within 1 point of the torch
-path's; the re-run <= 2% of the encode. Every target is a ratio, judged on the median of its per-round ratios
+>= 1.3x sentence-transformers; int8 >= 2x the faster bare pass with P@1 and the cell at most 1 point below the
+torch path's (`QUALITY_LOSS`); the re-run <= 2% of the encode. Every target is a ratio, judged on the median of its per-round ratios
 (`judge`, the rule of `embedstore.base.paired_verdict`): each round runs every path once, so a drift of the whole
 machine between rounds (seen on a quiet machine: raw repeats spread 10-22 % while auto against the faster bare
 pass measured 1.062x, 1.057x, 1.101x in its rounds) cancels within the round. The raw medians and raw spreads are
@@ -79,12 +80,16 @@ from embedstore.base.paired_verdict import RatioVerdict, judge_ratio, paired_rat
 from embedstore.base.retrieval import true_ranks, unit_rows
 from embedstore.data.texts import read_texts
 from embedstore.encoding.encode import embed, encode
-from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions
+from embedstore.encoding.engine_choice import cpu_name, fp32_rates, vector_extensions
 from embedstore.encoding.packed_linear import linear_gflop_per_token, linear_shapes
 from embedstore.encoding.models import DEFAULT_MODEL, load_model, load_tokenizer, resolve_model
 from embedstore.encoding.options import ComputeOptions, EncodeOptions
 
 BARE_BATCH = 32
+QUALITY_LOSS = 0.01
+"""int8's quality target: its P@1 and cell accuracy no more than a point below the torch path's. A loss: a cell
+that scores higher on int8 vectors (+3.3 points on 2026-12-07, its paired interval [+0.3, +6.7] over 300 test rows)
+has lost no quality, and failed a two-sided "within 1 point" rule."""
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "parallel" / "libreoffice_help.en-ko.tsv"
 PATHS = {  # name -> (encoding options, compute options) of embedstore's paths
     "auto": ({}, {"backend": "auto"}),
@@ -203,7 +208,8 @@ def child(name: str, model: str, n: int, threads: int, out: Path | None, sizes: 
         model, _ = load_model(spec, "cpu")
         result["gflop_per_token"] = linear_gflop_per_token(model)
         with machine_load(result):
-            result["gflops"] = fp32_peak(linear_shapes(model), threads, rows=2048, repeats=10)
+            result["kernels"] = fp32_rates(linear_shapes(model), threads, rows=2048, repeats=10)
+        result["gflops"] = max(result["kernels"].values())
         return result
     if name == "bare":
         model, tokenizer = load_model(spec, "cpu")
@@ -322,7 +328,7 @@ def main() -> None:
     if args.quick:
         args.texts, args.repeats = 300, 2
     sizes = ({"retrieval": 300, "pairs": 500, "train": 300, "test": 200} if args.quick else
-             {"retrieval": 1000, "pairs": 1500, "train": 600, "test": 300})
+             {"retrieval": 1000, "pairs": 1500, "train": 600, "test": 1000})
     console = Console(width=200)  # the table stays whole in a log file
 
     names = ("bare", "bare-onnx", *PATHS, "st")
@@ -333,6 +339,7 @@ def main() -> None:
     engines: set[str] = set()
     kernels: set[str] = set()  # PyTorch's linear kernel, as the torch-engine paths recorded it
     tokens, gflop_per_token = 0, 0.0
+    peak_kernels: dict[str, list[float]] = {}  # each kernel's rate in each round (the peak is the best of them)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats + 1):  # round 0: the warm-up, its times discarded (see the docstring)
             order = round_order((*names, "peak"), r)
@@ -349,6 +356,8 @@ def main() -> None:
                 loads[name].append({k: got[k] for k in ("cpu", "others", "steal") if k in got})
                 if name == "peak":
                     peaks.append(got["gflops"])
+                    for kernel, rate in got["kernels"].items():
+                        peak_kernels.setdefault(kernel, []).append(rate)
                     gflop_per_token = got["gflop_per_token"]
                     continue
                 times[name].append(got["seconds"])
@@ -416,8 +425,10 @@ def main() -> None:
             if ref is None:
                 line += "; quality NOT checked"
             else:
-                close = all(abs(scores[name][m] - ref[m]) <= 0.01 for m in ("p1", "cell"))
-                line += f"; {'PASS' if close else 'FAIL'} (P@1 and cell within 1 point of the torch path's)"
+                delta = {m: scores[name][m] - ref[m] for m in ("p1", "cell")}
+                line += (f"; {'PASS' if min(delta.values()) >= -QUALITY_LOSS else 'FAIL'} (P@1 and cell at most "
+                         f"{100 * QUALITY_LOSS:.0f} point below the torch path's: P@1 {100 * delta['p1']:+.2f}, "
+                         f"cell {100 * delta['cell']:+.2f})")
             target.append(line)
         s = scores.get(name)
         table.add_row(name, f"{med[name]:.2f}", f"{100 * raw_spread[name]:.0f}%" if raw_spread[name] is not None
@@ -434,7 +445,9 @@ def main() -> None:
     console.print(f"fp32 peak: {peak:.0f} GFLOP/s on the model's shapes (best of {len(peaks)} rounds: "
                   f"{', '.join(f'{p:.0f}' for p in peaks)}; cores {cores_text(peaks, loads['peak'], slowest=min)}); "
                   f"the pass's weight products are {gflop:.0f} GFLOP, so no fp32 path can take less than "
-                  f"{gflop / peak:.2f}s ({bare * peak / gflop:.2f}x the faster bare pass)")
+                  f"{gflop / peak:.2f}s ({bare * peak / gflop:.2f}x the faster bare pass); each kernel's median over "
+                  "the rounds: " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in
+                                            sorted(peak_kernels.items(), key=lambda kv: -max(kv[1]))))
     console.print("auto chose: " + " | ".join(sorted(engines)))
     console.print("PyTorch's linear kernel: " + (" | ".join(sorted(kernels)) or "not run"))
     if noise:

@@ -215,6 +215,24 @@ def test_a_tokens_weight_products_are_its_linear_layers_but_not_the_poolers():
     assert linear_gflop_per_token(fake_model()) == 2 * 2 * (4 * 32 * 32 + 2 * 32 * 64) / 1e9
 
 
+def test_the_fp32_peak_is_the_fastest_of_every_engines_kernel_each_computing_the_product(monkeypatch):
+    """The ceiling counts every kernel an engine here runs (on an AMD EPYC with AVX-512 ONNX Runtime's MatMul ran
+    twice torch's mm), and each timed kernel computes x @ w, so no rate is of a different product."""
+    import numpy as np
+    import torch
+
+    w, x = torch.randn(8, 16), torch.randn(5, 8)
+    products = engine_choice._products(w, 1)
+    assert {"torch-mm", "numpy", "onnxruntime"} <= set(products)
+    assert ("onednn-packed" in products) == torch.backends.mkldnn.is_available()
+    for name, product in products.items():
+        assert np.allclose(np.asarray(product(x)), (x @ w).numpy(), atol=1e-5), name
+    rates = engine_choice.fp32_rates([(8, 8), (8, 16)], 1, rows=16, repeats=1)
+    assert set(rates) == set(products) and min(rates.values()) > 0
+    monkeypatch.setattr(engine_choice, "fp32_rates", lambda *a, **k: {"slow": 1.0, "fast": 3.0})
+    assert engine_choice.fp32_peak([(8, 8)], 1) == 3.0
+
+
 def test_the_fp32_peak_keeps_numpys_blas_to_the_threads_asked(monkeypatch):
     """numpy's BLAS pool is not torch's: a one-thread peak measured with it unlimited used every core."""
     import torch

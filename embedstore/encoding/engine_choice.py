@@ -146,26 +146,68 @@ def _process_facts() -> dict[str, Any]:
 
 
 def fp32_peak(shapes: Iterable[tuple[int, int]], threads: int, rows: int = 1024, repeats: int = 3) -> float:
-    """The best fp32 GFLOP/s of torch's and numpy's matrix products on the model's own weight `shapes` (in, out:
-    `packed_linear.linear_shapes`), here and now: the rate no fp32 engine's weight products can beat on this
-    machine (the benchmark's ceiling uses it too)."""
+    """The best fp32 GFLOP/s of any matrix-product kernel an engine here can run (`fp32_rates`) on the model's own
+    weight `shapes`, here and now: the rate no fp32 engine's weight products can beat on this machine (the
+    benchmark's ceiling uses it too)."""
+    return max(fp32_rates(shapes, threads, rows, repeats).values())
+
+
+def fp32_rates(shapes: Iterable[tuple[int, int]], threads: int, rows: int = 1024, repeats: int = 3) -> \
+        dict[str, float]:
+    """GFLOP/s of each fp32 matrix-product kernel the engines can run, on `threads` threads and the weight
+    `shapes` (in, out: `packed_linear.linear_shapes`), each kernel's best shape: torch's `mm` (MKL), numpy's BLAS,
+    oneDNN on packed weights (PyTorch's linear layers, `packed_linear`) and ONNX Runtime's MatMul (MLAS). Why all
+    four: which one is fastest depends on the CPU. With torch and numpy alone, on an AMD EPYC with AVX-512 (where
+    MKL does not take its AVX-512 path) the "peak" read 208-241 GFLOP/s while the bare ONNX Runtime pass ran its
+    weight products at 312-350 (benchmarks/encode.py, 2026-12-07): a ceiling below what an engine achieved."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    best = 0.0
+    best: dict[str, float] = {}
     # numpy's BLAS keeps its own thread pool, which torch.set_num_threads does not reach: unlimited, a one-thread
     # peak was measured on every core (the sweep benchmark's per-worker floor came out at half its true value)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=threads, user_api="blas"), torch.inference_mode():
         for k, n in sorted(set(shapes)):
             a, b = torch.randn(rows, k), torch.randn(k, n)
-            for mul in (torch.mm, lambda x, y: torch.from_numpy(x.numpy() @ y.numpy())):
-                mul(a, b)
+            for name, mul in _products(b, threads).items():
+                mul(a)
                 t0 = time.perf_counter()
                 for _ in range(repeats):
-                    mul(a, b)
-                best = max(best, repeats * 2 * rows * k * n / (time.perf_counter() - t0) / 1e9)
+                    mul(a)
+                rate = repeats * 2 * rows * k * n / (time.perf_counter() - t0) / 1e9
+                best[name] = max(best.get(name, 0.0), rate)
     return best
+
+
+def _products(b: Any, threads: int) -> dict[str, Callable[[Any], Any]]:
+    """`x -> x @ b` under each kernel available here (see `fp32_rates`)."""
+    import torch
+
+    b_numpy = b.numpy()
+    products: dict[str, Callable[[Any], Any]] = {"torch-mm": lambda x: torch.mm(x, b),
+                                                 "numpy": lambda x: torch.from_numpy(x.numpy() @ b_numpy)}
+    if torch.backends.mkldnn.is_available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
+        products["onednn-packed"] = lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    try:
+        import onnx
+    except ImportError:  # ONNX Runtime's kernel is timed where the ONNX engine could run
+        return products
+    from onnx import TensorProto, helper, numpy_helper
+
+    from embedstore.encoding.onnx_runtime import open_session
+
+    k, n = b.shape
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+                              [numpy_helper.from_array(b_numpy, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    session = open_session(model.SerializeToString(), threads=threads)
+    products["onnxruntime"] = lambda x: session.run(None, {"x": x.numpy()})
+    return products
 
 
 def probe_batches(tokenizer, prefix: str, max_length: int, batch_tokens: int, batch_size: int, device) -> \
