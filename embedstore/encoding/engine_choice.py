@@ -158,7 +158,7 @@ def fp32_rates(shapes: Iterable[tuple[int, int]], threads: int, rows: int = 1024
     `shapes` (in, out: `packed_linear.linear_shapes`), each kernel's best shape: torch's `mm` (MKL), numpy's BLAS,
     oneDNN on packed weights (PyTorch's linear layers, `packed_linear`) and ONNX Runtime's MatMul (MLAS). Why all
     four: which one is fastest depends on the CPU. With torch and numpy alone, on an AMD EPYC with AVX-512 (where
-    MKL does not take its AVX-512 path) the "peak" read 208-241 GFLOP/s while the bare ONNX Runtime pass ran its
+    torch's MKL ran at 104 GFLOP/s on one thread, oneDNN at 250) the "peak" read 208-241 GFLOP/s while the bare ONNX Runtime pass ran its
     weight products at 312-350 (benchmarks/encode.py, 2026-12-07): a ceiling below what an engine achieved."""
     import torch
     from threadpoolctl import threadpool_limits
