@@ -67,6 +67,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -423,6 +424,9 @@ def main() -> None:
     from rich.table import Table
     console = Console(width=250)
     verdicts, lookups, peaks = [], {}, []
+    # a kill (SIGTERM) unwinds like Ctrl-C, so `finally` removes the keys: the 10M-row pair is ~15 GB of disk, and a
+    # killed run left it behind in /tmp (2026-12-07)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for n in sorted(args.rows):
         work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
         try:

@@ -47,3 +47,21 @@ def test_the_counts_beside_the_seconds_are_this_process_s(bench):
     after = bench._io_counts()
     assert after["user_s"] + after["system_s"] > before["user_s"] + before["system_s"]
     assert after["read_mib"] >= before["read_mib"] and set(after) == set(bench.COUNTS)
+
+
+def test_a_killed_run_removes_the_keys_it_built(tmp_path):
+    """SIGTERM unwinds the benchmark like Ctrl-C: its `finally` removes the keys (at 10M rows ~15 GB, which a killed
+    run left in /tmp), and it exits with 128 + SIGTERM."""
+    import signal
+    import subprocess
+    import time
+
+    run = subprocess.Popen([sys.executable, str(STORE_BENCHMARK), "--quick", "--dir", str(tmp_path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("store-bench-*")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob("store-bench-*")), "the benchmark never made its work directory"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.glob("store-bench-*"))
