@@ -160,6 +160,24 @@ def test_the_check_draws_nothing_and_names_each_figure_or_table_not_written_from
     assert len(make_results.check(results, page_path, readme_path, configs)) == 3
 
 
+def test_the_side_by_side_table_says_so_far_only_while_the_studys_configs_have_cells_left(make_results, tmp_path):
+    """Fewer than ten seeds is "(3 seeds)" when the configs named three (a slow arm's design), and "(3 seeds so far)"
+    while their sweep still has seeds to run."""
+    results, configs = tmp_path / "results", tmp_path / "configs"
+    results.mkdir()
+    write_study(results, configs)
+
+    def side() -> str:
+        return next(line for line in make_results.page(results, tmp_path / "plots", configs).splitlines()
+                    if line.startswith("| LangAlign (fc 5k pairs) above English-only, task size 500 | "))
+
+    assert "(3 seeds) " in side()
+    config = configs / f"{STUDY}.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]"),
+                      encoding="utf-8")
+    assert "(3 seeds so far) " in side()
+
+
 def test_a_claim_that_flips_one_decade_of_C_away_is_marked_on_the_page_and_in_the_readme(make_results, tmp_path):
     """FC's heads refitted at C/10 predict what English-only's do: "LangAlign above English-only" is clearly
     better at the chosen C and within noise at C/10, so the page and the README mark it C-sensitive; the
@@ -175,7 +193,7 @@ def test_a_claim_that_flips_one_decade_of_C_away_is_marked_on_the_page_and_in_th
     assert "2 change (marked **C-sensitive**)" in page
     side = [line for line in page.splitlines() if line.startswith("| LangAlign (fc 5k pairs) above English-only, "
                                                                     "task size 500 | ")]  # the studies side by side
-    assert len(side) == 1 and "(3 seeds so far) (C-sensitive) | one corpus (help topic, 1 language) |" in side[0]
+    assert len(side) == 1 and "(3 seeds) (C-sensitive) | one corpus (help topic, 1 language) |" in side[0]
     assert "ko 0.695 vs 0.579, clearly better" in make_results.headlines(results, configs)["studies"]
     assert "(**C-sensitive**: at C/10 within noise" in make_results.headlines(results, configs)["studies"]
     report = (tmp_path / "plots" / STUDY / "table.md").read_text(encoding="utf-8")  # `embedstore report` too
