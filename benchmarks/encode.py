@@ -40,16 +40,16 @@ the rows (how much of a difference the test set's noise allows). Without ../shar
 The fp32 peak: the best fp32 matrix-product rate measured here on the model's own shapes
 (`encoding.engine_choice.fp32_rates`: torch's mm, numpy's BLAS, oneDNN on packed weights and ONNX Runtime's
 MatMul, the best of them; each kernel's rate is printed), once in every timed round; the pass's weight products
-(`packed_linear.linear_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and its share of
-the peak measured in the same round is printed (the median over the rounds); the best round's peak gives the
-printed floor on an fp32 pass's time.
+(`packed_linear.linear_gflop_per_token` x the timed tokens) divided by a path's time is the rate it achieved, and
+its share of the peak measured in the same round is printed (the median over the rounds); the best round's peak
+gives the printed floor on an fp32 pass's time.
 
 Targets (issue 27): the default path >= 0.95x the faster of the two bare passes and >= 80% of the fp32 peak;
 >= 1.3x sentence-transformers; int8 >= 2x the faster bare pass with P@1 and the cell at most 1 point below the
-torch path's (`QUALITY_LOSS`); the re-run <= 2% of the encode. Every target is a ratio, judged on the median of its per-round ratios
-(`judge`, the rule of `embedstore.base.paired_verdict`): each round runs every path once, so a drift of the whole
-machine between rounds (seen on a quiet machine: raw repeats spread 10-22 % while auto against the faster bare
-pass measured 1.062x, 1.057x, 1.101x in its rounds) cancels within the round. The raw medians and raw spreads are
+torch path's (`QUALITY_LOSS`); the re-run <= 2% of the encode. Every target is a ratio, judged on the median of its
+per-round ratios (`judge`, the rule of `embedstore.base.paired_verdict`): each round runs every path once, so a
+drift of the whole machine between rounds (seen on a quiet machine: raw repeats spread 10-22 % while auto
+against the faster bare pass measured 1.062x, 1.057x, 1.101x in its rounds) cancels within the round. The raw medians and raw spreads are
 still printed. A target gets no verdict ("noisy, no verdict") when its per-round ratios spread by more than 10%
 and the rounds disagree about it; the peak target also when a round's peak probe fell below the rate that round's
 faster bare pass achieved (the probe was disturbed, so no share of it means anything). The whole run gets none

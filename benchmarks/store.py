@@ -66,6 +66,7 @@ import json
 import math
 import os
 import resource
+import secrets
 import shutil
 import signal
 import statistics
@@ -428,8 +429,10 @@ def main() -> None:
     # killed run left it behind in /tmp (2026-12-07)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for n in sorted(args.rows):
-        work = Path(tempfile.mkdtemp(prefix=f"store-bench-{n}-", dir=args.dir))
+        # named before it is made, so a kill between making it and entering `try` cannot leave it behind
+        work = Path(args.dir or tempfile.gettempdir()) / f"store-bench-{n}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
+            work.mkdir(mode=0o700)
             _prepare(work, n)
             table = Table(title=f"{n:,} rows x {DIM} float16 (median of {args.repeats} processes)")
             for col in ("operation", "store s", "spread", "cache", "CPU user+sys", "read MiB", "cores", "anchor s",

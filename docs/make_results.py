@@ -477,9 +477,7 @@ def across_corpora(results_dir: Path = RESULTS, configs: Path = CONFIGS) -> list
             figures = entry[1]
             delta = figures[figures.index("Δ"):figures.index("]") + 1] if "Δ" in figures else ""
             seeds = re.search(r"\((\d+) seeds? ×", figures)
-            # fewer seeds than ten: "so far" while the study's sweeps have cells to run, else the arm's design
-            few = (f" ({seeds.group(1)} seed{'s' if seeds.group(1) != '1' else ''}"
-                   + (" so far)" if study in running else ")")) if seeds and int(seeds.group(1)) < TEN_SEEDS else ""
+            few = _seeds_note(int(seeds.group(1)), study in running) if seeds else ""
             cells.append(f"{entry[2]}{', ' + delta if delta else ''}{few}"
                          + (" (C-sensitive)" if "C-sensitive" in figures else ""))
         lines.append(f"| {claim} | " + " | ".join(cells) + f" | {_where(per_study)} |")
@@ -575,9 +573,15 @@ def _where_it_holds(found: dict[str, list[tuple[str, Comparison, str | None]]]) 
 
 def _so_far(c: Comparison) -> str:
     """" (3 seeds so far)" for a verdict of a 10-seed study decided on fewer seeds (its sweep still running)."""
-    if c.refused or c.n_seeds >= TEN_SEEDS:
+    return "" if c.refused else _seeds_note(c.n_seeds, running=True)
+
+
+def _seeds_note(n_seeds: int, running: bool) -> str:
+    """" (3 seeds so far)" while the study's sweeps have cells left, " (3 seeds)" once they have none (an arm its
+    config runs at fewer seeds), "" at ten seeds or more."""
+    if n_seeds >= TEN_SEEDS:
         return ""
-    return f" ({c.n_seeds} seed{'s' if c.n_seeds != 1 else ''} so far)"
+    return f" ({n_seeds} seed{'s' if n_seeds != 1 else ''}{' so far' if running else ''})"
 
 
 def _with_seeds(c: Comparison) -> str:

@@ -158,8 +158,9 @@ def fp32_rates(shapes: Iterable[tuple[int, int]], threads: int, rows: int = 1024
     `shapes` (in, out: `packed_linear.linear_shapes`), each kernel's best shape: torch's `mm` (MKL), numpy's BLAS,
     oneDNN on packed weights (PyTorch's linear layers, `packed_linear`) and ONNX Runtime's MatMul (MLAS). Why all
     four: which one is fastest depends on the CPU. With torch and numpy alone, on an AMD EPYC with AVX-512 (where
-    torch's MKL ran at 104 GFLOP/s on one thread, oneDNN at 250) the "peak" read 208-241 GFLOP/s while the bare ONNX Runtime pass ran its
-    weight products at 312-350 (benchmarks/encode.py, 2026-12-07): a ceiling below what an engine achieved."""
+    torch's MKL ran at 104 GFLOP/s on one thread, oneDNN at 250) the "peak" read 208-241 GFLOP/s while the bare
+    ONNX Runtime pass ran its weight products at 312-350 (benchmarks/encode.py, 2026-12-07): a ceiling below what
+    an engine achieved."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -190,10 +191,7 @@ def _products(b: Any, threads: int) -> dict[str, Callable[[Any], Any]]:
     if torch.backends.mkldnn.is_available():
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), None)
         products["onednn-packed"] = lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-    try:
-        import onnx
-    except ImportError:  # ONNX Runtime's kernel is timed where the ONNX engine could run
-        return products
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from embedstore.encoding.onnx_runtime import open_session
