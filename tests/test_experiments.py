@@ -13,6 +13,7 @@ from embedstore.study.cells import expand, load_config
 from embedstore.base.errors import ConfigError
 from embedstore.study.experiments import run_cell
 from embedstore.estimators.aligners import load_aligner
+from embedstore.estimators.training import FIT_REVISION
 from embedstore.study import experiments, predictions
 from embedstore.study.predictions import PredictionReader
 from embedstore.study.run import run_study
@@ -111,6 +112,7 @@ def test_every_method_runs_and_records_provenance(tiny_model_dir, tmp_path, monk
     for r in fc:  # and how the fit went, in fp32 on any CPU, as the record says
         training = r["provenance"]["sizes"]["aligner_training"]
         assert training["precision"] == "fp32" and 1 <= training["best_epoch"] <= training["epochs_run"]
+        assert training["fit_revision"] == FIT_REVISION
         assert r["provenance"]["precision"]["aligner"] == "fp32"
         diag = r["metrics"]["aligner"]  # FC maps target text at test time: judged in the head's space too
         if r["cell"]["method"] == "langalign":
@@ -187,6 +189,20 @@ def test_missing_role_is_a_clear_error(tiny_model_dir, tmp_path):
     config = load_config(cfg)
     with pytest.raises(ConfigError, match="task topic has no 'native_train' data"):
         run_cell(expand(config)[0], config)
+
+
+def test_a_fit_cached_by_another_revision_of_the_fit_arithmetic_is_not_reused(tiny_model_dir, tmp_path, monkeypatch):
+    config = load_config(write_config(tmp_path, tiny_model_dir, ["langalign"], aligners=("procrustes",)))
+    run_study(config, workers=1, progress=False)  # encodes the texts, fits and caches the aligner and heads
+    cell = expand(config)[0]
+    first = next(r for r in read_results(config.results) if r["cell_id"] == cell.id)
+    again = run_cell(cell, config)
+    assert not first["provenance"]["sizes"]["aligner_reused"] and again["provenance"]["sizes"]["aligner_reused"]
+    assert again["metrics"]["head"]["reused"]
+    monkeypatch.setattr(experiments, "FIT_REVISION", FIT_REVISION + 1)  # e.g. dropout masks drawn another way
+    later = run_cell(cell, config)
+    assert not later["provenance"]["sizes"]["aligner_reused"] and not later["metrics"]["head"]["reused"]
+    assert later["provenance"]["sizes"]["aligner_id"] != first["provenance"]["sizes"]["aligner_id"]
 
 
 def test_sweep_and_report_cli(tiny_model_dir, tmp_path):

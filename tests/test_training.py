@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from embedstore.base.errors import ConfigError
-from embedstore.estimators.training import (RECIPES, Recipe, adamw, autocast_dtype, resolve_recipe, split_indices,
-                                           train)
+from embedstore.estimators.training import (FIT_REVISION, RECIPES, Recipe, adamw, autocast_dtype, resolve_recipe,
+                                           split_indices, train)
 
 RECIPE = Recipe(lr=1e-2, batch_size=32, max_epochs=5, patience=10, weight_decay=0.0)
 
@@ -57,8 +57,9 @@ def test_history_records_every_epoch():
     assert history.best_val_loss == min(e["val_loss"] for e in history.epochs)
     assert not history.stopped_early and history.seconds > 0
     assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds", "precision",
-                                      "recipe", "steps_per_epoch", "step_losses"}  # the text loop's shape too
+                                      "recipe", "steps_per_epoch", "step_losses", "fit_revision"}  # the text loop's shape too
     assert history.precision == "fp32" and history.recipe == dataclasses.asdict(RECIPE)
+    assert history.fit_revision == FIT_REVISION
 
 
 def test_early_stopping_restores_the_best_state():

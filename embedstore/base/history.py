@@ -27,9 +27,9 @@ class History:
     before its epoch cap. `steps_per_epoch`: optimizer steps per epoch (None in records written before it was kept).
     `step_losses`: the loss of every optimizer step, where the loop keeps them (the text loop).
 
-    `seconds` (wall seconds of the training), `precision` (what the steps ran in, "auto" resolved) and `recipe` (the
-    settings trained with): where the history is the run's only record of them (a saved aligner's or head's
-    config). A text run's record keeps them once, elsewhere (its provenance's `wall_time_s` and `precision`, its
+    `seconds` (wall seconds of the training), `precision` (what the steps ran in, "auto" resolved), `recipe` (the
+    settings trained with) and `fit_revision` (`estimators.training.FIT_REVISION`; None before it was kept): where
+    the history is the run's only record of them (a saved aligner's or head's config). A text run's record keeps them once, elsewhere (its provenance's `wall_time_s` and `precision`, its
     identity's options), so its history leaves them None rather than holding a second copy.
     """
 
@@ -42,6 +42,7 @@ class History:
     step_losses: list[float] = field(default_factory=list)
     precision: str | None = None
     recipe: dict[str, Any] | None = None
+    fit_revision: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

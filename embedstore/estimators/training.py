@@ -126,6 +126,12 @@ class Recipe:
                                   f"precision one of {', '.join(PRECISIONS)})")
 
 
+#: The revision of the arithmetic behind an estimator's fit: bumped when the same estimator, params, seed and rows
+#: fit differently, so a fit cached by an earlier revision is never reused as this one's (`study.experiments`).
+#: 2 (2026-12-07): dropout masks drawn by numpy (`estimators.dropout`), not torch's `bernoulli_`.
+FIT_REVISION = 2
+
+
 RECIPES: dict[str, dict[Kind, Recipe]] = {
     "default": {
         "aligner": Recipe(lr=1e-3, batch_size=512, max_epochs=15, patience=10, weight_decay=0.0, min_steps=795),
@@ -223,6 +229,7 @@ def train(
         amp = autocast_dtype(recipe.precision, device)
         device_type = torch.device(device).type
         history.precision = precision_name(amp)
+        history.fit_revision = FIT_REVISION
         bar, task = _progress_bar(description, max_epochs) if progress else (None, None)
         if bar is not None:
             bar.start()

@@ -41,7 +41,7 @@ from embedstore.data.selection import overlap_mask, parse_size, subsample
 from embedstore.store import Store, StoreKey
 from embedstore.data.tasks import Source, Task
 from embedstore.pipelines.pipeline import save_pair_ids
-from embedstore.estimators.training import resolve_recipe
+from embedstore.estimators.training import FIT_REVISION, resolve_recipe
 
 if TYPE_CHECKING:
     from embedstore.encoding.models import ModelSpec
@@ -152,12 +152,14 @@ def _fitted_aligner(ctx: Context, reverse: bool, src: list, tgt: list, n_pairs: 
 
     A sweep multiplies every aligner by task sizes (and heads, recipes of the head) that do not change it, so
     refitting it per cell would repeat the most expensive step many times. The key hashes everything that
-    determines the fit, including the pairs' text ids, so a reused aligner is the one this cell would fit.
+    determines the fit, including the pairs' text ids and the fit arithmetic's revision (`FIT_REVISION`), so a
+    reused aligner is the one this cell would fit.
     """
     aligner = aligner_for_run(ALIGNERS[ctx.cell.aligner], n_pairs, seed=ctx.cell.seed, reverse=reverse,
                               recipe=ctx.cell.recipe)
     digest = hashlib.sha256(json.dumps({"class": type(aligner).__name__, "params": settled_params(aligner),
-                                        "key": ctx.key.to_dict()}, sort_keys=True, default=str).encode())
+                                        "key": ctx.key.to_dict(), "fit_revision": FIT_REVISION},
+                                       sort_keys=True, default=str).encode())
     digest.update(_TEXT_IDS(src).tobytes() + _TEXT_IDS(tgt).tobytes())
     path = ctx.aligner_cache / digest.hexdigest()[:20]
     if (path / CONFIG_FILE).is_file():
@@ -190,7 +192,8 @@ def fitted_head(cell: Cell, config: SweepConfig, train_x: np.ndarray, train_y: l
         params["recipe"] = asdict(resolve_recipe(params.get("recipe"), "head"))
     x = np.ascontiguousarray(train_x, dtype=np.float32)
     digest = hashlib.sha256(json.dumps({"class": type(head).__name__, "params": params, "shape": x.shape,
-                                        "labels": list(map(str, train_y))}, sort_keys=True, default=str).encode())
+                                        "labels": list(map(str, train_y)), "fit_revision": FIT_REVISION},
+                                       sort_keys=True, default=str).encode())
     digest.update(x.tobytes())
     path = config.results.with_suffix(".heads") / digest.hexdigest()[:20]
     if (path / CONFIG_FILE).is_file():
@@ -452,7 +455,7 @@ def training_summary(aligner: Aligner) -> dict:
     history = getattr(aligner, "history_", None)
     if not history:
         return {}
-    keep = ("precision", "best_epoch", "best_val_loss", "stopped_early", "seconds")
+    keep = ("precision", "fit_revision", "best_epoch", "best_val_loss", "stopped_early", "seconds")
     return {"aligner_training": {**{k: history[k] for k in keep if k in history},
                                  "epochs_run": len(history.get("epochs", []))}}
 

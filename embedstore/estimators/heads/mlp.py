@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from embedstore.base.errors import ConfigError
+from embedstore.estimators.dropout import Dropout
 from embedstore.estimators.heads.torch_head import TorchHead
 from embedstore.estimators.training import DEFAULT_RECIPE, Recipe
 
@@ -37,5 +38,5 @@ class MLPHead(TorchHead):
         if self.hidden is not None and (isinstance(self.hidden, bool) or self.hidden < 1):
             raise ConfigError(f"MLPHead hidden={self.hidden!r} must be a positive integer (or None: the vector dim)")
         width = dim if self.hidden is None else self.hidden
-        return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(dim, width), nn.Tanh(),
-                             nn.Dropout(self.dropout), nn.Linear(width, n_classes))
+        return nn.Sequential(Dropout(self.dropout), nn.Linear(dim, width), nn.Tanh(),
+                             Dropout(self.dropout), nn.Linear(width, n_classes))
