@@ -57,7 +57,8 @@ def test_history_records_every_epoch():
     assert history.best_val_loss == min(e["val_loss"] for e in history.epochs)
     assert not history.stopped_early and history.seconds > 0
     assert set(history.to_dict()) == {"epochs", "best_epoch", "best_val_loss", "stopped_early", "seconds", "precision",
-                                      "recipe", "steps_per_epoch", "step_losses", "fit_revision"}  # the text loop's shape too
+                                      "recipe", "steps_per_epoch", "step_losses",
+                                      "fit_revision"}  # the text loop's shape too
     assert history.precision == "fp32" and history.recipe == dataclasses.asdict(RECIPE)
     assert history.fit_revision == FIT_REVISION
 

@@ -29,8 +29,9 @@ class History:
 
     `seconds` (wall seconds of the training), `precision` (what the steps ran in, "auto" resolved), `recipe` (the
     settings trained with) and `fit_revision` (`estimators.training.FIT_REVISION`; None before it was kept): where
-    the history is the run's only record of them (a saved aligner's or head's config). A text run's record keeps them once, elsewhere (its provenance's `wall_time_s` and `precision`, its
-    identity's options), so its history leaves them None rather than holding a second copy.
+    the history is the run's only record of them (a saved aligner's or head's config). A text run's record keeps
+    them once, elsewhere (its provenance's `wall_time_s` and `precision`, its identity's options), so its history
+    leaves them None rather than holding a second copy.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
