@@ -13,9 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-#: What a record names the mask generator by.
-MASKS = "numpy-pcg64"
-
 
 class Dropout(nn.Dropout):
     """`nn.Dropout` (same parameter, same scaling by 1/(1-p), the identity in eval mode) with CPU masks from numpy.
