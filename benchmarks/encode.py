@@ -49,8 +49,8 @@ Targets (issue 27): the default path >= 0.95x the faster of the two bare passes 
 torch path's (`QUALITY_LOSS`); the re-run <= 2% of the encode. Every target is a ratio, judged on the median of its
 per-round ratios (`judge`, the rule of `embedstore.base.paired_verdict`): each round runs every path once, so a
 drift of the whole machine between rounds (seen on a quiet machine: raw repeats spread 10-22 % while auto
-against the faster bare pass measured 1.062x, 1.057x, 1.101x in its rounds) cancels within the round. The raw medians and raw spreads are
-still printed. A target gets no verdict ("noisy, no verdict") when its per-round ratios spread by more than 10%
+against the faster bare pass measured 1.062x, 1.057x, 1.101x in its rounds) cancels within the round. The raw
+medians and raw spreads are still printed. A target gets no verdict ("noisy, no verdict") when its per-round ratios spread by more than 10%
 and the rounds disagree about it; the peak target also when a round's peak probe fell below the rate that round's
 faster bare pass achieved (the probe was disturbed, so no share of it means anything). The whole run gets none
 ("noisy machine, no verdict") when other processes and the hypervisor took more than `BUSY_CORES` (a quarter of a
