@@ -324,14 +324,35 @@ def _reset_peak() -> bool:
 
 # ---- the driver ----
 
+_RUNNING: dict[str, object] = {}
+"""The work directory being measured and the child process running, for `_on_sigterm`."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """A kill removes the keys (the 10M-row pair is ~15 GB; a killed run left it in /tmp, 2026-12-07) and exits with
+    128 + SIGTERM. Done here rather than by raising SystemExit for `finally` to clean up: a handler that runs while
+    the interpreter is inside a finalizer has its exception ignored, and the test of this saw such a run carry on to
+    the end (exit 0) once in the full suite."""
+    child = _RUNNING.get("child")
+    if isinstance(child, subprocess.Popen):
+        child.kill()
+        child.wait()
+    if isinstance(work := _RUNNING.get("work"), Path):
+        shutil.rmtree(work, ignore_errors=True)
+    os._exit(128 + signum)
+
+
 def _run_child(op: str, side: str, work: Path, n: int, state: str | None, huge_pages: bool = True) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
-                          "--rows", str(n), *(["--state", state] if state else []),
-                          *([] if huge_pages else ["--no-huge-pages"])], capture_output=True, text=True,
-                         env={**os.environ})
-    if out.returncode != 0:
-        raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with subprocess.Popen([sys.executable, __file__, "--op", op, "--side", side, "--work", str(work),
+                           "--rows", str(n), *(["--state", state] if state else []),
+                           *([] if huge_pages else ["--no-huge-pages"])],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        _RUNNING["child"] = child
+        stdout, stderr = child.communicate()
+        _RUNNING.pop("child", None)
+    if child.returncode != 0:
+        raise SystemExit(f"error: {op} on the {side} ({n:,} rows) failed: {stderr.strip()[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _measure(op: str, work: Path, n: int, repeats: int, state: str | None) -> tuple[dict, dict]:
@@ -425,12 +446,11 @@ def main() -> None:
     from rich.table import Table
     console = Console(width=250)
     verdicts, lookups, peaks = [], {}, []
-    # a kill (SIGTERM) unwinds like Ctrl-C, so `finally` removes the keys: the 10M-row pair is ~15 GB of disk, and a
-    # killed run left it behind in /tmp (2026-12-07)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     for n in sorted(args.rows):
-        # named before it is made, so a kill between making it and entering `try` cannot leave it behind
+        # named (and known to the SIGTERM handler) before it is made, so a kill at any point cannot leave it behind
         work = Path(args.dir or tempfile.gettempdir()) / f"store-bench-{n}-{os.getpid()}-{secrets.token_hex(4)}"
+        _RUNNING["work"] = work
         try:
             work.mkdir(mode=0o700)
             _prepare(work, n)

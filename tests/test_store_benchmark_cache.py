@@ -50,8 +50,8 @@ def test_the_counts_beside_the_seconds_are_this_process_s(bench):
 
 
 def test_a_killed_run_removes_the_keys_it_built(tmp_path):
-    """SIGTERM unwinds the benchmark like Ctrl-C: its `finally` removes the keys (at 10M rows ~15 GB, which a killed
-    run left in /tmp), and it exits with 128 + SIGTERM."""
+    """On SIGTERM the benchmark stops its child, removes the keys (at 10M rows ~15 GB, which a killed run left in
+    /tmp) and exits with 128 + SIGTERM."""
     import signal
     import subprocess
     import time
