@@ -226,3 +226,42 @@ def test_an_aligner_applied_to_target_text_is_also_judged_in_the_heads_space():
     assert report["collapse_head_space"]["identity_p1"] == report["retrieval"]["raw"]["forward"]["nn"]["p@1"]
     closed_form = A.held_out_alignment(en, tr, split, make_aligner("procrustes"))
     assert "head_space" not in closed_form["retrieval"] and "collapse_head_space" not in closed_form
+
+
+@pytest.mark.parametrize("ks", [(1, 5), (5,)])
+def test_a_reports_collapse_check_is_the_one_detect_collapse_gives(ks):
+    """evaluate_alignment reads the collapse check's P@1s off its own retrievals instead of searching the rows
+    again: the check must be exactly `collapse_report`'s, healthy or collapsed, in the head's space too, and a
+    P@1 the caller did not ask for stays out of the retrieval figures."""
+    en, tr = rotated_pairs(offset=3.0)
+    rng = np.random.default_rng(1)
+    healthy = tr + 0.05 * rng.standard_normal(tr.shape).astype(np.float32)
+    collapsed = tr.mean(axis=0) + 1e-3 * rng.standard_normal(tr.shape).astype(np.float32)
+    shuffled = tr[rng.permutation(N)]
+    for aligned in (healthy, collapsed, shuffled):
+        report = A.evaluate_alignment(en, tr, aligned, aligned_tr=tr * 1.5, ks=ks)
+        assert report["collapse"] == A.collapse_report(aligned, en, tr)
+        assert report["collapse_head_space"] == A.collapse_report(aligned, en, tr * 1.5, raw_tr=tr)
+        for space in ("raw", "aligned", "head_space"):
+            assert set(report["retrieval"][space]["forward"]["nn"]) == {f"p@{k}" for k in ks}
+    assert A.evaluate_alignment(en, tr, collapsed, ks=ks)["collapse"]["collapsed"]
+    assert not A.evaluate_alignment(en, tr, healthy, ks=ks)["collapse"]["collapsed"]
+
+
+def test_the_raw_retrieval_of_the_same_rows_is_searched_once_per_process(monkeypatch):
+    """Every aligner of a sweep's seed is judged on the same held-out rows; their raw (identity) retrieval is a fact
+    of the rows, searched once and handed out as a copy. Other rows, or one changed value, are searched anew."""
+    monkeypatch.setattr(A, "_RAW_RETRIEVALS", {})
+    searched = []
+    original = A.retrieval_report
+    monkeypatch.setattr(A, "retrieval_report", lambda q, k, *a, **kw: searched.append(q) or original(q, k, *a, **kw))
+    en, tr = rotated_pairs()
+    first = A.evaluate_alignment(en, tr, tr + 0.1)
+    first["retrieval"]["raw"]["forward"]["nn"]["p@1"] = -1.0  # a caller's edit stays in its own copy
+    second = A.evaluate_alignment(en, tr, tr + 0.2)
+    assert len(searched) == 3  # raw once, then each aligned set
+    assert second["retrieval"]["raw"] == original(en, tr)
+    changed = tr.copy()
+    changed[0, 0] += 1.0
+    A.evaluate_alignment(en, changed, changed + 0.1)
+    assert len(searched) == 5

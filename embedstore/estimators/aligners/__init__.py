@@ -12,7 +12,7 @@ import pkgutil
 from typing import Any
 
 from embedstore.estimators.aligners.base import Aligner
-from embedstore.estimators.aligners.collapse import CollapseCheck, CollapseWarning, detect_collapse
+from embedstore.estimators.aligners.collapse import CollapseCheck, CollapseWarning, detect_collapse, judge_collapse
 from embedstore.estimators.aligners.torch_aligner import TorchAligner
 from embedstore.estimators.artifacts import load_estimator, lookup, make_estimator, named_subclasses
 
@@ -48,5 +48,5 @@ def load_aligner(directory: str | os.PathLike) -> Aligner:
 
 
 __all__ = ["ALIGNERS", "DEFAULT_ALIGNER", "AEAligner", "Aligner", "CollapseCheck", "CollapseWarning", "FCAligner", "LinearAligner",
-           "MeanShiftAligner", "ProcrustesAligner", "TorchAligner", "detect_collapse",
+           "MeanShiftAligner", "ProcrustesAligner", "TorchAligner", "detect_collapse", "judge_collapse",
            "is_trained", "load_aligner", "make_aligner"]

@@ -38,8 +38,14 @@ def detect_collapse(aligned: np.ndarray, source: np.ndarray, target: np.ndarray,
     `raw_target`: the target vectors before the aligner, when `target` went through it too (an aligner applied to
     target text at test time: A(en) is judged against A(tr), and the identity map still against raw tr).
     """
-    p1 = nn_p_at_1(aligned, target)
-    identity_p1 = nn_p_at_1(source, target if raw_target is None else raw_target)
+    return judge_collapse(nn_p_at_1(aligned, target),
+                          nn_p_at_1(source, target if raw_target is None else raw_target), aligned, target)
+
+
+def judge_collapse(p1: float, identity_p1: float, aligned: np.ndarray, target: np.ndarray) -> CollapseCheck:
+    """`detect_collapse`'s verdict from P@1s already measured: a caller that ran the full retrieval of these rows
+    (`analysis.evaluate_alignment`) has both figures, the same numbers `nn_p_at_1` gives, and need not search the
+    rows again."""
     target_var = float(target.var(axis=0).sum())
     ratio = float(aligned.var(axis=0).sum()) / target_var if target_var > 0 else float("inf")
     reasons = []
