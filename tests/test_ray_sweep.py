@@ -10,13 +10,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
@@ -24,6 +21,7 @@ from embedstore.cli.app import app
 from embedstore.study.cells import Cell, SweepConfig, load_config
 from embedstore.study.run import make_executor, run_study
 from embedstore.study.sweep import read_results, run_sweep
+from conftest import heavy_threads
 from test_experiments import write_config
 from test_sweep import make_config
 
@@ -76,16 +74,6 @@ def _differences(a: Any, b: Any, at: str = "") -> list[str]:
     return [] if a == b else [f"{at}: {a!r:.80} != {b!r:.80}"]
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.heavy
 def test_ray_gives_the_local_records(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")
@@ -97,7 +85,7 @@ def test_ray_gives_the_local_records(tiny_model_dir, tmp_path):
     # aligner's floats are a function of the seed at a given thread count, not across counts (FLOAT_RTOL); before
     # aligners mapped rows in blocks of one shape (`aligners.base.map_rows`), the C search's log-losses also
     # differed with the order the cells ran in
-    with threadpool_limits(limits=1), _torch_threads(1):
+    with threadpool_limits(limits=1), heavy_threads(1):
         local = run_study(config, workers=1, progress=False).summary
     assert not local.errors and local.ok
     local_records = read_results(config.results)

@@ -202,19 +202,17 @@ def evaluate_alignment(en: np.ndarray, tr: np.ndarray, aligned: np.ndarray, *, a
     en, tr = _paired(en, tr, ("en", "tr"))
     en, aligned = _paired(en, aligned, ("en", "aligned"))
     searched = tuple(ks) if 1 in ks else (1, *ks)  # P@1 for the collapse check, whatever the caller asked for
-    raw = _raw_retrieval(en, tr, searched, csls_k)
-    mapped = retrieval_report(aligned, tr, searched, csls_k)
-    report = {
-        "cosine": cosine_report(en, tr, aligned, seed),
-        "retrieval": {"raw": _asked(raw, ks), "aligned": _asked(mapped, ks)},
-        "collapse": asdict(judge_collapse(_nn_p1(mapped), _nn_p1(raw), aligned, tr)),
-    }
+    retrievals = {"raw": _raw_retrieval(en, tr, searched, csls_k),
+                  "aligned": retrieval_report(aligned, tr, searched, csls_k)}
+    checks = {"collapse": judge_collapse(_nn_p1(retrievals["aligned"]), _nn_p1(retrievals["raw"]), aligned, tr)}
     if aligned_tr is not None:
         en, aligned_tr = _paired(en, aligned_tr, ("en", "aligned_tr"))
-        head = retrieval_report(aligned, aligned_tr, searched, csls_k)
-        report["retrieval"]["head_space"] = _asked(head, ks)
-        report["collapse_head_space"] = asdict(judge_collapse(_nn_p1(head), _nn_p1(raw), aligned, aligned_tr))
-    return report
+        retrievals["head_space"] = retrieval_report(aligned, aligned_tr, searched, csls_k)
+        checks["collapse_head_space"] = judge_collapse(_nn_p1(retrievals["head_space"]), _nn_p1(retrievals["raw"]),
+                                                       aligned, aligned_tr)
+    return {"cosine": cosine_report(en, tr, aligned, seed),
+            "retrieval": {space: _asked(found, ks) for space, found in retrievals.items()},
+            **{name: asdict(check) for name, check in checks.items()}}
 
 
 def _nn_p1(report: dict[str, Any]) -> float:
@@ -222,14 +220,13 @@ def _nn_p1(report: dict[str, Any]) -> float:
 
 
 def _asked(report: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
-    """`report` with only the P@k the caller asked for (P@1 is searched for the collapse check in any case)."""
-    if 1 in ks:
-        return report
-    out = copy.deepcopy(report)
-    for direction in ("forward", "backward"):
-        for scores in out[direction].values():
-            scores.pop("p@1")
-    return out
+    """`report` (this call's own: a fresh search or a copy of a remembered one) with only the P@k the caller asked
+    for; P@1 is searched for the collapse check in any case."""
+    if 1 not in ks:
+        for direction in ("forward", "backward"):
+            for scores in report[direction].values():
+                scores.pop("p@1")
+    return report
 
 
 _RAW_RETRIEVALS: dict[bytes, dict[str, Any]] = {}
