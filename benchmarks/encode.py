@@ -278,7 +278,7 @@ def verdict_text(v: RatioVerdict, target: str, withheld: list[str] = ()) -> str:
     if v.noisy or withheld:
         why = "; ".join([*withheld, *(["the rounds disagree and spread by more than 10%"] if v.noisy else [])])
         return f"noisy, no verdict ({target}: {v.rounds_text()}; {why})"
-    return f"{'PASS' if v.passed else 'FAIL'} ({target}: {v.rounds_text()})"
+    return f"{v.outcome()} ({target}: {v.rounds_text()})"
 
 
 def round_order(paths: tuple[str, ...], r: int) -> list[str]:

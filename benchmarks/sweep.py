@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from safetensors.numpy import save_file
 
+from embedstore.base.paired_verdict import outcome
 from embedstore.study.cells import expand, load_config
 from embedstore.study.context import StudyContext
 from embedstore.encoding.engine_choice import cpu_name, fp32_peak, vector_extensions
@@ -143,7 +144,7 @@ def main() -> None:
         n_aligner_cells = sum(1 for c in cells if c.aligner)
         naive = wall + median_fit * (n_aligner_cells - len(fits)) / args.workers
     console.print(f"[bold]paper grid, 1 language × 1 task, d={args.dim}, {args.workers} workers:[/bold] {len(cells)} cells "
-                  f"in {wall:.1f} s (median of {args.repeats}) — target {TARGET_S} s: {'PASS' if wall <= TARGET_S else 'FAIL'}")
+                  f"in {wall:.1f} s (median of {args.repeats}) — target {TARGET_S} s: {outcome(wall, TARGET_S, at_least=False)}")
     console.print(f"aligner fits: {len(fits)} (median {median_fit:.1f} s each) for {n_aligner_cells} aligner cells; "
                   f"refitting per cell would take ~{naive:.0f} s ({naive / wall:.1f}x this run)")
     # the floor the fits alone set: their weight products at the fp32 rate one worker's thread reaches here

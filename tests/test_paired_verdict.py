@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from embedstore.base.paired_verdict import judge_ratio, paired_ratios, spread
+from embedstore.base.paired_verdict import judge_ratio, miss, outcome, paired_ratios, spread
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 DRIFT = [1.00, 1.22, 0.93]  # the whole machine's speed in three rounds: raw repeats spread 31 %
@@ -58,6 +58,18 @@ def test_a_ceiling_target_and_its_edges():
         judge_ratio([], 1.0)
 
 
+def test_a_fail_says_by_how_much_it_misses():
+    """The done-when of issue 27 asks int8's line to say by how much it misses 2x: every FAIL says it, as a share of
+    the target (short of a floor, over a ceiling), and a PASS says nothing more."""
+    int8 = judge_ratio([1.928, 2.016, 1.854], 2.0)  # benchmarks/encode.py, 2026-12-07 22:52-23:04
+    assert not int8.passed and int8.outcome() == "FAIL, 3.6% short"
+    assert judge_ratio([0.701, 0.637, 0.701], 0.80).outcome() == "FAIL, 12.4% short"
+    assert judge_ratio([2.22], 1.5, at_least=False).outcome() == "FAIL, 48.0% over"
+    assert outcome(221.1, 180, at_least=False) == "FAIL, 22.8% over"  # benchmarks/sweep.py's wall
+    assert judge_ratio([2.0, 2.1], 2.0).outcome() == outcome(180, 180, at_least=False) == "PASS"  # the edge passes
+    assert miss(1.0, 2.0) == pytest.approx(0.5) and miss(3.0, 2.0) == 0 and miss(3.0, 2.0, at_least=False) == 0.5
+
+
 def test_the_encode_benchmark_judges_its_targets_within_each_round(monkeypatch):
     encode = _benchmark("encode", monkeypatch)
     base = {"bare": 15.5, "bare-onnx": 13.7, "auto": 12.45, "torch": 15.4, "onnx": 13.1, "int8": 5.6, "st": 20.9,
@@ -80,6 +92,9 @@ def test_the_encode_benchmark_judges_its_targets_within_each_round(monkeypatch):
     peaks[1] = gflop / (times["bare-onnx"][1] * 1.1)  # round 2's probe below what that round's bare pass achieved
     assert [p.split(":")[0] for p in encode.disturbed_probes(times, peaks, gflop)] == ["round 2"]
     assert encode.verdict_text(verdicts["auto vs st"], ">= 1.3x st").startswith("PASS")
+    times["int8"] = [t / 1.9 for t in times["bare-onnx"]]  # 1.9x the faster bare pass in every round
+    assert encode.verdict_text(encode.judge(times, peaks, gflop)["int8 vs the faster bare pass"], ">= 2x") \
+        .startswith("FAIL, 5.0% short (>= 2x: rounds 1.900, 1.900, 1.900")
 
 
 def test_the_store_benchmark_judges_each_repeat_against_its_own_anchor(monkeypatch):
@@ -89,6 +104,7 @@ def test_the_store_benchmark_judges_each_repeat_against_its_own_anchor(monkeypat
     assert store.time_verdict([0.78, 2.55, 1.7], [1.0, 1.1, 1.0]).noisy  # the page cache moved one side only
     tiny = store.time_verdict([0.001, 0.004, 0.002], [0.002, 0.001, 0.003])  # both under the floor
     assert tiny.median == 1.0 and not tiny.noisy
+    assert store.time_verdict([2.2, 2.3, 2.2], [1.0, 1.0, 1.0]).outcome() == "FAIL, 46.7% over"
 
 
 def test_the_encode_benchmark_prints_verdicts_for_a_drifting_machine(monkeypatch, tiny_model_dir, capsys):

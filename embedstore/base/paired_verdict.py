@@ -39,6 +39,21 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
     return [n / d for n, d in zip(numerators, denominators)]
 
 
+def miss(value: float, target: float, at_least: bool = True) -> float:
+    """How far `value` misses `target`, as a fraction of the target (0 when it meets it): a FAIL's "by how much",
+    so a reader sees whether a target was missed by 2 % or by half without redoing the arithmetic."""
+    short = (target - value) if at_least else (value - target)
+    return max(short, 0.0) / target
+
+
+def outcome(value: float, target: float, at_least: bool = True) -> str:
+    """"PASS", or "FAIL" with the miss ("FAIL, 3.6% short" of a floor, "FAIL, 22.8% over" a ceiling)."""
+    missed = miss(value, target, at_least)
+    if not missed:
+        return "PASS"
+    return f"FAIL, {100 * missed:.1f}% {'short' if at_least else 'over'}"
+
+
 @dataclass(frozen=True)
 class RatioVerdict:
     """A ratio target judged over its rounds: `passed` is the median's verdict; `noisy` says it is withheld."""
@@ -51,6 +66,10 @@ class RatioVerdict:
     every_round_agrees: bool
     noisy: bool
     passed: bool
+
+    def outcome(self) -> str:
+        """The median's verdict as `outcome` words it (the noisy case is the caller's: it knows why)."""
+        return outcome(self.median, self.target, self.at_least)
 
     def rounds_text(self, fmt: str = "{:.3f}") -> str:
         """The per-round ratios and their spread, for a report line."""
@@ -71,4 +90,4 @@ def judge_ratio(ratios: Sequence[float], target: float, at_least: bool = True,
     agrees = all(ok) or not any(ok)
     return RatioVerdict(ratios=tuple(ratios), target=target, at_least=at_least, median=median, spread=s,
                         every_round_agrees=agrees, noisy=s is not None and s > noisy_spread and not agrees,
-                        passed=median >= target if at_least else median <= target)
+                        passed=miss(median, target, at_least) == 0)
