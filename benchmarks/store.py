@@ -79,7 +79,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.base.machine_load import BUSY_CORES, cores_text, machine_load, taken
-from embedstore.base.paired_verdict import RatioVerdict, judge_ratio, miss, spread
+from embedstore.base.paired_verdict import RatioVerdict, judge_ratio, missed_by, spread
 
 DIM = 384
 BLOCK_ROWS = 65536  # rows generated and written per step of a build (one shard of the store's layout)
@@ -467,9 +467,8 @@ def main() -> None:
                 timing = time_verdict(s["repeats"], a["repeats"])
                 t_ratio = timing.median
                 m_ratio = _ratio(s["peak_mib"], a["peak_mib"], FLOOR_MIB)
-                missed = [f"{what} {100 * m:.1f}% over" for what, m in
-                          (("time", miss(t_ratio, TARGET_RATIO, at_least=False)),
-                           ("memory", miss(m_ratio, TARGET_RATIO, at_least=False))) if m]
+                missed = [f"{what} {by}" for what, ratio in (("time", t_ratio), ("memory", m_ratio))
+                          if (by := missed_by(ratio, TARGET_RATIO, at_least=False))]
                 ok = not missed
                 noisy = timing.noisy or any(x["taken"] > BUSY_CORES for x in (s, a))
                 verdicts.append(None if noisy else ok)

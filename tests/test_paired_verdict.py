@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from embedstore.base.paired_verdict import judge_ratio, miss, outcome, paired_ratios, spread
+from embedstore.base.paired_verdict import judge_ratio, miss, missed_by, outcome, paired_ratios, spread
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 DRIFT = [1.00, 1.22, 0.93]  # the whole machine's speed in three rounds: raw repeats spread 31 %
@@ -68,6 +68,7 @@ def test_a_fail_says_by_how_much_it_misses():
     assert outcome(221.1, 180, at_least=False) == "FAIL, 22.8% over"  # benchmarks/sweep.py's wall
     assert judge_ratio([2.0, 2.1], 2.0).outcome() == outcome(180, 180, at_least=False) == "PASS"  # the edge passes
     assert miss(1.0, 2.0) == pytest.approx(0.5) and miss(3.0, 2.0) == 0 and miss(3.0, 2.0, at_least=False) == 0.5
+    assert missed_by(2.37, 1.5, at_least=False) == "58.0% over" and missed_by(1.2, 1.5, at_least=False) is None
 
 
 def test_the_encode_benchmark_judges_its_targets_within_each_round(monkeypatch):

@@ -46,12 +46,16 @@ def miss(value: float, target: float, at_least: bool = True) -> float:
     return max(short, 0.0) / target
 
 
-def outcome(value: float, target: float, at_least: bool = True) -> str:
-    """"PASS", or "FAIL" with the miss ("FAIL, 3.6% short" of a floor, "FAIL, 22.8% over" a ceiling)."""
+def missed_by(value: float, target: float, at_least: bool = True) -> str | None:
+    """The miss in words ("3.6% short" of a floor, "22.8% over" a ceiling); None when `value` meets `target`."""
     missed = miss(value, target, at_least)
-    if not missed:
-        return "PASS"
-    return f"FAIL, {100 * missed:.1f}% {'short' if at_least else 'over'}"
+    return f"{100 * missed:.1f}% {'short' if at_least else 'over'}" if missed else None
+
+
+def outcome(value: float, target: float, at_least: bool = True) -> str:
+    """"PASS", or "FAIL" with the miss ("FAIL, 3.6% short")."""
+    missed = missed_by(value, target, at_least)
+    return "PASS" if missed is None else f"FAIL, {missed}"
 
 
 @dataclass(frozen=True)
